@@ -1,0 +1,150 @@
+//! A local stand-in for the Azure China CDN API.
+//!
+//! It checks every request the way the service does (date, signature, key,
+//! subscription, endpoint, body, URLs), answers in the documented shapes,
+//! enforces a token-bucket rate limit and daily quotas, and can be told to
+//! misbehave: 500/503 answers, responses slower than any timeout, dropped
+//! connections and bodies cut short. Every accepted purge is journaled.
+//!
+//! It runs in-process ([`Emulator::start`], for tests and `serve --emulator`)
+//! or on its own (`purgeq emulate`). The server loop is written out by hand
+//! rather than with `axum::serve` for one reason: to drop a connection on
+//! purpose, the handler must be able to abort the connection it runs on.
+
+mod checks;
+mod config;
+mod routes;
+mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+pub use checks::has_dot_dot_segment;
+pub use config::{EmulatedEndpoint, EmulatorConfig, Knobs};
+pub use state::JournalEntry;
+
+/// Put into each request's extensions: notifying it closes the connection
+/// the request arrived on, without an answer.
+#[derive(Clone)]
+struct ConnectionKill(Arc<Notify>);
+
+pub struct Emulator;
+
+impl Emulator {
+    /// Binds `config.listen` and serves until the handle is shut down or
+    /// dropped.
+    pub async fn start(config: EmulatorConfig) -> std::io::Result<EmulatorHandle> {
+        config
+            .knobs
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(state::State::new(config));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(listener, state.clone(), shutdown.clone()));
+        Ok(EmulatorHandle {
+            addr,
+            state,
+            shutdown,
+            task: Some(task),
+        })
+    }
+}
+
+async fn serve(listener: TcpListener, state: Arc<state::State>, shutdown: CancellationToken) {
+    let router = routes::router(state);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::warn!(%error, "emulator: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let kill = Arc::new(Notify::new());
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .layer(axum::Extension(ConnectionKill(kill.clone()))),
+        );
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = kill.notified() => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// A running emulator. Dropping it stops the server.
+pub struct EmulatorHandle {
+    addr: SocketAddr,
+    state: Arc<state::State>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl EmulatorHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, ready for [`crate::cdn::ClientSettings`].
+    pub fn base_url(&self) -> Url {
+        Url::parse(&format!("http://{}", self.addr))
+            .unwrap_or_else(|_| unreachable!("a socket address is a valid URL host"))
+    }
+
+    pub fn subscription_id(&self) -> &str {
+        &self.state.config.subscription_id
+    }
+
+    pub fn journal(&self) -> Vec<JournalEntry> {
+        self.state.journal()
+    }
+
+    pub fn stats(&self) -> std::collections::BTreeMap<String, u64> {
+        self.state.stats()
+    }
+
+    pub fn knobs(&self) -> Knobs {
+        self.state.knobs()
+    }
+
+    /// Changes the knobs while serving (same as `PATCH /_emulator/knobs`).
+    pub fn set_knobs(&self, knobs: Knobs) -> Result<(), String> {
+        knobs.validate()?;
+        self.state.set_knobs(knobs);
+        Ok(())
+    }
+
+    /// Stops accepting and closes every connection.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

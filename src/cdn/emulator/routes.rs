@@ -1,0 +1,363 @@
+//! HTTP routes: the API as documented, and `/_emulator/*` for control.
+//!
+//! Every API call passes through [`api_gate`], which gives it a correlation
+//! id, injects the configured faults, applies the rate limit and counts the
+//! outcome, so the handlers themselves only model the service's logic.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Extension, Path, Request, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+
+use super::ConnectionKill;
+use super::checks::{self, Rejection};
+use super::state::{QuotaCheck, State};
+use crate::cdn::client::CORRELATION_HEADER;
+use crate::cdn::wire;
+
+type Shared = Arc<State>;
+
+/// The label [`api_gate`] counts in `/_emulator/stats`.
+#[derive(Clone)]
+struct Outcome(String);
+
+#[derive(Clone)]
+struct CorrelationId(String);
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(wire::ErrorBody::new(&self.error_type, self.message)),
+        )
+            .into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response.extensions_mut().insert(Outcome(self.error_type));
+        response
+    }
+}
+
+fn with_outcome(mut response: Response, outcome: &str) -> Response {
+    response
+        .extensions_mut()
+        .insert(Outcome(outcome.to_owned()));
+    response
+}
+
+pub fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/subscriptions/{sid}/endpoints", get(list_endpoints))
+        .route("/subscriptions/{sid}/endpoints/{eid}", get(get_endpoint))
+        .route(
+            "/subscriptions/{sid}/endpoints/{eid}/purges",
+            axum::routing::post(add_purge),
+        )
+        .route(
+            "/subscriptions/{sid}/endpoints/{eid}/purges/{tid}",
+            get(query_purge),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), api_gate));
+    let admin = Router::new()
+        .route("/_emulator/knobs", get(get_knobs).patch(patch_knobs))
+        .route("/_emulator/journal", get(get_journal))
+        .route("/_emulator/stats", get(get_stats));
+    api.merge(admin).with_state(state)
+}
+
+/// Which injected fault, if any, this call gets.
+enum Fault {
+    None,
+    Error500,
+    Error503,
+    Slow,
+    Drop,
+    Malformed,
+}
+
+fn pick_fault(knobs: &super::Knobs) -> Fault {
+    let roll = rand::random::<f64>();
+    let mut edge = 0.0;
+    for (rate, fault) in [
+        (knobs.error_500_rate, Fault::Error500),
+        (knobs.error_503_rate, Fault::Error503),
+        (knobs.slow_rate, Fault::Slow),
+        (knobs.drop_rate, Fault::Drop),
+        (knobs.malformed_rate, Fault::Malformed),
+    ] {
+        edge += rate;
+        if roll < edge {
+            return fault;
+        }
+    }
+    Fault::None
+}
+
+fn html_error(status: StatusCode) -> Response {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = format!(
+        "<html><head><title>{} {reason}</title></head><body><h1>{reason}</h1></body></html>",
+        status.as_u16()
+    );
+    let mut response = (status, [("content-type", "text/html")], body).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(1u64));
+    }
+    response
+}
+
+async fn api_gate(
+    AxumState(state): AxumState<Shared>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    request
+        .extensions_mut()
+        .insert(CorrelationId(correlation_id.clone()));
+    let knobs = state.knobs();
+    let fault = pick_fault(&knobs);
+
+    let mut response = match fault {
+        Fault::Error500 => with_outcome(html_error(StatusCode::INTERNAL_SERVER_ERROR), "fault_500"),
+        Fault::Error503 => with_outcome(html_error(StatusCode::SERVICE_UNAVAILABLE), "fault_503"),
+        Fault::Drop => {
+            state.count("fault_drop");
+            if let Some(kill) = request.extensions().get::<ConnectionKill>() {
+                kill.0.notify_one();
+            }
+            // The connection task drops this future with the connection.
+            std::future::pending::<()>().await;
+            unreachable!("a dropped connection never answers")
+        }
+        Fault::Slow | Fault::Malformed | Fault::None => {
+            if matches!(fault, Fault::Slow) {
+                state.count("fault_slow");
+                tokio::time::sleep(knobs.slow_delay).await;
+            }
+            match state.take_token() {
+                Err(wait) => {
+                    let mut rejection = Rejection::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "RequestThrottled",
+                        "Request throttled.",
+                    );
+                    rejection.retry_after_secs = Some(checks::retry_after_secs(wait));
+                    rejection.into_response()
+                }
+                Ok(()) => next.run(request).await,
+            }
+        }
+    };
+
+    if let Some(Outcome(outcome)) = response.extensions().get::<Outcome>().cloned() {
+        state.count(&outcome);
+    }
+    if matches!(fault, Fault::Malformed) {
+        state.count("fault_malformed");
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
+        let cut = bytes.slice(..bytes.len() / 2);
+        response = Response::from_parts(parts, Body::from(cut));
+        response
+            .headers_mut()
+            .remove(axum::http::header::CONTENT_LENGTH);
+    }
+    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    response
+}
+
+/// Authentication, API version, subscription and the forced-error knob:
+/// what every API call goes through before its own logic.
+fn admit(
+    state: &State,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    subscription_id: &str,
+) -> Result<(), Rejection> {
+    checks::authenticate(
+        &state.config,
+        method,
+        uri,
+        headers,
+        std::time::SystemTime::now(),
+    )?;
+    checks::api_version(uri)?;
+    checks::subscription(&state.config, subscription_id)?;
+    if let Some(forced) = state.knobs().force_error_type {
+        let status = if forced == "RequestThrottled" {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return Err(Rejection::new(
+            status,
+            &forced,
+            format!("{forced} (forced by the emulator)."),
+        ));
+    }
+    Ok(())
+}
+
+fn endpoint_body(state: &State, endpoint: &super::EmulatedEndpoint) -> wire::EndpointBody {
+    let active = !state.knobs().inactive_endpoints.contains(&endpoint.id);
+    let domain = endpoint.hosts.first().cloned().unwrap_or_default();
+    wire::EndpointBody {
+        endpoint_id: endpoint.id.clone(),
+        setting: wire::EndpointSettingBody {
+            host: format!("{}.emulated-cdn.invalid", endpoint.id),
+            origin: wire::OriginBody {
+                addresses: vec![format!("origin.{domain}")],
+            },
+            custom_domain: domain,
+            service_type: "Web".to_owned(),
+        },
+        status: wire::EndpointStatusBody {
+            enabled: active.to_string(),
+            lifetime_status: if active { "Normal" } else { "Disabled" }.to_owned(),
+        },
+    }
+}
+
+async fn list_endpoints(
+    AxumState(state): AxumState<Shared>,
+    Path(sid): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    admit(&state, &method, &uri, &headers, &sid)?;
+    let endpoints: Vec<wire::EndpointBody> = state
+        .config
+        .endpoints
+        .iter()
+        .filter(|e| e.owner_subscription.is_none())
+        .map(|e| endpoint_body(&state, e))
+        .collect();
+    Ok(with_outcome(
+        Json(endpoints).into_response(),
+        "list_endpoints",
+    ))
+}
+
+async fn get_endpoint(
+    AxumState(state): AxumState<Shared>,
+    Path((sid, eid)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    admit(&state, &method, &uri, &headers, &sid)?;
+    // An inactive endpoint can still be described.
+    let endpoint = checks::endpoint(&state.config, &eid, &[])?;
+    Ok(with_outcome(
+        Json(endpoint_body(&state, endpoint)).into_response(),
+        "get_endpoint",
+    ))
+}
+
+async fn add_purge(
+    AxumState(state): AxumState<Shared>,
+    Path((sid, eid)): Path<(String, String)>,
+    Extension(CorrelationId(correlation_id)): Extension<CorrelationId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    admit(&state, &method, &uri, &headers, &sid)?;
+    let knobs = state.knobs();
+    let endpoint = checks::endpoint(&state.config, &eid, &knobs.inactive_endpoints)?;
+    let purge = checks::purge_body(&headers, &body, endpoint)?;
+    if let QuotaCheck::Exceeded(message) =
+        state.check_quota(purge.files.len() as u64, purge.directories.len() as u64)
+    {
+        return Err(Rejection::new(
+            StatusCode::FORBIDDEN,
+            &knobs.quota_error_type,
+            message,
+        ));
+    }
+    let task_track_id = state.accept(&eid, purge, &correlation_id);
+    let accepted = wire::PurgeAcceptedBody {
+        succeeded: true,
+        is_async: true,
+        async_info: wire::AsyncInfo {
+            task_track_id,
+            task_status: "Processing".to_owned(),
+        },
+    };
+    Ok(with_outcome(
+        (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        "accepted",
+    ))
+}
+
+async fn query_purge(
+    AxumState(state): AxumState<Shared>,
+    Path((sid, eid, tid)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    admit(&state, &method, &uri, &headers, &sid)?;
+    checks::endpoint(&state.config, &eid, &state.knobs().inactive_endpoints)?;
+    let Some((files, directories)) = state.progress(&eid, &tid) else {
+        return Err(Rejection::new(
+            StatusCode::NOT_FOUND,
+            "ParameterInvalid",
+            format!("Purge {tid} not found for endpoint {eid}."),
+        ));
+    };
+    Ok(with_outcome(
+        Json(wire::PurgeProgressBody { files, directories }).into_response(),
+        "progress",
+    ))
+}
+
+async fn get_knobs(AxumState(state): AxumState<Shared>) -> Json<super::Knobs> {
+    Json(state.knobs())
+}
+
+async fn patch_knobs(
+    AxumState(state): AxumState<Shared>,
+    Json(patch): Json<serde_json::Value>,
+) -> Response {
+    match state.knobs().patched(&patch) {
+        Ok(knobs) => {
+            state.set_knobs(knobs.clone());
+            Json(knobs).into_response()
+        }
+        Err(message) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": message })),
+        )
+            .into_response(),
+    }
+}
+
+async fn get_journal(AxumState(state): AxumState<Shared>) -> Json<Vec<super::JournalEntry>> {
+    Json(state.journal())
+}
+
+async fn get_stats(
+    AxumState(state): AxumState<Shared>,
+) -> Json<std::collections::BTreeMap<String, u64>> {
+    Json(state.stats())
+}

@@ -1,0 +1,216 @@
+//! The emulator's memory: knobs, rate limiter, quotas, purge tasks, the
+//! journal and the counters. One mutex guards it all; every critical section
+//! is a few map operations and never awaits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+
+use super::config::{EmulatorConfig, Knobs};
+use crate::cdn::wire::{PurgeBody, UrlStatusBody};
+
+/// One accepted purge, as recorded for tests and operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct JournalEntry {
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub endpoint_id: String,
+    pub files: Vec<String>,
+    pub directories: Vec<String>,
+    pub task_track_id: String,
+    pub correlation_id: String,
+}
+
+/// A purge the emulator accepted, with each URL's fate decided up front.
+struct Task {
+    endpoint_id: String,
+    accepted_at: Instant,
+    completion_delay: Duration,
+    files: Vec<(String, bool)>,
+    directories: Vec<(String, bool)>,
+}
+
+pub struct Inner {
+    pub knobs: Knobs,
+    limiter: DefaultDirectRateLimiter,
+    quota_day: Option<time::Date>,
+    files_used: u64,
+    directories_used: u64,
+    tasks: HashMap<String, Task>,
+    journal: Vec<JournalEntry>,
+    stats: BTreeMap<String, u64>,
+}
+
+pub struct State {
+    pub config: EmulatorConfig,
+    inner: Mutex<Inner>,
+}
+
+/// What the quota check decided.
+pub enum QuotaCheck {
+    Fits,
+    Exceeded(String),
+}
+
+fn limiter_for(knobs: &Knobs) -> DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(1.0 / knobs.requests_per_second);
+    let burst = NonZeroU32::new(knobs.burst).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst);
+    RateLimiter::direct(quota)
+}
+
+impl State {
+    pub fn new(config: EmulatorConfig) -> Self {
+        let knobs = config.knobs.clone();
+        Self {
+            inner: Mutex::new(Inner {
+                limiter: limiter_for(&knobs),
+                knobs,
+                quota_day: None,
+                files_used: 0,
+                directories_used: 0,
+                tasks: HashMap::new(),
+                journal: Vec::new(),
+                stats: BTreeMap::new(),
+            }),
+            config,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated
+        // in a way that matters to an emulator; keep serving.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn knobs(&self) -> Knobs {
+        self.lock().knobs.clone()
+    }
+
+    pub fn set_knobs(&self, knobs: Knobs) {
+        let mut inner = self.lock();
+        if knobs.requests_per_second != inner.knobs.requests_per_second
+            || knobs.burst != inner.knobs.burst
+        {
+            inner.limiter = limiter_for(&knobs);
+        }
+        inner.knobs = knobs;
+    }
+
+    pub fn count(&self, outcome: &str) {
+        *self.lock().stats.entry(outcome.to_owned()).or_default() += 1;
+    }
+
+    pub fn stats(&self) -> BTreeMap<String, u64> {
+        self.lock().stats.clone()
+    }
+
+    pub fn journal(&self) -> Vec<JournalEntry> {
+        self.lock().journal.clone()
+    }
+
+    /// Takes a token; on refusal returns how long until one is free.
+    pub fn take_token(&self) -> Result<(), Duration> {
+        let inner = self.lock();
+        inner.limiter.check().map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ))
+        })
+    }
+
+    /// Checks the day's quota for this many URLs; charges nothing.
+    pub fn check_quota(&self, files: u64, directories: u64) -> QuotaCheck {
+        let mut inner = self.lock();
+        let today =
+            super::checks::quota_day(SystemTime::now(), inner.knobs.quota_utc_offset_minutes);
+        if inner.quota_day != Some(today) {
+            inner.quota_day = Some(today);
+            inner.files_used = 0;
+            inner.directories_used = 0;
+        }
+        if inner.files_used + files > inner.knobs.files_per_day {
+            return QuotaCheck::Exceeded(format!(
+                "Daily file quota exceeded: {} of {} used today, {files} requested.",
+                inner.files_used, inner.knobs.files_per_day
+            ));
+        }
+        if inner.directories_used + directories > inner.knobs.directories_per_day {
+            return QuotaCheck::Exceeded(format!(
+                "Daily directory quota exceeded: {} of {} used today, {directories} requested.",
+                inner.directories_used, inner.knobs.directories_per_day
+            ));
+        }
+        QuotaCheck::Fits
+    }
+
+    /// Records an accepted purge: charges the quota, decides each URL's
+    /// fate, journals it. Returns the new TaskTrackId.
+    pub fn accept(&self, endpoint_id: &str, purge: PurgeBody, correlation_id: &str) -> String {
+        let task_track_id = uuid::Uuid::new_v4().to_string();
+        let mut inner = self.lock();
+        inner.files_used += purge.files.len() as u64;
+        inner.directories_used += purge.directories.len() as u64;
+        let fate = |url: &String| {
+            let forced = inner
+                .knobs
+                .fail_urls_containing
+                .as_deref()
+                .is_some_and(|needle| !needle.is_empty() && url.contains(needle));
+            (
+                url.clone(),
+                forced || rand::random::<f64>() < inner.knobs.fail_fraction,
+            )
+        };
+        let task = Task {
+            endpoint_id: endpoint_id.to_owned(),
+            accepted_at: Instant::now(),
+            completion_delay: inner.knobs.completion_delay,
+            files: purge.files.iter().map(fate).collect(),
+            directories: purge.directories.iter().map(fate).collect(),
+        };
+        inner.tasks.insert(task_track_id.clone(), task);
+        inner.journal.push(JournalEntry {
+            at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            endpoint_id: endpoint_id.to_owned(),
+            files: purge.files,
+            directories: purge.directories,
+            task_track_id: task_track_id.clone(),
+            correlation_id: correlation_id.to_owned(),
+        });
+        task_track_id
+    }
+
+    /// Progress of a task of this endpoint, or `None` when there is none.
+    pub fn progress(
+        &self,
+        endpoint_id: &str,
+        task_track_id: &str,
+    ) -> Option<(Vec<UrlStatusBody>, Vec<UrlStatusBody>)> {
+        let inner = self.lock();
+        let task = inner
+            .tasks
+            .get(task_track_id)
+            .filter(|t| t.endpoint_id == endpoint_id)?;
+        let done = task.accepted_at.elapsed() >= task.completion_delay;
+        let status = |(url, fails): &(String, bool)| UrlStatusBody {
+            url: url.clone(),
+            status: match (done, fails) {
+                (false, _) => "Running",
+                (true, false) => "Succeed",
+                (true, true) => "Failed",
+            }
+            .to_owned(),
+        };
+        Some((
+            task.files.iter().map(status).collect(),
+            task.directories.iter().map(status).collect(),
+        ))
+    }
+}

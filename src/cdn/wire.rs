@@ -1,0 +1,123 @@
+//! JSON bodies exactly as the API spells them (PascalCase).
+//!
+//! These types are the wire format and nothing else: the client converts them
+//! into purgeq's own snake_case types in [`super::types`], and the emulator
+//! serializes the very same structs, so the two sides cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+
+/// Body of `POST …/purges`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PurgeBody {
+    #[serde(default)]
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub directories: Vec<String>,
+}
+
+/// Success body of `POST …/purges` (HTTP 202).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PurgeAcceptedBody {
+    pub succeeded: bool,
+    pub is_async: bool,
+    pub async_info: AsyncInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AsyncInfo {
+    pub task_track_id: String,
+    /// `NotSet`, `Processing`, `Succeeded` or `Failed`; kept as text because
+    /// the client only records it.
+    pub task_status: String,
+}
+
+/// Body of `GET …/purges/{TaskTrackId}` (HTTP 200).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PurgeProgressBody {
+    #[serde(default)]
+    pub files: Vec<UrlStatusBody>,
+    #[serde(default)]
+    pub directories: Vec<UrlStatusBody>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UrlStatusBody {
+    pub url: String,
+    /// `Running`, `Succeed` or `Failed` (sic: `Succeed`).
+    pub status: String,
+}
+
+/// Every error answer: `{"Succeeded": false, "ErrorInfo": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorBody {
+    pub succeeded: bool,
+    pub error_info: ErrorInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorInfo {
+    #[serde(rename = "Type")]
+    pub error_type: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            succeeded: false,
+            error_info: ErrorInfo {
+                error_type: error_type.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// One element of `GET /subscriptions/{sid}/endpoints`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointBody {
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    #[serde(rename = "Setting")]
+    pub setting: EndpointSettingBody,
+    #[serde(rename = "Status")]
+    pub status: EndpointStatusBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointSettingBody {
+    #[serde(default)]
+    pub custom_domain: String,
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub origin: OriginBody,
+    #[serde(default)]
+    pub service_type: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OriginBody {
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointStatusBody {
+    /// `"true"` or `"false"`: the API sends a string, not a boolean.
+    #[serde(default)]
+    pub enabled: String,
+    #[serde(default)]
+    pub lifetime_status: String,
+}

@@ -1,0 +1,10 @@
+//! purgeq: durable, rate-limited cache purges for Azure China CDN.
+//!
+//! See `DESIGN.md`-style overview in the README. Modules, leaves first:
+//! - [`clock`]: injectable wall-clock time;
+//! - [`cdn`]: the API client and the emulator.
+
+pub mod cdn;
+pub mod cli;
+pub mod clock;
+pub mod signals;
