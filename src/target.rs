@@ -1,0 +1,560 @@
+//! Purge targets: what a URL must look like, how it is normalized, whether it
+//! is a file or a directory, and which CDN endpoint serves its host.
+//!
+//! Normalizing once, on the way in, is what makes deduplication and
+//! directory coverage plain string operations later: two spellings of the
+//! same URL become the same text, and "directory D covers URL U" becomes
+//! "U starts with D". No I/O here.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use url::Url;
+
+/// File or directory, as the API distinguishes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    File,
+    Directory,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Directory => "directory",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        match text {
+            "file" => Some(Kind::File),
+            "directory" => Some(Kind::Directory),
+            _ => None,
+        }
+    }
+}
+
+/// How the client asked for a URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// From `files`: always a file.
+    File,
+    /// From `directories`: a directory (a missing trailing `/` is added).
+    Directory,
+    /// From `urls`: a directory when the path ends with `/`.
+    ByTrailingSlash,
+}
+
+/// A normalized, classified and routed URL: ready to be stored.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PurgeTarget {
+    pub endpoint_id: String,
+    pub kind: Kind,
+    pub url: String,
+}
+
+/// Why a URL was refused. The text is the reason shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("the URL is empty")]
+    Empty,
+    #[error("the URL is {length} bytes long, more than the limit of {max}")]
+    TooLong { length: usize, max: usize },
+    #[error("the URL contains a control character")]
+    ControlCharacter,
+    #[error("not an absolute URL ({0})")]
+    NotAbsolute(String),
+    #[error("scheme {0:?} is not http or https")]
+    UnsupportedScheme(String),
+    #[error("the URL has no host")]
+    NoHost,
+    #[error("user information (user:password@) is not allowed in a purge URL")]
+    UserInfo,
+    #[error("the path contains a '..' segment")]
+    DotDotSegment,
+    #[error("a directory cannot have a query string")]
+    DirectoryWithQuery,
+    #[error("no configured CDN endpoint serves host {0:?}")]
+    NoEndpointForHost(String),
+}
+
+impl TargetError {
+    /// A stable machine-readable code for the error JSON.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TargetError::NoEndpointForHost(_) => "NoEndpointForHost",
+            TargetError::TooLong { .. } => "UrlTooLong",
+            _ => "InvalidUrl",
+        }
+    }
+}
+
+/// Parses and normalizes one URL: http(s) only, lower-case scheme and host
+/// (IDNA to punycode), no default port, no fragment, dot segments resolved,
+/// percent-escapes upper-cased and unreserved ones decoded, query kept.
+pub fn normalize(raw: &str, max_length: usize) -> Result<Url, TargetError> {
+    let raw = raw.trim_matches(|c: char| c == ' ');
+    if raw.is_empty() {
+        return Err(TargetError::Empty);
+    }
+    if raw.len() > max_length {
+        return Err(TargetError::TooLong {
+            length: raw.len(),
+            max: max_length,
+        });
+    }
+    // Checked before parsing: the parser silently strips tabs and newlines.
+    if raw.chars().any(char::is_control) {
+        return Err(TargetError::ControlCharacter);
+    }
+    let mut url = Url::parse(raw).map_err(|e| TargetError::NotAbsolute(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(TargetError::UnsupportedScheme(url.scheme().to_owned()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(TargetError::NoHost);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(TargetError::UserInfo);
+    }
+    url.set_fragment(None);
+    let path = normalize_escapes(url.path());
+    url.set_path(&path);
+    if url.path().split('/').any(|segment| segment == "..") {
+        return Err(TargetError::DotDotSegment);
+    }
+    if url.as_str().len() > max_length {
+        return Err(TargetError::TooLong {
+            length: url.as_str().len(),
+            max: max_length,
+        });
+    }
+    Ok(url)
+}
+
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Upper-cases `%xx` escapes and decodes those of unreserved characters
+/// (RFC 3986 §6.2.2). The input is a serialized URL path, so it is ASCII.
+fn normalize_escapes(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
+        match escaped {
+            Some(byte) if is_unreserved(byte) => {
+                out.push(char::from(byte));
+                i += 3;
+            }
+            Some(byte) => {
+                out.push_str(&format!("%{byte:02X}"));
+                i += 3;
+            }
+            None => {
+                out.push(char::from(bytes[i]));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Normalizes `raw` and decides its kind.
+pub fn classify(
+    raw: &str,
+    requested: Requested,
+    max_length: usize,
+) -> Result<(Url, Kind), TargetError> {
+    let mut url = normalize(raw, max_length)?;
+    let kind = match requested {
+        Requested::File => Kind::File,
+        Requested::Directory => Kind::Directory,
+        Requested::ByTrailingSlash if url.path().ends_with('/') => Kind::Directory,
+        Requested::ByTrailingSlash => Kind::File,
+    };
+    if kind == Kind::Directory {
+        if url.query().is_some() {
+            return Err(TargetError::DirectoryWithQuery);
+        }
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+    }
+    Ok((url, kind))
+}
+
+/// Every directory strictly above `url` on the same origin, shortest first:
+/// `http://h/a/b/c.png` has `http://h/` and `http://h/a/` and `http://h/a/b/`.
+/// A directory that covers `url` is necessarily one of these.
+pub fn ancestor_directories(url: &str) -> Vec<String> {
+    let Some(scheme_end) = url.find("://") else {
+        return Vec::new();
+    };
+    let path_start = url[scheme_end + 3..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + 3 + i);
+    let path_end = url[path_start..]
+        .find('?')
+        .map_or(url.len(), |i| path_start + i);
+    let path = &url[path_start..path_end];
+    // A directory's own trailing slash does not make it its own ancestor.
+    let strict = path.strip_suffix('/').unwrap_or(path);
+    strict
+        .match_indices('/')
+        .map(|(i, _)| url[..path_start + i + 1].to_owned())
+        .collect()
+}
+
+/// True when directory `directory` covers `url` (and is not `url` itself).
+pub fn covers(directory: &str, url: &str) -> bool {
+    directory.ends_with('/') && url.len() > directory.len() && url.starts_with(directory)
+}
+
+/// A host an endpoint serves: an exact name, or `*.suffix` for any
+/// sub-domain of `suffix`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    Exact(String),
+    Wildcard(String),
+}
+
+impl HostPattern {
+    /// Parses a configured host; names are lower-cased and IDNA-encoded so
+    /// they compare equal to normalized URL hosts.
+    pub fn parse(text: &str) -> Result<HostPattern, &'static str> {
+        let (wildcard, name) = match text.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        if name.is_empty() || name.contains('*') {
+            return Err("is not a host name");
+        }
+        match url::Host::parse(name) {
+            Ok(url::Host::Domain(domain)) if !domain.contains(['/', ':', '@']) => Ok(if wildcard {
+                HostPattern::Wildcard(domain)
+            } else {
+                HostPattern::Exact(domain)
+            }),
+            _ => Err("is not a host name"),
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => write!(f, "{name:?}"),
+            HostPattern::Wildcard(suffix) => write!(f, "\"*.{suffix}\""),
+        }
+    }
+}
+
+/// Host → endpoint. Exact names win over wildcards; among wildcards, the
+/// longest suffix wins.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    exact: HashMap<String, String>,
+    /// `(".example.com", endpoint)`, longest suffix first.
+    wildcards: Vec<(String, String)>,
+}
+
+impl Router {
+    /// Adds a pattern; refuses one already routed, returning its endpoint.
+    pub fn add(&mut self, pattern: HostPattern, endpoint_id: String) -> Result<(), String> {
+        match pattern {
+            HostPattern::Exact(name) => {
+                if let Some(existing) = self.exact.get(&name) {
+                    return Err(existing.clone());
+                }
+                self.exact.insert(name, endpoint_id);
+            }
+            HostPattern::Wildcard(suffix) => {
+                let dotted = format!(".{suffix}");
+                if let Some((_, existing)) = self.wildcards.iter().find(|(s, _)| *s == dotted) {
+                    return Err(existing.clone());
+                }
+                self.wildcards.push((dotted, endpoint_id));
+                self.wildcards
+                    .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn route(&self, host: &str) -> Option<&str> {
+        if let Some(endpoint) = self.exact.get(host) {
+            return Some(endpoint);
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| host.ends_with(suffix.as_str()) && host.len() > suffix.len())
+            .map(|(_, endpoint)| endpoint.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcards.is_empty()
+    }
+
+    /// Every endpoint id, sorted and without repeats.
+    pub fn endpoint_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .exact
+            .values()
+            .chain(self.wildcards.iter().map(|(_, e)| e))
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// The exact host names an endpoint serves (used to seed the emulator).
+    pub fn exact_hosts_of(&self, endpoint_id: &str) -> Vec<String> {
+        let mut hosts: Vec<String> = self
+            .exact
+            .iter()
+            .filter(|(_, e)| *e == endpoint_id)
+            .map(|(h, _)| h.clone())
+            .collect();
+        hosts.sort();
+        hosts
+    }
+
+    /// Normalizes, classifies and routes one URL.
+    pub fn target(
+        &self,
+        raw: &str,
+        requested: Requested,
+        max_length: usize,
+    ) -> Result<PurgeTarget, TargetError> {
+        let (url, kind) = classify(raw, requested, max_length)?;
+        let host = url.host_str().unwrap_or_default();
+        let endpoint_id = self
+            .route(host)
+            .ok_or_else(|| TargetError::NoEndpointForHost(host.to_owned()))?;
+        Ok(PurgeTarget {
+            endpoint_id: endpoint_id.to_owned(),
+            kind,
+            url: url.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn norm(raw: &str) -> Result<String, TargetError> {
+        normalize(raw, 2048).map(String::from)
+    }
+
+    #[test]
+    fn normalizes_the_documented_cases() {
+        let cases = [
+            ("HTTP://Example.COM/a", "http://example.com/a"),
+            ("http://example.com:80/a", "http://example.com/a"),
+            ("https://example.com:443/a", "https://example.com/a"),
+            ("http://example.com:8080/a", "http://example.com:8080/a"),
+            ("http://example.com/a#frag", "http://example.com/a"),
+            ("http://example.com/a/./b/../c", "http://example.com/a/c"),
+            (
+                "http://example.com/%7euser/%2fx%c3%a9",
+                "http://example.com/~user/%2Fx%C3%A9",
+            ),
+            ("http://example.com/%41%42", "http://example.com/AB"),
+            (
+                "http://example.com/a?B=%7e&a=1",
+                "http://example.com/a?B=%7e&a=1",
+            ),
+            ("http://example.com/%+1%zz", "http://example.com/%+1%zz"),
+            ("http://bücher.example/x", "http://xn--bcher-kva.example/x"),
+            ("http://example.com", "http://example.com/"),
+            ("  http://example.com/x ", "http://example.com/x"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(norm(raw).as_deref(), Ok(expected), "{raw}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_purged() {
+        assert_eq!(norm(""), Err(TargetError::Empty));
+        assert!(matches!(
+            norm("/relative"),
+            Err(TargetError::NotAbsolute(_))
+        ));
+        assert!(matches!(
+            norm("ftp://example.com/x"),
+            Err(TargetError::UnsupportedScheme(_))
+        ));
+        assert_eq!(
+            norm("http://user:pw@example.com/x"),
+            Err(TargetError::UserInfo)
+        );
+        assert_eq!(
+            norm("http://user@example.com/x"),
+            Err(TargetError::UserInfo)
+        );
+        assert_eq!(
+            norm("http://example.com/a\nb"),
+            Err(TargetError::ControlCharacter)
+        );
+        assert_eq!(
+            norm("http://example.com/a\tb"),
+            Err(TargetError::ControlCharacter)
+        );
+        assert!(matches!(
+            normalize("http://example.com/aaaaaaaaaa", 20),
+            Err(TargetError::TooLong { .. })
+        ));
+        // Dot segments cannot climb above the root, so they resolve away.
+        assert_eq!(
+            norm("http://example.com/../../etc").as_deref(),
+            Ok("http://example.com/etc")
+        );
+    }
+
+    #[test]
+    fn classifies_kinds() {
+        let (url, kind) = classify("http://e.com/d", Requested::Directory, 100).expect("dir");
+        assert_eq!((url.as_str(), kind), ("http://e.com/d/", Kind::Directory));
+        let (url, kind) =
+            classify("http://e.com/d/", Requested::ByTrailingSlash, 100).expect("dir");
+        assert_eq!((url.as_str(), kind), ("http://e.com/d/", Kind::Directory));
+        let (_, kind) = classify("http://e.com/f", Requested::ByTrailingSlash, 100).expect("file");
+        assert_eq!(kind, Kind::File);
+        let (url, kind) = classify("http://e.com/d/", Requested::File, 100).expect("file");
+        assert_eq!((url.as_str(), kind), ("http://e.com/d/", Kind::File));
+        assert_eq!(
+            classify("http://e.com/d/?x=1", Requested::Directory, 100),
+            Err(TargetError::DirectoryWithQuery)
+        );
+    }
+
+    #[test]
+    fn routes_exact_before_wildcards() {
+        let mut router = Router::default();
+        router
+            .add(
+                HostPattern::parse("*.example.com").expect("p"),
+                "wild".into(),
+            )
+            .expect("add");
+        router
+            .add(
+                HostPattern::parse("*.cdn.example.com").expect("p"),
+                "cdn".into(),
+            )
+            .expect("add");
+        router
+            .add(
+                HostPattern::parse("WWW.Example.com").expect("p"),
+                "www".into(),
+            )
+            .expect("add");
+        assert_eq!(router.route("www.example.com"), Some("www"));
+        assert_eq!(router.route("img.example.com"), Some("wild"));
+        assert_eq!(router.route("a.cdn.example.com"), Some("cdn"));
+        assert_eq!(router.route("example.com"), None);
+        assert_eq!(router.route("badexample.com"), None);
+        assert_eq!(
+            router.add(
+                HostPattern::parse("www.example.com").expect("p"),
+                "x".into()
+            ),
+            Err("www".to_owned())
+        );
+        let error = router
+            .target("http://other.org/x", Requested::File, 100)
+            .expect_err("unroutable");
+        assert_eq!(error, TargetError::NoEndpointForHost("other.org".into()));
+        assert_eq!(error.code(), "NoEndpointForHost");
+    }
+
+    #[test]
+    fn host_patterns_are_checked() {
+        assert!(HostPattern::parse("exa mple.com").is_err());
+        assert!(HostPattern::parse("").is_err());
+        assert!(HostPattern::parse("*.").is_err());
+        assert!(HostPattern::parse("a.*.com").is_err());
+        assert_eq!(
+            HostPattern::parse("Bücher.example"),
+            Ok(HostPattern::Exact("xn--bcher-kva.example".into()))
+        );
+    }
+
+    #[test]
+    fn ancestors_of_files_and_directories() {
+        assert_eq!(
+            ancestor_directories("http://h/a/b/c.png?x=/y/"),
+            ["http://h/", "http://h/a/", "http://h/a/b/"]
+        );
+        assert_eq!(
+            ancestor_directories("http://h/a/b/"),
+            ["http://h/", "http://h/a/"]
+        );
+        assert!(ancestor_directories("http://h/").is_empty());
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        "[a-z0-9_~-][a-z0-9._~-]{0,6}".prop_filter("not a dot segment", |s| s != "." && s != "..")
+    }
+
+    proptest! {
+        #[test]
+        fn normalization_never_panics(raw in "\\PC{0,80}") {
+            let _ = normalize(&raw, 2048);
+        }
+
+        #[test]
+        fn normalization_is_idempotent(
+            raw in "(http|HTTP|https)://[a-zA-Z0-9.-]{1,12}(:[0-9]{1,5})?(/[a-zA-Z0-9%._~!$&'()*+,;=:@ -]{0,10}){0,5}(\\?[a-z0-9=&%]{0,10})?(#[a-z]{0,5})?"
+        ) {
+            if let Ok(once) = normalize(&raw, 2048) {
+                let twice = normalize(once.as_str(), 2048);
+                prop_assert_eq!(Ok(once.clone()), twice);
+            }
+        }
+
+        #[test]
+        fn any_text_normalizes_idempotently(raw in "http://e\\.com/\\PC{0,40}") {
+            if let Ok(once) = normalize(&raw, 2048) {
+                prop_assert_eq!(normalize(once.as_str(), 2048), Ok(once.clone()));
+                prop_assert!(!once.path().split('/').any(|s| s == ".."));
+            }
+        }
+
+        #[test]
+        fn a_directory_covers_exactly_the_urls_under_it(
+            dir in proptest::collection::vec(segment(), 0..4),
+            file in proptest::collection::vec(segment(), 1..6),
+            file_is_directory in any::<bool>(),
+        ) {
+            let directory = format!("http://e.com/{}", dir.iter().map(|s| format!("{s}/")).collect::<String>());
+            let mut url = format!("http://e.com/{}", file.join("/"));
+            if file_is_directory {
+                url.push('/');
+            }
+            let (directory, _) = classify(&directory, Requested::Directory, 2048).expect("dir");
+            let (url, _) = classify(&url, Requested::ByTrailingSlash, 2048).expect("url");
+            // Under it: strictly longer and starting with the same segments,
+            // whatever the kind.
+            let under = file.len() > dir.len() && file[..dir.len()] == dir[..];
+            prop_assert_eq!(covers(directory.as_str(), url.as_str()), under);
+            prop_assert_eq!(
+                ancestor_directories(url.as_str()).contains(&directory.to_string()),
+                under
+            );
+        }
+    }
+}
