@@ -56,6 +56,13 @@ impl fmt::Debug for KeyValue {
     }
 }
 
+/// Read from configuration. There is deliberately no `Serialize`.
+impl<'de> serde::Deserialize<'de> for KeyValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(KeyValue::new)
+    }
+}
+
 /// A key id and its value: everything needed to sign.
 #[derive(Clone, Debug)]
 pub struct Credentials {

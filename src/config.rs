@@ -1,0 +1,668 @@
+//! Typed settings: built-in defaults, overridden by a TOML file, overridden
+//! by `PURGEQ__SECTION__KEY` environment variables.
+//!
+//! This is the only module that reads the environment (it is handed the
+//! variables, so tests can pass their own). Everything is parsed and checked
+//! once, here, and every problem is reported with the key it concerns and the
+//! file it came from, all at once rather than one per restart.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::cdn::{Credentials, KeyId, KeyValue};
+use crate::target::{HostPattern, Router};
+
+/// Where the file is looked for when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/purgeq/purgeq.toml";
+
+/// The systemd credential name holding the key value.
+pub const KEY_VALUE_CREDENTIAL: &str = "cdn-key-value";
+
+/// sysexits' EX_CONFIG, the exit code for a bad configuration.
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub store: StoreSettings,
+    pub ingest: IngestSettings,
+    pub cdn: CdnSettings,
+    pub batch: BatchSettings,
+    pub sender: SenderSettings,
+    pub tracker: TrackerSettings,
+    pub quota: QuotaSettings,
+    pub retention: RetentionSettings,
+    pub log: LogSettings,
+    pub daemon: DaemonSettings,
+    /// Derived by [`Settings::load`]: never read from the file.
+    #[serde(skip)]
+    pub derived: Derived,
+}
+
+/// Values computed from the raw settings during validation.
+#[derive(Debug, Clone, Default)]
+pub struct Derived {
+    pub source: Option<PathBuf>,
+    pub socket_mode: u32,
+    pub http_addr: Option<SocketAddr>,
+    pub socket_path: Option<PathBuf>,
+    pub router: Router,
+    /// `None` when no credentials are configured (the emulator is used).
+    pub credentials: Option<Credentials>,
+    pub base_url: Option<Url>,
+    pub quota_offset: Option<time::UtcOffset>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            store: StoreSettings::default(),
+            ingest: IngestSettings::default(),
+            cdn: CdnSettings::default(),
+            batch: BatchSettings::default(),
+            sender: SenderSettings::default(),
+            tracker: TrackerSettings::default(),
+            quota: QuotaSettings::default(),
+            retention: RetentionSettings::default(),
+            log: LogSettings::default(),
+            daemon: DaemonSettings::default(),
+            derived: Derived::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("purgeq.db"),
+            synchronous: Synchronous::Full,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Unix socket path; empty disables it.
+    pub socket: String,
+    /// Octal file mode of the socket, e.g. `"0660"`.
+    pub socket_mode: String,
+    /// TCP listen address; empty disables it.
+    pub http: String,
+    pub max_body_bytes: usize,
+    pub max_urls_per_request: usize,
+    pub max_url_length: usize,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self {
+            socket: "purgeq.sock".to_owned(),
+            socket_mode: "0660".to_owned(),
+            http: "127.0.0.1:8088".to_owned(),
+            max_body_bytes: 8 * 1024 * 1024,
+            max_urls_per_request: 10_000,
+            max_url_length: 2048,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CdnSettings {
+    /// Empty: the real service ([`crate::cdn::DEFAULT_BASE_URL`]), or the
+    /// built-in emulator when no credentials are configured.
+    pub base_url: String,
+    pub subscription_id: String,
+    pub key_id: String,
+    pub key_value: Option<KeyValue>,
+    pub key_value_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    pub endpoints: Vec<EndpointSettings>,
+}
+
+impl Default for CdnSettings {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            subscription_id: String::new(),
+            key_id: String::new(),
+            key_value: None,
+            key_value_file: None,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSettings {
+    pub id: String,
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSettings {
+    pub max_files: usize,
+    pub max_directories: usize,
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self {
+            max_files: 100,
+            max_directories: 50,
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SenderSettings {
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+}
+
+impl Default for SenderSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 2.0,
+            burst: 5,
+            concurrency: 4,
+            max_attempts: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackerSettings {
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub give_up_after: Duration,
+}
+
+impl Default for TrackerSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(5),
+            give_up_after: Duration::from_secs(6 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaSettings {
+    pub files_per_day: u64,
+    pub directories_per_day: u64,
+    /// `+08:00`: the day boundary (China Standard Time by default).
+    pub utc_offset: String,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        Self {
+            files_per_day: 2_000,
+            directories_per_day: 500,
+            utc_offset: "+08:00".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    #[serde(with = "humantime_serde")]
+    pub keep_finished: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            keep_finished: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonSettings {
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything wrong with a configuration, each line naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub source: Option<PathBuf>,
+    pub problems: Vec<String>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            Some(path) => write!(f, "invalid configuration in {}", path.display())?,
+            None => write!(f, "invalid configuration")?,
+        }
+        for problem in &self.problems {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which file to read.
+pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(path) => Some(path.to_owned()),
+        None => {
+            let default = Path::new(DEFAULT_CONFIG_PATH);
+            default.exists().then(|| default.to_owned())
+        }
+    }
+}
+
+impl Settings {
+    /// Loads `path` (if any) with the `PURGEQ__…` variables of `env` on top,
+    /// and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        let fail = |problems: Vec<String>| ConfigError {
+            source: path.map(Path::to_owned),
+            problems,
+        };
+        let overrides: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("PURGEQ__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(fail(vec![format!(
+                    "the file {} does not exist",
+                    path.display()
+                )]));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let loaded = builder
+            .add_source(
+                config::Environment::with_prefix("PURGEQ")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize::<Settings>())
+            .map_err(|e| fail(vec![e.to_string()]))?;
+        let mut settings = loaded;
+        settings.derived.source = path.map(Path::to_owned);
+        settings.validate(env).map_err(fail)?;
+        Ok(settings)
+    }
+
+    /// Checks every value and fills [`Derived`]; collects all problems.
+    fn validate(&mut self, env: &HashMap<String, String>) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+
+        if self.store.path.as_os_str().is_empty() {
+            problems.push("store.path: must not be empty".to_owned());
+        }
+
+        match u32::from_str_radix(self.ingest.socket_mode.trim_start_matches("0o"), 8) {
+            Ok(mode) if mode <= 0o777 => self.derived.socket_mode = mode,
+            _ => problems.push(format!(
+                "ingest.socket_mode: {:?} is not an octal file mode like \"0660\"",
+                self.ingest.socket_mode
+            )),
+        }
+        self.derived.socket_path =
+            (!self.ingest.socket.is_empty()).then(|| PathBuf::from(&self.ingest.socket));
+        if !self.ingest.http.is_empty() {
+            match self.ingest.http.parse::<SocketAddr>() {
+                Ok(addr) => self.derived.http_addr = Some(addr),
+                Err(_) => problems.push(format!(
+                    "ingest.http: {:?} is not an address like \"127.0.0.1:8088\"",
+                    self.ingest.http
+                )),
+            }
+        }
+        if self.derived.socket_path.is_none() && self.derived.http_addr.is_none() {
+            problems.push(
+                "ingest: both ingest.socket and ingest.http are empty; nothing could post intents"
+                    .to_owned(),
+            );
+        }
+        for (key, value) in [
+            ("ingest.max_body_bytes", self.ingest.max_body_bytes),
+            (
+                "ingest.max_urls_per_request",
+                self.ingest.max_urls_per_request,
+            ),
+            ("ingest.max_url_length", self.ingest.max_url_length),
+            ("batch.max_files", self.batch.max_files),
+            ("sender.concurrency", self.sender.concurrency),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be at least 1"));
+            }
+        }
+        if self.batch.max_files == 0 && self.batch.max_directories == 0 {
+            problems.push("batch: max_files and max_directories cannot both be 0".to_owned());
+        }
+        if !(self.sender.requests_per_second.is_finite() && self.sender.requests_per_second > 0.0) {
+            problems.push(format!(
+                "sender.requests_per_second: {} must be a positive number",
+                self.sender.requests_per_second
+            ));
+        }
+        if self.sender.burst == 0 {
+            problems.push("sender.burst: must be at least 1".to_owned());
+        }
+        if self.sender.max_attempts == 0 {
+            problems.push("sender.max_attempts: must be at least 1".to_owned());
+        }
+        if self.tracker.poll_interval.is_zero() {
+            problems.push("tracker.poll_interval: must be more than 0s".to_owned());
+        }
+
+        match parse_utc_offset(&self.quota.utc_offset) {
+            Some(offset) => self.derived.quota_offset = Some(offset),
+            None => problems.push(format!(
+                "quota.utc_offset: {:?} is not an offset like \"+08:00\"",
+                self.quota.utc_offset
+            )),
+        }
+
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!(
+                "log.level: {:?} is not a log level or filter",
+                self.log.level
+            ));
+        }
+
+        self.validate_cdn(env, &mut problems);
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn validate_cdn(&mut self, env: &HashMap<String, String>, problems: &mut Vec<String>) {
+        if !self.cdn.base_url.is_empty() {
+            match Url::parse(&self.cdn.base_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    self.derived.base_url = Some(url)
+                }
+                _ => problems.push(format!(
+                    "cdn.base_url: {:?} is not an http(s) URL",
+                    self.cdn.base_url
+                )),
+            }
+        }
+
+        let mut patterns = Vec::new();
+        for (index, endpoint) in self.cdn.endpoints.iter().enumerate() {
+            if endpoint.id.trim().is_empty() {
+                problems.push(format!("cdn.endpoints[{index}].id: must not be empty"));
+            }
+            if endpoint.hosts.is_empty() {
+                problems.push(format!(
+                    "cdn.endpoints[{index}].hosts: list at least one host"
+                ));
+            }
+            for (host_index, host) in endpoint.hosts.iter().enumerate() {
+                match HostPattern::parse(host) {
+                    Ok(pattern) => patterns.push((pattern, endpoint.id.clone(), index, host_index)),
+                    Err(why) => problems.push(format!(
+                        "cdn.endpoints[{index}].hosts[{host_index}]: {host:?} {why}"
+                    )),
+                }
+            }
+        }
+        let mut router = Router::default();
+        for (pattern, endpoint_id, index, host_index) in patterns {
+            if let Err(other) = router.add(pattern.clone(), endpoint_id) {
+                problems.push(format!(
+                    "cdn.endpoints[{index}].hosts[{host_index}]: {} is already routed to endpoint {other}",
+                    pattern
+                ));
+            }
+        }
+        self.derived.router = router;
+
+        let key_value = match (&self.cdn.key_value, &self.cdn.key_value_file) {
+            (Some(value), _) => Some(value.clone()),
+            (None, Some(path)) => read_secret(path, "cdn.key_value_file", problems),
+            (None, None) => env.get("CREDENTIALS_DIRECTORY").and_then(|dir| {
+                let path = Path::new(dir).join(KEY_VALUE_CREDENTIAL);
+                path.exists()
+                    .then(|| read_secret(&path, "systemd credential cdn-key-value", problems))
+                    .flatten()
+            }),
+        };
+        let present = [
+            ("cdn.subscription_id", !self.cdn.subscription_id.is_empty()),
+            ("cdn.key_id", !self.cdn.key_id.is_empty()),
+            ("cdn.key_value (or key_value_file)", key_value.is_some()),
+        ];
+        if present.iter().all(|(_, set)| *set) {
+            self.derived.credentials = key_value.map(|key_value| Credentials {
+                key_id: KeyId::new(self.cdn.key_id.clone()),
+                key_value,
+            });
+        } else if present.iter().any(|(_, set)| *set) {
+            let missing: Vec<&str> = present
+                .iter()
+                .filter(|(_, set)| !set)
+                .map(|(key, _)| *key)
+                .collect();
+            problems.push(format!(
+                "cdn: credentials are partly configured; also set {}",
+                missing.join(", ")
+            ));
+        }
+    }
+
+    /// True when real credentials are configured; otherwise `serve` uses
+    /// the built-in emulator.
+    pub fn has_credentials(&self) -> bool {
+        self.derived.credentials.is_some()
+    }
+}
+
+fn read_secret(path: &Path, what: &str, problems: &mut Vec<String>) -> Option<KeyValue> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => Some(KeyValue::new(text.trim().to_owned())),
+        Ok(_) => {
+            problems.push(format!("{what}: {} is empty", path.display()));
+            None
+        }
+        Err(error) => {
+            problems.push(format!("{what}: cannot read {}: {error}", path.display()));
+            None
+        }
+    }
+}
+
+/// `+08:00`, `-05:30`, `Z` or `+00:00`.
+pub fn parse_utc_offset(text: &str) -> Option<time::UtcOffset> {
+    if text == "Z" {
+        return Some(time::UtcOffset::UTC);
+    }
+    let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
+    time::UtcOffset::parse(text, format).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("purgeq.toml");
+        std::fs::write(&path, text).expect("write");
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load(Some(&path), &env)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let settings = Settings::load(None, &HashMap::new()).expect("defaults");
+        assert_eq!(settings.store.path, PathBuf::from("purgeq.db"));
+        assert_eq!(settings.derived.socket_mode, 0o660);
+        assert!(!settings.has_credentials());
+        assert_eq!(settings.batch.linger, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let settings = load_text(
+            "[batch]\nlinger = \"5s\"\nmax_files = 10\n",
+            &[
+                ("PURGEQ__BATCH__MAX_FILES", "20"),
+                ("PURGEQ__RETENTION__KEEP_FINISHED", "7d"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(settings.batch.linger, Duration::from_secs(5));
+        assert_eq!(settings.batch.max_files, 20);
+        assert_eq!(
+            settings.retention.keep_finished,
+            Duration::from_secs(7 * 86_400)
+        );
+    }
+
+    #[test]
+    fn problems_name_the_key_and_the_file() {
+        let error = load_text(
+            "[[cdn.endpoints]]\nid = \"a\"\nhosts = [\"a.example.com\"]\n\
+             [[cdn.endpoints]]\nid = \"b\"\nhosts = [\"exa mple.com\"]\n\
+             [ingest]\nsocket_mode = \"999\"\n[quota]\nutc_offset = \"CST\"\n",
+            &[],
+        )
+        .expect_err("invalid");
+        let text = error.to_string();
+        assert!(text.contains("purgeq.toml"), "{text}");
+        assert!(
+            text.contains("cdn.endpoints[1].hosts[0]: \"exa mple.com\" is not a host name"),
+            "{text}"
+        );
+        assert!(text.contains("ingest.socket_mode"), "{text}");
+        assert!(text.contains("quota.utc_offset"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let error = load_text("[batch]\nlinger_ms = 5\n", &[]).expect_err("typo");
+        assert!(error.to_string().contains("linger_ms"), "{error}");
+    }
+
+    #[test]
+    fn partial_credentials_are_refused() {
+        let error = load_text("[cdn]\nkey_id = \"k\"\n", &[]).expect_err("partial");
+        assert!(error.to_string().contains("cdn.subscription_id"), "{error}");
+    }
+
+    #[test]
+    fn key_value_comes_from_the_systemd_credential() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(KEY_VALUE_CREDENTIAL), "from-credential\n").expect("write");
+        let settings = load_text(
+            "[cdn]\nsubscription_id = \"s\"\nkey_id = \"k\"\n",
+            &[("CREDENTIALS_DIRECTORY", dir.path().to_str().expect("utf-8"))],
+        )
+        .expect("valid");
+        assert!(settings.has_credentials());
+        assert!(!format!("{settings:?}").contains("from-credential"));
+    }
+
+    #[test]
+    fn parses_offsets() {
+        assert_eq!(
+            parse_utc_offset("+08:00"),
+            time::UtcOffset::from_hms(8, 0, 0).ok()
+        );
+        assert_eq!(
+            parse_utc_offset("-05:30"),
+            time::UtcOffset::from_hms(-5, -30, 0).ok()
+        );
+        assert_eq!(parse_utc_offset("Z"), Some(time::UtcOffset::UTC));
+        assert_eq!(parse_utc_offset("8"), None);
+    }
+}
