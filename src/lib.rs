@@ -7,4 +7,7 @@
 pub mod cdn;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod signals;
+pub mod store;
+pub mod target;

@@ -1,0 +1,196 @@
+//! The SQLite store: every SQL statement purgeq runs lives under this module.
+//!
+//! Writes go through one writer task ([`writer`]) that group-commits;
+//! reads use a separate read-only pool, so `GET` requests and `sqlite3`
+//! sessions never wait behind a write. The schema is in `migrations/` and
+//! is embedded in the binary.
+
+mod enqueue;
+mod reads;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, SqliteConnection};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+
+pub use enqueue::{EnqueueOutcome, NewRequest};
+pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, StateCounts};
+
+use crate::config::Synchronous;
+use writer::{ErasedJob, Job, JobFuture, WriterSignals};
+
+/// How long a connection waits for a lock held by another process (an
+/// operator's `sqlite3`, say) before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The disk is full, read-only or failing: try again later.
+    #[error("the store cannot write: {0}")]
+    Unavailable(String),
+    /// The writer task is gone (shutting down).
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &error {
+            // Primary result codes: SQLITE_READONLY 8, SQLITE_IOERR 10,
+            // SQLITE_CORRUPT 11, SQLITE_FULL 13, SQLITE_CANTOPEN 14.
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff);
+            if matches!(primary, Some(8 | 10 | 13 | 14)) {
+                return StoreError::Unavailable(db.message().to_owned());
+            }
+        }
+        if let sqlx::Error::Io(io) = &error {
+            return StoreError::Unavailable(io.to_string());
+        }
+        StoreError::Internal(error.to_string())
+    }
+}
+
+/// Timestamps as stored: UTC, millisecond precision, fixed width.
+pub fn timestamp(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+/// Parses a stored timestamp.
+pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+#[derive(Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<Box<dyn ErasedJob>>,
+    reader: SqlitePool,
+    signals: Arc<WriterSignals>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database, applies migrations and
+    /// starts the writer task.
+    pub async fn open(path: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            })
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .disable_statement_logging();
+
+        let mut conn: SqliteConnection = options
+            .connect()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        sqlx::migrate!("./migrations")
+            .run(&mut conn)
+            .await
+            .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;
+
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot open {} for reading: {e}", path.display()))
+            })?;
+
+        let (changed, _) = watch::channel(0);
+        let signals = Arc::new(WriterSignals {
+            writable: AtomicBool::new(true),
+            changed,
+        });
+        let (jobs, _task) = writer::spawn(conn, signals.clone());
+        Ok(Store {
+            jobs,
+            reader,
+            signals,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// False after a write failed for lack of space or I/O, until one
+    /// succeeds again.
+    pub fn is_writable(&self) -> bool {
+        self.signals.writable.load(Ordering::Relaxed)
+    }
+
+    /// A receiver that changes after every commit.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.signals.changed.subscribe()
+    }
+
+    /// Runs `work` inside the writer's next group transaction.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> Fn(&'c mut SqliteConnection) -> JobFuture<'c, T> + Send + 'static,
+    {
+        let (job, reply) = Job::new(work);
+        self.jobs
+            .send(Box::new(job))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        reply.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Proves the store can still commit: a tiny write through the writer.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        self.write(|conn| {
+            Box::pin(async move {
+                sqlx::query("PRAGMA user_version")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Closes the read pool; the writer stops when the last handle drops.
+    pub async fn close(&self) {
+        self.reader.close().await;
+    }
+}

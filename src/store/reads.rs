@@ -1,0 +1,231 @@
+//! Read-only queries, on the reader pool.
+
+use serde::Serialize;
+
+use super::{Store, StoreError};
+
+/// An item's state (the `items.state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemState {
+    Pending,
+    Sending,
+    Submitted,
+    Succeeded,
+    Failed,
+    Merged,
+    Cancelled,
+}
+
+impl ItemState {
+    pub const ALL: [ItemState; 7] = [
+        ItemState::Pending,
+        ItemState::Sending,
+        ItemState::Submitted,
+        ItemState::Succeeded,
+        ItemState::Failed,
+        ItemState::Merged,
+        ItemState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Pending => "pending",
+            ItemState::Sending => "sending",
+            ItemState::Submitted => "submitted",
+            ItemState::Succeeded => "succeeded",
+            ItemState::Failed => "failed",
+            ItemState::Merged => "merged",
+            ItemState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ItemState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Nothing more will happen to an item in this state.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ItemState::Succeeded | ItemState::Failed | ItemState::Cancelled | ItemState::Merged
+        )
+    }
+}
+
+/// One URL of a request, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemStatus {
+    pub url: String,
+    pub kind: String,
+    pub endpoint_id: String,
+    /// The state that matters to the client: for a URL merged into a
+    /// directory, the directory's state.
+    pub state: ItemState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+    pub task_track_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// A request's overall state, derived from its URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    /// Some URL is still on its way.
+    InProgress,
+    Succeeded,
+    /// Every URL is final and at least one failed.
+    Failed,
+    /// Every URL is final, none failed, at least one was cancelled.
+    Cancelled,
+}
+
+impl RequestState {
+    pub fn of(items: &[ItemStatus]) -> RequestState {
+        if items.iter().any(|i| !i.state.is_final()) {
+            RequestState::InProgress
+        } else if items.iter().any(|i| i.state == ItemState::Failed) {
+            RequestState::Failed
+        } else if items.iter().any(|i| i.state == ItemState::Cancelled) {
+            RequestState::Cancelled
+        } else {
+            RequestState::Succeeded
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self != RequestState::InProgress
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestStatus {
+    pub id: String,
+    pub received_at: String,
+    pub source: String,
+    pub label: Option<String>,
+    pub state: RequestState,
+    pub items: Vec<ItemStatus>,
+}
+
+/// How many items are in each state: the `items` object of `/v1/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StateCounts {
+    pub pending: u64,
+    pub sending: u64,
+    pub submitted: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub merged: u64,
+    pub cancelled: u64,
+}
+
+type HistoryRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<String>,
+    Option<String>,
+);
+
+impl Store {
+    /// A request and each of its URLs, or `None` when the id is unknown.
+    pub async fn request_status(&self, id: &str) -> Result<Option<RequestStatus>, StoreError> {
+        let request: Option<(String, String, String, Option<String>)> =
+            sqlx::query_as("SELECT id, received_at, source, label FROM requests WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await?;
+        let Some((id, received_at, source, label)) = request else {
+            return Ok(None);
+        };
+        let rows: Vec<HistoryRow> = sqlx::query_as(
+            "SELECT url, kind, endpoint_id, state, effective_state, merged_into_url,
+                    task_track_id, correlation_id, attempts, last_error, finished_at
+             FROM history WHERE request_id = ?1",
+        )
+        .bind(&id)
+        .fetch_all(&self.reader)
+        .await?;
+        let items = rows
+            .into_iter()
+            .map(
+                |(
+                    url,
+                    kind,
+                    endpoint_id,
+                    _own,
+                    effective,
+                    merged_into,
+                    task_track_id,
+                    correlation_id,
+                    attempts,
+                    error,
+                    finished_at,
+                )| {
+                    ItemStatus {
+                        url,
+                        kind,
+                        endpoint_id,
+                        state: ItemState::parse(&effective).unwrap_or(ItemState::Pending),
+                        merged_into,
+                        task_track_id,
+                        correlation_id,
+                        attempts,
+                        error,
+                        finished_at,
+                    }
+                },
+            )
+            .collect::<Vec<_>>();
+        Ok(Some(RequestStatus {
+            state: RequestState::of(&items),
+            id,
+            received_at,
+            source,
+            label,
+            items,
+        }))
+    }
+
+    pub async fn state_counts(&self) -> Result<StateCounts, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM items GROUP BY state")
+                .fetch_all(&self.reader)
+                .await?;
+        let mut counts = StateCounts::default();
+        for (state, count) in rows {
+            let count = count.max(0) as u64;
+            match ItemState::parse(&state) {
+                Some(ItemState::Pending) => counts.pending = count,
+                Some(ItemState::Sending) => counts.sending = count,
+                Some(ItemState::Submitted) => counts.submitted = count,
+                Some(ItemState::Succeeded) => counts.succeeded = count,
+                Some(ItemState::Failed) => counts.failed = count,
+                Some(ItemState::Merged) => counts.merged = count,
+                Some(ItemState::Cancelled) => counts.cancelled = count,
+                None => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    /// When the oldest pending item arrived.
+    pub async fn oldest_pending(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT min(created_at) FROM items WHERE state = 'pending'")
+                .fetch_one(&self.reader)
+                .await?,
+        )
+    }
+}

@@ -1,0 +1,175 @@
+//! The single writer: one task owns the only write connection.
+//!
+//! SQLite allows one writer at a time. Rather than let many tasks contend for
+//! the lock (and retry on `SQLITE_BUSY`), every write is a job sent to this
+//! task, which takes whatever jobs are waiting and commits them together in
+//! one transaction: one fsync for many callers (group commit). Each caller
+//! hears back only after the commit, so "accepted" means "on disk".
+//!
+//! A job is a closure that may run more than once: if a group fails, the
+//! writer rolls it back and runs each job again on its own, so one bad job
+//! cannot fail its neighbours.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::future::BoxFuture;
+use sqlx::SqliteConnection;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::StoreError;
+
+/// The most jobs committed in one transaction.
+const MAX_GROUP: usize = 512;
+
+pub(crate) type JobFuture<'c, T> = BoxFuture<'c, Result<T, sqlx::Error>>;
+
+/// A job with its result type erased, so jobs of any type share one queue.
+pub(crate) trait ErasedJob: Send {
+    fn run<'c>(
+        &'c mut self,
+        conn: &'c mut SqliteConnection,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+    fn finish(self: Box<Self>, outcome: Result<(), StoreError>);
+}
+
+pub(crate) struct Job<T, F> {
+    work: F,
+    output: Option<T>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Job<T, F> {
+    pub(crate) fn new(work: F) -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
+        let (reply, receiver) = oneshot::channel();
+        (
+            Self {
+                work,
+                output: None,
+                reply,
+            },
+            receiver,
+        )
+    }
+}
+
+impl<T, F> ErasedJob for Job<T, F>
+where
+    T: Send + 'static,
+    F: for<'c> Fn(&'c mut SqliteConnection) -> JobFuture<'c, T> + Send + 'static,
+{
+    fn run<'c>(
+        &'c mut self,
+        conn: &'c mut SqliteConnection,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            self.output = Some((self.work)(conn).await?);
+            Ok(())
+        })
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<(), StoreError>) {
+        let Job { output, reply, .. } = *self;
+        let result = outcome.and_then(|()| {
+            output.ok_or_else(|| StoreError::Internal("a job finished without output".into()))
+        });
+        // The caller may have gone away (client disconnected): nothing to do.
+        let _ = reply.send(result);
+    }
+}
+
+/// Shared signals from the writer to the rest of the store.
+pub(crate) struct WriterSignals {
+    /// False after a commit failed for lack of space or I/O; true again
+    /// after the next successful one.
+    pub writable: AtomicBool,
+    /// Bumped after every successful commit, to wake waiters.
+    pub changed: watch::Sender<u64>,
+}
+
+pub(crate) fn spawn(
+    conn: SqliteConnection,
+    signals: Arc<WriterSignals>,
+) -> (
+    mpsc::Sender<Box<dyn ErasedJob>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (sender, receiver) = mpsc::channel(4096);
+    let task = tokio::spawn(run(conn, receiver, signals));
+    (sender, task)
+}
+
+async fn run(
+    mut conn: SqliteConnection,
+    mut jobs: mpsc::Receiver<Box<dyn ErasedJob>>,
+    signals: Arc<WriterSignals>,
+) {
+    let mut group: Vec<Box<dyn ErasedJob>> = Vec::with_capacity(MAX_GROUP);
+    while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
+        match run_group(&mut conn, &mut group).await {
+            Ok(()) => {
+                signals.writable.store(true, Ordering::Relaxed);
+                signals.changed.send_modify(|n| *n = n.wrapping_add(1));
+                for job in group.drain(..) {
+                    job.finish(Ok(()));
+                }
+            }
+            Err(error) => {
+                rollback(&mut conn).await;
+                if group.len() == 1 {
+                    let error = StoreError::from(error);
+                    note_failure(&signals, &error);
+                    for job in group.drain(..) {
+                        job.finish(Err(error.clone()));
+                    }
+                    continue;
+                }
+                // Run each job alone so that one failure stays its own.
+                for mut job in group.drain(..) {
+                    let result = run_group(&mut conn, std::slice::from_mut(&mut job)).await;
+                    match result {
+                        Ok(()) => {
+                            signals.writable.store(true, Ordering::Relaxed);
+                            signals.changed.send_modify(|n| *n = n.wrapping_add(1));
+                            job.finish(Ok(()));
+                        }
+                        Err(error) => {
+                            rollback(&mut conn).await;
+                            let error = StoreError::from(error);
+                            note_failure(&signals, &error);
+                            job.finish(Err(error));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    tracing::debug!("store writer stopped: every handle is gone");
+}
+
+fn note_failure(signals: &WriterSignals, error: &StoreError) {
+    if matches!(error, StoreError::Unavailable(_)) {
+        signals.writable.store(false, Ordering::Relaxed);
+    }
+    tracing::warn!(%error, "store write failed");
+}
+
+async fn run_group(
+    conn: &mut SqliteConnection,
+    group: &mut [Box<dyn ErasedJob>],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    for job in group.iter_mut() {
+        job.run(conn).await?;
+    }
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    Ok(())
+}
+
+async fn rollback(conn: &mut SqliteConnection) {
+    // Fails harmlessly when SQLite already rolled back on its own (as it
+    // does after SQLITE_FULL).
+    if let Err(error) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+        tracing::debug!(%error, "rollback after a failed group");
+    }
+}

@@ -1,0 +1,169 @@
+//! The store on a real SQLite file: deduplication, directory coverage and
+//! absorption, and durability across a reopen.
+
+use purgeq::config::Synchronous;
+use purgeq::store::{ItemState, NewRequest, RequestState, Store};
+use purgeq::target::{Kind, PurgeTarget};
+
+fn file(url: &str) -> PurgeTarget {
+    PurgeTarget {
+        endpoint_id: "ep".into(),
+        kind: Kind::File,
+        url: url.into(),
+    }
+}
+
+fn dir(url: &str) -> PurgeTarget {
+    PurgeTarget {
+        endpoint_id: "ep".into(),
+        kind: Kind::Directory,
+        url: url.into(),
+    }
+}
+
+fn request(targets: Vec<PurgeTarget>) -> NewRequest {
+    NewRequest {
+        id: uuid::Uuid::now_v7().to_string(),
+        received_at: time::OffsetDateTime::now_utc(),
+        source: "test".into(),
+        label: None,
+        targets,
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("purgeq.db"), Synchronous::Full)
+        .await
+        .expect("open")
+}
+
+#[tokio::test]
+async fn deduplicates_pending_urls_within_and_across_requests() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = open(&tmp).await;
+    let first = store
+        .enqueue(request(vec![
+            file("http://e.com/a"),
+            file("http://e.com/b"),
+            file("http://e.com/a"),
+        ]))
+        .await
+        .expect("enqueue");
+    assert_eq!((first.urls, first.new, first.deduplicated), (3, 2, 1));
+    let second = store
+        .enqueue(request(vec![
+            file("http://e.com/b"),
+            file("http://e.com/c"),
+        ]))
+        .await
+        .expect("enqueue");
+    assert_eq!((second.urls, second.new, second.deduplicated), (2, 1, 1));
+    // Same URL on another endpoint, or as a directory, is another item.
+    let mut other = file("http://e.com/a");
+    other.endpoint_id = "ep2".into();
+    let third = store.enqueue(request(vec![other])).await.expect("enqueue");
+    assert_eq!(third.new, 1);
+    let counts = store.state_counts().await.expect("counts");
+    assert_eq!(counts.pending, 4);
+
+    let status = store
+        .request_status(&second.id)
+        .await
+        .expect("status")
+        .expect("known");
+    assert_eq!(status.items.len(), 2);
+    assert_eq!(status.state, RequestState::InProgress);
+    assert!(
+        store
+            .request_status("nope")
+            .await
+            .expect("status")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_pending_directory_covers_and_absorbs_what_is_under_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = open(&tmp).await;
+    let early = store
+        .enqueue(request(vec![
+            file("http://e.com/d/x.png"),
+            dir("http://e.com/d/sub/"),
+            file("http://e.com/other"),
+        ]))
+        .await
+        .expect("enqueue");
+    assert_eq!(early.new, 3);
+    let directory = store
+        .enqueue(request(vec![dir("http://e.com/d/")]))
+        .await
+        .expect("enqueue");
+    assert_eq!(directory.new, 1);
+    let counts = store.state_counts().await.expect("counts");
+    assert_eq!((counts.pending, counts.merged), (2, 2));
+
+    // A file arriving under the pending directory links to it at once.
+    let late = store
+        .enqueue(request(vec![
+            file("http://e.com/d/sub/y.png"),
+            dir("http://e.com/d/sub/z/"),
+        ]))
+        .await
+        .expect("enqueue");
+    assert_eq!((late.new, late.deduplicated), (0, 2));
+    let status = store
+        .request_status(&late.id)
+        .await
+        .expect("status")
+        .expect("known");
+    assert!(status.items.iter().all(|i| i.state == ItemState::Pending));
+
+    let status = store
+        .request_status(&early.id)
+        .await
+        .expect("status")
+        .expect("known");
+    let merged: Vec<_> = status
+        .items
+        .iter()
+        .filter(|i| i.merged_into.is_some())
+        .collect();
+    assert_eq!(merged.len(), 2);
+    assert!(
+        merged
+            .iter()
+            .all(|i| i.merged_into.as_deref() == Some("http://e.com/d/"))
+    );
+    // "http://e.com/d0" style neighbours are not under "http://e.com/d/".
+    let neighbour = store
+        .enqueue(request(vec![
+            file("http://e.com/d0"),
+            file("http://e.com/d"),
+        ]))
+        .await
+        .expect("enqueue");
+    assert_eq!(neighbour.new, 2);
+}
+
+#[tokio::test]
+async fn accepted_requests_survive_a_reopen() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let id = {
+        let store = open(&tmp).await;
+        let outcome = store
+            .enqueue(request(vec![file("http://e.com/a")]))
+            .await
+            .expect("enqueue");
+        store.close().await;
+        outcome.id
+    };
+    let store = open(&tmp).await;
+    let status = store
+        .request_status(&id)
+        .await
+        .expect("status")
+        .expect("still there");
+    assert_eq!(status.items[0].url, "http://e.com/a");
+    assert_eq!(store.state_counts().await.expect("counts").pending, 1);
+}
