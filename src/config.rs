@@ -26,7 +26,7 @@ pub const KEY_VALUE_CREDENTIAL: &str = "cdn-key-value";
 /// sysexits' EX_CONFIG, the exit code for a bad configuration.
 pub const EXIT_CONFIG: u8 = 78;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub store: StoreSettings,
@@ -56,24 +56,6 @@ pub struct Derived {
     pub credentials: Option<Credentials>,
     pub base_url: Option<Url>,
     pub quota_offset: Option<time::UtcOffset>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            store: StoreSettings::default(),
-            ingest: IngestSettings::default(),
-            cdn: CdnSettings::default(),
-            batch: BatchSettings::default(),
-            sender: SenderSettings::default(),
-            tracker: TrackerSettings::default(),
-            quota: QuotaSettings::default(),
-            retention: RetentionSettings::default(),
-            log: LogSettings::default(),
-            daemon: DaemonSettings::default(),
-            derived: Derived::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
