@@ -8,6 +8,7 @@ pub mod cdn;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod http_server;
 pub mod signals;
 pub mod store;
 pub mod target;

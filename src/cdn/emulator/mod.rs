@@ -7,9 +7,9 @@
 //! connections and bodies cut short. Every accepted purge is journaled.
 //!
 //! It runs in-process ([`Emulator::start`], for tests and `serve --emulator`)
-//! or on its own (`purgeq emulate`). The server loop is written out by hand
-//! rather than with `axum::serve` for one reason: to drop a connection on
-//! purpose, the handler must be able to abort the connection it runs on.
+//! or on its own (`purgeq emulate`), on the same connection server as the
+//! daemon ([`crate::http_server`]), which lets a handler drop its own
+//! connection to simulate a network fault.
 
 mod checks;
 mod config;
@@ -19,22 +19,15 @@ mod state;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use url::Url;
+
+use crate::http_server::{self, Listener, ServeOptions};
 
 pub use checks::has_dot_dot_segment;
 pub use config::{EmulatedEndpoint, EmulatorConfig, Knobs};
 pub use state::JournalEntry;
-
-/// Put into each request's extensions: notifying it closes the connection
-/// the request arrived on, without an answer.
-#[derive(Clone)]
-struct ConnectionKill(Arc<Notify>);
 
 pub struct Emulator;
 
@@ -50,45 +43,25 @@ impl Emulator {
         let addr = listener.local_addr()?;
         let state = Arc::new(state::State::new(config));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, state.clone(), shutdown.clone()));
+        let options = ServeOptions {
+            // A test throttle storm opens many connections; a dropped
+            // connection must not wait for a graceful close.
+            max_connections: 4096,
+            graceful: false,
+            ..ServeOptions::default()
+        };
+        let task = tokio::spawn(http_server::serve(
+            Listener::Tcp(listener),
+            routes::router(state.clone()),
+            options,
+            shutdown.clone(),
+        ));
         Ok(EmulatorHandle {
             addr,
             state,
             shutdown,
             task: Some(task),
         })
-    }
-}
-
-async fn serve(listener: TcpListener, state: Arc<state::State>, shutdown: CancellationToken) {
-    let router = routes::router(state);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(error) => {
-                    tracing::warn!(%error, "emulator: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let kill = Arc::new(Notify::new());
-        let service = TowerToHyperService::new(
-            router
-                .clone()
-                .layer(axum::Extension(ConnectionKill(kill.clone()))),
-        );
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = kill.notified() => {}
-                _ = shutdown.cancelled() => {}
-            }
-        });
     }
 }
 

@@ -15,11 +15,11 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 
-use super::ConnectionKill;
 use super::checks::{self, Rejection};
 use super::state::{QuotaCheck, State};
 use crate::cdn::client::CORRELATION_HEADER;
 use crate::cdn::wire;
+use crate::http_server::ConnectionControl;
 
 type Shared = Arc<State>;
 
@@ -134,8 +134,8 @@ async fn api_gate(
         Fault::Error503 => with_outcome(html_error(StatusCode::SERVICE_UNAVAILABLE), "fault_503"),
         Fault::Drop => {
             state.count("fault_drop");
-            if let Some(kill) = request.extensions().get::<ConnectionKill>() {
-                kill.0.notify_one();
+            if let Some(control) = request.extensions().get::<ConnectionControl>() {
+                control.drop_connection();
             }
             // The connection task drops this future with the connection.
             std::future::pending::<()>().await;
