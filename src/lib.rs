@@ -12,3 +12,4 @@ pub mod http_server;
 pub mod signals;
 pub mod store;
 pub mod target;
+pub mod ingest;

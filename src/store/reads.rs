@@ -124,6 +124,24 @@ pub struct StateCounts {
     pub cancelled: u64,
 }
 
+impl StateCounts {
+    pub fn add(&mut self, state: ItemState) {
+        *self.slot(state) += 1;
+    }
+
+    fn slot(&mut self, state: ItemState) -> &mut u64 {
+        match state {
+            ItemState::Pending => &mut self.pending,
+            ItemState::Sending => &mut self.sending,
+            ItemState::Submitted => &mut self.submitted,
+            ItemState::Succeeded => &mut self.succeeded,
+            ItemState::Failed => &mut self.failed,
+            ItemState::Merged => &mut self.merged,
+            ItemState::Cancelled => &mut self.cancelled,
+        }
+    }
+}
+
 type HistoryRow = (
     String,
     String,
@@ -205,16 +223,8 @@ impl Store {
                 .await?;
         let mut counts = StateCounts::default();
         for (state, count) in rows {
-            let count = count.max(0) as u64;
-            match ItemState::parse(&state) {
-                Some(ItemState::Pending) => counts.pending = count,
-                Some(ItemState::Sending) => counts.sending = count,
-                Some(ItemState::Submitted) => counts.submitted = count,
-                Some(ItemState::Succeeded) => counts.succeeded = count,
-                Some(ItemState::Failed) => counts.failed = count,
-                Some(ItemState::Merged) => counts.merged = count,
-                Some(ItemState::Cancelled) => counts.cancelled = count,
-                None => {}
+            if let Some(state) = ItemState::parse(&state) {
+                *counts.slot(state) = count.max(0) as u64;
             }
         }
         Ok(counts)

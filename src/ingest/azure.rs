@@ -1,0 +1,189 @@
+//! The CDN API's purge routes, answered by the daemon.
+//!
+//! `POST /subscriptions/{sid}/endpoints/{eid}/purges` queues the body's
+//! URLs and answers like the service (202, `TaskTrackId` = our request id);
+//! `GET …/purges/{id}` answers progress in the service's shape. Requests are
+//! not signature-checked: whoever can reach the socket may post, as on the
+//! v1 API. Errors use the service's `ErrorInfo` shape.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+use super::IngestState;
+use super::error::ApiError;
+use super::intake::{self, UrlList};
+use super::v1::body_or_error;
+use crate::cdn::client::CORRELATION_HEADER;
+use crate::cdn::wire;
+use crate::http_server::Peer;
+use crate::store::{ItemState, NewRequest};
+use crate::target::Requested;
+
+/// An error in the service's shape.
+pub struct AzureError {
+    status: StatusCode,
+    error_type: &'static str,
+    message: String,
+}
+
+impl AzureError {
+    fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+        Self { status, error_type, message: message.into() }
+    }
+}
+
+impl From<ApiError> for AzureError {
+    fn from(error: ApiError) -> Self {
+        let error_type = match error.status {
+            StatusCode::BAD_REQUEST
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE => "ParameterInvalid",
+            // The service's own word for "not now".
+            StatusCode::SERVICE_UNAVAILABLE => "RequestThrottled",
+            _ => "InternalError",
+        };
+        let mut message = error.message;
+        for detail in &error.details {
+            message.push_str(&format!("; {} {:?}: {}", detail.field, detail.url, detail.reason));
+        }
+        AzureError::new(error.status, error_type, message)
+    }
+}
+
+impl IntoResponse for AzureError {
+    fn into_response(self) -> Response {
+        with_correlation_id(
+            (self.status, Json(wire::ErrorBody::new(self.error_type, self.message))).into_response(),
+        )
+    }
+}
+
+fn with_correlation_id(mut response: Response) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    response
+}
+
+/// The subscription must be ours (when one is configured) and the endpoint
+/// one that the configuration routes to.
+fn check_path(state: &IngestState, sid: &str, eid: &str) -> Result<(), AzureError> {
+    let settings = state.settings();
+    let configured = &settings.cdn.subscription_id;
+    if !configured.is_empty() && configured != sid {
+        return Err(AzureError::new(
+            StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            format!("Subscription {sid} does not exist."),
+        ));
+    }
+    if !settings.derived.router.endpoint_ids().iter().any(|id| id == eid) {
+        return Err(AzureError::new(
+            StatusCode::NOT_FOUND,
+            "EndpointNotFound",
+            format!("Endpoint {eid} does not exist in the purgeq configuration."),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn add_purge(
+    State(state): State<IngestState>,
+    Path((sid, eid)): Path<(String, String)>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AzureError> {
+    check_path(&state, &sid, &eid)?;
+    let settings = state.settings();
+    intake::require_json(&headers)?;
+    let body = body_or_error(body, settings.ingest.max_body_bytes)?;
+    let purge: wire::PurgeBody = serde_json::from_slice(&body).map_err(|e| {
+        AzureError::new(
+            StatusCode::BAD_REQUEST,
+            "ParameterInvalid",
+            format!("The body is not of the form {{\"Files\": [...], \"Directories\": [...]}}: {e}."),
+        )
+    })?;
+    if purge.files.is_empty() && purge.directories.is_empty() {
+        return Err(AzureError::new(
+            StatusCode::BAD_REQUEST,
+            "ParameterMissing",
+            "Parameter 'Files' or 'Directories' is missing.",
+        ));
+    }
+    let targets = intake::targets(
+        &settings,
+        &[
+            UrlList { field: "Files", urls: &purge.files, requested: Requested::File },
+            UrlList { field: "Directories", urls: &purge.directories, requested: Requested::Directory },
+        ],
+    )?;
+    if let Some(stray) = targets.iter().find(|t| t.endpoint_id != eid) {
+        return Err(AzureError::new(
+            StatusCode::BAD_REQUEST,
+            "ParameterInvalid",
+            format!("{} is served by endpoint {}, not {eid}.", stray.url, stray.endpoint_id),
+        ));
+    }
+    let outcome = state
+        .store
+        .enqueue(NewRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+            received_at: OffsetDateTime::now_utc(),
+            source: peer.source(),
+            label: None,
+            targets,
+        })
+        .await
+        .map_err(ApiError::from)?;
+    state.notify_enqueued();
+    let accepted = wire::PurgeAcceptedBody {
+        succeeded: true,
+        is_async: true,
+        async_info: wire::AsyncInfo {
+            task_track_id: outcome.id,
+            task_status: "Processing".to_owned(),
+        },
+    };
+    Ok(with_correlation_id((StatusCode::ACCEPTED, Json(accepted)).into_response()))
+}
+
+pub async fn query_purge(
+    State(state): State<IngestState>,
+    Path((sid, eid, id)): Path<(String, String, String)>,
+) -> Result<Response, AzureError> {
+    check_path(&state, &sid, &eid)?;
+    let status = state.store.request_status(&id).await.map_err(ApiError::from)?;
+    let Some(status) = status.filter(|s| s.items.iter().all(|i| i.endpoint_id == eid)) else {
+        return Err(AzureError::new(
+            StatusCode::NOT_FOUND,
+            "ParameterInvalid",
+            format!("Purge {id} not found for endpoint {eid}."),
+        ));
+    };
+    let mut progress = wire::PurgeProgressBody::default();
+    for item in status.items {
+        let entry = wire::UrlStatusBody {
+            status: match item.state {
+                ItemState::Succeeded => "Succeed",
+                ItemState::Failed | ItemState::Cancelled => "Failed",
+                _ => "Running",
+            }
+            .to_owned(),
+            url: item.url,
+        };
+        if item.kind == "directory" {
+            progress.directories.push(entry);
+        } else {
+            progress.files.push(entry);
+        }
+    }
+    Ok(with_correlation_id(Json(progress).into_response()))
+}

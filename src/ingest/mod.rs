@@ -1,0 +1,83 @@
+//! The ingest API: the axum router served on the Unix socket and on TCP.
+//!
+//! Two dialects over one store: purgeq's own `/v1` API ([`v1`]), and the
+//! CDN API's own purge routes ([`azure`]) so a script written for the real
+//! service can point at the daemon instead.
+
+mod azure;
+pub mod error;
+mod intake;
+pub mod v1;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::store::Store;
+
+/// What the sending side tells the API about itself. Implemented by the
+/// pipeline; ingest only reads it, so ingest does not depend on pipeline.
+pub trait PipelineReport: Send + Sync + 'static {
+    /// Extra top-level fields for `/v1/stats` (sender state, quota…).
+    fn report(&self) -> serde_json::Value;
+    /// Why the daemon is not ready (e.g. sending paused), if it is not.
+    fn not_ready_reason(&self) -> Option<String>;
+    /// New items were committed: the batcher may have work.
+    fn wake(&self);
+}
+
+#[derive(Clone)]
+pub struct IngestState {
+    pub store: Store,
+    pub settings: watch::Receiver<Arc<Settings>>,
+    pub pipeline: Arc<dyn PipelineReport>,
+}
+
+impl IngestState {
+    /// The current settings (they change on reload).
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.borrow().clone()
+    }
+
+    fn notify_enqueued(&self) {
+        self.pipeline.wake();
+    }
+
+    fn pipeline_report(&self) -> serde_json::Value {
+        self.pipeline.report()
+    }
+
+    fn not_ready_reason(&self) -> Option<String> {
+        if !self.store.is_writable() {
+            return Some("the store cannot write (disk full or read-only?)".to_owned());
+        }
+        self.pipeline.not_ready_reason()
+    }
+}
+
+/// The router, the same on every listener.
+pub fn router(state: IngestState) -> Router {
+    // The body limit is enforced by axum; over it, the handlers answer 413.
+    let body_limit = state.settings().ingest.max_body_bytes;
+    Router::new()
+        .route("/v1/purges", post(v1::post_purges))
+        .route("/v1/purges/{id}", get(v1::get_purge))
+        .route("/v1/stats", get(v1::get_stats))
+        .route("/healthz", get(v1::healthz))
+        .route("/readyz", get(v1::readyz))
+        .route(
+            "/subscriptions/{sid}/endpoints/{eid}/purges",
+            post(azure::add_purge),
+        )
+        .route(
+            "/subscriptions/{sid}/endpoints/{eid}/purges/{id}",
+            get(azure::query_purge),
+        )
+        .fallback(v1::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

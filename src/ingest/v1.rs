@@ -1,0 +1,209 @@
+//! purgeq's own API: `/v1/purges`, `/v1/stats`, `/healthz`, `/readyz`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::IngestState;
+use super::error::ApiError;
+use super::intake::{self, UrlList};
+use crate::http_server::Peer;
+use crate::store::{NewRequest, RequestStatus, StateCounts};
+use crate::target::Requested;
+
+/// The longest `?wait=` honoured, so a forgotten client cannot pin a
+/// connection forever.
+pub const MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// `POST /v1/purges` body. PascalCase `Files`/`Directories` are accepted
+/// too, so a body written for the CDN API can be posted as it is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentBody {
+    #[serde(default, alias = "Files")]
+    pub files: Vec<String>,
+    #[serde(default, alias = "Directories")]
+    pub directories: Vec<String>,
+    #[serde(default)]
+    pub urls: Vec<String>,
+    /// Free text stored with the request (a deploy id, say).
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// Reads a body within `ingest.max_body_bytes`, mapping axum's rejection
+/// to our error JSON.
+pub fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "the body is larger than ingest.max_body_bytes ({limit} bytes)"
+            ))
+        } else {
+            ApiError::bad_request(format!("cannot read the body: {rejection}"))
+        }
+    })
+}
+
+pub async fn post_purges(
+    State(state): State<IngestState>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let settings = state.settings();
+    intake::require_json(&headers)?;
+    let body = body_or_error(body, settings.ingest.max_body_bytes)?;
+    let intent: IntentBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not a valid purge intent: {e}")))?;
+    if intent.label.as_ref().is_some_and(|l| l.len() > 256) {
+        return Err(ApiError::bad_request("label: at most 256 bytes"));
+    }
+    let targets = intake::targets(
+        &settings,
+        &[
+            UrlList { field: "files", urls: &intent.files, requested: Requested::File },
+            UrlList { field: "directories", urls: &intent.directories, requested: Requested::Directory },
+            UrlList { field: "urls", urls: &intent.urls, requested: Requested::ByTrailingSlash },
+        ],
+    )?;
+    let outcome = state
+        .store
+        .enqueue(NewRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+            received_at: OffsetDateTime::now_utc(),
+            source: peer.source(),
+            label: intent.label,
+            targets,
+        })
+        .await?;
+    state.notify_enqueued();
+    Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    /// Seconds to hold the answer until every URL is final.
+    pub wait: Option<f64>,
+}
+
+/// The request with per-state counts, as `GET /v1/purges/{id}` answers.
+#[derive(Debug, Serialize)]
+pub struct RequestView {
+    #[serde(flatten)]
+    pub status: RequestStatus,
+    pub counts: StateCounts,
+}
+
+impl From<RequestStatus> for RequestView {
+    fn from(status: RequestStatus) -> Self {
+        let mut counts = StateCounts::default();
+        for item in &status.items {
+            counts.add(item.state);
+        }
+        RequestView { status, counts }
+    }
+}
+
+pub async fn get_purge(
+    State(state): State<IngestState>,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Json<RequestView>, ApiError> {
+    let wait = match query.wait {
+        None => Duration::ZERO,
+        Some(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs).min(MAX_WAIT),
+        Some(_) => return Err(ApiError::bad_request("wait: a number of seconds, 0 or more")),
+    };
+    let status = wait_for_final(&state, &id, wait).await?;
+    Ok(Json(status.into()))
+}
+
+/// The request's status once every URL is final, or when `wait` is up.
+pub async fn wait_for_final(state: &IngestState, id: &str, wait: Duration) -> Result<RequestStatus, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut changes = state.store.subscribe();
+    loop {
+        changes.mark_unchanged();
+        let status = state
+            .store
+            .request_status(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no request with id {id:?}")))?;
+        if status.state.is_final() || tokio::time::Instant::now() >= deadline {
+            return Ok(status);
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return Ok(status) },
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatsView {
+    pub items: StateCounts,
+    pub oldest_pending_at: Option<String>,
+    pub oldest_pending_age_seconds: Option<f64>,
+    pub store: StoreView,
+    #[serde(flatten)]
+    pub pipeline: serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoreView {
+    pub path: String,
+    pub writable: bool,
+}
+
+pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsView>, ApiError> {
+    let items = state.store.state_counts().await?;
+    let oldest_pending_at = state.store.oldest_pending().await?;
+    let oldest_pending_age_seconds = oldest_pending_at
+        .as_deref()
+        .and_then(crate::store::parse_timestamp)
+        .map(|at| (OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+    Ok(Json(StatsView {
+        items,
+        oldest_pending_at,
+        oldest_pending_age_seconds,
+        store: StoreView {
+            path: state.store.path().display().to_string(),
+            writable: state.store.is_writable(),
+        },
+        pipeline: state.pipeline_report(),
+    }))
+}
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the store can commit and sending is not paused.
+pub async fn readyz(State(state): State<IngestState>) -> Response {
+    let probe = tokio::time::timeout(Duration::from_secs(2), state.store.probe_write()).await;
+    let problem = match probe {
+        Err(_) => Some("the store did not answer a write within 2s".to_owned()),
+        Ok(Err(error)) => Some(error.to_string()),
+        Ok(Ok(())) => state.not_ready_reason(),
+    };
+    match problem {
+        None => Json(serde_json::json!({ "ready": true })).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false, "reason": reason })),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see the README for the API")
+}
