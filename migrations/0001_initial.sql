@@ -15,7 +15,12 @@ CREATE TABLE requests (
 CREATE TABLE batches (
     id             INTEGER PRIMARY KEY,
     endpoint_id    TEXT NOT NULL,
-    state          TEXT NOT NULL CHECK (state IN ('sending', 'submitted', 'succeeded', 'failed')),
+    -- sending: being sent (re-sent after a crash); submitted: accepted, being
+    -- tracked; succeeded/failed: final per-URL results recorded; split: a URL
+    -- in it was refused, its items moved to two smaller batches; released:
+    -- not sent (credentials refused, endpoint inactive), items back to pending.
+    state          TEXT NOT NULL
+                   CHECK (state IN ('sending', 'submitted', 'succeeded', 'failed', 'split', 'released')),
     attempts       INTEGER NOT NULL DEFAULT 0,
     not_before     TEXT NOT NULL,
     task_track_id  TEXT,
@@ -51,8 +56,8 @@ CREATE TABLE items (
 -- Deduplication: at most one pending item per (endpoint, url, kind). The
 -- column order also serves range scans for directory absorption.
 CREATE UNIQUE INDEX items_pending ON items (endpoint_id, url, kind) WHERE state = 'pending';
--- The batcher: oldest waiting items per endpoint.
-CREATE INDEX items_state ON items (state, endpoint_id, not_before);
+-- The batcher: oldest waiting items per endpoint and kind.
+CREATE INDEX items_state ON items (state, endpoint_id, kind, not_before);
 -- Is any directory pending on this endpoint? (Skips coverage checks when not.)
 CREATE INDEX items_pending_directories ON items (endpoint_id) WHERE state = 'pending' AND kind = 'directory';
 -- Age of the oldest waiting item, in O(log n).

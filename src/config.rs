@@ -56,6 +56,10 @@ pub struct Derived {
     pub credentials: Option<Credentials>,
     pub base_url: Option<Url>,
     pub quota_offset: Option<time::UtcOffset>,
+    /// `RUST_LOG`, which overrides `log.level` when set.
+    pub rust_log: Option<String>,
+    /// Standard error is the systemd journal (`JOURNAL_STREAM` is set).
+    pub under_journal: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -299,6 +303,12 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The process environment, for [`Settings::load`]. Reading it here keeps
+/// every environment lookup in this module.
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars().collect()
+}
+
 /// Which file to read.
 pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
     match explicit {
@@ -349,6 +359,8 @@ impl Settings {
             .map_err(|e| fail(vec![e.to_string()]))?;
         let mut settings = loaded;
         settings.derived.source = path.map(Path::to_owned);
+        settings.derived.rust_log = env.get("RUST_LOG").filter(|v| !v.is_empty()).cloned();
+        settings.derived.under_journal = env.contains_key("JOURNAL_STREAM");
         settings.validate(env).map_err(fail)?;
         Ok(settings)
     }

@@ -1,24 +1,43 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 
-use purgeq::cli::{Cli, Command};
+use purgeq::cli::{self, Cli, Command};
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Serve(args) => cli::serve::run(args).await,
+        Command::CheckConfig(args) => match cli::check_config(&args) {
+            Ok(()) => 0,
+            Err(error) => {
+                eprintln!("purgeq: {error}");
+                purgeq::config::EXIT_CONFIG
+            }
+        },
+        Command::Enqueue(args) => cli::enqueue::run(args).await,
+        Command::Emulate(args) => {
+            init_plain_logging();
+            match cli::emulate::run(*args).await {
+                Ok(()) => 0,
+                Err(error) => {
+                    eprintln!("purgeq: {error:#}");
+                    1
+                }
+            }
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// Logging for commands other than `serve` (which follows its config).
+fn init_plain_logging() {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let result = match cli.command {
-        Command::Emulate(args) => purgeq::cli::emulate::run(args).await,
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("purgeq: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
 }

@@ -317,13 +317,20 @@ impl Router {
         ids
     }
 
-    /// The exact host names an endpoint serves (used to seed the emulator).
-    pub fn exact_hosts_of(&self, endpoint_id: &str) -> Vec<String> {
+    /// The host patterns an endpoint serves, as configured (`*.x` for
+    /// wildcards): used to give the emulator the same hosts.
+    pub fn hosts_of(&self, endpoint_id: &str) -> Vec<String> {
         let mut hosts: Vec<String> = self
             .exact
             .iter()
             .filter(|(_, e)| *e == endpoint_id)
             .map(|(h, _)| h.clone())
+            .chain(
+                self.wildcards
+                    .iter()
+                    .filter(|(_, e)| e == endpoint_id)
+                    .map(|(suffix, _)| format!("*{suffix}")),
+            )
             .collect();
         hosts.sort();
         hosts

@@ -1,9 +1,26 @@
 //! The command line: one module per subcommand, each a thin shell around
-//! the library.
+//! the library. Exit codes follow sysexits(3) where one applies.
 
 pub mod emulate;
+pub mod enqueue;
+pub mod serve;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, ConfigError, Settings};
+
+/// sysexits: the command was used incorrectly.
+pub const EXIT_USAGE: u8 = 64;
+/// sysexits: the input data was incorrect (the daemon refused it).
+pub const EXIT_DATAERR: u8 = 65;
+/// sysexits: a service is unavailable (the daemon cannot be reached).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+/// sysexits: an internal software error.
+pub const EXIT_SOFTWARE: u8 = 70;
+/// sysexits: a temporary failure; try again later.
+pub const EXIT_TEMPFAIL: u8 = 75;
 
 /// Durable, rate-limited cache purges for Azure China CDN.
 #[derive(Debug, Parser)]
@@ -15,6 +32,66 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon.
+    Serve(serve::ServeArgs),
+    /// Validate the configuration without starting.
+    CheckConfig(ConfigArgs),
+    /// Post purge intents to the daemon.
+    Enqueue(enqueue::EnqueueArgs),
     /// Serve a local emulator of the Azure China CDN API.
-    Emulate(emulate::EmulateArgs),
+    Emulate(Box<emulate::EmulateArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// Configuration file (default: /etc/purgeq/purgeq.toml if it exists,
+    /// else built-in defaults). PURGEQ__SECTION__KEY variables override it.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    pub fn path(&self) -> Option<PathBuf> {
+        config::config_path(self.config.as_deref())
+    }
+
+    pub fn load(&self) -> Result<Settings, ConfigError> {
+        Settings::load(self.path().as_deref(), &config::process_env())
+    }
+}
+
+/// `purgeq check-config`: prints what would be used, or every problem.
+pub fn check_config(args: &ConfigArgs) -> Result<(), ConfigError> {
+    let settings = args.load()?;
+    let source = settings.derived.source.as_ref().map_or_else(
+        || "built-in defaults".to_owned(),
+        |p| p.display().to_string(),
+    );
+    println!("configuration OK ({source})");
+    println!("  store:     {}", settings.store.path.display());
+    if let Some(socket) = &settings.derived.socket_path {
+        println!(
+            "  socket:    {} (mode {:o})",
+            socket.display(),
+            settings.derived.socket_mode
+        );
+    }
+    if let Some(addr) = settings.derived.http_addr {
+        println!("  http:      {addr}");
+    }
+    if settings.has_credentials() {
+        println!(
+            "  cdn:       subscription {} with key {}",
+            settings.cdn.subscription_id, settings.cdn.key_id
+        );
+    } else {
+        println!("  cdn:       no credentials: `serve` will use the built-in emulator");
+    }
+    for id in settings.derived.router.endpoint_ids() {
+        println!(
+            "  endpoint:  {id} <- {}",
+            settings.derived.router.hosts_of(&id).join(", ")
+        );
+    }
+    Ok(())
 }

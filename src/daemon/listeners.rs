@@ -35,13 +35,20 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ListenError {
 pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, ListenError> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(ListenError::NotASocket { path: path.to_owned() });
+            return Err(ListenError::NotASocket {
+                path: path.to_owned(),
+            });
         }
         Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => return Err(ListenError::SocketInUse { path: path.to_owned() }),
+            Ok(_) => {
+                return Err(ListenError::SocketInUse {
+                    path: path.to_owned(),
+                });
+            }
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
                 tracing::info!(path = %path.display(), "replacing a stale socket left by an earlier run");
-                std::fs::remove_file(path).map_err(io(format!("removing stale socket {}", path.display())))?;
+                std::fs::remove_file(path)
+                    .map_err(io(format!("removing stale socket {}", path.display())))?;
             }
             Err(e) => return Err(io(format!("checking {}", path.display()))(e)),
         },
@@ -55,7 +62,9 @@ pub fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, ListenError> {
 }
 
 pub async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ListenError> {
-    TcpListener::bind(addr).await.map_err(io(format!("binding {addr}")))
+    TcpListener::bind(addr)
+        .await
+        .map_err(io(format!("binding {addr}")))
 }
 
 /// Removes our socket file on a clean exit, if it is still ours.
@@ -79,7 +88,10 @@ mod tests {
         let first = bind_unix(&path, 0o600).expect("bind");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(matches!(bind_unix(&path, 0o600), Err(ListenError::SocketInUse { .. })));
+        assert!(matches!(
+            bind_unix(&path, 0o600),
+            Err(ListenError::SocketInUse { .. })
+        ));
         drop(first);
         // The file remains, nobody listens: stale.
         assert!(path.exists());
@@ -87,7 +99,10 @@ mod tests {
 
         let file = dir.path().join("plain");
         std::fs::write(&file, "data").expect("write");
-        assert!(matches!(bind_unix(&file, 0o600), Err(ListenError::NotASocket { .. })));
+        assert!(matches!(
+            bind_unix(&file, 0o600),
+            Err(ListenError::NotASocket { .. })
+        ));
         assert!(file.exists());
     }
 }

@@ -33,7 +33,11 @@ pub struct AzureError {
 
 impl AzureError {
     fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
-        Self { status, error_type, message: message.into() }
+        Self {
+            status,
+            error_type,
+            message: message.into(),
+        }
     }
 }
 
@@ -50,7 +54,10 @@ impl From<ApiError> for AzureError {
         };
         let mut message = error.message;
         for detail in &error.details {
-            message.push_str(&format!("; {} {:?}: {}", detail.field, detail.url, detail.reason));
+            message.push_str(&format!(
+                "; {} {:?}: {}",
+                detail.field, detail.url, detail.reason
+            ));
         }
         AzureError::new(error.status, error_type, message)
     }
@@ -59,7 +66,11 @@ impl From<ApiError> for AzureError {
 impl IntoResponse for AzureError {
     fn into_response(self) -> Response {
         with_correlation_id(
-            (self.status, Json(wire::ErrorBody::new(self.error_type, self.message))).into_response(),
+            (
+                self.status,
+                Json(wire::ErrorBody::new(self.error_type, self.message)),
+            )
+                .into_response(),
         )
     }
 }
@@ -83,7 +94,13 @@ fn check_path(state: &IngestState, sid: &str, eid: &str) -> Result<(), AzureErro
             format!("Subscription {sid} does not exist."),
         ));
     }
-    if !settings.derived.router.endpoint_ids().iter().any(|id| id == eid) {
+    if !settings
+        .derived
+        .router
+        .endpoint_ids()
+        .iter()
+        .any(|id| id == eid)
+    {
         return Err(AzureError::new(
             StatusCode::NOT_FOUND,
             "EndpointNotFound",
@@ -108,7 +125,9 @@ pub async fn add_purge(
         AzureError::new(
             StatusCode::BAD_REQUEST,
             "ParameterInvalid",
-            format!("The body is not of the form {{\"Files\": [...], \"Directories\": [...]}}: {e}."),
+            format!(
+                "The body is not of the form {{\"Files\": [...], \"Directories\": [...]}}: {e}."
+            ),
         )
     })?;
     if purge.files.is_empty() && purge.directories.is_empty() {
@@ -121,15 +140,26 @@ pub async fn add_purge(
     let targets = intake::targets(
         &settings,
         &[
-            UrlList { field: "Files", urls: &purge.files, requested: Requested::File },
-            UrlList { field: "Directories", urls: &purge.directories, requested: Requested::Directory },
+            UrlList {
+                field: "Files",
+                urls: &purge.files,
+                requested: Requested::File,
+            },
+            UrlList {
+                field: "Directories",
+                urls: &purge.directories,
+                requested: Requested::Directory,
+            },
         ],
     )?;
     if let Some(stray) = targets.iter().find(|t| t.endpoint_id != eid) {
         return Err(AzureError::new(
             StatusCode::BAD_REQUEST,
             "ParameterInvalid",
-            format!("{} is served by endpoint {}, not {eid}.", stray.url, stray.endpoint_id),
+            format!(
+                "{} is served by endpoint {}, not {eid}.",
+                stray.url, stray.endpoint_id
+            ),
         ));
     }
     let outcome = state
@@ -152,7 +182,9 @@ pub async fn add_purge(
             task_status: "Processing".to_owned(),
         },
     };
-    Ok(with_correlation_id((StatusCode::ACCEPTED, Json(accepted)).into_response()))
+    Ok(with_correlation_id(
+        (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+    ))
 }
 
 pub async fn query_purge(
@@ -160,7 +192,11 @@ pub async fn query_purge(
     Path((sid, eid, id)): Path<(String, String, String)>,
 ) -> Result<Response, AzureError> {
     check_path(&state, &sid, &eid)?;
-    let status = state.store.request_status(&id).await.map_err(ApiError::from)?;
+    let status = state
+        .store
+        .request_status(&id)
+        .await
+        .map_err(ApiError::from)?;
     let Some(status) = status.filter(|s| s.items.iter().all(|i| i.endpoint_id == eid)) else {
         return Err(AzureError::new(
             StatusCode::NOT_FOUND,

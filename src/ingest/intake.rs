@@ -57,7 +57,10 @@ pub fn targets(settings: &Settings, lists: &[UrlList<'_>]) -> Result<Vec<PurgeTa
                     all_unroutable &= matches!(error, TargetError::NoEndpointForHost(_));
                     details.push(Detail {
                         field: format!("{}[{index}]", list.field),
-                        url: raw.chars().take(settings.ingest.max_url_length.min(512)).collect(),
+                        url: raw
+                            .chars()
+                            .take(settings.ingest.max_url_length.min(512))
+                            .collect(),
                         reason: error.to_string(),
                     });
                 }

@@ -69,9 +69,21 @@ pub async fn post_purges(
     let targets = intake::targets(
         &settings,
         &[
-            UrlList { field: "files", urls: &intent.files, requested: Requested::File },
-            UrlList { field: "directories", urls: &intent.directories, requested: Requested::Directory },
-            UrlList { field: "urls", urls: &intent.urls, requested: Requested::ByTrailingSlash },
+            UrlList {
+                field: "files",
+                urls: &intent.files,
+                requested: Requested::File,
+            },
+            UrlList {
+                field: "directories",
+                urls: &intent.directories,
+                requested: Requested::Directory,
+            },
+            UrlList {
+                field: "urls",
+                urls: &intent.urls,
+                requested: Requested::ByTrailingSlash,
+            },
         ],
     )?;
     let outcome = state
@@ -119,15 +131,25 @@ pub async fn get_purge(
 ) -> Result<Json<RequestView>, ApiError> {
     let wait = match query.wait {
         None => Duration::ZERO,
-        Some(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs).min(MAX_WAIT),
-        Some(_) => return Err(ApiError::bad_request("wait: a number of seconds, 0 or more")),
+        Some(secs) if secs.is_finite() && secs >= 0.0 => {
+            Duration::from_secs_f64(secs).min(MAX_WAIT)
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "wait: a number of seconds, 0 or more",
+            ));
+        }
     };
     let status = wait_for_final(&state, &id, wait).await?;
     Ok(Json(status.into()))
 }
 
 /// The request's status once every URL is final, or when `wait` is up.
-pub async fn wait_for_final(state: &IngestState, id: &str, wait: Duration) -> Result<RequestStatus, ApiError> {
+pub async fn wait_for_final(
+    state: &IngestState,
+    id: &str,
+    wait: Duration,
+) -> Result<RequestStatus, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = state.store.subscribe();
     loop {

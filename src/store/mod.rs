@@ -5,6 +5,7 @@
 //! sessions never wait behind a write. The schema is in `migrations/` and
 //! is embedded in the binary.
 
+mod batches;
 mod enqueue;
 mod reads;
 mod writer;
@@ -22,6 +23,9 @@ use sqlx::{ConnectOptions, SqliteConnection};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
+pub use batches::{
+    Batch, BatchItem, CutLimits, ItemResult, QuotaUse, Readiness, SubmittedBatch, SubmittedItem,
+};
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, StateCounts};
 

@@ -242,7 +242,7 @@ fn check_item(
     let host = url
         .host_str()
         .ok_or_else(|| invalid("the URL has no host".to_owned()))?;
-    if !endpoint.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+    if !endpoint.serves(host) {
         return Err(invalid(format!(
             "host {host:?} is not a domain of endpoint {}",
             endpoint.id

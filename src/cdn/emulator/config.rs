@@ -12,7 +12,8 @@ use crate::cdn::KeyValue;
 #[derive(Debug, Clone)]
 pub struct EmulatedEndpoint {
     pub id: String,
-    /// Host names purge URLs may carry for this endpoint (case-insensitive).
+    /// Host names purge URLs may carry for this endpoint (case-insensitive);
+    /// `*.example.com` stands for every sub-domain.
     pub hosts: Vec<String>,
     /// `None`: belongs to the emulated subscription. `Some(other)`: exists,
     /// but under another subscription, so calls for it are refused with
@@ -27,6 +28,17 @@ impl EmulatedEndpoint {
             hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             owner_subscription: None,
         }
+    }
+
+    /// True when a purge URL for `host` belongs to this endpoint.
+    pub fn serves(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.hosts
+            .iter()
+            .any(|pattern| match pattern.strip_prefix('*') {
+                Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+                None => *pattern == host,
+            })
     }
 
     /// Parses the command line's `EID=host1,host2`.
@@ -235,6 +247,17 @@ mod tests {
             .patched(&serde_json::json!({"drop_rate": 2.0}))
             .unwrap_err();
         assert!(err.contains("drop_rate"));
+    }
+
+    #[test]
+    fn wildcard_hosts_match_sub_domains_only() {
+        let e = EmulatedEndpoint::new("e", &["*.example.com", "exact.org"]);
+        assert!(e.serves("www.example.com"));
+        assert!(e.serves("A.B.Example.com"));
+        assert!(!e.serves("example.com"));
+        assert!(!e.serves("badexample.com"));
+        assert!(e.serves("exact.org"));
+        assert!(!e.serves("www.exact.org"));
     }
 
     #[test]

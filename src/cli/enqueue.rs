@@ -1,0 +1,268 @@
+//! `purgeq enqueue`: post URLs to the daemon, optionally wait for the end.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use super::{ConfigArgs, EXIT_DATAERR, EXIT_SOFTWARE, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, EXIT_USAGE};
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// The daemon's Unix socket (default: ingest.socket of the configuration).
+    #[arg(long, value_name = "PATH", conflicts_with = "http")]
+    pub socket: Option<PathBuf>,
+    /// The daemon's TCP address, e.g. 127.0.0.1:8088.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Treat every URL as a directory (a trailing / is added). Otherwise a
+    /// URL ending in / is a directory and any other is a file.
+    #[arg(long, short = 'd')]
+    pub directory: bool,
+    /// Follow the request until every URL has a final state; exit 1 if
+    /// any failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (exit 75).
+    #[arg(long, value_name = "SECS", default_value_t = 600.0, requires = "wait")]
+    pub timeout: f64,
+    /// Print the daemon's JSON answer instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Free text stored with the request (a deploy id, say).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// URLs to purge, or - to read them from standard input, one per line.
+    #[arg(required = true, value_name = "URL")]
+    pub urls: Vec<String>,
+}
+
+/// Where the daemon is.
+struct Daemon {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Daemon {
+    fn locate(args: &EnqueueArgs) -> Result<Daemon, (u8, String)> {
+        let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(addr) = &args.http {
+            let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+                addr.trim_end_matches('/').to_owned()
+            } else {
+                format!("http://{addr}")
+            };
+            let client = builder
+                .build()
+                .map_err(|e| (EXIT_SOFTWARE, e.to_string()))?;
+            return Ok(Daemon { client, base });
+        }
+        let socket = match &args.socket {
+            Some(path) => path.clone(),
+            None => {
+                let settings = args
+                    .config
+                    .load()
+                    .map_err(|e| (crate::config::EXIT_CONFIG, e.to_string()))?;
+                match (&settings.derived.socket_path, settings.derived.http_addr) {
+                    (Some(path), _) => path.clone(),
+                    (None, Some(addr)) => {
+                        let client = builder
+                            .build()
+                            .map_err(|e| (EXIT_SOFTWARE, e.to_string()))?;
+                        return Ok(Daemon {
+                            client,
+                            base: format!("http://{addr}"),
+                        });
+                    }
+                    (None, None) => {
+                        return Err((
+                            EXIT_USAGE,
+                            "no --socket or --http given and none configured".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        let client = builder
+            .unix_socket(socket)
+            .build()
+            .map_err(|e| (EXIT_SOFTWARE, e.to_string()))?;
+        Ok(Daemon {
+            client,
+            base: "http://localhost".to_owned(),
+        })
+    }
+}
+
+fn read_urls(args: &EnqueueArgs) -> Result<Vec<String>, (u8, String)> {
+    if args.urls.len() == 1 && args.urls[0] == "-" {
+        let stdin = std::io::stdin();
+        let mut urls = Vec::new();
+        for line in stdin.lock().lines() {
+            let line = line.map_err(|e| (EXIT_USAGE, format!("reading standard input: {e}")))?;
+            let line = line.trim();
+            if !line.is_empty() && !line.starts_with('#') {
+                urls.push(line.to_owned());
+            }
+        }
+        Ok(urls)
+    } else {
+        Ok(args.urls.clone())
+    }
+}
+
+/// The daemon's error JSON, printed as the daemon worded it.
+fn describe_error(status: reqwest::StatusCode, body: &Value) -> String {
+    let error = &body["error"];
+    let mut text = match error["message"].as_str() {
+        Some(message) => format!("{message} (HTTP {})", status.as_u16()),
+        None => format!("the daemon answered HTTP {}", status.as_u16()),
+    };
+    if let Some(details) = error["details"].as_array() {
+        for detail in details {
+            text.push_str(&format!(
+                "\n  {} {}: {}",
+                detail["field"].as_str().unwrap_or("?"),
+                detail["url"].as_str().unwrap_or("?"),
+                detail["reason"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    text
+}
+
+fn exit_for(status: reqwest::StatusCode) -> u8 {
+    if status.is_server_error() {
+        EXIT_TEMPFAIL
+    } else {
+        EXIT_DATAERR
+    }
+}
+
+async fn call(request: reqwest::RequestBuilder) -> Result<Value, (u8, String)> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| (EXIT_UNAVAILABLE, format!("cannot reach the daemon: {e}")))?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| {
+        (
+            EXIT_UNAVAILABLE,
+            format!("unreadable answer from the daemon: {e}"),
+        )
+    })?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err((exit_for(status), describe_error(status, &body)))
+    }
+}
+
+/// Returns the process exit code.
+pub async fn run(args: EnqueueArgs) -> u8 {
+    match enqueue(&args).await {
+        Ok(code) => code,
+        Err((code, message)) => {
+            eprintln!("purgeq: {message}");
+            code
+        }
+    }
+}
+
+async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
+    let urls = read_urls(args)?;
+    if urls.is_empty() {
+        return Err((EXIT_USAGE, "no URL given".to_owned()));
+    }
+    let daemon = Daemon::locate(args)?;
+    let mut body = if args.directory {
+        json!({ "directories": urls })
+    } else {
+        json!({ "urls": urls })
+    };
+    if let Some(label) = &args.label {
+        body["label"] = json!(label);
+    }
+    let accepted = call(
+        daemon
+            .client
+            .post(format!("{}/v1/purges", daemon.base))
+            .json(&body),
+    )
+    .await?;
+    let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+    if !args.wait {
+        if args.json {
+            println!("{accepted}");
+        } else {
+            println!("{id}");
+        }
+        return Ok(0);
+    }
+    if !args.json {
+        eprintln!(
+            "accepted {} URLs ({} new) as {id}; waiting for the CDN…",
+            accepted["urls"], accepted["new"]
+        );
+    }
+
+    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.max(0.0));
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = left.min(Duration::from_secs(30));
+        let status = call(
+            daemon
+                .client
+                .get(format!(
+                    "{}/v1/purges/{id}?wait={}",
+                    daemon.base,
+                    chunk.as_secs_f64()
+                ))
+                .timeout(chunk + Duration::from_secs(15)),
+        )
+        .await?;
+        let state = status["state"].as_str().unwrap_or("in_progress");
+        if state != "in_progress" {
+            return Ok(report_final(&status, args.json));
+        }
+        if left.is_zero() {
+            if args.json {
+                println!("{status}");
+            }
+            return Err((
+                EXIT_TEMPFAIL,
+                format!("request {id} not finished after {}s", args.timeout),
+            ));
+        }
+    }
+}
+
+fn report_final(status: &Value, json: bool) -> u8 {
+    let state = status["state"].as_str().unwrap_or_default();
+    if json {
+        println!("{status}");
+    } else {
+        let items = status["items"].as_array().cloned().unwrap_or_default();
+        for item in &items {
+            let item_state = item["state"].as_str().unwrap_or_default();
+            if item_state != "succeeded" {
+                println!(
+                    "{item_state}\t{}\t{}",
+                    item["url"].as_str().unwrap_or_default(),
+                    item["error"].as_str().unwrap_or("")
+                );
+            }
+        }
+        println!(
+            "{} {state}: {} URLs",
+            status["id"].as_str().unwrap_or_default(),
+            items.len()
+        );
+    }
+    if state == "succeeded" { 0 } else { 1 }
+}

@@ -1,0 +1,208 @@
+//! The gate every CDN call passes: pauses, throttling, the rate limiter and
+//! the concurrency cap, in that order.
+//!
+//! Throttling is a property of the subscription, not of one call: when any
+//! call is throttled, the gate closes for *every* caller until a deadline
+//! (exponential back-off with jitter from `backon`, or the service's
+//! `Retry-After` if longer). A credentials pause closes it until the
+//! configuration is reloaded, or for a long while, after which one call
+//! probes whether the key works again.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SenderSettings;
+
+/// How long sending stays paused after the CDN refused our credentials,
+/// unless the configuration is reloaded first.
+pub const CREDENTIALS_RETRY: Duration = Duration::from_secs(300);
+
+fn throttle_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(60))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+fn limiter_for(settings: &SenderSettings) -> DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(1.0 / settings.requests_per_second);
+    let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst);
+    RateLimiter::direct(quota)
+}
+
+struct Throttle {
+    until: Option<Instant>,
+    backoff: ExponentialBackoff,
+    total: u64,
+}
+
+/// Why sending is paused, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    pub reason: String,
+    pub until: Instant,
+}
+
+pub struct Gate {
+    limiter: RwLock<Arc<DefaultDirectRateLimiter>>,
+    calls: Arc<Semaphore>,
+    throttle: Mutex<Throttle>,
+    pause: watch::Sender<Option<Pause>>,
+}
+
+/// Held for the duration of one call.
+pub struct CallPermit {
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Gate {
+    pub fn new(settings: &SenderSettings) -> Self {
+        Self {
+            limiter: RwLock::new(Arc::new(limiter_for(settings))),
+            calls: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            throttle: Mutex::new(Throttle {
+                until: None,
+                backoff: throttle_backoff(),
+                total: 0,
+            }),
+            pause: watch::channel(None).0,
+        }
+    }
+
+    /// New limits after a reload: the rate applies at once; the call cap
+    /// grows at once and shrinks as calls finish.
+    pub fn reconfigure(&self, old: &SenderSettings, new: &SenderSettings) {
+        if old.requests_per_second != new.requests_per_second || old.burst != new.burst {
+            *self.limiter.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limiter_for(new));
+        }
+        if new.concurrency > old.concurrency {
+            self.calls.add_permits(new.concurrency - old.concurrency);
+        } else if new.concurrency < old.concurrency {
+            self.calls.forget_permits(old.concurrency - new.concurrency);
+        }
+    }
+
+    /// Waits until a call may go out; `None` on shutdown.
+    pub async fn admit(&self, shutdown: &CancellationToken) -> Option<CallPermit> {
+        loop {
+            self.wait_unpaused(shutdown).await?;
+            if let Some(until) = self.throttled_until() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep_until(until) => continue,
+                }
+            }
+            let slot = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                slot = self.calls.clone().acquire_owned() => slot.ok()?,
+            };
+            let limiter = self
+                .limiter
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = limiter.until_ready() => {}
+            }
+            // A throttle may have started while this caller waited.
+            if self.throttled_until().is_none() && self.paused().is_none() {
+                return Some(CallPermit { _slot: slot });
+            }
+        }
+    }
+
+    async fn wait_unpaused(&self, shutdown: &CancellationToken) -> Option<()> {
+        let mut pause = self.pause.subscribe();
+        loop {
+            let until = match pause.borrow_and_update().as_ref() {
+                None => return Some(()),
+                Some(p) if p.until <= Instant::now() => return Some(()),
+                Some(p) => p.until,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep_until(until) => {}
+                changed = pause.changed() => if changed.is_err() { return None },
+            }
+        }
+    }
+
+    /// Closes the gate for everyone after a throttled answer. Returns the
+    /// wait chosen.
+    pub fn on_throttled(&self, retry_after: Option<Duration>) -> Duration {
+        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        throttle.total += 1;
+        let backoff = throttle.backoff.next().unwrap_or(Duration::from_secs(60));
+        let wait = retry_after.map_or(backoff, |r| r.max(backoff));
+        let until = Instant::now() + wait;
+        throttle.until = Some(throttle.until.map_or(until, |u| u.max(until)));
+        wait
+    }
+
+    /// A call went through: the back-off starts from the bottom again.
+    pub fn on_success(&self) {
+        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        throttle.backoff = throttle_backoff();
+    }
+
+    pub fn throttled_until(&self) -> Option<Instant> {
+        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        match throttle.until {
+            Some(until) if until > Instant::now() => Some(until),
+            _ => {
+                throttle.until = None;
+                None
+            }
+        }
+    }
+
+    pub fn throttled_total(&self) -> u64 {
+        self.throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .total
+    }
+
+    /// Pauses every call. Returns false when the same pause was already in
+    /// force (so the caller logs a problem once, not on every retry).
+    pub fn pause(&self, reason: String, for_how_long: Duration) -> bool {
+        let until = Instant::now() + for_how_long;
+        let mut fresh = true;
+        self.pause.send_modify(|pause| {
+            fresh = pause.as_ref().is_none_or(|p| p.reason != reason);
+            *pause = Some(Pause { reason, until });
+        });
+        fresh
+    }
+
+    pub fn resume(&self) {
+        self.pause.send_replace(None);
+    }
+
+    /// The pause in force, if any.
+    pub fn paused(&self) -> Option<Pause> {
+        self.pause
+            .borrow()
+            .as_ref()
+            .filter(|p| p.until > Instant::now())
+            .cloned()
+    }
+
+    /// Resolves when a pause is lifted (for the batcher's wake-ups).
+    pub fn subscribe(&self) -> watch::Receiver<Option<Pause>> {
+        self.pause.subscribe()
+    }
+}

@@ -1,0 +1,323 @@
+//! Draining the queue: the batcher cuts pending items into batches, the
+//! sender makes one purge call per batch, the tracker follows each call's
+//! `TaskTrackId` to a final result per URL.
+//!
+//! Every state change goes through the store as one transaction, and the
+//! only state kept in memory is what may be lost in a crash (back-off
+//! deadlines, pauses, poll schedules). So a restart, even after `kill -9`,
+//! resumes from the database: batches left `sending` are sent again (a
+//! purge is idempotent), `submitted` ones are tracked again.
+
+mod batcher;
+pub mod gate;
+pub mod quota;
+mod sender;
+mod tracker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cdn::CdnClient;
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::ingest::PipelineReport;
+use crate::store::{QuotaUse, Store, StoreError, timestamp};
+use gate::Gate;
+
+/// How long an endpoint that answered `EndpointNotInActiveState` is left
+/// alone before its items are tried again.
+pub const ENDPOINT_INACTIVE_RETRY: Duration = Duration::from_secs(60);
+
+/// What the pipeline shares between its tasks.
+pub(crate) struct Shared {
+    store: Store,
+    clock: SharedClock,
+    gate: Gate,
+    settings: RwLock<Arc<Settings>>,
+    client: RwLock<Arc<CdnClient>>,
+    wake_batcher: Notify,
+    wake_tracker: Notify,
+    shutdown: CancellationToken,
+    /// One permit per batch under way (cut, not yet accepted or failed).
+    batch_slots: Arc<Semaphore>,
+    endpoint_pauses: Mutex<HashMap<String, EndpointPause>>,
+    status: Mutex<Status>,
+}
+
+#[derive(Debug, Clone)]
+struct EndpointPause {
+    until: Instant,
+    reason: String,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Status {
+    quota: Option<QuotaUse>,
+    quota_exhausted_until: Option<OffsetDateTime>,
+    last_error: Option<(String, String)>,
+    calls: HashMap<String, u64>,
+}
+
+impl Shared {
+    fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn client(&self) -> Arc<CdnClient> {
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        self.clock.now_utc()
+    }
+
+    fn now_ts(&self) -> String {
+        timestamp(self.now())
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a call's outcome (for stats) and remembers the last error.
+    fn record_call(&self, operation: &str, outcome: &str, error: Option<String>) {
+        let mut status = self.status();
+        *status
+            .calls
+            .entry(format!("{operation}:{outcome}"))
+            .or_default() += 1;
+        if let Some(error) = error {
+            status.last_error = Some((self.now_ts(), error));
+        }
+    }
+
+    fn pause_endpoint(&self, endpoint_id: &str, reason: String) {
+        self.endpoint_pauses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                endpoint_id.to_owned(),
+                EndpointPause {
+                    until: Instant::now() + ENDPOINT_INACTIVE_RETRY,
+                    reason,
+                },
+            );
+    }
+
+    /// When a paused endpoint may be tried again, if it is paused.
+    fn endpoint_paused_until(&self, endpoint_id: &str) -> Option<Instant> {
+        let mut pauses = self
+            .endpoint_pauses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match pauses.get(endpoint_id) {
+            Some(pause) if pause.until > Instant::now() => Some(pause.until),
+            Some(_) => {
+                pauses.remove(endpoint_id);
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    tasks: TaskTracker,
+}
+
+impl Pipeline {
+    /// Recovers what a previous run left in flight, then starts the
+    /// batcher and the tracker.
+    pub async fn start(
+        store: Store,
+        settings: Arc<Settings>,
+        client: CdnClient,
+        clock: SharedClock,
+    ) -> Result<Pipeline, StoreError> {
+        let now = timestamp(clock.now_utc());
+        let recovered = store.recover(&now).await?;
+        if recovered > 0 {
+            tracing::info!(
+                items = recovered,
+                "put items left in flight by the previous run back to pending"
+            );
+        }
+        let shared = Arc::new(Shared {
+            gate: Gate::new(&settings.sender),
+            batch_slots: Arc::new(Semaphore::new(settings.sender.concurrency.max(1))),
+            settings: RwLock::new(settings),
+            client: RwLock::new(Arc::new(client)),
+            store,
+            clock,
+            wake_batcher: Notify::new(),
+            wake_tracker: Notify::new(),
+            shutdown: CancellationToken::new(),
+            endpoint_pauses: Mutex::new(HashMap::new()),
+            status: Mutex::new(Status::default()),
+        });
+        let tasks = TaskTracker::new();
+        let unfinished = shared.store.sending_batches().await?;
+        if !unfinished.is_empty() {
+            tracing::info!(
+                batches = unfinished.len(),
+                "sending again the batches a previous run left unfinished"
+            );
+        }
+        for batch in unfinished {
+            let shared = shared.clone();
+            let senders = tasks.clone();
+            tasks.spawn(async move {
+                let Ok(slot) = shared.batch_slots.clone().acquire_owned().await else {
+                    return;
+                };
+                senders.spawn(sender::run(shared, batch, slot));
+            });
+        }
+        tasks.spawn(batcher::run(shared.clone(), tasks.clone()));
+        tasks.spawn(tracker::run(shared.clone()));
+        Ok(Pipeline { shared, tasks })
+    }
+
+    /// The handle the ingest API reads status from and wakes the batcher
+    /// through.
+    pub fn report(&self) -> Arc<dyn PipelineReport> {
+        Arc::new(Reporter(self.shared.clone()))
+    }
+
+    /// Applies a reloaded configuration. A new client (new credentials)
+    /// lifts a credentials pause at once.
+    pub fn reload(&self, settings: Arc<Settings>, client: Option<CdnClient>) {
+        let old = self.shared.settings();
+        self.shared.gate.reconfigure(&old.sender, &settings.sender);
+        *self
+            .shared
+            .settings
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = settings;
+        if let Some(client) = client {
+            *self
+                .shared
+                .client
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
+            if self.shared.gate.paused().is_some() {
+                tracing::info!("new CDN settings loaded: resuming sending");
+            }
+            self.shared.gate.resume();
+        }
+        self.shared.wake_batcher.notify_one();
+        self.shared.wake_tracker.notify_one();
+    }
+
+    /// Stops cutting batches and making new calls; calls already on the
+    /// wire finish (within `timeout`). What is left is finished by the next
+    /// start.
+    pub async fn shutdown(self, timeout: Duration) {
+        self.shared.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?timeout,
+                "calls still under way at the shutdown timeout; their batches will be sent again on the next start"
+            );
+        }
+    }
+}
+
+/// [`PipelineReport`] over the shared state.
+struct Reporter(Arc<Shared>);
+
+impl PipelineReport for Reporter {
+    fn report(&self) -> serde_json::Value {
+        let shared = &self.0;
+        let settings = shared.settings();
+        let status = shared.status().clone();
+        let now = Instant::now();
+        let pause = shared.gate.paused();
+        let throttled = shared.gate.throttled_until();
+        let state = if pause.is_some() {
+            "paused"
+        } else if throttled.is_some() {
+            "throttled"
+        } else {
+            "running"
+        };
+        let in_flight = settings
+            .sender
+            .concurrency
+            .saturating_sub(shared.batch_slots.available_permits());
+        let quota = status.quota.as_ref().map(|q| {
+            json!({
+                "day": q.day,
+                "utc_offset": settings.quota.utc_offset,
+                "files_per_day": settings.quota.files_per_day,
+                "files_used": q.files_used,
+                "files_reserved": q.files_reserved,
+                "files_left": settings.quota.files_per_day.saturating_sub(q.files_used + q.files_reserved),
+                "directories_per_day": settings.quota.directories_per_day,
+                "directories_used": q.directories_used,
+                "directories_reserved": q.directories_reserved,
+                "directories_left": settings.quota.directories_per_day.saturating_sub(q.directories_used + q.directories_reserved),
+                "exhausted_until": status.quota_exhausted_until.map(timestamp),
+            })
+        });
+        let endpoints_paused: serde_json::Map<String, serde_json::Value> = shared
+            .endpoint_pauses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, p)| p.until > now)
+            .map(|(id, p)| {
+                (
+                    id.clone(),
+                    json!({ "reason": p.reason, "retry_in_seconds": (p.until - now).as_secs_f64() }),
+                )
+            })
+            .collect();
+        json!({
+            "sender": {
+                "state": state,
+                "paused_reason": pause.as_ref().map(|p| p.reason.clone()),
+                "paused_for_seconds": pause.as_ref().map(|p| (p.until - now).as_secs_f64()),
+                "throttled_for_seconds": throttled.map(|t| (t - now).as_secs_f64()),
+                "throttled_total": shared.gate.throttled_total(),
+                "batches_in_flight": in_flight,
+                "last_error": status.last_error.as_ref().map(|(_, e)| e.clone()),
+                "last_error_at": status.last_error.as_ref().map(|(at, _)| at.clone()),
+                "calls": status.calls,
+            },
+            "quota": quota,
+            "endpoints_paused": endpoints_paused,
+        })
+    }
+
+    fn not_ready_reason(&self) -> Option<String> {
+        self.0
+            .gate
+            .paused()
+            .map(|p| format!("sending is paused: {}", p.reason))
+    }
+
+    fn wake(&self) {
+        self.0.wake_batcher.notify_one();
+    }
+}

@@ -1,0 +1,44 @@
+//! The quota day: which calendar day a moment belongs to at the configured
+//! UTC offset, and when the next one starts.
+
+use time::{OffsetDateTime, UtcOffset};
+
+/// `YYYY-MM-DD` of `now` at `offset`: the key of `quota_days`.
+pub fn day_of(now: OffsetDateTime, offset: UtcOffset) -> String {
+    let local = now.to_offset(offset);
+    format!(
+        "{:04}-{:02}-{:02}",
+        local.year(),
+        u8::from(local.month()),
+        local.day()
+    )
+}
+
+/// The first moment of the day after `now`'s, at `offset`.
+pub fn next_day_start(now: OffsetDateTime, offset: UtcOffset) -> OffsetDateTime {
+    let local = now.to_offset(offset);
+    let tomorrow = local.date().next_day().unwrap_or(local.date());
+    tomorrow.midnight().assume_offset(offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::{datetime, offset};
+
+    #[test]
+    fn days_roll_over_at_the_offset() {
+        let cst = offset!(+08:00);
+        // 15:59 UTC is 23:59 in China; 16:00 UTC is the next day there.
+        assert_eq!(day_of(datetime!(2026-11-24 15:59 UTC), cst), "2026-11-24");
+        assert_eq!(day_of(datetime!(2026-11-24 16:00 UTC), cst), "2026-11-25");
+        assert_eq!(
+            next_day_start(datetime!(2026-11-24 15:59 UTC), cst),
+            datetime!(2026-11-24 16:00 UTC)
+        );
+        assert_eq!(
+            day_of(datetime!(2026-12-31 23:00 UTC), UtcOffset::UTC),
+            "2026-12-31"
+        );
+    }
+}

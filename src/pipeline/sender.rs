@@ -1,0 +1,203 @@
+//! The sender: one task per batch, until the batch is accepted or its
+//! items have a terminal state. No error loses an item:
+//!
+//! | class | what happens |
+//! |---|---|
+//! | accepted | batch and items `submitted`, quota charged |
+//! | throttled | the gate closes for every caller; this batch waits and retries |
+//! | transient | retried with exponential back-off; re-sending is safe |
+//! | clock skew | corrected by the client; if it persists, as transient |
+//! | credentials | sending pauses, items back to pending, resumes on reload |
+//! | endpoint inactive | the endpoint rests a while, items back to pending |
+//! | endpoint misconfigured | the endpoint's items fail with the reason |
+//! | bad item | the batch is split in halves until the bad URLs stand alone |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::future::BoxFuture;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::gate::CREDENTIALS_RETRY;
+use super::{ENDPOINT_INACTIVE_RETRY, Shared, quota};
+use crate::cdn::{CdnError, ErrorClass};
+use crate::store::{Batch, StoreError, timestamp};
+
+/// Back-off between attempts of one batch after transient failures.
+fn transient_backoff() -> backon::ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(300))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Sends `batch` to completion, holding its batch slot.
+pub(super) async fn run(shared: Arc<Shared>, batch: Batch, slot: OwnedSemaphorePermit) {
+    if let Err(error) = send(shared.clone(), batch).await {
+        // The batch stays as the store last recorded it; the next start
+        // (or the recovery path) finishes it.
+        tracing::error!(%error, "store error while sending a batch; it will be retried on the next start");
+    }
+    drop(slot);
+    shared.wake_batcher.notify_one();
+}
+
+fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), StoreError>> {
+    Box::pin(async move {
+        let mut backoff = transient_backoff();
+        loop {
+            let Some(_permit) = shared.gate.admit(&shared.shutdown).await else {
+                // Shutting down: the batch stays `sending`, re-sent next start.
+                return Ok(());
+            };
+            let client = shared.client();
+            let result = client
+                .add_purge(
+                    &batch.endpoint_id,
+                    &batch.file_urls(),
+                    &batch.directory_urls(),
+                )
+                .await;
+            drop(_permit);
+            let now = shared.now();
+            let now_ts = timestamp(now);
+            let error = match result {
+                Ok(accepted) => {
+                    let settings = shared.settings();
+                    let offset = settings
+                        .derived
+                        .quota_offset
+                        .unwrap_or(time::UtcOffset::UTC);
+                    shared
+                        .store
+                        .batch_accepted(
+                            &batch,
+                            &accepted.value.task_track_id,
+                            accepted.correlation_id.as_deref(),
+                            client.subscription_id(),
+                            &quota::day_of(now, offset),
+                            &now_ts,
+                        )
+                        .await?;
+                    shared.gate.on_success();
+                    shared.record_call("purge", "accepted", None);
+                    tracing::info!(
+                        endpoint = %batch.endpoint_id,
+                        batch = batch.id,
+                        files = batch.files.len(),
+                        directories = batch.directories.len(),
+                        outcome = "accepted",
+                        task_track_id = %accepted.value.task_track_id,
+                        correlation_id = accepted.correlation_id.as_deref().unwrap_or("-"),
+                        "purge call accepted"
+                    );
+                    shared.wake_tracker.notify_one();
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            shared.record_call("purge", &error.outcome_label(), Some(error.to_string()));
+            let class = error.class();
+            let log = |next: &str| {
+                tracing::info!(
+                    endpoint = %batch.endpoint_id,
+                    batch = batch.id,
+                    outcome = %error.outcome_label(),
+                    class = %class,
+                    correlation_id = error.correlation_id().unwrap_or("-"),
+                    error = %error,
+                    "purge call failed; {next}"
+                )
+            };
+            match class {
+                ErrorClass::Throttled => {
+                    let wait = shared.gate.on_throttled(error.retry_after());
+                    log(&format!("every call waits {wait:?}"));
+                    shared
+                        .store
+                        .batch_attempt_failed(batch.id, &error.to_string(), &now_ts)
+                        .await?;
+                }
+                ErrorClass::Transient | ErrorClass::ClockSkew => {
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(300));
+                    let wait = error.retry_after().map_or(wait, |r| r.max(wait));
+                    log(&format!("sending this batch again in {wait:?}"));
+                    shared
+                        .store
+                        .batch_attempt_failed(batch.id, &error.to_string(), &now_ts)
+                        .await?;
+                    tokio::select! {
+                        _ = shared.shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                ErrorClass::Credentials => {
+                    let reason = format!(
+                        "the CDN refused our credentials ({error}); fix cdn.subscription_id, cdn.key_id \
+                         or the key value and reload (systemctl reload purgeq)"
+                    );
+                    if shared.gate.pause(reason.clone(), CREDENTIALS_RETRY) {
+                        tracing::error!("{reason}; sending is paused, every item is kept");
+                    }
+                    let retry_at = timestamp(now + CREDENTIALS_RETRY);
+                    shared
+                        .store
+                        .release_batch(&batch, &reason, &retry_at, &now_ts)
+                        .await?;
+                    return Ok(());
+                }
+                ErrorClass::EndpointInactive => {
+                    log(&format!(
+                        "leaving endpoint {} alone for {ENDPOINT_INACTIVE_RETRY:?}",
+                        batch.endpoint_id
+                    ));
+                    shared.pause_endpoint(&batch.endpoint_id, error.to_string());
+                    let retry_at = timestamp(now + ENDPOINT_INACTIVE_RETRY);
+                    shared
+                        .store
+                        .release_batch(&batch, &error.to_string(), &retry_at, &now_ts)
+                        .await?;
+                    return Ok(());
+                }
+                ErrorClass::EndpointMisconfigured => {
+                    let failed = shared
+                        .store
+                        .fail_batch(&batch, &error.to_string(), true, &now_ts)
+                        .await?;
+                    tracing::error!(
+                        endpoint = %batch.endpoint_id,
+                        items = failed,
+                        error = %error,
+                        "endpoint is misconfigured: its items failed; fix [[cdn.endpoints]] and reload"
+                    );
+                    return Ok(());
+                }
+                ErrorClass::BadItem if batch.len() <= 1 => {
+                    log("the URL is refused: it fails, the rest of the queue goes on");
+                    shared
+                        .store
+                        .fail_batch(&batch, &error.to_string(), false, &now_ts)
+                        .await?;
+                    return Ok(());
+                }
+                ErrorClass::BadItem => {
+                    log("splitting the batch to find the refused URLs");
+                    let (first, second) = shared
+                        .store
+                        .split_batch(&batch, &error.to_string(), &now_ts)
+                        .await?;
+                    send(shared.clone(), first).await?;
+                    return send(shared, second).await;
+                }
+            }
+        }
+    })
+}
+
+/// `true` when `error` is worth a warning in the tracker's log.
+pub(super) fn is_noteworthy(error: &CdnError) -> bool {
+    !matches!(error.class(), ErrorClass::Transient | ErrorClass::Throttled)
+}
