@@ -7,6 +7,13 @@
 //! `Retry-After` if longer). A credentials pause closes it until the
 //! configuration is reloaded, or for a long while, after which one call
 //! probes whether the key works again.
+//!
+//! Back-off alone would still hammer: when the deadline passes, the
+//! limiter's whole burst goes out at once and is throttled again. So a
+//! throttle also halves the gate's own pace (calls are then spaced
+//! evenly), and each success raises it again by a tenth of the configured
+//! rate (additive increase, multiplicative decrease), until it is back at
+//! the configured rate and the pacer steps aside.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock};
@@ -46,7 +53,15 @@ struct Throttle {
     until: Option<Instant>,
     backoff: ExponentialBackoff,
     total: u64,
+    /// Calls per second the pacer allows; `None` when not pacing.
+    pace: Option<f64>,
+    /// When the pacer lets the next call go.
+    next_slot: Instant,
+    configured_rate: f64,
 }
+
+/// The slowest pace after repeated throttling: one call per 20 s.
+const MIN_PACE: f64 = 0.05;
 
 /// Why sending is paused, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +91,9 @@ impl Gate {
                 until: None,
                 backoff: throttle_backoff(),
                 total: 0,
+                pace: None,
+                next_slot: Instant::now(),
+                configured_rate: settings.requests_per_second,
             }),
             pause: watch::channel(None).0,
         }
@@ -87,6 +105,7 @@ impl Gate {
         if old.requests_per_second != new.requests_per_second || old.burst != new.burst {
             *self.limiter.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limiter_for(new));
         }
+        self.throttle_state().configured_rate = new.requests_per_second;
         if new.concurrency > old.concurrency {
             self.calls.add_permits(new.concurrency - old.concurrency);
         } else if new.concurrency < old.concurrency {
@@ -117,6 +136,12 @@ impl Gate {
                 _ = shutdown.cancelled() => return None,
                 _ = limiter.until_ready() => {}
             }
+            if let Some(slot) = self.reserve_paced_slot() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep_until(slot) => {}
+                }
+            }
             // A throttle may have started while this caller waited.
             if self.throttled_until().is_none() && self.paused().is_none() {
                 return Some(CallPermit { _slot: slot });
@@ -140,11 +165,31 @@ impl Gate {
         }
     }
 
+    fn throttle_state(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When pacing, the moment this call may go (and the next slot moves on).
+    fn reserve_paced_slot(&self) -> Option<Instant> {
+        let mut throttle = self.throttle_state();
+        let pace = throttle.pace?;
+        let slot = throttle.next_slot.max(Instant::now());
+        throttle.next_slot = slot + Duration::from_secs_f64(1.0 / pace);
+        Some(slot)
+    }
+
+    /// The pacer's current rate, when it is pacing.
+    pub fn pace(&self) -> Option<f64> {
+        self.throttle_state().pace
+    }
+
     /// Closes the gate for everyone after a throttled answer. Returns the
     /// wait chosen.
     pub fn on_throttled(&self, retry_after: Option<Duration>) -> Duration {
-        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut throttle = self.throttle_state();
         throttle.total += 1;
+        let current = throttle.pace.unwrap_or(throttle.configured_rate);
+        throttle.pace = Some((current / 2.0).max(MIN_PACE));
         let backoff = throttle.backoff.next().unwrap_or(Duration::from_secs(60));
         let wait = retry_after.map_or(backoff, |r| r.max(backoff));
         let until = Instant::now() + wait;
@@ -152,14 +197,23 @@ impl Gate {
         wait
     }
 
-    /// A call went through: the back-off starts from the bottom again.
+    /// A call went through: the back-off starts from the bottom again and
+    /// the pace rises.
     pub fn on_success(&self) {
-        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut throttle = self.throttle_state();
         throttle.backoff = throttle_backoff();
+        if let Some(pace) = throttle.pace {
+            let raised = pace + throttle.configured_rate / 10.0;
+            throttle.pace = (raised < throttle.configured_rate).then_some(raised);
+        }
+        drop(throttle);
+        // A probe after a credentials pause worked: forget the pause, so a
+        // new failure is reported again.
+        self.pause.send_if_modified(|pause| pause.take().is_some());
     }
 
     pub fn throttled_until(&self) -> Option<Instant> {
-        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut throttle = self.throttle_state();
         match throttle.until {
             Some(until) if until > Instant::now() => Some(until),
             _ => {
@@ -204,5 +258,47 @@ impl Gate {
     /// Resolves when a pause is lifted (for the batcher's wake-ups).
     pub fn subscribe(&self) -> watch::Receiver<Option<Pause>> {
         self.pause.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(rate: f64) -> Gate {
+        Gate::new(&SenderSettings {
+            requests_per_second: rate,
+            burst: 1,
+            concurrency: 1,
+            max_attempts: 1,
+        })
+    }
+
+    #[tokio::test]
+    async fn throttling_halves_the_pace_and_success_restores_it() {
+        let gate = gate(8.0);
+        assert_eq!(gate.pace(), None);
+        gate.on_throttled(None);
+        assert_eq!(gate.pace(), Some(4.0));
+        gate.on_throttled(Some(Duration::from_secs(30)));
+        assert_eq!(gate.pace(), Some(2.0));
+        assert!(gate.throttled_until().is_some_and(|u| u > Instant::now() + Duration::from_secs(29)));
+        assert_eq!(gate.throttled_total(), 2);
+        for _ in 0..7 {
+            gate.on_success();
+        }
+        assert!(gate.pace().is_some_and(|p| (p - 7.6).abs() < 1e-9));
+        gate.on_success();
+        assert_eq!(gate.pace(), None, "back at the configured rate: no pacing");
+    }
+
+    #[tokio::test]
+    async fn pauses_are_reported_once_per_reason() {
+        let gate = gate(1.0);
+        assert!(gate.pause("bad key".into(), Duration::from_secs(60)));
+        assert!(!gate.pause("bad key".into(), Duration::from_secs(60)));
+        assert!(gate.paused().is_some());
+        gate.resume();
+        assert!(gate.paused().is_none());
     }
 }
