@@ -71,7 +71,11 @@ CREATE TABLE request_items (
     request_id TEXT NOT NULL REFERENCES requests (id) ON DELETE CASCADE,
     item_id    INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
     position   INTEGER NOT NULL,           -- index of the URL in the request
-    PRIMARY KEY (request_id, item_id)
+    -- Set when the URL asked for is covered by a pending directory and the
+    -- link points at that directory's item: what the client asked for.
+    requested_url  TEXT,
+    requested_kind TEXT CHECK (requested_kind IN ('file', 'directory')),
+    PRIMARY KEY (request_id, item_id, position)
 ) WITHOUT ROWID;
 CREATE INDEX request_items_item ON request_items (item_id);
 
@@ -86,7 +90,8 @@ CREATE TABLE quota_days (
 
 -- One row per URL a request asked for, newest first, with where it went.
 -- A URL coalesced into a pending directory shows the directory's fate
--- (effective_state) next to its own row state ('merged').
+-- (effective_state) next to its own state ('merged') and the directory's
+-- URL (merged_into_url).
 CREATE VIEW history AS
 SELECT
     r.id                                   AS request_id,
@@ -94,11 +99,11 @@ SELECT
     r.source                               AS source,
     i.id                                   AS item_id,
     i.endpoint_id                          AS endpoint_id,
-    i.kind                                 AS kind,
-    i.url                                  AS url,
-    i.state                                AS state,
+    COALESCE(ri.requested_kind, i.kind)    AS kind,
+    COALESCE(ri.requested_url, i.url)      AS url,
+    CASE WHEN ri.requested_url IS NULL THEN i.state ELSE 'merged' END AS state,
     COALESCE(m.state, i.state)             AS effective_state,
-    m.url                                  AS merged_into_url,
+    CASE WHEN ri.requested_url IS NULL THEN m.url ELSE i.url END AS merged_into_url,
     COALESCE(m.batch_id, i.batch_id)       AS batch_id,
     b.task_track_id                        AS task_track_id,
     b.correlation_id                       AS correlation_id,

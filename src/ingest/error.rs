@@ -14,6 +14,8 @@ pub struct Detail {
     /// Where it was in the body, e.g. `files[3]`.
     pub field: String,
     pub url: String,
+    /// Machine-readable: `InvalidUrl`, `UrlTooLong`, `NoEndpointForHost`.
+    pub code: &'static str,
     pub reason: String,
 }
 

@@ -61,6 +61,7 @@ pub fn targets(settings: &Settings, lists: &[UrlList<'_>]) -> Result<Vec<PurgeTa
                             .chars()
                             .take(settings.ingest.max_url_length.min(512))
                             .collect(),
+                        code: error.code(),
                         reason: error.to_string(),
                     });
                 }

@@ -282,7 +282,10 @@ mod tests {
         assert_eq!(gate.pace(), Some(4.0));
         gate.on_throttled(Some(Duration::from_secs(30)));
         assert_eq!(gate.pace(), Some(2.0));
-        assert!(gate.throttled_until().is_some_and(|u| u > Instant::now() + Duration::from_secs(29)));
+        assert!(
+            gate.throttled_until()
+                .is_some_and(|u| u > Instant::now() + Duration::from_secs(29))
+        );
         assert_eq!(gate.throttled_total(), 2);
         for _ in 0..7 {
             gate.on_success();

@@ -70,18 +70,17 @@ async fn enqueue(
 
     let mut new = 0;
     for (position, directory) in directories {
-        let item_id = match covering_directory(conn, directory).await? {
-            Some(id) => id,
+        match covering_directory(conn, directory).await? {
+            Some(id) => link(conn, &request.id, id, position, Some(directory)).await?,
             None => {
                 let (id, inserted) = insert_or_find(conn, directory, &now).await?;
                 if inserted {
                     new += 1;
                     absorb_under(conn, id, directory, &now).await?;
                 }
-                id
+                link(conn, &request.id, id, position, None).await?;
             }
-        };
-        link(conn, &request.id, item_id, position).await?;
+        }
     }
 
     if !files.is_empty() {
@@ -91,15 +90,20 @@ async fn enqueue(
         let mut covered_links = Vec::new();
         for (position, file) in files {
             match covered.get(&position) {
-                Some(directory_id) => covered_links.push((*directory_id, position)),
+                Some(directory_id) => covered_links.push((
+                    *directory_id,
+                    position,
+                    file.url.as_str(),
+                    file.kind.as_str(),
+                )),
                 None => remaining.push((position, file)),
             }
         }
         if !covered_links.is_empty() {
             let links = serde_json::to_string(&covered_links).map_err(encode_error)?;
             sqlx::query(
-                "INSERT OR IGNORE INTO request_items (request_id, item_id, position)
-                 SELECT ?1, value ->> 0, value ->> 1 FROM json_each(?2)",
+                "INSERT OR IGNORE INTO request_items (request_id, item_id, position, requested_url, requested_kind)
+                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?2)",
             )
             .bind(&request.id)
             .bind(links)
@@ -212,18 +216,24 @@ async fn absorb_under(
     Ok(())
 }
 
+/// Links a URL of the request to its item; `covered` is the URL asked for
+/// when the item is a directory covering it.
 async fn link(
     conn: &mut SqliteConnection,
     request_id: &str,
     item_id: i64,
     position: usize,
+    covered: Option<&PurgeTarget>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT OR IGNORE INTO request_items (request_id, item_id, position) VALUES (?1, ?2, ?3)",
+        "INSERT OR IGNORE INTO request_items (request_id, item_id, position, requested_url, requested_kind)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .bind(request_id)
     .bind(item_id)
     .bind(position as i64)
+    .bind(covered.map(|t| t.url.as_str()))
+    .bind(covered.map(|t| t.kind.as_str()))
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -1,0 +1,287 @@
+//! Starting `purgeq serve` the way a user does: a config file in a temp
+//! dir, the real binary, a real socket and a real TCP port.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use purgeq::cdn::KeyValue;
+use purgeq::cdn::emulator::{EmulatedEndpoint, Emulator, EmulatorConfig, EmulatorHandle, Knobs};
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
+
+pub const SUBSCRIPTION: &str = "11111111-2222-4333-8444-555555555555";
+pub const KEY_ID: &str = "test-key-id";
+pub const KEY_VALUE: &str = "test-key-value-secret";
+pub const ENDPOINTS: [(&str, &str); 3] = [
+    ("aaaaaaaa-0000-4000-8000-00000000000a", "a.example.com"),
+    ("bbbbbbbb-0000-4000-8000-00000000000b", "b.example.com"),
+    ("cccccccc-0000-4000-8000-00000000000c", "c.example.com"),
+];
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// An emulator with the three test endpoints and generous limits.
+pub async fn emulator(knobs: Knobs) -> EmulatorHandle {
+    let endpoints = ENDPOINTS
+        .iter()
+        .map(|(id, host)| EmulatedEndpoint::new(*id, &[host]))
+        .collect();
+    let mut config = EmulatorConfig::new(SUBSCRIPTION, KEY_ID, KeyValue::new(KEY_VALUE), endpoints);
+    config.knobs = knobs;
+    Emulator::start(config).await.expect("emulator")
+}
+
+/// Emulator knobs for tests: fast completion, no rate or quota trouble.
+pub fn fast_knobs() -> Knobs {
+    Knobs {
+        requests_per_second: 1000.0,
+        burst: 1000,
+        files_per_day: 1_000_000,
+        directories_per_day: 1_000_000,
+        completion_delay: Duration::from_millis(100),
+        ..Knobs::default()
+    }
+}
+
+/// The `[cdn]` section pointing at `emulator` with the three endpoints.
+pub fn cdn_section(emulator: &EmulatorHandle, key_value: &str) -> String {
+    let mut text = format!(
+        "[cdn]\nbase_url = \"{}\"\nsubscription_id = \"{SUBSCRIPTION}\"\nkey_id = \"{KEY_ID}\"\n\
+         key_value = \"{key_value}\"\nrequest_timeout = \"2s\"\nconnect_timeout = \"1s\"\n",
+        emulator.base_url()
+    );
+    for (id, host) in ENDPOINTS {
+        text.push_str(&format!(
+            "[[cdn.endpoints]]\nid = \"{id}\"\nhosts = [\"{host}\"]\n"
+        ));
+    }
+    text
+}
+
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub http: SocketAddr,
+    pub config: PathBuf,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl TestDaemon {
+    /// Writes a config (`extra` is appended: sections of its own) and starts
+    /// the daemon.
+    pub async fn start(extra: &str) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("purgeq.sock");
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config = dir.path().join("purgeq.toml");
+        let mut daemon = TestDaemon {
+            socket,
+            http,
+            config,
+            dir,
+            child: None,
+            starts: 0,
+        };
+        daemon.write_config(extra);
+        daemon.launch().await;
+        daemon
+    }
+
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "[store]\npath = \"{}\"\n[ingest]\nsocket = \"{}\"\nhttp = \"{}\"\n[log]\nlevel = \"info,purgeq=debug\"\n{extra}",
+            self.dir.path().join("purgeq.db").display(),
+            self.socket.display(),
+            self.http
+        );
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("purgeq.db")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("daemon-{}.log", self.starts))
+    }
+
+    /// Spawns the binary and waits until it answers on its socket.
+    pub async fn launch(&mut self) {
+        self.starts += 1;
+        let log = std::fs::File::create(self.log_path()).expect("log file");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn purgeq serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = self.try_get("/healthz").await {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "daemon exited with {status} while starting:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not come up:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the daemon printed, every start.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|n| {
+                let path = self.dir.path().join(format!("daemon-{n}.log"));
+                format!(
+                    "--- start {n}\n{}",
+                    std::fs::read_to_string(path).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(Duration::from_secs(30))
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let mut child = self.child.take().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not exit in time:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        unix_client(&self.socket)
+    }
+
+    async fn try_get(&self, path: &str) -> Result<(u16, Value), reqwest::Error> {
+        let response = self
+            .client()
+            .get(format!("http://localhost{path}"))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.try_get(path).await.expect("GET over the socket")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client()
+            .post(format!("http://localhost{path}"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST over the socket");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.get("/v1/stats").await.1
+    }
+
+    /// Waits until `check(stats)` holds, or panics with the logs.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stats = self.stats().await;
+            if check(&stats) {
+                return stats;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; last stats {stats:#}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn unix_client(socket: &Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .unix_socket(socket.to_owned())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// The count of items in `state` from `/v1/stats`.
+pub fn items(stats: &Value, state: &str) -> u64 {
+    stats["items"][state].as_u64().unwrap_or(0)
+}
