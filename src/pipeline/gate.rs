@@ -11,9 +11,9 @@
 //! Back-off alone would still hammer: when the deadline passes, the
 //! limiter's whole burst goes out at once and is throttled again. So a
 //! throttle also halves the gate's own pace (calls are then spaced
-//! evenly), and each success raises it again by a tenth of the configured
-//! rate (additive increase, multiplicative decrease), until it is back at
-//! the configured rate and the pacer steps aside.
+//! evenly), and each success raises the pace by 3 % (a slow climb: the service's limit is unknown and each
+//! throttled answer costs a back-off), until it is back at the configured
+//! rate and the pacer steps aside.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock};
@@ -63,9 +63,15 @@ struct Throttle {
 /// The slowest pace after repeated throttling: one call per 20 s.
 const MIN_PACE: f64 = 0.05;
 
+/// Each success raises the pace by this factor.
+const PACE_GROWTH: f64 = 1.03;
+
 /// Why sending is paused, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pause {
+    /// What kind of problem (e.g. the error type): equal keys are the same
+    /// problem, reported once.
+    pub key: String,
     pub reason: String,
     pub until: Instant,
 }
@@ -80,6 +86,16 @@ pub struct Gate {
 /// Held for the duration of one call.
 pub struct CallPermit {
     _slot: OwnedSemaphorePermit,
+}
+
+/// The gate's answer to a caller.
+pub enum Admission {
+    /// Go ahead; hold the permit for the duration of the call.
+    Go(CallPermit),
+    /// Sending is paused (credentials): do not wait, put the work back.
+    Paused(Pause),
+    /// The daemon is stopping.
+    Shutdown,
 }
 
 impl Gate {
@@ -113,19 +129,25 @@ impl Gate {
         }
     }
 
-    /// Waits until a call may go out; `None` on shutdown.
-    pub async fn admit(&self, shutdown: &CancellationToken) -> Option<CallPermit> {
+    /// Waits until a call may go out: through throttling, the limiter and
+    /// the pacer. Does not wait out a pause: the caller puts its work back.
+    pub async fn admit(&self, shutdown: &CancellationToken) -> Admission {
         loop {
-            self.wait_unpaused(shutdown).await?;
+            if let Some(pause) = self.paused() {
+                return Admission::Paused(pause);
+            }
             if let Some(until) = self.throttled_until() {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return None,
+                    _ = shutdown.cancelled() => return Admission::Shutdown,
                     _ = tokio::time::sleep_until(until) => continue,
                 }
             }
             let slot = tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                slot = self.calls.clone().acquire_owned() => slot.ok()?,
+                _ = shutdown.cancelled() => return Admission::Shutdown,
+                slot = self.calls.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return Admission::Shutdown,
+                },
             };
             let limiter = self
                 .limiter
@@ -133,34 +155,18 @@ impl Gate {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             tokio::select! {
-                _ = shutdown.cancelled() => return None,
+                _ = shutdown.cancelled() => return Admission::Shutdown,
                 _ = limiter.until_ready() => {}
             }
             if let Some(slot) = self.reserve_paced_slot() {
                 tokio::select! {
-                    _ = shutdown.cancelled() => return None,
+                    _ = shutdown.cancelled() => return Admission::Shutdown,
                     _ = tokio::time::sleep_until(slot) => {}
                 }
             }
-            // A throttle may have started while this caller waited.
+            // A throttle or pause may have started while this caller waited.
             if self.throttled_until().is_none() && self.paused().is_none() {
-                return Some(CallPermit { _slot: slot });
-            }
-        }
-    }
-
-    async fn wait_unpaused(&self, shutdown: &CancellationToken) -> Option<()> {
-        let mut pause = self.pause.subscribe();
-        loop {
-            let until = match pause.borrow_and_update().as_ref() {
-                None => return Some(()),
-                Some(p) if p.until <= Instant::now() => return Some(()),
-                Some(p) => p.until,
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep_until(until) => {}
-                changed = pause.changed() => if changed.is_err() { return None },
+                return Admission::Go(CallPermit { _slot: slot });
             }
         }
     }
@@ -203,7 +209,7 @@ impl Gate {
         let mut throttle = self.throttle_state();
         throttle.backoff = throttle_backoff();
         if let Some(pace) = throttle.pace {
-            let raised = pace + throttle.configured_rate / 10.0;
+            let raised = pace * PACE_GROWTH;
             throttle.pace = (raised < throttle.configured_rate).then_some(raised);
         }
         drop(throttle);
@@ -232,12 +238,16 @@ impl Gate {
 
     /// Pauses every call. Returns false when the same pause was already in
     /// force (so the caller logs a problem once, not on every retry).
-    pub fn pause(&self, reason: String, for_how_long: Duration) -> bool {
+    pub fn pause(&self, key: &str, reason: String, for_how_long: Duration) -> bool {
         let until = Instant::now() + for_how_long;
         let mut fresh = true;
         self.pause.send_modify(|pause| {
-            fresh = pause.as_ref().is_none_or(|p| p.reason != reason);
-            *pause = Some(Pause { reason, until });
+            fresh = pause.as_ref().is_none_or(|p| p.key != key);
+            *pause = Some(Pause {
+                key: key.to_owned(),
+                reason,
+                until,
+            });
         });
         fresh
     }
@@ -287,10 +297,16 @@ mod tests {
                 .is_some_and(|u| u > Instant::now() + Duration::from_secs(29))
         );
         assert_eq!(gate.throttled_total(), 2);
-        for _ in 0..7 {
+        gate.on_success();
+        assert!(gate.pace().is_some_and(|p| (p - 2.06).abs() < 1e-9));
+        for _ in 0..45 {
             gate.on_success();
         }
-        assert!(gate.pace().is_some_and(|p| (p - 7.6).abs() < 1e-9));
+        assert!(
+            gate.pace().is_some_and(|p| p < 8.0),
+            "still climbing: {:?}",
+            gate.pace()
+        );
         gate.on_success();
         assert_eq!(gate.pace(), None, "back at the configured rate: no pacing");
     }
@@ -298,8 +314,17 @@ mod tests {
     #[tokio::test]
     async fn pauses_are_reported_once_per_reason() {
         let gate = gate(1.0);
-        assert!(gate.pause("bad key".into(), Duration::from_secs(60)));
-        assert!(!gate.pause("bad key".into(), Duration::from_secs(60)));
+        assert!(gate.pause(
+            "WrongSignature",
+            "bad key (id 1)".into(),
+            Duration::from_secs(60)
+        ));
+        assert!(!gate.pause(
+            "WrongSignature",
+            "bad key (id 2)".into(),
+            Duration::from_secs(60)
+        ));
+        assert!(gate.pause("ApiKeyNotFound", "no key".into(), Duration::from_secs(60)));
         assert!(gate.paused().is_some());
         gate.resume();
         assert!(gate.paused().is_none());

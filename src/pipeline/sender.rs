@@ -19,7 +19,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::gate::CREDENTIALS_RETRY;
+use super::gate::{Admission, CREDENTIALS_RETRY};
 use super::{ENDPOINT_INACTIVE_RETRY, Shared, quota};
 use crate::cdn::{CdnError, ErrorClass};
 use crate::store::{Batch, StoreError, timestamp};
@@ -49,9 +49,20 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
     Box::pin(async move {
         let mut backoff = transient_backoff();
         loop {
-            let Some(_permit) = shared.gate.admit(&shared.shutdown).await else {
+            let _permit = match shared.gate.admit(&shared.shutdown).await {
+                Admission::Go(permit) => permit,
                 // Shutting down: the batch stays `sending`, re-sent next start.
-                return Ok(());
+                Admission::Shutdown => return Ok(()),
+                Admission::Paused(pause) => {
+                    // The pause, not the items, decides when they go: a
+                    // reload lifts it at once.
+                    let now_ts = shared.now_ts();
+                    shared
+                        .store
+                        .release_batch(&batch, &pause.reason, &now_ts, &now_ts)
+                        .await?;
+                    return Ok(());
+                }
             };
             let client = shared.client();
             let result = client
@@ -139,13 +150,17 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                         "the CDN refused our credentials ({error}); fix cdn.subscription_id, cdn.key_id \
                          or the key value and reload (systemctl reload purgeq)"
                     );
-                    if shared.gate.pause(reason.clone(), CREDENTIALS_RETRY) {
+                    if shared
+                        .gate
+                        .pause(&error.outcome_label(), reason.clone(), CREDENTIALS_RETRY)
+                    {
                         tracing::error!("{reason}; sending is paused, every item is kept");
                     }
-                    let retry_at = timestamp(now + CREDENTIALS_RETRY);
+                    // Eligible at once: the pause holds them, and a reload
+                    // lifts it.
                     shared
                         .store
-                        .release_batch(&batch, &reason, &retry_at, &now_ts)
+                        .release_batch(&batch, &reason, &now_ts, &now_ts)
                         .await?;
                     return Ok(());
                 }
@@ -155,10 +170,11 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                         batch.endpoint_id
                     ));
                     shared.pause_endpoint(&batch.endpoint_id, error.to_string());
-                    let retry_at = timestamp(now + ENDPOINT_INACTIVE_RETRY);
+                    // The in-memory endpoint pause holds them; after a
+                    // restart they are simply tried again.
                     shared
                         .store
-                        .release_batch(&batch, &error.to_string(), &retry_at, &now_ts)
+                        .release_batch(&batch, &error.to_string(), &now_ts, &now_ts)
                         .await?;
                     return Ok(());
                 }

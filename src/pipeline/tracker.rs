@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::gate::CREDENTIALS_RETRY;
+use super::gate::{Admission, CREDENTIALS_RETRY};
 use super::{Shared, sender};
 use crate::cdn::{ErrorClass, UrlState};
 use crate::store::{ItemResult, StoreError, SubmittedBatch, parse_timestamp, timestamp};
@@ -119,7 +119,8 @@ async fn give_up(
 }
 
 async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<(), StoreError> {
-    let Some(permit) = shared.gate.admit(&shared.shutdown).await else {
+    let Admission::Go(permit) = shared.gate.admit(&shared.shutdown).await else {
+        // Paused or stopping: ask again later.
         return Ok(());
     };
     let result = shared
@@ -201,7 +202,10 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<(), StoreE
                 ErrorClass::Credentials => {
                     let reason =
                         format!("the CDN refused our credentials ({error}); fix them and reload");
-                    if shared.gate.pause(reason.clone(), CREDENTIALS_RETRY) {
+                    if shared
+                        .gate
+                        .pause(&error.outcome_label(), reason.clone(), CREDENTIALS_RETRY)
+                    {
                         tracing::error!("{reason}; sending is paused, every item is kept");
                     }
                 }

@@ -5,6 +5,11 @@
 //! Files are handled as sets, a few statements per request whatever its
 //! size (the URL lists travel as JSON and are unpacked by `json_each`);
 //! directories, which are rare and may absorb other items, one at a time.
+//!
+//! The joins against `json_each` are written `CROSS JOIN`, which makes
+//! SQLite keep the JSON list as the outer loop: each URL is then one probe
+//! of the `items_pending` index. Left to itself the planner may scan every
+//! pending item for each URL instead, which is quadratic.
 
 use serde::Serialize;
 use sqlx::SqliteConnection;
@@ -138,10 +143,10 @@ async fn covering_directory(
     }
     let ancestors = serde_json::to_string(&ancestors).map_err(encode_error)?;
     sqlx::query_scalar(
-        "SELECT id FROM items
-         WHERE state = 'pending' AND kind = 'directory' AND endpoint_id = ?1
-           AND url IN (SELECT value FROM json_each(?2))
-         ORDER BY length(url) LIMIT 1",
+        "SELECT i.id FROM json_each(?2) a
+         CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = ?1
+                           AND i.url = a.value AND i.kind = 'directory'
+         ORDER BY length(i.url) LIMIT 1",
     )
     .bind(&target.endpoint_id)
     .bind(ancestors)
@@ -271,7 +276,7 @@ async fn covered_files(
     let probes = serde_json::to_string(&probes).map_err(encode_error)?;
     let rows: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT p.value ->> 0, i.id FROM json_each(?1) p
-         JOIN items i ON i.state = 'pending' AND i.kind = 'directory'
+         CROSS JOIN items i ON i.state = 'pending' AND i.kind = 'directory'
                      AND i.endpoint_id = p.value ->> 1 AND i.url = p.value ->> 2",
     )
     .bind(probes)
@@ -314,7 +319,7 @@ async fn insert_and_link_files(
     sqlx::query(
         "INSERT OR IGNORE INTO request_items (request_id, item_id, position)
          SELECT ?1, i.id, j.value ->> 3 FROM json_each(?2) j
-         JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
+         CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
                      AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1",
     )
     .bind(request_id)

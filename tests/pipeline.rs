@@ -1,0 +1,352 @@
+//! The whole pipeline: the daemon binary sending to the emulator over real
+//! HTTP, through throttling, faults, bad credentials, bad URLs and crashes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{ENDPOINTS, KEY_VALUE, TestDaemon, cdn_section, emulator, fast_knobs, items};
+use purgeq::cdn::emulator::{EmulatorHandle, Knobs};
+use serde_json::json;
+
+fn pipeline_config(emulator: &EmulatorHandle, extra: &str) -> String {
+    format!(
+        "{}[batch]\nlinger = \"100ms\"\n[sender]\nrequests_per_second = 200\nburst = 20\nconcurrency = 4\n\
+         [tracker]\npoll_interval = \"200ms\"\n[quota]\nfiles_per_day = 1000000\ndirectories_per_day = 1000000\n{extra}",
+        cdn_section(emulator, KEY_VALUE)
+    )
+}
+
+/// How many times each URL reached the emulator's journal.
+fn journal_counts(emulator: &EmulatorHandle) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for entry in emulator.journal() {
+        for url in entry.files.iter().chain(&entry.directories) {
+            *counts.entry(url.clone()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+fn urls_for(count: usize, tag: &str) -> Vec<String> {
+    (0..count)
+        .map(|i| format!("http://{}/{tag}/{i}.js", ENDPOINTS[i % 3].1))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_urls_arrive_exactly_once_in_the_fewest_calls() {
+    let emulator = emulator(fast_knobs()).await;
+    let daemon = TestDaemon::start(&pipeline_config(&emulator, "")).await;
+    let urls = urls_for(10_000, "bulk");
+    let (status, body) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().expect("id").to_owned();
+
+    daemon
+        .wait_for("10,000 succeeded", Duration::from_secs(120), |s| {
+            items(s, "succeeded") == 10_000
+        })
+        .await;
+    let counts = journal_counts(&emulator);
+    assert_eq!(counts.len(), 10_000);
+    assert!(counts.values().all(|n| *n == 1), "a URL was sent twice");
+    // 3,334 + 3,333 + 3,333 URLs in batches of 100: 34 + 34 + 34 calls.
+    assert_eq!(emulator.journal().len(), 102);
+    let stats = emulator.stats();
+    assert_eq!(stats.get("accepted"), Some(&102));
+    for rejected in [
+        "WrongSignature",
+        "InvalidAuthorizationHeader",
+        "AuthorizationHeaderExpired",
+        "ParameterInvalid",
+    ] {
+        assert_eq!(stats.get(rejected), None, "{rejected}: {stats:?}");
+    }
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=5")).await;
+    assert_eq!(view["state"], "succeeded");
+    assert!(view["items"][0]["task_track_id"].as_str().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttle_storm_slows_the_sender_instead_of_hammering() {
+    let emulator = emulator(fast_knobs()).await;
+    let daemon = TestDaemon::start(
+        &pipeline_config(&emulator, "")
+            .replace(
+                "[batch]\nlinger = \"100ms\"\n",
+                "[batch]\nlinger = \"100ms\"\nmax_files = 10\n",
+            )
+            .replace("requests_per_second = 200", "requests_per_second = 20"),
+    )
+    .await;
+    let urls = urls_for(600, "storm");
+    let (status, _) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
+    assert_eq!(status, 202);
+    // Mid-run, the service starts allowing far less than we send.
+    daemon
+        .wait_for("some progress", Duration::from_secs(30), |s| {
+            items(s, "submitted") + items(s, "succeeded") >= 60
+        })
+        .await;
+    let mut knobs = emulator.knobs();
+    knobs.requests_per_second = 4.0;
+    knobs.burst = 2;
+    emulator.set_knobs(knobs).expect("knobs");
+
+    daemon
+        .wait_for("600 succeeded", Duration::from_secs(120), |s| {
+            items(s, "succeeded") == 600
+        })
+        .await;
+    let counts = journal_counts(&emulator);
+    assert_eq!(counts.len(), 600, "every URL arrived");
+    let stats = emulator.stats();
+    let throttled = stats.get("RequestThrottled").copied().unwrap_or(0);
+    let accepted = stats.get("accepted").copied().unwrap_or(0);
+    let progress = stats.get("progress").copied().unwrap_or(0);
+    eprintln!(
+        "throttle storm: {accepted} purges accepted, {progress} progress answers, {throttled} throttled"
+    );
+    assert!(throttled >= 1, "the storm happened: {stats:?}");
+    assert!(
+        throttled * 4 <= accepted + progress,
+        "throttled answers should stay few: {throttled} of {} calls",
+        accepted + progress + throttled
+    );
+    let daemon_stats = daemon.stats().await;
+    assert!(
+        daemon_stats["sender"]["throttled_total"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thirty_percent_faults_lose_nothing() {
+    let knobs = Knobs {
+        error_500_rate: 0.08,
+        error_503_rate: 0.06,
+        slow_rate: 0.04,
+        slow_delay: Duration::from_secs(5),
+        drop_rate: 0.06,
+        malformed_rate: 0.06,
+        ..fast_knobs()
+    };
+    let emulator = emulator(knobs).await;
+    let config = pipeline_config(&emulator, "").replace(
+        "[batch]\nlinger = \"100ms\"\n",
+        "[batch]\nlinger = \"100ms\"\nmax_files = 25\n",
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let urls = urls_for(600, "faulty");
+    let (status, _) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
+    assert_eq!(status, 202);
+    daemon
+        .wait_for("600 succeeded", Duration::from_secs(180), |s| {
+            items(s, "succeeded") == 600
+        })
+        .await;
+    let counts = journal_counts(&emulator);
+    assert_eq!(counts.len(), 600, "every URL arrived");
+    let stats = emulator.stats();
+    eprintln!("faults: {stats:?}");
+    for fault in ["fault_500", "fault_503", "fault_drop", "fault_malformed"] {
+        assert!(
+            stats.get(fault).copied().unwrap_or(0) > 0,
+            "{fault} was injected: {stats:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_key_pauses_until_a_reload_brings_the_right_one() {
+    let emulator = emulator(fast_knobs()).await;
+    let wrong = pipeline_config(&emulator, "").replace(KEY_VALUE, "not-the-key");
+    let daemon = TestDaemon::start(&wrong).await;
+    let urls = urls_for(30, "creds");
+    let (status, _) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
+    assert_eq!(status, 202);
+    let stats = daemon
+        .wait_for("the pause", Duration::from_secs(20), |s| {
+            s["sender"]["state"] == "paused"
+        })
+        .await;
+    assert!(
+        stats["sender"]["paused_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("WrongSignature")
+    );
+    assert_eq!(items(&stats, "pending"), 30, "every item kept");
+    let (status, ready) = daemon.get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        ready["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("credentials"),
+        "{ready}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        emulator.journal().is_empty(),
+        "nothing sent while the key is wrong"
+    );
+    let refused = emulator.stats().get("WrongSignature").copied().unwrap_or(0);
+    // At most the calls already under way when the first refusal came back.
+    assert!(refused <= 4, "no retry loop against a wrong key: {refused}");
+    let logs = daemon.logs();
+    assert_eq!(
+        logs.matches("sending is paused").count(),
+        1,
+        "reported once:\n{logs}"
+    );
+    assert!(
+        !logs.contains("not-the-key"),
+        "the key value never appears in logs"
+    );
+
+    daemon.write_config(&pipeline_config(&emulator, ""));
+    daemon.signal("HUP");
+    daemon
+        .wait_for("30 succeeded", Duration::from_secs(30), |s| {
+            items(s, "succeeded") == 30
+        })
+        .await;
+    assert_eq!(journal_counts(&emulator).len(), 30);
+    let (status, _) = daemon.get("/readyz").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_refused_urls_in_a_batch_of_100_fail_alone() {
+    let emulator = emulator(fast_knobs()).await;
+    // The daemon routes bad.example.com to endpoint A; the service does not
+    // know that host on A, and refuses those URLs.
+    let config = pipeline_config(&emulator, "")
+        .replace(
+            "hosts = [\"a.example.com\"]",
+            "hosts = [\"a.example.com\", \"bad.example.com\"]",
+        )
+        .replace(
+            "[batch]\nlinger = \"100ms\"\n",
+            "[batch]\nlinger = \"300ms\"\nmax_files = 100\n",
+        );
+    let daemon = TestDaemon::start(&config).await;
+    let mut urls: Vec<String> = (0..97)
+        .map(|i| format!("http://a.example.com/good/{i}"))
+        .collect();
+    for (position, bad) in [(10, "x"), (50, "y"), (90, "z")] {
+        urls.insert(position, format!("http://bad.example.com/{bad}"));
+    }
+    let (status, body) = daemon.post("/v1/purges", &json!({ "files": urls })).await;
+    assert_eq!(status, 202);
+    let id = body["id"].as_str().expect("id").to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=60")).await;
+    assert_eq!(view["state"], "failed", "{view:#}");
+    let failed: Vec<&serde_json::Value> = view["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|i| i["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 3, "{view:#}");
+    for item in failed {
+        assert!(
+            item["url"]
+                .as_str()
+                .expect("url")
+                .starts_with("http://bad.example.com/")
+        );
+        let error = item["error"].as_str().expect("error");
+        assert!(
+            error.contains("ParameterInvalid") && error.contains("not a domain of endpoint"),
+            "{error}"
+        );
+    }
+    let counts = journal_counts(&emulator);
+    assert_eq!(counts.len(), 97);
+    assert_eq!(items(&daemon.stats().await, "succeeded"), 97);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_random_moments_loses_nothing() {
+    let emulator = emulator(Knobs {
+        requests_per_second: 50.0,
+        burst: 10,
+        completion_delay: Duration::from_millis(300),
+        ..fast_knobs()
+    })
+    .await;
+    let config = pipeline_config(&emulator, "")
+        .replace("requests_per_second = 200", "requests_per_second = 20")
+        .replace(
+            "[batch]\nlinger = \"100ms\"\n",
+            "[batch]\nlinger = \"100ms\"\nmax_files = 20\n",
+        );
+    let mut daemon = TestDaemon::start(&config).await;
+    let mut accepted = Vec::new();
+    for round in 0..6 {
+        let urls = urls_for(300, &format!("crash{round}"));
+        let (status, _) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
+        assert_eq!(status, 202);
+        accepted.extend(urls);
+        let pause = 200 + rand::random::<u64>() % 1200;
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        daemon.kill9();
+        daemon.launch().await;
+    }
+    daemon
+        .wait_for("1,800 succeeded", Duration::from_secs(180), |s| {
+            items(s, "succeeded") == 1_800
+        })
+        .await;
+    let counts = journal_counts(&emulator);
+    for url in &accepted {
+        assert!(counts.contains_key(url), "{url} never reached the CDN");
+    }
+    let resent: usize = counts.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "kill -9 x6: {} URLs, {resent} sent more than once (calls cut short by a kill)",
+        accepted.len()
+    );
+    let stats = daemon.stats().await;
+    assert_eq!(items(&stats, "failed"), 0);
+    assert_eq!(
+        items(&stats, "pending") + items(&stats, "sending") + items(&stats, "submitted"),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_under_load_exits_zero_and_the_next_start_finishes() {
+    let emulator = emulator(Knobs {
+        completion_delay: Duration::from_millis(200),
+        ..fast_knobs()
+    })
+    .await;
+    let config = pipeline_config(&emulator, "")
+        .replace("requests_per_second = 200", "requests_per_second = 10")
+        .replace(
+            "[batch]\nlinger = \"100ms\"\n",
+            "[batch]\nlinger = \"100ms\"\nmax_files = 10\n",
+        );
+    let mut daemon = TestDaemon::start(&config).await;
+    let (status, _) = daemon
+        .post("/v1/purges", &json!({ "urls": urls_for(300, "term") }))
+        .await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let exit = daemon.terminate();
+    assert!(exit.success(), "{exit}\n{}", daemon.logs());
+    daemon.launch().await;
+    daemon
+        .wait_for("300 succeeded", Duration::from_secs(90), |s| {
+            items(s, "succeeded") == 300
+        })
+        .await;
+    assert_eq!(journal_counts(&emulator).len(), 300);
+}
