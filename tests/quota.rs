@@ -1,0 +1,113 @@
+//! Daily quotas across a day boundary, with an injected clock: the
+//! pipeline in-process (real store file, real HTTP to the emulator).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{ENDPOINTS, KEY_ID, KEY_VALUE, SUBSCRIPTION, emulator, fast_knobs};
+use purgeq::cdn::{CdnClient, ClientSettings, Credentials, KeyId, KeyValue};
+use purgeq::clock::ShiftedClock;
+use purgeq::config::Settings;
+use purgeq::pipeline::Pipeline;
+use purgeq::store::{NewRequest, Store};
+use purgeq::target::{Kind, PurgeTarget};
+
+/// URLs purged to the end. (Waiting for `succeeded`, not `submitted`,
+/// matters: a clock jumped forward a day makes the tracker give up on
+/// purges still in progress, as it should.)
+async fn sent(store: &Store) -> u64 {
+    let counts = store.state_counts().await.expect("counts");
+    assert_eq!(counts.failed, 0);
+    counts.succeeded
+}
+
+async fn wait_sent(store: &Store, expected: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent(store).await != expected {
+        assert!(
+            Instant::now() < deadline,
+            "expected {expected} sent, have {}",
+            sent(store).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quota_of_250_files_sends_600_over_three_days() {
+    let emulator = emulator(fast_knobs()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("purgeq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 100\nburst = 10\n\
+             [tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = 250\nutc_offset = \"+08:00\"\n\
+             [[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]\n",
+            dir.path().join("purgeq.db").display(),
+            ENDPOINTS[0].0,
+            ENDPOINTS[0].1
+        ),
+    )
+    .expect("config");
+    let settings = Arc::new(Settings::load(Some(&config), &HashMap::new()).expect("settings"));
+    let store = Store::open(&settings.store.path, settings.store.synchronous)
+        .await
+        .expect("store");
+    let client = CdnClient::new(ClientSettings::new(
+        emulator.base_url(),
+        SUBSCRIPTION,
+        Credentials {
+            key_id: KeyId::new(KEY_ID),
+            key_value: KeyValue::new(KEY_VALUE),
+        },
+    ))
+    .expect("client");
+    let clock = ShiftedClock::new(time::Duration::ZERO);
+    let pipeline = Pipeline::start(store.clone(), settings.clone(), client, clock.clone())
+        .await
+        .expect("pipeline");
+
+    let targets = (0..600)
+        .map(|i| PurgeTarget {
+            endpoint_id: ENDPOINTS[0].0.to_owned(),
+            kind: Kind::File,
+            url: format!("http://{}/q/{i}", ENDPOINTS[0].1),
+        })
+        .collect();
+    store
+        .enqueue(NewRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+            received_at: time::OffsetDateTime::now_utc(),
+            source: "test".into(),
+            label: None,
+            targets,
+        })
+        .await
+        .expect("enqueue");
+    pipeline.report().wake();
+
+    wait_sent(&store, 250).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sent(&store).await, 250, "nothing beyond today's quota");
+    assert_eq!(store.state_counts().await.expect("counts").pending, 350);
+    let report = pipeline.report().report();
+    assert_eq!(report["quota"]["files_left"], 0, "{report:#}");
+    assert!(
+        report["quota"]["exhausted_until"].as_str().is_some(),
+        "{report:#}"
+    );
+
+    // Midnight in China passes.
+    clock.set_shift(time::Duration::days(1));
+    wait_sent(&store, 500).await;
+    clock.set_shift(time::Duration::days(2));
+    wait_sent(&store, 600).await;
+
+    let journal: usize = emulator.journal().iter().map(|e| e.files.len()).sum();
+    assert_eq!(journal, 600);
+    pipeline.shutdown(Duration::from_secs(5)).await;
+}
