@@ -585,6 +585,14 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/purgeq.toml");
+        let settings = Settings::load(Some(&path), &HashMap::new()).expect("sample config");
+        assert_eq!(settings.batch.max_files, BatchSettings::default().max_files);
+        assert_eq!(settings.tracker.give_up_after, TrackerSettings::default().give_up_after);
+    }
+
+    #[test]
     fn environment_overrides_the_file() {
         let settings = load_text(
             "[batch]\nlinger = \"5s\"\nmax_files = 10\n",
