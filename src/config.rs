@@ -589,7 +589,10 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/purgeq.toml");
         let settings = Settings::load(Some(&path), &HashMap::new()).expect("sample config");
         assert_eq!(settings.batch.max_files, BatchSettings::default().max_files);
-        assert_eq!(settings.tracker.give_up_after, TrackerSettings::default().give_up_after);
+        assert_eq!(
+            settings.tracker.give_up_after,
+            TrackerSettings::default().give_up_after
+        );
     }
 
     #[test]
