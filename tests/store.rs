@@ -167,3 +167,33 @@ async fn accepted_requests_survive_a_reopen() {
     assert_eq!(status.items[0].url, "http://e.com/a");
     assert_eq!(store.state_counts().await.expect("counts").pending, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_stored_together_count_each_url_new_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = open(&tmp).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        // 200 requests over 50 distinct URLs, two URLs each.
+        let targets = vec![
+            file(&format!("http://e.com/{}", i % 50)),
+            file(&format!("http://e.com/{}", (i + 1) % 50)),
+        ];
+        tasks.push(tokio::spawn(async move {
+            store.enqueue(request(targets)).await.expect("enqueue")
+        }));
+    }
+    let mut new = 0;
+    let mut deduplicated = 0;
+    for task in tasks {
+        let outcome = task.await.expect("task");
+        assert_eq!(outcome.urls, 2);
+        new += outcome.new;
+        deduplicated += outcome.deduplicated;
+    }
+    assert_eq!(new, 50, "each distinct URL is new exactly once");
+    assert_eq!(deduplicated, 350);
+    let counts = store.state_counts().await.expect("counts");
+    assert_eq!(counts.pending, 50);
+}

@@ -11,6 +11,9 @@
 //! of the `items_pending` index. Left to itself the planner may scan every
 //! pending item for each URL instead, which is quadratic.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use serde::Serialize;
 use sqlx::SqliteConnection;
 use time::OffsetDateTime;
@@ -38,94 +41,196 @@ pub struct EnqueueOutcome {
 }
 
 impl Store {
-    /// Stores `request`; returns once it is committed to disk.
+    /// Stores `request`; returns once it is committed to disk. Requests
+    /// that reach the writer together are stored together, in a few
+    /// statements for the whole group (see [`enqueue_many`]).
     pub async fn enqueue(&self, request: NewRequest) -> Result<EnqueueOutcome, StoreError> {
-        let request = std::sync::Arc::new(request);
-        self.write(move |conn| {
-            let request = request.clone();
-            Box::pin(async move { enqueue(conn, &request).await })
-        })
-        .await
+        self.submit_enqueue(Arc::new(request)).await
     }
 }
 
-async fn enqueue(
+/// A file of one of the requests being stored.
+struct FileRow<'r> {
+    request: usize,
+    position: usize,
+    target: &'r PurgeTarget,
+}
+
+/// Stores several requests in the current transaction. Directories are
+/// handled one at a time (rare, and each may absorb other items); the files
+/// of every request together, as sets: the statement count does not grow
+/// with the number of requests or URLs.
+///
+/// Requests stored together are concurrent: a directory in one covers the
+/// files of another, whichever arrived first.
+pub(super) async fn enqueue_many(
     conn: &mut SqliteConnection,
-    request: &NewRequest,
-) -> Result<EnqueueOutcome, sqlx::Error> {
-    let now = timestamp(request.received_at);
-    sqlx::query("INSERT INTO requests (id, received_at, source, label) VALUES (?1, ?2, ?3, ?4)")
-        .bind(&request.id)
-        .bind(&now)
-        .bind(&request.source)
-        .bind(&request.label)
+    requests: &[Arc<NewRequest>],
+) -> Result<Vec<EnqueueOutcome>, sqlx::Error> {
+    let rows: Vec<(&str, String, &str, Option<&str>)> = requests
+        .iter()
+        .map(|r| {
+            (
+                r.id.as_str(),
+                timestamp(r.received_at),
+                r.source.as_str(),
+                r.label.as_deref(),
+            )
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO requests (id, received_at, source, label)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1)",
+    )
+    .bind(serde_json::to_string(&rows).map_err(encode_error)?)
+    .execute(&mut *conn)
+    .await?;
+
+    let mut new = vec![0usize; requests.len()];
+    for (index, request) in requests.iter().enumerate() {
+        let now = timestamp(request.received_at);
+        let mut directories: Vec<(usize, &PurgeTarget)> = request
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.kind == Kind::Directory)
+            .collect();
+        // Parents before children, so a child finds its parent pending.
+        directories.sort_by_key(|(_, t)| t.url.len());
+        for (position, directory) in directories {
+            match covering_directory(conn, directory).await? {
+                Some(id) => link(conn, &request.id, id, position, Some(directory)).await?,
+                None => {
+                    let (id, inserted) = insert_or_find(conn, directory, &now).await?;
+                    if inserted {
+                        new[index] += 1;
+                        absorb_under(conn, id, directory, &now).await?;
+                    }
+                    link(conn, &request.id, id, position, None).await?;
+                }
+            }
+        }
+    }
+
+    let files: Vec<FileRow<'_>> = requests
+        .iter()
+        .enumerate()
+        .flat_map(|(request, r)| {
+            r.targets
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.kind == Kind::File)
+                .map(move |(position, target)| FileRow {
+                    request,
+                    position,
+                    target,
+                })
+        })
+        .collect();
+    if !files.is_empty() {
+        enqueue_files(conn, requests, &files, &mut new).await?;
+    }
+
+    Ok(requests
+        .iter()
+        .zip(new)
+        .map(|(request, new)| EnqueueOutcome {
+            id: request.id.clone(),
+            urls: request.targets.len(),
+            new,
+            deduplicated: request.targets.len() - new,
+        })
+        .collect())
+}
+
+/// Files: those under a pending directory link to it; the rest are
+/// inserted unless already pending, and linked to their item.
+async fn enqueue_files(
+    conn: &mut SqliteConnection,
+    requests: &[Arc<NewRequest>],
+    files: &[FileRow<'_>],
+    new: &mut [usize],
+) -> Result<(), sqlx::Error> {
+    let covered: HashMap<usize, i64> = covered_files(conn, files).await?.into_iter().collect();
+    let mut covered_links = Vec::new();
+    let mut remaining = Vec::with_capacity(files.len());
+    for (index, file) in files.iter().enumerate() {
+        match covered.get(&index) {
+            Some(directory_id) => covered_links.push((
+                requests[file.request].id.as_str(),
+                *directory_id,
+                file.position,
+                file.target.url.as_str(),
+                file.target.kind.as_str(),
+            )),
+            None => remaining.push(file),
+        }
+    }
+    if !covered_links.is_empty() {
+        sqlx::query(
+            "INSERT OR IGNORE INTO request_items (request_id, item_id, position, requested_url, requested_kind)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?1)",
+        )
+        .bind(serde_json::to_string(&covered_links).map_err(encode_error)?)
         .execute(&mut *conn)
         .await?;
-
-    let mut directories: Vec<(usize, &PurgeTarget)> = Vec::new();
-    let mut files: Vec<(usize, &PurgeTarget)> = Vec::new();
-    for (position, target) in request.targets.iter().enumerate() {
-        match target.kind {
-            Kind::Directory => directories.push((position, target)),
-            Kind::File => files.push((position, target)),
-        }
     }
-    // Parents before children, so a child finds its parent pending.
-    directories.sort_by_key(|(_, t)| t.url.len());
-
-    let mut new = 0;
-    for (position, directory) in directories {
-        match covering_directory(conn, directory).await? {
-            Some(id) => link(conn, &request.id, id, position, Some(directory)).await?,
-            None => {
-                let (id, inserted) = insert_or_find(conn, directory, &now).await?;
-                if inserted {
-                    new += 1;
-                    absorb_under(conn, id, directory, &now).await?;
-                }
-                link(conn, &request.id, id, position, None).await?;
-            }
-        }
+    if remaining.is_empty() {
+        return Ok(());
     }
 
-    if !files.is_empty() {
-        let mut remaining = Vec::with_capacity(files.len());
-        let covered: std::collections::HashMap<usize, i64> =
-            covered_files(conn, &files).await?.into_iter().collect();
-        let mut covered_links = Vec::new();
-        for (position, file) in files {
-            match covered.get(&position) {
-                Some(directory_id) => covered_links.push((
-                    *directory_id,
-                    position,
-                    file.url.as_str(),
-                    file.kind.as_str(),
-                )),
-                None => remaining.push((position, file)),
-            }
-        }
-        if !covered_links.is_empty() {
-            let links = serde_json::to_string(&covered_links).map_err(encode_error)?;
-            sqlx::query(
-                "INSERT OR IGNORE INTO request_items (request_id, item_id, position, requested_url, requested_kind)
-                 SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?2)",
+    let rows: Vec<(&str, &str, &str, usize, &str, String)> = remaining
+        .iter()
+        .map(|f| {
+            let request = &requests[f.request];
+            (
+                f.target.endpoint_id.as_str(),
+                f.target.kind.as_str(),
+                f.target.url.as_str(),
+                f.position,
+                request.id.as_str(),
+                timestamp(request.received_at),
             )
-            .bind(&request.id)
-            .bind(links)
-            .execute(&mut *conn)
-            .await?;
+        })
+        .collect();
+    let rows = serde_json::to_string(&rows).map_err(encode_error)?;
+    // Only the rows actually inserted come back; the first occurrence of a
+    // URL in the list is the one inserted, so it is the first request that
+    // named it that counts it as new. (`WHERE true` is required by SQLite's
+    // grammar for an upsert on a SELECT.)
+    let inserted: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', value ->> 5, value ->> 5, value ->> 5
+         FROM json_each(?1) WHERE true
+         ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING
+         RETURNING endpoint_id, url",
+    )
+    .bind(&rows)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !inserted.is_empty() {
+        let mut first_asker: HashMap<(&str, &str), usize> = HashMap::new();
+        for file in &remaining {
+            first_asker
+                .entry((file.target.endpoint_id.as_str(), file.target.url.as_str()))
+                .or_insert(file.request);
         }
-        if !remaining.is_empty() {
-            new += insert_and_link_files(conn, &request.id, &remaining, &now).await?;
+        for (endpoint_id, url) in &inserted {
+            if let Some(request) = first_asker.get(&(endpoint_id.as_str(), url.as_str())) {
+                new[*request] += 1;
+            }
         }
     }
-
-    Ok(EnqueueOutcome {
-        id: request.id.clone(),
-        urls: request.targets.len(),
-        new,
-        deduplicated: request.targets.len() - new,
-    })
+    sqlx::query(
+        "INSERT OR IGNORE INTO request_items (request_id, item_id, position)
+         SELECT j.value ->> 4, i.id, j.value ->> 3 FROM json_each(?1) j
+         CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
+                     AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1",
+    )
+    .bind(&rows)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 fn encode_error(error: serde_json::Error) -> sqlx::Error {
@@ -244,22 +349,25 @@ async fn link(
     Ok(())
 }
 
-/// For each file under a pending directory of its endpoint: (position,
-/// directory id). One statement; skipped when no directory is pending.
+/// For each file under a pending directory of its endpoint: (index in
+/// `files`, directory id). One statement, skipped when no directory of
+/// those endpoints is pending.
 async fn covered_files(
     conn: &mut SqliteConnection,
-    files: &[(usize, &PurgeTarget)],
+    files: &[FileRow<'_>],
 ) -> Result<Vec<(usize, i64)>, sqlx::Error> {
-    let mut endpoints: Vec<&str> = files.iter().map(|(_, f)| f.endpoint_id.as_str()).collect();
+    let mut endpoints: Vec<&str> = files
+        .iter()
+        .map(|f| f.target.endpoint_id.as_str())
+        .collect();
     endpoints.sort_unstable();
     endpoints.dedup();
-    let endpoints_json = serde_json::to_string(&endpoints).map_err(encode_error)?;
     let any_pending: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM items
                         WHERE state = 'pending' AND kind = 'directory'
                           AND endpoint_id IN (SELECT value FROM json_each(?1)))",
     )
-    .bind(endpoints_json)
+    .bind(serde_json::to_string(&endpoints).map_err(encode_error)?)
     .fetch_one(&mut *conn)
     .await?;
     if !any_pending {
@@ -267,64 +375,23 @@ async fn covered_files(
     }
     let probes: Vec<(usize, &str, String)> = files
         .iter()
-        .flat_map(|(position, file)| {
-            ancestor_directories(&file.url)
+        .enumerate()
+        .flat_map(|(index, file)| {
+            ancestor_directories(&file.target.url)
                 .into_iter()
-                .map(move |ancestor| (*position, file.endpoint_id.as_str(), ancestor))
+                .map(move |ancestor| (index, file.target.endpoint_id.as_str(), ancestor))
         })
         .collect();
-    let probes = serde_json::to_string(&probes).map_err(encode_error)?;
     let rows: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT p.value ->> 0, i.id FROM json_each(?1) p
          CROSS JOIN items i ON i.state = 'pending' AND i.kind = 'directory'
                      AND i.endpoint_id = p.value ->> 1 AND i.url = p.value ->> 2",
     )
-    .bind(probes)
+    .bind(serde_json::to_string(&probes).map_err(encode_error)?)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.into_iter().map(|(p, id)| (p as usize, id)).collect())
-}
-
-/// Inserts the files that are not pending yet and links every file of the
-/// request to its pending item. Returns how many were new.
-async fn insert_and_link_files(
-    conn: &mut SqliteConnection,
-    request_id: &str,
-    files: &[(usize, &PurgeTarget)],
-    now: &str,
-) -> Result<usize, sqlx::Error> {
-    let rows: Vec<(&str, &str, &str, usize)> = files
-        .iter()
-        .map(|(position, f)| {
-            (
-                f.endpoint_id.as_str(),
-                f.kind.as_str(),
-                f.url.as_str(),
-                *position,
-            )
-        })
-        .collect();
-    let rows = serde_json::to_string(&rows).map_err(encode_error)?;
-    // `WHERE true` is required by SQLite's grammar for an upsert on a SELECT.
-    let inserted = sqlx::query(
-        "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at)
-         SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', ?2, ?2, ?2
-         FROM json_each(?1) WHERE true
-         ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING",
-    )
-    .bind(&rows)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT OR IGNORE INTO request_items (request_id, item_id, position)
-         SELECT ?1, i.id, j.value ->> 3 FROM json_each(?2) j
-         CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
-                     AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1",
-    )
-    .bind(request_id)
-    .bind(&rows)
-    .execute(&mut *conn)
-    .await?;
-    Ok(inserted.rows_affected() as usize)
+    Ok(rows
+        .into_iter()
+        .map(|(index, id)| (index as usize, id))
+        .collect())
 }

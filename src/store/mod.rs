@@ -30,7 +30,7 @@ pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, StateCounts};
 
 use crate::config::Synchronous;
-use writer::{ErasedJob, Job, JobFuture, WriterSignals};
+use writer::{Command, Job, JobFuture, WriterSignals};
 
 /// How long a connection waits for a lock held by another process (an
 /// operator's `sqlite3`, say) before giving up.
@@ -90,7 +90,7 @@ pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
 
 #[derive(Clone)]
 pub struct Store {
-    jobs: mpsc::Sender<Box<dyn ErasedJob>>,
+    jobs: mpsc::Sender<Command>,
     reader: SqlitePool,
     signals: Arc<WriterSignals>,
     path: PathBuf,
@@ -174,10 +174,25 @@ impl Store {
     {
         let (job, reply) = Job::new(work);
         self.jobs
-            .send(Box::new(job))
+            .send(Command::Job(Box::new(job)))
             .await
             .map_err(|_| StoreError::Closed)?;
         reply.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Hands a request to the writer, which stores it with whatever other
+    /// requests are waiting.
+    async fn submit_enqueue(&self, request: Arc<NewRequest>) -> Result<EnqueueOutcome, StoreError> {
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Command::Enqueue {
+                request,
+                output: None,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        receiver.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Proves the store can still commit: a tiny write through the writer.

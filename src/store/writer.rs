@@ -6,9 +6,14 @@
 //! one transaction: one fsync for many callers (group commit). Each caller
 //! hears back only after the commit, so "accepted" means "on disk".
 //!
+//! Enqueues, the one write clients wait on, are more than grouped: a run of
+//! them is stored by one call to [`enqueue_many`], a handful of statements
+//! for the whole run, since each statement costs a round trip to sqlx's
+//! connection thread.
+//!
 //! A job is a closure that may run more than once: if a group fails, the
-//! writer rolls it back and runs each job again on its own, so one bad job
-//! cannot fail its neighbours.
+//! writer rolls it back and runs each command again on its own, so one bad
+//! command cannot fail its neighbours.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +23,7 @@ use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::StoreError;
+use super::enqueue::{EnqueueOutcome, NewRequest, enqueue_many};
 
 /// The most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -78,6 +84,32 @@ where
     }
 }
 
+/// What the writer is asked to do.
+pub(crate) enum Command {
+    Job(Box<dyn ErasedJob>),
+    Enqueue {
+        request: Arc<NewRequest>,
+        output: Option<EnqueueOutcome>,
+        reply: oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
+    },
+}
+
+impl Command {
+    fn finish(self, outcome: Result<(), StoreError>) {
+        match self {
+            Command::Job(job) => job.finish(outcome),
+            Command::Enqueue { output, reply, .. } => {
+                let result = outcome.and_then(|()| {
+                    output.ok_or_else(|| {
+                        StoreError::Internal("an enqueue finished without output".into())
+                    })
+                });
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
 /// Shared signals from the writer to the rest of the store.
 pub(crate) struct WriterSignals {
     /// False after a commit failed for lack of space or I/O; true again
@@ -90,10 +122,7 @@ pub(crate) struct WriterSignals {
 pub(crate) fn spawn(
     conn: SqliteConnection,
     signals: Arc<WriterSignals>,
-) -> (
-    mpsc::Sender<Box<dyn ErasedJob>>,
-    tokio::task::JoinHandle<()>,
-) {
+) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(4096);
     let task = tokio::spawn(run(conn, receiver, signals));
     (sender, task)
@@ -101,10 +130,10 @@ pub(crate) fn spawn(
 
 async fn run(
     mut conn: SqliteConnection,
-    mut jobs: mpsc::Receiver<Box<dyn ErasedJob>>,
+    mut jobs: mpsc::Receiver<Command>,
     signals: Arc<WriterSignals>,
 ) {
-    let mut group: Vec<Box<dyn ErasedJob>> = Vec::with_capacity(MAX_GROUP);
+    let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
     while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
         match run_group(&mut conn, &mut group).await {
             Ok(()) => {
@@ -154,13 +183,34 @@ fn note_failure(signals: &WriterSignals, error: &StoreError) {
     tracing::warn!(%error, "store write failed");
 }
 
-async fn run_group(
-    conn: &mut SqliteConnection,
-    group: &mut [Box<dyn ErasedJob>],
-) -> Result<(), sqlx::Error> {
+async fn run_group(conn: &mut SqliteConnection, group: &mut [Command]) -> Result<(), sqlx::Error> {
     sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    for job in group.iter_mut() {
-        job.run(conn).await?;
+    let mut start = 0;
+    while start < group.len() {
+        if let Command::Job(job) = &mut group[start] {
+            job.run(conn).await?;
+            start += 1;
+            continue;
+        }
+        // A run of enqueues: stored together.
+        let run = group[start..]
+            .iter()
+            .take_while(|c| matches!(c, Command::Enqueue { .. }))
+            .count();
+        let requests: Vec<Arc<NewRequest>> = group[start..start + run]
+            .iter()
+            .filter_map(|c| match c {
+                Command::Enqueue { request, .. } => Some(request.clone()),
+                Command::Job(_) => None,
+            })
+            .collect();
+        let outcomes = enqueue_many(conn, &requests).await?;
+        for (command, outcome) in group[start..start + run].iter_mut().zip(outcomes) {
+            if let Command::Enqueue { output, .. } = command {
+                *output = Some(outcome);
+            }
+        }
+        start += run;
     }
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(())
