@@ -1,0 +1,251 @@
+//! Ingest benchmark: `cargo bench --bench ingest`.
+//!
+//! Starts the real daemon binary (release build) in a temp dir, with
+//! sending held back (nothing is cut into batches), and measures from a
+//! second process over the Unix socket:
+//!
+//! 1. batch ingest: 1,000-URL requests from 4 clients, URLs/s, against a
+//!    ceiling: the same rows inserted straight into the same schema with
+//!    plain SQL statements, one transaction per 1,000 URLs;
+//! 2. single-URL requests from 64 concurrent clients: requests/s, p50/p99;
+//! 3. the daemon's resident memory with 1,000,000 pending items.
+//!
+//! `PURGEQ_BENCH_SCALE=0.1` shrinks every count (for a quick look).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
+
+fn scale(n: usize) -> usize {
+    let factor: f64 = std::env::var("PURGEQ_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    ((n as f64 * factor) as usize).max(1)
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(synchronous: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("purgeq.sock");
+        let config = dir.path().join("purgeq.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[store]\npath = \"{}\"\nsynchronous = \"{synchronous}\"\n[ingest]\nsocket = \"{}\"\nhttp = \"\"\n\
+                 [batch]\nlinger = \"1000h\"\nmax_files = 1000000000\nmax_directories = 1000000000\n\
+                 [log]\nlevel = \"warn\"\n[[cdn.endpoints]]\nid = \"bench\"\nhosts = [\"bench.example.com\"]\n",
+                dir.path().join("purgeq.db").display(),
+                socket.display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn purgeq");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client(socket: &Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .unix_socket(socket.to_owned())
+        .pool_max_idle_per_host(128)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
+async fn post(client: &reqwest::Client, urls: Vec<String>) -> Duration {
+    let started = Instant::now();
+    let response = client
+        .post("http://localhost/v1/purges")
+        .json(&json!({ "urls": urls }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+    started.elapsed()
+}
+
+fn urls(prefix: &str, from: usize, count: usize) -> Vec<String> {
+    (from..from + count)
+        .map(|i| format!("http://bench.example.com/{prefix}/{}/{i}.js", i % 97))
+        .collect()
+}
+
+/// 1,000-URL requests from `clients` clients; returns URLs/s.
+async fn batch_ingest(
+    daemon: &Daemon,
+    clients: usize,
+    requests_per_client: usize,
+    prefix: &str,
+) -> f64 {
+    let client = client(&daemon.socket);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = client.clone();
+        let prefix = format!("{prefix}{c}");
+        tasks.push(tokio::spawn(async move {
+            for r in 0..requests_per_client {
+                post(&client, urls(&prefix, r * 1000, 1000)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client");
+    }
+    (clients * requests_per_client * 1000) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The same rows, straight into the same schema with plain SQLite:
+/// `benches/ceiling.py` (C-speed inserts through Python's sqlite3, one
+/// transaction per 1,000 URLs). `None` without python3.
+fn ceiling(total: usize) -> Option<f64> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3")
+        .arg(root.join("benches/ceiling.py"))
+        .arg(root.join("migrations/0001_initial.sql"))
+        .arg(total.to_string())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+}
+
+/// Single-URL requests from `clients` concurrent clients for `duration`.
+async fn single_url(
+    daemon: &Daemon,
+    clients: usize,
+    duration: Duration,
+) -> (f64, Duration, Duration, usize) {
+    let client = client(&daemon.socket);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                latencies.push(post(&client, urls(&format!("single{c}"), i, 1)).await);
+                i += 1;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("client"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        at(0.50),
+        at(0.99),
+        latencies.len(),
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    println!(
+        "purgeq ingest benchmark ({} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let daemon = Daemon::start("full");
+    let per_client = scale(50);
+    // Warm-up: connections, statement cache.
+    batch_ingest(&daemon, 4, 2, "warm").await;
+    let rate = batch_ingest(&daemon, 4, per_client, "batch").await;
+    let ceiling = ceiling(4 * per_client * 1000);
+    println!(
+        "batch ingest, 1,000-URL requests, 4 clients, synchronous=full: {:.0} URLs/s ({} URLs)",
+        rate,
+        4 * per_client * 1000
+    );
+    match ceiling {
+        Some(ceiling) => {
+            println!(
+                "ceiling, plain SQLite INSERTs into the same schema, 1 transaction per 1,000: {ceiling:.0} URLs/s"
+            );
+            println!("ratio to the ceiling: {:.2}", rate / ceiling);
+        }
+        None => println!("ceiling: skipped (python3 with sqlite3 not found)"),
+    }
+
+    let (rps, p50, p99, count) =
+        single_url(&daemon, 64, Duration::from_secs(scale(10) as u64)).await;
+    println!(
+        "single-URL requests, 64 clients, synchronous=full: {rps:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({count} requests)",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3
+    );
+    drop(daemon);
+
+    let daemon = Arc::new(Daemon::start("full"));
+    let idle = daemon.rss_kib();
+    let target = scale(1_000_000);
+    let per_client = (target / 1000 / 4).max(1);
+    batch_ingest(&daemon, 4, per_client, "mem").await;
+    let stats: serde_json::Value = client(&daemon.socket)
+        .get("http://localhost/v1/stats")
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    println!(
+        "resident memory: {:.1} MB idle, {:.1} MB with {} pending items",
+        idle as f64 / 1024.0,
+        daemon.rss_kib() as f64 / 1024.0,
+        stats["items"]["pending"]
+    );
+}

@@ -1,0 +1,196 @@
+//! Pipeline benchmark: `cargo bench --bench pipeline`.
+//!
+//! The daemon binary (release build) sends to an emulator running in this
+//! process. Measured:
+//!
+//! 1. with a backlog, the achieved call rate (purges and progress queries
+//!    together) against `sender.requests_per_second`, with the emulator's
+//!    limit set 20 % above it: the rate should be >= 95 % of the setting
+//!    with no throttled answers;
+//! 2. enqueue-to-submitted latency with an idle queue (expected: about
+//!    `batch.linger` plus one round trip);
+//! 3. CPU used by an idle daemon over 10 s (expected: about zero).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use purgeq::cdn::KeyValue;
+use purgeq::cdn::emulator::{EmulatedEndpoint, Emulator, EmulatorConfig, Knobs};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
+const RATE: f64 = 10.0;
+const BURST: u32 = 5;
+const LINGER_MS: u64 = 500;
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesized command name; utime and stime are the
+    // 14th and 15th fields of the line.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+fn ticks_per_second() -> f64 {
+    // sysconf(_SC_CLK_TCK) is 100 on every Linux this runs on.
+    100.0
+}
+
+async fn get(client: &reqwest::Client, path: &str) -> Value {
+    client
+        .get(format!("http://localhost{path}"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::main]
+async fn main() {
+    let mut config = EmulatorConfig::new(
+        "bench-subscription",
+        "bench-key",
+        KeyValue::new("bench-secret"),
+        vec![EmulatedEndpoint::new(
+            "bench-endpoint",
+            &["bench.example.com"],
+        )],
+    );
+    config.knobs = Knobs {
+        requests_per_second: RATE * 1.2,
+        burst: BURST,
+        files_per_day: 10_000_000,
+        directories_per_day: 10_000_000,
+        completion_delay: Duration::from_millis(200),
+        ..Knobs::default()
+    };
+    let emulator = Emulator::start(config).await.expect("emulator");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("purgeq.sock");
+    let config = dir.path().join("purgeq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[ingest]\nsocket = \"{}\"\nhttp = \"\"\n[log]\nlevel = \"warn\"\n\
+             [cdn]\nbase_url = \"{}\"\nsubscription_id = \"bench-subscription\"\nkey_id = \"bench-key\"\nkey_value = \"bench-secret\"\n\
+             [[cdn.endpoints]]\nid = \"bench-endpoint\"\nhosts = [\"bench.example.com\"]\n\
+             [batch]\nmax_files = 10\nlinger = \"{LINGER_MS}ms\"\n[sender]\nrequests_per_second = {RATE}\nburst = {BURST}\nconcurrency = 4\n\
+             [tracker]\npoll_interval = \"1s\"\n[quota]\nfiles_per_day = 10000000\n",
+            dir.path().join("purgeq.db").display(),
+            socket.display(),
+            emulator.base_url()
+        ),
+    )
+    .expect("config");
+    let mut child: Child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    while !socket.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client = reqwest::Client::builder()
+        .unix_socket(socket.clone())
+        .build()
+        .expect("client");
+
+    // 1. Backlog: 4,000 URLs = 400 purge calls, plus their progress queries.
+    let urls: Vec<String> = (0..4_000)
+        .map(|i| format!("http://bench.example.com/backlog/{i}.js"))
+        .collect();
+    client
+        .post("http://localhost/v1/purges")
+        .json(&json!({ "urls": urls }))
+        .send()
+        .await
+        .expect("post");
+    // Skip the initial burst, then measure a steady window.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = |stats: &std::collections::BTreeMap<String, u64>| -> u64 {
+        ["accepted", "progress", "RequestThrottled"]
+            .iter()
+            .filter_map(|k| stats.get(*k))
+            .sum()
+    };
+    let before = calls(&emulator.stats());
+    let window = Duration::from_secs(20);
+    tokio::time::sleep(window).await;
+    let after_stats = emulator.stats();
+    let rate = (calls(&after_stats) - before) as f64 / window.as_secs_f64();
+    println!(
+        "backlog: {rate:.2} calls/s over {}s with sender.requests_per_second = {RATE} ({:.1} %), emulator limit {:.1}/s; throttled answers: {}",
+        window.as_secs(),
+        rate / RATE * 100.0,
+        RATE * 1.2,
+        after_stats.get("RequestThrottled").copied().unwrap_or(0)
+    );
+
+    // Drain the backlog.
+    loop {
+        let stats = get(&client, "/v1/stats").await;
+        if stats["items"]["succeeded"] == 4_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // 2. Idle queue: enqueue one URL, wait until it is submitted.
+    let mut latencies = Vec::new();
+    for i in 0..10 {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let started = Instant::now();
+        let answer: Value = client
+            .post("http://localhost/v1/purges")
+            .json(&json!({ "urls": [format!("http://bench.example.com/idle/{i}.js")] }))
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json");
+        let id = answer["id"].as_str().expect("id").to_owned();
+        loop {
+            let view = get(&client, &format!("/v1/purges/{id}")).await;
+            if view["items"][0]["task_track_id"].is_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "idle queue, enqueue to submitted (batch.linger = {LINGER_MS} ms): median {:.0} ms, max {:.0} ms over {} purges",
+        latencies[latencies.len() / 2].as_secs_f64() * 1e3,
+        latencies[latencies.len() - 1].as_secs_f64() * 1e3,
+        latencies.len()
+    );
+
+    // 3. Idle CPU: let the tracker finish, then watch the process.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = child.id();
+    let start = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let used = (cpu_ticks(pid) - start) as f64 / ticks_per_second();
+    println!(
+        "idle daemon: {:.2} s of CPU over 10 s ({:.2} %)",
+        used,
+        used / 10.0 * 100.0
+    );
+
+    let _ = child.kill();
+    let _ = child.wait();
+}
