@@ -177,6 +177,9 @@ pub struct SenderSettings {
     pub burst: u32,
     pub concurrency: usize,
     pub max_attempts: u32,
+    /// How long an endpoint answering `EndpointNotInActiveState` rests.
+    #[serde(with = "humantime_serde")]
+    pub endpoint_inactive_retry: Duration,
 }
 
 impl Default for SenderSettings {
@@ -186,6 +189,7 @@ impl Default for SenderSettings {
             burst: 5,
             concurrency: 4,
             max_attempts: 5,
+            endpoint_inactive_retry: Duration::from_secs(60),
         }
     }
 }

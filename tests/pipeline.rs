@@ -350,3 +350,145 @@ async fn sigterm_under_load_exits_zero_and_the_next_start_finishes() {
         .await;
     assert_eq!(journal_counts(&emulator).len(), 300);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inactive_endpoint_waits_while_the_others_go_on() {
+    let emulator = emulator(Knobs {
+        inactive_endpoints: vec![ENDPOINTS[1].0.to_owned()],
+        ..fast_knobs()
+    })
+    .await;
+    let config = pipeline_config(&emulator, "").replace(
+        "concurrency = 4\n",
+        "concurrency = 4\nendpoint_inactive_retry = \"1s\"\n",
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let (status, _) = daemon
+        .post("/v1/purges", &json!({ "urls": urls_for(30, "inactive") }))
+        .await;
+    assert_eq!(status, 202);
+    let stats = daemon
+        .wait_for("A and C done, B waiting", Duration::from_secs(30), |s| {
+            items(s, "succeeded") == 20 && s["endpoints_paused"].get(ENDPOINTS[1].0).is_some()
+        })
+        .await;
+    assert_eq!(items(&stats, "pending"), 10, "{stats:#}");
+    assert!(
+        stats["endpoints_paused"][ENDPOINTS[1].0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("EndpointNotInActiveState")
+    );
+    let refused = emulator
+        .stats()
+        .get("EndpointNotInActiveState")
+        .copied()
+        .unwrap_or(0);
+
+    let mut knobs = emulator.knobs();
+    knobs.inactive_endpoints.clear();
+    emulator.set_knobs(knobs).expect("knobs");
+    daemon
+        .wait_for("B done too", Duration::from_secs(30), |s| {
+            items(s, "succeeded") == 30
+        })
+        .await;
+    assert!(refused <= 3, "retried slowly, not in a loop: {refused}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_misconfigured_endpoint_fails_its_urls_and_the_others_go_on() {
+    let emulator = emulator(fast_knobs()).await;
+    // The daemon believes in an endpoint the service does not know.
+    let config = pipeline_config(&emulator, "")
+        .replace(ENDPOINTS[2].0, "dddddddd-0000-4000-8000-00000000dead");
+    let daemon = TestDaemon::start(&config).await;
+    let (status, body) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": urls_for(30, "misconfigured") }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let id = body["id"].as_str().expect("id").to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=30")).await;
+    assert_eq!(view["state"], "failed");
+    for item in view["items"].as_array().expect("items") {
+        if item["url"].as_str().expect("url").contains(ENDPOINTS[2].1) {
+            assert_eq!(item["state"], "failed");
+            assert!(
+                item["error"]
+                    .as_str()
+                    .expect("error")
+                    .contains("EndpointNotFound"),
+                "{item}"
+            );
+        } else {
+            assert_eq!(item["state"], "succeeded", "{item}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn urls_the_cdn_fails_are_retried_then_fail_with_the_reason() {
+    let emulator = emulator(Knobs {
+        fail_urls_containing: Some("always-fails".into()),
+        ..fast_knobs()
+    })
+    .await;
+    let config = pipeline_config(&emulator, "")
+        .replace("max_attempts = 5", "")
+        .replace("concurrency = 4\n", "concurrency = 4\nmax_attempts = 3\n");
+    let daemon = TestDaemon::start(&config).await;
+    let urls = vec![
+        format!("http://{}/fine.js", ENDPOINTS[0].1),
+        format!("http://{}/always-fails.js", ENDPOINTS[0].1),
+    ];
+    let (_, body) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
+    let id = body["id"].as_str().expect("id").to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=60")).await;
+    assert_eq!(view["state"], "failed", "{view:#}");
+    assert_eq!(view["items"][0]["state"], "succeeded");
+    let failed = &view["items"][1];
+    assert_eq!(failed["state"], "failed");
+    assert_eq!(failed["attempts"], 3);
+    assert!(
+        failed["error"]
+            .as_str()
+            .expect("error")
+            .contains("Failed on all 3 attempts"),
+        "{failed}"
+    );
+    let sent = journal_counts(&emulator);
+    assert_eq!(sent.get(&urls[1]), Some(&3), "sent once per attempt");
+    assert_eq!(sent.get(&urls[0]), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_final_answer_in_time_ends_in_an_explicit_state() {
+    let emulator = emulator(Knobs {
+        completion_delay: Duration::from_secs(3600),
+        ..fast_knobs()
+    })
+    .await;
+    let config = pipeline_config(&emulator, "").replace(
+        "poll_interval = \"200ms\"\n",
+        "poll_interval = \"200ms\"\ngive_up_after = \"1s\"\n",
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let (_, body) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": [format!("http://{}/slow.js", ENDPOINTS[0].1)] }),
+        )
+        .await;
+    let id = body["id"].as_str().expect("id").to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=30")).await;
+    assert_eq!(view["state"], "failed", "{view:#}");
+    let error = view["items"][0]["error"].as_str().expect("error");
+    assert!(
+        error.contains("gave up: no final result from the CDN within 1s"),
+        "{error}"
+    );
+    assert!(view["items"][0]["task_track_id"].is_string());
+}

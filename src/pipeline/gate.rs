@@ -281,6 +281,7 @@ mod tests {
             burst: 1,
             concurrency: 1,
             max_attempts: 1,
+            endpoint_inactive_retry: Duration::from_secs(60),
         })
     }
 

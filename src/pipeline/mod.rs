@@ -32,10 +32,6 @@ use crate::ingest::PipelineReport;
 use crate::store::{QuotaUse, Store, StoreError, timestamp};
 use gate::Gate;
 
-/// How long an endpoint that answered `EndpointNotInActiveState` is left
-/// alone before its items are tried again.
-pub const ENDPOINT_INACTIVE_RETRY: Duration = Duration::from_secs(60);
-
 /// What the pipeline shares between its tasks.
 pub(crate) struct Shared {
     store: Store,
@@ -112,7 +108,7 @@ impl Shared {
             .insert(
                 endpoint_id.to_owned(),
                 EndpointPause {
-                    until: Instant::now() + ENDPOINT_INACTIVE_RETRY,
+                    until: Instant::now() + self.settings().sender.endpoint_inactive_retry,
                     reason,
                 },
             );

@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::gate::{Admission, CREDENTIALS_RETRY};
-use super::{ENDPOINT_INACTIVE_RETRY, Shared, quota};
+use super::{Shared, quota};
 use crate::cdn::{CdnError, ErrorClass};
 use crate::store::{Batch, StoreError, timestamp};
 
@@ -166,8 +166,9 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 }
                 ErrorClass::EndpointInactive => {
                     log(&format!(
-                        "leaving endpoint {} alone for {ENDPOINT_INACTIVE_RETRY:?}",
-                        batch.endpoint_id
+                        "leaving endpoint {} alone for {:?}",
+                        batch.endpoint_id,
+                        shared.settings().sender.endpoint_inactive_retry
                     ));
                     shared.pause_endpoint(&batch.endpoint_id, error.to_string());
                     // The in-memory endpoint pause holds them; after a
