@@ -74,6 +74,8 @@ pub enum Synchronous {
 pub struct StoreSettings {
     pub path: PathBuf,
     pub synchronous: Synchronous,
+    /// Largest size of the database file; 0 for no cap.
+    pub max_size_bytes: u64,
 }
 
 impl Default for StoreSettings {
@@ -81,6 +83,7 @@ impl Default for StoreSettings {
         Self {
             path: PathBuf::from("purgeq.db"),
             synchronous: Synchronous::Full,
+            max_size_bytes: 0,
         }
     }
 }

@@ -493,3 +493,83 @@ async fn bad_configuration_exits_78_and_check_config_explains() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("endpoint:  e <- example.com"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_store_answers_503_stays_up_and_recovers() {
+    let mut daemon = TestDaemon::start(HOLD).await;
+    daemon.edit_config(|text| text.replace("[store]\n", "[store]\nmax_size_bytes = 400000\n"));
+    assert!(daemon.terminate().success());
+    daemon.launch().await;
+
+    let mut accepted_new = 0;
+    let mut refusal = None;
+    for round in 0..200 {
+        let urls: Vec<String> = (0..100)
+            .map(|i| format!("http://a.example.com/fill/{round}/{i}"))
+            .collect();
+        let response = daemon
+            .client()
+            .post("http://localhost/v1/purges")
+            .json(&json!({ "urls": urls }))
+            .send()
+            .await
+            .expect("post");
+        if response.status() == 503 {
+            let retry_after = response.headers().get("retry-after").cloned();
+            refusal = Some((retry_after, response.json::<Value>().await.expect("json")));
+            break;
+        }
+        assert_eq!(response.status(), 202);
+        accepted_new += response.json::<Value>().await.expect("json")["new"]
+            .as_u64()
+            .expect("new");
+    }
+    let (retry_after, body) = refusal.expect("the store filled up");
+    assert!(retry_after.is_some(), "503 carries Retry-After");
+    assert_eq!(body["error"]["type"], "StoreUnavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("nothing was accepted")
+    );
+
+    // Still up, says why it is not ready, and nothing was half-accepted.
+    assert_eq!(daemon.get("/healthz").await.0, 200);
+    let (status, ready) = daemon.get("/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        ready["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("cannot write"),
+        "{ready}"
+    );
+    let stats = daemon.stats().await;
+    assert_eq!(items(&stats, "pending"), accepted_new);
+    assert_eq!(stats["store"]["writable"], false);
+
+    // Room again (the cap lifted by a reload): accepted again.
+    daemon.edit_config(|text| text.replace("max_size_bytes = 400000", "max_size_bytes = 0"));
+    daemon.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = daemon
+            .post(
+                "/v1/purges",
+                &json!({"urls": ["http://a.example.com/after"]}),
+            )
+            .await;
+        if status == 202 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recovered:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(daemon.get("/readyz").await.0, 200);
+    assert_eq!(items(&daemon.stats().await, "pending"), accepted_new + 1);
+}

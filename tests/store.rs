@@ -32,7 +32,7 @@ fn request(targets: Vec<PurgeTarget>) -> NewRequest {
 }
 
 async fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(&dir.path().join("purgeq.db"), Synchronous::Full)
+    Store::open(&dir.path().join("purgeq.db"), Synchronous::Full, 0)
         .await
         .expect("open")
 }

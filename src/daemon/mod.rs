@@ -168,7 +168,12 @@ pub async fn run(
     };
     let settings = Arc::new(settings);
 
-    let store = Store::open(&settings.store.path, settings.store.synchronous).await?;
+    let store = Store::open(
+        &settings.store.path,
+        settings.store.synchronous,
+        settings.store.max_size_bytes,
+    )
+    .await?;
     tracing::info!(path = %settings.store.path.display(), "store open");
 
     let emulator = if use_emulator {
@@ -245,6 +250,11 @@ pub async fn run(
         match reload(&options, &current, emulator.as_ref(), use_emulator) {
             Ok((next, client)) => {
                 log.set_level(&logging::filter_of(&next));
+                if next.store.max_size_bytes != current.store.max_size_bytes
+                    && let Err(error) = store.set_max_size(next.store.max_size_bytes).await
+                {
+                    tracing::error!(%error, "could not apply store.max_size_bytes");
+                }
                 pipeline.reload(next.clone(), Some(client));
                 settings_tx.send_replace(next.clone());
                 current = next;

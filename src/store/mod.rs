@@ -68,6 +68,25 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// `PRAGMA max_page_count` for a size in bytes (0: the largest allowed).
+async fn apply_max_size(conn: &mut SqliteConnection, bytes: u64) -> Result<(), sqlx::Error> {
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&mut *conn)
+        .await?;
+    let pages = if bytes == 0 {
+        u64::from(u32::MAX - 1)
+    } else {
+        (bytes / page_size.max(512) as u64).max(1)
+    };
+    // PRAGMA arguments cannot be bound; `pages` is a number we computed.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "PRAGMA max_page_count = {pages}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Timestamps as stored: UTC, millisecond precision, fixed width.
 pub fn timestamp(at: OffsetDateTime) -> String {
     let at = at.to_offset(time::UtcOffset::UTC);
@@ -105,7 +124,11 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the database, applies migrations and
     /// starts the writer task.
-    pub async fn open(path: &Path, synchronous: Synchronous) -> Result<Store, StoreError> {
+    pub async fn open(
+        path: &Path,
+        synchronous: Synchronous,
+        max_size_bytes: u64,
+    ) -> Result<Store, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|e| StoreError::Internal(e.to_string()))?
             .filename(path)
@@ -127,6 +150,10 @@ impl Store {
             .run(&mut conn)
             .await
             .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;
+
+        apply_max_size(&mut conn, max_size_bytes)
+            .await
+            .map_err(|e| StoreError::Internal(format!("setting store.max_size_bytes: {e}")))?;
 
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -193,6 +220,15 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         receiver.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Caps the database size (`store.max_size_bytes`; 0: no cap beyond
+    /// SQLite's own). Past it, writes fail like on a full disk: ingest
+    /// answers 503 and sending goes on; raising the cap (or freeing rows)
+    /// lets writes through again.
+    pub async fn set_max_size(&self, bytes: u64) -> Result<(), StoreError> {
+        self.write(move |conn| Box::pin(apply_max_size(conn, bytes)))
+            .await
     }
 
     /// Proves the store can still commit: a tiny write through the writer.

@@ -112,8 +112,8 @@ impl Command {
 
 /// Shared signals from the writer to the rest of the store.
 pub(crate) struct WriterSignals {
-    /// False after a commit failed for lack of space or I/O; true again
-    /// after the next successful one.
+    /// False after a write failed for lack of space or I/O; true again
+    /// after the next enqueue that commits.
     pub writable: AtomicBool,
     /// Bumped after every successful commit, to wake waiters.
     pub changed: watch::Sender<u64>,
@@ -135,45 +135,54 @@ async fn run(
 ) {
     let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
     while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match run_group(&mut conn, &mut group).await {
-            Ok(()) => {
-                signals.writable.store(true, Ordering::Relaxed);
-                signals.changed.send_modify(|n| *n = n.wrapping_add(1));
-                for job in group.drain(..) {
-                    job.finish(Ok(()));
-                }
+        let result = run_group(&mut conn, &mut group).await;
+        if result.is_err() && group.len() > 1 {
+            // Run each command alone so that one failure stays its own.
+            rollback(&mut conn).await;
+            for command in group.drain(..) {
+                let mut single = vec![command];
+                let result = run_group(&mut conn, &mut single).await;
+                settle(&mut conn, &signals, single, result).await;
             }
-            Err(error) => {
-                rollback(&mut conn).await;
-                if group.len() == 1 {
-                    let error = StoreError::from(error);
-                    note_failure(&signals, &error);
-                    for job in group.drain(..) {
-                        job.finish(Err(error.clone()));
-                    }
-                    continue;
-                }
-                // Run each job alone so that one failure stays its own.
-                for mut job in group.drain(..) {
-                    let result = run_group(&mut conn, std::slice::from_mut(&mut job)).await;
-                    match result {
-                        Ok(()) => {
-                            signals.writable.store(true, Ordering::Relaxed);
-                            signals.changed.send_modify(|n| *n = n.wrapping_add(1));
-                            job.finish(Ok(()));
-                        }
-                        Err(error) => {
-                            rollback(&mut conn).await;
-                            let error = StoreError::from(error);
-                            note_failure(&signals, &error);
-                            job.finish(Err(error));
-                        }
-                    }
-                }
-            }
+        } else {
+            let commands = std::mem::take(&mut group);
+            settle(&mut conn, &signals, commands, result).await;
         }
     }
     tracing::debug!("store writer stopped: every handle is gone");
+}
+
+/// Answers the callers of a committed (or failed) group and updates the
+/// signals. Only enqueues, which grow the database, decide whether the
+/// store counts as writable: a small job can still commit on a full disk.
+async fn settle(
+    conn: &mut SqliteConnection,
+    signals: &WriterSignals,
+    commands: Vec<Command>,
+    result: Result<(), sqlx::Error>,
+) {
+    match result {
+        Ok(()) => {
+            if commands
+                .iter()
+                .any(|c| matches!(c, Command::Enqueue { .. }))
+            {
+                signals.writable.store(true, Ordering::Relaxed);
+            }
+            signals.changed.send_modify(|n| *n = n.wrapping_add(1));
+            for command in commands {
+                command.finish(Ok(()));
+            }
+        }
+        Err(error) => {
+            rollback(conn).await;
+            let error = StoreError::from(error);
+            note_failure(signals, &error);
+            for command in commands {
+                command.finish(Err(error.clone()));
+            }
+        }
+    }
 }
 
 fn note_failure(signals: &WriterSignals, error: &StoreError) {

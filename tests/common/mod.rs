@@ -109,6 +109,13 @@ impl TestDaemon {
         std::fs::write(&self.config, text).expect("write config");
     }
 
+    /// Rewrites the config file through `edit` (apply with a restart or
+    /// SIGHUP).
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        std::fs::write(&self.config, edit(text)).expect("write config");
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("purgeq.db")
     }
