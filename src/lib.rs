@@ -13,6 +13,7 @@ pub mod http_server;
 pub mod ingest;
 pub mod logging;
 pub mod pipeline;
+pub mod rate;
 pub mod signals;
 pub mod store;
 pub mod target;

@@ -12,7 +12,6 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use time::OffsetDateTime;
 
 use super::IngestState;
 use super::error::ApiError;
@@ -21,7 +20,7 @@ use super::v1::body_or_error;
 use crate::cdn::client::CORRELATION_HEADER;
 use crate::cdn::wire;
 use crate::http_server::Peer;
-use crate::store::{ItemState, NewRequest};
+use crate::store::ItemState;
 use crate::target::Requested;
 
 /// An error in the service's shape.
@@ -162,18 +161,7 @@ pub async fn add_purge(
             ),
         ));
     }
-    let outcome = state
-        .store
-        .enqueue(NewRequest {
-            id: uuid::Uuid::now_v7().to_string(),
-            received_at: OffsetDateTime::now_utc(),
-            source: peer.source(),
-            label: None,
-            targets,
-        })
-        .await
-        .map_err(ApiError::from)?;
-    state.notify_enqueued();
+    let outcome = state.accept(targets, &peer, None).await?;
     let accepted = wire::PurgeAcceptedBody {
         succeeded: true,
         is_async: true,

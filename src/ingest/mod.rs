@@ -43,8 +43,26 @@ impl IngestState {
         self.settings.borrow().clone()
     }
 
-    fn notify_enqueued(&self) {
+    /// Stores validated targets as one request from `peer`, then wakes
+    /// the batcher.
+    async fn accept(
+        &self,
+        targets: Vec<crate::target::PurgeTarget>,
+        peer: &crate::http_server::Peer,
+        label: Option<String>,
+    ) -> Result<crate::store::EnqueueOutcome, error::ApiError> {
+        let outcome = self
+            .store
+            .enqueue(crate::store::NewRequest {
+                id: uuid::Uuid::now_v7().to_string(),
+                received_at: time::OffsetDateTime::now_utc(),
+                source: peer.source(),
+                label,
+                targets,
+            })
+            .await?;
         self.pipeline.wake();
+        Ok(outcome)
     }
 
     fn pipeline_report(&self) -> serde_json::Value {

@@ -15,7 +15,7 @@ use super::IngestState;
 use super::error::ApiError;
 use super::intake::{self, UrlList};
 use crate::http_server::Peer;
-use crate::store::{NewRequest, RequestStatus, StateCounts};
+use crate::store::{RequestStatus, StateCounts};
 use crate::target::Requested;
 
 /// The longest `?wait=` honoured, so a forgotten client cannot pin a
@@ -86,17 +86,7 @@ pub async fn post_purges(
             },
         ],
     )?;
-    let outcome = state
-        .store
-        .enqueue(NewRequest {
-            id: uuid::Uuid::now_v7().to_string(),
-            received_at: OffsetDateTime::now_utc(),
-            source: peer.source(),
-            label: intent.label,
-            targets,
-        })
-        .await?;
-    state.notify_enqueued();
+    let outcome = state.accept(targets, &peer, intent.label).await?;
     Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
 }
 

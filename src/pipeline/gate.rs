@@ -15,12 +15,11 @@
 //! throttled answer costs a back-off), until it is back at the configured
 //! rate and the pacer steps aside.
 
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -41,12 +40,7 @@ fn throttle_backoff() -> ExponentialBackoff {
 }
 
 fn limiter_for(settings: &SenderSettings) -> DefaultDirectRateLimiter {
-    let period = Duration::from_secs_f64(1.0 / settings.requests_per_second);
-    let burst = NonZeroU32::new(settings.burst).unwrap_or(NonZeroU32::MIN);
-    let quota = Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst);
-    RateLimiter::direct(quota)
+    crate::rate::token_bucket(settings.requests_per_second, settings.burst)
 }
 
 struct Throttle {

@@ -142,19 +142,37 @@ impl StateCounts {
     }
 }
 
-type HistoryRow = (
-    String,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    Option<String>,
-    Option<String>,
-);
+/// One row of the `history` view, as `request_status` reads it.
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    url: String,
+    kind: String,
+    endpoint_id: String,
+    effective_state: String,
+    merged_into_url: Option<String>,
+    task_track_id: Option<String>,
+    correlation_id: Option<String>,
+    attempts: i64,
+    last_error: Option<String>,
+    finished_at: Option<String>,
+}
+
+impl From<HistoryRow> for ItemStatus {
+    fn from(row: HistoryRow) -> Self {
+        ItemStatus {
+            state: ItemState::parse(&row.effective_state).unwrap_or(ItemState::Pending),
+            url: row.url,
+            kind: row.kind,
+            endpoint_id: row.endpoint_id,
+            merged_into: row.merged_into_url,
+            task_track_id: row.task_track_id,
+            correlation_id: row.correlation_id,
+            attempts: row.attempts,
+            error: row.last_error,
+            finished_at: row.finished_at,
+        }
+    }
+}
 
 impl Store {
     /// A request and each of its URLs, or `None` when the id is unknown.
@@ -167,45 +185,17 @@ impl Store {
         let Some((id, received_at, source, label)) = request else {
             return Ok(None);
         };
-        let rows: Vec<HistoryRow> = sqlx::query_as(
-            "SELECT url, kind, endpoint_id, state, effective_state, merged_into_url,
+        let items: Vec<ItemStatus> = sqlx::query_as::<_, HistoryRow>(
+            "SELECT url, kind, endpoint_id, effective_state, merged_into_url,
                     task_track_id, correlation_id, attempts, last_error, finished_at
              FROM history WHERE request_id = ?1",
         )
         .bind(&id)
         .fetch_all(&self.reader)
-        .await?;
-        let items = rows
-            .into_iter()
-            .map(
-                |(
-                    url,
-                    kind,
-                    endpoint_id,
-                    _own,
-                    effective,
-                    merged_into,
-                    task_track_id,
-                    correlation_id,
-                    attempts,
-                    error,
-                    finished_at,
-                )| {
-                    ItemStatus {
-                        url,
-                        kind,
-                        endpoint_id,
-                        state: ItemState::parse(&effective).unwrap_or(ItemState::Pending),
-                        merged_into,
-                        task_track_id,
-                        correlation_id,
-                        attempts,
-                        error,
-                        finished_at,
-                    }
-                },
-            )
-            .collect::<Vec<_>>();
+        .await?
+        .into_iter()
+        .map(ItemStatus::from)
+        .collect();
         Ok(Some(RequestStatus {
             state: RequestState::of(&items),
             id,

@@ -3,11 +3,10 @@
 //! is a few map operations and never awaits.
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use serde::Serialize;
 
 use super::config::{EmulatorConfig, Knobs};
@@ -57,12 +56,7 @@ pub enum QuotaCheck {
 }
 
 fn limiter_for(knobs: &Knobs) -> DefaultDirectRateLimiter {
-    let period = Duration::from_secs_f64(1.0 / knobs.requests_per_second);
-    let burst = NonZeroU32::new(knobs.burst).unwrap_or(NonZeroU32::MIN);
-    let quota = Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst);
-    RateLimiter::direct(quota)
+    crate::rate::token_bucket(knobs.requests_per_second, knobs.burst)
 }
 
 impl State {
