@@ -89,6 +89,21 @@ impl Drop for Daemon {
     }
 }
 
+/// CPU seconds (user + system) used so far by process `pid`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime, in clock ticks (100 per second on Linux).
+    (field(11) + field(12)) as f64 / 100.0
+}
+
 fn client(socket: &Path) -> reqwest::Client {
     reqwest::Client::builder()
         .unix_socket(socket.to_owned())
@@ -220,12 +235,23 @@ async fn main() {
         None => println!("ceiling: skipped (python3 with sqlite3 not found)"),
     }
 
+    let (daemon_cpu, bench_cpu, started) = (
+        cpu_seconds(daemon.child.id()),
+        cpu_seconds(std::process::id()),
+        Instant::now(),
+    );
     let (rps, p50, p99, count) =
         single_url(&daemon, 64, Duration::from_secs(scale(10) as u64)).await;
+    let wall = started.elapsed().as_secs_f64();
     println!(
         "single-URL requests, 64 clients, synchronous=full: {rps:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({count} requests)",
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3
+    );
+    println!(
+        "  CPU during it: daemon {:.0} %, load generator {:.0} % (of one core; 2 cores = 200 %)",
+        (cpu_seconds(daemon.child.id()) - daemon_cpu) / wall * 100.0,
+        (cpu_seconds(std::process::id()) - bench_cpu) / wall * 100.0
     );
     drop(daemon);
 

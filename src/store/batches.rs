@@ -175,15 +175,11 @@ impl Store {
         subscription_id: &str,
         day: &str,
     ) -> Result<QuotaUse, StoreError> {
-        let subscription_id = subscription_id.to_owned();
-        let day = day.to_owned();
-        // Read through the writer so reservations and use are consistent
-        // with the cuts it serializes.
-        self.write(move |conn| {
-            let (subscription_id, day) = (subscription_id.clone(), day.clone());
-            Box::pin(async move { quota_use(conn, &subscription_id, &day).await })
-        })
-        .await
+        // From the read pool: for status and the batcher's quick look.
+        // `cut_batch` checks again inside the writer's transaction, which
+        // is what counts.
+        let mut conn = self.reader.acquire().await?;
+        Ok(quota_use(&mut conn, subscription_id, day).await?)
     }
 
     /// Cuts the next batch of `endpoint_id`: oldest eligible items first,
