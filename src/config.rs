@@ -60,6 +60,8 @@ pub struct Derived {
     pub rust_log: Option<String>,
     /// Standard error is the systemd journal (`JOURNAL_STREAM` is set).
     pub under_journal: bool,
+    /// systemd listens for `sd_notify` messages (`NOTIFY_SOCKET` is set).
+    pub notify_socket: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -368,6 +370,7 @@ impl Settings {
         settings.derived.source = path.map(Path::to_owned);
         settings.derived.rust_log = env.get("RUST_LOG").filter(|v| !v.is_empty()).cloned();
         settings.derived.under_journal = env.contains_key("JOURNAL_STREAM");
+        settings.derived.notify_socket = env.contains_key("NOTIFY_SOCKET");
         settings.validate(env).map_err(fail)?;
         Ok(settings)
     }
@@ -397,12 +400,6 @@ impl Settings {
                     self.ingest.http
                 )),
             }
-        }
-        if self.derived.socket_path.is_none() && self.derived.http_addr.is_none() {
-            problems.push(
-                "ingest: both ingest.socket and ingest.http are empty; nothing could post intents"
-                    .to_owned(),
-            );
         }
         for (key, value) in [
             ("ingest.max_body_bytes", self.ingest.max_body_bytes),

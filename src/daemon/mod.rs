@@ -12,9 +12,11 @@
 //! if not, keep the running one and log what is wrong.
 
 pub mod listeners;
+pub mod systemd;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -29,7 +31,7 @@ use crate::cdn::{CdnClient, ClientSettings, Credentials, DEFAULT_BASE_URL, KeyId
 use crate::clock;
 use crate::config::{EndpointSettings, Settings};
 use crate::http_server::{self, Listener, ServeOptions};
-use crate::ingest::{self, IngestState};
+use crate::ingest::{self, IngestState, PipelineReport};
 use crate::logging::{self, LogHandle};
 use crate::pipeline::Pipeline;
 use crate::store::Store;
@@ -208,33 +210,62 @@ pub async fn run(
 
     let stop_serving = CancellationToken::new();
     let servers = TaskTracker::new();
-    let mut socket_path = None;
-    if let Some(path) = &settings.derived.socket_path {
-        let listener = listeners::bind_unix(path, settings.derived.socket_mode)?;
-        tracing::info!(path = %path.display(), mode = format!("{:o}", settings.derived.socket_mode), "listening on the Unix socket");
-        socket_path = Some(path.clone());
-        servers.spawn(http_server::serve(
-            Listener::Unix(listener),
-            router.clone(),
-            ServeOptions::default(),
-            stop_serving.clone(),
+    let activated = systemd::activated_listeners().map_err(|e| {
+        DaemonError::Other(format!("cannot take the sockets passed by systemd: {e}"))
+    })?;
+    if !activated.is_empty() {
+        tracing::info!("using the sockets passed by the service manager (socket activation)");
+    }
+    // A socket passed by systemd belongs to it: never removed at exit.
+    let mut socket_to_remove = None;
+    let unix = match activated.unix {
+        Some(listener) => Some(listener),
+        None => match &settings.derived.socket_path {
+            Some(path) => {
+                let listener = listeners::bind_unix(path, settings.derived.socket_mode)?;
+                socket_to_remove = Some(path.clone());
+                Some(listener)
+            }
+            None => None,
+        },
+    };
+    let tcp = match activated.tcp {
+        Some(listener) => Some(listener),
+        None => match settings.derived.http_addr {
+            Some(addr) => Some(listeners::bind_tcp(addr).await?),
+            None => None,
+        },
+    };
+    if unix.is_none() && tcp.is_none() {
+        return Err(DaemonError::Other(
+            "no listener: ingest.socket and ingest.http are both empty and no socket was passed by \
+             systemd; nothing could post intents"
+                .to_owned(),
         ));
     }
-    if let Some(addr) = settings.derived.http_addr {
-        let listener = listeners::bind_tcp(addr).await?;
-        let bound = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::info!(address = %bound, "listening on TCP");
+    for listener in [unix.map(Listener::Unix), tcp.map(Listener::Tcp)]
+        .into_iter()
+        .flatten()
+    {
+        tracing::info!(listener = %listener.describe(), "listening");
         servers.spawn(http_server::serve(
-            Listener::Tcp(listener),
+            listener,
             router.clone(),
             ServeOptions::default(),
             stop_serving.clone(),
         ));
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "purgeq ready");
+    let report = pipeline.report();
+    systemd::ready(&status_line(&store, report.as_ref()).await);
+    let heartbeat = (settings.derived.notify_socket || systemd::watchdog_interval().is_some())
+        .then(|| {
+            tokio::spawn(heartbeat(
+                store.clone(),
+                pipeline.report(),
+                stop_serving.clone(),
+            ))
+        });
 
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| DaemonError::Other(format!("cannot install signal handlers: {e}")))?;
@@ -247,6 +278,7 @@ pub async fn run(
             );
             break;
         }
+        systemd::reloading();
         match reload(&options, &current, emulator.as_ref(), use_emulator) {
             Ok((next, client)) => {
                 log.set_level(&logging::filter_of(&next));
@@ -264,18 +296,23 @@ pub async fn run(
                 tracing::error!("reload refused, the running configuration is kept: {problem}")
             }
         }
+        systemd::ready(&status_line(&store, report.as_ref()).await);
     }
     signals.handle().close();
 
+    systemd::stopping();
     let timeout = current.daemon.shutdown_timeout;
     stop_serving.cancel();
+    if let Some(heartbeat) = heartbeat {
+        heartbeat.abort();
+    }
     servers.close();
     if tokio::time::timeout(timeout, servers.wait()).await.is_err() {
         tracing::warn!("some client connections were still open at the shutdown timeout");
     }
     pipeline.shutdown(timeout).await;
     store.close().await;
-    if let Some(path) = socket_path {
+    if let Some(path) = socket_to_remove {
         listeners::remove_socket(&path);
     }
     if let Some(emulator) = emulator {
@@ -283,6 +320,45 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The one-line `STATUS=` for systemd: backlog, and why sending is
+/// paused if it is.
+async fn status_line(store: &Store, report: &dyn PipelineReport) -> String {
+    let backlog = match store.state_counts().await {
+        Ok(counts) => format!(
+            "{} pending, {} in flight",
+            counts.pending,
+            counts.sending + counts.submitted
+        ),
+        Err(error) => format!("store unreadable: {error}"),
+    };
+    match report.not_ready_reason() {
+        Some(reason) => format!("{backlog}; {reason}"),
+        None => backlog,
+    }
+}
+
+/// Under systemd: `WATCHDOG=1` while the store's writer commits (the
+/// heart of the daemon: a stuck writer stops the pings and systemd restarts
+/// us), and a fresh `STATUS=` line.
+async fn heartbeat(store: Store, report: Arc<dyn PipelineReport>, stop: CancellationToken) {
+    let interval = systemd::watchdog_interval()
+        .unwrap_or(Duration::from_secs(10))
+        .min(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let alive = tokio::time::timeout(interval, store.probe_write()).await;
+        if matches!(alive, Ok(Ok(()))) {
+            systemd::watchdog();
+        } else {
+            tracing::warn!("the store did not commit a probe in time; not pinging the watchdog");
+        }
+        systemd::status(&status_line(&store, report.as_ref()).await);
+    }
 }
 
 /// Reads and checks the configuration again; returns it with a client

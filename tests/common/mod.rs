@@ -82,6 +82,11 @@ impl TestDaemon {
     /// Writes a config (`extra` is appended: sections of its own) and starts
     /// the daemon.
     pub async fn start(extra: &str) -> TestDaemon {
+        Self::start_with_env(extra, &[]).await
+    }
+
+    /// [`TestDaemon::start`] with extra environment variables.
+    pub async fn start_with_env(extra: &str, env: &[(&str, &str)]) -> TestDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("purgeq.sock");
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -95,7 +100,7 @@ impl TestDaemon {
             starts: 0,
         };
         daemon.write_config(extra);
-        daemon.launch().await;
+        daemon.launch_with_env(env).await;
         daemon
     }
 
@@ -126,6 +131,11 @@ impl TestDaemon {
 
     /// Spawns the binary and waits until it answers on its socket.
     pub async fn launch(&mut self) {
+        self.launch_with_env(&[]).await;
+    }
+
+    /// [`TestDaemon::launch`] with extra environment variables.
+    pub async fn launch_with_env(&mut self, env: &[(&str, &str)]) {
         self.starts += 1;
         let log = std::fs::File::create(self.log_path()).expect("log file");
         let child = Command::new(BIN)
@@ -133,6 +143,7 @@ impl TestDaemon {
             .arg(&self.config)
             .current_dir(self.dir.path())
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
