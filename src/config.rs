@@ -241,12 +241,16 @@ impl Default for QuotaSettings {
 pub struct RetentionSettings {
     #[serde(with = "humantime_serde")]
     pub keep_finished: Duration,
+    /// How often the clean-up runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
 }
 
 impl Default for RetentionSettings {
     fn default() -> Self {
         Self {
             keep_finished: Duration::from_secs(30 * 86_400),
+            interval: Duration::from_secs(3600),
         }
     }
 }
@@ -429,6 +433,9 @@ impl Settings {
         }
         if self.sender.max_attempts == 0 {
             problems.push("sender.max_attempts: must be at least 1".to_owned());
+        }
+        if self.retention.interval.is_zero() {
+            problems.push("retention.interval: must be more than 0s".to_owned());
         }
         if self.tracker.poll_interval.is_zero() {
             problems.push("tracker.poll_interval: must be more than 0s".to_owned());

@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod logging;
 pub mod pipeline;
 pub mod rate;
+pub mod retention;
 pub mod signals;
 pub mod store;
 pub mod target;

@@ -258,6 +258,12 @@ pub async fn run(
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "purgeq ready");
     let report = pipeline.report();
     systemd::ready(&status_line(&store, report.as_ref()).await);
+    let retention = tokio::spawn(crate::retention::run(
+        store.clone(),
+        settings_tx.subscribe(),
+        clock::system(),
+        stop_serving.clone(),
+    ));
     let heartbeat = (settings.derived.notify_socket || systemd::watchdog_interval().is_some())
         .then(|| {
             tokio::spawn(heartbeat(
@@ -306,6 +312,8 @@ pub async fn run(
     if let Some(heartbeat) = heartbeat {
         heartbeat.abort();
     }
+    // Each retention batch is its own transaction: stopping mid-pass is safe.
+    retention.abort();
     servers.close();
     if tokio::time::timeout(timeout, servers.wait()).await.is_err() {
         tracing::warn!("some client connections were still open at the shutdown timeout");

@@ -8,6 +8,7 @@
 mod batches;
 mod enqueue;
 mod reads;
+mod retention;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub use batches::{
 };
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, StateCounts};
+pub use retention::Removed;
 
 use crate::config::Synchronous;
 use writer::{Command, Job, JobFuture, WriterSignals};

@@ -1,0 +1,139 @@
+//! Removing finished history older than `retention.keep_finished`.
+//!
+//! In small batches, each its own writer job, so ingest is never held up
+//! behind a large delete: a batch takes a few milliseconds and requests
+//! waiting for the writer are committed in between.
+
+use serde::Serialize;
+use sqlx::SqliteConnection;
+
+use super::{Store, StoreError};
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Removed {
+    pub items: u64,
+    pub requests: u64,
+    pub batches: u64,
+    pub quota_days: u64,
+}
+
+impl Removed {
+    fn add(&mut self, other: Removed) {
+        self.items += other.items;
+        self.requests += other.requests;
+        self.batches += other.batches;
+        self.quota_days += other.quota_days;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.items + self.requests + self.batches + self.quota_days
+    }
+}
+
+impl Store {
+    /// Deletes rows that finished before `cutoff` (a stored timestamp), at
+    /// most `batch` items per transaction, until none is left.
+    pub async fn remove_finished_before(
+        &self,
+        cutoff: &str,
+        cutoff_day: &str,
+        batch: usize,
+    ) -> Result<Removed, StoreError> {
+        let mut removed = Removed::default();
+        loop {
+            let args = (cutoff.to_owned(), cutoff_day.to_owned(), batch as i64);
+            let step = self
+                .write(move |conn| {
+                    let (cutoff, cutoff_day, batch) = args.clone();
+                    Box::pin(async move { remove_step(conn, &cutoff, &cutoff_day, batch).await })
+                })
+                .await?;
+            removed.add(step);
+            if step.total() == 0 {
+                return Ok(removed);
+            }
+            // Let waiting intents through between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+async fn remove_step(
+    conn: &mut SqliteConnection,
+    cutoff: &str,
+    cutoff_day: &str,
+    batch: i64,
+) -> Result<Removed, sqlx::Error> {
+    // The finished items to go, and the ones merged into them (which
+    // follow their fate); request_items go with them (ON DELETE CASCADE).
+    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS retention_doomed (id INTEGER PRIMARY KEY)")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM retention_doomed")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO retention_doomed (id)
+         SELECT id FROM items
+         WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < ?1
+         LIMIT ?2",
+    )
+    .bind(cutoff)
+    .bind(batch)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT OR IGNORE INTO retention_doomed (id)
+         SELECT id FROM items
+         WHERE state = 'merged'
+           AND (merged_into IN (SELECT id FROM retention_doomed)
+                OR (merged_into IS NULL AND updated_at < ?1))",
+    )
+    .bind(cutoff)
+    .execute(&mut *conn)
+    .await?;
+    let items = sqlx::query("DELETE FROM items WHERE id IN (SELECT id FROM retention_doomed)")
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+
+    let requests = sqlx::query(
+        "DELETE FROM requests WHERE id IN (
+             SELECT r.id FROM requests r
+             WHERE r.received_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM request_items ri WHERE ri.request_id = r.id)
+             LIMIT ?2)",
+    )
+    .bind(cutoff)
+    .bind(batch)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+
+    let batches = sqlx::query(
+        "DELETE FROM batches WHERE id IN (
+             SELECT b.id FROM batches b
+             WHERE b.state IN ('succeeded', 'failed', 'split', 'released') AND b.finished_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM items i WHERE i.batch_id = b.id)
+             LIMIT ?2)",
+    )
+    .bind(cutoff)
+    .bind(batch)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+
+    let quota_days = sqlx::query("DELETE FROM quota_days WHERE day < ?1")
+        .bind(cutoff_day)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+
+    Ok(Removed {
+        items,
+        requests,
+        batches,
+        quota_days,
+    })
+}
