@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod http_server;
 pub mod ingest;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod rate;
 pub mod retention;

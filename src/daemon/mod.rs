@@ -206,6 +206,7 @@ pub async fn run(
         store: store.clone(),
         settings: settings_rx,
         pipeline: pipeline.report(),
+        metrics: crate::metrics::install(),
     });
 
     let stop_serving = CancellationToken::new();

@@ -35,6 +35,8 @@ pub struct IngestState {
     pub store: Store,
     pub settings: watch::Receiver<Arc<Settings>>,
     pub pipeline: Arc<dyn PipelineReport>,
+    /// `None` when another daemon in this process owns the recorder.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl IngestState {
@@ -61,6 +63,7 @@ impl IngestState {
                 targets,
             })
             .await?;
+        crate::metrics::enqueued(outcome.urls);
         self.pipeline.wake();
         Ok(outcome)
     }
@@ -87,6 +90,7 @@ pub fn router(state: IngestState) -> Router {
         .route("/v1/stats", get(v1::get_stats))
         .route("/healthz", get(v1::healthz))
         .route("/readyz", get(v1::readyz))
+        .route("/metrics", get(v1::metrics))
         .route(
             "/subscriptions/{sid}/endpoints/{eid}/purges",
             post(azure::add_purge),

@@ -216,6 +216,26 @@ pub async fn readyz(State(state): State<IngestState>) -> Response {
     }
 }
 
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<IngestState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            crate::metrics::render(handle, &state.store, state.pipeline.as_ref()).await,
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "MetricsUnavailable",
+            "metrics are recorded by another daemon in this process",
+        )
+        .into_response(),
+    }
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route; see the README for the API")
 }

@@ -174,6 +174,7 @@ async fn cut_what_can_go(
             Some(batch) => {
                 tracing::debug!(batch = batch.id, endpoint = %endpoint, files = batch.files.len(),
                     directories = batch.directories.len(), full, "cut a batch");
+                crate::metrics::batch_cut(batch.len());
                 senders.spawn(sender::run(shared.clone(), batch, slot));
                 cut_any = true;
             }

@@ -186,6 +186,7 @@ impl Gate {
     /// Closes the gate for everyone after a throttled answer. Returns the
     /// wait chosen.
     pub fn on_throttled(&self, retry_after: Option<Duration>) -> Duration {
+        crate::metrics::throttled();
         let mut throttle = self.throttle_state();
         throttle.total += 1;
         let current = throttle.pace.unwrap_or(throttle.configured_rate);

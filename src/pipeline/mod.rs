@@ -89,8 +89,16 @@ impl Shared {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a call's outcome (for stats) and remembers the last error.
-    fn record_call(&self, operation: &str, outcome: &str, error: Option<String>) {
+    /// Counts a call's outcome (for stats and metrics) and remembers the
+    /// last error.
+    fn record_call(
+        &self,
+        operation: &'static str,
+        outcome: &str,
+        duration: Duration,
+        error: Option<String>,
+    ) {
+        crate::metrics::api_call(operation, outcome, duration);
         let mut status = self.status();
         *status
             .calls

@@ -65,6 +65,7 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 }
             };
             let client = shared.client();
+            let started = tokio::time::Instant::now();
             let result = client
                 .add_purge(
                     &batch.endpoint_id,
@@ -72,6 +73,7 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                     &batch.directory_urls(),
                 )
                 .await;
+            let took = started.elapsed();
             drop(_permit);
             let now = shared.now();
             let now_ts = timestamp(now);
@@ -94,7 +96,7 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                         )
                         .await?;
                     shared.gate.on_success();
-                    shared.record_call("purge", "accepted", None);
+                    shared.record_call("purge", "accepted", took, None);
                     tracing::info!(
                         endpoint = %batch.endpoint_id,
                         batch = batch.id,
@@ -110,7 +112,12 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 }
                 Err(error) => error,
             };
-            shared.record_call("purge", &error.outcome_label(), Some(error.to_string()));
+            shared.record_call(
+                "purge",
+                &error.outcome_label(),
+                took,
+                Some(error.to_string()),
+            );
             let class = error.class();
             let log = |next: &str| {
                 tracing::info!(

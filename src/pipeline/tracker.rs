@@ -123,10 +123,12 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<(), StoreE
         // Paused or stopping: ask again later.
         return Ok(());
     };
+    let started = Instant::now();
     let result = shared
         .client()
         .query_purge(&batch.endpoint_id, &batch.task_track_id)
         .await;
+    let took = started.elapsed();
     drop(permit);
     let settings = shared.settings();
     let max_attempts = i64::from(settings.sender.max_attempts);
@@ -134,7 +136,7 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<(), StoreE
     match result {
         Ok(progress) => {
             shared.gate.on_success();
-            shared.record_call("query", "ok", None);
+            shared.record_call("query", "ok", took, None);
             let states: HashMap<(Kind, &str), &UrlState> = progress
                 .value
                 .files
@@ -194,7 +196,12 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<(), StoreE
             }
         }
         Err(error) => {
-            shared.record_call("query", &error.outcome_label(), Some(error.to_string()));
+            shared.record_call(
+                "query",
+                &error.outcome_label(),
+                took,
+                Some(error.to_string()),
+            );
             match error.class() {
                 ErrorClass::Throttled => {
                     shared.gate.on_throttled(error.retry_after());

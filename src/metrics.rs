@@ -1,0 +1,148 @@
+//! Prometheus metrics, through the `metrics` facade and
+//! `metrics-exporter-prometheus` (text exposition at `GET /metrics`).
+//!
+//! Counters and histograms are recorded where things happen; the gauges
+//! that describe the state of the queue are read from the store and the
+//! pipeline's report at scrape time, so they are never stale and cost
+//! nothing between scrapes.
+
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::ingest::PipelineReport;
+use crate::store::{ItemState, Store};
+
+pub const API_CALLS: &str = "purgeq_api_calls_total";
+pub const API_CALL_DURATION: &str = "purgeq_api_call_duration_seconds";
+pub const THROTTLED: &str = "purgeq_throttled_total";
+pub const ENQUEUED_URLS: &str = "purgeq_enqueued_urls_total";
+pub const ENQUEUED_REQUESTS: &str = "purgeq_enqueued_requests_total";
+pub const BATCH_SIZE: &str = "purgeq_batch_urls";
+pub const ITEMS: &str = "purgeq_items";
+pub const OLDEST_PENDING_AGE: &str = "purgeq_oldest_pending_age_seconds";
+pub const QUOTA_USED: &str = "purgeq_quota_used";
+pub const QUOTA_LEFT: &str = "purgeq_quota_left";
+pub const SENDER_PAUSED: &str = "purgeq_sender_paused";
+
+/// Installs the process-wide recorder. `None` when one is already
+/// installed (several daemons in one test process): metrics then go to the
+/// first one.
+pub fn install() -> Option<PrometheusHandle> {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(API_CALL_DURATION.to_owned()),
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
+        )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(BATCH_SIZE.to_owned()),
+                &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
+            )
+        })
+        .ok()?;
+    let handle = builder.install_recorder().ok()?;
+    describe();
+    Some(handle)
+}
+
+fn describe() {
+    describe_counter!(
+        API_CALLS,
+        "CDN API calls by operation (purge, query) and outcome"
+    );
+    describe_histogram!(
+        API_CALL_DURATION,
+        Unit::Seconds,
+        "CDN API call latency by operation"
+    );
+    describe_counter!(THROTTLED, "RequestThrottled answers from the CDN");
+    describe_counter!(ENQUEUED_URLS, "URLs accepted from clients");
+    describe_counter!(ENQUEUED_REQUESTS, "Requests accepted from clients");
+    describe_histogram!(BATCH_SIZE, "URLs per purge batch cut");
+    describe_gauge!(ITEMS, "Items by state");
+    describe_gauge!(
+        OLDEST_PENDING_AGE,
+        Unit::Seconds,
+        "Age of the oldest pending item"
+    );
+    describe_gauge!(QUOTA_USED, "URLs sent today, by kind (file, directory)");
+    describe_gauge!(QUOTA_LEFT, "URLs left in today's quota, by kind");
+    describe_gauge!(
+        SENDER_PAUSED,
+        "1 while sending is paused (credentials refused)"
+    );
+}
+
+/// A CDN call and how it went.
+pub fn api_call(operation: &'static str, outcome: &str, duration: Duration) {
+    counter!(API_CALLS, "operation" => operation, "outcome" => outcome.to_owned()).increment(1);
+    histogram!(API_CALL_DURATION, "operation" => operation).record(duration.as_secs_f64());
+}
+
+pub fn throttled() {
+    counter!(THROTTLED).increment(1);
+}
+
+pub fn enqueued(urls: usize) {
+    counter!(ENQUEUED_REQUESTS).increment(1);
+    counter!(ENQUEUED_URLS).increment(urls as u64);
+}
+
+pub fn batch_cut(urls: usize) {
+    histogram!(BATCH_SIZE).record(urls as f64);
+}
+
+/// Sets the state gauges from the store and the pipeline's report, then
+/// renders the exposition.
+pub async fn render(
+    handle: &PrometheusHandle,
+    store: &Store,
+    report: &dyn PipelineReport,
+) -> String {
+    if let Ok(counts) = store.state_counts().await {
+        for state in ItemState::ALL {
+            let value = match state {
+                ItemState::Pending => counts.pending,
+                ItemState::Sending => counts.sending,
+                ItemState::Submitted => counts.submitted,
+                ItemState::Succeeded => counts.succeeded,
+                ItemState::Failed => counts.failed,
+                ItemState::Merged => counts.merged,
+                ItemState::Cancelled => counts.cancelled,
+            };
+            gauge!(ITEMS, "state" => state.as_str()).set(value as f64);
+        }
+    }
+    let age = match store.oldest_pending().await {
+        Ok(Some(at)) => crate::store::parse_timestamp(&at)
+            .map(|at| {
+                (time::OffsetDateTime::now_utc() - at)
+                    .as_seconds_f64()
+                    .max(0.0)
+            })
+            .unwrap_or(0.0),
+        _ => 0.0,
+    };
+    gauge!(OLDEST_PENDING_AGE).set(age);
+    let status = report.report();
+    for (kind, used, left) in [
+        ("file", "files_used", "files_left"),
+        ("directory", "directories_used", "directories_left"),
+    ] {
+        if let Some(value) = status["quota"][used].as_f64() {
+            gauge!(QUOTA_USED, "kind" => kind).set(value);
+        }
+        if let Some(value) = status["quota"][left].as_f64() {
+            gauge!(QUOTA_LEFT, "kind" => kind).set(value);
+        }
+    }
+    let paused = status["sender"]["state"] == "paused";
+    gauge!(SENDER_PAUSED).set(if paused { 1.0 } else { 0.0 });
+    handle.render()
+}
