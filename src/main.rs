@@ -17,6 +17,20 @@ async fn main() -> ExitCode {
             }
         },
         Command::Enqueue(args) => cli::enqueue::run(args).await,
+        Command::Status(args) => cli::status::status(args).await,
+        Command::Show(args) => cli::status::show(args).await,
+        Command::History(args) => cli::history::run(args).await,
+        Command::Completions { shell } => {
+            cli::completions(shell);
+            0
+        }
+        Command::Man => match cli::man_page() {
+            Ok(()) => 0,
+            Err(error) => {
+                eprintln!("purgeq: {error}");
+                cli::EXIT_SOFTWARE
+            }
+        },
         Command::Emulate(args) => {
             init_plain_logging();
             match cli::emulate::run(*args).await {

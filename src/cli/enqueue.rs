@@ -1,24 +1,18 @@
 //! `purgeq enqueue`: post URLs to the daemon, optionally wait for the end.
 
 use std::io::BufRead;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::{ConfigArgs, EXIT_DATAERR, EXIT_SOFTWARE, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, EXIT_USAGE};
+use super::client::{Daemon, DaemonArgs, call};
+use super::{EXIT_TEMPFAIL, EXIT_USAGE};
 
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
-    /// The daemon's Unix socket (default: ingest.socket of the configuration).
-    #[arg(long, value_name = "PATH", conflicts_with = "http")]
-    pub socket: Option<PathBuf>,
-    /// The daemon's TCP address, e.g. 127.0.0.1:8088.
-    #[arg(long, value_name = "ADDR")]
-    pub http: Option<String>,
     #[command(flatten)]
-    pub config: ConfigArgs,
+    pub daemon: DaemonArgs,
     /// Treat every URL as a directory (a trailing / is added). Otherwise a
     /// URL ending in / is a directory and any other is a file.
     #[arg(long, short = 'd')]
@@ -41,64 +35,6 @@ pub struct EnqueueArgs {
     pub urls: Vec<String>,
 }
 
-/// Where the daemon is.
-struct Daemon {
-    client: reqwest::Client,
-    base: String,
-}
-
-impl Daemon {
-    fn locate(args: &EnqueueArgs) -> Result<Daemon, (u8, String)> {
-        let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
-        if let Some(addr) = &args.http {
-            let base = if addr.starts_with("http://") || addr.starts_with("https://") {
-                addr.trim_end_matches('/').to_owned()
-            } else {
-                format!("http://{addr}")
-            };
-            let client = builder
-                .build()
-                .map_err(|e| (EXIT_SOFTWARE, e.to_string()))?;
-            return Ok(Daemon { client, base });
-        }
-        let socket = match &args.socket {
-            Some(path) => path.clone(),
-            None => {
-                let settings = args
-                    .config
-                    .load()
-                    .map_err(|e| (crate::config::EXIT_CONFIG, e.to_string()))?;
-                match (&settings.derived.socket_path, settings.derived.http_addr) {
-                    (Some(path), _) => path.clone(),
-                    (None, Some(addr)) => {
-                        let client = builder
-                            .build()
-                            .map_err(|e| (EXIT_SOFTWARE, e.to_string()))?;
-                        return Ok(Daemon {
-                            client,
-                            base: format!("http://{addr}"),
-                        });
-                    }
-                    (None, None) => {
-                        return Err((
-                            EXIT_USAGE,
-                            "no --socket or --http given and none configured".into(),
-                        ));
-                    }
-                }
-            }
-        };
-        let client = builder
-            .unix_socket(socket)
-            .build()
-            .map_err(|e| (EXIT_SOFTWARE, e.to_string()))?;
-        Ok(Daemon {
-            client,
-            base: "http://localhost".to_owned(),
-        })
-    }
-}
-
 fn read_urls(args: &EnqueueArgs) -> Result<Vec<String>, (u8, String)> {
     if args.urls.len() == 1 && args.urls[0] == "-" {
         let stdin = std::io::stdin();
@@ -113,53 +49,6 @@ fn read_urls(args: &EnqueueArgs) -> Result<Vec<String>, (u8, String)> {
         Ok(urls)
     } else {
         Ok(args.urls.clone())
-    }
-}
-
-/// The daemon's error JSON, printed as the daemon worded it.
-fn describe_error(status: reqwest::StatusCode, body: &Value) -> String {
-    let error = &body["error"];
-    let mut text = match error["message"].as_str() {
-        Some(message) => format!("{message} (HTTP {})", status.as_u16()),
-        None => format!("the daemon answered HTTP {}", status.as_u16()),
-    };
-    if let Some(details) = error["details"].as_array() {
-        for detail in details {
-            text.push_str(&format!(
-                "\n  {} {}: {}",
-                detail["field"].as_str().unwrap_or("?"),
-                detail["url"].as_str().unwrap_or("?"),
-                detail["reason"].as_str().unwrap_or("?")
-            ));
-        }
-    }
-    text
-}
-
-fn exit_for(status: reqwest::StatusCode) -> u8 {
-    if status.is_server_error() {
-        EXIT_TEMPFAIL
-    } else {
-        EXIT_DATAERR
-    }
-}
-
-async fn call(request: reqwest::RequestBuilder) -> Result<Value, (u8, String)> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| (EXIT_UNAVAILABLE, format!("cannot reach the daemon: {e}")))?;
-    let status = response.status();
-    let body: Value = response.json().await.map_err(|e| {
-        (
-            EXIT_UNAVAILABLE,
-            format!("unreadable answer from the daemon: {e}"),
-        )
-    })?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err((exit_for(status), describe_error(status, &body)))
     }
 }
 
@@ -179,7 +68,7 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
     if urls.is_empty() {
         return Err((EXIT_USAGE, "no URL given".to_owned()));
     }
-    let daemon = Daemon::locate(args)?;
+    let daemon = Daemon::locate(&args.daemon)?;
     let mut body = if args.directory {
         json!({ "directories": urls })
     } else {

@@ -1,9 +1,12 @@
 //! The command line: one module per subcommand, each a thin shell around
 //! the library. Exit codes follow sysexits(3) where one applies.
 
+pub mod client;
 pub mod emulate;
 pub mod enqueue;
+pub mod history;
 pub mod serve;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -38,8 +41,19 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Post purge intents to the daemon.
     Enqueue(enqueue::EnqueueArgs),
+    /// One screen: sending state, backlog by endpoint, quota, last error.
+    Status(status::StatusArgs),
+    /// One request: each URL's state, TaskTrackId, attempts and error.
+    Show(status::ShowArgs),
+    /// The purge history, read from the database (works while the daemon
+    /// is down).
+    History(history::HistoryArgs),
     /// Serve a local emulator of the Azure China CDN API.
     Emulate(Box<emulate::EmulateArgs>),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), generated from these definitions.
+    Man,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -58,6 +72,18 @@ impl ConfigArgs {
     pub fn load(&self) -> Result<Settings, ConfigError> {
         Settings::load(self.path().as_deref(), &config::process_env())
     }
+}
+
+/// `purgeq completions SHELL`.
+pub fn completions(shell: clap_complete::Shell) {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "purgeq", &mut std::io::stdout());
+}
+
+/// `purgeq man`.
+pub fn man_page() -> std::io::Result<()> {
+    let command = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(command).render(&mut std::io::stdout())
 }
 
 /// `purgeq check-config`: prints what would be used, or every problem.

@@ -164,6 +164,8 @@ pub struct StatsView {
     pub items: StateCounts,
     pub oldest_pending_at: Option<String>,
     pub oldest_pending_age_seconds: Option<f64>,
+    /// `{endpoint: {"pending": n, "in_flight": n}}` for endpoints with work.
+    pub backlog_by_endpoint: serde_json::Map<String, serde_json::Value>,
     pub store: StoreView,
     #[serde(flatten)]
     pub pipeline: serde_json::Value,
@@ -182,7 +184,20 @@ pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsVie
         .as_deref()
         .and_then(crate::store::parse_timestamp)
         .map(|at| (OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+    let backlog_by_endpoint = state
+        .store
+        .backlog_by_endpoint()
+        .await?
+        .into_iter()
+        .map(|(endpoint, pending, in_flight)| {
+            (
+                endpoint,
+                serde_json::json!({ "pending": pending, "in_flight": in_flight }),
+            )
+        })
+        .collect();
     Ok(Json(StatsView {
+        backlog_by_endpoint,
         items,
         oldest_pending_at,
         oldest_pending_age_seconds,

@@ -7,6 +7,7 @@
 
 mod batches;
 mod enqueue;
+mod history;
 mod reads;
 mod retention;
 mod writer;
@@ -28,6 +29,7 @@ pub use batches::{
     Batch, BatchItem, CutLimits, ItemResult, QuotaUse, Readiness, SubmittedBatch, SubmittedItem,
 };
 pub use enqueue::{EnqueueOutcome, NewRequest};
+pub use history::{HistoryEntry, HistoryFilter, read_history};
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, StateCounts};
 pub use retention::Removed;
 

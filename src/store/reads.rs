@@ -220,6 +220,26 @@ impl Store {
         Ok(counts)
     }
 
+    /// Items waiting or in flight, per endpoint: `(endpoint, pending,
+    /// in flight)`.
+    pub async fn backlog_by_endpoint(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT endpoint_id,
+                    sum(state = 'pending'),
+                    sum(state IN ('sending', 'submitted'))
+             FROM items WHERE state IN ('pending', 'sending', 'submitted')
+             GROUP BY endpoint_id ORDER BY endpoint_id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(endpoint, pending, in_flight)| {
+                (endpoint, pending.max(0) as u64, in_flight.max(0) as u64)
+            })
+            .collect())
+    }
+
     /// When the oldest pending item arrived.
     pub async fn oldest_pending(&self) -> Result<Option<String>, StoreError> {
         Ok(

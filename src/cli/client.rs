@@ -1,0 +1,134 @@
+//! Talking to the daemon over its socket or TCP, for the commands that do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::Value;
+
+use super::{ConfigArgs, EXIT_DATAERR, EXIT_SOFTWARE, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, EXIT_USAGE};
+
+/// Where to find the daemon.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The daemon's Unix socket (default: ingest.socket of the configuration).
+    #[arg(long, value_name = "PATH", conflicts_with = "http")]
+    pub socket: Option<PathBuf>,
+    /// The daemon's TCP address, e.g. 127.0.0.1:8088.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Where the daemon is.
+pub struct Daemon {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Daemon {
+    pub fn locate(args: &DaemonArgs) -> Result<Daemon, (u8, String)> {
+        let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if let Some(addr) = &args.http {
+            let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+                addr.trim_end_matches('/').to_owned()
+            } else {
+                format!("http://{addr}")
+            };
+            let client = builder
+                .build()
+                .map_err(|e| (EXIT_SOFTWARE, e.to_string()))?;
+            return Ok(Daemon { client, base });
+        }
+        let socket = match &args.socket {
+            Some(path) => path.clone(),
+            None => {
+                let settings = args
+                    .config
+                    .load()
+                    .map_err(|e| (crate::config::EXIT_CONFIG, e.to_string()))?;
+                match (&settings.derived.socket_path, settings.derived.http_addr) {
+                    (Some(path), _) => path.clone(),
+                    (None, Some(addr)) => {
+                        let client = builder
+                            .build()
+                            .map_err(|e| (EXIT_SOFTWARE, e.to_string()))?;
+                        return Ok(Daemon {
+                            client,
+                            base: format!("http://{addr}"),
+                        });
+                    }
+                    (None, None) => {
+                        return Err((
+                            EXIT_USAGE,
+                            "no --socket or --http given and none configured".into(),
+                        ));
+                    }
+                }
+            }
+        };
+        let client = builder
+            .unix_socket(socket)
+            .build()
+            .map_err(|e| (EXIT_SOFTWARE, e.to_string()))?;
+        Ok(Daemon {
+            client,
+            base: "http://localhost".to_owned(),
+        })
+    }
+}
+
+/// The daemon's error JSON, printed as the daemon worded it.
+fn describe_error(status: reqwest::StatusCode, body: &Value) -> String {
+    let error = &body["error"];
+    let mut text = match error["message"].as_str() {
+        Some(message) => format!("{message} (HTTP {})", status.as_u16()),
+        None => format!("the daemon answered HTTP {}", status.as_u16()),
+    };
+    if let Some(details) = error["details"].as_array() {
+        for detail in details {
+            text.push_str(&format!(
+                "\n  {} {}: {}",
+                detail["field"].as_str().unwrap_or("?"),
+                detail["url"].as_str().unwrap_or("?"),
+                detail["reason"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    text
+}
+
+fn exit_for(status: reqwest::StatusCode) -> u8 {
+    if status.is_server_error() {
+        EXIT_TEMPFAIL
+    } else {
+        EXIT_DATAERR
+    }
+}
+
+pub async fn call(request: reqwest::RequestBuilder) -> Result<Value, (u8, String)> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| (EXIT_UNAVAILABLE, format!("cannot reach the daemon: {e}")))?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| {
+        (
+            EXIT_UNAVAILABLE,
+            format!("unreadable answer from the daemon: {e}"),
+        )
+    })?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err((exit_for(status), describe_error(status, &body)))
+    }
+}
+
+impl Daemon {
+    /// `GET path`, with the daemon's error JSON turned into its message.
+    pub async fn get(&self, path: &str) -> Result<Value, (u8, String)> {
+        call(self.client.get(format!("{}{path}", self.base))).await
+    }
+}

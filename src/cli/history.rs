@@ -1,0 +1,88 @@
+//! `purgeq history`: the history, read straight from the database file
+//! (read-only), so it works while the daemon is down.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{ConfigArgs, EXIT_UNAVAILABLE};
+use crate::store::{HistoryFilter, read_history, timestamp};
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only URLs in this state (pending, sending, submitted, succeeded,
+    /// failed, cancelled; a merged URL has its directory's state).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only requests received within this long, e.g. 1h, 2d.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub since: Option<Duration>,
+    /// Only URLs starting with this text.
+    #[arg(long, value_name = "PREFIX")]
+    pub url_prefix: Option<String>,
+    /// At most this many rows, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// One JSON object per line instead of columns.
+    #[arg(long)]
+    pub json: bool,
+    /// The database (default: store.path of the configuration).
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+pub async fn run(args: HistoryArgs) -> u8 {
+    let path = match &args.db {
+        Some(path) => path.clone(),
+        None => match args.config.load() {
+            Ok(settings) => settings.store.path.clone(),
+            Err(error) => {
+                eprintln!("purgeq: {error}");
+                return crate::config::EXIT_CONFIG;
+            }
+        },
+    };
+    let filter = HistoryFilter {
+        state: args.state.clone(),
+        since: args.since.map(|since| {
+            timestamp(
+                time::OffsetDateTime::now_utc()
+                    - time::Duration::try_from(since).unwrap_or(time::Duration::MAX),
+            )
+        }),
+        url_prefix: args.url_prefix.clone(),
+        limit: args.limit,
+    };
+    let entries = match read_history(&path, &filter).await {
+        Ok(entries) => entries,
+        Err(error) => {
+            eprintln!("purgeq: {error}");
+            return EXIT_UNAVAILABLE;
+        }
+    };
+    if args.json {
+        for entry in &entries {
+            match serde_json::to_string(entry) {
+                Ok(line) => println!("{line}"),
+                Err(error) => eprintln!("purgeq: {error}"),
+            }
+        }
+        return 0;
+    }
+    println!("RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR");
+    for entry in &entries {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            entry.received_at,
+            entry.state,
+            entry.attempts,
+            entry.task_track_id.as_deref().unwrap_or("-"),
+            entry.url,
+            entry.last_error.as_deref().unwrap_or("")
+        );
+    }
+    0
+}

@@ -1,0 +1,202 @@
+//! `purgeq status` and `purgeq show ID`: the daemon's view, on one screen.
+
+use clap::Args;
+use serde_json::Value;
+
+use super::client::{Daemon, DaemonArgs};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// Print the daemon's /v1/stats JSON instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The request id (as printed by `purgeq enqueue`).
+    pub id: String,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// Print the daemon's JSON instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn seconds(value: &Value) -> String {
+    value.as_f64().map_or_else(
+        || "-".to_owned(),
+        |s| humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string(),
+    )
+}
+
+/// The status screen, from `/v1/stats`.
+pub fn render_status(stats: &Value) -> String {
+    let sender = &stats["sender"];
+    let items = &stats["items"];
+    let mut out = String::new();
+    let state = text(&sender["state"]);
+    out.push_str(&format!("sending:   {state}"));
+    match state.as_str() {
+        "paused" => out.push_str(&format!(" ({})", text(&sender["paused_reason"]))),
+        "throttled" => out.push_str(&format!(
+            " (for {} more)",
+            seconds(&sender["throttled_for_seconds"])
+        )),
+        _ => {}
+    }
+    out.push('\n');
+    out.push_str(&format!(
+        "backlog:   {} pending, {} sending, {} submitted; oldest pending {} old\n",
+        text(&items["pending"]),
+        text(&items["sending"]),
+        text(&items["submitted"]),
+        seconds(&stats["oldest_pending_age_seconds"]),
+    ));
+    if let Some(endpoints) = stats["backlog_by_endpoint"].as_object() {
+        for (endpoint, counts) in endpoints {
+            out.push_str(&format!(
+                "  {endpoint}: {} pending, {} in flight\n",
+                text(&counts["pending"]),
+                text(&counts["in_flight"])
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "finished:  {} succeeded, {} failed, {} merged, {} cancelled\n",
+        text(&items["succeeded"]),
+        text(&items["failed"]),
+        text(&items["merged"]),
+        text(&items["cancelled"])
+    ));
+    let quota = &stats["quota"];
+    if quota.is_object() {
+        out.push_str(&format!(
+            "quota:     {}: {} files and {} directories left (of {} and {})",
+            text(&quota["day"]),
+            text(&quota["files_left"]),
+            text(&quota["directories_left"]),
+            text(&quota["files_per_day"]),
+            text(&quota["directories_per_day"]),
+        ));
+        if !quota["exhausted_until"].is_null() {
+            out.push_str(&format!(
+                "; used up until {}",
+                text(&quota["exhausted_until"])
+            ));
+        }
+        out.push('\n');
+    }
+    if let Some(paused) = stats["endpoints_paused"].as_object() {
+        for (endpoint, pause) in paused {
+            out.push_str(&format!(
+                "resting:   {endpoint}: {}\n",
+                text(&pause["reason"])
+            ));
+        }
+    }
+    if !sender["last_error"].is_null() {
+        out.push_str(&format!(
+            "last error: {} ({})\n",
+            text(&sender["last_error"]),
+            text(&sender["last_error_at"])
+        ));
+    }
+    out.push_str(&format!(
+        "store:     {}{}\n",
+        text(&stats["store"]["path"]),
+        if stats["store"]["writable"] == false {
+            " (cannot write!)"
+        } else {
+            ""
+        }
+    ));
+    out
+}
+
+/// One request, from `/v1/purges/{id}`.
+pub fn render_request(view: &Value) -> String {
+    let mut out = format!(
+        "request {} ({}), received {} from {}\n",
+        text(&view["id"]),
+        text(&view["state"]),
+        text(&view["received_at"]),
+        text(&view["source"])
+    );
+    if !view["label"].is_null() {
+        out.push_str(&format!("label: {}\n", text(&view["label"])));
+    }
+    out.push_str("STATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR\n");
+    for item in view["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let mut url = text(&item["url"]);
+        if !item["merged_into"].is_null() {
+            url.push_str(&format!(" (in {})", text(&item["merged_into"])));
+        }
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{url}\t{}\n",
+            text(&item["state"]),
+            text(&item["attempts"]),
+            text(&item["task_track_id"]),
+            item["error"].as_str().unwrap_or("")
+        ));
+    }
+    out
+}
+
+pub async fn status(args: StatusArgs) -> u8 {
+    let result = async {
+        let daemon = Daemon::locate(&args.daemon)?;
+        daemon.get("/v1/stats").await
+    }
+    .await;
+    match result {
+        Ok(stats) if args.json => {
+            println!("{stats}");
+            0
+        }
+        Ok(stats) => {
+            print!("{}", render_status(&stats));
+            0
+        }
+        Err((code, message)) => {
+            eprintln!("purgeq: {message}");
+            code
+        }
+    }
+}
+
+pub async fn show(args: ShowArgs) -> u8 {
+    let result = async {
+        let daemon = Daemon::locate(&args.daemon)?;
+        daemon.get(&format!("/v1/purges/{}", args.id)).await
+    }
+    .await;
+    match result {
+        Ok(view) if args.json => {
+            println!("{view}");
+            0
+        }
+        Ok(view) => {
+            print!("{}", render_request(&view));
+            0
+        }
+        Err((code, message)) => {
+            eprintln!("purgeq: {message}");
+            code
+        }
+    }
+}

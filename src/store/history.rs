@@ -1,0 +1,77 @@
+//! Reading the history straight from the database file, read-only, for
+//! `purgeq history`: it works whether or not the daemon runs.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Serialize;
+use sqlx::ConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+
+use super::StoreError;
+
+/// Which history rows to read.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// Effective state (a merged URL has its directory's state).
+    pub state: Option<String>,
+    /// Received at or after this stored timestamp.
+    pub since: Option<String>,
+    pub url_prefix: Option<String>,
+    pub limit: u32,
+}
+
+/// One URL of one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct HistoryEntry {
+    pub received_at: String,
+    pub request_id: String,
+    pub source: String,
+    pub url: String,
+    pub kind: String,
+    pub endpoint_id: String,
+    pub state: String,
+    pub merged_into_url: Option<String>,
+    pub task_track_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// Newest first.
+pub async fn read_history(
+    path: &Path,
+    filter: &HistoryFilter,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Unavailable(format!(
+            "{} does not exist",
+            path.display()
+        )));
+    }
+    let mut conn = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+        .filename(path)
+        .read_only(true)
+        .disable_statement_logging()
+        .connect()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    Ok(sqlx::query_as(
+        "SELECT received_at, request_id, source, url, kind, endpoint_id,
+                effective_state AS state, merged_into_url, task_track_id, correlation_id,
+                attempts, last_error, finished_at
+         FROM history
+         WHERE (?1 IS NULL OR effective_state = ?1)
+           AND (?2 IS NULL OR received_at >= ?2)
+           AND (?3 IS NULL OR substr(url, 1, length(?3)) = ?3)
+         LIMIT ?4",
+    )
+    .bind(&filter.state)
+    .bind(&filter.since)
+    .bind(&filter.url_prefix)
+    .bind(i64::from(filter.limit))
+    .fetch_all(&mut conn)
+    .await?)
+}

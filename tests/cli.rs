@@ -1,0 +1,152 @@
+//! The operator commands against a running (and then a stopped) daemon.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{BIN, ENDPOINTS, KEY_VALUE, TestDaemon, cdn_section, emulator, fast_knobs, items};
+use purgeq::cdn::emulator::Knobs;
+use serde_json::{Value, json};
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(BIN).args(args).output().expect("run purgeq");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_show_and_history_tell_what_happened() {
+    let emulator = emulator(Knobs {
+        fail_urls_containing: Some("bad".into()),
+        ..fast_knobs()
+    })
+    .await;
+    let config = format!(
+        "{}[batch]\nlinger = \"50ms\"\n[sender]\nmax_attempts = 1\n[tracker]\npoll_interval = \"100ms\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let mut daemon = TestDaemon::start(&config).await;
+    let host = ENDPOINTS[0].1;
+    let urls = [
+        format!("http://{host}/ok1"),
+        format!("http://{host}/ok2"),
+        format!("http://{host}/bad"),
+    ];
+    let (_, body) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "files": urls, "label": "deploy 42" }),
+        )
+        .await;
+    let id = body["id"].as_str().expect("id").to_owned();
+    daemon
+        .wait_for("all final", Duration::from_secs(30), |s| {
+            items(s, "succeeded") == 2 && items(s, "failed") == 1
+        })
+        .await;
+    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+
+    let (code, out, _) = run(&["status", "--socket", &socket]);
+    assert_eq!(code, 0);
+    assert!(out.contains("sending:   running"), "{out}");
+    assert!(
+        out.contains("backlog:   0 pending, 0 sending, 0 submitted"),
+        "{out}"
+    );
+    assert!(
+        out.contains("finished:  2 succeeded, 1 failed, 0 merged, 0 cancelled"),
+        "{out}"
+    );
+    assert!(out.contains("files and"), "{out}");
+    let (code, out, _) = run(&["status", "--socket", &socket, "--json"]);
+    assert_eq!(code, 0);
+    let stats: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(stats["items"]["failed"], 1);
+
+    let (code, out, _) = run(&["show", &id, "--socket", &socket]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with(&format!("request {id} (failed)")), "{out}");
+    assert!(out.contains("label: deploy 42"), "{out}");
+    let bad = out
+        .lines()
+        .find(|l| l.contains("/bad"))
+        .expect("the failed URL");
+    assert!(bad.starts_with("failed\t1\t"), "{bad}");
+    assert!(
+        bad.contains("the CDN reported the purge as Failed"),
+        "{bad}"
+    );
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("succeeded\t1\t"))
+            .count(),
+        2,
+        "{out}"
+    );
+    let (code, _, err) = run(&[
+        "show",
+        "01900000-0000-7000-8000-000000000000",
+        "--socket",
+        &socket,
+    ]);
+    assert_eq!(code, 65);
+    assert!(err.contains("no request with id"), "{err}");
+
+    // history reads the file itself: it works with the daemon stopped.
+    assert!(daemon.terminate().success());
+    let db = daemon.db_path().to_str().expect("utf-8").to_owned();
+    let (code, out, _) = run(&["history", "--db", &db, "--state", "failed"]);
+    assert_eq!(code, 0);
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert!(
+        rows[0].contains(&format!("http://{host}/bad")) && rows[0].contains("\tfailed\t1\t"),
+        "{out}"
+    );
+    let (_, out, _) = run(&[
+        "history",
+        "--db",
+        &db,
+        "--url-prefix",
+        &format!("http://{host}/ok"),
+        "--since",
+        "1h",
+        "--json",
+    ]);
+    let entries: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(entries.len(), 2);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["state"] == "succeeded" && e["task_track_id"].is_string())
+    );
+    let (code, _, err) = run(&["history", "--db", "/nonexistent/purgeq.db"]);
+    assert_eq!(code, 69);
+    assert!(err.contains("does not exist"), "{err}");
+
+    // And status says plainly that the daemon is not there.
+    let (code, _, err) = run(&["status", "--socket", &socket]);
+    assert_eq!(code, 69);
+    assert!(err.contains("cannot reach the daemon"), "{err}");
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_command_definitions() {
+    let (code, out, _) = run(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("purgeq") && out.contains("enqueue") && out.contains("history"));
+    let (code, out, _) = run(&["man"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(".TH purgeq"), "{out}");
+    assert!(
+        out.contains("enqueue") && out.contains("check\\-config"),
+        "{out}"
+    );
+}
