@@ -20,6 +20,8 @@ async fn main() -> ExitCode {
         Command::Status(args) => cli::status::status(args).await,
         Command::Show(args) => cli::status::show(args).await,
         Command::History(args) => cli::history::run(args).await,
+        Command::Retry(args) => cli::act::retry(args).await,
+        Command::Cancel(args) => cli::act::cancel(args).await,
         Command::Completions { shell } => {
             cli::completions(shell);
             0

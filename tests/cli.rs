@@ -150,3 +150,76 @@ fn completions_and_man_page_come_from_the_command_definitions() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_sends_failed_urls_again_and_cancel_spares_shared_ones() {
+    let emulator = emulator(Knobs {
+        fail_urls_containing: Some("flaky".into()),
+        ..fast_knobs()
+    })
+    .await;
+    let config = format!(
+        "{}[batch]\nlinger = \"50ms\"\nmax_files = 100\n[sender]\nmax_attempts = 1\n[tracker]\npoll_interval = \"100ms\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let host = ENDPOINTS[0].1;
+    let (_, body) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "files": [format!("http://{host}/fine"), format!("http://{host}/flaky")] }),
+        )
+        .await;
+    let id = body["id"].as_str().expect("id").to_owned();
+    daemon
+        .wait_for("one failed", Duration::from_secs(30), |s| {
+            items(s, "failed") == 1
+        })
+        .await;
+
+    // The CDN recovers; the operator sends the failed URL again.
+    let mut knobs = emulator.knobs();
+    knobs.fail_urls_containing = None;
+    emulator.set_knobs(knobs).expect("knobs");
+    let (code, out, err) = run(&["retry", &id, "--socket", &socket]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "1 failed URLs sent again");
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=30")).await;
+    assert_eq!(view["state"], "succeeded", "{view:#}");
+    let (code, out, _) = run(&["retry", "--failed", "--socket", &socket]);
+    assert_eq!((code, out.trim()), (0, "0 failed URLs sent again"));
+    let (code, _, _) = run(&["retry", "--socket", &socket]);
+    assert_eq!(code, 2, "an id or --failed is required");
+
+    // Cancel: a URL another request also wants is kept.
+    let hold = [
+        format!("http://{}/x", ENDPOINTS[1].1),
+        format!("http://{}/y", ENDPOINTS[1].1),
+    ];
+    daemon.edit_config(|text| text.replace("linger = \"50ms\"", "linger = \"1h\""));
+    daemon.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, a) = daemon.post("/v1/purges", &json!({ "files": hold })).await;
+    let (_, _b) = daemon
+        .post("/v1/purges", &json!({ "files": [hold[1].clone()] }))
+        .await;
+    let a = a["id"].as_str().expect("id").to_owned();
+    let (code, out, err) = run(&["cancel", &a, "--socket", &socket]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "1 pending URLs cancelled, 1 kept (another request also wants them)"
+    );
+    let (_, view) = daemon.get(&format!("/v1/purges/{a}")).await;
+    assert_eq!(view["items"][0]["state"], "cancelled");
+    assert_eq!(view["items"][1]["state"], "pending");
+    let (code, _, err) = run(&[
+        "cancel",
+        "01900000-0000-7000-8000-000000000000",
+        "--socket",
+        &socket,
+    ]);
+    assert_eq!(code, 65);
+    assert!(err.contains("no request with id"), "{err}");
+}

@@ -127,6 +127,11 @@ pub async fn call(request: reqwest::RequestBuilder) -> Result<Value, (u8, String
 }
 
 impl Daemon {
+    /// `POST path` with no body.
+    pub async fn post(&self, path: &str) -> Result<Value, (u8, String)> {
+        call(self.client.post(format!("{}{path}", self.base))).await
+    }
+
     /// `GET path`, with the daemon's error JSON turned into its message.
     pub async fn get(&self, path: &str) -> Result<Value, (u8, String)> {
         call(self.client.get(format!("{}{path}", self.base))).await

@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, each a thin shell around
 //! the library. Exit codes follow sysexits(3) where one applies.
 
+pub mod act;
 pub mod client;
 pub mod emulate;
 pub mod enqueue;
@@ -45,6 +46,10 @@ pub enum Command {
     Status(status::StatusArgs),
     /// One request: each URL's state, TaskTrackId, attempts and error.
     Show(status::ShowArgs),
+    /// Send failed URLs again: those of one request, or all (--failed).
+    Retry(act::RetryArgs),
+    /// Cancel a request's pending URLs.
+    Cancel(act::CancelArgs),
     /// The purge history, read from the database (works while the daemon
     /// is down).
     History(history::HistoryArgs),

@@ -231,6 +231,59 @@ pub async fn readyz(State(state): State<IngestState>) -> Response {
     }
 }
 
+/// `POST /v1/purges/{id}/retry`: the request's failed URLs go back to
+/// pending.
+pub async fn retry_request(
+    State(state): State<IngestState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_request(&state, &id).await?;
+    let retried = state
+        .store
+        .retry_failed(
+            Some(&id),
+            &crate::store::timestamp(OffsetDateTime::now_utc()),
+        )
+        .await?;
+    state.pipeline.wake();
+    Ok(Json(serde_json::json!({ "id": id, "retried": retried })))
+}
+
+/// `POST /v1/retry-failed`: every failed URL goes back to pending.
+pub async fn retry_all_failed(
+    State(state): State<IngestState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let retried = state
+        .store
+        .retry_failed(None, &crate::store::timestamp(OffsetDateTime::now_utc()))
+        .await?;
+    state.pipeline.wake();
+    Ok(Json(serde_json::json!({ "retried": retried })))
+}
+
+/// `POST /v1/purges/{id}/cancel`: the request's pending URLs that nothing
+/// else wants are cancelled.
+pub async fn cancel_request(
+    State(state): State<IngestState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_request(&state, &id).await?;
+    let outcome = state
+        .store
+        .cancel_pending(&id, &crate::store::timestamp(OffsetDateTime::now_utc()))
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "id": id, "cancelled": outcome.cancelled, "kept": outcome.kept }),
+    ))
+}
+
+async fn require_request(state: &IngestState, id: &str) -> Result<(), ApiError> {
+    match state.store.request_status(id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(format!("no request with id {id:?}"))),
+    }
+}
+
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<IngestState>) -> Response {
     match &state.metrics {

@@ -672,10 +672,11 @@ async fn insert_batch_of(
     Ok(batch)
 }
 
-/// Puts items back to `pending`. One that has a pending twin (the same URL
+/// Puts items back to `pending` (from `sending`, `submitted`, or `failed`
+/// for an operator's retry). One that has a pending twin (the same URL
 /// asked for again meanwhile) is merged into the twin instead, since only
 /// one pending item per URL may exist; its followers move with it.
-async fn return_to_pending(
+pub(super) async fn return_to_pending(
     conn: &mut SqliteConnection,
     item_ids: &[i64],
     reason: &str,
@@ -708,7 +709,7 @@ async fn return_to_pending(
     sqlx::query(
         "UPDATE items SET state = 'pending', not_before = ?2, last_error = ?3, updated_at = ?4,
                 batch_id = CASE WHEN ?5 THEN batch_id ELSE NULL END
-         WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('sending', 'submitted')",
+         WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('sending', 'submitted', 'failed')",
     )
     .bind(&ids)
     .bind(not_before)

@@ -8,6 +8,7 @@
 mod batches;
 mod enqueue;
 mod history;
+mod operator;
 mod reads;
 mod retention;
 mod writer;
@@ -30,6 +31,7 @@ pub use batches::{
 };
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use history::{HistoryEntry, HistoryFilter, read_history};
+pub use operator::Cancelled;
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, StateCounts};
 pub use retention::Removed;
 
