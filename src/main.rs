@@ -21,6 +21,7 @@ async fn main() -> ExitCode {
         Command::Show(args) => cli::status::show(args).await,
         Command::History(args) => cli::history::run(args).await,
         Command::Retry(args) => cli::act::retry(args).await,
+        Command::Endpoints(args) => cli::endpoints::run(args).await,
         Command::Cancel(args) => cli::act::cancel(args).await,
         Command::Completions { shell } => {
             cli::completions(shell);

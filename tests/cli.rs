@@ -223,3 +223,39 @@ async fn retry_sends_failed_urls_again_and_cancel_spares_shared_ones() {
     assert_eq!(code, 65);
     assert!(err.contains("no request with id"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endpoints_prints_configuration_from_the_api() {
+    let emulator = emulator(fast_knobs()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("purgeq.toml");
+    std::fs::write(&config, cdn_section(&emulator, KEY_VALUE)).expect("config");
+    let path = config.to_str().expect("utf-8");
+    let (code, out, err) = run(&["endpoints", "--config", path]);
+    assert_eq!(code, 0, "{err}");
+    for (id, host) in ENDPOINTS {
+        assert!(
+            out.contains(&format!(
+                "[[cdn.endpoints]]\nid = \"{id}\"\nhosts = [\"{host}\"]"
+            )),
+            "{out}"
+        );
+    }
+    // What it prints is valid configuration.
+    let printed = dir.path().join("printed.toml");
+    std::fs::write(&printed, &out).expect("write");
+    let (code, _, err) = run(&["check-config", "--config", printed.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{err}");
+
+    std::fs::write(&config, cdn_section(&emulator, "wrong-key")).expect("config");
+    let (code, _, err) = run(&["endpoints", "--config", path]);
+    assert_eq!(code, 78);
+    assert!(
+        err.contains("WrongSignature") && !err.contains("wrong-key"),
+        "{err}"
+    );
+    std::fs::write(&config, "").expect("config");
+    let (code, _, err) = run(&["endpoints", "--config", path]);
+    assert_eq!(code, 78);
+    assert!(err.contains("no CDN credentials"), "{err}");
+}

@@ -4,6 +4,7 @@
 pub mod act;
 pub mod client;
 pub mod emulate;
+pub mod endpoints;
 pub mod enqueue;
 pub mod history;
 pub mod serve;
@@ -46,6 +47,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// One request: each URL's state, TaskTrackId, attempts and error.
     Show(status::ShowArgs),
+    /// List the subscription's endpoints (from the API) as configuration.
+    Endpoints(endpoints::EndpointsArgs),
     /// Send failed URLs again: those of one request, or all (--failed).
     Retry(act::RetryArgs),
     /// Cancel a request's pending URLs.
