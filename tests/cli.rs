@@ -259,3 +259,15 @@ async fn endpoints_prints_configuration_from_the_api() {
     assert_eq!(code, 78);
     assert!(err.contains("no CDN credentials"), "{err}");
 }
+
+#[test]
+fn the_shipped_man_page_matches_the_commands() {
+    let (code, out, _) = run(&["man"]);
+    assert_eq!(code, 0);
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/doc/purgeq.1"))
+        .expect("doc/purgeq.1");
+    assert!(
+        shipped == out,
+        "doc/purgeq.1 is out of date: regenerate it with `cargo run -- man > doc/purgeq.1`"
+    );
+}
