@@ -492,3 +492,40 @@ async fn no_final_answer_in_time_ends_in_an_explicit_state() {
     );
     assert!(view["items"][0]["task_track_id"].is_string());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_changes_the_rate_limit_mid_run() {
+    let emulator = emulator(fast_knobs()).await;
+    let slow = pipeline_config(&emulator, "")
+        .replace(
+            "requests_per_second = 200\nburst = 20",
+            "requests_per_second = 1\nburst = 1",
+        )
+        .replace(
+            "[batch]\nlinger = \"100ms\"\n",
+            "[batch]\nlinger = \"100ms\"\nmax_files = 10\n",
+        );
+    let daemon = TestDaemon::start(&slow).await;
+    let (status, _) = daemon
+        .post("/v1/purges", &json!({ "urls": urls_for(300, "rate") }))
+        .await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let early = emulator.stats().get("accepted").copied().unwrap_or(0);
+    assert!(early <= 4, "at 1 call/s, {early} purges in 2 s");
+
+    // 30 purge calls (plus progress queries) would take over 30 s at 1/s.
+    daemon.write_config(&slow.replace(
+        "requests_per_second = 1\nburst = 1",
+        "requests_per_second = 100\nburst = 10",
+    ));
+    daemon.signal("HUP");
+    daemon
+        .wait_for(
+            "300 succeeded at the new rate",
+            Duration::from_secs(15),
+            |s| items(s, "succeeded") == 300,
+        )
+        .await;
+    assert!(daemon.logs().contains("configuration reloaded"));
+}
