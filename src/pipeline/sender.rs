@@ -21,7 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::gate::{Admission, CREDENTIALS_RETRY};
 use super::{Shared, quota};
-use crate::cdn::{CdnError, ErrorClass};
+use crate::cdn::ErrorClass;
 use crate::store::{Batch, StoreError, timestamp};
 
 /// Back-off between attempts of one batch after transient failures.
@@ -219,9 +219,4 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
             }
         }
     })
-}
-
-/// `true` when `error` is worth a warning in the tracker's log.
-pub(super) fn is_noteworthy(error: &CdnError) -> bool {
-    !matches!(error.class(), ErrorClass::Transient | ErrorClass::Throttled)
 }

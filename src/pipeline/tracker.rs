@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::Shared;
 use super::gate::{Admission, CREDENTIALS_RETRY};
-use super::{Shared, sender};
 use crate::cdn::{ErrorClass, UrlState};
 use crate::store::{ItemResult, StoreError, SubmittedBatch, parse_timestamp, timestamp};
 use crate::target::Kind;
@@ -137,6 +137,24 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<(), StoreE
         Ok(progress) => {
             shared.gate.on_success();
             shared.record_call("query", "ok", took, None);
+            let all = || {
+                progress
+                    .value
+                    .files
+                    .iter()
+                    .chain(&progress.value.directories)
+            };
+            tracing::info!(
+                endpoint = %batch.endpoint_id,
+                batch = batch.id,
+                outcome = "ok",
+                task_track_id = %batch.task_track_id,
+                correlation_id = progress.correlation_id.as_deref().unwrap_or("-"),
+                succeeded = all().filter(|u| u.state == UrlState::Succeeded).count(),
+                failed = all().filter(|u| u.state == UrlState::Failed).count(),
+                running = all().filter(|u| !u.state.is_final()).count(),
+                "progress query"
+            );
             let states: HashMap<(Kind, &str), &UrlState> = progress
                 .value
                 .files
@@ -246,11 +264,16 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<(), StoreE
                         .await?;
                     shared.wake_batcher.notify_one();
                 }
-                _ if sender::is_noteworthy(&error) => {
-                    tracing::warn!(batch = batch.id, %error, "progress query failed; asking again next interval");
-                }
                 _ => {
-                    tracing::debug!(batch = batch.id, %error, "progress query failed; asking again next interval");
+                    tracing::info!(
+                        endpoint = %batch.endpoint_id,
+                        batch = batch.id,
+                        outcome = %error.outcome_label(),
+                        task_track_id = %batch.task_track_id,
+                        correlation_id = error.correlation_id().unwrap_or("-"),
+                        error = %error,
+                        "progress query failed; asking again next interval"
+                    );
                 }
             }
         }
