@@ -348,9 +348,9 @@ async fn status_line(store: &Store, report: &dyn PipelineReport) -> String {
     }
 }
 
-/// Under systemd: `WATCHDOG=1` while the store's writer commits (the
-/// heart of the daemon: a stuck writer stops the pings and systemd restarts
-/// us), and a fresh `STATUS=` line.
+/// Under systemd: `WATCHDOG=1` while the store's writer commits and the
+/// batcher and tracker loops run (a stuck writer or a dead loop stops the
+/// pings, and systemd restarts us), and a fresh `STATUS=` line.
 async fn heartbeat(store: Store, report: Arc<dyn PipelineReport>, stop: CancellationToken) {
     let interval = systemd::watchdog_interval()
         .unwrap_or(Duration::from_secs(10))
@@ -360,11 +360,13 @@ async fn heartbeat(store: Store, report: Arc<dyn PipelineReport>, stop: Cancella
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let alive = tokio::time::timeout(interval, store.probe_write()).await;
-        if matches!(alive, Ok(Ok(()))) {
-            systemd::watchdog();
-        } else {
+        let committed = tokio::time::timeout(interval, store.probe_write()).await;
+        if !matches!(committed, Ok(Ok(()))) {
             tracing::warn!("the store did not commit a probe in time; not pinging the watchdog");
+        } else if !report.alive() {
+            tracing::error!("the batcher or the tracker has stopped; not pinging the watchdog");
+        } else {
+            systemd::watchdog();
         }
         systemd::status(&status_line(&store, report.as_ref()).await);
     }

@@ -28,6 +28,8 @@ pub trait PipelineReport: Send + Sync + 'static {
     fn not_ready_reason(&self) -> Option<String>;
     /// New items were committed: the batcher may have work.
     fn wake(&self);
+    /// The pipeline's loops are running (for the systemd watchdog).
+    fn alive(&self) -> bool;
 }
 
 #[derive(Clone)]

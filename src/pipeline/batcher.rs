@@ -23,6 +23,7 @@ use crate::target::Kind;
 const QUOTA_RECHECK: Duration = Duration::from_secs(5);
 
 pub(super) async fn run(shared: Arc<Shared>, senders: TaskTracker) {
+    let _alive = super::AliveGuard::new(&shared.batcher_alive);
     let mut rotation = 0usize;
     let mut known = match shared.store.pending_endpoints().await {
         Ok(endpoints) => endpoints,

@@ -15,6 +15,7 @@ mod sender;
 mod tracker;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -46,6 +47,26 @@ pub(crate) struct Shared {
     batch_slots: Arc<Semaphore>,
     endpoint_pauses: Mutex<HashMap<String, EndpointPause>>,
     status: Mutex<Status>,
+    /// Set while the batcher and the tracker loops run.
+    batcher_alive: AtomicBool,
+    tracker_alive: AtomicBool,
+}
+
+/// Marks a loop as running for as long as it lives; cleared however the
+/// loop ends, a panic included.
+pub(crate) struct AliveGuard<'a>(&'a AtomicBool);
+
+impl<'a> AliveGuard<'a> {
+    pub(crate) fn new(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Relaxed);
+        Self(flag)
+    }
+}
+
+impl Drop for AliveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +195,8 @@ impl Pipeline {
             shutdown: CancellationToken::new(),
             endpoint_pauses: Mutex::new(HashMap::new()),
             status: Mutex::new(Status::default()),
+            batcher_alive: AtomicBool::new(false),
+            tracker_alive: AtomicBool::new(false),
         });
         let tasks = TaskTracker::new();
         let unfinished = shared.store.sending_batches().await?;
@@ -323,5 +346,9 @@ impl PipelineReport for Reporter {
 
     fn wake(&self) {
         self.0.wake_batcher.notify_one();
+    }
+
+    fn alive(&self) -> bool {
+        self.0.batcher_alive.load(Ordering::Relaxed) && self.0.tracker_alive.load(Ordering::Relaxed)
     }
 }

@@ -24,6 +24,7 @@ use crate::target::Kind;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 
 pub(super) async fn run(shared: Arc<Shared>) {
+    let _alive = super::AliveGuard::new(&shared.tracker_alive);
     let mut last_polled: HashMap<i64, Instant> = HashMap::new();
     loop {
         let next = match poll_due(&shared, &mut last_polled).await {
