@@ -44,6 +44,51 @@ pub struct Settings {
     pub derived: Derived,
 }
 
+/// A secret read from configuration (the TCP bearer token): redacted in
+/// `Debug`, never serialized.
+#[derive(Clone)]
+pub struct Secret(secrecy::SecretString);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret::new)
+    }
+}
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(secrecy::SecretString::from(value.into()))
+    }
+
+    /// Constant-time comparison, so response timing reveals nothing.
+    pub fn matches(&self, candidate: &str) -> bool {
+        use secrecy::ExposeSecret;
+        use subtle::ConstantTimeEq;
+        let expected = self.0.expose_secret().as_bytes();
+        expected.len() == candidate.len() && bool::from(expected.ct_eq(candidate.as_bytes()))
+    }
+}
+
+impl IngestSettings {
+    /// The TCP token's text, for the command-line client that sends it.
+    pub fn token_text(&self) -> Option<String> {
+        use secrecy::ExposeSecret;
+        match (&self.token, &self.token_file) {
+            (Some(token), _) => Some(token.0.expose_secret().to_owned()),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .ok()
+                .map(|t| t.trim().to_owned()),
+            (None, None) => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
 /// Values computed from the raw settings during validation.
 #[derive(Debug, Clone, Default)]
 pub struct Derived {
@@ -52,6 +97,8 @@ pub struct Derived {
     pub http_addr: Option<SocketAddr>,
     pub socket_path: Option<PathBuf>,
     pub router: Router,
+    /// The TCP bearer token, from `ingest.token` or `ingest.token_file`.
+    pub tcp_token: Option<Secret>,
     /// `None` when no credentials are configured (the emulator is used).
     pub credentials: Option<Credentials>,
     pub base_url: Option<Url>,
@@ -102,6 +149,15 @@ pub struct IngestSettings {
     pub max_body_bytes: usize,
     pub max_urls_per_request: usize,
     pub max_url_length: usize,
+    /// Bearer token TCP clients must send; required when `http` is not
+    /// loopback. The Unix socket relies on its file mode instead.
+    pub token: Option<Secret>,
+    pub token_file: Option<PathBuf>,
+    /// Open connections per listener; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// A client must send complete request headers within this time.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 impl Default for IngestSettings {
@@ -113,6 +169,10 @@ impl Default for IngestSettings {
             max_body_bytes: 8 * 1024 * 1024,
             max_urls_per_request: 10_000,
             max_url_length: 2048,
+            token: None,
+            token_file: None,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -405,6 +465,22 @@ impl Settings {
                 )),
             }
         }
+        self.derived.tcp_token = match (&self.ingest.token, &self.ingest.token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => {
+                read_secret(path, "ingest.token_file", &mut problems).map(Secret::new)
+            }
+            (None, None) => None,
+        };
+        if let Some(addr) = self.derived.http_addr
+            && !addr.ip().is_loopback()
+            && self.derived.tcp_token.is_none()
+        {
+            problems.push(format!(
+                "ingest.http: {addr} is reachable from other hosts; set ingest.token or ingest.token_file \
+                 (TCP clients then send Authorization: Bearer TOKEN), or listen on 127.0.0.1"
+            ));
+        }
         for (key, value) in [
             ("ingest.max_body_bytes", self.ingest.max_body_bytes),
             (
@@ -412,6 +488,7 @@ impl Settings {
                 self.ingest.max_urls_per_request,
             ),
             ("ingest.max_url_length", self.ingest.max_url_length),
+            ("ingest.max_connections", self.ingest.max_connections),
             ("batch.max_files", self.batch.max_files),
             ("sender.concurrency", self.sender.concurrency),
         ] {
@@ -510,12 +587,15 @@ impl Settings {
 
         let key_value = match (&self.cdn.key_value, &self.cdn.key_value_file) {
             (Some(value), _) => Some(value.clone()),
-            (None, Some(path)) => read_secret(path, "cdn.key_value_file", problems),
+            (None, Some(path)) => {
+                read_secret(path, "cdn.key_value_file", problems).map(KeyValue::new)
+            }
             (None, None) => env.get("CREDENTIALS_DIRECTORY").and_then(|dir| {
                 let path = Path::new(dir).join(KEY_VALUE_CREDENTIAL);
                 path.exists()
                     .then(|| read_secret(&path, "systemd credential cdn-key-value", problems))
                     .flatten()
+                    .map(KeyValue::new)
             }),
         };
         let present = [
@@ -548,9 +628,11 @@ impl Settings {
     }
 }
 
-fn read_secret(path: &Path, what: &str, problems: &mut Vec<String>) -> Option<KeyValue> {
+/// A secret's text from a file, trimmed; problems are recorded, never the
+/// content.
+fn read_secret(path: &Path, what: &str, problems: &mut Vec<String>) -> Option<String> {
     match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => Some(KeyValue::new(text.trim().to_owned())),
+        Ok(text) if !text.trim().is_empty() => Some(text.trim().to_owned()),
         Ok(_) => {
             problems.push(format!("{what}: {} is empty", path.display()));
             None

@@ -6,7 +6,10 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::Value;
 
-use super::{ConfigArgs, EXIT_DATAERR, EXIT_SOFTWARE, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, EXIT_USAGE};
+use super::{
+    ConfigArgs, EXIT_DATAERR, EXIT_NOPERM, EXIT_SOFTWARE, EXIT_TEMPFAIL, EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+};
 
 /// Where to find the daemon.
 #[derive(Debug, Args)]
@@ -17,6 +20,9 @@ pub struct DaemonArgs {
     /// The daemon's TCP address, e.g. 127.0.0.1:8088.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// Bearer token for TCP (default: ingest.token of the configuration).
+    #[arg(long, env = "PURGEQ_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -36,7 +42,25 @@ impl Daemon {
             } else {
                 format!("http://{addr}")
             };
+            let token = match &args.token {
+                Some(token) => Some(token.clone()),
+                // The configuration's own token, when it can be read.
+                None => args.config.load().ok().and_then(|s| s.ingest.token_text()),
+            };
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Some(token) = token {
+                let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| {
+                        (
+                            EXIT_USAGE,
+                            "the token has characters a header cannot carry".to_owned(),
+                        )
+                    })?;
+                value.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, value);
+            }
             let client = builder
+                .default_headers(headers)
                 .build()
                 .map_err(|e| (EXIT_SOFTWARE, e.to_string()))?;
             return Ok(Daemon { client, base });
@@ -102,6 +126,8 @@ fn describe_error(status: reqwest::StatusCode, body: &Value) -> String {
 fn exit_for(status: reqwest::StatusCode) -> u8 {
     if status.is_server_error() {
         EXIT_TEMPFAIL
+    } else if matches!(status.as_u16(), 401 | 403) {
+        EXIT_NOPERM
     } else {
         EXIT_DATAERR
     }

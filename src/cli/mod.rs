@@ -24,6 +24,8 @@ pub const EXIT_DATAERR: u8 = 65;
 pub const EXIT_UNAVAILABLE: u8 = 69;
 /// sysexits: an internal software error.
 pub const EXIT_SOFTWARE: u8 = 70;
+/// sysexits: permission denied (the daemon refused our token).
+pub const EXIT_NOPERM: u8 = 77;
 /// sysexits: a temporary failure; try again later.
 pub const EXIT_TEMPFAIL: u8 = 75;
 

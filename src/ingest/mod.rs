@@ -105,6 +105,49 @@ pub fn router(state: IngestState) -> Router {
             get(azure::query_purge),
         )
         .fallback(v1::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// With `ingest.token` set, TCP clients must send `Authorization: Bearer
+/// TOKEN` (compared in constant time). `/healthz` stays open for health
+/// checkers; the Unix socket relies on its file mode.
+async fn require_token(
+    axum::extract::State(state): axum::extract::State<IngestState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let over_tcp = matches!(
+        request.extensions().get::<crate::http_server::Peer>(),
+        Some(crate::http_server::Peer::Tcp(_))
+    );
+    if over_tcp && request.uri().path() != "/healthz" {
+        let settings = state.settings();
+        if let Some(token) = &settings.derived.tcp_token {
+            let presented = request
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if !presented.is_some_and(|p| token.matches(p)) {
+                let mut response = error::ApiError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "TCP clients must send Authorization: Bearer TOKEN (the daemon's ingest.token)",
+                )
+                .into_response();
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+                return response;
+            }
+        }
+    }
+    next.run(request).await
 }

@@ -1,0 +1,181 @@
+//! The ingest surface: tokens for TCP beyond loopback, idle and slow
+//! connections.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{BIN, TestDaemon, free_port};
+use serde_json::json;
+
+const ROUTES: &str =
+    "[[cdn.endpoints]]\nid = \"ep\"\nhosts = [\"a.example.com\"]\n[batch]\nlinger = \"1h\"\n";
+
+#[test]
+fn tcp_beyond_loopback_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("purgeq.toml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!("[ingest]\nsocket = \"\"\nhttp = \"0.0.0.0:{port}\"\n"),
+    )
+    .expect("config");
+    let output = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "ingest.http: 0.0.0.0:{port} is reachable from other hosts"
+        )),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_clients_need_the_token_and_the_socket_does_not() {
+    let token = "s3cret-t0ken-value";
+    let mut daemon = TestDaemon::start(ROUTES).await;
+    std::fs::write(daemon.dir.path().join("token"), format!("{token}\n")).expect("token");
+    let token_file = daemon.dir.path().join("token");
+    let port = daemon.http.port();
+    daemon.edit_config(|text| {
+        text.replace(
+            &format!("http = \"127.0.0.1:{port}\"\n"),
+            &format!(
+                "http = \"0.0.0.0:{port}\"\ntoken_file = \"{}\"\n",
+                token_file.display()
+            ),
+        )
+    });
+    assert!(daemon.terminate().success());
+    daemon.launch().await;
+
+    let tcp = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/purges");
+    let body = json!({"urls": ["http://a.example.com/x"]});
+    let response = tcp.post(&url).json(&body).send().await.expect("post");
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    let response = tcp
+        .post(&url)
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 401);
+    let response = tcp
+        .post(&url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202);
+    let response = tcp
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(response.status(), 200, "health checks need no token");
+    let (status, _) = daemon.post("/v1/purges", &body).await;
+    assert_eq!(status, 202, "the socket relies on its file mode");
+
+    let http = format!("127.0.0.1:{port}");
+    let output = Command::new(BIN)
+        .args(["enqueue", "--http", &http, "http://a.example.com/y"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        output.status.code(),
+        Some(77),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = Command::new(BIN)
+        .args(["enqueue", "--http", &http, "http://a.example.com/y"])
+        .env("PURGEQ_TOKEN", token)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = Command::new(BIN)
+        .args(["status", "--http", &http, "--config"])
+        .arg(&daemon.config)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "the configuration's token is used: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        !daemon.logs().contains(token),
+        "the token never appears in logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_dribbling_connections_do_not_stall_others() {
+    let daemon = TestDaemon::start(ROUTES).await;
+    // 300 connections that never send a byte, and 20 that dribble a
+    // request's headers one byte at a time.
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(daemon.http).expect("connect"))
+        .collect();
+    let mut dribblers: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(daemon.http).expect("connect"))
+        .collect();
+    for stream in &mut dribblers {
+        stream
+            .write_all(b"POST /v1/purges HTTP/1.1\r\nHo")
+            .expect("write");
+    }
+    // Meanwhile real clients are served promptly, on TCP and on the socket.
+    let started = Instant::now();
+    for i in 0..20 {
+        let (status, _) = daemon
+            .post(
+                "/v1/purges",
+                &json!({"urls": [format!("http://a.example.com/{i}")]}),
+            )
+            .await;
+        assert_eq!(status, 202);
+        let response = reqwest::Client::new()
+            .get(format!("http://{}/healthz", daemon.http))
+            .send()
+            .await
+            .expect("tcp while others idle");
+        assert_eq!(response.status(), 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "served while 320 connections hang"
+    );
+
+    // Clients that never finish their headers are cut off
+    // (header read timeout, 10 s).
+    let mut stream = dribblers.pop().expect("a dribbler");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let deadline = Instant::now();
+    let mut buffer = Vec::new();
+    let _ = stream.read_to_end(&mut buffer);
+    assert!(
+        deadline.elapsed() < Duration::from_secs(19),
+        "the slow client was cut off"
+    );
+    drop(idle);
+}
