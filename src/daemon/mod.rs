@@ -249,10 +249,15 @@ pub async fn run(
         .flatten()
     {
         tracing::info!(listener = %listener.describe(), "listening");
+        let options = ServeOptions {
+            max_connections: settings.ingest.max_connections,
+            header_read_timeout: settings.ingest.header_timeout,
+            graceful: true,
+        };
         servers.spawn(http_server::serve(
             listener,
             router.clone(),
-            ServeOptions::default(),
+            options,
             stop_serving.clone(),
         ));
     }
