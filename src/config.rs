@@ -155,6 +155,9 @@ pub struct IngestSettings {
     pub token_file: Option<PathBuf>,
     /// Open connections per listener; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Past this many pending URLs, new intents are refused (503 with
+    /// Retry-After); 0 for no limit.
+    pub max_pending: u64,
     /// A client must send complete request headers within this time.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
@@ -172,6 +175,7 @@ impl Default for IngestSettings {
             token: None,
             token_file: None,
             max_connections: 1024,
+            max_pending: 1_000_000,
             header_timeout: Duration::from_secs(10),
         }
     }

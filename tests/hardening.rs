@@ -179,3 +179,43 @@ async fn idle_and_dribbling_connections_do_not_stall_others() {
     );
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_backlog_limit_intents_are_refused_not_queued() {
+    let mut daemon = TestDaemon::start(ROUTES).await;
+    daemon.edit_config(|text| text.replace("[ingest]\n", "[ingest]\nmax_pending = 5\n"));
+    assert!(daemon.terminate().success());
+    daemon.launch().await;
+    let urls = |from: usize, n: usize| -> Vec<String> {
+        (from..from + n)
+            .map(|i| format!("http://a.example.com/{i}"))
+            .collect()
+    };
+    let (status, _) = daemon
+        .post("/v1/purges", &json!({ "urls": urls(0, 3) }))
+        .await;
+    assert_eq!(status, 202);
+    let response = daemon
+        .client()
+        .post("http://localhost/v1/purges")
+        .json(&json!({ "urls": urls(3, 3) }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "30");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "BacklogFull");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("ingest.max_pending = 5")
+    );
+    // Within the limit: still accepted; nothing refused was half-stored.
+    let (status, _) = daemon
+        .post("/v1/purges", &json!({ "urls": urls(3, 2) }))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(common::items(&daemon.stats().await, "pending"), 5);
+}

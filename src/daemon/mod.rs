@@ -207,6 +207,7 @@ pub async fn run(
         settings: settings_rx,
         pipeline: pipeline.report(),
         metrics: crate::metrics::install(),
+        backlog: Default::default(),
     });
 
     let stop_serving = CancellationToken::new();

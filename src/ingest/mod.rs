@@ -39,6 +39,43 @@ pub struct IngestState {
     pub pipeline: Arc<dyn PipelineReport>,
     /// `None` when another daemon in this process owns the recorder.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub backlog: Arc<Backlog>,
+}
+
+/// An estimate of the pending backlog, for `ingest.max_pending`: counting
+/// a million pending rows on every request would cost more than the
+/// request, so the count is refreshed from the store at most once a second
+/// (by whichever request finds it stale: nothing runs while idle) and
+/// raised by each accepted request in between.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    pending: std::sync::atomic::AtomicU64,
+    refreshed_at_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Backlog {
+    async fn estimate(&self, store: &Store) -> u64 {
+        use std::sync::atomic::Ordering;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.refreshed_at_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= 1000
+            && self
+                .refreshed_at_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            && let Ok(count) = store.pending_count().await
+        {
+            self.pending.store(count, Ordering::Relaxed);
+        }
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    fn added(&self, new: usize) {
+        self.pending
+            .fetch_add(new as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl IngestState {
@@ -55,6 +92,23 @@ impl IngestState {
         peer: &crate::http_server::Peer,
         label: Option<String>,
     ) -> Result<crate::store::EnqueueOutcome, error::ApiError> {
+        let max_pending = self.settings().ingest.max_pending;
+        if max_pending > 0 {
+            let pending = self.backlog.estimate(&self.store).await;
+            if pending + targets.len() as u64 > max_pending {
+                return Err(error::ApiError {
+                    retry_after_secs: Some(30),
+                    ..error::ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "BacklogFull",
+                        format!(
+                            "{pending} URLs are already waiting, the limit is ingest.max_pending = {max_pending}; \
+                             nothing was accepted, try again later"
+                        ),
+                    )
+                });
+            }
+        }
         let outcome = self
             .store
             .enqueue(crate::store::NewRequest {
@@ -66,6 +120,7 @@ impl IngestState {
             })
             .await?;
         crate::metrics::enqueued(outcome.urls);
+        self.backlog.added(outcome.new);
         self.pipeline.wake();
         Ok(outcome)
     }

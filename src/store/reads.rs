@@ -240,6 +240,14 @@ impl Store {
             .collect())
     }
 
+    /// How many items are pending (walks the pending part of an index).
+    pub async fn pending_count(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE state = 'pending'")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
     /// When the oldest pending item arrived.
     pub async fn oldest_pending(&self) -> Result<Option<String>, StoreError> {
         Ok(
