@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
 
 fn scale(n: usize) -> usize {
@@ -87,21 +89,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// CPU seconds (user + system) used so far by process `pid`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime, in clock ticks (100 per second on Linux).
-    (field(11) + field(12)) as f64 / 100.0
 }
 
 fn client(socket: &Path) -> reqwest::Client {
@@ -236,8 +223,8 @@ async fn main() {
     }
 
     let (daemon_cpu, bench_cpu, started) = (
-        cpu_seconds(daemon.child.id()),
-        cpu_seconds(std::process::id()),
+        common::cpu_seconds(daemon.child.id()),
+        common::cpu_seconds(std::process::id()),
         Instant::now(),
     );
     let (rps, p50, p99, count) =
@@ -250,8 +237,8 @@ async fn main() {
     );
     println!(
         "  CPU during it: daemon {:.0} %, load generator {:.0} % (of one core; 2 cores = 200 %)",
-        (cpu_seconds(daemon.child.id()) - daemon_cpu) / wall * 100.0,
-        (cpu_seconds(std::process::id()) - bench_cpu) / wall * 100.0
+        (common::cpu_seconds(daemon.child.id()) - daemon_cpu) / wall * 100.0,
+        (common::cpu_seconds(std::process::id()) - bench_cpu) / wall * 100.0
     );
     drop(daemon);
 

@@ -18,30 +18,12 @@ use purgeq::cdn::KeyValue;
 use purgeq::cdn::emulator::{EmulatedEndpoint, Emulator, EmulatorConfig, Knobs};
 use serde_json::{Value, json};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
 const RATE: f64 = 10.0;
 const BURST: u32 = 5;
 const LINGER_MS: u64 = 500;
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesized command name; utime and stime are the
-    // 14th and 15th fields of the line.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-fn ticks_per_second() -> f64 {
-    // sysconf(_SC_CLK_TCK) is 100 on every Linux this runs on.
-    100.0
-}
 
 async fn get(client: &reqwest::Client, path: &str) -> Value {
     client
@@ -182,9 +164,9 @@ async fn main() {
     // 3. Idle CPU: let the tracker finish, then watch the process.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pid = child.id();
-    let start = cpu_ticks(pid);
+    let start = common::cpu_seconds(pid);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let used = (cpu_ticks(pid) - start) as f64 / ticks_per_second();
+    let used = common::cpu_seconds(pid) - start;
     println!(
         "idle daemon: {:.2} s of CPU over 10 s ({:.2} %)",
         used,

@@ -157,19 +157,21 @@ pub fn render_request(view: &Value) -> String {
     out
 }
 
-pub async fn status(args: StatusArgs) -> u8 {
-    let result = async {
-        let daemon = Daemon::locate(&args.daemon)?;
-        daemon.get("/v1/stats").await
-    }
-    .await;
+/// Fetches `path` from the daemon and prints it: raw JSON, or rendered.
+async fn fetch_and_print(
+    daemon: &DaemonArgs,
+    path: &str,
+    json: bool,
+    render: fn(&Value) -> String,
+) -> u8 {
+    let result = async { Daemon::locate(daemon)?.get(path).await }.await;
     match result {
-        Ok(stats) if args.json => {
-            println!("{stats}");
+        Ok(answer) if json => {
+            println!("{answer}");
             0
         }
-        Ok(stats) => {
-            print!("{}", render_status(&stats));
+        Ok(answer) => {
+            print!("{}", render(&answer));
             0
         }
         Err((code, message)) => {
@@ -179,24 +181,16 @@ pub async fn status(args: StatusArgs) -> u8 {
     }
 }
 
+pub async fn status(args: StatusArgs) -> u8 {
+    fetch_and_print(&args.daemon, "/v1/stats", args.json, render_status).await
+}
+
 pub async fn show(args: ShowArgs) -> u8 {
-    let result = async {
-        let daemon = Daemon::locate(&args.daemon)?;
-        daemon.get(&format!("/v1/purges/{}", args.id)).await
-    }
-    .await;
-    match result {
-        Ok(view) if args.json => {
-            println!("{view}");
-            0
-        }
-        Ok(view) => {
-            print!("{}", render_request(&view));
-            0
-        }
-        Err((code, message)) => {
-            eprintln!("purgeq: {message}");
-            code
-        }
-    }
+    fetch_and_print(
+        &args.daemon,
+        &format!("/v1/purges/{}", args.id),
+        args.json,
+        render_request,
+    )
+    .await
 }
