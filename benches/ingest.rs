@@ -12,8 +12,8 @@
 //!
 //! `PURGEQ_BENCH_SCALE=0.1` shrinks every count (for a quick look).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,45 +31,24 @@ fn scale(n: usize) -> usize {
     ((n as f64 * factor) as usize).max(1)
 }
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
+/// The daemon with sending held back: nothing is cut into batches.
+struct Daemon(common::BenchDaemon);
+
+impl std::ops::Deref for Daemon {
+    type Target = common::BenchDaemon;
+    fn deref(&self) -> &common::BenchDaemon {
+        &self.0
+    }
 }
 
 impl Daemon {
     fn start(synchronous: &str) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("purgeq.sock");
-        let config = dir.path().join("purgeq.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[store]\npath = \"{}\"\nsynchronous = \"{synchronous}\"\n[ingest]\nsocket = \"{}\"\nhttp = \"\"\n\
-                 [batch]\nlinger = \"1000h\"\nmax_files = 1000000000\nmax_directories = 1000000000\n\
-                 [log]\nlevel = \"warn\"\n[[cdn.endpoints]]\nid = \"bench\"\nhosts = [\"bench.example.com\"]\n",
-                dir.path().join("purgeq.db").display(),
-                socket.display()
-            ),
-        )
-        .expect("config");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn purgeq");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon {
-            child,
-            socket,
-            _dir: dir,
-        }
+        Daemon(common::BenchDaemon::start(
+            BIN,
+            &format!("synchronous = \"{synchronous}\"\n"),
+            "[batch]\nlinger = \"1000h\"\nmax_files = 1000000000\nmax_directories = 1000000000\n\
+             [log]\nlevel = \"warn\"\n[[cdn.endpoints]]\nid = \"bench\"\nhosts = [\"bench.example.com\"]\n",
+        ))
     }
 
     fn rss_kib(&self) -> u64 {
@@ -81,13 +60,6 @@ impl Daemon {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -11,7 +11,6 @@
 //!    `batch.linger` plus one round trip);
 //! 3. CPU used by an idle daemon over 10 s (expected: about zero).
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use purgeq::cdn::KeyValue;
@@ -57,33 +56,19 @@ async fn main() {
     };
     let emulator = Emulator::start(config).await.expect("emulator");
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("purgeq.sock");
-    let config = dir.path().join("purgeq.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = \"{}\"\n[ingest]\nsocket = \"{}\"\nhttp = \"\"\n[log]\nlevel = \"warn\"\n\
+    let daemon = common::BenchDaemon::start(
+        BIN,
+        "",
+        &format!(
+            "[log]\nlevel = \"warn\"\n\
              [cdn]\nbase_url = \"{}\"\nsubscription_id = \"bench-subscription\"\nkey_id = \"bench-key\"\nkey_value = \"bench-secret\"\n\
              [[cdn.endpoints]]\nid = \"bench-endpoint\"\nhosts = [\"bench.example.com\"]\n\
              [batch]\nmax_files = 10\nlinger = \"{LINGER_MS}ms\"\n[sender]\nrequests_per_second = {RATE}\nburst = {BURST}\nconcurrency = 4\n\
              [tracker]\npoll_interval = \"1s\"\n[quota]\nfiles_per_day = 10000000\n",
-            dir.path().join("purgeq.db").display(),
-            socket.display(),
             emulator.base_url()
         ),
-    )
-    .expect("config");
-    let mut child: Child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    while !socket.exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    );
+    let socket = daemon.socket.clone();
     let client = reqwest::Client::builder()
         .unix_socket(socket.clone())
         .build()
@@ -163,7 +148,7 @@ async fn main() {
 
     // 3. Idle CPU: let the tracker finish, then watch the process.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let pid = child.id();
+    let pid = daemon.child.id();
     let start = common::cpu_seconds(pid);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let used = common::cpu_seconds(pid) - start;
@@ -173,6 +158,5 @@ async fn main() {
         used / 10.0 * 100.0
     );
 
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(daemon);
 }

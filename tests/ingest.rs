@@ -536,15 +536,7 @@ async fn a_full_store_answers_503_stays_up_and_recovers() {
 
     // Still up, says why it is not ready, and nothing was half-accepted.
     assert_eq!(daemon.get("/healthz").await.0, 200);
-    let (status, ready) = daemon.get("/readyz").await;
-    assert_eq!(status, 503);
-    assert!(
-        ready["reason"]
-            .as_str()
-            .expect("reason")
-            .contains("cannot write"),
-        "{ready}"
-    );
+    daemon.assert_not_ready("cannot write").await;
     let stats = daemon.stats().await;
     assert_eq!(items(&stats, "pending"), accepted_new);
     assert_eq!(stats["store"]["writable"], false);

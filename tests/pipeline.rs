@@ -181,15 +181,7 @@ async fn a_wrong_key_pauses_until_a_reload_brings_the_right_one() {
             .contains("WrongSignature")
     );
     assert_eq!(items(&stats, "pending"), 30, "every item kept");
-    let (status, ready) = daemon.get("/readyz").await;
-    assert_eq!(status, 503);
-    assert!(
-        ready["reason"]
-            .as_str()
-            .expect("reason")
-            .contains("credentials"),
-        "{ready}"
-    );
+    daemon.assert_not_ready("credentials").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         emulator.journal().is_empty(),

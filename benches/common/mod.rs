@@ -1,5 +1,58 @@
 //! Helpers shared by the benchmarks.
 
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The release daemon, started in a temp dir with `[store]` and `[ingest]`
+/// (the socket only) written for it and `sections` appended.
+pub struct BenchDaemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl BenchDaemon {
+    pub fn start(binary: &str, store_extra: &str, sections: &str) -> BenchDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("purgeq.sock");
+        let config = dir.path().join("purgeq.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[store]\npath = \"{}\"\n{store_extra}[ingest]\nsocket = \"{}\"\nhttp = \"\"\n{sections}",
+                dir.path().join("purgeq.db").display(),
+                socket.display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn purgeq");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        BenchDaemon {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// CPU seconds (user + system) used so far by process `pid`, from
 /// `/proc/PID/stat` (clock ticks are 100 per second on Linux).
 pub fn cpu_seconds(pid: u32) -> f64 {

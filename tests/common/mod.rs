@@ -257,6 +257,17 @@ impl TestDaemon {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `/readyz` answers 503 with a reason containing `why`.
+    pub async fn assert_not_ready(&self, why: &str) {
+        let (status, ready) = self.get("/readyz").await;
+        assert_eq!(status, 503, "{ready}");
+        let reason = ready["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains(why),
+            "not ready for another reason: {ready}"
+        );
+    }
+
     pub async fn stats(&self) -> Value {
         self.get("/v1/stats").await.1
     }
