@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     shutdown: CancellationToken,
     /// One permit per batch under way (cut, not yet accepted or failed).
     batch_slots: Arc<Semaphore>,
+    /// How many permits `batch_slots` was created with (fixed at start:
+    /// a reload of `sender.concurrency` does not resize it).
+    batch_slot_count: usize,
     endpoint_pauses: Mutex<HashMap<String, EndpointPause>>,
     status: Mutex<Status>,
     /// Set while the batcher and the tracker loops run.
@@ -186,6 +189,7 @@ impl Pipeline {
         let shared = Arc::new(Shared {
             gate: Gate::new(&settings.sender),
             batch_slots: Arc::new(Semaphore::new(settings.sender.concurrency.max(1))),
+            batch_slot_count: settings.sender.concurrency.max(1),
             settings: RwLock::new(settings),
             client: RwLock::new(Arc::new(client)),
             store,
@@ -288,9 +292,8 @@ impl PipelineReport for Reporter {
         } else {
             "running"
         };
-        let in_flight = settings
-            .sender
-            .concurrency
+        let in_flight = shared
+            .batch_slot_count
             .saturating_sub(shared.batch_slots.available_permits());
         let quota = status.quota.as_ref().map(|q| {
             json!({
