@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod quota;
 pub mod rate;
 pub mod retention;
 pub mod signals;

@@ -107,16 +107,7 @@ pub async fn render(
 ) -> String {
     if let Ok(counts) = store.state_counts().await {
         for state in ItemState::ALL {
-            let value = match state {
-                ItemState::Pending => counts.pending,
-                ItemState::Sending => counts.sending,
-                ItemState::Submitted => counts.submitted,
-                ItemState::Succeeded => counts.succeeded,
-                ItemState::Failed => counts.failed,
-                ItemState::Merged => counts.merged,
-                ItemState::Cancelled => counts.cancelled,
-            };
-            gauge!(ITEMS, "state" => state.as_str()).set(value as f64);
+            gauge!(ITEMS, "state" => state.as_str()).set(counts.get(state) as f64);
         }
     }
     let age = match store.oldest_pending().await {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::pipeline::quota;
+use crate::quota;
 use crate::store::{Store, timestamp};
 
 /// Items deleted per transaction.

@@ -14,7 +14,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_util::task::TaskTracker;
 
-use super::{Shared, quota, sender};
+use super::{Shared, sender};
+use crate::quota;
 use crate::store::{CutLimits, StoreError, parse_timestamp, timestamp};
 use crate::target::Kind;
 

@@ -10,7 +10,6 @@
 
 mod batcher;
 pub mod gate;
-pub mod quota;
 mod sender;
 mod tracker;
 

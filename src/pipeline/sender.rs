@@ -19,9 +19,10 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::Shared;
 use super::gate::{Admission, CREDENTIALS_RETRY};
-use super::{Shared, quota};
 use crate::cdn::ErrorClass;
+use crate::quota;
 use crate::store::{Batch, StoreError, timestamp};
 
 /// Back-off between attempts of one batch after transient failures.

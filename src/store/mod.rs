@@ -237,7 +237,8 @@ impl Store {
             .await
     }
 
-    /// Proves the store can still commit: a tiny write through the writer.
+    /// Proves the writer still commits: an immediate (write-locking)
+    /// transaction through the writer, around a read, so it needs no space.
     pub async fn probe_write(&self) -> Result<(), StoreError> {
         self.write(|conn| {
             Box::pin(async move {

@@ -129,6 +129,13 @@ impl StateCounts {
         *self.slot(state) += 1;
     }
 
+    /// The count for `state` (through a copy, so the mapping from state to
+    /// field is written once, in `slot`).
+    pub fn get(&self, state: ItemState) -> u64 {
+        let mut copy = self.clone();
+        *copy.slot(state)
+    }
+
     fn slot(&mut self, state: ItemState) -> &mut u64 {
         match state {
             ItemState::Pending => &mut self.pending,

@@ -267,13 +267,6 @@ pub fn has_dot_dot_segment(raw: &str) -> bool {
     })
 }
 
-/// How long ago the quota day began, for a moment and a UTC offset.
-pub fn quota_day(now: SystemTime, offset_minutes: i16) -> time::Date {
-    let offset = time::UtcOffset::from_whole_seconds(i32::from(offset_minutes) * 60)
-        .unwrap_or(time::UtcOffset::UTC);
-    OffsetDateTime::from(now).to_offset(offset).date()
-}
-
 /// Seconds until the rate limiter would let a call through, rounded up.
 pub fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)

@@ -36,7 +36,7 @@ struct Task {
 pub struct Inner {
     pub knobs: Knobs,
     limiter: DefaultDirectRateLimiter,
-    quota_day: Option<time::Date>,
+    quota_day: Option<String>,
     files_used: u64,
     directories_used: u64,
     tasks: HashMap<String, Task>,
@@ -53,6 +53,11 @@ pub struct State {
 pub enum QuotaCheck {
     Fits,
     Exceeded(String),
+}
+
+/// The knob's minutes east of UTC as an offset (validated to ±14 h).
+fn offset(minutes: i16) -> time::UtcOffset {
+    time::UtcOffset::from_whole_seconds(i32::from(minutes) * 60).unwrap_or(time::UtcOffset::UTC)
 }
 
 fn limiter_for(knobs: &Knobs) -> DefaultDirectRateLimiter {
@@ -122,9 +127,11 @@ impl State {
     /// Checks the day's quota for this many URLs; charges nothing.
     pub fn check_quota(&self, files: u64, directories: u64) -> QuotaCheck {
         let mut inner = self.lock();
-        let today =
-            super::checks::quota_day(SystemTime::now(), inner.knobs.quota_utc_offset_minutes);
-        if inner.quota_day != Some(today) {
+        let today = crate::quota::day_of(
+            time::OffsetDateTime::from(SystemTime::now()),
+            offset(inner.knobs.quota_utc_offset_minutes),
+        );
+        if inner.quota_day.as_deref() != Some(today.as_str()) {
             inner.quota_day = Some(today);
             inner.files_used = 0;
             inner.directories_used = 0;

@@ -1,5 +1,6 @@
-//! The quota day: which calendar day a moment belongs to at the configured
-//! UTC offset, and when the next one starts.
+//! The quota day: which calendar day a moment belongs to at a UTC offset,
+//! and when the next one starts. Shared by the sender (charging), the
+//! batcher (cutting), retention and the emulator (its own quotas).
 
 use time::{OffsetDateTime, UtcOffset};
 
