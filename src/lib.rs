@@ -1,8 +1,15 @@
 //! purgeq: durable, rate-limited cache purges for Azure China CDN.
 //!
-//! See `DESIGN.md`-style overview in the README. Modules, leaves first:
-//! - [`clock`]: injectable wall-clock time;
-//! - [`cdn`]: the API client and the emulator.
+//! Modules, leaves first (each uses only those above it):
+//! - [`clock`], [`rate`], [`quota`]: injectable time, the token bucket,
+//!   quota days;
+//! - [`cdn`]: the API client and [`cdn::emulator`];
+//! - [`config`], [`target`]: typed settings; URL normalization and routing;
+//! - [`store`]: every SQL statement, the group-committing writer;
+//! - [`http_server`], [`ingest`]: the connection server and the HTTP API;
+//! - [`pipeline`], [`retention`], [`metrics`], [`logging`]: draining the
+//!   queue, the clean-up task, observability;
+//! - [`daemon`], [`signals`], [`cli`]: wiring and lifecycle, the commands.
 
 pub mod cdn;
 pub mod cli;
