@@ -409,6 +409,20 @@ async fn wait_returns_when_time_is_up() {
     assert!(started.elapsed() >= Duration::from_millis(450));
     let (status, _) = daemon.get(&format!("/v1/purges/{id}?wait=-1")).await;
     assert_eq!(status, 400);
+    let (status, body) = daemon.get(&format!("/v1/purges/{id}?wait=soon")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "BadRequest");
+
+    // Regression (found by schemathesis): a wait too large for a Duration
+    // panicked the handler. Cancelled, the request is final, so the huge
+    // wait answers at once.
+    let (status, _) = daemon
+        .post(&format!("/v1/purges/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, view) = daemon.get(&format!("/v1/purges/{id}?wait=1e300")).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["state"], "cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread")]

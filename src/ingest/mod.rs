@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter, on};
 use tokio::sync::watch;
 
 use crate::config::Settings;
@@ -137,29 +138,73 @@ impl IngestState {
     }
 }
 
+/// The OpenAPI 3.1 document of every route below, served at
+/// `/v1/openapi.json`. Hand-written (the API is small and its error shapes
+/// matter more than generated boilerplate); `routes_match_the_openapi_document`
+/// keeps it and [`routes`] in step, and schemathesis checks real answers
+/// against it (`scripts/schemathesis.sh`).
+pub const OPENAPI: &str = include_str!("../../doc/openapi.json");
+
+/// One route: method, path (axum syntax, the same as OpenAPI's) and
+/// handler. One table feeds both the router and the OpenAPI sync test, so a
+/// route cannot be added without the test noticing.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    handler: MethodRouter<IngestState>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, handler: H) -> Route
+where
+    H: axum::handler::Handler<T, IngestState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone())
+        .unwrap_or_else(|_| unreachable!("only standard methods are routed"));
+    Route {
+        method,
+        path,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route of the API.
+pub fn routes() -> Vec<Route> {
+    vec![
+        route(Method::POST, "/v1/purges", v1::post_purges),
+        route(Method::GET, "/v1/purges/{id}", v1::get_purge),
+        route(Method::POST, "/v1/purges/{id}/retry", v1::retry_request),
+        route(Method::POST, "/v1/purges/{id}/cancel", v1::cancel_request),
+        route(Method::POST, "/v1/retry-failed", v1::retry_all_failed),
+        route(Method::GET, "/v1/stats", v1::get_stats),
+        route(Method::GET, "/v1/openapi.json", v1::openapi),
+        route(Method::GET, "/healthz", v1::healthz),
+        route(Method::GET, "/readyz", v1::readyz),
+        route(Method::GET, "/metrics", v1::metrics),
+        route(
+            Method::POST,
+            "/subscriptions/{sid}/endpoints/{eid}/purges",
+            azure::add_purge,
+        ),
+        route(
+            Method::GET,
+            "/subscriptions/{sid}/endpoints/{eid}/purges/{id}",
+            azure::query_purge,
+        ),
+    ]
+}
+
 /// The router, the same on every listener.
 pub fn router(state: IngestState) -> Router {
     // The body limit is enforced by axum; over it, the handlers answer 413.
     let body_limit = state.settings().ingest.max_body_bytes;
-    Router::new()
-        .route("/v1/purges", post(v1::post_purges))
-        .route("/v1/purges/{id}", get(v1::get_purge))
-        .route("/v1/purges/{id}/retry", post(v1::retry_request))
-        .route("/v1/purges/{id}/cancel", post(v1::cancel_request))
-        .route("/v1/retry-failed", post(v1::retry_all_failed))
-        .route("/v1/stats", get(v1::get_stats))
-        .route("/healthz", get(v1::healthz))
-        .route("/readyz", get(v1::readyz))
-        .route("/metrics", get(v1::metrics))
-        .route(
-            "/subscriptions/{sid}/endpoints/{eid}/purges",
-            post(azure::add_purge),
-        )
-        .route(
-            "/subscriptions/{sid}/endpoints/{eid}/purges/{id}",
-            get(azure::query_purge),
-        )
+    let mut router = Router::new();
+    for Route { path, handler, .. } in routes() {
+        router = router.route(path, handler);
+    }
+    router
         .fallback(v1::not_found)
+        .method_not_allowed_fallback(v1::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -205,4 +250,71 @@ async fn require_token(
         }
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn document() -> serde_json::Value {
+        serde_json::from_str(OPENAPI).expect("doc/openapi.json is JSON")
+    }
+
+    #[test]
+    fn routes_match_the_openapi_document() {
+        let routed: BTreeSet<(String, String)> = routes()
+            .iter()
+            .map(|r| (r.method.as_str().to_lowercase(), r.path.to_owned()))
+            .collect();
+        let documented: BTreeSet<(String, String)> = document()["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, operations)| {
+                operations
+                    .as_object()
+                    .expect("operations")
+                    .keys()
+                    .filter(|k| k.as_str() != "parameters")
+                    .map(|method| (method.clone(), path.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            routed, documented,
+            "the router and doc/openapi.json disagree"
+        );
+    }
+
+    /// Every `$ref` points at a schema that exists, so a renamed schema
+    /// cannot leave a dangling reference for clients' code generators.
+    #[test]
+    fn every_openapi_reference_resolves() {
+        fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, v) in map {
+                        match (key.as_str(), v) {
+                            ("$ref", serde_json::Value::String(r)) => out.push(r.clone()),
+                            _ => refs(v, out),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(!found.is_empty());
+        for reference in found {
+            let pointer = reference
+                .strip_prefix('#')
+                .unwrap_or_else(|| panic!("{reference}: only local references"));
+            assert!(doc.pointer(pointer).is_some(), "{reference} is dangling");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -117,12 +117,17 @@ impl From<RequestStatus> for RequestView {
 pub async fn get_purge(
     State(state): State<IngestState>,
     Path(id): Path<String>,
-    Query(query): Query<WaitQuery>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Json<RequestView>, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
+    })?;
     let wait = match query.wait {
         None => Duration::ZERO,
+        // Clamped before converting: `Duration::from_secs_f64` panics on
+        // values like 1e300 (found by schemathesis).
         Some(secs) if secs.is_finite() && secs >= 0.0 => {
-            Duration::from_secs_f64(secs).min(MAX_WAIT)
+            Duration::from_secs_f64(secs.min(MAX_WAIT.as_secs_f64()))
         }
         Some(_) => {
             return Err(ApiError::bad_request(
@@ -305,5 +310,24 @@ pub async fn metrics(State(state): State<IngestState>) -> Response {
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::not_found("no such route; see the README for the API")
+    ApiError::not_found("no such route; the API is described at /v1/openapi.json")
+}
+
+/// A known path with another method: 405 in the API's error shape (axum
+/// adds the `Allow` header).
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        format!("{method} is not allowed on this path; the Allow header lists what is"),
+    )
+}
+
+/// `GET /v1/openapi.json`: the API's OpenAPI 3.1 document.
+pub async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::OPENAPI,
+    )
+        .into_response()
 }
