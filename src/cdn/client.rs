@@ -140,24 +140,10 @@ impl CdnClient {
             files: files.to_vec(),
             directories: directories.to_vec(),
         };
-        let called: Called<wire::PurgeAcceptedBody> = self
+        let called = self
             .call(Method::POST, url, Some(&body), StatusCode::ACCEPTED)
             .await?;
-        if !called.value.succeeded {
-            return Err(CdnError::MalformedResponse {
-                status: StatusCode::ACCEPTED.as_u16(),
-                snippet: "202 with \"Succeeded\": false and no ErrorInfo".to_owned(),
-                correlation_id: called.correlation_id,
-                retry_after: None,
-            });
-        }
-        Ok(Called {
-            value: PurgeAccepted {
-                task_track_id: called.value.async_info.task_track_id,
-                task_status: called.value.async_info.task_status,
-            },
-            correlation_id: called.correlation_id,
-        })
+        accepted(called)
     }
 
     /// `GET …/endpoints/{endpoint_id}/purges/{task_track_id}`.
@@ -167,23 +153,15 @@ impl CdnClient {
         task_track_id: &str,
     ) -> Result<Called<PurgeProgress>, CdnError> {
         let url = self.url(&["endpoints", endpoint_id, "purges", task_track_id]);
-        let called: Called<wire::PurgeProgressBody> =
-            self.call(Method::GET, url, None, StatusCode::OK).await?;
-        Ok(Called {
-            value: called.value.into(),
-            correlation_id: called.correlation_id,
-        })
+        let called = self.call(Method::GET, url, None, StatusCode::OK).await?;
+        Ok(progress(called))
     }
 
     /// `GET /subscriptions/{sid}/endpoints`.
     pub async fn list_endpoints(&self) -> Result<Called<Vec<Endpoint>>, CdnError> {
         let url = self.url(&["endpoints"]);
-        let called: Called<Vec<wire::EndpointBody>> =
-            self.call(Method::GET, url, None, StatusCode::OK).await?;
-        Ok(Called {
-            value: called.value.into_iter().map(Endpoint::from).collect(),
-            correlation_id: called.correlation_id,
-        })
+        let called = self.call(Method::GET, url, None, StatusCode::OK).await?;
+        Ok(endpoints(called))
     }
 
     /// `{base}/subscriptions/{sid}/{segments…}?apiVersion=1.0`, each segment
@@ -262,6 +240,76 @@ impl CdnClient {
         let headers = response.headers().clone();
         let bytes = response.bytes().await.map_err(transport_failure)?;
         interpret(status, &headers, &bytes, expected)
+    }
+}
+
+fn accepted(called: Called<wire::PurgeAcceptedBody>) -> Result<Called<PurgeAccepted>, CdnError> {
+    if !called.value.succeeded {
+        return Err(CdnError::MalformedResponse {
+            status: StatusCode::ACCEPTED.as_u16(),
+            snippet: "202 with \"Succeeded\": false and no ErrorInfo".to_owned(),
+            correlation_id: called.correlation_id,
+            retry_after: None,
+        });
+    }
+    Ok(Called {
+        value: PurgeAccepted {
+            task_track_id: called.value.async_info.task_track_id,
+            task_status: called.value.async_info.task_status,
+        },
+        correlation_id: called.correlation_id,
+    })
+}
+
+fn progress(called: Called<wire::PurgeProgressBody>) -> Called<PurgeProgress> {
+    Called {
+        value: called.value.into(),
+        correlation_id: called.correlation_id,
+    }
+}
+
+fn endpoints(called: Called<Vec<wire::EndpointBody>>) -> Called<Vec<Endpoint>> {
+    Called {
+        value: called.value.into_iter().map(Endpoint::from).collect(),
+        correlation_id: called.correlation_id,
+    }
+}
+
+/// Reads complete answers exactly as [`CdnClient`] does once the bytes are
+/// in, without network or clock: what the fuzz target `cdn_response`
+/// feeds arbitrary status codes, headers and bodies.
+pub mod read {
+    use super::*;
+
+    /// The answer to `POST …/purges`.
+    pub fn add_purge(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Called<PurgeAccepted>, CdnError> {
+        accepted(interpret(status, headers, body, StatusCode::ACCEPTED).map_err(|f| f.error)?)
+    }
+
+    /// The answer to `GET …/purges/{TaskTrackId}`.
+    pub fn query_purge(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Called<PurgeProgress>, CdnError> {
+        interpret(status, headers, body, StatusCode::OK)
+            .map(progress)
+            .map_err(|f| f.error)
+    }
+
+    /// The answer to `GET …/endpoints`.
+    pub fn list_endpoints(
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Called<Vec<Endpoint>>, CdnError> {
+        interpret(status, headers, body, StatusCode::OK)
+            .map(endpoints)
+            .map_err(|f| f.error)
     }
 }
 

@@ -19,9 +19,10 @@ use super::intake::{self, UrlList};
 use super::v1::body_or_error;
 use crate::cdn::client::CORRELATION_HEADER;
 use crate::cdn::wire;
+use crate::config::Settings;
 use crate::http_server::Peer;
 use crate::store::ItemState;
-use crate::target::Requested;
+use crate::target::{PurgeTarget, Requested};
 
 /// An error in the service's shape.
 pub struct AzureError {
@@ -120,7 +121,30 @@ pub async fn add_purge(
     let settings = state.settings();
     intake::require_json(&headers)?;
     let body = body_or_error(body, settings.ingest.max_body_bytes)?;
-    let purge: wire::PurgeBody = serde_json::from_slice(&body).map_err(|e| {
+    let targets = parse_purge(&settings, &eid, &body)?;
+    let outcome = state.accept(targets, &peer, None).await?;
+    let accepted = wire::PurgeAcceptedBody {
+        succeeded: true,
+        is_async: true,
+        async_info: wire::AsyncInfo {
+            task_track_id: outcome.id,
+            task_status: "Processing".to_owned(),
+        },
+    };
+    Ok(with_correlation_id(
+        (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+    ))
+}
+
+/// Reads a CDN-shaped purge body for endpoint `eid`: every URL must be
+/// valid and served by `eid`, or nothing is taken. Pure (no HTTP, no
+/// store), so the fuzz target `request_body` can drive it directly.
+pub fn parse_purge(
+    settings: &Settings,
+    eid: &str,
+    body: &[u8],
+) -> Result<Vec<PurgeTarget>, AzureError> {
+    let purge: wire::PurgeBody = serde_json::from_slice(body).map_err(|e| {
         AzureError::new(
             StatusCode::BAD_REQUEST,
             "ParameterInvalid",
@@ -137,7 +161,7 @@ pub async fn add_purge(
         ));
     }
     let targets = intake::targets(
-        &settings,
+        settings,
         &[
             UrlList {
                 field: "Files",
@@ -161,18 +185,7 @@ pub async fn add_purge(
             ),
         ));
     }
-    let outcome = state.accept(targets, &peer, None).await?;
-    let accepted = wire::PurgeAcceptedBody {
-        succeeded: true,
-        is_async: true,
-        async_info: wire::AsyncInfo {
-            task_track_id: outcome.id,
-            task_status: "Processing".to_owned(),
-        },
-    };
-    Ok(with_correlation_id(
-        (StatusCode::ACCEPTED, Json(accepted)).into_response(),
-    ))
+    Ok(targets)
 }
 
 pub async fn query_purge(

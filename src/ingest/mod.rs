@@ -4,7 +4,7 @@
 //! CDN API's own purge routes ([`azure`]) so a script written for the real
 //! service can point at the daemon instead.
 
-mod azure;
+pub mod azure;
 pub mod error;
 mod intake;
 pub mod v1;

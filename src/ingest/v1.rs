@@ -14,9 +14,10 @@ use time::OffsetDateTime;
 use super::IngestState;
 use super::error::ApiError;
 use super::intake::{self, UrlList};
+use crate::config::Settings;
 use crate::http_server::Peer;
 use crate::store::{RequestStatus, StateCounts};
-use crate::target::Requested;
+use crate::target::{PurgeTarget, Requested};
 
 /// The longest `?wait=` honoured, so a forgotten client cannot pin a
 /// connection forever.
@@ -61,33 +62,51 @@ pub async fn post_purges(
     let settings = state.settings();
     intake::require_json(&headers)?;
     let body = body_or_error(body, settings.ingest.max_body_bytes)?;
-    let intent: IntentBody = serde_json::from_slice(&body)
+    let intent = parse_intent(&settings, &body)?;
+    let outcome = state.accept(intent.targets, &peer, intent.label).await?;
+    Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
+}
+
+/// A purge intent read and checked: every URL valid and routed.
+#[derive(Debug)]
+pub struct Intent {
+    pub targets: Vec<PurgeTarget>,
+    pub label: Option<String>,
+}
+
+/// Reads a `POST /v1/purges` body: all of it is valid, or nothing is
+/// taken. Pure (no HTTP, no store), so the fuzz target `request_body` can
+/// drive it directly.
+pub fn parse_intent(settings: &Settings, body: &[u8]) -> Result<Intent, ApiError> {
+    let body: IntentBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a valid purge intent: {e}")))?;
-    if intent.label.as_ref().is_some_and(|l| l.len() > 256) {
+    if body.label.as_ref().is_some_and(|l| l.len() > 256) {
         return Err(ApiError::bad_request("label: at most 256 bytes"));
     }
     let targets = intake::targets(
-        &settings,
+        settings,
         &[
             UrlList {
                 field: "files",
-                urls: &intent.files,
+                urls: &body.files,
                 requested: Requested::File,
             },
             UrlList {
                 field: "directories",
-                urls: &intent.directories,
+                urls: &body.directories,
                 requested: Requested::Directory,
             },
             UrlList {
                 field: "urls",
-                urls: &intent.urls,
+                urls: &body.urls,
                 requested: Requested::ByTrailingSlash,
             },
         ],
     )?;
-    let outcome = state.accept(targets, &peer, intent.label).await?;
-    Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
+    Ok(Intent {
+        targets,
+        label: body.label,
+    })
 }
 
 #[derive(Debug, Deserialize)]
