@@ -219,3 +219,99 @@ async fn past_the_backlog_limit_intents_are_refused_not_queued() {
     assert_eq!(status, 202);
     assert_eq!(common::items(&daemon.stats().await, "pending"), 5);
 }
+
+/// Posts one URL; returns the status and the error message, if any.
+async fn post_one(daemon: &TestDaemon, n: usize) -> (u16, String) {
+    let (status, body) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": [format!("http://a.example.com/file-{n}")] }),
+        )
+        .await;
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (status, message)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_database_file_refuses_intents_until_it_is_back() {
+    let daemon = TestDaemon::start(ROUTES).await;
+    assert_eq!(post_one(&daemon, 0).await.0, 202);
+
+    // `rm` while a hard link keeps the inode, so it can be put back.
+    let db = daemon.db_path();
+    let kept = db.with_extension("kept");
+    std::fs::hard_link(&db, &kept).expect("link");
+    std::fs::remove_file(&db).expect("rm");
+
+    let (status, message) = post_one(&daemon, 1).await;
+    assert_eq!(status, 503, "{message}");
+    assert!(message.contains("was removed"), "{message}");
+    daemon.assert_not_ready("was removed").await;
+    assert_eq!(daemon.get("/healthz").await.0, 200);
+
+    std::fs::hard_link(&kept, &db).expect("put back");
+    assert_eq!(daemon.get("/readyz").await.0, 200);
+    assert_eq!(post_one(&daemon, 2).await.0, 202);
+    // Nothing refused was stored; both accepted intents are there.
+    let stats = daemon.stats().await;
+    let total: u64 = ["pending", "sending", "submitted", "succeeded"]
+        .iter()
+        .map(|s| common::items(&stats, s))
+        .sum();
+    assert_eq!(total, 2, "{stats}");
+}
+
+/// Makes `path` unwritable even for root (`chattr +i`), or by mode for
+/// others; `false` puts it back.
+fn set_read_only(path: &std::path::Path, read_only: bool) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let flag = if read_only { "+i" } else { "-i" };
+        let status = Command::new("chattr")
+            .arg(flag)
+            .arg(path)
+            .status()
+            .expect("chattr");
+        assert!(
+            status.success(),
+            "chattr {flag} failed: run as non-root, or on ext4/xfs"
+        );
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if read_only { 0o444 } else { 0o644 };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_database_file_is_reported_and_never_a_crash_loop() {
+    let mut daemon = TestDaemon::start(ROUTES).await;
+    assert_eq!(post_one(&daemon, 0).await.0, 202);
+    let db = daemon.db_path();
+
+    // Made read-only under the running daemon.
+    set_read_only(&db, true);
+    let (status, message) = post_one(&daemon, 1).await;
+    assert_eq!(status, 503, "{message}");
+    assert!(message.contains("no longer writable"), "{message}");
+    daemon.assert_not_ready("no longer writable").await;
+
+    // Restarted on it: the daemon runs and says why, rather than exit
+    // and be restarted by systemd again and again.
+    assert!(daemon.terminate().success());
+    daemon.launch().await;
+    daemon.assert_not_ready("no longer writable").await;
+    let (status, message) = post_one(&daemon, 2).await;
+    assert_eq!(status, 503, "{message}");
+    assert!(message.contains("no longer writable"), "{message}");
+    // Reads still work: the queue can be inspected.
+    assert_eq!(common::items(&daemon.stats().await, "pending"), 1);
+
+    set_read_only(&db, false);
+    assert_eq!(daemon.get("/readyz").await.0, 200);
+    assert_eq!(post_one(&daemon, 3).await.0, 202);
+    assert_eq!(common::items(&daemon.stats().await, "pending"), 2);
+}

@@ -354,9 +354,13 @@ async fn status_line(store: &Store, report: &dyn PipelineReport) -> String {
     }
 }
 
-/// Under systemd: `WATCHDOG=1` while the store's writer commits and the
+/// Under systemd: `WATCHDOG=1` while the store's writer answers and the
 /// batcher and tracker loops run (a stuck writer or a dead loop stops the
 /// pings, and systemd restarts us), and a fresh `STATUS=` line.
+///
+/// A writer that answers with an error (disk full, file removed or made
+/// read-only) still gets its pings: a restart would not fix the disk, and
+/// restarting on it would be a crash loop. /readyz reports it instead.
 async fn heartbeat(store: Store, report: Arc<dyn PipelineReport>, stop: CancellationToken) {
     let interval = systemd::watchdog_interval()
         .unwrap_or(Duration::from_secs(10))
@@ -366,9 +370,9 @@ async fn heartbeat(store: Store, report: Arc<dyn PipelineReport>, stop: Cancella
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let committed = tokio::time::timeout(interval, store.probe_write()).await;
-        if !matches!(committed, Ok(Ok(()))) {
-            tracing::warn!("the store did not commit a probe in time; not pinging the watchdog");
+        let answered = tokio::time::timeout(interval, store.probe_writer()).await;
+        if answered.is_err() {
+            tracing::warn!("the store writer did not answer in time; not pinging the watchdog");
         } else if !report.alive() {
             tracing::error!("the batcher or the tracker has stopped; not pinging the watchdog");
         } else {

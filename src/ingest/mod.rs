@@ -131,8 +131,8 @@ impl IngestState {
     }
 
     fn not_ready_reason(&self) -> Option<String> {
-        if !self.store.is_writable() {
-            return Some("the store cannot write (disk full or read-only?)".to_owned());
+        if let Some(reason) = self.store.not_writable_reason() {
+            return Some(format!("the store cannot take new intents: {reason}"));
         }
         self.pipeline.not_ready_reason()
     }

@@ -7,6 +7,7 @@
 
 mod batches;
 mod enqueue;
+mod file_guard;
 mod history;
 mod operator;
 mod reads;
@@ -74,6 +75,28 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Opens the write connection again. SQLite opens a file it may not write
+/// read-only, and stays so: once the file is writable again, the writer
+/// needs a new connection to use it.
+pub(crate) struct WriteConnector {
+    options: SqliteConnectOptions,
+    max_size_bytes: u64,
+}
+
+impl WriteConnector {
+    pub(crate) async fn connect(&self) -> Result<SqliteConnection, sqlx::Error> {
+        let mut conn = self.options.connect().await?;
+        apply_max_size(&mut conn, self.max_size_bytes).await?;
+        Ok(conn)
+    }
+}
+
+/// True for `SQLITE_READONLY` (and its extended codes).
+pub(crate) fn is_read_only(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 8))
+}
+
 /// `PRAGMA max_page_count` for a size in bytes (0: the largest allowed).
 async fn apply_max_size(conn: &mut SqliteConnection, bytes: u64) -> Result<(), sqlx::Error> {
     let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
@@ -118,6 +141,7 @@ pub struct Store {
     jobs: mpsc::Sender<Command>,
     reader: SqlitePool,
     signals: Arc<WriterSignals>,
+    file: Arc<file_guard::DatabaseFile>,
     path: PathBuf,
 }
 
@@ -148,6 +172,10 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .disable_statement_logging();
 
+        let connector = WriteConnector {
+            options: options.clone(),
+            max_size_bytes,
+        };
         let mut conn: SqliteConnection = options
             .connect()
             .await
@@ -170,16 +198,29 @@ impl Store {
                 StoreError::Unavailable(format!("cannot open {} for reading: {e}", path.display()))
             })?;
 
+        let file = Arc::new(file_guard::DatabaseFile::new(path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot inspect {}: {e}", path.display()))
+        })?);
         let (changed, _) = watch::channel(0);
         let signals = Arc::new(WriterSignals {
             writable: AtomicBool::new(true),
+            last_failure: std::sync::Mutex::new(None),
+            file_objected: AtomicBool::new(false),
             changed,
         });
-        let (jobs, _task) = writer::spawn(conn, signals.clone());
+        // A file that is already unwritable is reported, not fatal: the
+        // daemon runs, refuses intents and says why in /readyz, rather
+        // than exit and be restarted in a loop by systemd.
+        if let Err(reason) = file.check() {
+            tracing::error!("{reason}");
+            signals.file_fails(&reason);
+        }
+        let (jobs, _task) = writer::spawn(conn, connector, signals.clone(), file.clone());
         Ok(Store {
             jobs,
             reader,
             signals,
+            file,
             path: path.to_owned(),
         })
     }
@@ -192,6 +233,19 @@ impl Store {
     /// succeeds again.
     pub fn is_writable(&self) -> bool {
         self.signals.writable.load(Ordering::Relaxed)
+    }
+
+    /// Why the store cannot take new intents, if it cannot: the last write
+    /// failure (disk full, I/O error) or the database file's state.
+    pub fn not_writable_reason(&self) -> Option<String> {
+        if self.is_writable() {
+            return None;
+        }
+        Some(
+            self.signals
+                .last_failure()
+                .unwrap_or_else(|| "a write failed".to_owned()),
+        )
     }
 
     /// A receiver that changes after every commit.
@@ -240,6 +294,13 @@ impl Store {
     /// Proves the writer still commits: an immediate (write-locking)
     /// transaction through the writer, around a read, so it needs no space.
     pub async fn probe_write(&self) -> Result<(), StoreError> {
+        match self.file.check() {
+            Ok(()) => self.signals.file_passes(),
+            Err(reason) => {
+                self.signals.file_fails(&reason);
+                return Err(StoreError::Unavailable(reason));
+            }
+        }
         self.write(|conn| {
             Box::pin(async move {
                 sqlx::query("PRAGMA user_version")
@@ -249,6 +310,23 @@ impl Store {
             })
         })
         .await
+    }
+
+    /// True when the writer task answers (with success or an error): what
+    /// the systemd watchdog needs to know. A stuck writer never returns.
+    pub async fn probe_writer(&self) -> bool {
+        !matches!(
+            self.write(|conn| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA user_version")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await,
+            Err(StoreError::Closed)
+        )
     }
 
     /// Closes the read pool; the writer stops when the last handle drops.

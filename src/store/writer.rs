@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::StoreError;
 use super::enqueue::{EnqueueOutcome, NewRequest, enqueue_many};
+use super::file_guard::DatabaseFile;
+use super::{WriteConnector, is_read_only};
 
 /// The most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -115,27 +117,88 @@ pub(crate) struct WriterSignals {
     /// False after a write failed for lack of space or I/O; true again
     /// after the next enqueue that commits.
     pub writable: AtomicBool,
+    /// Why the last write failed, for /readyz.
+    pub last_failure: std::sync::Mutex<Option<String>>,
+    /// The failure is the database file's (see [`DatabaseFile`]), so a
+    /// passing file check is enough to clear it.
+    pub file_objected: AtomicBool,
     /// Bumped after every successful commit, to wake waiters.
     pub changed: watch::Sender<u64>,
 }
 
+impl WriterSignals {
+    /// New intents cannot be stored, because of `reason`.
+    pub(crate) fn fail(&self, reason: &str) {
+        self.writable.store(false, Ordering::Relaxed);
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+    }
+
+    /// The database file objects to new intents, because of `reason`.
+    pub(crate) fn file_fails(&self, reason: &str) {
+        self.fail(reason);
+        self.file_objected.store(true, Ordering::Relaxed);
+    }
+
+    /// The file check passed again: clears a failure that was the file's.
+    pub(crate) fn file_passes(&self) {
+        if self.file_objected.swap(false, Ordering::Relaxed) {
+            self.recovered();
+        }
+    }
+
+    /// New intents are stored again.
+    pub(crate) fn recovered(&self) {
+        self.file_objected.store(false, Ordering::Relaxed);
+        if !self.writable.swap(true, Ordering::Relaxed) {
+            tracing::info!("the store takes new intents again");
+        }
+    }
+
+    pub(crate) fn last_failure(&self) -> Option<String> {
+        self.last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 pub(crate) fn spawn(
     conn: SqliteConnection,
+    connector: WriteConnector,
     signals: Arc<WriterSignals>,
+    file: Arc<DatabaseFile>,
 ) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(4096);
-    let task = tokio::spawn(run(conn, receiver, signals));
+    let task = tokio::spawn(run(conn, connector, receiver, signals, file));
     (sender, task)
 }
 
 async fn run(
     mut conn: SqliteConnection,
+    connector: WriteConnector,
     mut jobs: mpsc::Receiver<Command>,
     signals: Arc<WriterSignals>,
+    file: Arc<DatabaseFile>,
 ) {
     let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
     while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let result = run_group(&mut conn, &mut group).await;
+        refuse_intents_if_the_file_objects(&file, &signals, &mut group);
+        if group.is_empty() {
+            continue;
+        }
+        let mut result = run_group(&mut conn, &mut group).await;
+        if result.as_ref().is_err_and(is_read_only) && file.check().is_ok() {
+            // Opened while the file was read-only, and it no longer is.
+            rollback(&mut conn).await;
+            match connector.connect().await {
+                Ok(fresh) => {
+                    tracing::info!("the database file is writable again: reopened it");
+                    conn = fresh;
+                    result = run_group(&mut conn, &mut group).await;
+                }
+                Err(error) => tracing::warn!(%error, "cannot reopen the database for writing"),
+            }
+        }
         if result.is_err() && group.len() > 1 {
             // Run each command alone so that one failure stays its own.
             rollback(&mut conn).await;
@@ -150,6 +213,34 @@ async fn run(
         }
     }
     tracing::debug!("store writer stopped: every handle is gone");
+}
+
+/// New intents go to the database only while its file is the one opened,
+/// and still writable (see [`DatabaseFile`]); otherwise they are answered
+/// with the reason at once, and the rest of the group runs.
+fn refuse_intents_if_the_file_objects(
+    file: &DatabaseFile,
+    signals: &WriterSignals,
+    group: &mut Vec<Command>,
+) {
+    if !group.iter().any(|c| matches!(c, Command::Enqueue { .. })) {
+        return;
+    }
+    let Err(reason) = file.check() else {
+        signals.file_passes();
+        return;
+    };
+    if signals.writable.load(Ordering::Relaxed) {
+        tracing::error!("{reason}");
+    }
+    signals.file_fails(&reason);
+    let (refused, kept): (Vec<_>, Vec<_>) = std::mem::take(group)
+        .into_iter()
+        .partition(|c| matches!(c, Command::Enqueue { .. }));
+    *group = kept;
+    for command in refused {
+        command.finish(Err(StoreError::Unavailable(reason.clone())));
+    }
 }
 
 /// Answers the callers of a committed (or failed) group and updates the
@@ -167,7 +258,7 @@ async fn settle(
                 .iter()
                 .any(|c| matches!(c, Command::Enqueue { .. }))
             {
-                signals.writable.store(true, Ordering::Relaxed);
+                signals.recovered();
             }
             signals.changed.send_modify(|n| *n = n.wrapping_add(1));
             for command in commands {
@@ -186,8 +277,8 @@ async fn settle(
 }
 
 fn note_failure(signals: &WriterSignals, error: &StoreError) {
-    if matches!(error, StoreError::Unavailable(_)) {
-        signals.writable.store(false, Ordering::Relaxed);
+    if let StoreError::Unavailable(reason) = error {
+        signals.fail(reason);
     }
     tracing::warn!(%error, "store write failed");
 }
