@@ -35,11 +35,47 @@ fn transient_backoff() -> backon::ExponentialBackoff {
         .build()
 }
 
+/// How long to wait between tries of a store write that failed for lack of
+/// space or I/O.
+fn store_backoff() -> backon::ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(30))
+        .with_jitter()
+        .without_max_times()
+}
+
+/// Records what a call did, trying again while the store cannot write
+/// (disk full, file read-only): the call was made, and giving up would
+/// leave the batch `sending` until the next start. Only shutdown stops
+/// the tries; the next start then re-sends the batch.
+async fn durably<T, Fut>(
+    shared: &Shared,
+    what: &'static str,
+    write: impl FnMut() -> Fut,
+) -> Result<T, StoreError>
+where
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    use backon::Retryable;
+    let tries = write
+        .retry(store_backoff())
+        .sleep(tokio::time::sleep)
+        .when(|error| matches!(error, StoreError::Unavailable(_)))
+        .notify(|error, wait| {
+            tracing::warn!(%error, ?wait, "cannot record {what}; trying again");
+        });
+    tokio::select! {
+        result = tries => result,
+        _ = shared.shutdown.cancelled() => Err(StoreError::Closed),
+    }
+}
+
 /// Sends `batch` to completion, holding its batch slot.
 pub(super) async fn run(shared: Arc<Shared>, batch: Batch, slot: OwnedSemaphorePermit) {
     if let Err(error) = send(shared.clone(), batch).await {
-        // The batch stays as the store last recorded it; the next start
-        // (or the recovery path) finishes it.
+        // Only shutdown or a store bug gets here. The batch stays as the
+        // store last recorded it; the next start finishes it.
         tracing::error!(%error, "store error while sending a batch; it will be retried on the next start");
     }
     drop(slot);
@@ -58,10 +94,12 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                     // The pause, not the items, decides when they go: a
                     // reload lifts it at once.
                     let now_ts = shared.now_ts();
-                    shared
-                        .store
-                        .release_batch(&batch, &pause.reason, &now_ts, &now_ts)
-                        .await?;
+                    durably(&shared, "the released batch", || {
+                        shared
+                            .store
+                            .release_batch(&batch, &pause.reason, &now_ts, &now_ts)
+                    })
+                    .await?;
                     return Ok(());
                 }
             };
@@ -85,17 +123,18 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                         .derived
                         .quota_offset
                         .unwrap_or(time::UtcOffset::UTC);
-                    shared
-                        .store
-                        .batch_accepted(
+                    let day = quota::day_of(now, offset);
+                    durably(&shared, "the accepted call", || {
+                        shared.store.batch_accepted(
                             &batch,
                             &accepted.value.task_track_id,
                             accepted.correlation_id.as_deref(),
                             client.subscription_id(),
-                            &quota::day_of(now, offset),
+                            &day,
                             &now_ts,
                         )
-                        .await?;
+                    })
+                    .await?;
                     shared.gate.on_success();
                     shared.record_call("purge", "accepted", took, None);
                     tracing::info!(
@@ -120,6 +159,7 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 Some(error.to_string()),
             );
             let class = error.class();
+            let message = error.to_string();
             let log = |next: &str| {
                 tracing::info!(
                     endpoint = %batch.endpoint_id,
@@ -135,19 +175,23 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 ErrorClass::Throttled => {
                     let wait = shared.gate.on_throttled(error.retry_after());
                     log(&format!("every call waits {wait:?}"));
-                    shared
-                        .store
-                        .batch_attempt_failed(batch.id, &error.to_string(), &now_ts)
-                        .await?;
+                    durably(&shared, "the failed attempt", || {
+                        shared
+                            .store
+                            .batch_attempt_failed(batch.id, &message, &now_ts)
+                    })
+                    .await?;
                 }
                 ErrorClass::Transient | ErrorClass::ClockSkew => {
                     let wait = backoff.next().unwrap_or(Duration::from_secs(300));
                     let wait = error.retry_after().map_or(wait, |r| r.max(wait));
                     log(&format!("sending this batch again in {wait:?}"));
-                    shared
-                        .store
-                        .batch_attempt_failed(batch.id, &error.to_string(), &now_ts)
-                        .await?;
+                    durably(&shared, "the failed attempt", || {
+                        shared
+                            .store
+                            .batch_attempt_failed(batch.id, &message, &now_ts)
+                    })
+                    .await?;
                     tokio::select! {
                         _ = shared.shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(wait) => {}
@@ -166,10 +210,12 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                     }
                     // Eligible at once: the pause holds them, and a reload
                     // lifts it.
-                    shared
-                        .store
-                        .release_batch(&batch, &reason, &now_ts, &now_ts)
-                        .await?;
+                    durably(&shared, "the released batch", || {
+                        shared
+                            .store
+                            .release_batch(&batch, &reason, &now_ts, &now_ts)
+                    })
+                    .await?;
                     return Ok(());
                 }
                 ErrorClass::EndpointInactive => {
@@ -181,17 +227,19 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                     shared.pause_endpoint(&batch.endpoint_id, error.to_string());
                     // The in-memory endpoint pause holds them; after a
                     // restart they are simply tried again.
-                    shared
-                        .store
-                        .release_batch(&batch, &error.to_string(), &now_ts, &now_ts)
-                        .await?;
+                    durably(&shared, "the released batch", || {
+                        shared
+                            .store
+                            .release_batch(&batch, &message, &now_ts, &now_ts)
+                    })
+                    .await?;
                     return Ok(());
                 }
                 ErrorClass::EndpointMisconfigured => {
-                    let failed = shared
-                        .store
-                        .fail_batch(&batch, &error.to_string(), true, &now_ts)
-                        .await?;
+                    let failed = durably(&shared, "the failed batch", || {
+                        shared.store.fail_batch(&batch, &message, true, &now_ts)
+                    })
+                    .await?;
                     tracing::error!(
                         endpoint = %batch.endpoint_id,
                         items = failed,
@@ -202,18 +250,18 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 }
                 ErrorClass::BadItem if batch.len() <= 1 => {
                     log("the URL is refused: it fails, the rest of the queue goes on");
-                    shared
-                        .store
-                        .fail_batch(&batch, &error.to_string(), false, &now_ts)
-                        .await?;
+                    durably(&shared, "the failed batch", || {
+                        shared.store.fail_batch(&batch, &message, false, &now_ts)
+                    })
+                    .await?;
                     return Ok(());
                 }
                 ErrorClass::BadItem => {
                     log("splitting the batch to find the refused URLs");
-                    let (first, second) = shared
-                        .store
-                        .split_batch(&batch, &error.to_string(), &now_ts)
-                        .await?;
+                    let (first, second) = durably(&shared, "the split batch", || {
+                        shared.store.split_batch(&batch, &message, &now_ts)
+                    })
+                    .await?;
                     send(shared.clone(), first).await?;
                     return send(shared, second).await;
                 }
