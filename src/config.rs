@@ -125,6 +125,10 @@ pub struct StoreSettings {
     pub synchronous: Synchronous,
     /// Largest size of the database file; 0 for no cap.
     pub max_size_bytes: u64,
+    /// Disk space set aside next to the database (`<path>.reserve`) and
+    /// given back on a full disk, so queued work can still be recorded
+    /// (see `store::reserve`); 0 disables it.
+    pub reserve_bytes: u64,
 }
 
 impl Default for StoreSettings {
@@ -133,6 +137,7 @@ impl Default for StoreSettings {
             path: PathBuf::from("purgeq.db"),
             synchronous: Synchronous::Full,
             max_size_bytes: 0,
+            reserve_bytes: 8 * 1024 * 1024,
         }
     }
 }

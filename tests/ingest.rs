@@ -550,7 +550,7 @@ async fn a_full_store_answers_503_stays_up_and_recovers() {
 
     // Still up, says why it is not ready, and nothing was half-accepted.
     assert_eq!(daemon.get("/healthz").await.0, 200);
-    daemon.assert_not_ready("cannot write").await;
+    daemon.assert_not_ready("database or disk is full").await;
     let stats = daemon.stats().await;
     assert_eq!(items(&stats, "pending"), accepted_new);
     assert_eq!(stats["store"]["writable"], false);

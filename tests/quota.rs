@@ -54,9 +54,7 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
     )
     .expect("config");
     let settings = Arc::new(Settings::load(Some(&config), &HashMap::new()).expect("settings"));
-    let store = Store::open(&settings.store.path, settings.store.synchronous, 0)
-        .await
-        .expect("store");
+    let store = Store::open(&settings.store).await.expect("store");
     let client = CdnClient::new(ClientSettings::new(
         emulator.base_url(),
         SUBSCRIPTION,

@@ -1,7 +1,7 @@
 //! The store on a real SQLite file: deduplication, directory coverage and
 //! absorption, and durability across a reopen.
 
-use purgeq::config::Synchronous;
+use purgeq::config::StoreSettings;
 use purgeq::store::{ItemState, NewRequest, RequestState, Store};
 use purgeq::target::{Kind, PurgeTarget};
 
@@ -32,9 +32,12 @@ fn request(targets: Vec<PurgeTarget>) -> NewRequest {
 }
 
 async fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(&dir.path().join("purgeq.db"), Synchronous::Full, 0)
-        .await
-        .expect("open")
+    Store::open(&StoreSettings {
+        path: dir.path().join("purgeq.db"),
+        ..StoreSettings::default()
+    })
+    .await
+    .expect("open")
 }
 
 #[tokio::test]

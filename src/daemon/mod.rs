@@ -170,12 +170,7 @@ pub async fn run(
     };
     let settings = Arc::new(settings);
 
-    let store = Store::open(
-        &settings.store.path,
-        settings.store.synchronous,
-        settings.store.max_size_bytes,
-    )
-    .await?;
+    let store = Store::open(&settings.store).await?;
     tracing::info!(path = %settings.store.path.display(), "store open");
 
     let emulator = if use_emulator {

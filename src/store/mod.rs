@@ -11,6 +11,7 @@ mod file_guard;
 mod history;
 mod operator;
 mod reads;
+mod reserve;
 mod retention;
 mod writer;
 
@@ -36,7 +37,7 @@ pub use operator::Cancelled;
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, StateCounts};
 pub use retention::Removed;
 
-use crate::config::Synchronous;
+use crate::config::{StoreSettings, Synchronous};
 use writer::{Command, Job, JobFuture, WriterSignals};
 
 /// How long a connection waits for a lock held by another process (an
@@ -91,10 +92,25 @@ impl WriteConnector {
     }
 }
 
+/// SQLite's primary result code of `error`, if it is a database error.
+fn primary_code(error: &sqlx::Error) -> Option<i32> {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .map(|c| c & 0xff),
+        _ => None,
+    }
+}
+
 /// True for `SQLITE_READONLY` (and its extended codes).
 pub(crate) fn is_read_only(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db)
-        if db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 8))
+    primary_code(error) == Some(8)
+}
+
+/// True for `SQLITE_FULL`: the disk, or `store.max_size_bytes`.
+pub(crate) fn is_disk_full(error: &sqlx::Error) -> bool {
+    primary_code(error) == Some(13)
 }
 
 /// `PRAGMA max_page_count` for a size in bytes (0: the largest allowed).
@@ -154,11 +170,11 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the database, applies migrations and
     /// starts the writer task.
-    pub async fn open(
-        path: &Path,
-        synchronous: Synchronous,
-        max_size_bytes: u64,
-    ) -> Result<Store, StoreError> {
+    pub async fn open(settings: &StoreSettings) -> Result<Store, StoreError> {
+        let path = settings.path.as_path();
+        let synchronous = settings.synchronous;
+        let max_size_bytes = settings.max_size_bytes;
+        let reserve_bytes = settings.reserve_bytes;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|e| StoreError::Internal(e.to_string()))?
             .filename(path)
@@ -215,7 +231,30 @@ impl Store {
             tracing::error!("{reason}");
             signals.file_fails(&reason);
         }
-        let (jobs, _task) = writer::spawn(conn, connector, signals.clone(), file.clone());
+        let reserve = reserve::SpaceReserve::new(path, reserve_bytes);
+        let short_of_space = match reserve.set_aside() {
+            Ok(()) => false,
+            Err(error) => {
+                let reason = format!(
+                    "cannot set aside the {reserve_bytes} byte disk reserve next to {} ({error}); \
+                     new intents are refused until there is room",
+                    path.display()
+                );
+                tracing::error!("{reason}");
+                signals.fail(&reason);
+                true
+            }
+        };
+        let (jobs, _task) = writer::spawn(
+            conn,
+            writer::WriterParts {
+                connector,
+                signals: signals.clone(),
+                file: file.clone(),
+                reserve,
+                short_of_space,
+            },
+        );
         Ok(Store {
             jobs,
             reader,

@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::StoreError;
 use super::enqueue::{EnqueueOutcome, NewRequest, enqueue_many};
 use super::file_guard::DatabaseFile;
-use super::{WriteConnector, is_read_only};
+use super::reserve::SpaceReserve;
+use super::{WriteConnector, is_disk_full, is_read_only};
 
 /// The most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -162,27 +163,39 @@ impl WriterSignals {
     }
 }
 
+/// What the writer task owns besides its connection.
+pub(crate) struct WriterParts {
+    pub connector: WriteConnector,
+    pub signals: Arc<WriterSignals>,
+    pub file: Arc<DatabaseFile>,
+    pub reserve: SpaceReserve,
+    /// The reserve could not be set aside at start: the disk is full.
+    pub short_of_space: bool,
+}
+
 pub(crate) fn spawn(
     conn: SqliteConnection,
-    connector: WriteConnector,
-    signals: Arc<WriterSignals>,
-    file: Arc<DatabaseFile>,
+    parts: WriterParts,
 ) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(4096);
-    let task = tokio::spawn(run(conn, connector, receiver, signals, file));
+    let task = tokio::spawn(run(conn, receiver, parts));
     (sender, task)
 }
 
-async fn run(
-    mut conn: SqliteConnection,
-    connector: WriteConnector,
-    mut jobs: mpsc::Receiver<Command>,
-    signals: Arc<WriterSignals>,
-    file: Arc<DatabaseFile>,
-) {
+async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, parts: WriterParts) {
+    let WriterParts {
+        connector,
+        signals,
+        file,
+        reserve,
+        mut short_of_space,
+    } = parts;
     let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
     while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
         refuse_intents_if_the_file_objects(&file, &signals, &mut group);
+        if short_of_space {
+            short_of_space = !resume_if_there_is_room(&reserve, &signals, &mut group);
+        }
         if group.is_empty() {
             continue;
         }
@@ -199,6 +212,18 @@ async fn run(
                 Err(error) => tracing::warn!(%error, "cannot reopen the database for writing"),
             }
         }
+        if !short_of_space
+            && result.as_ref().is_err_and(is_disk_full)
+            && release_reserve_for_a_full_disk(&reserve, &signals)
+        {
+            short_of_space = true;
+            rollback(&mut conn).await;
+            refuse_intents_for_lack_of_space(&reserve, &signals, &mut group);
+            if group.is_empty() {
+                continue;
+            }
+            result = run_group(&mut conn, &mut group).await;
+        }
         if result.is_err() && group.len() > 1 {
             // Run each command alone so that one failure stays its own.
             rollback(&mut conn).await;
@@ -213,6 +238,77 @@ async fn run(
         }
     }
     tracing::debug!("store writer stopped: every handle is gone");
+}
+
+/// On "disk full", if the disk (not `store.max_size_bytes`) is what is
+/// full and the reserve is in place, gives the reserve back so queued
+/// work can still be recorded. True if it did.
+fn release_reserve_for_a_full_disk(reserve: &SpaceReserve, signals: &WriterSignals) -> bool {
+    if !reserve.is_set_aside() || reserve.free_bytes().is_ok_and(|f| f >= reserve.bytes()) {
+        return false;
+    }
+    if !reserve.release() {
+        return false;
+    }
+    let reason = short_of_space_reason(reserve);
+    tracing::error!(
+        "{reason}; released the {} byte reserve so that queued work is still recorded",
+        reserve.bytes()
+    );
+    signals.fail(&reason);
+    true
+}
+
+fn short_of_space_reason(reserve: &SpaceReserve) -> String {
+    let free = reserve
+        .free_bytes()
+        .map_or_else(|e| format!("unknown: {e}"), |b| b.to_string());
+    format!(
+        "the disk is full: new intents are refused until {} bytes are free on the database's \
+         file system ({free} now); queued work goes on",
+        reserve.bytes().saturating_mul(2)
+    )
+}
+
+/// While short of space: if the file system has room again, sets the
+/// reserve aside anew and lets intents in (true); otherwise refuses the
+/// group's intents (false).
+fn resume_if_there_is_room(
+    reserve: &SpaceReserve,
+    signals: &WriterSignals,
+    group: &mut Vec<Command>,
+) -> bool {
+    if reserve.room_to_resume() && reserve.set_aside().is_ok() {
+        tracing::info!("there is room on the disk again: reserve set aside, taking new intents");
+        signals.recovered();
+        return true;
+    }
+    refuse_intents_for_lack_of_space(reserve, signals, group);
+    false
+}
+
+fn refuse_intents_for_lack_of_space(
+    reserve: &SpaceReserve,
+    signals: &WriterSignals,
+    group: &mut Vec<Command>,
+) {
+    if !group.iter().any(|c| matches!(c, Command::Enqueue { .. })) {
+        return;
+    }
+    let reason = short_of_space_reason(reserve);
+    signals.fail(&reason);
+    refuse_intents(group, &reason);
+}
+
+/// Answers every intent of `group` with `reason`, keeping the other jobs.
+fn refuse_intents(group: &mut Vec<Command>, reason: &str) {
+    let (refused, kept): (Vec<_>, Vec<_>) = std::mem::take(group)
+        .into_iter()
+        .partition(|c| matches!(c, Command::Enqueue { .. }));
+    *group = kept;
+    for command in refused {
+        command.finish(Err(StoreError::Unavailable(reason.to_owned())));
+    }
 }
 
 /// New intents go to the database only while its file is the one opened,
@@ -234,13 +330,7 @@ fn refuse_intents_if_the_file_objects(
         tracing::error!("{reason}");
     }
     signals.file_fails(&reason);
-    let (refused, kept): (Vec<_>, Vec<_>) = std::mem::take(group)
-        .into_iter()
-        .partition(|c| matches!(c, Command::Enqueue { .. }));
-    *group = kept;
-    for command in refused {
-        command.finish(Err(StoreError::Unavailable(reason.clone())));
-    }
+    refuse_intents(group, &reason);
 }
 
 /// Answers the callers of a committed (or failed) group and updates the
