@@ -330,8 +330,8 @@ impl Store {
             .await
     }
 
-    /// Proves the writer still commits: an immediate (write-locking)
-    /// transaction through the writer, around a read, so it needs no space.
+    /// For /readyz: the database file is the one opened and writable (see
+    /// `file_guard`), and the writer commits.
     pub async fn probe_write(&self) -> Result<(), StoreError> {
         match self.file.check() {
             Ok(()) => self.signals.file_passes(),
@@ -340,6 +340,18 @@ impl Store {
                 return Err(StoreError::Unavailable(reason));
             }
         }
+        self.empty_write().await
+    }
+
+    /// True when the writer task answers (with success or an error): what
+    /// the systemd watchdog needs to know. A stuck writer never returns.
+    pub async fn probe_writer(&self) -> bool {
+        !matches!(self.empty_write().await, Err(StoreError::Closed))
+    }
+
+    /// A write transaction around a read: proves the writer takes the
+    /// write lock and commits, without needing any space.
+    async fn empty_write(&self) -> Result<(), StoreError> {
         self.write(|conn| {
             Box::pin(async move {
                 sqlx::query("PRAGMA user_version")
@@ -349,23 +361,6 @@ impl Store {
             })
         })
         .await
-    }
-
-    /// True when the writer task answers (with success or an error): what
-    /// the systemd watchdog needs to know. A stuck writer never returns.
-    pub async fn probe_writer(&self) -> bool {
-        !matches!(
-            self.write(|conn| {
-                Box::pin(async move {
-                    sqlx::query("PRAGMA user_version")
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })
-            })
-            .await,
-            Err(StoreError::Closed)
-        )
     }
 
     /// Closes the read pool; the writer stops when the last handle drops.
