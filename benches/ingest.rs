@@ -43,9 +43,14 @@ impl std::ops::Deref for Daemon {
 
 impl Daemon {
     fn start(synchronous: &str) -> Daemon {
+        Self::start_with(synchronous, "")
+    }
+
+    fn start_with(synchronous: &str, ingest_extra: &str) -> Daemon {
         Daemon(common::BenchDaemon::start(
             BIN,
             &format!("synchronous = \"{synchronous}\"\n"),
+            ingest_extra,
             "[batch]\nlinger = \"1000h\"\nmax_files = 1000000000\nmax_directories = 1000000000\n\
              [log]\nlevel = \"warn\"\n[[cdn.endpoints]]\nid = \"bench\"\nhosts = [\"bench.example.com\"]\n",
         ))
@@ -166,6 +171,72 @@ async fn single_url(
     )
 }
 
+/// What an overload run saw.
+struct Overload {
+    accepted: Vec<Duration>,
+    refused: Vec<Duration>,
+    other: usize,
+}
+
+/// Single-URL requests from `clients` clients for `duration`, against a
+/// daemon with `ingest.max_pending` set: counts 202s and 503s instead of
+/// expecting every request in.
+async fn overload(daemon: &Daemon, clients: usize, duration: Duration) -> Overload {
+    let client = client(&daemon.socket);
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Overload {
+                accepted: Vec::new(),
+                refused: Vec::new(),
+                other: 0,
+            };
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let response = client
+                    .post("http://localhost/v1/purges")
+                    .json(&json!({ "urls": urls(&format!("flood{c}"), i, 1) }))
+                    .send()
+                    .await
+                    .expect("post");
+                let took = started.elapsed();
+                match response.status().as_u16() {
+                    202 => seen.accepted.push(took),
+                    503 if response.headers().contains_key("retry-after") => {
+                        seen.refused.push(took)
+                    }
+                    _ => seen.other += 1,
+                }
+                i += 1;
+            }
+            seen
+        }));
+    }
+    let mut all = Overload {
+        accepted: Vec::new(),
+        refused: Vec::new(),
+        other: 0,
+    };
+    for task in tasks {
+        let seen = task.await.expect("client");
+        all.accepted.extend(seen.accepted);
+        all.refused.extend(seen.refused);
+        all.other += seen.other;
+    }
+    all.accepted.sort();
+    all.refused.sort();
+    all
+}
+
+fn p99_ms(latencies: &[Duration]) -> f64 {
+    latencies
+        .get(((latencies.len() as f64 * 0.99) as usize).min(latencies.len().saturating_sub(1)))
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
 #[tokio::main]
 async fn main() {
     println!(
@@ -211,6 +282,40 @@ async fn main() {
         "  CPU during it: daemon {:.0} %, load generator {:.0} % (of one core; 2 cores = 200 %)",
         (common::cpu_seconds(daemon.child.id()) - daemon_cpu) / wall * 100.0,
         (common::cpu_seconds(std::process::id()) - bench_cpu) / wall * 100.0
+    );
+    drop(daemon);
+
+    // Overload: the same flood, past a backlog limit well below what it
+    // brings. Every request must get a 202 or a 503 with Retry-After, and
+    // the pending count must equal the 202s: nothing dropped silently.
+    let max_pending = scale(20_000);
+    let daemon = Daemon::start_with("full", &format!("max_pending = {max_pending}\n"));
+    let flood = overload(&daemon, 64, Duration::from_secs(scale(10) as u64)).await;
+    let pending = client(&daemon.socket)
+        .get("http://localhost/v1/stats")
+        .send()
+        .await
+        .expect("stats")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json")["items"]["pending"]
+        .as_u64()
+        .unwrap_or(0);
+    println!(
+        "overload, ingest.max_pending = {max_pending}, 64 clients: {} accepted (p99 {:.2} ms), \
+         {} refused 503 with Retry-After (p99 {:.2} ms), {} other answers; \
+         pending afterwards {pending} ({}); RSS {:.1} MB",
+        flood.accepted.len(),
+        p99_ms(&flood.accepted),
+        flood.refused.len(),
+        p99_ms(&flood.refused),
+        flood.other,
+        if pending == flood.accepted.len() as u64 {
+            "equal to the 202s: nothing dropped"
+        } else {
+            "NOT equal to the 202s"
+        },
+        daemon.rss_kib() as f64 / 1024.0
     );
     drop(daemon);
 

@@ -59,6 +59,7 @@ async fn main() {
     let daemon = common::BenchDaemon::start(
         BIN,
         "",
+        "",
         &format!(
             "[log]\nlevel = \"warn\"\n\
              [cdn]\nbase_url = \"{}\"\nsubscription_id = \"bench-subscription\"\nkey_id = \"bench-key\"\nkey_value = \"bench-secret\"\n\

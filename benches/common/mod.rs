@@ -5,7 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The release daemon, started in a temp dir with `[store]` and `[ingest]`
-/// (the socket only) written for it and `sections` appended.
+/// (the socket only) written for it, `store_extra` and `ingest_extra` added
+/// to those tables, and `sections` appended.
 pub struct BenchDaemon {
     pub child: Child,
     pub socket: PathBuf,
@@ -13,14 +14,19 @@ pub struct BenchDaemon {
 }
 
 impl BenchDaemon {
-    pub fn start(binary: &str, store_extra: &str, sections: &str) -> BenchDaemon {
+    pub fn start(
+        binary: &str,
+        store_extra: &str,
+        ingest_extra: &str,
+        sections: &str,
+    ) -> BenchDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("purgeq.sock");
         let config = dir.path().join("purgeq.toml");
         std::fs::write(
             &config,
             format!(
-                "[store]\npath = \"{}\"\n{store_extra}[ingest]\nsocket = \"{}\"\nhttp = \"\"\n{sections}",
+                "[store]\npath = \"{}\"\n{store_extra}[ingest]\nsocket = \"{}\"\nhttp = \"\"\n{ingest_extra}{sections}",
                 dir.path().join("purgeq.db").display(),
                 socket.display()
             ),

@@ -182,6 +182,15 @@ pub(crate) fn spawn(
     (sender, task)
 }
 
+/// The writer loop. For each group of waiting commands:
+/// 1. intents are refused up front while the database file objects, or
+///    while the disk is short of space (unless there is room again);
+/// 2. the group runs in one transaction;
+/// 3. on failure, two causes are repaired and the group runs again: a
+///    connection opened read-only whose file is writable again is
+///    reopened, and a full disk gets the reserve back (intents refused);
+/// 4. if it still fails, each command runs alone, so one bad command
+///    cannot fail its neighbours.
 async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, parts: WriterParts) {
     let WriterParts {
         connector,
