@@ -21,6 +21,7 @@ pub const API_CALL_DURATION: &str = "purgeq_api_call_duration_seconds";
 pub const THROTTLED: &str = "purgeq_throttled_total";
 pub const ENQUEUED_URLS: &str = "purgeq_enqueued_urls_total";
 pub const ENQUEUED_REQUESTS: &str = "purgeq_enqueued_requests_total";
+pub const REFUSED: &str = "purgeq_refused_requests_total";
 pub const BATCH_SIZE: &str = "purgeq_batch_urls";
 pub const ITEMS: &str = "purgeq_items";
 pub const OLDEST_PENDING_AGE: &str = "purgeq_oldest_pending_age_seconds";
@@ -64,6 +65,10 @@ fn describe() {
     describe_counter!(THROTTLED, "RequestThrottled answers from the CDN");
     describe_counter!(ENQUEUED_URLS, "URLs accepted from clients");
     describe_counter!(ENQUEUED_REQUESTS, "Requests accepted from clients");
+    describe_counter!(
+        REFUSED,
+        "Client requests answered with an error, by error type (BacklogFull, StoreUnavailable, InvalidUrl...)"
+    );
     describe_histogram!(BATCH_SIZE, "URLs per purge batch cut");
     describe_gauge!(ITEMS, "Items by state");
     describe_gauge!(
@@ -92,6 +97,12 @@ pub fn throttled() {
 pub fn enqueued(urls: usize) {
     counter!(ENQUEUED_REQUESTS).increment(1);
     counter!(ENQUEUED_URLS).increment(urls as u64);
+}
+
+/// A client request was answered with an error of `error_type` (a fixed,
+/// small set of names, so the label stays bounded).
+pub fn refused(error_type: &'static str) {
+    counter!(REFUSED, "type" => error_type).increment(1);
 }
 
 pub fn batch_cut(urls: usize) {

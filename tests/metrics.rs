@@ -19,6 +19,13 @@ async fn exposes_the_pipeline_in_prometheus_text_format() {
         "http://www.example.com/b.js",
         "http://www.example.com/img/",
     ];
+    let (status, _) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": ["ftp://www.example.com/x"] }),
+        )
+        .await;
+    assert_eq!(status, 400);
     let (status, _) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
     assert_eq!(status, 202);
     daemon
@@ -48,6 +55,7 @@ async fn exposes_the_pipeline_in_prometheus_text_format() {
         "purgeq_items{state=\"pending\"} 0",
         "purgeq_enqueued_urls_total 3",
         "purgeq_enqueued_requests_total 1",
+        "purgeq_refused_requests_total{type=\"InvalidUrl\"} 1",
         "purgeq_api_calls_total{operation=\"purge\",outcome=\"accepted\"} 1",
         "purgeq_api_call_duration_seconds_bucket{operation=\"purge\",le=\"+Inf\"} 1",
         "purgeq_batch_urls_count 1",

@@ -65,6 +65,7 @@ impl From<ApiError> for AzureError {
 
 impl IntoResponse for AzureError {
     fn into_response(self) -> Response {
+        crate::metrics::refused(self.error_type);
         with_correlation_id(
             (
                 self.status,

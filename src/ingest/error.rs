@@ -96,8 +96,15 @@ struct Body<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::warn!(status = %self.status, error = %self.message, "request failed");
+        crate::metrics::refused(self.error_type);
+        // A bug is an error. A 503 is the daemon protecting itself (backlog
+        // full, disk full): under a flood there is one per request, so they
+        // are counted in purgeq_refused_requests_total and explained by
+        // /readyz, not logged one by one.
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(status = %self.status, error = %self.message, "request failed");
+        } else if self.status.is_server_error() {
+            tracing::debug!(status = %self.status, error = %self.message, "request refused");
         }
         let envelope = Envelope {
             error: Body {
