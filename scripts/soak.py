@@ -114,6 +114,26 @@ class Feeder(threading.Thread):
             time.sleep(max(0.0, next_at - time.monotonic()))
 
 
+class RssSampler(threading.Thread):
+    """Samples the daemon's RSS at a fixed interval, across restarts, so a
+    leak shows as a trend rather than hiding between two readings."""
+
+    def __init__(self, daemon: drill.Daemon, every: float):
+        super().__init__(daemon=True)
+        self.target = daemon
+        self.every = every
+        self.stop = threading.Event()
+        self.samples = []  # (seconds since start, MB)
+        self.started = time.monotonic()
+
+    def run(self):
+        while not self.stop.wait(self.every):
+            try:
+                self.samples.append((time.monotonic() - self.started, self.target.rss_mb()))
+            except (OSError, AttributeError):
+                pass  # between a kill and the restart
+
+
 def start_emulator(binary: Path, work: Path, port: int):
     args = [
         str(binary), "emulate", "--listen", f"127.0.0.1:{port}",
@@ -198,6 +218,8 @@ def main() -> int:
         rss_start = daemon.rss_mb()
         feeder = Feeder(daemon.http, args.rate, rng)
         feeder.start()
+        sampler = RssSampler(daemon, every=max(5.0, args.minutes * 60 / 20))
+        sampler.start()
 
         end = time.monotonic() + args.minutes * 60
         kills = 0
@@ -217,6 +239,7 @@ def main() -> int:
 
         feeder.stop.set()
         feeder.join()
+        sampler.stop.set()
         # Intents still unacknowledged are posted until accepted.
         for body in feeder.retry:
             for _ in range(100):
@@ -291,6 +314,8 @@ def main() -> int:
           f"purges journaled {len(journal)}")
     for n, (start, end_rss) in enumerate(lives, 1):
         print(f"soak: daemon life {n}: RSS {start:.1f} MB at start, {end_rss:.1f} MB at end")
+    series = ", ".join(f"{t:.0f}s {mb:.1f}" for t, mb in sampler.samples)
+    print(f"soak: RSS (MB) while feeding: {series}")
     print(f"soak: integrity_check {integrity}; emulator stats {emulator_stats}")
     for problem in problems[:20]:
         print(f"soak: PROBLEM: {problem}", file=sys.stderr)
