@@ -150,7 +150,14 @@ fn normalize_escapes(path: &str) -> String {
             .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
             .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok());
         match escaped {
-            Some(byte) if is_unreserved(byte) => {
+            // A decoded hex digit after a stray `%` would make a new
+            // escape, and normalizing again would change the URL
+            // (`%3%62` → `%3b` → `%3B`; found by the fuzz target
+            // url_normalize), so it stays encoded.
+            Some(byte)
+                if is_unreserved(byte)
+                    && !(byte.is_ascii_hexdigit() && ends_with_stray_percent(&out)) =>
+            {
                 out.push(char::from(byte));
                 i += 3;
             }
@@ -165,6 +172,16 @@ fn normalize_escapes(path: &str) -> String {
         }
     }
     out
+}
+
+/// True when `out` ends with a `%` that starts no escape: alone, or with a
+/// single hex digit after it (an escape we wrote ends with two digits).
+fn ends_with_stray_percent(out: &str) -> bool {
+    match out.as_bytes() {
+        [.., b'%'] => true,
+        [.., b'%', digit] => digit.is_ascii_hexdigit(),
+        _ => false,
+    }
 }
 
 /// Normalizes `raw` and decides its kind.
@@ -384,6 +401,14 @@ mod tests {
                 "http://example.com/a?B=%7e&a=1",
             ),
             ("http://example.com/%+1%zz", "http://example.com/%+1%zz"),
+            // Stray `%`s: a decoded hex digit must not complete them into
+            // a new escape (regressions from the fuzz target).
+            (
+                "http://[2::0]/tese%/e%3%62fx9",
+                "http://[2::]/tese%/e%3%62fx9",
+            ),
+            ("http://example.com/%%36%31", "http://example.com/%%361"),
+            ("http://example.com/%%41", "http://example.com/%%41"),
             ("http://bücher.example/x", "http://xn--bcher-kva.example/x"),
             ("http://example.com", "http://example.com/"),
             ("  http://example.com/x ", "http://example.com/x"),
