@@ -166,6 +166,9 @@ pub struct IngestSettings {
     /// A client must send complete request headers within this time.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// And its whole body within this time after the headers.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
 }
 
 impl Default for IngestSettings {
@@ -182,6 +185,7 @@ impl Default for IngestSettings {
             max_connections: 1024,
             max_pending: 1_000_000,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -525,6 +529,12 @@ impl Settings {
         }
         if self.tracker.poll_interval.is_zero() {
             problems.push("tracker.poll_interval: must be more than 0s".to_owned());
+        }
+        if self.ingest.header_timeout.is_zero() {
+            problems.push("ingest.header_timeout: must be more than 0s".to_owned());
+        }
+        if self.ingest.body_timeout.is_zero() {
+            problems.push("ingest.body_timeout: must be more than 0s".to_owned());
         }
 
         match parse_utc_offset(&self.quota.utc_offset) {

@@ -315,3 +315,38 @@ async fn a_read_only_database_file_is_reported_and_never_a_crash_loop() {
     assert_eq!(post_one(&daemon, 3).await.0, 202);
     assert_eq!(common::items(&daemon.stats().await, "pending"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_dribbles_in_is_cut_off_with_408() {
+    let daemon = TestDaemon::start(ROUTES).await;
+    daemon.edit_config(|text| text.replace("[ingest]\n", "[ingest]\nbody_timeout = \"1s\"\n"));
+    daemon.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Honest headers, then 10 of the 100 bytes promised, then silence.
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(daemon.http).expect("connect");
+    stream
+        .write_all(
+            b"POST /v1/purges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"urls\": [",
+        )
+        .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("RequestTimeout"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "cut off after the 1 s body timeout, not the client's patience"
+    );
+    // A body sent in time is unaffected.
+    let (status, _) = daemon
+        .post("/v1/purges", &json!({"urls": ["http://a.example.com/x"]}))
+        .await;
+    assert_eq!(status, 202);
+}

@@ -50,6 +50,9 @@ impl From<ApiError> for AzureError {
             | StatusCode::UNSUPPORTED_MEDIA_TYPE => "ParameterInvalid",
             // The service's own word for "not now".
             StatusCode::SERVICE_UNAVAILABLE => "RequestThrottled",
+            // Not a documented type: CDN clients treat unknown types as
+            // transient, which a slow upload is.
+            StatusCode::REQUEST_TIMEOUT => "RequestTimeout",
             _ => "InternalError",
         };
         let mut message = error.message;

@@ -5,6 +5,7 @@
 //! service can point at the daemon instead.
 
 pub mod azure;
+pub mod body_deadline;
 pub mod error;
 mod intake;
 pub mod v1;
@@ -208,6 +209,10 @@ pub fn router(state: IngestState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            body_deadline::limit_body_time,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

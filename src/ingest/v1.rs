@@ -43,7 +43,13 @@ pub struct IntentBody {
 /// to our error JSON.
 pub fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if super::body_deadline::timed_out(&rejection) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                format!("{rejection}; the whole body must arrive within ingest.body_timeout"),
+            )
+        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(format!(
                 "the body is larger than ingest.max_body_bytes ({limit} bytes)"
             ))
