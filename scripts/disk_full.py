@@ -197,7 +197,9 @@ def main() -> int:
         lost += len(batch) - len(stored) + len(not_done)
     if lost:
         problems.append(f"{lost} accepted URLs missing or not succeeded")
-    subprocess.run(["umount", str(mount)], check=False)
+    unmounted = subprocess.run(["umount", str(mount)], capture_output=True, text=True)
+    if unmounted.returncode != 0:
+        problems.append(f"cannot unmount {mount}: {unmounted.stderr.strip()}")
 
     total = sum(len(u) for u in accepted.values())
     print(

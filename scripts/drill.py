@@ -6,6 +6,7 @@ Standard library only, so the drills run on a fresh machine with nothing
 but python3.
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -136,14 +137,16 @@ class Daemon:
 
 
 def integrity_check(db: Path) -> str:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    # closing(): sqlite3's own context manager ends the transaction but
+    # leaves the file open (and a tmpfs busy).
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
 
 
 def history(db: Path) -> list:
     """Every URL every request asked for, with its final fate (the
     `history` view of the schema)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         conn.row_factory = sqlite3.Row
         return [
             dict(row)
