@@ -67,10 +67,7 @@ impl DatabaseFile {
 /// make, for the process's ids (read-only mounts and immutable files
 /// included, which even root cannot write).
 fn writable(path: &Path) -> std::io::Result<()> {
-    let mut bytes = path.as_os_str().as_bytes().to_vec();
-    bytes.push(0);
-    let c_path = std::ffi::CStr::from_bytes_with_nul(&bytes)
-        .map_err(|_| std::io::Error::other("the path holds a NUL byte"))?;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
     // SAFETY: `c_path` is a valid NUL-terminated string that outlives the
     // call; access(2) only reads it.
     if unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } == 0 {

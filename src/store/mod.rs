@@ -18,7 +18,6 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -58,16 +57,12 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &error {
-            // Primary result codes: SQLITE_READONLY 8, SQLITE_IOERR 10,
-            // SQLITE_CORRUPT 11, SQLITE_FULL 13, SQLITE_CANTOPEN 14.
-            let primary = db
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .map(|c| c & 0xff);
-            if matches!(primary, Some(8 | 10 | 13 | 14)) {
-                return StoreError::Unavailable(db.message().to_owned());
-            }
+        // Primary result codes: SQLITE_READONLY 8, SQLITE_IOERR 10,
+        // SQLITE_CORRUPT 11, SQLITE_FULL 13, SQLITE_CANTOPEN 14.
+        if let sqlx::Error::Database(db) = &error
+            && matches!(primary_code(&error), Some(8 | 10 | 13 | 14))
+        {
+            return StoreError::Unavailable(db.message().to_owned());
         }
         if let sqlx::Error::Io(io) = &error {
             return StoreError::Unavailable(io.to_string());
@@ -219,18 +214,13 @@ impl Store {
         })?);
         let (changed, _) = watch::channel(0);
         let signals = Arc::new(WriterSignals {
-            writable: AtomicBool::new(true),
-            last_failure: std::sync::Mutex::new(None),
-            file_objected: AtomicBool::new(false),
+            failure: std::sync::Mutex::new(None),
             changed,
         });
         // A file that is already unwritable is reported, not fatal: the
         // daemon runs, refuses intents and says why in /readyz, rather
         // than exit and be restarted in a loop by systemd.
-        if let Err(reason) = file.check() {
-            tracing::error!("{reason}");
-            signals.file_fails(&reason);
-        }
+        let _ = signals.check_file(&file);
         let reserve = reserve::SpaceReserve::new(path, reserve_bytes);
         let short_of_space = match reserve.set_aside() {
             Ok(()) => false,
@@ -271,20 +261,13 @@ impl Store {
     /// False after a write failed for lack of space or I/O, until one
     /// succeeds again.
     pub fn is_writable(&self) -> bool {
-        self.signals.writable.load(Ordering::Relaxed)
+        self.signals.failure().is_none()
     }
 
     /// Why the store cannot take new intents, if it cannot: the last write
     /// failure (disk full, I/O error) or the database file's state.
     pub fn not_writable_reason(&self) -> Option<String> {
-        if self.is_writable() {
-            return None;
-        }
-        Some(
-            self.signals
-                .last_failure()
-                .unwrap_or_else(|| "a write failed".to_owned()),
-        )
+        self.signals.failure()
     }
 
     /// A receiver that changes after every commit.
@@ -333,13 +316,9 @@ impl Store {
     /// For /readyz: the database file is the one opened and writable (see
     /// `file_guard`), and the writer commits.
     pub async fn probe_write(&self) -> Result<(), StoreError> {
-        match self.file.check() {
-            Ok(()) => self.signals.file_passes(),
-            Err(reason) => {
-                self.signals.file_fails(&reason);
-                return Err(StoreError::Unavailable(reason));
-            }
-        }
+        self.signals
+            .check_file(&self.file)
+            .map_err(StoreError::Unavailable)?;
         self.empty_write().await
     }
 

@@ -81,10 +81,7 @@ impl SpaceReserve {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let mut bytes = dir.as_os_str().as_bytes().to_vec();
-        bytes.push(0);
-        let c_path = std::ffi::CStr::from_bytes_with_nul(&bytes)
-            .map_err(|_| std::io::Error::other("the path holds a NUL byte"))?;
+        let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
         // SAFETY: statvfs only writes into `stat`, which is plain data and
         // sized for it; `c_path` is NUL-terminated and outlives the call.
         let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };

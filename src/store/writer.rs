@@ -16,7 +16,6 @@
 //! command cannot fail its neighbours.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use sqlx::SqliteConnection;
@@ -98,6 +97,12 @@ pub(crate) enum Command {
 }
 
 impl Command {
+    /// An enqueue: a client's new intent, the one write that grows the
+    /// database and the one a full or doubtful disk refuses.
+    fn is_intent(&self) -> bool {
+        matches!(self, Command::Enqueue { .. })
+    }
+
     fn finish(self, outcome: Result<(), StoreError>) {
         match self {
             Command::Job(job) => job.finish(outcome),
@@ -113,53 +118,81 @@ impl Command {
     }
 }
 
+/// Why new intents cannot be stored.
+pub(crate) struct Failure {
+    reason: String,
+    /// The database file's (see [`DatabaseFile`]): a passing file check
+    /// is enough to clear it.
+    from_file: bool,
+}
+
 /// Shared signals from the writer to the rest of the store.
 pub(crate) struct WriterSignals {
-    /// False after a write failed for lack of space or I/O; true again
-    /// after the next enqueue that commits.
-    pub writable: AtomicBool,
-    /// Why the last write failed, for /readyz.
-    pub last_failure: std::sync::Mutex<Option<String>>,
-    /// The failure is the database file's (see [`DatabaseFile`]), so a
-    /// passing file check is enough to clear it.
-    pub file_objected: AtomicBool,
+    /// Set after a write failed for lack of space or I/O, or while the
+    /// database file objects; cleared by the next enqueue that commits
+    /// (or, for the file's, a passing check). The store is writable while
+    /// it is `None`.
+    pub failure: std::sync::Mutex<Option<Failure>>,
     /// Bumped after every successful commit, to wake waiters.
     pub changed: watch::Sender<u64>,
 }
 
 impl WriterSignals {
+    fn set_failure(&self, failure: Option<Failure>) -> Option<Failure> {
+        std::mem::replace(
+            &mut *self.failure.lock().unwrap_or_else(|p| p.into_inner()),
+            failure,
+        )
+    }
+
     /// New intents cannot be stored, because of `reason`.
     pub(crate) fn fail(&self, reason: &str) {
-        self.writable.store(false, Ordering::Relaxed);
-        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
-    }
-
-    /// The database file objects to new intents, because of `reason`.
-    pub(crate) fn file_fails(&self, reason: &str) {
-        self.fail(reason);
-        self.file_objected.store(true, Ordering::Relaxed);
-    }
-
-    /// The file check passed again: clears a failure that was the file's.
-    pub(crate) fn file_passes(&self) {
-        if self.file_objected.swap(false, Ordering::Relaxed) {
-            self.recovered();
-        }
+        self.set_failure(Some(Failure {
+            reason: reason.to_owned(),
+            from_file: false,
+        }));
     }
 
     /// New intents are stored again.
     pub(crate) fn recovered(&self) {
-        self.file_objected.store(false, Ordering::Relaxed);
-        if !self.writable.swap(true, Ordering::Relaxed) {
+        if self.set_failure(None).is_some() {
             tracing::info!("the store takes new intents again");
         }
     }
 
-    pub(crate) fn last_failure(&self) -> Option<String> {
-        self.last_failure
+    /// Why new intents cannot be stored, if they cannot.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.failure
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .as_ref()
+            .map(|f| f.reason.clone())
+    }
+
+    /// Checks the database file (see [`DatabaseFile`]): an objection
+    /// becomes the failure (logged when it begins); a pass clears a
+    /// failure that was the file's.
+    pub(crate) fn check_file(&self, file: &DatabaseFile) -> Result<(), String> {
+        let mut failure = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        match file.check() {
+            Ok(()) => {
+                if failure.as_ref().is_some_and(|f| f.from_file) {
+                    *failure = None;
+                    tracing::info!("the store takes new intents again");
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                if failure.is_none() {
+                    tracing::error!("{reason}");
+                }
+                *failure = Some(Failure {
+                    reason: reason.clone(),
+                    from_file: true,
+                });
+                Err(reason)
+            }
+        }
     }
 }
 
@@ -301,7 +334,7 @@ fn refuse_intents_for_lack_of_space(
     signals: &WriterSignals,
     group: &mut Vec<Command>,
 ) {
-    if !group.iter().any(|c| matches!(c, Command::Enqueue { .. })) {
+    if !group.iter().any(Command::is_intent) {
         return;
     }
     let reason = short_of_space_reason(reserve);
@@ -313,7 +346,7 @@ fn refuse_intents_for_lack_of_space(
 fn refuse_intents(group: &mut Vec<Command>, reason: &str) {
     let (refused, kept): (Vec<_>, Vec<_>) = std::mem::take(group)
         .into_iter()
-        .partition(|c| matches!(c, Command::Enqueue { .. }));
+        .partition(Command::is_intent);
     *group = kept;
     for command in refused {
         command.finish(Err(StoreError::Unavailable(reason.to_owned())));
@@ -328,18 +361,12 @@ fn refuse_intents_if_the_file_objects(
     signals: &WriterSignals,
     group: &mut Vec<Command>,
 ) {
-    if !group.iter().any(|c| matches!(c, Command::Enqueue { .. })) {
+    if !group.iter().any(Command::is_intent) {
         return;
     }
-    let Err(reason) = file.check() else {
-        signals.file_passes();
-        return;
-    };
-    if signals.writable.load(Ordering::Relaxed) {
-        tracing::error!("{reason}");
+    if let Err(reason) = signals.check_file(file) {
+        refuse_intents(group, &reason);
     }
-    signals.file_fails(&reason);
-    refuse_intents(group, &reason);
 }
 
 /// Answers the callers of a committed (or failed) group and updates the
@@ -353,10 +380,7 @@ async fn settle(
 ) {
     match result {
         Ok(()) => {
-            if commands
-                .iter()
-                .any(|c| matches!(c, Command::Enqueue { .. }))
-            {
+            if commands.iter().any(Command::is_intent) {
                 signals.recovered();
             }
             signals.changed.send_modify(|n| *n = n.wrapping_add(1));
@@ -392,10 +416,7 @@ async fn run_group(conn: &mut SqliteConnection, group: &mut [Command]) -> Result
             continue;
         }
         // A run of enqueues: stored together.
-        let run = group[start..]
-            .iter()
-            .take_while(|c| matches!(c, Command::Enqueue { .. }))
-            .count();
+        let run = group[start..].iter().take_while(|c| c.is_intent()).count();
         let requests: Vec<Arc<NewRequest>> = group[start..start + run]
             .iter()
             .filter_map(|c| match c {
