@@ -77,6 +77,18 @@ fn client(socket: &Path) -> reqwest::Client {
         .expect("client")
 }
 
+/// `GET /v1/stats`.
+async fn stats(daemon: &Daemon) -> serde_json::Value {
+    client(&daemon.socket)
+        .get("http://localhost/v1/stats")
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json")
+}
+
 async fn post(client: &reqwest::Client, urls: Vec<String>) -> Duration {
     let started = Instant::now();
     let response = client
@@ -291,14 +303,7 @@ async fn main() {
     let max_pending = scale(20_000);
     let daemon = Daemon::start_with("full", &format!("max_pending = {max_pending}\n"));
     let flood = overload(&daemon, 64, Duration::from_secs(scale(10) as u64)).await;
-    let pending = client(&daemon.socket)
-        .get("http://localhost/v1/stats")
-        .send()
-        .await
-        .expect("stats")
-        .json::<serde_json::Value>()
-        .await
-        .expect("json")["items"]["pending"]
+    let pending = stats(&daemon).await["items"]["pending"]
         .as_u64()
         .unwrap_or(0);
     println!(
@@ -324,18 +329,11 @@ async fn main() {
     let target = scale(1_000_000);
     let per_client = (target / 1000 / 4).max(1);
     batch_ingest(&daemon, 4, per_client, "mem").await;
-    let stats: serde_json::Value = client(&daemon.socket)
-        .get("http://localhost/v1/stats")
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let pending = &stats(&daemon).await["items"]["pending"];
     println!(
         "resident memory: {:.1} MB idle, {:.1} MB with {} pending items",
         idle as f64 / 1024.0,
         daemon.rss_kib() as f64 / 1024.0,
-        stats["items"]["pending"]
+        pending
     );
 }
