@@ -503,14 +503,14 @@ impl Settings {
             ("ingest.max_url_length", self.ingest.max_url_length),
             ("ingest.max_connections", self.ingest.max_connections),
             ("batch.max_files", self.batch.max_files),
+            // 0 would strand every directory intent and spin the batcher
+            // (issue 13, bug 9): the API takes directories in every call.
+            ("batch.max_directories", self.batch.max_directories),
             ("sender.concurrency", self.sender.concurrency),
         ] {
             if value == 0 {
                 problems.push(format!("{key}: must be at least 1"));
             }
-        }
-        if self.batch.max_files == 0 && self.batch.max_directories == 0 {
-            problems.push("batch: max_files and max_directories cannot both be 0".to_owned());
         }
         if !(self.sender.requests_per_second.is_finite() && self.sender.requests_per_second > 0.0) {
             problems.push(format!(

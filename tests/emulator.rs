@@ -240,8 +240,8 @@ async fn daily_quotas_refuse_once_exceeded() {
     assert_eq!(error_type(&error), "QuotaExceeded");
     assert_eq!(
         error.class(),
-        ErrorClass::Transient,
-        "unknown types are transient"
+        ErrorClass::QuotaExceeded,
+        "an undocumented type that names the quota is read as a spent day"
     );
     client
         .add_purge(

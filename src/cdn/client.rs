@@ -490,16 +490,23 @@ mod tests {
 
     #[test]
     fn unknown_types_are_kept_verbatim_and_transient() {
+        // A type that names the quota is the one exception: see
+        // `a_quota_type_is_a_spent_day`.
+        let quota = classify(
+            403,
+            r#"{"Succeeded": false, "ErrorInfo": {"Type": "DailyQuotaExceeded", "Message": "daily quota"}}"#,
+        );
+        assert_eq!(quota.class(), ErrorClass::QuotaExceeded);
         let error = classify(
             403,
-            r#"{"Succeeded": false, "ErrorInfo": {"Type": "QuotaExceeded", "Message": "daily quota"}}"#,
+            r#"{"Succeeded": false, "ErrorInfo": {"Type": "SomethingNew", "Message": "?"}}"#,
         );
         assert_eq!(error.class(), ErrorClass::Transient);
         assert_eq!(
             error.error_type(),
-            Some(&ErrorType::Unknown("QuotaExceeded".into()))
+            Some(&ErrorType::Unknown("SomethingNew".into()))
         );
-        assert!(error.to_string().contains("QuotaExceeded: daily quota"));
+        assert!(quota.to_string().contains("DailyQuotaExceeded: daily quota"));
     }
 
     #[test]

@@ -111,6 +111,12 @@ impl ErrorType {
                 ErrorClass::EndpointMisconfigured
             }
             ParameterMissing | ParameterInvalid | MaliciousItemPathDetected => ErrorClass::BadItem,
+            // The service's answer to a spent daily quota is not
+            // documented; any type that names the quota is read as one
+            // (the emulator sends `QuotaExceeded`, configurable).
+            Unknown(name) if name.to_ascii_lowercase().contains("quota") => {
+                ErrorClass::QuotaExceeded
+            }
             Unknown(_) => ErrorClass::Transient,
         }
     }
@@ -137,6 +143,10 @@ pub enum ErrorClass {
     EndpointMisconfigured,
     /// Something in the body was refused: find and fail the offending URLs.
     BadItem,
+    /// The subscription's daily quota is spent: the local ledger was wrong.
+    /// Wait for the next quota day; never a reason to pause as if the
+    /// credentials were bad.
+    QuotaExceeded,
     /// Outcome unknown or temporary: retry with back-off.
     Transient,
 }
@@ -150,6 +160,7 @@ impl ErrorClass {
             ErrorClass::EndpointInactive => "endpoint_inactive",
             ErrorClass::EndpointMisconfigured => "endpoint_misconfigured",
             ErrorClass::BadItem => "bad_item",
+            ErrorClass::QuotaExceeded => "quota_exceeded",
             ErrorClass::Transient => "transient",
         }
     }
@@ -211,6 +222,23 @@ impl CdnError {
             CdnError::Api { error_type, .. } => error_type.class(),
             CdnError::MalformedResponse { .. } | CdnError::Transport { .. } => {
                 ErrorClass::Transient
+            }
+        }
+    }
+
+    /// Whether the CDN can have counted the call against the quota: an
+    /// error body, or a refused connection, proves it did not; a timeout,
+    /// a broken connection or an answer we cannot read leaves it unknown.
+    pub fn call_outcome(&self) -> crate::store::CallOutcome {
+        use crate::store::CallOutcome;
+        match self {
+            CdnError::Api { .. }
+            | CdnError::Transport {
+                kind: TransportFailure::Connect,
+                ..
+            } => CallOutcome::Refused,
+            CdnError::MalformedResponse { .. } | CdnError::Transport { .. } => {
+                CallOutcome::Unknown
             }
         }
     }

@@ -63,7 +63,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) | StoreError::Closed => Self {
+            StoreError::Unavailable(_) | StoreError::Busy(_) | StoreError::Closed => Self {
                 retry_after_secs: Some(5),
                 ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

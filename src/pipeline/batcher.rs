@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Shared, sender};
 use crate::quota;
-use crate::store::{CutLimits, StoreError, parse_timestamp, timestamp};
+use crate::store::{CutLimits, QuotaUse, StoreError, parse_timestamp, timestamp};
 use crate::target::Kind;
 
 /// With items waiting on an exhausted quota, check this often whether the
@@ -89,6 +89,11 @@ async fn cut_what_can_go(
             wait.saturating_duration_since(tokio::time::Instant::now()),
         ));
     }
+    if !adopt_unclaimed(shared, senders).await? {
+        // Every slot is busy sending what a previous run left: woken when
+        // one frees.
+        return Ok(None);
+    }
     let settings = shared.settings();
     let offset = settings
         .derived
@@ -96,8 +101,7 @@ async fn cut_what_can_go(
         .unwrap_or(time::UtcOffset::UTC);
     let now = shared.now();
     let now_ts = timestamp(now);
-    let day = quota::day_of(now, offset);
-    let subscription_id = shared.client().subscription_id().to_owned();
+    let account = shared.quota_account();
     let linger = settings.batch.linger;
 
     let mut endpoints = settings.derived.router.endpoint_ids();
@@ -112,8 +116,8 @@ async fn cut_what_can_go(
     *rotation = (*rotation + 1) % endpoints.len();
     endpoints.rotate_left(*rotation);
 
-    let quota = shared.store.quota_use(&subscription_id, &day).await?;
-    shared.status().quota = Some(quota);
+    let quota = shared.store.quota_use(&account).await?;
+    shared.status().quota = Some(quota.clone());
 
     let mut next: Option<Duration> = None;
     let mut cut_any = false;
@@ -150,7 +154,13 @@ async fn cut_what_can_go(
         let eligible = files.eligible + directories.eligible;
         let ripe_at = earliest + linger;
         if eligible == 0 {
-            next = earlier(next, until(now, ripe_at));
+            // Nothing may go before `earliest`, which is later than now (a
+            // zero wait here spun the batcher: issue 13, bug 9).
+            next = earlier(next, until(now, ripe_at).max(Duration::from_millis(10)));
+            continue;
+        }
+        if out_of_quota(&quota, &settings.quota, files.eligible, directories.eligible) {
+            quota_blocked = true;
             continue;
         }
         let full = (settings.batch.max_files > 0 && files.eligible >= settings.batch.max_files)
@@ -167,8 +177,7 @@ async fn cut_what_can_go(
         let limits = CutLimits {
             max_files: settings.batch.max_files,
             max_directories: settings.batch.max_directories,
-            subscription_id: subscription_id.clone(),
-            quota_day: day.clone(),
+            account: account.clone(),
             files_per_day: settings.quota.files_per_day,
             directories_per_day: settings.quota.directories_per_day,
         };
@@ -177,9 +186,12 @@ async fn cut_what_can_go(
                 tracing::debug!(batch = batch.id, endpoint = %endpoint, files = batch.files.len(),
                     directories = batch.directories.len(), full, "cut a batch");
                 crate::metrics::batch_cut(batch.len());
-                senders.spawn(sender::run(shared.clone(), batch, slot));
+                let claim = shared.claim(batch.id);
+                senders.spawn(sender::run(shared.clone(), batch, claim, slot));
                 cut_any = true;
             }
+            // The quota read above was a snapshot from the read pool; the
+            // writer's own check is what counts.
             None => quota_blocked = true,
         }
     }
@@ -192,7 +204,7 @@ async fn cut_what_can_go(
             .replace(resumes)
             .is_none();
         if first {
-            tracing::warn!(day = %day, resumes_at = %timestamp(resumes),
+            tracing::warn!(day = %account.day, resumes_at = %timestamp(resumes),
                 "daily quota used up; the remaining items wait for the next quota day");
         }
         next = earlier(next, until(now, resumes).min(QUOTA_RECHECK));
@@ -211,4 +223,89 @@ async fn cut_what_can_go(
         *known = shared.store.pending_endpoints().await?;
     }
     Ok(next)
+}
+
+/// True when the eligible items cannot go for lack of quota: none of the
+/// kinds that have eligible items has any quota left today.
+fn out_of_quota(
+    quota: &QuotaUse,
+    limits: &crate::config::QuotaSettings,
+    files: usize,
+    directories: usize,
+) -> bool {
+    let files_left = limits.files_per_day.saturating_sub(quota.files_used);
+    let directories_left = limits
+        .directories_per_day
+        .saturating_sub(quota.directories_used);
+    let files_blocked = files == 0 || files_left == 0;
+    let directories_blocked = directories == 0 || directories_left == 0;
+    files_blocked && directories_blocked
+}
+
+/// Sends again every `sending` batch no sender holds: left by a previous
+/// run, or by a sender whose store write failed for good. Each is charged
+/// once more (its last call may have reached the CDN). False when a batch
+/// waits for a free slot.
+async fn adopt_unclaimed(shared: &Arc<Shared>, senders: &TaskTracker) -> Result<bool, StoreError> {
+    let _guard = shared.adoption.lock().await;
+    let unclaimed: Vec<i64> = shared
+        .store
+        .sending_batch_ids()
+        .await?
+        .into_iter()
+        .filter(|id| !shared.is_claimed(*id))
+        .collect();
+    if unclaimed.is_empty() {
+        return Ok(true);
+    }
+    let account = shared.quota_account();
+    for batch in shared.store.sending_batches(&unclaimed).await? {
+        let Ok(slot) = shared.batch_slots.clone().try_acquire_owned() else {
+            return Ok(false);
+        };
+        shared
+            .store
+            .adopt_sending(&[batch.id], &account)
+            .await?;
+        tracing::info!(batch = batch.id, endpoint = %batch.endpoint_id, urls = batch.len(),
+            "sending again a batch that no task was sending (left by a previous run or a failed write)");
+        let claim = shared.claim(batch.id);
+        senders.spawn(sender::run(shared.clone(), batch, claim, slot));
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(files_used: u64, directories_used: u64) -> QuotaUse {
+        QuotaUse {
+            day: "2026-11-25".into(),
+            files_used,
+            directories_used,
+            ..QuotaUse::default()
+        }
+    }
+
+    #[test]
+    fn out_of_quota_only_when_no_eligible_kind_can_go() {
+        let limits = crate::config::QuotaSettings::default();
+        let (files_per_day, directories_per_day) = (limits.files_per_day, limits.directories_per_day);
+        // Room for both.
+        assert!(!out_of_quota(&quota(0, 0), &limits, 10, 10));
+        // Files spent, directories waiting and allowed.
+        assert!(!out_of_quota(&quota(files_per_day, 0), &limits, 10, 1));
+        // Files spent and only files waiting.
+        assert!(out_of_quota(&quota(files_per_day, 0), &limits, 10, 0));
+        // Both spent.
+        assert!(out_of_quota(
+            &quota(files_per_day, directories_per_day),
+            &limits,
+            10,
+            10
+        ));
+        // Directories spent, only directories waiting.
+        assert!(out_of_quota(&quota(0, directories_per_day), &limits, 0, 3));
+    }
 }

@@ -13,7 +13,7 @@ pub mod gate;
 mod sender;
 mod tracker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -29,7 +29,7 @@ use crate::cdn::CdnClient;
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::ingest::PipelineReport;
-use crate::store::{QuotaUse, Store, StoreError, timestamp};
+use crate::store::{QuotaAccount, QuotaUse, Store, StoreError, timestamp};
 use gate::Gate;
 
 /// What the pipeline shares between its tasks.
@@ -52,6 +52,31 @@ pub(crate) struct Shared {
     /// Set while the batcher and the tracker loops run.
     batcher_alive: AtomicBool,
     tracker_alive: AtomicBool,
+    /// Batches a sender task holds. A `sending` batch that nobody holds
+    /// (left by a crash, or by a sender whose store write failed for good)
+    /// is adopted by the batcher and sent again, without a restart.
+    claimed: Mutex<HashSet<i64>>,
+    /// Held while batches are made `sending` outside the batcher (a split)
+    /// and while the batcher looks for unclaimed ones, so it never sees a
+    /// batch between its commit and its claim.
+    adoption: tokio::sync::Mutex<()>,
+}
+
+/// A sender task's hold on a batch; let go when dropped, however the task
+/// ends.
+pub(crate) struct BatchClaim {
+    shared: Arc<Shared>,
+    id: i64,
+}
+
+impl Drop for BatchClaim {
+    fn drop(&mut self) {
+        self.shared
+            .claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// Marks a loop as running for as long as it lives; cleared however the
@@ -106,6 +131,51 @@ impl Shared {
 
     fn now_ts(&self) -> String {
         timestamp(self.now())
+    }
+
+    /// Today's quota day of the configured subscription: where calls made
+    /// now are counted.
+    fn quota_account(&self) -> QuotaAccount {
+        QuotaAccount {
+            subscription_id: self.client().subscription_id().to_owned(),
+            day: crate::quota::day_of(
+                self.now(),
+                self.settings()
+                    .derived
+                    .quota_offset
+                    .unwrap_or(time::UtcOffset::UTC),
+            ),
+        }
+    }
+
+    /// Marks `id` as held by a sender task.
+    fn claim(self: &Arc<Self>, id: i64) -> BatchClaim {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        BatchClaim {
+            shared: self.clone(),
+            id,
+        }
+    }
+
+    fn is_claimed(&self, id: i64) -> bool {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+    }
+
+    /// The CDN refused our credentials: pause every call until a reload
+    /// (or [`gate::CREDENTIALS_RETRY`]), saying so once.
+    fn pause_for_credentials(&self, error: &crate::cdn::CdnError, reason: &str) {
+        if self
+            .gate
+            .pause(&error.outcome_label(), reason.to_owned(), gate::CREDENTIALS_RETRY)
+        {
+            tracing::error!("{reason}; sending is paused, every item is kept");
+        }
     }
 
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {
@@ -200,25 +270,12 @@ impl Pipeline {
             status: Mutex::new(Status::default()),
             batcher_alive: AtomicBool::new(false),
             tracker_alive: AtomicBool::new(false),
+            claimed: Mutex::new(HashSet::new()),
+            adoption: tokio::sync::Mutex::new(()),
         });
+        // Batches a previous run left `sending` are adopted by the batcher
+        // on its first pass (charged again, then sent again).
         let tasks = TaskTracker::new();
-        let unfinished = shared.store.sending_batches().await?;
-        if !unfinished.is_empty() {
-            tracing::info!(
-                batches = unfinished.len(),
-                "sending again the batches a previous run left unfinished"
-            );
-        }
-        for batch in unfinished {
-            let shared = shared.clone();
-            let senders = tasks.clone();
-            tasks.spawn(async move {
-                let Ok(slot) = shared.batch_slots.clone().acquire_owned().await else {
-                    return;
-                };
-                senders.spawn(sender::run(shared, batch, slot));
-            });
-        }
         tasks.spawn(batcher::run(shared.clone(), tasks.clone()));
         tasks.spawn(tracker::run(shared.clone()));
         Ok(Pipeline { shared, tasks })
@@ -301,11 +358,11 @@ impl PipelineReport for Reporter {
                 "files_per_day": settings.quota.files_per_day,
                 "files_used": q.files_used,
                 "files_reserved": q.files_reserved,
-                "files_left": settings.quota.files_per_day.saturating_sub(q.files_used + q.files_reserved),
+                "files_left": settings.quota.files_per_day.saturating_sub(q.files_used),
                 "directories_per_day": settings.quota.directories_per_day,
                 "directories_used": q.directories_used,
                 "directories_reserved": q.directories_reserved,
-                "directories_left": settings.quota.directories_per_day.saturating_sub(q.directories_used + q.directories_reserved),
+                "directories_left": settings.quota.directories_per_day.saturating_sub(q.directories_used),
                 "exhausted_until": status.quota_exhausted_until.map(timestamp),
             })
         });

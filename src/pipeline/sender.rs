@@ -1,9 +1,9 @@
 //! The sender: one task per batch, until the batch is accepted or its
 //! items have a terminal state. No error loses an item:
 //!
-//! | class | what happens |
+//! | class | what happens ([`on_error`]) |
 //! |---|---|
-//! | accepted | batch and items `submitted`, quota charged |
+//! | accepted | batch and items `submitted` (the quota was charged at the cut) |
 //! | throttled | the gate closes for every caller; this batch waits and retries |
 //! | transient | retried with exponential back-off; re-sending is safe |
 //! | clock skew | corrected by the client; if it persists, as transient |
@@ -11,6 +11,12 @@
 //! | endpoint inactive | the endpoint rests a while, items back to pending |
 //! | endpoint misconfigured | the endpoint's items fail with the reason |
 //! | bad item | the batch is split in halves until the bad URLs stand alone |
+//! | quota exceeded | the ledger takes the day as spent, items back to pending |
+//!
+//! The ledger counts what the CDN may have counted: a call whose outcome
+//! is unknown (timeout, unreadable answer) keeps its charge and the next
+//! attempt is charged anew; an answer that proves a refusal changes
+//! nothing, and a batch that is not sent again gives its charge back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +25,46 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::future::BoxFuture;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::Shared;
-use super::gate::{Admission, CREDENTIALS_RETRY};
-use crate::cdn::ErrorClass;
-use crate::quota;
-use crate::store::{Batch, StoreError, timestamp};
+use super::gate::Admission;
+use super::{BatchClaim, Shared};
+use crate::cdn::{CdnError, ErrorClass};
+use crate::store::{Batch, StoreError};
+
+/// What the sender does after a failed call: the table above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Every caller waits for the gate; then this batch goes again.
+    WaitForGate,
+    /// This batch goes again after its own back-off.
+    Retry,
+    /// Sending pauses until a reload; the items go back to pending.
+    PauseForCredentials,
+    /// The endpoint rests; the items go back to pending.
+    RestEndpoint,
+    /// The batch's items and every pending item of its endpoint fail.
+    FailEndpoint,
+    /// The batch (a single URL) fails.
+    FailBatch,
+    /// The batch is split in halves, each sent on its own.
+    Split,
+    /// The day is spent: recorded, the items go back to pending.
+    WaitForQuotaDay,
+}
+
+/// The sending policy: what an error class means for a batch of
+/// `batch_len` URLs.
+pub(super) fn on_error(class: ErrorClass, batch_len: usize) -> Action {
+    match class {
+        ErrorClass::Throttled => Action::WaitForGate,
+        ErrorClass::Transient | ErrorClass::ClockSkew => Action::Retry,
+        ErrorClass::Credentials => Action::PauseForCredentials,
+        ErrorClass::EndpointInactive => Action::RestEndpoint,
+        ErrorClass::EndpointMisconfigured => Action::FailEndpoint,
+        ErrorClass::BadItem if batch_len <= 1 => Action::FailBatch,
+        ErrorClass::BadItem => Action::Split,
+        ErrorClass::QuotaExceeded => Action::WaitForQuotaDay,
+    }
+}
 
 /// Back-off between attempts of one batch after transient failures.
 fn transient_backoff() -> backon::ExponentialBackoff {
@@ -36,48 +77,56 @@ fn transient_backoff() -> backon::ExponentialBackoff {
 }
 
 /// How long to wait between tries of a store write that failed for lack of
-/// space or I/O.
-fn store_backoff() -> backon::ExponentialBuilder {
+/// space, I/O, or a lock held by another connection.
+fn store_backoff() -> backon::ExponentialBackoff {
     ExponentialBuilder::new()
         .with_min_delay(Duration::from_millis(500))
         .with_max_delay(Duration::from_secs(30))
         .with_jitter()
         .without_max_times()
+        .build()
 }
 
 /// Records what a call did, trying again while the store cannot write
-/// (disk full, file read-only): the call was made, and giving up would
-/// leave the batch `sending` until the next start. Only shutdown stops
-/// the tries; the next start then re-sends the batch.
-async fn durably<T, Fut>(
-    shared: &Shared,
-    what: &'static str,
-    write: impl FnMut() -> Fut,
-) -> Result<T, StoreError>
+/// (disk full, file read-only, database locked): the call was made, and
+/// giving up would leave the batch `sending` with its outcome forgotten.
+///
+/// The first try is always made, shutdown or not: racing it against
+/// shutdown dropped the record of calls the CDN had accepted, and the
+/// next start sent them again (issue 13). Shutdown stops nothing here;
+/// the pipeline's `shutdown_timeout` bounds how long the tries go on.
+async fn durably<T, Fut>(what: &'static str, mut write: impl FnMut() -> Fut) -> Result<T, StoreError>
 where
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
-    use backon::Retryable;
-    let tries = write
-        .retry(store_backoff())
-        .sleep(tokio::time::sleep)
-        .when(|error| matches!(error, StoreError::Unavailable(_)))
-        .notify(|error, wait| {
-            tracing::warn!(%error, ?wait, "cannot record {what}; trying again");
-        });
-    tokio::select! {
-        result = tries => result,
-        _ = shared.shutdown.cancelled() => Err(StoreError::Closed),
+    let mut backoff = store_backoff();
+    loop {
+        match write().await {
+            Err(error) if error.is_retryable() => {
+                let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(%error, ?wait, "cannot record {what}; trying again");
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
     }
 }
 
-/// Sends `batch` to completion, holding its batch slot.
-pub(super) async fn run(shared: Arc<Shared>, batch: Batch, slot: OwnedSemaphorePermit) {
+/// Sends `batch` to completion, holding its batch slot and its claim (so
+/// the batcher does not adopt it while this task owns it).
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    batch: Batch,
+    claim: BatchClaim,
+    slot: OwnedSemaphorePermit,
+) {
     if let Err(error) = send(shared.clone(), batch).await {
-        // Only shutdown or a store bug gets here. The batch stays as the
-        // store last recorded it; the next start finishes it.
-        tracing::error!(%error, "store error while sending a batch; it will be retried on the next start");
+        // A store error that retrying cannot fix. The batch stays as the
+        // store last recorded it; once this task lets go of it, the
+        // batcher adopts it and sends it again.
+        tracing::error!(%error, "store error while sending a batch; it will be sent again");
     }
+    drop(claim);
     drop(slot);
     shared.wake_batcher.notify_one();
 }
@@ -86,15 +135,15 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
     Box::pin(async move {
         let mut backoff = transient_backoff();
         loop {
-            let _permit = match shared.gate.admit(&shared.shutdown).await {
+            let permit = match shared.gate.admit(&shared.shutdown).await {
                 Admission::Go(permit) => permit,
-                // Shutting down: the batch stays `sending`, re-sent next start.
+                // Shutting down: the batch stays `sending`, sent next start.
                 Admission::Shutdown => return Ok(()),
                 Admission::Paused(pause) => {
                     // The pause, not the items, decides when they go: a
                     // reload lifts it at once.
                     let now_ts = shared.now_ts();
-                    durably(&shared, "the released batch", || {
+                    durably("the released batch", || {
                         shared
                             .store
                             .release_batch(&batch, &pause.reason, &now_ts, &now_ts)
@@ -113,24 +162,17 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 )
                 .await;
             let took = started.elapsed();
-            drop(_permit);
-            let now = shared.now();
-            let now_ts = timestamp(now);
+            drop(permit);
+            let now_ts = shared.now_ts();
+            let account = shared.quota_account();
             let error = match result {
                 Ok(accepted) => {
-                    let settings = shared.settings();
-                    let offset = settings
-                        .derived
-                        .quota_offset
-                        .unwrap_or(time::UtcOffset::UTC);
-                    let day = quota::day_of(now, offset);
-                    durably(&shared, "the accepted call", || {
+                    durably("the accepted call", || {
                         shared.store.batch_accepted(
                             &batch,
                             &accepted.value.task_track_id,
                             accepted.correlation_id.as_deref(),
-                            client.subscription_id(),
-                            &day,
+                            &account,
                             &now_ts,
                         )
                     })
@@ -158,59 +200,44 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 took,
                 Some(error.to_string()),
             );
-            let class = error.class();
+            let action = on_error(error.class(), batch.len());
             let message = error.to_string();
-            let log = |next: &str| {
-                tracing::info!(
-                    endpoint = %batch.endpoint_id,
-                    batch = batch.id,
-                    outcome = %error.outcome_label(),
-                    class = %class,
-                    correlation_id = error.correlation_id().unwrap_or("-"),
-                    error = %error,
-                    "purge call failed; {next}"
-                )
+            let record_attempt = || {
+                durably("the failed attempt", || {
+                    shared.store.batch_attempt_failed(
+                        &batch,
+                        &message,
+                        error.call_outcome(),
+                        &account,
+                        &now_ts,
+                    )
+                })
             };
-            match class {
-                ErrorClass::Throttled => {
+            match action {
+                Action::WaitForGate => {
                     let wait = shared.gate.on_throttled(error.retry_after());
-                    log(&format!("every call waits {wait:?}"));
-                    durably(&shared, "the failed attempt", || {
-                        shared
-                            .store
-                            .batch_attempt_failed(batch.id, &message, &now_ts)
-                    })
-                    .await?;
+                    log(&batch, &error, &format!("every call waits {wait:?}"));
+                    record_attempt().await?;
                 }
-                ErrorClass::Transient | ErrorClass::ClockSkew => {
+                Action::Retry => {
                     let wait = backoff.next().unwrap_or(Duration::from_secs(300));
                     let wait = error.retry_after().map_or(wait, |r| r.max(wait));
-                    log(&format!("sending this batch again in {wait:?}"));
-                    durably(&shared, "the failed attempt", || {
-                        shared
-                            .store
-                            .batch_attempt_failed(batch.id, &message, &now_ts)
-                    })
-                    .await?;
+                    log(&batch, &error, &format!("sending this batch again in {wait:?}"));
+                    record_attempt().await?;
                     tokio::select! {
                         _ = shared.shutdown.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
-                ErrorClass::Credentials => {
+                Action::PauseForCredentials => {
                     let reason = format!(
                         "the CDN refused our credentials ({error}); fix cdn.subscription_id, cdn.key_id \
                          or the key value and reload (systemctl reload purgeq)"
                     );
-                    if shared
-                        .gate
-                        .pause(&error.outcome_label(), reason.clone(), CREDENTIALS_RETRY)
-                    {
-                        tracing::error!("{reason}; sending is paused, every item is kept");
-                    }
+                    shared.pause_for_credentials(&error, &reason);
                     // Eligible at once: the pause holds them, and a reload
                     // lifts it.
-                    durably(&shared, "the released batch", || {
+                    durably("the released batch", || {
                         shared
                             .store
                             .release_batch(&batch, &reason, &now_ts, &now_ts)
@@ -218,16 +245,20 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                     .await?;
                     return Ok(());
                 }
-                ErrorClass::EndpointInactive => {
-                    log(&format!(
-                        "leaving endpoint {} alone for {:?}",
-                        batch.endpoint_id,
-                        shared.settings().sender.endpoint_inactive_retry
-                    ));
+                Action::RestEndpoint => {
+                    log(
+                        &batch,
+                        &error,
+                        &format!(
+                            "leaving endpoint {} alone for {:?}",
+                            batch.endpoint_id,
+                            shared.settings().sender.endpoint_inactive_retry
+                        ),
+                    );
                     shared.pause_endpoint(&batch.endpoint_id, error.to_string());
                     // The in-memory endpoint pause holds them; after a
                     // restart they are simply tried again.
-                    durably(&shared, "the released batch", || {
+                    durably("the released batch", || {
                         shared
                             .store
                             .release_batch(&batch, &message, &now_ts, &now_ts)
@@ -235,8 +266,8 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                     .await?;
                     return Ok(());
                 }
-                ErrorClass::EndpointMisconfigured => {
-                    let failed = durably(&shared, "the failed batch", || {
+                Action::FailEndpoint => {
+                    let failed = durably("the failed batch", || {
                         shared.store.fail_batch(&batch, &message, true, &now_ts)
                     })
                     .await?;
@@ -248,24 +279,105 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                     );
                     return Ok(());
                 }
-                ErrorClass::BadItem if batch.len() <= 1 => {
-                    log("the URL is refused: it fails, the rest of the queue goes on");
-                    durably(&shared, "the failed batch", || {
+                Action::FailBatch => {
+                    log(
+                        &batch,
+                        &error,
+                        "the URL is refused: it fails, the rest of the queue goes on",
+                    );
+                    durably("the failed batch", || {
                         shared.store.fail_batch(&batch, &message, false, &now_ts)
                     })
                     .await?;
                     return Ok(());
                 }
-                ErrorClass::BadItem => {
-                    log("splitting the batch to find the refused URLs");
-                    let (first, second) = durably(&shared, "the split batch", || {
-                        shared.store.split_batch(&batch, &message, &now_ts)
+                Action::WaitForQuotaDay => {
+                    let settings = shared.settings();
+                    log(
+                        &batch,
+                        &error,
+                        "the CDN says the daily quota is spent: the items wait for the next quota day",
+                    );
+                    let reason = format!("the CDN refused the call for quota: {error}");
+                    durably("the released batch", || {
+                        shared
+                            .store
+                            .release_batch(&batch, &reason, &now_ts, &now_ts)
                     })
                     .await?;
+                    durably("the spent quota day", || {
+                        shared.store.quota_day_spent(
+                            &account,
+                            settings.quota.files_per_day,
+                            settings.quota.directories_per_day,
+                        )
+                    })
+                    .await?;
+                    return Ok(());
+                }
+                Action::Split => {
+                    log(&batch, &error, "splitting the batch to find the refused URLs");
+                    // Claimed under the adoption lock, so the batcher never
+                    // sees the halves `sending` and unclaimed.
+                    let guard = shared.adoption.lock().await;
+                    let (first, second) = durably("the split batch", || {
+                        shared.store.split_batch(&batch, &message, &account, &now_ts)
+                    })
+                    .await?;
+                    let claims = (shared.claim(first.id), shared.claim(second.id));
+                    drop(guard);
                     send(shared.clone(), first).await?;
-                    return send(shared, second).await;
+                    drop(claims.0);
+                    let result = send(shared, second).await;
+                    drop(claims.1);
+                    return result;
                 }
             }
         }
     })
+}
+
+fn log(batch: &Batch, error: &CdnError, next: &str) {
+    tracing::info!(
+        endpoint = %batch.endpoint_id,
+        batch = batch.id,
+        outcome = %error.outcome_label(),
+        class = %error.class(),
+        correlation_id = error.correlation_id().unwrap_or("-"),
+        error = %error,
+        "purge call failed; {next}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_class_has_its_row() {
+        let rows = [
+            (ErrorClass::Throttled, 5, Action::WaitForGate),
+            (ErrorClass::Transient, 5, Action::Retry),
+            (ErrorClass::ClockSkew, 5, Action::Retry),
+            (ErrorClass::Credentials, 5, Action::PauseForCredentials),
+            (ErrorClass::EndpointInactive, 5, Action::RestEndpoint),
+            (ErrorClass::EndpointMisconfigured, 5, Action::FailEndpoint),
+            (ErrorClass::BadItem, 5, Action::Split),
+            (ErrorClass::BadItem, 2, Action::Split),
+            // A batch of one that is refused: that URL is the bad one.
+            (ErrorClass::BadItem, 1, Action::FailBatch),
+            (ErrorClass::QuotaExceeded, 5, Action::WaitForQuotaDay),
+            (ErrorClass::QuotaExceeded, 1, Action::WaitForQuotaDay),
+        ];
+        for (class, len, action) in rows {
+            assert_eq!(on_error(class, len), action, "{class} with {len} URLs");
+        }
+    }
+
+    #[test]
+    fn a_quota_refusal_never_pauses_as_credentials() {
+        let error = crate::cdn::ErrorType::parse("QuotaExceeded");
+        assert_eq!(error.class(), ErrorClass::QuotaExceeded);
+        assert_ne!(on_error(error.class(), 3), Action::PauseForCredentials);
+    }
 }

@@ -5,7 +5,12 @@
 //! (through the same gate as purges). `Succeed` ends a URL; `Failed` sends it
 //! back to pending until `sender.max_attempts`, then fails it; a batch with
 //! no final answer after `tracker.give_up_after` has its URLs failed with a
-//! reason that says so. With nothing submitted, it sleeps until woken.
+//! reason that says so, but only once the tracker has really asked
+//! ([`MIN_QUERIES_BEFORE_GIVING_UP`] progress queries that reached the
+//! CDN): after a downtime or a pause longer than `give_up_after`, the CDN
+//! usually has the final answer, and failing without asking would report
+//! an end that did not happen. With nothing submitted, it sleeps until
+//! woken.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::Shared;
-use super::gate::{Admission, CREDENTIALS_RETRY};
+use super::gate::Admission;
 use crate::cdn::{ErrorClass, UrlState};
 use crate::store::{ItemResult, StoreError, SubmittedBatch, parse_timestamp, timestamp};
 use crate::target::Kind;
@@ -23,9 +28,27 @@ use crate::target::Kind;
 /// Longest wait before a URL the CDN reported `Failed` is sent again.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 
+/// Progress queries that must reach the CDN, in this run, before a batch
+/// past `tracker.give_up_after` is given up.
+const MIN_QUERIES_BEFORE_GIVING_UP: u32 = 3;
+
+/// What the tracker knows of one batch in this run.
+#[derive(Debug, Clone, Copy)]
+struct Polled {
+    at: Instant,
+    /// Progress queries that reached the CDN (answered or not).
+    asked: u32,
+}
+
+/// Whether a batch accepted `age` ago, asked about `asked` times, is given
+/// up now.
+fn gives_up(age: Duration, asked: u32, give_up_after: Duration) -> bool {
+    age > give_up_after && asked >= MIN_QUERIES_BEFORE_GIVING_UP
+}
+
 pub(super) async fn run(shared: Arc<Shared>) {
     let _alive = super::AliveGuard::new(&shared.tracker_alive);
-    let mut last_polled: HashMap<i64, Instant> = HashMap::new();
+    let mut last_polled: HashMap<i64, Polled> = HashMap::new();
     loop {
         let next = match poll_due(&shared, &mut last_polled).await {
             Ok(next) => next,
@@ -46,7 +69,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
 /// Polls every batch that is due; returns when the next one will be.
 async fn poll_due(
     shared: &Arc<Shared>,
-    last_polled: &mut HashMap<i64, Instant>,
+    last_polled: &mut HashMap<i64, Polled>,
 ) -> Result<Option<Duration>, StoreError> {
     let batches = shared.store.submitted_batches().await?;
     last_polled.retain(|id, _| batches.iter().any(|b| b.id == *id));
@@ -61,28 +84,46 @@ async fn poll_due(
     let mut polls = JoinSet::new();
     for batch in batches {
         let accepted = parse_timestamp(&batch.accepted_at).unwrap_or(now);
-        let age = (now - accepted).unsigned_abs();
-        if now - accepted > settings.tracker.give_up_after {
-            give_up(shared, &batch, settings.tracker.give_up_after).await?;
+        let age = if now > accepted {
+            (now - accepted).unsigned_abs()
+        } else {
+            Duration::ZERO
+        };
+        let polled = last_polled.get(&batch.id).copied();
+        let asked = polled.map_or(0, |p| p.asked);
+        if gives_up(age, asked, settings.tracker.give_up_after) {
+            give_up(shared, &batch, settings.tracker.give_up_after, asked).await?;
             continue;
         }
         // First poll one interval after acceptance, then every interval.
-        let wait = match last_polled.get(&batch.id) {
-            Some(at) => interval.saturating_sub(started - *at),
+        let wait = match polled {
+            Some(p) => interval.saturating_sub(started - p.at),
             None => interval.saturating_sub(age),
         };
         if !wait.is_zero() {
             next = Some(next.map_or(wait, |n| n.min(wait)));
             continue;
         }
-        last_polled.insert(batch.id, started);
+        last_polled.insert(
+            batch.id,
+            Polled {
+                at: started,
+                asked,
+            },
+        );
         next = Some(next.map_or(interval, |n| n.min(interval)));
         let shared = shared.clone();
-        polls.spawn(async move { poll(&shared, &batch).await });
+        polls.spawn(async move { (batch.id, poll(&shared, &batch).await) });
     }
     while let Some(joined) = polls.join_next().await {
         match joined {
-            Ok(result) => result?,
+            Ok((id, result)) => {
+                if result? == Asked::Yes
+                    && let Some(polled) = last_polled.get_mut(&id)
+                {
+                    polled.asked += 1;
+                }
+            }
             Err(error) => tracing::error!(%error, "a tracker poll panicked"),
         }
     }
@@ -93,10 +134,11 @@ async fn give_up(
     shared: &Shared,
     batch: &SubmittedBatch,
     after: Duration,
+    asked: u32,
 ) -> Result<(), StoreError> {
     let items = shared.store.submitted_items(batch.id).await?;
     let reason = format!(
-        "gave up: no final result from the CDN within {} (TaskTrackId {})",
+        "gave up: no final result from the CDN within {} and {asked} progress queries (TaskTrackId {})",
         humantime::format_duration(after),
         batch.task_track_id
     );
@@ -119,10 +161,26 @@ async fn give_up(
     Ok(())
 }
 
-async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<(), StoreError> {
+/// Whether a progress query reached the CDN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    Yes,
+    No,
+}
+
+/// The CDN may echo a URL in another spelling than we sent (the case of
+/// escapes, an IDN host): results are matched on the normalized form.
+fn match_key(url: &str) -> String {
+    crate::target::normalize(url, usize::MAX / 8)
+        .map(String::from)
+        .unwrap_or_else(|_| url.to_owned())
+}
+
+async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, StoreError> {
     let Admission::Go(permit) = shared.gate.admit(&shared.shutdown).await else {
-        // Paused or stopping: ask again later.
-        return Ok(());
+        // Paused or stopping: ask again later. This does not count towards
+        // giving up.
+        return Ok(Asked::No);
     };
     let started = Instant::now();
     let result = shared
@@ -156,23 +214,23 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<(), StoreE
                 running = all().filter(|u| !u.state.is_final()).count(),
                 "progress query"
             );
-            let states: HashMap<(Kind, &str), &UrlState> = progress
+            let states: HashMap<(Kind, String), &UrlState> = progress
                 .value
                 .files
                 .iter()
-                .map(|u| ((Kind::File, u.url.as_str()), &u.state))
+                .map(|u| ((Kind::File, match_key(&u.url)), &u.state))
                 .chain(
                     progress
                         .value
                         .directories
                         .iter()
-                        .map(|u| ((Kind::Directory, u.url.as_str()), &u.state)),
+                        .map(|u| ((Kind::Directory, match_key(&u.url)), &u.state)),
                 )
                 .collect();
             let items = shared.store.submitted_items(batch.id).await?;
             let mut results = Vec::new();
             for item in items {
-                let Some(state) = states.get(&(item.kind, item.url.as_str())) else {
+                let Some(state) = states.get(&(item.kind, match_key(&item.url))) else {
                     continue;
                 };
                 let result = match state {
@@ -228,17 +286,16 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<(), StoreE
                 ErrorClass::Credentials => {
                     let reason =
                         format!("the CDN refused our credentials ({error}); fix them and reload");
-                    if shared
-                        .gate
-                        .pause(&error.outcome_label(), reason.clone(), CREDENTIALS_RETRY)
-                    {
-                        tracing::error!("{reason}; sending is paused, every item is kept");
-                    }
+                    shared.pause_for_credentials(&error, &reason);
                 }
                 ErrorClass::BadItem | ErrorClass::EndpointMisconfigured => {
-                    // The service does not know this task: send its URLs again.
+                    // The service does not know this task (it lost it, or
+                    // it is another service than the one that accepted
+                    // it): we cannot learn the result, so the URLs are sent
+                    // again, never left waiting or failed without a word;
+                    // the reason is kept with every item and the batch.
                     let reason = format!(
-                        "the CDN does not know TaskTrackId {} ({error}); sending again",
+                        "the CDN does not know TaskTrackId {} ({error}); its URLs are sent again",
                         batch.task_track_id
                     );
                     tracing::warn!(batch = batch.id, "{reason}");
@@ -279,7 +336,7 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<(), StoreE
             }
         }
     }
-    Ok(())
+    Ok(Asked::Yes)
 }
 
 /// `poll_interval × 2^(attempts-1)`, at most [`MAX_RETRY_DELAY`].
@@ -298,5 +355,30 @@ mod tests {
         assert_eq!(retry_delay(base, 1), Duration::from_secs(5));
         assert_eq!(retry_delay(base, 3), Duration::from_secs(20));
         assert_eq!(retry_delay(base, 50), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn gives_up_only_after_asking() {
+        let after = Duration::from_secs(3600);
+        let old = Duration::from_secs(7200);
+        // Past the limit but never asked in this run (a restart after a
+        // long downtime, a credentials pause): ask first.
+        assert!(!gives_up(old, 0, after));
+        assert!(!gives_up(old, MIN_QUERIES_BEFORE_GIVING_UP - 1, after));
+        assert!(gives_up(old, MIN_QUERIES_BEFORE_GIVING_UP, after));
+        // Asked often, but not yet past the limit.
+        assert!(!gives_up(Duration::from_secs(60), 100, after));
+    }
+
+    #[test]
+    fn echoed_urls_match_in_any_spelling() {
+        assert_eq!(
+            match_key("HTTP://Example.com/a%2fb"),
+            match_key("http://example.com/a%2Fb")
+        );
+        assert_eq!(
+            match_key("http://bücher.example/x"),
+            match_key("http://xn--bcher-kva.example/x")
+        );
     }
 }

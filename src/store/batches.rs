@@ -52,18 +52,30 @@ impl Batch {
     }
 }
 
+/// Where a call is counted: one subscription's quota day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaAccount {
+    pub subscription_id: String,
+    /// `YYYY-MM-DD` in the configured quota offset (see `crate::quota`).
+    pub day: String,
+}
+
 /// How much may be cut: batch limits and what the day's quota has left.
 #[derive(Debug, Clone)]
 pub struct CutLimits {
     pub max_files: usize,
     pub max_directories: usize,
-    pub subscription_id: String,
-    pub quota_day: String,
+    pub account: QuotaAccount,
     pub files_per_day: u64,
     pub directories_per_day: u64,
 }
 
-/// The day's quota: used by accepted calls, reserved by calls under way.
+/// The day's quota as the ledger counts it.
+///
+/// `files_used` counts every call the CDN may have counted: accepted ones,
+/// ones under way (charged when cut), and ones whose outcome was never
+/// known (a timeout, a crash), since the CDN counts a re-send again.
+/// `files_reserved` is the part of it under way now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QuotaUse {
     pub day: String,
@@ -71,6 +83,16 @@ pub struct QuotaUse {
     pub directories_used: u64,
     pub files_reserved: u64,
     pub directories_reserved: u64,
+}
+
+/// What a failed call says about whether the CDN counted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// The CDN answered with an error: it did not count the call.
+    Refused,
+    /// No answer we can read (timeout, connection lost, an HTML 502): the
+    /// CDN may have counted it, so the ledger does too.
+    Unknown,
 }
 
 /// Where the oldest pending items of one endpoint and kind stand.
@@ -170,16 +192,12 @@ impl Store {
         })
     }
 
-    pub async fn quota_use(
-        &self,
-        subscription_id: &str,
-        day: &str,
-    ) -> Result<QuotaUse, StoreError> {
+    pub async fn quota_use(&self, account: &QuotaAccount) -> Result<QuotaUse, StoreError> {
         // From the read pool: for status and the batcher's quick look.
         // `cut_batch` checks again inside the writer's transaction, which
         // is what counts.
         let mut conn = self.reader.acquire().await?;
-        Ok(quota_use(&mut conn, subscription_id, day).await?)
+        Ok(quota_use(&mut conn, account).await?)
     }
 
     /// Cuts the next batch of `endpoint_id`: oldest eligible items first,
@@ -200,11 +218,22 @@ impl Store {
         .await
     }
 
-    /// A batch still `sending` (after a restart), with its items.
-    pub async fn sending_batches(&self) -> Result<Vec<Batch>, StoreError> {
-        let ids: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT id, endpoint_id FROM batches WHERE state = 'sending' ORDER BY id",
+    /// Every batch `sending` now (one walk of the `batches_state` index).
+    pub async fn sending_batch_ids(&self) -> Result<Vec<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM batches WHERE state = 'sending' ORDER BY id")
+                .fetch_all(&self.reader)
+                .await?,
         )
+    }
+
+    /// These batches, if still `sending`, with their items.
+    pub async fn sending_batches(&self, batch_ids: &[i64]) -> Result<Vec<Batch>, StoreError> {
+        let ids: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, endpoint_id FROM batches
+             WHERE state = 'sending' AND id IN (SELECT value FROM json_each(?1)) ORDER BY id",
+        )
+        .bind(ids_json(batch_ids)?)
         .fetch_all(&self.reader)
         .await?;
         let mut batches = Vec::with_capacity(ids.len());
@@ -233,29 +262,29 @@ impl Store {
         Ok(batches)
     }
 
-    /// The call was accepted: batch and items `submitted`, quota charged.
+    /// The call was accepted: batch and items `submitted`. The quota was
+    /// charged when the batch was cut; a batch cut on an earlier quota day
+    /// moves its charge to the day the CDN counted it on. Each item counts
+    /// one more attempt: attempts are calls the CDN accepted, not cuts.
     pub async fn batch_accepted(
         &self,
         batch: &Batch,
         task_track_id: &str,
         correlation_id: Option<&str>,
-        subscription_id: &str,
-        quota_day: &str,
+        account: &QuotaAccount,
         now: &str,
     ) -> Result<(), StoreError> {
         let args = (
             batch.id,
             task_track_id.to_owned(),
             correlation_id.map(str::to_owned),
-            subscription_id.to_owned(),
-            quota_day.to_owned(),
+            account.clone(),
             now.to_owned(),
-            batch.files.len() as i64,
-            batch.directories.len() as i64,
         );
         self.write(move |conn| {
-            let (id, task, correlation, subscription, day, now, files, directories) = args.clone();
+            let (id, task, correlation, account, now) = args.clone();
             Box::pin(async move {
+                move_charge(conn, id, &account).await?;
                 sqlx::query(
                     "UPDATE batches SET state = 'submitted', task_track_id = ?2, correlation_id = ?3,
                             attempts = attempts + 1, sent_at = ?4, accepted_at = ?4, last_error = NULL
@@ -268,22 +297,76 @@ impl Store {
                 .execute(&mut *conn)
                 .await?;
                 sqlx::query(
-                    "UPDATE items SET state = 'submitted', updated_at = ?2
+                    "UPDATE items SET state = 'submitted', attempts = attempts + 1, updated_at = ?2
                      WHERE batch_id = ?1 AND state = 'sending'",
                 )
                 .bind(id)
                 .bind(&now)
                 .execute(&mut *conn)
                 .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// A call failed and will be tried again: count it and keep the reason.
+    /// When its outcome is unknown the CDN may have counted it: the charge
+    /// stays with that call and the next one is charged anew.
+    pub async fn batch_attempt_failed(
+        &self,
+        batch: &Batch,
+        error: &str,
+        outcome: CallOutcome,
+        account: &QuotaAccount,
+        now: &str,
+    ) -> Result<(), StoreError> {
+        let args = (
+            batch.id,
+            error.to_owned(),
+            account.clone(),
+            now.to_owned(),
+        );
+        self.write(move |conn| {
+            let (id, error, account, now) = args.clone();
+            Box::pin(async move {
+                sqlx::query("UPDATE batches SET attempts = attempts + 1, last_error = ?2, sent_at = ?3 WHERE id = ?1")
+                    .bind(id)
+                    .bind(&error)
+                    .bind(&now)
+                    .execute(&mut *conn)
+                    .await?;
+                if outcome == CallOutcome::Unknown {
+                    charge_again(conn, &[id], &account).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The CDN refused a call for quota: the ledger was wrong (another
+    /// client of the subscription, or a count lost), so the day is taken
+    /// as spent. Nothing is sent again before the next quota day.
+    pub async fn quota_day_spent(
+        &self,
+        account: &QuotaAccount,
+        files_per_day: u64,
+        directories_per_day: u64,
+    ) -> Result<(), StoreError> {
+        let args = (account.clone(), files_per_day as i64, directories_per_day as i64);
+        self.write(move |conn| {
+            let (account, files, directories) = args.clone();
+            Box::pin(async move {
                 sqlx::query(
                     "INSERT INTO quota_days (subscription_id, day, files_used, directories_used)
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (subscription_id, day) DO UPDATE SET
-                         files_used = files_used + excluded.files_used,
-                         directories_used = directories_used + excluded.directories_used",
+                         files_used = max(files_used, excluded.files_used),
+                         directories_used = max(directories_used, excluded.directories_used)",
                 )
-                .bind(&subscription)
-                .bind(&day)
+                .bind(&account.subscription_id)
+                .bind(&account.day)
                 .bind(files)
                 .bind(directories)
                 .execute(&mut *conn)
@@ -294,25 +377,19 @@ impl Store {
         .await
     }
 
-    /// A call failed and will be tried again: count it and keep the reason.
-    pub async fn batch_attempt_failed(
+    /// Batches left `sending` by a run that is gone (a crash) or by a
+    /// sender that gave up (the store failed under it): their last call
+    /// may have reached the CDN, which counts the re-send again, so each is
+    /// charged once more before it is sent again.
+    pub async fn adopt_sending(
         &self,
-        batch_id: i64,
-        error: &str,
-        now: &str,
+        batch_ids: &[i64],
+        account: &QuotaAccount,
     ) -> Result<(), StoreError> {
-        let args = (batch_id, error.to_owned(), now.to_owned());
+        let args = (batch_ids.to_vec(), account.clone());
         self.write(move |conn| {
-            let (id, error, now) = args.clone();
-            Box::pin(async move {
-                sqlx::query("UPDATE batches SET attempts = attempts + 1, last_error = ?2, sent_at = ?3 WHERE id = ?1")
-                    .bind(id)
-                    .bind(&error)
-                    .bind(&now)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
+            let (ids, account) = args.clone();
+            Box::pin(async move { charge_again(conn, &ids, &account).await })
         })
         .await
     }
@@ -336,6 +413,7 @@ impl Store {
         self.write(move |conn| {
             let (id, items, reason, not_before, now) = args.clone();
             Box::pin(async move {
+                refund(conn, id).await?;
                 sqlx::query("UPDATE batches SET state = 'released', last_error = ?2, finished_at = ?3 WHERE id = ?1")
                     .bind(id)
                     .bind(&reason)
@@ -349,18 +427,22 @@ impl Store {
     }
 
     /// A URL in the batch was refused: move its items into two halves.
+    /// The CDN refused the call, so its charge is refunded; each half is
+    /// charged as it is made.
     pub async fn split_batch(
         &self,
         batch: &Batch,
         reason: &str,
+        account: &QuotaAccount,
         now: &str,
     ) -> Result<(Batch, Batch), StoreError> {
         let batch = batch.clone();
-        let args = (reason.to_owned(), now.to_owned());
+        let args = (reason.to_owned(), account.clone(), now.to_owned());
         self.write(move |conn| {
             let batch = batch.clone();
-            let (reason, now) = args.clone();
+            let (reason, account, now) = args.clone();
             Box::pin(async move {
+                refund(conn, batch.id).await?;
                 sqlx::query("UPDATE batches SET state = 'split', attempts = attempts + 1, last_error = ?2, finished_at = ?3 WHERE id = ?1")
                     .bind(batch.id)
                     .bind(&reason)
@@ -374,16 +456,17 @@ impl Store {
                     .chain(batch.directories.iter().map(|i| (Kind::Directory, i.clone())))
                     .collect();
                 let second = all.split_off(all.len() / 2);
-                let a = insert_batch_of(conn, &batch.endpoint_id, all, &now).await?;
-                let b = insert_batch_of(conn, &batch.endpoint_id, second, &now).await?;
+                let a = insert_batch_of(conn, &batch.endpoint_id, all, &account, &now).await?;
+                let b = insert_batch_of(conn, &batch.endpoint_id, second, &account, &now).await?;
                 Ok((a, b))
             })
         })
         .await
     }
 
-    /// Fails a batch's items for good with `reason`; with `whole_endpoint`,
-    /// also every pending item of its endpoint (the endpoint is wrong).
+    /// Fails a batch's items for good with `reason` (the CDN refused the
+    /// call, so its charge is refunded); with `whole_endpoint`, also every
+    /// pending item of its endpoint (the endpoint is wrong).
     pub async fn fail_batch(
         &self,
         batch: &Batch,
@@ -400,6 +483,8 @@ impl Store {
         self.write(move |conn| {
             let (id, endpoint, reason, now) = args.clone();
             Box::pin(async move {
+                // Refused by the CDN: not counted.
+                refund(conn, id).await?;
                 sqlx::query("UPDATE batches SET state = 'failed', attempts = attempts + 1, last_error = ?2, finished_at = ?3 WHERE id = ?1")
                     .bind(id)
                     .bind(&reason)
@@ -554,29 +639,152 @@ impl Store {
 
 async fn quota_use(
     conn: &mut SqliteConnection,
-    subscription_id: &str,
-    day: &str,
+    account: &QuotaAccount,
 ) -> Result<QuotaUse, sqlx::Error> {
     let used: Option<(i64, i64)> = sqlx::query_as(
         "SELECT files_used, directories_used FROM quota_days WHERE subscription_id = ?1 AND day = ?2",
     )
-    .bind(subscription_id)
-    .bind(day)
+    .bind(&account.subscription_id)
+    .bind(&account.day)
     .fetch_optional(&mut *conn)
     .await?;
-    let reserved: (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(sum(files), 0), coalesce(sum(directories), 0) FROM batches WHERE state = 'sending'",
+    // Under way: all `sending` batches. Those cut by the first schema
+    // (charged_day NULL) reserved instead of charging: count them here.
+    let (in_flight_files, in_flight_directories, uncharged_files, uncharged_directories): (
+        i64,
+        i64,
+        i64,
+        i64,
+    ) = sqlx::query_as(
+        "SELECT coalesce(sum(files), 0), coalesce(sum(directories), 0),
+                coalesce(sum(CASE WHEN charged_day IS NULL THEN files END), 0),
+                coalesce(sum(CASE WHEN charged_day IS NULL THEN directories END), 0)
+         FROM batches WHERE state = 'sending'",
     )
     .fetch_one(&mut *conn)
     .await?;
     let (files_used, directories_used) = used.unwrap_or((0, 0));
+    let count = |n: i64| n.max(0) as u64;
     Ok(QuotaUse {
-        day: day.to_owned(),
-        files_used: files_used.max(0) as u64,
-        directories_used: directories_used.max(0) as u64,
-        files_reserved: reserved.0.max(0) as u64,
-        directories_reserved: reserved.1.max(0) as u64,
+        day: account.day.clone(),
+        files_used: count(files_used) + count(uncharged_files),
+        directories_used: count(directories_used) + count(uncharged_directories),
+        files_reserved: count(in_flight_files),
+        directories_reserved: count(in_flight_directories),
     })
+}
+
+/// Adds (or, negative, refunds) URLs to a quota day; never below zero.
+async fn add_to_day(
+    conn: &mut SqliteConnection,
+    subscription_id: &str,
+    day: &str,
+    files: i64,
+    directories: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO quota_days (subscription_id, day, files_used, directories_used)
+         VALUES (?1, ?2, max(0, ?3), max(0, ?4))
+         ON CONFLICT (subscription_id, day) DO UPDATE SET
+             files_used = max(0, files_used + ?3),
+             directories_used = max(0, directories_used + ?4)",
+    )
+    .bind(subscription_id)
+    .bind(day)
+    .bind(files)
+    .bind(directories)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The charge of a batch's current attempt, if charged: where, and how
+/// many files and directories.
+async fn current_charge(
+    conn: &mut SqliteConnection,
+    batch_id: i64,
+) -> Result<Option<(QuotaAccount, i64, i64)>, sqlx::Error> {
+    let row: Option<(Option<String>, Option<String>, i64, i64)> = sqlx::query_as(
+        "SELECT charged_subscription, charged_day, files, directories FROM batches WHERE id = ?1",
+    )
+    .bind(batch_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some((Some(subscription_id), Some(day), files, directories)) => Some((
+            QuotaAccount {
+                subscription_id,
+                day,
+            },
+            files,
+            directories,
+        )),
+        _ => None,
+    })
+}
+
+/// Charges the next attempt of each batch on `account`'s day, leaving any
+/// earlier charge with the call it paid for.
+async fn charge_again(
+    conn: &mut SqliteConnection,
+    batch_ids: &[i64],
+    account: &QuotaAccount,
+) -> Result<(), sqlx::Error> {
+    for id in batch_ids {
+        let size: Option<(i64, i64)> =
+            sqlx::query_as("SELECT files, directories FROM batches WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some((files, directories)) = size else {
+            continue;
+        };
+        add_to_day(conn, &account.subscription_id, &account.day, files, directories).await?;
+        sqlx::query("UPDATE batches SET charged_subscription = ?2, charged_day = ?3 WHERE id = ?1")
+            .bind(id)
+            .bind(&account.subscription_id)
+            .bind(&account.day)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The CDN did not count the current attempt: give its charge back.
+async fn refund(conn: &mut SqliteConnection, batch_id: i64) -> Result<(), sqlx::Error> {
+    if let Some((account, files, directories)) = current_charge(conn, batch_id).await? {
+        add_to_day(
+            conn,
+            &account.subscription_id,
+            &account.day,
+            -files,
+            -directories,
+        )
+        .await?;
+        sqlx::query("UPDATE batches SET charged_subscription = NULL, charged_day = NULL WHERE id = ?1")
+            .bind(batch_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// An accepted call counts on the day the CDN took it: a charge made on an
+/// earlier day (a batch held back by throttling over midnight) moves, and a
+/// batch never charged (cut by the first schema) is charged now.
+async fn move_charge(
+    conn: &mut SqliteConnection,
+    batch_id: i64,
+    account: &QuotaAccount,
+) -> Result<(), sqlx::Error> {
+    match current_charge(conn, batch_id).await? {
+        Some((charged, _, _)) if charged == *account => Ok(()),
+        Some(_) => {
+            refund(conn, batch_id).await?;
+            charge_again(conn, &[batch_id], account).await
+        }
+        None => charge_again(conn, &[batch_id], account).await,
+    }
 }
 
 async fn cut_batch(
@@ -585,13 +793,11 @@ async fn cut_batch(
     limits: &CutLimits,
     now: &str,
 ) -> Result<Option<Batch>, sqlx::Error> {
-    let quota = quota_use(conn, &limits.subscription_id, &limits.quota_day).await?;
-    let files_left = limits
-        .files_per_day
-        .saturating_sub(quota.files_used + quota.files_reserved);
+    let quota = quota_use(conn, &limits.account).await?;
+    let files_left = limits.files_per_day.saturating_sub(quota.files_used);
     let directories_left = limits
         .directories_per_day
-        .saturating_sub(quota.directories_used + quota.directories_reserved);
+        .saturating_sub(quota.directories_used);
     let max_files = (limits.max_files as u64).min(files_left) as i64;
     let max_directories = (limits.max_directories as u64).min(directories_left) as i64;
 
@@ -619,22 +825,18 @@ async fn cut_batch(
     if picked.is_empty() {
         return Ok(None);
     }
-    let batch = insert_batch_of(conn, endpoint_id, picked, now).await?;
-    let ids = ids_json(&batch.item_ids())?;
-    sqlx::query(
-        "UPDATE items SET attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(ids)
-    .execute(&mut *conn)
-    .await?;
-    Ok(Some(batch))
+    Ok(Some(
+        insert_batch_of(conn, endpoint_id, picked, &limits.account, now).await?,
+    ))
 }
 
-/// Creates a `sending` batch holding `items` and points them at it.
+/// Creates a `sending` batch holding `items`, points them at it, and
+/// charges it to `account`: from now on the call may reach the CDN.
 async fn insert_batch_of(
     conn: &mut SqliteConnection,
     endpoint_id: &str,
     items: Vec<(Kind, BatchItem)>,
+    account: &QuotaAccount,
     now: &str,
 ) -> Result<Batch, sqlx::Error> {
     let mut batch = Batch {
@@ -660,6 +862,7 @@ async fn insert_batch_of(
     .fetch_one(&mut *conn)
     .await?;
     batch.id = id;
+    charge_again(conn, &[id], account).await?;
     sqlx::query(
         "UPDATE items SET state = 'sending', batch_id = ?1, updated_at = ?2
          WHERE id IN (SELECT value FROM json_each(?3))",
@@ -673,9 +876,17 @@ async fn insert_batch_of(
 }
 
 /// Puts items back to `pending` (from `sending`, `submitted`, or `failed`
-/// for an operator's retry). One that has a pending twin (the same URL
-/// asked for again meanwhile) is merged into the twin instead, since only
-/// one pending item per URL may exist; its followers move with it.
+/// for an operator's retry), keeping the queue's two rules:
+///
+/// - one pending item per URL: an item whose URL is pending already (asked
+///   for again meanwhile), or is among `item_ids` twice (two failed
+///   generations retried together), is merged into that one instead;
+/// - a pending directory covers every pending item under it: a returned
+///   item under one is merged into it, and a returned directory absorbs
+///   what is pending under it.
+///
+/// Merges stay one level deep: whatever followed a merged item follows
+/// its new root.
 pub(super) async fn return_to_pending(
     conn: &mut SqliteConnection,
     item_ids: &[i64],
@@ -685,11 +896,13 @@ pub(super) async fn return_to_pending(
     keep_batch: bool,
 ) -> Result<(), sqlx::Error> {
     let ids = ids_json(item_ids)?;
+    // 1. A pending twin exists: follow it.
     sqlx::query(
         "UPDATE items AS i SET state = 'merged', last_error = ?2, updated_at = ?3,
                 merged_into = (SELECT t.id FROM items t WHERE t.state = 'pending'
                                AND t.endpoint_id = i.endpoint_id AND t.url = i.url AND t.kind = i.kind)
          WHERE i.id IN (SELECT value FROM json_each(?1))
+           AND i.state IN ('sending', 'submitted', 'failed')
            AND EXISTS (SELECT 1 FROM items t WHERE t.state = 'pending'
                        AND t.endpoint_id = i.endpoint_id AND t.url = i.url AND t.kind = i.kind)",
     )
@@ -698,14 +911,26 @@ pub(super) async fn return_to_pending(
     .bind(now)
     .execute(&mut *conn)
     .await?;
+    // 2. The same URL twice among the returned: the newest carries it.
     sqlx::query(
-        "UPDATE items SET merged_into = (SELECT m.merged_into FROM items m WHERE m.id = items.merged_into)
-         WHERE state = 'merged' AND merged_into IN (SELECT value FROM json_each(?1))
-           AND (SELECT m.state FROM items m WHERE m.id = items.merged_into) = 'merged'",
+        "UPDATE items AS i SET state = 'merged', last_error = ?2, updated_at = ?3,
+                merged_into = (SELECT max(t.id) FROM items t
+                               WHERE t.id IN (SELECT value FROM json_each(?1))
+                                 AND t.state IN ('sending', 'submitted', 'failed')
+                                 AND t.endpoint_id = i.endpoint_id AND t.url = i.url AND t.kind = i.kind)
+         WHERE i.id IN (SELECT value FROM json_each(?1))
+           AND i.state IN ('sending', 'submitted', 'failed')
+           AND EXISTS (SELECT 1 FROM items t
+                       WHERE t.id IN (SELECT value FROM json_each(?1)) AND t.id > i.id
+                         AND t.state IN ('sending', 'submitted', 'failed')
+                         AND t.endpoint_id = i.endpoint_id AND t.url = i.url AND t.kind = i.kind)",
     )
     .bind(&ids)
+    .bind(reason)
+    .bind(now)
     .execute(&mut *conn)
     .await?;
+    repoint_followers(conn, &ids).await?;
     sqlx::query(
         "UPDATE items SET state = 'pending', not_before = ?2, last_error = ?3, updated_at = ?4,
                 batch_id = CASE WHEN ?5 THEN batch_id ELSE NULL END
@@ -718,11 +943,58 @@ pub(super) async fn return_to_pending(
     .bind(keep_batch)
     .execute(&mut *conn)
     .await?;
+    // 3. Under a pending directory: follow the top-most one.
+    sqlx::query(
+        "UPDATE items AS i SET state = 'merged', updated_at = ?2,
+                merged_into = (SELECT d.id FROM items d
+                               WHERE d.state = 'pending' AND d.kind = 'directory'
+                                 AND d.endpoint_id = i.endpoint_id AND d.id != i.id
+                                 AND length(i.url) > length(d.url)
+                                 AND substr(i.url, 1, length(d.url)) = d.url
+                               ORDER BY length(d.url) LIMIT 1)
+         WHERE i.id IN (SELECT value FROM json_each(?1)) AND i.state = 'pending'
+           AND EXISTS (SELECT 1 FROM items d
+                       WHERE d.state = 'pending' AND d.kind = 'directory'
+                         AND d.endpoint_id = i.endpoint_id AND d.id != i.id
+                         AND length(i.url) > length(d.url)
+                         AND substr(i.url, 1, length(d.url)) = d.url)",
+    )
+    .bind(&ids)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    repoint_followers(conn, &ids).await?;
+    // 4. A returned directory still pending covers what is pending under it.
+    let directories: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT id, endpoint_id, url FROM items
+         WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'pending' AND kind = 'directory'",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (id, endpoint_id, url) in directories {
+        super::enqueue::absorb_under(conn, id, &endpoint_id, &url, now).await?;
+    }
+    Ok(())
+}
+
+/// Whatever was merged into one of `ids` that is now merged itself follows
+/// its root instead, so every merge stays one level deep.
+async fn repoint_followers(conn: &mut SqliteConnection, ids: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE items SET merged_into = (SELECT m.merged_into FROM items m WHERE m.id = items.merged_into)
+         WHERE state = 'merged' AND merged_into IN (SELECT value FROM json_each(?1))
+           AND (SELECT m.state FROM items m WHERE m.id = items.merged_into) = 'merged'",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 /// A submitted batch with no item left waiting becomes `succeeded` (every
-/// URL succeeded) or `failed` (some did not).
+/// URL succeeded) or `failed` (some did not, and the first reason is kept
+/// with it, so no batch reads `failed` without one).
 async fn close_if_done(
     conn: &mut SqliteConnection,
     batch_id: i64,
@@ -749,7 +1021,15 @@ async fn close_if_done(
         "failed"
     };
     sqlx::query(
-        "UPDATE batches SET state = ?2, finished_at = ?3 WHERE id = ?1 AND state = 'submitted'",
+        "UPDATE batches SET state = ?2, finished_at = ?3,
+                last_error = CASE WHEN ?2 = 'failed' THEN coalesce(last_error,
+                    (SELECT count(*) FROM items WHERE batch_id = ?1 AND state != 'succeeded')
+                    || ' of ' || (SELECT count(*) FROM items WHERE batch_id = ?1)
+                    || ' URLs not purged by this call: '
+                    || coalesce((SELECT last_error FROM items WHERE batch_id = ?1 AND state != 'succeeded'
+                                 AND last_error IS NOT NULL ORDER BY id LIMIT 1), 'no reason recorded'))
+                ELSE last_error END
+         WHERE id = ?1 AND state = 'submitted'",
     )
     .bind(batch_id)
     .bind(state)

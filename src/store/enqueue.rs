@@ -104,7 +104,7 @@ pub(super) async fn enqueue_many(
                     let (id, inserted) = insert_or_find(conn, directory, &now).await?;
                     if inserted {
                         new[index] += 1;
-                        absorb_under(conn, id, directory, &now).await?;
+                        absorb_under(conn, id, &directory.endpoint_id, &directory.url, &now).await?;
                     }
                     link(conn, &request.id, id, position, None).await?;
                 }
@@ -291,34 +291,38 @@ async fn insert_or_find(
     Ok((id, false))
 }
 
-/// A new pending directory covers every pending item under it: those are
+/// A pending directory covers every pending item under it: those are
 /// marked `merged` and will follow the directory's result.
-async fn absorb_under(
+pub(super) async fn absorb_under(
     conn: &mut SqliteConnection,
     directory_id: i64,
-    directory: &PurgeTarget,
+    endpoint_id: &str,
+    directory_url: &str,
     now: &str,
 ) -> Result<(), sqlx::Error> {
     // Every URL that starts with "…/dir/" sorts in ["…/dir/", "…/dir0"):
     // '0' is the character after '/'.
-    let upper = format!("{}0", &directory.url[..directory.url.len() - 1]);
+    let upper = format!("{}0", &directory_url[..directory_url.len() - 1]);
     sqlx::query(
         "UPDATE items SET state = 'merged', merged_into = ?1, updated_at = ?2
          WHERE state = 'pending' AND endpoint_id = ?3 AND url > ?4 AND url < ?5 AND id != ?1",
     )
     .bind(directory_id)
     .bind(now)
-    .bind(&directory.endpoint_id)
-    .bind(&directory.url)
+    .bind(endpoint_id)
+    .bind(directory_url)
     .bind(&upper)
     .execute(&mut *conn)
     .await?;
-    // Keep merges one level deep: what was merged into an absorbed
-    // sub-directory now follows this directory directly.
+    // Keep merges one level deep: whatever followed an absorbed item, a
+    // file as much as a sub-directory (a retried URL merged into its
+    // pending twin, say), now follows this directory directly. Leaving it
+    // two deep made requests read `succeeded` while the directory was
+    // still pending (issue 13).
     sqlx::query(
         "UPDATE items SET merged_into = ?1
          WHERE state = 'merged' AND merged_into IN
-             (SELECT id FROM items WHERE merged_into = ?1 AND kind = 'directory')",
+             (SELECT id FROM items WHERE merged_into = ?1 AND state = 'merged')",
     )
     .bind(directory_id)
     .execute(&mut *conn)

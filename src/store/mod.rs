@@ -28,7 +28,8 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
 pub use batches::{
-    Batch, BatchItem, CutLimits, ItemResult, QuotaUse, Readiness, SubmittedBatch, SubmittedItem,
+    Batch, BatchItem, CallOutcome, CutLimits, ItemResult, QuotaAccount, QuotaUse, Readiness,
+    SubmittedBatch, SubmittedItem,
 };
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use history::{HistoryEntry, HistoryFilter, read_history};
@@ -48,6 +49,11 @@ pub enum StoreError {
     /// The disk is full, read-only or failing: try again later.
     #[error("the store cannot write: {0}")]
     Unavailable(String),
+    /// Another connection (an operator's `sqlite3` holding a write
+    /// transaction) kept the lock past the busy timeout: nothing is wrong
+    /// with the store, try again shortly.
+    #[error("the database is locked by another connection: {0}")]
+    Busy(String),
     /// The writer task is gone (shutting down).
     #[error("the store is shutting down")]
     Closed,
@@ -55,8 +61,24 @@ pub enum StoreError {
     Internal(String),
 }
 
+impl StoreError {
+    /// Worth trying again: the same write can succeed later (space freed,
+    /// a lock released). A sender with an accepted call to record keeps
+    /// trying on these; giving up would strand the batch (issue 13).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Busy(_))
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
+        // SQLITE_BUSY 5 and SQLITE_LOCKED 6: another connection holds the
+        // lock. Retryable, and no sign that the disk is in trouble.
+        if let sqlx::Error::Database(db) = &error
+            && matches!(primary_code(&error), Some(5 | 6))
+        {
+            return StoreError::Busy(db.message().to_owned());
+        }
         // Primary result codes: SQLITE_READONLY 8, SQLITE_IOERR 10,
         // SQLITE_CORRUPT 11, SQLITE_FULL 13, SQLITE_CANTOPEN 14.
         if let sqlx::Error::Database(db) = &error

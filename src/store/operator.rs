@@ -48,18 +48,37 @@ impl Store {
     }
 }
 
+/// The item that carries each URL of `request_id`: the item itself, or
+/// the root it was merged into (a directory, or a newer twin). A JSON list
+/// for `json_each`.
+const ROOTS_OF_REQUEST: &str = "
+    SELECT DISTINCT CASE WHEN i.state = 'merged' AND i.merged_into IS NOT NULL
+                         THEN i.merged_into ELSE i.id END AS root
+    FROM request_items ri JOIN items i ON i.id = ri.item_id
+    WHERE ri.request_id = ?1";
+
 async fn retry(
     conn: &mut SqliteConnection,
     request_id: Option<&str>,
     now: &str,
 ) -> Result<u64, sqlx::Error> {
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM items WHERE state = 'failed'
-           AND (?1 IS NULL OR id IN (SELECT item_id FROM request_items WHERE request_id = ?1))",
-    )
-    .bind(request_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    // A URL merged into a directory that failed is retried by retrying the
+    // directory: its state is the URL's state (issue 13, bug 3).
+    let ids: Vec<i64> = match request_id {
+        Some(request_id) => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM items WHERE state = 'failed' AND id IN ({ROOTS_OF_REQUEST})"
+            )))
+            .bind(request_id)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        None => {
+            sqlx::query_scalar("SELECT id FROM items WHERE state = 'failed'")
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
     if ids.is_empty() {
         return Ok(0);
     }
@@ -71,38 +90,59 @@ async fn retry(
     .bind(&json)
     .execute(&mut *conn)
     .await?;
+    // Two failed generations of one URL become one pending item (the
+    // others follow it): see `return_to_pending`.
     return_to_pending(conn, &ids, "sent again by an operator", now, now, true).await?;
     Ok(ids.len() as u64)
 }
 
+/// Cancels what `request_id` asked for, as far as nothing else wants it.
+///
+/// The request is marked cancelled first, so its links no longer count:
+/// an item is kept only while a request that is not cancelled links to
+/// it, or to something merged into it. Two requests for one URL, both
+/// cancelled, leave nothing to send (issue 13, bug 4).
 async fn cancel(
     conn: &mut SqliteConnection,
     request_id: &str,
     now: &str,
 ) -> Result<Cancelled, sqlx::Error> {
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM items WHERE state = 'pending'
-           AND id IN (SELECT item_id FROM request_items WHERE request_id = ?1)",
-    )
+    sqlx::query("UPDATE requests SET cancelled_at = ?2 WHERE id = ?1 AND cancelled_at IS NULL")
+        .bind(request_id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    let pending: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM items WHERE state = 'pending' AND id IN ({ROOTS_OF_REQUEST})"
+    )))
     .bind(request_id)
-    .fetch_one(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
+    if pending.is_empty() {
+        return Ok(Cancelled {
+            cancelled: 0,
+            kept: 0,
+        });
+    }
+    let json = serde_json::to_string(&pending).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let cancelled = sqlx::query(
         "UPDATE items SET state = 'cancelled', finished_at = ?2, updated_at = ?2,
                 last_error = 'cancelled by an operator (request ' || ?1 || ')'
-         WHERE state = 'pending'
-           AND id IN (SELECT item_id FROM request_items WHERE request_id = ?1)
-           AND NOT EXISTS (SELECT 1 FROM request_items ri
-                           WHERE ri.item_id = items.id AND ri.request_id != ?1)
-           AND NOT EXISTS (SELECT 1 FROM items f WHERE f.merged_into = items.id)",
+         WHERE state = 'pending' AND id IN (SELECT value FROM json_each(?3))
+           AND NOT EXISTS (
+               SELECT 1 FROM request_items ri JOIN requests r ON r.id = ri.request_id
+               WHERE r.cancelled_at IS NULL
+                 AND (ri.item_id = items.id
+                      OR ri.item_id IN (SELECT f.id FROM items f WHERE f.merged_into = items.id)))",
     )
     .bind(request_id)
     .bind(now)
+    .bind(&json)
     .execute(&mut *conn)
     .await?
     .rows_affected();
     Ok(Cancelled {
         cancelled,
-        kept: (pending.max(0) as u64).saturating_sub(cancelled),
+        kept: (pending.len() as u64).saturating_sub(cancelled),
     })
 }
