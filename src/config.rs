@@ -745,6 +745,18 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_must_take_directories() {
+        // Issue 13, bug 9: 0 stranded directory intents and spun the batcher.
+        let error = load_text("[batch]\nmax_directories = 0\n", &[]).expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("batch.max_directories: must be at least 1"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let error = load_text("[batch]\nlinger_ms = 5\n", &[]).expect_err("typo");
         assert!(error.to_string().contains("linger_ms"), "{error}");

@@ -75,7 +75,9 @@ pub enum TargetError {
     DotDotSegment,
     #[error("the path ends with a '.' segment, which would turn a file into its directory")]
     TrailingDotSegment,
-    #[error("the host {0:?} contains a '*': a wildcard belongs in the endpoint configuration, not in a purge URL")]
+    #[error(
+        "the host {0:?} contains a '*': a wildcard belongs in the endpoint configuration, not in a purge URL"
+    )]
     WildcardHost(String),
     #[error("a directory cannot have a query string")]
     DirectoryWithQuery,
@@ -565,7 +567,10 @@ mod tests {
             })
         );
         let (url, _) = classify(raw, Requested::File, 2048).expect("a file fits");
-        assert_eq!(classify(url.as_str(), Requested::File, 2048).map(|(u, _)| u), Ok(url));
+        assert_eq!(
+            classify(url.as_str(), Requested::File, 2048).map(|(u, _)| u),
+            Ok(url)
+        );
         // A raw URL longer than the limit that normalizes shorter is
         // judged by its stored form.
         let long_port = format!("http://example.com:80/{}", "a".repeat(2048 - 19));

@@ -343,6 +343,68 @@ async fn sigterm_under_load_exits_zero_and_the_next_start_finishes() {
     assert_eq!(journal_counts(&emulator).len(), 300);
 }
 
+/// Issue 13, bug 5: with a call on the wire at SIGTERM, the record of its
+/// acceptance raced shutdown and was often dropped; the next start sent
+/// the batch again (charged twice by the CDN, once by purgeq).
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_call_on_the_wire_keeps_its_task_track_id() {
+    let emulator = emulator(Knobs {
+        slow_rate: 1.0,
+        slow_delay: Duration::from_millis(1500),
+        completion_delay: Duration::from_millis(100),
+        ..fast_knobs()
+    })
+    .await;
+    let mut daemon = TestDaemon::start(&pipeline_config(&emulator, "")).await;
+    let (status, _) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": [format!("http://{}/wire.js", ENDPOINTS[0].1)] }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while emulator.stats().get("fault_slow").copied().unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the call never left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let exit = daemon.terminate();
+    assert!(exit.success(), "{exit}\n{}", daemon.logs());
+    assert_eq!(emulator.journal().len(), 1, "the CDN accepted the call");
+
+    let db = batch_states(&daemon.db_path()).await;
+    assert_eq!(
+        db,
+        vec![("submitted".to_owned(), true)],
+        "{}",
+        daemon.logs()
+    );
+
+    let mut knobs = emulator.knobs();
+    knobs.slow_rate = 0.0;
+    emulator.set_knobs(knobs).expect("knobs");
+    daemon.launch().await;
+    daemon
+        .wait_for("succeeded", Duration::from_secs(30), |s| {
+            items(s, "succeeded") == 1
+        })
+        .await;
+    assert_eq!(emulator.journal().len(), 1, "not sent a second time");
+}
+
+/// Every batch's state and whether it has a TaskTrackId, read from the
+/// database file.
+async fn batch_states(path: &std::path::Path) -> Vec<(String, bool)> {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open the database");
+    sqlx::query_as("SELECT state, task_track_id IS NOT NULL FROM batches ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .expect("batches")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_inactive_endpoint_waits_while_the_others_go_on() {
     let emulator = emulator(Knobs {

@@ -506,7 +506,11 @@ mod tests {
             error.error_type(),
             Some(&ErrorType::Unknown("SomethingNew".into()))
         );
-        assert!(quota.to_string().contains("DailyQuotaExceeded: daily quota"));
+        assert!(
+            quota
+                .to_string()
+                .contains("DailyQuotaExceeded: daily quota")
+        );
     }
 
     #[test]

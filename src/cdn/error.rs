@@ -237,9 +237,7 @@ impl CdnError {
                 kind: TransportFailure::Connect,
                 ..
             } => CallOutcome::Refused,
-            CdnError::MalformedResponse { .. } | CdnError::Transport { .. } => {
-                CallOutcome::Unknown
-            }
+            CdnError::MalformedResponse { .. } | CdnError::Transport { .. } => CallOutcome::Unknown,
         }
     }
 

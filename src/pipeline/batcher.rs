@@ -159,7 +159,12 @@ async fn cut_what_can_go(
             next = earlier(next, until(now, ripe_at).max(Duration::from_millis(10)));
             continue;
         }
-        if out_of_quota(&quota, &settings.quota, files.eligible, directories.eligible) {
+        if out_of_quota(
+            &quota,
+            &settings.quota,
+            files.eligible,
+            directories.eligible,
+        ) {
             quota_blocked = true;
             continue;
         }
@@ -263,10 +268,7 @@ async fn adopt_unclaimed(shared: &Arc<Shared>, senders: &TaskTracker) -> Result<
         let Ok(slot) = shared.batch_slots.clone().try_acquire_owned() else {
             return Ok(false);
         };
-        shared
-            .store
-            .adopt_sending(&[batch.id], &account)
-            .await?;
+        shared.store.adopt_sending(&[batch.id], &account).await?;
         tracing::info!(batch = batch.id, endpoint = %batch.endpoint_id, urls = batch.len(),
             "sending again a batch that no task was sending (left by a previous run or a failed write)");
         let claim = shared.claim(batch.id);
@@ -291,7 +293,8 @@ mod tests {
     #[test]
     fn out_of_quota_only_when_no_eligible_kind_can_go() {
         let limits = crate::config::QuotaSettings::default();
-        let (files_per_day, directories_per_day) = (limits.files_per_day, limits.directories_per_day);
+        let (files_per_day, directories_per_day) =
+            (limits.files_per_day, limits.directories_per_day);
         // Room for both.
         assert!(!out_of_quota(&quota(0, 0), &limits, 10, 10));
         // Files spent, directories waiting and allowed.

@@ -170,10 +170,11 @@ impl Shared {
     /// The CDN refused our credentials: pause every call until a reload
     /// (or [`gate::CREDENTIALS_RETRY`]), saying so once.
     fn pause_for_credentials(&self, error: &crate::cdn::CdnError, reason: &str) {
-        if self
-            .gate
-            .pause(&error.outcome_label(), reason.to_owned(), gate::CREDENTIALS_RETRY)
-        {
+        if self.gate.pause(
+            &error.outcome_label(),
+            reason.to_owned(),
+            gate::CREDENTIALS_RETRY,
+        ) {
             tracing::error!("{reason}; sending is paused, every item is kept");
         }
     }

@@ -95,7 +95,10 @@ fn store_backoff() -> backon::ExponentialBackoff {
 /// shutdown dropped the record of calls the CDN had accepted, and the
 /// next start sent them again (issue 13). Shutdown stops nothing here;
 /// the pipeline's `shutdown_timeout` bounds how long the tries go on.
-async fn durably<T, Fut>(what: &'static str, mut write: impl FnMut() -> Fut) -> Result<T, StoreError>
+async fn durably<T, Fut>(
+    what: &'static str,
+    mut write: impl FnMut() -> Fut,
+) -> Result<T, StoreError>
 where
     Fut: std::future::Future<Output = Result<T, StoreError>>,
 {
@@ -222,7 +225,11 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 Action::Retry => {
                     let wait = backoff.next().unwrap_or(Duration::from_secs(300));
                     let wait = error.retry_after().map_or(wait, |r| r.max(wait));
-                    log(&batch, &error, &format!("sending this batch again in {wait:?}"));
+                    log(
+                        &batch,
+                        &error,
+                        &format!("sending this batch again in {wait:?}"),
+                    );
                     record_attempt().await?;
                     tokio::select! {
                         _ = shared.shutdown.cancelled() => return Ok(()),
@@ -316,12 +323,18 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                     return Ok(());
                 }
                 Action::Split => {
-                    log(&batch, &error, "splitting the batch to find the refused URLs");
+                    log(
+                        &batch,
+                        &error,
+                        "splitting the batch to find the refused URLs",
+                    );
                     // Claimed under the adoption lock, so the batcher never
                     // sees the halves `sending` and unclaimed.
                     let guard = shared.adoption.lock().await;
                     let (first, second) = durably("the split batch", || {
-                        shared.store.split_batch(&batch, &message, &account, &now_ts)
+                        shared
+                            .store
+                            .split_batch(&batch, &message, &account, &now_ts)
                     })
                     .await?;
                     let claims = (shared.claim(first.id), shared.claim(second.id));

@@ -104,13 +104,7 @@ async fn poll_due(
             next = Some(next.map_or(wait, |n| n.min(wait)));
             continue;
         }
-        last_polled.insert(
-            batch.id,
-            Polled {
-                at: started,
-                asked,
-            },
-        );
+        last_polled.insert(batch.id, Polled { at: started, asked });
         next = Some(next.map_or(interval, |n| n.min(interval)));
         let shared = shared.clone();
         polls.spawn(async move { (batch.id, poll(&shared, &batch).await) });

@@ -321,12 +321,7 @@ impl Store {
         account: &QuotaAccount,
         now: &str,
     ) -> Result<(), StoreError> {
-        let args = (
-            batch.id,
-            error.to_owned(),
-            account.clone(),
-            now.to_owned(),
-        );
+        let args = (batch.id, error.to_owned(), account.clone(), now.to_owned());
         self.write(move |conn| {
             let (id, error, account, now) = args.clone();
             Box::pin(async move {
@@ -354,7 +349,11 @@ impl Store {
         files_per_day: u64,
         directories_per_day: u64,
     ) -> Result<(), StoreError> {
-        let args = (account.clone(), files_per_day as i64, directories_per_day as i64);
+        let args = (
+            account.clone(),
+            files_per_day as i64,
+            directories_per_day as i64,
+        );
         self.write(move |conn| {
             let (account, files, directories) = args.clone();
             Box::pin(async move {
@@ -739,7 +738,14 @@ async fn charge_again(
         let Some((files, directories)) = size else {
             continue;
         };
-        add_to_day(conn, &account.subscription_id, &account.day, files, directories).await?;
+        add_to_day(
+            conn,
+            &account.subscription_id,
+            &account.day,
+            files,
+            directories,
+        )
+        .await?;
         sqlx::query("UPDATE batches SET charged_subscription = ?2, charged_day = ?3 WHERE id = ?1")
             .bind(id)
             .bind(&account.subscription_id)
@@ -761,10 +767,12 @@ async fn refund(conn: &mut SqliteConnection, batch_id: i64) -> Result<(), sqlx::
             -directories,
         )
         .await?;
-        sqlx::query("UPDATE batches SET charged_subscription = NULL, charged_day = NULL WHERE id = ?1")
-            .bind(batch_id)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "UPDATE batches SET charged_subscription = NULL, charged_day = NULL WHERE id = ?1",
+        )
+        .bind(batch_id)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }

@@ -104,7 +104,8 @@ pub(super) async fn enqueue_many(
                     let (id, inserted) = insert_or_find(conn, directory, &now).await?;
                     if inserted {
                         new[index] += 1;
-                        absorb_under(conn, id, &directory.endpoint_id, &directory.url, &now).await?;
+                        absorb_under(conn, id, &directory.endpoint_id, &directory.url, &now)
+                            .await?;
                     }
                     link(conn, &request.id, id, position, None).await?;
                 }

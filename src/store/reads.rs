@@ -45,10 +45,16 @@ impl ItemState {
     }
 
     /// Nothing more will happen to an item in this state.
+    ///
+    /// `merged` is not final: a merged item follows another, and its end is
+    /// that item's end. Read as a URL's effective state (where merges are
+    /// resolved), `merged` means the resolution did not reach the end of
+    /// the chain, and calling that final made requests report `succeeded`
+    /// while their directory was pending (issue 13, bug 1).
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            ItemState::Succeeded | ItemState::Failed | ItemState::Cancelled | ItemState::Merged
+            ItemState::Succeeded | ItemState::Failed | ItemState::Cancelled
         )
     }
 }

@@ -41,6 +41,8 @@ impl Store {
         batch: usize,
     ) -> Result<Removed, StoreError> {
         let mut removed = Removed::default();
+        self.write(|conn| Box::pin(note_open_requests(conn)))
+            .await?;
         loop {
             let args = (cutoff.to_owned(), cutoff_day.to_owned(), batch as i64);
             let step = self
@@ -59,6 +61,34 @@ impl Store {
     }
 }
 
+/// Requests that still wait for a URL, noted once per pass on the
+/// writer's connection: their rows stay until the whole request is
+/// finished, so a request never loses URLs from its status, nor changes
+/// its overall state, while it runs (issue 13). A request that finishes
+/// during the pass is removed by the next one.
+async fn note_open_requests(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS retention_open (id TEXT PRIMARY KEY)")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM retention_open")
+        .execute(&mut *conn)
+        .await?;
+    // Linked to an item in flight, or to an item merged into one.
+    sqlx::query(
+        "INSERT OR IGNORE INTO retention_open (id)
+         SELECT ri.request_id FROM items i JOIN request_items ri ON ri.item_id = i.id
+         WHERE i.state IN ('pending', 'sending', 'submitted')
+         UNION
+         SELECT ri.request_id FROM items i
+         JOIN items f ON f.merged_into = i.id AND f.state = 'merged'
+         JOIN request_items ri ON ri.item_id = f.id
+         WHERE i.state IN ('pending', 'sending', 'submitted')",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn remove_step(
     conn: &mut SqliteConnection,
     cutoff: &str,
@@ -73,10 +103,18 @@ async fn remove_step(
     sqlx::query("DELETE FROM retention_doomed")
         .execute(&mut *conn)
         .await?;
+    // Not while a request that wants it (or something merged into it)
+    // is still open.
     sqlx::query(
         "INSERT INTO retention_doomed (id)
          SELECT id FROM items
          WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < ?1
+           AND NOT EXISTS (SELECT 1 FROM request_items ri
+                           WHERE ri.item_id = items.id
+                             AND ri.request_id IN (SELECT id FROM retention_open))
+           AND NOT EXISTS (SELECT 1 FROM items f JOIN request_items ri ON ri.item_id = f.id
+                           WHERE f.merged_into = items.id
+                             AND ri.request_id IN (SELECT id FROM retention_open))
          LIMIT ?2",
     )
     .bind(cutoff)

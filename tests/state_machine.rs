@@ -1,0 +1,616 @@
+//! The queue's state machine on a real SQLite file, step by step through
+//! the store's API (the same calls the batcher, sender, tracker and the
+//! operator routes make): one regression test for each bug of issue 13
+//! that lives in the store, and the quota ledger's rules.
+
+use purgeq::config::StoreSettings;
+use purgeq::store::{
+    Batch, CallOutcome, CutLimits, ItemResult, NewRequest, QuotaAccount, RequestState, Store,
+    StoreError, timestamp,
+};
+use purgeq::target::{Kind, PurgeTarget};
+use sqlx::{Connection, SqliteConnection};
+
+const EP: &str = "ep";
+
+fn target(kind: Kind, url: &str) -> PurgeTarget {
+    PurgeTarget {
+        endpoint_id: EP.into(),
+        kind,
+        url: url.into(),
+    }
+}
+
+fn file(url: &str) -> PurgeTarget {
+    target(Kind::File, url)
+}
+
+fn dir(url: &str) -> PurgeTarget {
+    target(Kind::Directory, url)
+}
+
+fn now() -> String {
+    timestamp(time::OffsetDateTime::now_utc())
+}
+
+fn account(day: &str) -> QuotaAccount {
+    QuotaAccount {
+        subscription_id: "sub".into(),
+        day: day.into(),
+    }
+}
+
+const DAY: &str = "2026-11-25";
+
+fn limits() -> CutLimits {
+    CutLimits {
+        max_files: 100,
+        max_directories: 50,
+        account: account(DAY),
+        files_per_day: 2_000,
+        directories_per_day: 500,
+    }
+}
+
+struct Queue {
+    store: Store,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Queue {
+    async fn new() -> Queue {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("purgeq.db");
+        let store = Store::open(&StoreSettings {
+            path: path.clone(),
+            ..StoreSettings::default()
+        })
+        .await
+        .expect("open");
+        Queue {
+            store,
+            path,
+            _dir: dir,
+        }
+    }
+
+    async fn post(&self, targets: Vec<PurgeTarget>) -> String {
+        let id = uuid::Uuid::now_v7().to_string();
+        self.store
+            .enqueue(NewRequest {
+                id: id.clone(),
+                received_at: time::OffsetDateTime::now_utc(),
+                source: "test".into(),
+                label: None,
+                targets,
+            })
+            .await
+            .expect("enqueue");
+        id
+    }
+
+    async fn cut(&self) -> Batch {
+        self.store
+            .cut_batch(EP, limits(), &now())
+            .await
+            .expect("cut")
+            .expect("something to cut")
+    }
+
+    async fn accept(&self, batch: &Batch) {
+        self.store
+            .batch_accepted(batch, "task", None, &account(DAY), &now())
+            .await
+            .expect("accepted");
+    }
+
+    /// The CDN's final answer for every URL of an accepted batch.
+    async fn finish(&self, batch: &Batch, result: ItemResult) {
+        let items = self
+            .store
+            .submitted_items(batch.id)
+            .await
+            .expect("submitted items");
+        let results = items
+            .into_iter()
+            .map(|i| (i.item_id, result.clone()))
+            .collect();
+        self.store
+            .record_results(batch.id, results, &now())
+            .await
+            .expect("record");
+    }
+
+    async fn state(&self, request: &str) -> RequestState {
+        self.store
+            .request_status(request)
+            .await
+            .expect("status")
+            .expect("known")
+            .state
+    }
+
+    async fn sql(&self) -> SqliteConnection {
+        SqliteConnection::connect(&format!("sqlite://{}", self.path.display()))
+            .await
+            .expect("sqlite")
+    }
+
+    async fn scalar(&self, query: &str) -> i64 {
+        let mut conn = self.sql().await;
+        sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned()))
+            .fetch_one(&mut conn)
+            .await
+            .expect(query)
+    }
+}
+
+fn failed(reason: &str) -> ItemResult {
+    ItemResult::Failed {
+        reason: reason.into(),
+    }
+}
+
+fn retry() -> ItemResult {
+    ItemResult::Retry {
+        not_before: now(),
+        reason: "Failed at the CDN; retrying".into(),
+    }
+}
+
+/// Bug 1: old → new twin → directory stayed two deep, and the first
+/// request read `succeeded` while the directory was pending, then failed.
+#[tokio::test]
+async fn a_request_follows_its_url_through_two_merges() {
+    let q = Queue::new().await;
+    let r1 = q.post(vec![file("http://e.com/d/f.js")]).await;
+    let first = q.cut().await;
+    let r2 = q.post(vec![file("http://e.com/d/f.js")]).await;
+    q.accept(&first).await;
+    // R1's call fails at the CDN and is retried: merged into R2's copy.
+    q.finish(&first, retry()).await;
+    let r3 = q.post(vec![dir("http://e.com/d/")]).await;
+    assert_eq!(
+        q.scalar("SELECT count(*) FROM items WHERE state = 'merged' AND merged_into IN (SELECT id FROM items WHERE state = 'merged')")
+            .await,
+        0,
+        "merges stay one level deep"
+    );
+    for r in [&r1, &r2, &r3] {
+        assert_eq!(q.state(r).await, RequestState::InProgress, "{r}");
+    }
+    let directory = q.cut().await;
+    assert_eq!(directory.directories.len(), 1);
+    assert!(directory.files.is_empty(), "the file follows the directory");
+    q.accept(&directory).await;
+    q.finish(&directory, failed("the directory failed")).await;
+    for r in [&r1, &r2, &r3] {
+        assert_eq!(q.state(r).await, RequestState::Failed, "{r}");
+    }
+}
+
+/// Bug 2: two failed generations of one URL, retried together, collided
+/// on the unique index of pending items (a 500).
+#[tokio::test]
+async fn retrying_two_failed_generations_keeps_one_pending_item() {
+    let q = Queue::new().await;
+    let r1 = q.post(vec![file("http://e.com/x.js")]).await;
+    let b1 = q.cut().await;
+    q.accept(&b1).await;
+    q.finish(&b1, failed("gen 1")).await;
+    let r2 = q.post(vec![file("http://e.com/x.js")]).await;
+    let b2 = q.cut().await;
+    q.accept(&b2).await;
+    q.finish(&b2, failed("gen 2")).await;
+    assert_eq!(
+        q.scalar("SELECT count(*) FROM items WHERE state = 'failed'")
+            .await,
+        2
+    );
+
+    let retried = q.store.retry_failed(None, &now()).await.expect("no 500");
+    assert_eq!(retried, 2);
+    assert_eq!(
+        q.scalar("SELECT count(*) FROM items WHERE state = 'pending'")
+            .await,
+        1
+    );
+    assert_eq!(q.state(&r1).await, RequestState::InProgress);
+    assert_eq!(q.state(&r2).await, RequestState::InProgress);
+    let again = q.cut().await;
+    assert_eq!(again.files.len(), 1);
+    q.accept(&again).await;
+    q.finish(&again, ItemResult::Succeeded).await;
+    assert_eq!(q.state(&r1).await, RequestState::Succeeded);
+    assert_eq!(q.state(&r2).await, RequestState::Succeeded);
+}
+
+/// Bug 3: a request whose URL was merged into a directory that failed
+/// answered `retried: 0`.
+#[tokio::test]
+async fn retrying_a_request_retries_the_directory_its_url_followed() {
+    let q = Queue::new().await;
+    let r1 = q.post(vec![file("http://e.com/d/a.js")]).await;
+    let _r2 = q.post(vec![dir("http://e.com/d/")]).await;
+    let batch = q.cut().await;
+    q.accept(&batch).await;
+    q.finish(&batch, failed("directory failed")).await;
+    assert_eq!(q.state(&r1).await, RequestState::Failed);
+    let retried = q
+        .store
+        .retry_failed(Some(&r1), &now())
+        .await
+        .expect("retry");
+    assert_eq!(retried, 1);
+    assert_eq!(q.state(&r1).await, RequestState::InProgress);
+    let again = q.cut().await;
+    assert_eq!(again.directory_urls(), ["http://e.com/d/"]);
+}
+
+/// Bug 4: two requests for one URL, both cancelled, and the URL was sent
+/// anyway; a directory with followers could never be cancelled.
+#[tokio::test]
+async fn cancelling_every_request_that_wants_a_url_cancels_it() {
+    let q = Queue::new().await;
+    let r1 = q.post(vec![file("http://e.com/x.js")]).await;
+    let r2 = q.post(vec![file("http://e.com/x.js")]).await;
+    let first = q.store.cancel_pending(&r1, &now()).await.expect("cancel");
+    assert_eq!((first.cancelled, first.kept), (0, 1));
+    let second = q.store.cancel_pending(&r2, &now()).await.expect("cancel");
+    assert_eq!((second.cancelled, second.kept), (1, 0));
+    assert!(
+        q.store
+            .cut_batch(EP, limits(), &now())
+            .await
+            .expect("cut")
+            .is_none()
+    );
+    assert_eq!(q.state(&r1).await, RequestState::Cancelled);
+
+    // A directory that absorbed another request's file.
+    let f = q.post(vec![file("http://e.com/d/a.js")]).await;
+    let d = q.post(vec![dir("http://e.com/d/")]).await;
+    let kept = q.store.cancel_pending(&d, &now()).await.expect("cancel");
+    assert_eq!(
+        (kept.cancelled, kept.kept),
+        (0, 1),
+        "the file's request still wants it"
+    );
+    let gone = q.store.cancel_pending(&f, &now()).await.expect("cancel");
+    assert_eq!((gone.cancelled, gone.kept), (1, 0));
+    assert!(
+        q.store
+            .cut_batch(EP, limits(), &now())
+            .await
+            .expect("cut")
+            .is_none()
+    );
+    assert_eq!(q.state(&f).await, RequestState::Cancelled);
+    assert_eq!(q.state(&d).await, RequestState::Cancelled);
+}
+
+/// Bug 6: a lock held by another connection was an internal error, and
+/// the sender gave up on an accepted call.
+#[tokio::test]
+async fn a_locked_database_is_a_retryable_error() {
+    let q = Queue::new().await;
+    q.post(vec![file("http://e.com/x.js")]).await;
+    let mut holder = q.sql().await;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let error = q
+        .store
+        .cut_batch(EP, limits(), &now())
+        .await
+        .expect_err("locked");
+    assert!(matches!(error, StoreError::Busy(_)), "{error:?}");
+    assert!(error.is_retryable());
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("unlock");
+    assert!(
+        q.store
+            .cut_batch(EP, limits(), &now())
+            .await
+            .expect("cut")
+            .is_some()
+    );
+}
+
+/// Bug 8: attempts counted cuts, so releases used up the attempts and one
+/// `Failed` was final.
+#[tokio::test]
+async fn attempts_count_accepted_calls_not_cuts() {
+    let q = Queue::new().await;
+    let r = q.post(vec![file("http://e.com/x.js")]).await;
+    for _ in 0..8 {
+        let batch = q.cut().await;
+        q.store
+            .release_batch(&batch, "endpoint inactive", &now(), &now())
+            .await
+            .expect("release");
+    }
+    assert_eq!(q.scalar("SELECT attempts FROM items").await, 0);
+    let batch = q.cut().await;
+    q.accept(&batch).await;
+    assert_eq!(q.scalar("SELECT attempts FROM items").await, 1);
+    assert_eq!(q.state(&r).await, RequestState::InProgress);
+}
+
+/// Items back to pending under a pending directory follow it, and a
+/// directory back to pending absorbs what is pending under it.
+#[tokio::test]
+async fn returned_items_keep_the_coverage_rule() {
+    let q = Queue::new().await;
+    let rf = q.post(vec![file("http://e.com/d/a.js")]).await;
+    let sent = q.cut().await;
+    q.accept(&sent).await;
+    let rd = q.post(vec![dir("http://e.com/d/")]).await;
+    q.finish(&sent, retry()).await;
+    let next = q.cut().await;
+    assert_eq!(next.directory_urls(), ["http://e.com/d/"]);
+    assert!(
+        next.files.is_empty(),
+        "the retried file follows the directory"
+    );
+    q.accept(&next).await;
+    q.finish(&next, ItemResult::Succeeded).await;
+    assert_eq!(q.state(&rf).await, RequestState::Succeeded);
+    assert_eq!(q.state(&rd).await, RequestState::Succeeded);
+}
+
+/// A failed batch always says why.
+#[tokio::test]
+async fn a_failed_batch_keeps_a_reason() {
+    let q = Queue::new().await;
+    q.post(vec![file("http://e.com/a"), file("http://e.com/b")])
+        .await;
+    let batch = q.cut().await;
+    q.accept(&batch).await;
+    q.finish(&batch, failed("the CDN said Failed")).await;
+    let mut conn = q.sql().await;
+    let (state, error): (String, Option<String>) =
+        sqlx::query_as("SELECT state, last_error FROM batches")
+            .fetch_one(&mut conn)
+            .await
+            .expect("batch");
+    assert_eq!(state, "failed");
+    let error = error.expect("a reason");
+    assert!(error.contains("2 of 2 URLs not purged"), "{error}");
+    assert!(error.contains("the CDN said Failed"), "{error}");
+}
+
+async fn used(q: &Queue, day: &str) -> (u64, u64) {
+    let quota = q.store.quota_use(&account(day)).await.expect("quota");
+    (quota.files_used, quota.files_reserved)
+}
+
+/// Issue 12, item 3: the ledger counts what the CDN may have counted.
+#[tokio::test]
+async fn the_ledger_never_counts_less_than_the_cdn() {
+    let q = Queue::new().await;
+    q.post(
+        (0..10)
+            .map(|i| file(&format!("http://e.com/{i}")))
+            .collect(),
+    )
+    .await;
+    let batch = q.cut().await;
+    assert_eq!(used(&q, DAY).await, (10, 10), "charged at the cut");
+    // A timeout: the CDN may have counted it; the next try is charged too.
+    q.store
+        .batch_attempt_failed(
+            &batch,
+            "timeout",
+            CallOutcome::Unknown,
+            &account(DAY),
+            &now(),
+        )
+        .await
+        .expect("attempt");
+    assert_eq!(used(&q, DAY).await.0, 20);
+    // Throttled: an answer, not counted by the CDN: nothing changes.
+    q.store
+        .batch_attempt_failed(
+            &batch,
+            "throttled",
+            CallOutcome::Refused,
+            &account(DAY),
+            &now(),
+        )
+        .await
+        .expect("attempt");
+    assert_eq!(used(&q, DAY).await.0, 20);
+    // A crash: the batch is adopted and charged again before it is re-sent.
+    q.store
+        .adopt_sending(&[batch.id], &account(DAY))
+        .await
+        .expect("adopt");
+    assert_eq!(used(&q, DAY).await.0, 30);
+    // Accepted on the next day: the pending charge moves there.
+    q.store
+        .batch_accepted(&batch, "task", None, &account("2026-11-26"), &now())
+        .await
+        .expect("accepted");
+    assert_eq!(used(&q, DAY).await, (20, 0));
+    assert_eq!(used(&q, "2026-11-26").await, (10, 0));
+
+    // Released unsent: refunded.
+    q.post(vec![file("http://e.com/late")]).await;
+    let late = q.cut().await;
+    assert_eq!(used(&q, DAY).await.0, 21);
+    q.store
+        .release_batch(&late, "paused", &now(), &now())
+        .await
+        .expect("release");
+    assert_eq!(used(&q, DAY).await.0, 20);
+
+    // A quota refusal from the CDN: the day is spent, nothing more is cut.
+    let refused = q.cut().await;
+    q.store
+        .release_batch(&refused, "QuotaExceeded", &now(), &now())
+        .await
+        .expect("release");
+    q.store
+        .quota_day_spent(&account(DAY), 2_000, 500)
+        .await
+        .expect("spent");
+    assert_eq!(used(&q, DAY).await.0, 2_000);
+    assert!(
+        q.store
+            .cut_batch(EP, limits(), &now())
+            .await
+            .expect("cut")
+            .is_none()
+    );
+}
+
+/// The second schema upgrades a database of the first with nothing lost,
+/// and repairs merge chains the first left two deep.
+#[tokio::test]
+async fn a_first_schema_database_upgrades_in_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("purgeq.db");
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+        .await
+        .expect("create");
+    // The first schema exactly as a released binary applied it: sqlx's
+    // migrator, with only the first migration in its folder.
+    let released = dir.path().join("released-migrations");
+    std::fs::create_dir(&released).expect("dir");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/0001_initial.sql"),
+        released.join("0001_initial.sql"),
+    )
+    .expect("copy");
+    sqlx::migrate::Migrator::new(released.as_path())
+        .await
+        .expect("migrator")
+        .run(&mut conn)
+        .await
+        .expect("schema 1");
+    let t = "2026-11-25T00:00:00.000Z";
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO requests VALUES ('r1', '{t}', 'test', NULL);
+         INSERT INTO batches (id, endpoint_id, state, not_before, files, directories, created_at)
+             VALUES (1, 'ep', 'sending', '{t}', 1, 0, '{t}');
+         INSERT INTO items (id, endpoint_id, kind, url, state, not_before, created_at, updated_at, merged_into)
+             VALUES (3, 'ep', 'directory', 'http://e.com/d/', 'pending', '{t}', '{t}', '{t}', NULL),
+                    (2, 'ep', 'file', 'http://e.com/d/f', 'merged', '{t}', '{t}', '{t}', 3),
+                    (1, 'ep', 'file', 'http://e.com/d/f', 'merged', '{t}', '{t}', '{t}', 2),
+                    (4, 'ep', 'file', 'http://e.com/g', 'sending', '{t}', '{t}', '{t}', NULL);
+         UPDATE items SET batch_id = 1 WHERE id = 4;
+         INSERT INTO request_items VALUES ('r1', 1, 0, NULL, NULL), ('r1', 4, 1, NULL, NULL);
+         INSERT INTO quota_days VALUES ('sub', '2026-11-25', 7, 1);"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("rows of the first schema");
+    conn.close().await.expect("close");
+
+    let store = Store::open(&StoreSettings {
+        path: path.clone(),
+        ..StoreSettings::default()
+    })
+    .await
+    .expect("upgrade");
+    let status = store
+        .request_status("r1")
+        .await
+        .expect("status")
+        .expect("r1");
+    assert_eq!(status.items.len(), 2, "nothing lost");
+    assert_eq!(status.state, RequestState::InProgress);
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open");
+    let root: i64 = sqlx::query_scalar("SELECT merged_into FROM items WHERE id = 1")
+        .fetch_one(&mut conn)
+        .await
+        .expect("item 1");
+    assert_eq!(root, 3, "the chain 1 → 2 → 3 now points at its end");
+    // The batch cut by the first schema reserved its file: still counted.
+    let quota = store.quota_use(&account(DAY)).await.expect("quota");
+    assert_eq!((quota.files_used, quota.directories_used), (8, 1));
+}
+
+/// Retention removed finished items by age alone, so a request still
+/// waiting for one URL lost the others from its status.
+#[tokio::test]
+async fn retention_keeps_a_request_until_all_of_it_is_finished() {
+    let q = Queue::new().await;
+    let r = q
+        .post(vec![
+            file("http://e.com/done.js"),
+            file("http://e.com/d/late.js"),
+        ])
+        .await;
+    let batch = q.cut().await;
+    let done = batch
+        .files
+        .iter()
+        .find(|i| i.url.ends_with("done.js"))
+        .expect("done")
+        .item_id;
+    let late = batch
+        .files
+        .iter()
+        .find(|i| i.url.ends_with("late.js"))
+        .expect("late")
+        .item_id;
+    q.accept(&batch).await;
+    q.store
+        .record_results(
+            batch.id,
+            vec![
+                (done, ItemResult::Succeeded),
+                (
+                    late,
+                    ItemResult::Retry {
+                        not_before: timestamp(
+                            time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+                        ),
+                        reason: "retry later".into(),
+                    },
+                ),
+            ],
+            &now(),
+        )
+        .await
+        .expect("record");
+    // Another request, finished: goes.
+    let other = q.post(vec![file("http://e.com/other.js")]).await;
+    let b2 = q.cut().await;
+    q.accept(&b2).await;
+    q.finish(&b2, ItemResult::Succeeded).await;
+
+    let future = timestamp(time::OffsetDateTime::now_utc() + time::Duration::days(1));
+    let removed = q
+        .store
+        .remove_finished_before(&future, "2099-01-01", 100)
+        .await
+        .expect("retention");
+    assert_eq!(
+        removed.requests, 1,
+        "the finished request goes: {removed:?}"
+    );
+    assert!(
+        q.store
+            .request_status(&other)
+            .await
+            .expect("status")
+            .is_none()
+    );
+    let status = q
+        .store
+        .request_status(&r)
+        .await
+        .expect("status")
+        .expect("kept");
+    assert_eq!(status.items.len(), 2, "both URLs still there");
+    assert_eq!(status.state, RequestState::InProgress);
+}
