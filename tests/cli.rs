@@ -271,3 +271,113 @@ fn the_shipped_man_page_matches_the_commands() {
         "doc/purgeq.1 is out of date: regenerate it with `cargo run -- man > doc/purgeq.1`"
     );
 }
+
+/// Runs `purgeq ARGS` with `input` on standard input.
+fn run_with_stdin(args: &[&str], input: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run purgeq");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write");
+    let output = child.wait_with_output().expect("wait");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Issue 12, items 2 and 4: the README's deploy recipe queued `…/docs/c`,
+/// `…/docs/a%20b?.css`, `…/docs/100%.txt` and a mangled quoted name; an
+/// inline comment became part of a URL.
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_paths_and_url_lists_queue_exactly_the_named_files() {
+    let emulator = emulator(fast_knobs()).await;
+    let daemon = TestDaemon::start(&cdn_section(&emulator, KEY_VALUE)).await;
+    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let host = ENDPOINTS[0].1;
+    let base = format!("http://{host}/");
+    let stored = |id: String| {
+        let daemon = &daemon;
+        async move {
+            let (_, status) = daemon.get(&format!("/v1/purges/{id}")).await;
+            status["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|i| i["url"].as_str().expect("url").to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let expected: Vec<String> = [
+        "docs/c%23.html",
+        "docs/a%20b%3F.css",
+        "docs/100%25.txt",
+        "docs/%E4%B8%AD.js",
+    ]
+    .iter()
+    .map(|p| format!("{base}{p}"))
+    .collect();
+
+    // NUL-separated, as `git diff --name-only -z` writes them.
+    let input = b"docs/c#.html\0docs/a b?.css\0docs/100%.txt\0docs/\xe4\xb8\xad.js\0";
+    let (code, out, err) = run_with_stdin(
+        &[
+            "enqueue",
+            "--socket",
+            &socket,
+            "--paths",
+            "--base-url",
+            &base,
+            "-z",
+            "-",
+        ],
+        input,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stored(out.trim().to_owned()).await, expected);
+
+    // One per line, with git's quoting of a non-ASCII name.
+    let input = "docs/c#.html\ndocs/a b?.css\ndocs/100%.txt\n\"docs/\\344\\270\\255.js\"\n";
+    let (code, out, err) = run_with_stdin(
+        &[
+            "enqueue",
+            "--socket",
+            &socket,
+            "--paths",
+            "--base-url",
+            &base,
+            "-",
+        ],
+        input.as_bytes(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stored(out.trim().to_owned()).await, expected);
+
+    // URL lists: comments are not part of a URL.
+    let input = format!("# deploy 7\nhttp://{host}/x.js # inline comment\n\nhttp://{host}/y.js\n");
+    let (code, out, err) = run_with_stdin(&["enqueue", "--socket", &socket, "-"], input.as_bytes());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        stored(out.trim().to_owned()).await,
+        [format!("http://{host}/x.js"), format!("http://{host}/y.js")]
+    );
+    let (code, _, err) = run_with_stdin(
+        &["enqueue", "--socket", &socket, "-"],
+        format!("http://{host}/a b.js\n").as_bytes(),
+    );
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains("line 1") && err.contains("white space"),
+        "{err}"
+    );
+}

@@ -1,13 +1,14 @@
 //! `purgeq enqueue`: post URLs to the daemon, optionally wait for the end.
 
-use std::io::BufRead;
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{Value, json};
 
 use super::client::{Daemon, DaemonArgs, call};
-use super::{EXIT_TEMPFAIL, EXIT_USAGE};
+use super::paths;
+use super::{EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_USAGE};
 
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
@@ -30,26 +31,68 @@ pub struct EnqueueArgs {
     /// Free text stored with the request (a deploy id, say).
     #[arg(long)]
     pub label: Option<String>,
-    /// URLs to purge, or - to read them from standard input, one per line.
+    /// The arguments (or the lines of standard input) are file paths, each
+    /// purged as its URL under --base-url, percent-encoded. Git's quoted
+    /// names (`"docs/\344\270\255.js"`) are unquoted.
+    #[arg(long, requires = "base_url")]
+    pub paths: bool,
+    /// With --paths: the directory URL the paths are relative to, e.g.
+    /// https://www.example.com/
+    #[arg(long, value_name = "URL", requires = "paths")]
+    pub base_url: Option<String>,
+    /// With --paths and -: standard input holds NUL-separated paths, as
+    /// `git diff --name-only -z` writes them.
+    #[arg(long, short = 'z', requires = "paths")]
+    pub null: bool,
+    /// URLs to purge (or paths, with --paths), or - to read them from
+    /// standard input, one per line; `#` starts a comment.
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,
 }
 
+/// What the arguments name: the URLs to post.
 fn read_urls(args: &EnqueueArgs) -> Result<Vec<String>, (u8, String)> {
-    if args.urls.len() == 1 && args.urls[0] == "-" {
-        let stdin = std::io::stdin();
-        let mut urls = Vec::new();
-        for line in stdin.lock().lines() {
-            let line = line.map_err(|e| (EXIT_USAGE, format!("reading standard input: {e}")))?;
-            let line = line.trim();
-            if !line.is_empty() && !line.starts_with('#') {
-                urls.push(line.to_owned());
-            }
-        }
-        Ok(urls)
-    } else {
-        Ok(args.urls.clone())
+    let from_stdin = args.urls.len() == 1 && args.urls[0] == "-";
+    let mut input = String::new();
+    if from_stdin {
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .map_err(|e| (EXIT_USAGE, format!("reading standard input: {e}")))?;
     }
+    let usage = |message: String| (EXIT_USAGE, message);
+    // What the input says is wrong: bad data, as the daemon's refusals.
+    let bad_data = |message: String| (EXIT_DATAERR, message);
+    if args.paths {
+        let base = args.base_url.as_deref().unwrap_or_default();
+        let base = url::Url::parse(base).map_err(|e| usage(format!("--base-url {base:?}: {e}")))?;
+        let names: Vec<String> = if !from_stdin {
+            args.urls.clone()
+        } else if args.null {
+            input.split('\0').map(str::to_owned).collect()
+        } else {
+            input
+                .lines()
+                .map(|line| paths::unquote_git(line.trim_end_matches('\r')).map_err(bad_data))
+                .collect::<Result<_, _>>()?
+        };
+        return names
+            .iter()
+            .filter(|name| !name.is_empty())
+            .map(|name| paths::url_for_path(&base, name).map_err(bad_data))
+            .collect();
+    }
+    if !from_stdin {
+        return Ok(args.urls.clone());
+    }
+    let mut urls = Vec::new();
+    for (number, line) in input.lines().enumerate() {
+        if let Some(url) = paths::url_from_line(line)
+            .map_err(|e| bad_data(format!("standard input, line {}: {e}", number + 1)))?
+        {
+            urls.push(url);
+        }
+    }
+    Ok(urls)
 }
 
 /// Returns the process exit code.

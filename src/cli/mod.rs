@@ -7,6 +7,7 @@ pub mod emulate;
 pub mod endpoints;
 pub mod enqueue;
 pub mod history;
+pub mod paths;
 pub mod serve;
 pub mod status;
 
