@@ -392,6 +392,42 @@ async fn sigterm_with_a_call_on_the_wire_keeps_its_task_track_id() {
     assert_eq!(emulator.journal().len(), 1, "not sent a second time");
 }
 
+/// Issue 12, item 5: after a `kill -9` the built-in emulator had forgotten
+/// its TaskTrackIds, so purged URLs were queued and sent again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_built_in_emulator_remembers_its_tasks_across_a_kill() {
+    // No credentials: the built-in emulator, with its 2 s completion delay.
+    let mut daemon =
+        TestDaemon::start("[batch]\nlinger = \"50ms\"\n[tracker]\npoll_interval = \"300ms\"\n")
+            .await;
+    let (status, body) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": ["http://www.example.com/a.js", "http://www.example.com/b.js"] }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    daemon
+        .wait_for("accepted by the CDN", Duration::from_secs(20), |s| {
+            items(s, "submitted") == 2
+        })
+        .await;
+    daemon.kill9();
+    daemon.launch().await;
+    daemon
+        .wait_for("succeeded", Duration::from_secs(30), |s| {
+            items(s, "succeeded") == 2
+        })
+        .await;
+    let batches = batch_states(&daemon.db_path()).await;
+    assert_eq!(
+        batches,
+        vec![("succeeded".to_owned(), true)],
+        "sent once: {}",
+        daemon.logs()
+    );
+}
+
 /// Every batch's state and whether it has a TaskTrackId, read from the
 /// database file.
 async fn batch_states(path: &std::path::Path) -> Vec<(String, bool)> {

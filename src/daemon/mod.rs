@@ -117,6 +117,10 @@ async fn start_emulator(settings: &Settings) -> Result<BuiltInEmulator, DaemonEr
     config.knobs.burst = (settings.sender.burst * 2).max(20);
     config.knobs.files_per_day = settings.quota.files_per_day;
     config.knobs.directories_per_day = settings.quota.directories_per_day;
+    // Its tasks outlive a restart of the daemon, as the service's do.
+    let mut state_file = settings.store.path.clone().into_os_string();
+    state_file.push(".emulator.json");
+    config.state_file = Some(state_file.into());
     let handle = Emulator::start(config)
         .await
         .map_err(|e| DaemonError::Other(format!("cannot start the built-in CDN emulator: {e}")))?;

@@ -74,6 +74,10 @@ pub struct EmulatorConfig {
     /// emulator's clock before `AuthorizationHeaderExpired`.
     pub max_clock_skew: Duration,
     pub knobs: Knobs,
+    /// Where to keep accepted tasks and the day's quota count across
+    /// restarts (the built-in emulator keeps it beside the database).
+    /// `None`: in memory only.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl EmulatorConfig {
@@ -93,6 +97,7 @@ impl EmulatorConfig {
             endpoints,
             max_clock_skew: Duration::from_secs(15 * 60),
             knobs: Knobs::default(),
+            state_file: None,
         }
     }
 }

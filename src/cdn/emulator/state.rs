@@ -3,8 +3,9 @@
 //! is a few map operations and never awaits.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use governor::DefaultDirectRateLimiter;
 use serde::Serialize;
@@ -25,12 +26,29 @@ pub struct JournalEntry {
 }
 
 /// A purge the emulator accepted, with each URL's fate decided up front.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 struct Task {
     endpoint_id: String,
-    accepted_at: Instant,
+    accepted_at: SystemTime,
     completion_delay: Duration,
     files: Vec<(String, bool)>,
     directories: Vec<(String, bool)>,
+}
+
+/// How long a task is remembered: like the service, the emulator answers
+/// progress queries for a while after the purge, not for ever.
+const TASK_MEMORY: Duration = Duration::from_secs(7 * 86_400);
+
+/// What a state file keeps: what the service would still know after the
+/// daemon that runs the built-in emulator restarts (its tasks, the day's
+/// count). Without it, a restart made every TaskTrackId unknown and the
+/// daemon purged those URLs again behind a spent quota (issue 12).
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct Saved {
+    quota_day: Option<String>,
+    files_used: u64,
+    directories_used: u64,
+    tasks: HashMap<String, Task>,
 }
 
 pub struct Inner {
@@ -47,6 +65,39 @@ pub struct Inner {
 pub struct State {
     pub config: EmulatorConfig,
     inner: Mutex<Inner>,
+}
+
+fn load(path: &Path) -> Saved {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(path = %path.display(), %error, "emulator state file unreadable; starting empty");
+            Saved::default()
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Saved::default(),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot read the emulator state file; starting empty");
+            Saved::default()
+        }
+    }
+}
+
+/// Writes the state whole (a temporary file, then a rename), so a crash
+/// leaves the old file or the new one.
+fn save(path: &Path, inner: &Inner) {
+    let saved = Saved {
+        quota_day: inner.quota_day.clone(),
+        files_used: inner.files_used,
+        directories_used: inner.directories_used,
+        tasks: inner.tasks.clone(),
+    };
+    let temporary = path.with_extension("tmp");
+    let result = serde_json::to_vec(&saved)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&temporary, bytes))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(error) = result {
+        tracing::warn!(path = %path.display(), %error, "cannot save the emulator state");
+    }
 }
 
 /// What the quota check decided.
@@ -67,19 +118,24 @@ fn limiter_for(knobs: &Knobs) -> DefaultDirectRateLimiter {
 impl State {
     pub fn new(config: EmulatorConfig) -> Self {
         let knobs = config.knobs.clone();
+        let saved = config.state_file.as_deref().map(load).unwrap_or_default();
         Self {
             inner: Mutex::new(Inner {
                 limiter: limiter_for(&knobs),
                 knobs,
-                quota_day: None,
-                files_used: 0,
-                directories_used: 0,
-                tasks: HashMap::new(),
+                quota_day: saved.quota_day,
+                files_used: saved.files_used,
+                directories_used: saved.directories_used,
+                tasks: saved.tasks,
                 journal: Vec::new(),
                 stats: BTreeMap::new(),
             }),
             config,
         }
+    }
+
+    fn state_file(&self) -> Option<&PathBuf> {
+        self.config.state_file.as_ref()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -171,7 +227,7 @@ impl State {
         };
         let task = Task {
             endpoint_id: endpoint_id.to_owned(),
-            accepted_at: Instant::now(),
+            accepted_at: SystemTime::now(),
             completion_delay: inner.knobs.completion_delay,
             files: purge.files.iter().map(fate).collect(),
             directories: purge.directories.iter().map(fate).collect(),
@@ -185,6 +241,12 @@ impl State {
             task_track_id: task_track_id.clone(),
             correlation_id: correlation_id.to_owned(),
         });
+        if let Some(path) = self.state_file() {
+            inner
+                .tasks
+                .retain(|_, t| t.accepted_at.elapsed().unwrap_or_default() < TASK_MEMORY);
+            save(path, &inner);
+        }
         task_track_id
     }
 
@@ -199,7 +261,7 @@ impl State {
             .tasks
             .get(task_track_id)
             .filter(|t| t.endpoint_id == endpoint_id)?;
-        let done = task.accepted_at.elapsed() >= task.completion_delay;
+        let done = task.accepted_at.elapsed().unwrap_or_default() >= task.completion_delay;
         let status = |(url, fails): &(String, bool)| UrlStatusBody {
             url: url.clone(),
             status: match (done, fails) {
