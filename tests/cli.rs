@@ -381,3 +381,28 @@ async fn deploy_paths_and_url_lists_queue_exactly_the_named_files() {
         "{err}"
     );
 }
+
+/// Issue 12, item 12: `purgeq history | head -1` panicked (`failed
+/// printing to stdout: Broken pipe`, exit 101). A closed pipe ends the
+/// command quietly.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    for args in [
+        vec!["completions", "bash"],
+        vec!["man"],
+        vec!["check-config"],
+    ] {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run purgeq");
+        // The reader goes away before anything is written.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}

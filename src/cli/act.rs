@@ -32,7 +32,7 @@ fn finish(
 ) -> u8 {
     match result {
         Ok(answer) => {
-            println!("{}", say(&answer));
+            crate::outln!("{}", say(&answer));
             0
         }
         Err((code, message)) => {

@@ -50,7 +50,7 @@ pub async fn run(args: EndpointsArgs) -> u8 {
     };
     match client.list_endpoints().await {
         Ok(listed) => {
-            println!(
+            crate::outln!(
                 "# Endpoints of subscription {}",
                 settings.cdn.subscription_id
             );
@@ -60,7 +60,7 @@ pub async fn run(args: EndpointsArgs) -> u8 {
                 } else {
                     "not enabled"
                 };
-                println!(
+                crate::outln!(
                     "\n# {state}, {}, CDN host {}\n[[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]",
                     endpoint.lifetime_status, endpoint.host, endpoint.id, endpoint.custom_domain
                 );

@@ -130,9 +130,9 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
     let id = accepted["id"].as_str().unwrap_or_default().to_owned();
     if !args.wait {
         if args.json {
-            println!("{accepted}");
+            crate::outln!("{accepted}");
         } else {
-            println!("{id}");
+            crate::outln!("{id}");
         }
         return Ok(0);
     }
@@ -164,7 +164,7 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
         }
         if left.is_zero() {
             if args.json {
-                println!("{status}");
+                crate::outln!("{status}");
             }
             return Err((
                 EXIT_TEMPFAIL,
@@ -177,20 +177,20 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
 fn report_final(status: &Value, json: bool) -> u8 {
     let state = status["state"].as_str().unwrap_or_default();
     if json {
-        println!("{status}");
+        crate::outln!("{status}");
     } else {
         let items = status["items"].as_array().cloned().unwrap_or_default();
         for item in &items {
             let item_state = item["state"].as_str().unwrap_or_default();
             if item_state != "succeeded" {
-                println!(
+                crate::outln!(
                     "{item_state}\t{}\t{}",
                     item["url"].as_str().unwrap_or_default(),
                     item["error"].as_str().unwrap_or("")
                 );
             }
         }
-        println!(
+        crate::outln!(
             "{} {state}: {} URLs",
             status["id"].as_str().unwrap_or_default(),
             items.len()

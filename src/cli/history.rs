@@ -66,15 +66,15 @@ pub async fn run(args: HistoryArgs) -> u8 {
     if args.json {
         for entry in &entries {
             match serde_json::to_string(entry) {
-                Ok(line) => println!("{line}"),
+                Ok(line) => crate::outln!("{line}"),
                 Err(error) => eprintln!("purgeq: {error}"),
             }
         }
         return 0;
     }
-    println!("RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR");
+    crate::outln!("RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR");
     for entry in &entries {
-        println!(
+        crate::outln!(
             "{}\t{}\t{}\t{}\t{}\t{}",
             entry.received_at,
             entry.state,

@@ -6,6 +6,7 @@ pub mod client;
 pub mod emulate;
 pub mod endpoints;
 pub mod enqueue;
+pub mod out;
 pub mod history;
 pub mod paths;
 pub mod serve;
@@ -88,13 +89,18 @@ impl ConfigArgs {
 /// `purgeq completions SHELL`.
 pub fn completions(shell: clap_complete::Shell) {
     let mut command = <Cli as clap::CommandFactory>::command();
-    clap_complete::generate(shell, &mut command, "purgeq", &mut std::io::stdout());
+    let mut text = Vec::new();
+    clap_complete::generate(shell, &mut command, "purgeq", &mut text);
+    out::write(&text);
 }
 
 /// `purgeq man`.
 pub fn man_page() -> std::io::Result<()> {
     let command = <Cli as clap::CommandFactory>::command();
-    clap_mangen::Man::new(command).render(&mut std::io::stdout())
+    let mut text = Vec::new();
+    clap_mangen::Man::new(command).render(&mut text)?;
+    out::write(&text);
+    Ok(())
 }
 
 /// `purgeq check-config`: prints what would be used, or every problem.
@@ -104,28 +110,28 @@ pub fn check_config(args: &ConfigArgs) -> Result<(), ConfigError> {
         || "built-in defaults".to_owned(),
         |p| p.display().to_string(),
     );
-    println!("configuration OK ({source})");
-    println!("  store:     {}", settings.store.path.display());
+    crate::outln!("configuration OK ({source})");
+    crate::outln!("  store:     {}", settings.store.path.display());
     if let Some(socket) = &settings.derived.socket_path {
-        println!(
+        crate::outln!(
             "  socket:    {} (mode {:o})",
             socket.display(),
             settings.derived.socket_mode
         );
     }
     if let Some(addr) = settings.derived.http_addr {
-        println!("  http:      {addr}");
+        crate::outln!("  http:      {addr}");
     }
     if settings.has_credentials() {
-        println!(
+        crate::outln!(
             "  cdn:       subscription {} with key {}",
             settings.cdn.subscription_id, settings.cdn.key_id
         );
     } else {
-        println!("  cdn:       no credentials: `serve` will use the built-in emulator");
+        crate::outln!("  cdn:       no credentials: `serve` will use the built-in emulator");
     }
     for id in settings.derived.router.endpoint_ids() {
-        println!(
+        crate::outln!(
             "  endpoint:  {id} <- {}",
             settings.derived.router.hosts_of(&id).join(", ")
         );

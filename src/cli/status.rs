@@ -167,11 +167,11 @@ async fn fetch_and_print(
     let result = async { Daemon::locate(daemon)?.get(path).await }.await;
     match result {
         Ok(answer) if json => {
-            println!("{answer}");
+            crate::outln!("{answer}");
             0
         }
         Ok(answer) => {
-            print!("{}", render(&answer));
+            crate::cli::out::write(render(&answer).as_bytes());
             0
         }
         Err((code, message)) => {
