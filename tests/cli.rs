@@ -406,3 +406,59 @@ fn a_closed_pipe_ends_a_command_quietly() {
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
     }
 }
+
+/// Issue 12, items 13 and 14: control characters in labels, `history
+/// --state merged` always empty, `--state bogus` accepted, upper-case ids
+/// unknown, `merged` counted 0 by a request while `status` counted it.
+#[tokio::test(flavor = "multi_thread")]
+async fn labels_states_and_ids_are_checked_and_counted_alike() {
+    let daemon = TestDaemon::start("[batch]\nlinger = \"1h\"\n").await;
+    let (status, body) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": ["http://www.example.com/x.js"], "label": "deploy\u{1b}[31m 7\nforged\trow" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("label"), "{body}");
+
+    let (_, first) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": ["http://www.example.com/d/x.js"], "label": "deploy 7" }),
+        )
+        .await;
+    let (_, _) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "directories": ["http://www.example.com/d/"] }),
+        )
+        .await;
+    let id = first["id"].as_str().expect("id").to_owned();
+    let (code, view) = daemon
+        .get(&format!("/v1/purges/{}", id.to_ascii_uppercase()))
+        .await;
+    assert_eq!(code, 200, "{view}");
+    assert_eq!(view["counts"]["merged"], 1, "{view}");
+    assert_eq!(view["counts"]["pending"], 1, "{view}");
+    let stats = daemon.stats().await;
+    assert_eq!(items(&stats, "merged"), 1);
+
+    let db = daemon.db_path().to_str().expect("utf-8").to_owned();
+    let (code, out, err) = run(&["history", "--db", &db, "--state", "merged"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "a header and the merged URL: {out}");
+    assert!(out.contains("/d/x.js"), "{out}");
+    let (code, _, err) = run(&["history", "--db", &db, "--state", "bogus"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, _) = run(&["history", "--db", &db, "--label", "deploy 7"]);
+    assert_eq!((code, out.lines().count()), (0, 2), "{out}");
+    let (code, out, _) = run(&[
+        "history",
+        "--db",
+        &db,
+        "--request",
+        &id.to_ascii_uppercase(),
+    ]);
+    assert_eq!((code, out.lines().count()), (0, 2), "{out}");
+}

@@ -62,7 +62,10 @@ pub async fn run(args: EndpointsArgs) -> u8 {
                 };
                 crate::outln!(
                     "\n# {state}, {}, CDN host {}\n[[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]",
-                    endpoint.lifetime_status, endpoint.host, endpoint.id, endpoint.custom_domain
+                    endpoint.lifetime_status,
+                    endpoint.host,
+                    endpoint.id,
+                    endpoint.custom_domain
                 );
             }
             0

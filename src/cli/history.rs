@@ -6,15 +6,24 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::out::printable;
 use super::{ConfigArgs, EXIT_UNAVAILABLE};
 use crate::store::{HistoryFilter, read_history, timestamp};
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// Only URLs in this state (pending, sending, submitted, succeeded,
-    /// failed, cancelled; a merged URL has its directory's state).
-    #[arg(long)]
+    /// Only URLs in this state. A URL merged into a directory (or a
+    /// newer copy of itself) has that item's state; `merged` lists the
+    /// URLs that were merged, whatever became of them.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+        ["pending", "sending", "submitted", "succeeded", "failed", "merged", "cancelled"]))]
     pub state: Option<String>,
+    /// Only URLs of requests with this label (a deploy id, say).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Only URLs of this request.
+    #[arg(long, value_name = "ID")]
+    pub request: Option<String>,
     /// Only requests received within this long, e.g. 1h, 2d.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub since: Option<Duration>,
@@ -54,6 +63,8 @@ pub async fn run(args: HistoryArgs) -> u8 {
             )
         }),
         url_prefix: args.url_prefix.clone(),
+        label: args.label.clone(),
+        request_id: args.request.as_deref().map(str::to_ascii_lowercase),
         limit: args.limit,
     };
     let entries = match read_history(&path, &filter).await {
@@ -80,8 +91,8 @@ pub async fn run(args: HistoryArgs) -> u8 {
             entry.state,
             entry.attempts,
             entry.task_track_id.as_deref().unwrap_or("-"),
-            entry.url,
-            entry.last_error.as_deref().unwrap_or("")
+            printable(&entry.url),
+            printable(entry.last_error.as_deref().unwrap_or(""))
         );
     }
     0

@@ -6,8 +6,8 @@ pub mod client;
 pub mod emulate;
 pub mod endpoints;
 pub mod enqueue;
-pub mod out;
 pub mod history;
+pub mod out;
 pub mod paths;
 pub mod serve;
 pub mod status;
@@ -125,7 +125,8 @@ pub fn check_config(args: &ConfigArgs) -> Result<(), ConfigError> {
     if settings.has_credentials() {
         crate::outln!(
             "  cdn:       subscription {} with key {}",
-            settings.cdn.subscription_id, settings.cdn.key_id
+            settings.cdn.subscription_id,
+            settings.cdn.key_id
         );
     } else {
         crate::outln!("  cdn:       no credentials: `serve` will use the built-in emulator");

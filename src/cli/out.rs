@@ -30,3 +30,25 @@ macro_rules! outln {
         $crate::cli::out::write(format!("{}\n", format_args!($($arg)*)).as_bytes())
     };
 }
+
+/// `text` with control characters escaped (`\u{1b}`), for a terminal:
+/// labels, URLs and error texts come from clients and the CDN, and an
+/// escape sequence or a line break in them must not reach the terminal as
+/// such (issue 12). Intake refuses them in labels; rows stored before that
+/// are escaped here.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}

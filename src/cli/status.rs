@@ -27,7 +27,7 @@ pub struct ShowArgs {
 
 fn text(value: &Value) -> String {
     match value {
-        Value::String(s) => s.clone(),
+        Value::String(s) => super::out::printable(s).into_owned(),
         Value::Null => "-".to_owned(),
         other => other.to_string(),
     }

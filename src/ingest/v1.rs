@@ -89,6 +89,19 @@ pub fn parse_intent(settings: &Settings, body: &[u8]) -> Result<Intent, ApiError
     if body.label.as_ref().is_some_and(|l| l.len() > 256) {
         return Err(ApiError::bad_request("label: at most 256 bytes"));
     }
+    // A label is printed by `show`, `history` and the status page: escape
+    // sequences or line breaks in it would colour a terminal or forge table
+    // rows (issue 12).
+    if let Some(c) = body
+        .label
+        .as_ref()
+        .and_then(|l| l.chars().find(|c| c.is_control()))
+    {
+        return Err(ApiError::bad_request(format!(
+            "label: contains the control character {:?}; labels are one line of printable text",
+            c
+        )));
+    }
     let targets = intake::targets(
         settings,
         &[
@@ -130,13 +143,27 @@ pub struct RequestView {
 }
 
 impl From<RequestStatus> for RequestView {
+    /// URLs by the state that matters to the client (a merged URL counts
+    /// under its directory's state); `merged` counts, besides, the URLs
+    /// that were merged into a directory or a newer copy of themselves, so
+    /// it agrees with the `merged` of `/v1/stats` and `history --state
+    /// merged` (issue 12: it was always 0).
     fn from(status: RequestStatus) -> Self {
         let mut counts = StateCounts::default();
         for item in &status.items {
             counts.add(item.state);
+            if item.merged_into.is_some() && item.state != crate::store::ItemState::Merged {
+                counts.add(crate::store::ItemState::Merged);
+            }
         }
         RequestView { status, counts }
     }
+}
+
+/// Request ids are UUIDs, written in lower case: an id typed or copied in
+/// upper case names the same request.
+fn request_id(id: String) -> String {
+    id.to_ascii_lowercase()
 }
 
 pub async fn get_purge(
@@ -160,7 +187,7 @@ pub async fn get_purge(
             ));
         }
     };
-    let status = wait_for_final(&state, &id, wait).await?;
+    let status = wait_for_final(&state, &request_id(id), wait).await?;
     Ok(Json(status.into()))
 }
 
@@ -267,6 +294,7 @@ pub async fn retry_request(
     State(state): State<IngestState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = request_id(id);
     require_request(&state, &id).await?;
     let retried = state
         .store
@@ -297,6 +325,7 @@ pub async fn cancel_request(
     State(state): State<IngestState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = request_id(id);
     require_request(&state, &id).await?;
     let outcome = state
         .store

@@ -13,11 +13,15 @@ use super::StoreError;
 /// Which history rows to read.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
-    /// Effective state (a merged URL has its directory's state).
+    /// Effective state (a merged URL has its directory's state), or
+    /// `merged`: the URLs that were merged, whatever became of them.
     pub state: Option<String>,
     /// Received at or after this stored timestamp.
     pub since: Option<String>,
     pub url_prefix: Option<String>,
+    /// Requests with exactly this label.
+    pub label: Option<String>,
+    pub request_id: Option<String>,
     pub limit: u32,
 }
 
@@ -63,15 +67,19 @@ pub async fn read_history(
                 effective_state AS state, merged_into_url, task_track_id, correlation_id,
                 attempts, last_error, finished_at
          FROM history
-         WHERE (?1 IS NULL OR effective_state = ?1)
+         WHERE (?1 IS NULL OR (CASE WHEN ?1 = 'merged' THEN state ELSE effective_state END) = ?1)
            AND (?2 IS NULL OR received_at >= ?2)
            AND (?3 IS NULL OR substr(url, 1, length(?3)) = ?3)
+           AND (?5 IS NULL OR request_id IN (SELECT id FROM requests WHERE label = ?5))
+           AND (?6 IS NULL OR request_id = ?6)
          LIMIT ?4",
     )
     .bind(&filter.state)
     .bind(&filter.since)
     .bind(&filter.url_prefix)
     .bind(i64::from(filter.limit))
+    .bind(&filter.label)
+    .bind(&filter.request_id)
     .fetch_all(&mut conn)
     .await?)
 }
