@@ -432,7 +432,7 @@ impl Settings {
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        let loaded = builder
+        let raw = builder
             .add_source(
                 config::Environment::with_prefix("PURGEQ")
                     .prefix_separator("__")
@@ -441,15 +441,23 @@ impl Settings {
                     .source(Some(overrides)),
             )
             .build()
-            .and_then(|c| c.try_deserialize::<Settings>())
             .map_err(|e| fail(vec![e.to_string()]))?;
-        let mut settings = loaded;
+        let (mut settings, mut problems) = deserialize_sections(&raw, env);
         settings.derived.source = path.map(Path::to_owned);
         settings.derived.rust_log = env.get("RUST_LOG").filter(|v| !v.is_empty()).cloned();
         settings.derived.under_journal = env.contains_key("JOURNAL_STREAM");
         settings.derived.notify_socket = env.contains_key("NOTIFY_SOCKET");
-        settings.validate(env).map_err(fail)?;
-        Ok(settings)
+        // Every problem at once: what could not be read, and what is wrong
+        // with what could (a section that could not be read is checked as
+        // its defaults, which are valid).
+        if let Err(more) = settings.validate(env) {
+            problems.extend(more);
+        }
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(fail(problems))
+        }
     }
 
     /// Checks every value and fills [`Derived`]; collects all problems.
@@ -458,6 +466,26 @@ impl Settings {
 
         if self.store.path.as_os_str().is_empty() {
             problems.push("store.path: must not be empty".to_owned());
+        }
+        // Checked here so that `check-config` says it, and `serve` exits 78
+        // naming the key, instead of failing later with an OS error alone.
+        for (key, path) in [
+            ("store.path", Some(self.store.path.as_path())),
+            (
+                "ingest.socket",
+                (!self.ingest.socket.is_empty()).then(|| Path::new(&self.ingest.socket)),
+            ),
+        ] {
+            if let Some(parent) = path
+                .and_then(Path::parent)
+                .filter(|p| !p.as_os_str().is_empty())
+                && !parent.is_dir()
+            {
+                problems.push(format!(
+                    "{key}: the directory {} does not exist",
+                    parent.display()
+                ));
+            }
         }
 
         match u32::from_str_radix(self.ingest.socket_mode.trim_start_matches("0o"), 8) {
@@ -477,6 +505,20 @@ impl Settings {
                     self.ingest.http
                 )),
             }
+        }
+        if self
+            .ingest
+            .token
+            .as_ref()
+            .is_some_and(|t| secrecy::ExposeSecret::expose_secret(&t.0).trim().is_empty())
+        {
+            problems.push(
+                "ingest.token: is empty; TCP clients could never authenticate (set a token, or remove the key)"
+                    .to_owned(),
+            );
+        }
+        if self.ingest.token.is_some() && self.ingest.token_file.is_some() {
+            problems.push("ingest: set token or token_file, not both".to_owned());
         }
         self.derived.tcp_token = match (&self.ingest.token, &self.ingest.token_file) {
             (Some(token), _) => Some(token.clone()),
@@ -604,6 +646,32 @@ impl Settings {
         }
         self.derived.router = router;
 
+        let mut ids = std::collections::HashSet::new();
+        for (index, endpoint) in self.cdn.endpoints.iter().enumerate() {
+            if !endpoint.id.trim().is_empty() && !ids.insert(endpoint.id.as_str()) {
+                problems.push(format!(
+                    "cdn.endpoints[{index}].id: {:?} is configured twice; list every host of an endpoint in one entry",
+                    endpoint.id
+                ));
+            }
+        }
+        if self.cdn.key_value.is_some() && self.cdn.key_value_file.is_some() {
+            problems.push(
+                "cdn: set key_value or key_value_file, not both (which one would win is not obvious)"
+                    .to_owned(),
+            );
+        }
+        if self
+            .cdn
+            .key_value
+            .as_ref()
+            .is_some_and(|v| v.expose().trim().is_empty())
+        {
+            problems.push(
+                "cdn.key_value: is empty; every call would be refused with WrongSignature"
+                    .to_owned(),
+            );
+        }
         let key_value = match (&self.cdn.key_value, &self.cdn.key_value_file) {
             (Some(value), _) => Some(value.clone()),
             (None, Some(path)) => {
@@ -645,6 +713,112 @@ impl Settings {
     pub fn has_credentials(&self) -> bool {
         self.derived.credentials.is_some()
     }
+}
+
+/// Deserializes each section on its own, so a file with several mistakes
+/// is reported whole, not one mistake per run (issue 12), and says where a
+/// value came from when an environment variable set it.
+fn deserialize_sections(
+    raw: &config::Config,
+    env: &HashMap<String, String>,
+) -> (Settings, Vec<String>) {
+    fn section<T: serde::de::DeserializeOwned + Default>(
+        raw: &config::Config,
+        name: &str,
+        env: &HashMap<String, String>,
+        problems: &mut Vec<String>,
+    ) -> T {
+        let value = match raw.get::<config::Value>(name) {
+            Ok(value) => value,
+            Err(config::ConfigError::NotFound(_)) => return T::default(),
+            Err(error) => {
+                problems.push(format!("{name}: {error}"));
+                return T::default();
+            }
+        };
+        // The path inside the section (`linger`, `endpoints[1].hosts`):
+        // the `config` crate names only the section.
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(value) => value,
+            Err(error) => {
+                let path = error.path().to_string();
+                let key = if path == "." || path.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{name}.{path}")
+                };
+                problems.push(explain(&key, &error.into_inner().to_string(), env));
+                T::default()
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    const SECTIONS: [&str; 10] = [
+        "store",
+        "ingest",
+        "cdn",
+        "batch",
+        "sender",
+        "tracker",
+        "quota",
+        "retention",
+        "log",
+        "daemon",
+    ];
+    if let Ok(top) = raw
+        .clone()
+        .try_deserialize::<HashMap<String, config::Value>>()
+    {
+        let mut unknown: Vec<&String> = top
+            .keys()
+            .filter(|k| !SECTIONS.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        for key in unknown {
+            problems.push(format!(
+                "{key}: unknown section (known: {})",
+                SECTIONS.join(", ")
+            ));
+        }
+    }
+    let settings = Settings {
+        store: section(raw, "store", env, &mut problems),
+        ingest: section(raw, "ingest", env, &mut problems),
+        cdn: section(raw, "cdn", env, &mut problems),
+        batch: section(raw, "batch", env, &mut problems),
+        sender: section(raw, "sender", env, &mut problems),
+        tracker: section(raw, "tracker", env, &mut problems),
+        quota: section(raw, "quota", env, &mut problems),
+        retention: section(raw, "retention", env, &mut problems),
+        log: section(raw, "log", env, &mut problems),
+        daemon: section(raw, "daemon", env, &mut problems),
+        derived: Derived::default(),
+    };
+    (settings, problems)
+}
+
+/// A deserialization problem as `key: what is wrong`, saying where the
+/// value came from when an environment variable set it (the `config`
+/// crate blamed the file), and what to write for a duration (a number
+/// there was reported as `string "5"`).
+fn explain(key: &str, message: &str, env: &HashMap<String, String>) -> String {
+    let message = message.split(" for key `").next().unwrap_or(message);
+    let mut text = format!("{key}: {message}");
+    let variable = format!(
+        "PURGEQ__{}",
+        key.split('[')
+            .next()
+            .unwrap_or(key)
+            .replace('.', "__")
+            .to_ascii_uppercase()
+    );
+    if env.contains_key(&variable) {
+        text.push_str(&format!(" (from the environment variable {variable})"));
+    }
+    if message.contains("expected a duration") {
+        text.push_str("; write a duration as text with a unit: \"5s\", \"250ms\", \"2h\"");
+    }
+    text
 }
 
 /// A secret's text from a file, trimmed; problems are recorded, never the
@@ -754,6 +928,39 @@ mod tests {
                 .contains("batch.max_directories: must be at least 1"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key_and_origin() {
+        // Issue 12, items 9 and 11.
+        let error = load_text(
+            "[tracker]\npoll_interval = 5\n[batch]\nbogus = 1\n[sender]\nconcurrency = \"x\"\n\
+             [cdn]\nsubscription_id = \"s\"\nkey_id = \"k\"\nkey_value = \"\"\n\
+             [[cdn.endpoints]]\nid = \"a\"\nhosts = [\"a.com\"]\n\
+             [[cdn.endpoints]]\nid = \"a\"\nhosts = [\"b.com\"]\n\
+             [ingest]\nhttp = \"0.0.0.0:9999\"\ntoken = \"\"\nsocket = \"/nonexistent/dir/s.sock\"\n",
+            &[("PURGEQ__RETENTION__INTERVAL", "abc")],
+        )
+        .expect_err("invalid");
+        let text = error.to_string();
+        for expected in [
+            "batch.bogus: unknown field `bogus`",
+            "sender.concurrency: invalid type: string \"x\", expected an integer",
+            "tracker.poll_interval: invalid value: string \"5\", expected a duration; write a duration as text with a unit",
+            "retention.interval: invalid value: string \"abc\", expected a duration (from the environment variable PURGEQ__RETENTION__INTERVAL)",
+            "cdn.key_value: is empty",
+            "ingest.token: is empty",
+            "cdn.endpoints[1].id: \"a\" is configured twice",
+            "ingest.socket: the directory /nonexistent/dir does not exist",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        let both = load_text(
+            "[cdn]\nsubscription_id = \"s\"\nkey_id = \"k\"\nkey_value = \"v\"\nkey_value_file = \"/etc/hostname\"\n",
+            &[],
+        )
+        .expect_err("both");
+        assert!(both.to_string().contains("not both"), "{both}");
     }
 
     #[test]
