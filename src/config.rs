@@ -467,27 +467,6 @@ impl Settings {
         if self.store.path.as_os_str().is_empty() {
             problems.push("store.path: must not be empty".to_owned());
         }
-        // Checked here so that `check-config` says it, and `serve` exits 78
-        // naming the key, instead of failing later with an OS error alone.
-        for (key, path) in [
-            ("store.path", Some(self.store.path.as_path())),
-            (
-                "ingest.socket",
-                (!self.ingest.socket.is_empty()).then(|| Path::new(&self.ingest.socket)),
-            ),
-        ] {
-            if let Some(parent) = path
-                .and_then(Path::parent)
-                .filter(|p| !p.as_os_str().is_empty())
-                && !parent.is_dir()
-            {
-                problems.push(format!(
-                    "{key}: the directory {} does not exist",
-                    parent.display()
-                ));
-            }
-        }
-
         match u32::from_str_radix(self.ingest.socket_mode.trim_start_matches("0o"), 8) {
             Ok(mode) if mode <= 0o777 => self.derived.socket_mode = mode,
             _ => problems.push(format!(
@@ -705,6 +684,38 @@ impl Settings {
                 "cdn: credentials are partly configured; also set {}",
                 missing.join(", ")
             ));
+        }
+    }
+
+    /// The directories the daemon will create files in exist. Checked by
+    /// `check-config` and `serve` (which then exits 78 naming the key,
+    /// rather than 1 with an OS error alone), not by every command that
+    /// reads the configuration: the packaged file names /var/lib/purgeq and
+    /// /run/purgeq, which exist only where the service is installed.
+    pub fn check_directories(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        for (key, path) in [
+            ("store.path", Some(self.store.path.as_path())),
+            ("ingest.socket", self.derived.socket_path.as_deref()),
+        ] {
+            if let Some(parent) = path
+                .and_then(Path::parent)
+                .filter(|p| !p.as_os_str().is_empty())
+                && !parent.is_dir()
+            {
+                problems.push(format!(
+                    "{key}: the directory {} does not exist",
+                    parent.display()
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                source: self.derived.source.clone(),
+                problems,
+            })
         }
     }
 
@@ -938,7 +949,7 @@ mod tests {
              [cdn]\nsubscription_id = \"s\"\nkey_id = \"k\"\nkey_value = \"\"\n\
              [[cdn.endpoints]]\nid = \"a\"\nhosts = [\"a.com\"]\n\
              [[cdn.endpoints]]\nid = \"a\"\nhosts = [\"b.com\"]\n\
-             [ingest]\nhttp = \"0.0.0.0:9999\"\ntoken = \"\"\nsocket = \"/nonexistent/dir/s.sock\"\n",
+             [ingest]\nhttp = \"0.0.0.0:9999\"\ntoken = \"\"\n",
             &[("PURGEQ__RETENTION__INTERVAL", "abc")],
         )
         .expect_err("invalid");
@@ -951,7 +962,6 @@ mod tests {
             "cdn.key_value: is empty",
             "ingest.token: is empty",
             "cdn.endpoints[1].id: \"a\" is configured twice",
-            "ingest.socket: the directory /nonexistent/dir does not exist",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
@@ -961,6 +971,16 @@ mod tests {
         )
         .expect_err("both");
         assert!(both.to_string().contains("not both"), "{both}");
+        let missing = load_text("[ingest]\nsocket = \"/nonexistent/dir/s.sock\"\n", &[])
+            .expect("readable")
+            .check_directories()
+            .expect_err("no such directory");
+        assert!(
+            missing
+                .to_string()
+                .contains("ingest.socket: the directory /nonexistent/dir does not exist"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -462,3 +462,35 @@ async fn labels_states_and_ids_are_checked_and_counted_alike() {
     ]);
     assert_eq!((code, out.lines().count()), (0, 2), "{out}");
 }
+
+/// Issue 12, item 10: "cannot reach the daemon: error sending request for
+/// url (http://localhost/v1/purges)" named neither the socket nor the OS
+/// error; the installed configuration and the unit disagreed on paths.
+#[test]
+fn an_unreachable_daemon_is_named_with_the_reason() {
+    let (code, _, err) = run(&["status", "--socket", "/nonexistent/purgeq.sock"]);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("the socket /nonexistent/purgeq.sock"), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/config/purgeq.toml");
+    let text = std::fs::read_to_string(sample).expect("sample");
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/purgeq.service"
+    ))
+    .expect("unit");
+    let socket = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/purgeq.socket"
+    ))
+    .expect("socket unit");
+    assert!(text.contains("path = \"/var/lib/purgeq/purgeq.db\""));
+    assert!(unit.contains("StateDirectory=purgeq"));
+    assert!(text.contains("socket = \"/run/purgeq/purgeq.sock\""));
+    assert!(socket.contains("ListenStream=/run/purgeq/purgeq.sock"));
+    assert!(
+        !unit.contains("PURGEQ__STORE__PATH") && !unit.contains("PURGEQ__INGEST__SOCKET"),
+        "one place says where the files are: the configuration the CLI reads too"
+    );
+}

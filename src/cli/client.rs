@@ -31,6 +31,9 @@ pub struct DaemonArgs {
 pub struct Daemon {
     pub client: reqwest::Client,
     pub base: String,
+    /// Where the daemon was looked for, for errors: "the socket PATH" or
+    /// the TCP address (`http://localhost/…` named neither).
+    pub place: String,
 }
 
 impl Daemon {
@@ -63,7 +66,11 @@ impl Daemon {
                 .default_headers(headers)
                 .build()
                 .map_err(|e| (EXIT_SOFTWARE, e.to_string()))?;
-            return Ok(Daemon { client, base });
+            return Ok(Daemon {
+                client,
+                place: base.clone(),
+                base,
+            });
         }
         let socket = match &args.socket {
             Some(path) => path.clone(),
@@ -81,6 +88,7 @@ impl Daemon {
                         return Ok(Daemon {
                             client,
                             base: format!("http://{addr}"),
+                            place: format!("http://{addr} (ingest.http)"),
                         });
                     }
                     (None, None) => {
@@ -92,6 +100,7 @@ impl Daemon {
                 }
             }
         };
+        let place = format!("the socket {}", socket.display());
         let client = builder
             .unix_socket(socket)
             .build()
@@ -99,6 +108,7 @@ impl Daemon {
         Ok(Daemon {
             client,
             base: "http://localhost".to_owned(),
+            place,
         })
     }
 }
@@ -133,11 +143,32 @@ fn exit_for(status: reqwest::StatusCode) -> u8 {
     }
 }
 
-pub async fn call(request: reqwest::RequestBuilder) -> Result<Value, (u8, String)> {
-    let response = request
-        .send()
-        .await
-        .map_err(|e| (EXIT_UNAVAILABLE, format!("cannot reach the daemon: {e}")))?;
+/// An error with every cause in its chain: reqwest's own text ("error
+/// sending request for url …") hides the OS error that says what is wrong.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+pub async fn call(
+    daemon: &Daemon,
+    request: reqwest::RequestBuilder,
+) -> Result<Value, (u8, String)> {
+    let response = request.send().await.map_err(|e| {
+        (
+            EXIT_UNAVAILABLE,
+            format!(
+                "cannot reach the daemon at {} ({}); is it running? (systemctl status purgeq)",
+                daemon.place,
+                with_causes(&e)
+            ),
+        )
+    })?;
     let status = response.status();
     let body: Value = response.json().await.map_err(|e| {
         (
@@ -155,11 +186,11 @@ pub async fn call(request: reqwest::RequestBuilder) -> Result<Value, (u8, String
 impl Daemon {
     /// `POST path` with no body.
     pub async fn post(&self, path: &str) -> Result<Value, (u8, String)> {
-        call(self.client.post(format!("{}{path}", self.base))).await
+        call(self, self.client.post(format!("{}{path}", self.base))).await
     }
 
     /// `GET path`, with the daemon's error JSON turned into its message.
     pub async fn get(&self, path: &str) -> Result<Value, (u8, String)> {
-        call(self.client.get(format!("{}{path}", self.base))).await
+        call(self, self.client.get(format!("{}{path}", self.base))).await
     }
 }

@@ -121,6 +121,7 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
         body["label"] = json!(label);
     }
     let accepted = call(
+        &daemon,
         daemon
             .client
             .post(format!("{}/v1/purges", daemon.base))
@@ -148,6 +149,7 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
         let left = deadline.saturating_duration_since(Instant::now());
         let chunk = left.min(Duration::from_secs(30));
         let status = call(
+            &daemon,
             daemon
                 .client
                 .get(format!(

@@ -106,6 +106,7 @@ pub fn man_page() -> std::io::Result<()> {
 /// `purgeq check-config`: prints what would be used, or every problem.
 pub fn check_config(args: &ConfigArgs) -> Result<(), ConfigError> {
     let settings = args.load()?;
+    settings.check_directories()?;
     let source = settings.derived.source.as_ref().map_or_else(
         || "built-in defaults".to_owned(),
         |p| p.display().to_string(),

@@ -17,7 +17,11 @@ pub struct ServeArgs {
 
 /// Exit code: 0 after a clean stop, 78 for a bad configuration, 1 otherwise.
 pub async fn run(args: ServeArgs) -> u8 {
-    let settings = match args.config.load() {
+    let settings = match args
+        .config
+        .load()
+        .and_then(|s| s.check_directories().map(|()| s))
+    {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("purgeq: {error}");
