@@ -33,3 +33,45 @@ UPDATE items SET merged_into = (
 )
 WHERE id IN (SELECT id FROM chain WHERE depth > 0);
 
+
+-- Why what is pending is not sent now, while that lasts: one row per
+-- scope ('sender': sending paused; 'quota:file', 'quota:directory': the
+-- day's quota of that kind is spent), with until when (NULL: until an
+-- operator acts). Kept by the daemon as things change; the `queue` view
+-- and the API read it, so every waiting URL says why.
+CREATE TABLE waits (
+    scope  TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    until  TEXT
+) WITHOUT ROWID;
+
+DROP VIEW queue;
+-- What is waiting, and why.
+CREATE VIEW queue AS
+SELECT
+    i.id          AS item_id,
+    i.endpoint_id AS endpoint_id,
+    i.kind        AS kind,
+    i.url         AS url,
+    i.state       AS state,
+    i.attempts    AS attempts,
+    i.not_before  AS not_before,
+    i.created_at  AS created_at,
+    i.last_error  AS last_error,
+    CASE
+        WHEN i.state = 'pending' AND s.reason IS NOT NULL
+            THEN s.reason || coalesce(' (until ' || s.until || ')', '')
+        WHEN i.state = 'pending' AND i.not_before > strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+            THEN 'waiting to retry at ' || i.not_before
+        WHEN i.state = 'pending' AND q.reason IS NOT NULL
+            THEN q.reason || coalesce(' (until ' || q.until || ')', '')
+        WHEN i.state = 'pending' AND i.attempts = 0 THEN 'waiting for a batch'
+        WHEN i.state = 'pending' THEN 'waiting to retry'
+        WHEN i.state = 'sending' THEN 'being sent'
+        ELSE 'sent, waiting for the final result'
+    END AS why
+FROM items i
+LEFT JOIN waits s ON s.scope = 'sender'
+LEFT JOIN waits q ON q.scope = 'quota:' || i.kind
+WHERE i.state IN ('pending', 'sending', 'submitted')
+ORDER BY i.endpoint_id, i.not_before, i.id;

@@ -22,10 +22,40 @@ pub fn next_day_start(now: OffsetDateTime, offset: UtcOffset) -> OffsetDateTime 
     tomorrow.midnight().assume_offset(offset)
 }
 
+/// A moment as an operator reads it: `YYYY-MM-DD HH:MM` at `offset`, with
+/// the offset written out (`2026-11-26 00:00 +08:00`).
+pub fn local_text(at: OffsetDateTime, offset: UtcOffset) -> String {
+    let local = at.to_offset(offset);
+    let (hours, minutes, _) = offset.as_hms();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} {}{:02}:{:02}",
+        local.year(),
+        u8::from(local.month()),
+        local.day(),
+        local.hour(),
+        local.minute(),
+        if offset.is_negative() { '-' } else { '+' },
+        hours.unsigned_abs(),
+        minutes.unsigned_abs()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::{datetime, offset};
+
+    #[test]
+    fn local_text_shows_the_offset() {
+        assert_eq!(
+            local_text(datetime!(2026-11-25 16:00 UTC), offset!(+08:00)),
+            "2026-11-26 00:00 +08:00"
+        );
+        assert_eq!(
+            local_text(datetime!(2026-11-25 16:00 UTC), offset!(-05:30)),
+            "2026-11-25 10:30 -05:30"
+        );
+    }
 
     #[test]
     fn days_roll_over_at_the_offset() {

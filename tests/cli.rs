@@ -184,7 +184,8 @@ async fn retry_sends_failed_urls_again_and_cancel_spares_shared_ones() {
     emulator.set_knobs(knobs).expect("knobs");
     let (code, out, err) = run(&["retry", &id, "--socket", &socket]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "1 failed URLs sent again");
+    // Issue 12, item 15: "1 failed URLs".
+    assert_eq!(out.trim(), "1 failed URL sent again");
     let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=30")).await;
     assert_eq!(view["state"], "succeeded", "{view:#}");
     let (code, out, _) = run(&["retry", "--failed", "--socket", &socket]);
@@ -209,11 +210,15 @@ async fn retry_sends_failed_urls_again_and_cancel_spares_shared_ones() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out.trim(),
-        "1 pending URLs cancelled, 1 kept (another request also wants them)"
+        "1 URL cancelled, 1 URL kept (another request also wants them)"
     );
     let (_, view) = daemon.get(&format!("/v1/purges/{a}")).await;
     assert_eq!(view["items"][0]["state"], "cancelled");
     assert_eq!(view["items"][1]["state"], "pending");
+    // Nothing left to cancel: said, and not a success (issue 12, item 15).
+    let (code, out, err) = run(&["cancel", &id, "--socket", &socket]);
+    assert_eq!(code, 65, "{out}{err}");
+    assert!(err.contains("nothing to cancel"), "{err}");
     let (code, _, err) = run(&[
         "cancel",
         "01900000-0000-7000-8000-000000000000",
@@ -492,5 +497,83 @@ fn an_unreachable_daemon_is_named_with_the_reason() {
     assert!(
         !unit.contains("PURGEQ__STORE__PATH") && !unit.contains("PURGEQ__INGEST__SOCKET"),
         "one place says where the files are: the configuration the CLI reads too"
+    );
+}
+
+/// Issue 12, items 6 and 7: what waits for quota said "waiting for a
+/// batch", `--wait` printed nothing and ended without a state, and a
+/// credentials pause was waited out to the timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_urls_say_why_and_until_when() {
+    let emulator = emulator(fast_knobs()).await;
+    let config = format!(
+        "{}[batch]\nlinger = \"50ms\"\n[tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = 2\nutc_offset = \"+08:00\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let urls: Vec<String> = (0..5)
+        .map(|i| format!("http://{}/q{i}.js", ENDPOINTS[0].1))
+        .collect();
+    let mut args = vec!["enqueue", "--socket", &socket, "--wait", "--timeout", "4"];
+    args.extend(urls.iter().map(String::as_str));
+    let (code, _, err) = run(&args);
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("not finished after 4s"), "{err}");
+    assert!(err.contains("2 succeeded, 3 pending"), "{err}");
+    assert!(
+        err.contains(
+            "waiting: waiting for quota: the day's 2 file URLs are spent; the next quota day starts"
+        ) && err.contains("+08:00"),
+        "{err}"
+    );
+
+    let (code, out, _) = run(&["status", "--socket", &socket]);
+    assert_eq!(code, 0);
+    assert!(out.contains("waiting:   waiting for quota"), "{out}");
+
+    use sqlx::Connection;
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", daemon.db_path().display()))
+            .await
+            .expect("db");
+    let why: Vec<String> = sqlx::query_scalar("SELECT why FROM queue")
+        .fetch_all(&mut conn)
+        .await
+        .expect("queue");
+    assert_eq!(why.len(), 3);
+    assert!(
+        why.iter()
+            .all(|w| w.starts_with("waiting for quota") && w.contains("(until ")),
+        "{why:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credentials_pause_ends_the_wait_at_once() {
+    let emulator = emulator(fast_knobs()).await;
+    let config = format!(
+        "{}[batch]\nlinger = \"50ms\"\n",
+        cdn_section(&emulator, "not-the-key")
+    );
+    let daemon = TestDaemon::start(&config).await;
+    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let url = format!("http://{}/paused.js", ENDPOINTS[0].1);
+    let started = std::time::Instant::now();
+    let (code, _, err) = run(&[
+        "enqueue",
+        "--socket",
+        &socket,
+        "--wait",
+        "--timeout",
+        "120",
+        &url,
+    ]);
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("sending is paused"), "{err}");
+    assert!(err.contains("WrongSignature"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "said at once, not after the timeout"
     );
 }

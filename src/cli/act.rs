@@ -13,6 +13,13 @@ pub struct RetryArgs {
     /// Send every failed URL again.
     #[arg(long)]
     pub failed: bool,
+    /// Follow the request until every URL has a final state (as
+    /// `enqueue --wait`); with a request id only.
+    #[arg(long, requires = "id")]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (exit 75).
+    #[arg(long, value_name = "SECS", default_value_t = 600.0, requires = "wait")]
+    pub timeout: f64,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }
@@ -51,19 +58,75 @@ pub async fn retry(args: RetryArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let result = async { Daemon::locate(&args.daemon)?.post(&path).await }.await;
-    finish(result, |answer| {
-        format!("{} failed URLs sent again", answer["retried"])
-    })
+    let daemon = match Daemon::locate(&args.daemon) {
+        Ok(daemon) => daemon,
+        Err((code, message)) => {
+            eprintln!("purgeq: {message}");
+            return code;
+        }
+    };
+    let result = daemon.post(&path).await;
+    let retried = result
+        .as_ref()
+        .ok()
+        .and_then(|a| a["retried"].as_u64())
+        .unwrap_or(0);
+    let code = finish(result, |answer| {
+        let n = answer["retried"].as_u64().unwrap_or(0);
+        if n == 1 {
+            "1 failed URL sent again".to_owned()
+        } else {
+            format!("{n} failed URLs sent again")
+        }
+    });
+    match (&args.id, args.wait) {
+        (Some(id), true) if code == 0 && retried > 0 => {
+            match super::follow::follow(
+                &daemon,
+                id,
+                std::time::Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9)),
+                false,
+            )
+            .await
+            {
+                Ok(code) => code,
+                Err((code, message)) => {
+                    eprintln!("purgeq: {message}");
+                    code
+                }
+            }
+        }
+        _ => code,
+    }
 }
 
 pub async fn cancel(args: CancelArgs) -> u8 {
     let path = format!("/v1/purges/{}/cancel", args.id);
     let result = async { Daemon::locate(&args.daemon)?.post(&path).await }.await;
+    // Nothing was pending: say so, and exit non-zero, so a script does not
+    // believe it stopped something.
+    if let Ok(answer) = &result
+        && answer["cancelled"] == 0
+        && answer["kept"] == 0
+    {
+        eprintln!(
+            "purgeq: nothing to cancel: request {} has no pending URL (each is sent or final)",
+            args.id
+        );
+        return super::EXIT_DATAERR;
+    }
     finish(result, |answer| {
-        format!(
-            "{} pending URLs cancelled, {} kept (another request also wants them)",
-            answer["cancelled"], answer["kept"]
-        )
+        let kept = answer["kept"].as_u64().unwrap_or(0);
+        let mut text = format!(
+            "{} cancelled",
+            super::follow::urls(answer["cancelled"].as_u64().unwrap_or(0))
+        );
+        if kept > 0 {
+            text.push_str(&format!(
+                ", {} kept (another request also wants them)",
+                super::follow::urls(kept)
+            ));
+        }
+        text
     })
 }

@@ -1,14 +1,14 @@
 //! `purgeq enqueue`: post URLs to the daemon, optionally wait for the end.
 
 use std::io::Read;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::client::{Daemon, DaemonArgs, call};
-use super::paths;
-use super::{EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_USAGE};
+use super::{EXIT_DATAERR, EXIT_USAGE};
+use super::{follow, paths};
 
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
@@ -139,64 +139,16 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
     }
     if !args.json {
         eprintln!(
-            "accepted {} URLs ({} new) as {id}; waiting for the CDN…",
-            accepted["urls"], accepted["new"]
+            "accepted {} ({} new) as {id}; waiting for the CDN…",
+            follow::urls(accepted["urls"].as_u64().unwrap_or(0)),
+            accepted["new"]
         );
     }
-
-    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout.max(0.0));
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = left.min(Duration::from_secs(30));
-        let status = call(
-            &daemon,
-            daemon
-                .client
-                .get(format!(
-                    "{}/v1/purges/{id}?wait={}",
-                    daemon.base,
-                    chunk.as_secs_f64()
-                ))
-                .timeout(chunk + Duration::from_secs(15)),
-        )
-        .await?;
-        let state = status["state"].as_str().unwrap_or("in_progress");
-        if state != "in_progress" {
-            return Ok(report_final(&status, args.json));
-        }
-        if left.is_zero() {
-            if args.json {
-                crate::outln!("{status}");
-            }
-            return Err((
-                EXIT_TEMPFAIL,
-                format!("request {id} not finished after {}s", args.timeout),
-            ));
-        }
-    }
-}
-
-fn report_final(status: &Value, json: bool) -> u8 {
-    let state = status["state"].as_str().unwrap_or_default();
-    if json {
-        crate::outln!("{status}");
-    } else {
-        let items = status["items"].as_array().cloned().unwrap_or_default();
-        for item in &items {
-            let item_state = item["state"].as_str().unwrap_or_default();
-            if item_state != "succeeded" {
-                crate::outln!(
-                    "{item_state}\t{}\t{}",
-                    item["url"].as_str().unwrap_or_default(),
-                    item["error"].as_str().unwrap_or("")
-                );
-            }
-        }
-        crate::outln!(
-            "{} {state}: {} URLs",
-            status["id"].as_str().unwrap_or_default(),
-            items.len()
-        );
-    }
-    if state == "succeeded" { 0 } else { 1 }
+    follow::follow(
+        &daemon,
+        &id,
+        Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9)),
+        args.json,
+    )
+    .await
 }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod emulate;
 pub mod endpoints;
 pub mod enqueue;
+pub mod follow;
 pub mod history;
 pub mod out;
 pub mod paths;

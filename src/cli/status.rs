@@ -56,13 +56,23 @@ pub fn render_status(stats: &Value) -> String {
         _ => {}
     }
     out.push('\n');
+    let oldest = if stats["oldest_pending_age_seconds"].is_null() {
+        "nothing pending".to_owned()
+    } else {
+        format!(
+            "oldest pending {} old",
+            seconds(&stats["oldest_pending_age_seconds"])
+        )
+    };
     out.push_str(&format!(
-        "backlog:   {} pending, {} sending, {} submitted; oldest pending {} old\n",
+        "backlog:   {} pending, {} sending, {} submitted; {oldest}\n",
         text(&items["pending"]),
         text(&items["sending"]),
         text(&items["submitted"]),
-        seconds(&stats["oldest_pending_age_seconds"]),
     ));
+    for wait in stats["waiting"].as_array().into_iter().flatten() {
+        out.push_str(&format!("waiting:   {}\n", text(&wait["reason"])));
+    }
     if let Some(endpoints) = stats["backlog_by_endpoint"].as_object() {
         for (endpoint, counts) in endpoints {
             out.push_str(&format!(
@@ -89,19 +99,14 @@ pub fn render_status(stats: &Value) -> String {
             text(&quota["files_per_day"]),
             text(&quota["directories_per_day"]),
         ));
-        if !quota["exhausted_until"].is_null() {
-            out.push_str(&format!(
-                "; used up until {}",
-                text(&quota["exhausted_until"])
-            ));
-        }
         out.push('\n');
     }
     if let Some(paused) = stats["endpoints_paused"].as_object() {
         for (endpoint, pause) in paused {
             out.push_str(&format!(
-                "resting:   {endpoint}: {}\n",
-                text(&pause["reason"])
+                "resting:   {endpoint}: {}; tried again in {}\n",
+                text(&pause["reason"]),
+                seconds(&pause["retry_in_seconds"])
             ));
         }
     }

@@ -224,6 +224,8 @@ pub struct StatsView {
     /// `{endpoint: {"pending": n, "in_flight": n}}` for endpoints with work.
     pub backlog_by_endpoint: serde_json::Map<String, serde_json::Value>,
     pub store: StoreView,
+    /// Why pending work waits now, and until when (a pause, a spent quota).
+    pub waiting: Vec<crate::store::Wait>,
     #[serde(flatten)]
     pub pipeline: serde_json::Value,
 }
@@ -262,6 +264,7 @@ pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsVie
             path: state.store.path().display().to_string(),
             writable: state.store.is_writable(),
         },
+        waiting: state.store.waits().await?,
         pipeline: state.pipeline_report(),
     }))
 }

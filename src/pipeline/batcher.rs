@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Shared, sender};
 use crate::quota;
-use crate::store::{CutLimits, QuotaUse, StoreError, parse_timestamp, timestamp};
+use crate::store::{CutLimits, QuotaUse, StoreError, Wait, parse_timestamp, timestamp};
 use crate::target::Kind;
 
 /// With items waiting on an exhausted quota, check this often whether the
@@ -77,6 +77,7 @@ async fn cut_what_can_go(
     known: &mut Vec<String>,
     rotation: &mut usize,
 ) -> Result<Option<Duration>, StoreError> {
+    publish_waits(shared).await?;
     let gate_wait = shared
         .gate
         .paused()
@@ -230,6 +231,71 @@ async fn cut_what_can_go(
     Ok(next)
 }
 
+/// Writes why pending work waits (a pause, a spent quota) when that
+/// changed, so the `queue` view and every status say it.
+async fn publish_waits(shared: &Arc<Shared>) -> Result<(), StoreError> {
+    let settings = shared.settings();
+    let offset = settings
+        .derived
+        .quota_offset
+        .unwrap_or(time::UtcOffset::UTC);
+    let quota = shared.store.quota_use(&shared.quota_account()).await?;
+    let pause = shared.gate.paused().map(|p| p.reason);
+    let waits = waits_for(
+        pause.as_deref(),
+        &quota,
+        &settings.quota,
+        shared.now(),
+        offset,
+    );
+    if shared.published_waits().as_ref() == Some(&waits) {
+        return Ok(());
+    }
+    shared.store.set_waits(waits.clone()).await?;
+    *shared.published_waits() = Some(waits);
+    Ok(())
+}
+
+/// What holds pending work back now: a pause of sending, and each kind
+/// whose quota for the day is spent (until the next quota day starts).
+fn waits_for(
+    pause: Option<&str>,
+    quota: &QuotaUse,
+    limits: &crate::config::QuotaSettings,
+    now: OffsetDateTime,
+    offset: time::UtcOffset,
+) -> Vec<Wait> {
+    let mut waits = Vec::new();
+    if let Some(reason) = pause {
+        waits.push(Wait {
+            scope: "sender".into(),
+            reason: format!("sending is paused: {reason}"),
+            until: None,
+        });
+    }
+    let turns = quota::next_day_start(now, offset);
+    for (kind, used, per_day) in [
+        ("file", quota.files_used, limits.files_per_day),
+        (
+            "directory",
+            quota.directories_used,
+            limits.directories_per_day,
+        ),
+    ] {
+        if used >= per_day {
+            waits.push(Wait {
+                scope: format!("quota:{kind}"),
+                reason: format!(
+                    "waiting for quota: the day's {per_day} {kind} URLs are spent; the next quota day starts {}",
+                    quota::local_text(turns, offset)
+                ),
+                until: Some(timestamp(turns)),
+            });
+        }
+    }
+    waits
+}
+
 /// True when the eligible items cannot go for lack of quota: none of the
 /// kinds that have eligible items has any quota left today.
 fn out_of_quota(
@@ -288,6 +354,28 @@ mod tests {
             directories_used,
             ..QuotaUse::default()
         }
+    }
+
+    #[test]
+    fn waits_say_why_and_until_when() {
+        let limits = crate::config::QuotaSettings::default();
+        let now = time::macros::datetime!(2026-11-25 10:00 UTC);
+        let cst = time::macros::offset!(+08:00);
+        assert!(waits_for(None, &quota(0, 0), &limits, now, cst).is_empty());
+        let waits = waits_for(None, &quota(limits.files_per_day, 0), &limits, now, cst);
+        assert_eq!(waits.len(), 1);
+        assert_eq!(waits[0].scope, "quota:file");
+        assert!(
+            waits[0]
+                .reason
+                .contains("next quota day starts 2026-11-26 00:00 +08:00"),
+            "{}",
+            waits[0].reason
+        );
+        assert_eq!(waits[0].until.as_deref(), Some("2026-11-25T16:00:00.000Z"));
+        let waits = waits_for(Some("bad key"), &quota(0, 0), &limits, now, cst);
+        assert_eq!(waits[0].scope, "sender");
+        assert!(waits[0].reason.contains("bad key"));
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub(crate) struct Shared {
     /// and while the batcher looks for unclaimed ones, so it never sees a
     /// batch between its commit and its claim.
     adoption: tokio::sync::Mutex<()>,
+    /// The waits last written to the store (`None` before the first
+    /// write, which also clears what a previous run left).
+    published_waits: Mutex<Option<Vec<crate::store::Wait>>>,
 }
 
 /// A sender task's hold on a batch; let go when dropped, however the task
@@ -158,6 +161,12 @@ impl Shared {
             shared: self.clone(),
             id,
         }
+    }
+
+    fn published_waits(&self) -> std::sync::MutexGuard<'_, Option<Vec<crate::store::Wait>>> {
+        self.published_waits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn is_claimed(&self, id: i64) -> bool {
@@ -273,6 +282,7 @@ impl Pipeline {
             tracker_alive: AtomicBool::new(false),
             claimed: Mutex::new(HashSet::new()),
             adoption: tokio::sync::Mutex::new(()),
+            published_waits: Mutex::new(None),
         });
         // Batches a previous run left `sending` are adopted by the batcher
         // on its first pass (charged again, then sent again).

@@ -13,6 +13,7 @@ mod operator;
 mod reads;
 mod reserve;
 mod retention;
+mod waits;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ pub use history::{HistoryEntry, HistoryFilter, read_history};
 pub use operator::Cancelled;
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, StateCounts};
 pub use retention::Removed;
+pub use waits::{Wait, why_pending};
 
 use crate::config::{StoreSettings, Synchronous};
 use writer::{Command, Job, JobFuture, WriterSignals};

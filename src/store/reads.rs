@@ -75,6 +75,10 @@ pub struct ItemStatus {
     pub attempts: i64,
     pub error: Option<String>,
     pub finished_at: Option<String>,
+    /// Why a pending URL is not sent now, and until when (the day's quota
+    /// spent, sending paused), when something holds it back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
 }
 
 /// A request's overall state, derived from its URLs.
@@ -183,6 +187,7 @@ impl From<HistoryRow> for ItemStatus {
             attempts: row.attempts,
             error: row.last_error,
             finished_at: row.finished_at,
+            waiting: None,
         }
     }
 }
@@ -198,7 +203,7 @@ impl Store {
         let Some((id, received_at, source, label)) = request else {
             return Ok(None);
         };
-        let items: Vec<ItemStatus> = sqlx::query_as::<_, HistoryRow>(
+        let mut items: Vec<ItemStatus> = sqlx::query_as::<_, HistoryRow>(
             "SELECT url, kind, endpoint_id, effective_state, merged_into_url,
                     task_track_id, correlation_id, attempts, last_error, finished_at
              FROM history WHERE request_id = ?1",
@@ -209,6 +214,17 @@ impl Store {
         .into_iter()
         .map(ItemStatus::from)
         .collect();
+        if items.iter().any(|i| i.state == ItemState::Pending) {
+            let waits = self.waits().await?;
+            for item in items.iter_mut().filter(|i| i.state == ItemState::Pending) {
+                // A URL merged into a directory waits with the directory.
+                let kind = match &item.merged_into {
+                    Some(into) if into.ends_with('/') => "directory",
+                    _ => item.kind.as_str(),
+                };
+                item.waiting = super::why_pending(&waits, kind);
+            }
+        }
         Ok(Some(RequestStatus {
             state: RequestState::of(&items),
             id,

@@ -1,0 +1,169 @@
+//! Following a request to its end (`enqueue --wait`, `retry --wait`):
+//! progress while it runs, a summary at the end, and exit codes a deploy
+//! script can act on.
+//!
+//! | end | exit |
+//! |---|---|
+//! | every URL succeeded | 0 |
+//! | a URL failed or was cancelled | 1 |
+//! | sending is paused (credentials refused): said at once | 75 |
+//! | `--timeout` passed: the summary so far | 75 |
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::EXIT_TEMPFAIL;
+use super::client::{Daemon, call};
+use super::out::printable;
+
+/// How long one long poll holds: how soon a pause is noticed, and how
+/// often progress is looked at (a line is printed only when it changed).
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// "1 URL", "3 URLs".
+pub fn urls(n: u64) -> String {
+    if n == 1 {
+        "1 URL".to_owned()
+    } else {
+        format!("{n} URLs")
+    }
+}
+
+/// `12 succeeded, 2 failed, 26 pending` from a request's `counts`
+/// (states with none left out; `merged` is a subset, shown apart).
+pub fn counts_text(status: &Value) -> String {
+    let counts: BTreeMap<String, u64> = status["counts"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(state, n)| Some((state.clone(), n.as_u64()?)))
+        .filter(|(state, n)| *n > 0 && state != "merged")
+        .collect();
+    let order = [
+        "succeeded",
+        "failed",
+        "cancelled",
+        "pending",
+        "sending",
+        "submitted",
+    ];
+    let mut parts: Vec<String> = order
+        .iter()
+        .filter_map(|state| counts.get(*state).map(|n| format!("{n} {state}")))
+        .collect();
+    if let Some(merged) = status["counts"]["merged"].as_u64().filter(|n| *n > 0) {
+        parts.push(format!("{merged} through a directory or a newer copy"));
+    }
+    parts.join(", ")
+}
+
+/// The distinct reasons pending URLs give for waiting.
+fn waiting_reasons(status: &Value) -> Vec<String> {
+    let mut reasons: Vec<String> = status["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item["waiting"].as_str().map(str::to_owned))
+        .collect();
+    reasons.sort();
+    reasons.dedup();
+    reasons
+}
+
+/// Follows request `id` until every URL is final or `timeout` passes.
+pub async fn follow(
+    daemon: &Daemon,
+    id: &str,
+    timeout: Duration,
+    json: bool,
+) -> Result<u8, (u8, String)> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut last_progress = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = left.min(PROGRESS_EVERY);
+        let status = call(
+            daemon,
+            daemon
+                .client
+                .get(format!(
+                    "{}/v1/purges/{id}?wait={}",
+                    daemon.base,
+                    chunk.as_secs_f64()
+                ))
+                .timeout(chunk + Duration::from_secs(15)),
+        )
+        .await?;
+        let state = status["state"].as_str().unwrap_or("in_progress");
+        if state != "in_progress" {
+            return Ok(report_final(&status, json));
+        }
+        let reasons = waiting_reasons(&status);
+        if let Some(paused) = reasons.iter().find(|r| r.starts_with("sending is paused")) {
+            if json {
+                crate::outln!("{status}");
+            }
+            return Err((
+                EXIT_TEMPFAIL,
+                format!(
+                    "request {id} cannot finish now: {} ({})",
+                    printable(paused),
+                    counts_text(&status)
+                ),
+            ));
+        }
+        if left.is_zero() {
+            if json {
+                crate::outln!("{status}");
+            }
+            let mut message = format!(
+                "request {id} not finished after {}: {}",
+                humantime::format_duration(Duration::from_secs(timeout.as_secs())),
+                counts_text(&status)
+            );
+            for reason in &reasons {
+                message.push_str(&format!("\n  waiting: {}", printable(reason)));
+            }
+            return Err((EXIT_TEMPFAIL, message));
+        }
+        if !json {
+            let mut progress = counts_text(&status);
+            for reason in &reasons {
+                progress.push_str(&format!("; {}", printable(reason)));
+            }
+            if progress != last_progress {
+                eprintln!("[{}s] {progress}", started.elapsed().as_secs());
+                last_progress = progress;
+            }
+        }
+    }
+}
+
+fn report_final(status: &Value, json: bool) -> u8 {
+    let state = status["state"].as_str().unwrap_or_default();
+    if json {
+        crate::outln!("{status}");
+    } else {
+        let items = status["items"].as_array().cloned().unwrap_or_default();
+        for item in &items {
+            let item_state = item["state"].as_str().unwrap_or_default();
+            if item_state != "succeeded" {
+                crate::outln!(
+                    "{item_state}\t{}\t{}",
+                    printable(item["url"].as_str().unwrap_or_default()),
+                    printable(item["error"].as_str().unwrap_or(""))
+                );
+            }
+        }
+        crate::outln!(
+            "{} {state}: {} ({})",
+            status["id"].as_str().unwrap_or_default(),
+            urls(items.len() as u64),
+            counts_text(status)
+        );
+    }
+    if state == "succeeded" { 0 } else { 1 }
+}
