@@ -206,11 +206,13 @@ async fn past_the_backlog_limit_intents_are_refused_not_queued() {
     assert_eq!(response.headers()["retry-after"], "30");
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["error"]["type"], "BacklogFull");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("ingest.max_pending = 5"), "{message}");
+    // The request itself is the overflow (issue 12, item 15).
     assert!(
-        body["error"]["message"]
-            .as_str()
-            .expect("message")
-            .contains("ingest.max_pending = 5")
+        message.contains("this request's 3 URLs would make 6 waiting")
+            && message.contains("(3 waiting now)"),
+        "{message}"
     );
     // Within the limit: still accepted; nothing refused was half-stored.
     let (status, _) = daemon
@@ -349,4 +351,31 @@ async fn a_body_that_dribbles_in_is_cut_off_with_408() {
         .post("/v1/purges", &json!({"urls": ["http://a.example.com/x"]}))
         .await;
     assert_eq!(status, 202);
+}
+
+/// Issue 12, item 16: `Content-Length: 99999999999` waited for the body and
+/// ended in a 408 with axum's text; the size alone says it is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declared_oversize_body_is_refused_at_once() {
+    let daemon = TestDaemon::start(ROUTES).await;
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(daemon.http).expect("connect");
+    stream
+        .write_all(
+            b"POST /v1/purges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 99999999999\r\n\r\n{\"urls\": [",
+        )
+        .expect("write");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).expect("an answer");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("PayloadTooLarge") || answer.contains("99999999999"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "at once");
 }

@@ -104,8 +104,14 @@ impl IngestState {
                         axum::http::StatusCode::SERVICE_UNAVAILABLE,
                         "BacklogFull",
                         format!(
-                            "{pending} URLs are already waiting, the limit is ingest.max_pending = {max_pending}; \
-                             nothing was accepted, try again later"
+                            "this request's {} would make {} waiting, over ingest.max_pending = {max_pending} \
+                             ({pending} waiting now); nothing was accepted, try again later",
+                            if targets.len() == 1 {
+                                "1 URL".to_owned()
+                            } else {
+                                format!("{} URLs", targets.len())
+                            },
+                            pending + targets.len() as u64
                         ),
                     )
                 });
@@ -214,8 +220,36 @@ pub fn router(state: IngestState) -> Router {
             state.clone(),
             body_deadline::limit_body_time,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_declared_oversize,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// A body whose `Content-Length` is over `ingest.max_body_bytes` is
+/// refused at once with 413: waiting for it to arrive ended in a 408
+/// after `ingest.body_timeout`, for a size known to be refused (issue 12).
+async fn refuse_declared_oversize(
+    axum::extract::State(state): axum::extract::State<IngestState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = state.settings().ingest.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u128>().ok());
+    if let Some(length) = declared.filter(|n| *n > limit as u128) {
+        return error::ApiError::too_large(format!(
+            "the body is {length} bytes, larger than ingest.max_body_bytes ({limit} bytes)"
+        ))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// With `ingest.token` set, TCP clients must send `Authorization: Bearer
