@@ -316,6 +316,34 @@ async fn azure_compatible_routes_queue_and_report_progress() {
         (status, body["ErrorInfo"]["Type"].as_str()),
         (400, Some("ParameterMissing"))
     );
+    // apiVersion as the service requires it (issue 12, item 18).
+    for (query, error_type) in [
+        ("", "ParameterMissing"),
+        ("?apiVersion=2.0", "ParameterInvalid"),
+    ] {
+        let (status, body) = daemon
+            .post(
+                &format!("/subscriptions/s/endpoints/ep-a/purges{query}"),
+                &json!({"Files": ["http://a.example.com/x"]}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["ErrorInfo"]["Type"].as_str()),
+            (400, Some(error_type)),
+            "{query}: {body}"
+        );
+    }
+    // Each refused URL is named once.
+    let (status, body) = daemon
+        .post(path, &json!({"Files": ["http://nobody.example.org/x"]}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["ErrorInfo"]["Message"].as_str().expect("message");
+    assert_eq!(
+        message.matches("nobody.example.org").count(),
+        2,
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -121,3 +121,26 @@ pub struct EndpointStatusBody {
     #[serde(default)]
     pub lifetime_status: String,
 }
+
+/// What is wrong with a request's `apiVersion`, if anything: the error
+/// type and message the service answers. Every path carries
+/// `?apiVersion=1.0`; the emulator and the daemon's CDN-shaped routes
+/// check it the same way.
+pub fn api_version_problem(query: Option<&str>) -> Option<(&'static str, String)> {
+    let version = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "apiVersion")
+            .map(|(_, v)| v.into_owned())
+    });
+    match version.as_deref() {
+        None => Some((
+            "ParameterMissing",
+            "Parameter 'apiVersion' is missing.".to_owned(),
+        )),
+        Some(crate::cdn::client::API_VERSION) => None,
+        Some(other) => Some((
+            "ParameterInvalid",
+            format!("apiVersion {other:?} is not supported."),
+        )),
+    }
+}

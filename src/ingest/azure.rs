@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -55,7 +55,17 @@ impl From<ApiError> for AzureError {
             StatusCode::REQUEST_TIMEOUT => "RequestTimeout",
             _ => "InternalError",
         };
-        let mut message = error.message;
+        // With details, each refused URL is said once (the message's own
+        // "first: …" repeated the first).
+        let mut message = match error.details.is_empty() {
+            true => error.message,
+            false => error
+                .message
+                .split("; first:")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        };
         for detail in &error.details {
             message.push_str(&format!(
                 "; {} {:?}: {}",
@@ -84,6 +94,19 @@ fn with_correlation_id(mut response: Response) -> Response {
         response.headers_mut().insert(CORRELATION_HEADER, value);
     }
     response
+}
+
+/// `?apiVersion=1.0`, as the service requires it: a script that forgot it
+/// (or asks for another version) learns it here, not from the real API.
+fn check_api_version(query: Option<&str>) -> Result<(), AzureError> {
+    match wire::api_version_problem(query) {
+        None => Ok(()),
+        Some((error_type, message)) => Err(AzureError::new(
+            StatusCode::BAD_REQUEST,
+            error_type,
+            message,
+        )),
+    }
 }
 
 /// The subscription must be ours (when one is configured) and the endpoint
@@ -117,10 +140,12 @@ fn check_path(state: &IngestState, sid: &str, eid: &str) -> Result<(), AzureErro
 pub async fn add_purge(
     State(state): State<IngestState>,
     Path((sid, eid)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AzureError> {
+    check_api_version(query.as_deref())?;
     check_path(&state, &sid, &eid)?;
     let settings = state.settings();
     intake::require_json(&headers)?;
@@ -195,7 +220,9 @@ pub fn parse_purge(
 pub async fn query_purge(
     State(state): State<IngestState>,
     Path((sid, eid, id)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, AzureError> {
+    check_api_version(query.as_deref())?;
     check_path(&state, &sid, &eid)?;
     let status = state
         .store

@@ -10,7 +10,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use time::OffsetDateTime;
 
 use super::config::{EmulatedEndpoint, EmulatorConfig};
-use crate::cdn::client::API_VERSION;
 use crate::cdn::signing;
 use crate::cdn::wire::PurgeBody;
 
@@ -111,21 +110,9 @@ pub fn authenticate(
 
 /// Checks `apiVersion=1.0` is present.
 pub fn api_version(uri: &Uri) -> Result<(), Rejection> {
-    let version = uri.query().and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "apiVersion")
-            .map(|(_, v)| v.into_owned())
-    });
-    match version.as_deref() {
-        None => Err(Rejection::bad(
-            "ParameterMissing",
-            "Parameter 'apiVersion' is missing.",
-        )),
-        Some(API_VERSION) => Ok(()),
-        Some(other) => Err(Rejection::bad(
-            "ParameterInvalid",
-            format!("apiVersion {other:?} is not supported."),
-        )),
+    match crate::cdn::wire::api_version_problem(uri.query()) {
+        None => Ok(()),
+        Some((error_type, message)) => Err(Rejection::bad(error_type, message)),
     }
 }
 
