@@ -389,6 +389,12 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The endpoint the built-in emulator serves when the configuration names
+/// none.
+pub const DEMO_ENDPOINT_ID: &str = "00000000-0000-4000-8000-00000000de40";
+/// Its hosts: `example.com` and every sub-domain.
+pub const DEMO_HOSTS: [&str; 2] = ["example.com", "*.example.com"];
+
 /// The process environment, for [`Settings::load`]. Reading it here keeps
 /// every environment lookup in this module.
 pub fn process_env() -> HashMap<String, String> {
@@ -717,6 +723,26 @@ impl Settings {
                 problems,
             })
         }
+    }
+
+    /// The endpoints as configured, or, when none is, the demo endpoint the
+    /// built-in emulator serves (so `serve` works out of the box).
+    pub fn with_demo_endpoint(mut self) -> Settings {
+        if self.derived.router.is_empty() {
+            self.cdn.endpoints.push(EndpointSettings {
+                id: DEMO_ENDPOINT_ID.to_owned(),
+                hosts: DEMO_HOSTS.iter().map(|h| h.to_string()).collect(),
+            });
+            for host in DEMO_HOSTS {
+                if let Ok(pattern) = HostPattern::parse(host) {
+                    let _ = self
+                        .derived
+                        .router
+                        .add(pattern, DEMO_ENDPOINT_ID.to_owned());
+                }
+            }
+        }
+        self
     }
 
     /// True when real credentials are configured; otherwise `serve` uses

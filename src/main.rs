@@ -27,7 +27,7 @@ async fn main() -> ExitCode {
             cli::completions(shell);
             0
         }
-        Command::Man => match cli::man_page() {
+        Command::Man { command } => match cli::man_page(command.as_deref()) {
             Ok(()) => 0,
             Err(error) => {
                 eprintln!("purgeq: {error}");

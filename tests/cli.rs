@@ -259,10 +259,55 @@ async fn endpoints_prints_configuration_from_the_api() {
         err.contains("WrongSignature") && !err.contains("wrong-key"),
         "{err}"
     );
+    // Without credentials it describes the built-in emulator's endpoints
+    // instead of giving up (issue 12, item 19).
     std::fs::write(&config, "").expect("config");
-    let (code, _, err) = run(&["endpoints", "--config", path]);
-    assert_eq!(code, 78);
-    assert!(err.contains("no CDN credentials"), "{err}");
+    let (code, out, err) = run(&["endpoints", "--config", path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("built-in emulator"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "[[cdn.endpoints]]\nid = {:?}\nhosts = [\"example.com\", \"*.example.com\"]",
+            purgeq::config::DEMO_ENDPOINT_ID
+        )),
+        "{out}"
+    );
+}
+
+/// The emulator listed only the first host of an endpoint; `purgeq
+/// endpoints` prints one table per endpoint with every host.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_with_several_hosts_is_listed_whole() {
+    use purgeq::cdn::KeyValue;
+    use purgeq::cdn::emulator::{EmulatedEndpoint, Emulator, EmulatorConfig};
+    let id = "dddddddd-0000-4000-8000-00000000000d";
+    let config = EmulatorConfig::new(
+        common::SUBSCRIPTION,
+        common::KEY_ID,
+        KeyValue::new(KEY_VALUE),
+        vec![EmulatedEndpoint::new(
+            id,
+            &["www.example.net", "*.static.example.net"],
+        )],
+    );
+    let emulator = Emulator::start(config).await.expect("emulator");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("purgeq.toml");
+    let text = format!(
+        "[cdn]\nbase_url = \"{}\"\nsubscription_id = \"{}\"\nkey_id = \"{}\"\nkey_value = \"{KEY_VALUE}\"\n",
+        emulator.base_url(),
+        common::SUBSCRIPTION,
+        common::KEY_ID
+    );
+    std::fs::write(&path, text).expect("config");
+    let (code, out, err) = run(&["endpoints", "--config", path.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "[[cdn.endpoints]]\nid = \"{id}\"\nhosts = [\"www.example.net\", \"*.static.example.net\"]"
+        )),
+        "{out}"
+    );
 }
 
 #[test]
@@ -275,6 +320,26 @@ fn the_shipped_man_page_matches_the_commands() {
         shipped == out,
         "doc/purgeq.1 is out of date: regenerate it with `cargo run -- man > doc/purgeq.1`"
     );
+    // Every page it refers to is shipped, and up to date (issue 12, item
+    // 19: purgeq-enqueue(1) and the others did not exist).
+    let referred: Vec<String> = shipped
+        .split("purgeq\\-")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("(1)"))
+        .map(|(name, _)| name.replace("\\-", "-"))
+        .collect();
+    assert!(referred.len() >= 10, "{referred:?}");
+    for name in referred {
+        let (code, page, err) = run(&["man", &name]);
+        assert_eq!(code, 0, "{name}: {err}");
+        let path = format!("{}/doc/purgeq-{name}.1", env!("CARGO_MANIFEST_DIR"));
+        let shipped = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path} is referred to by purgeq(1): {e}"));
+        assert!(
+            shipped == page,
+            "{path} is out of date: regenerate it with `cargo run -- man {name} > {path}`"
+        );
+    }
 }
 
 /// Runs `purgeq ARGS` with `input` on standard input.

@@ -23,11 +23,18 @@ pub async fn run(args: EndpointsArgs) -> u8 {
         }
     };
     let Some(credentials) = settings.derived.credentials.clone() else {
-        eprintln!(
-            "purgeq: no CDN credentials configured (cdn.subscription_id, cdn.key_id, cdn.key_value); \
-             this command asks the real API"
+        // No credentials: `serve` sends to its built-in emulator, whose
+        // endpoints are the configured ones (or the demo endpoint).
+        let emulated = settings.with_demo_endpoint();
+        crate::outln!(
+            "# No CDN credentials (cdn.subscription_id, cdn.key_id, cdn.key_value): `purgeq serve`\n\
+             # sends to its built-in emulator, which serves these endpoints. Set the credentials\n\
+             # to list the subscription's real endpoints."
         );
-        return crate::config::EXIT_CONFIG;
+        for endpoint in &emulated.cdn.endpoints {
+            crate::outln!("\n{}", endpoint_table(&endpoint.id, &endpoint.hosts, None));
+        }
+        return 0;
     };
     let base_url = settings
         .derived
@@ -54,19 +61,30 @@ pub async fn run(args: EndpointsArgs) -> u8 {
                 "# Endpoints of subscription {}",
                 settings.cdn.subscription_id
             );
+            // The API lists an endpoint once per custom domain: one table
+            // per endpoint id, with every domain (an id listed twice is a
+            // configuration error).
+            let mut tables: Vec<(String, Vec<String>, String)> = Vec::new();
             for endpoint in listed.value {
                 let state = if endpoint.enabled {
                     "enabled"
                 } else {
                     "not enabled"
                 };
-                crate::outln!(
-                    "\n# {state}, {}, CDN host {}\n[[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]",
-                    endpoint.lifetime_status,
-                    endpoint.host,
-                    endpoint.id,
-                    endpoint.custom_domain
-                );
+                match tables.iter_mut().find(|(id, _, _)| *id == endpoint.id) {
+                    Some((_, hosts, _)) => hosts.push(endpoint.custom_domain),
+                    None => tables.push((
+                        endpoint.id,
+                        vec![endpoint.custom_domain],
+                        format!(
+                            "{state}, {}, CDN host {}",
+                            endpoint.lifetime_status, endpoint.host
+                        ),
+                    )),
+                }
+            }
+            for (id, hosts, note) in &tables {
+                crate::outln!("\n{}", endpoint_table(id, hosts, Some(note)));
             }
             0
         }
@@ -79,4 +97,14 @@ pub async fn run(args: EndpointsArgs) -> u8 {
             }
         }
     }
+}
+
+/// A `[[cdn.endpoints]]` table to paste into the configuration.
+fn endpoint_table(id: &str, hosts: &[String], note: Option<&str>) -> String {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
+    let note = note.map(|n| format!("# {n}\n")).unwrap_or_default();
+    format!(
+        "{note}[[cdn.endpoints]]\nid = {id:?}\nhosts = [{}]",
+        hosts.join(", ")
+    )
 }

@@ -65,8 +65,13 @@ pub enum Command {
     Emulate(Box<emulate::EmulateArgs>),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff), generated from these definitions.
-    Man,
+    /// Print the man page (roff), generated from these definitions: the
+    /// main page, or with a sub-command's name, that sub-command's own page
+    /// (the main page refers to each).
+    Man {
+        /// The sub-command whose page to print.
+        command: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -95,11 +100,42 @@ pub fn completions(shell: clap_complete::Shell) {
     out::write(&text);
 }
 
-/// `purgeq man`.
-pub fn man_page() -> std::io::Result<()> {
-    let command = <Cli as clap::CommandFactory>::command();
+/// The sub-commands that have a page of their own, `purgeq-NAME(1)`.
+pub fn man_page_names() -> Vec<String> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    // Built, so that clap's own `help` sub-command is there too.
+    command.build();
+    command
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_owned())
+        .collect()
+}
+
+/// `purgeq man [SUBCOMMAND]`.
+pub fn man_page(subcommand: Option<&str>) -> std::io::Result<()> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
     let mut text = Vec::new();
-    clap_mangen::Man::new(command).render(&mut text)?;
+    match subcommand {
+        None => clap_mangen::Man::new(command).render(&mut text)?,
+        Some(name) => {
+            let Some(sub) = command.find_subcommand(name) else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "no sub-command {name:?}; pages: {}",
+                        man_page_names().join(", ")
+                    ),
+                ));
+            };
+            let page = sub
+                .clone()
+                .name(format!("purgeq-{name}"))
+                .bin_name(format!("purgeq {name}"));
+            clap_mangen::Man::new(page).render(&mut text)?;
+        }
+    }
     out::write(&text);
     Ok(())
 }

@@ -29,18 +29,14 @@ use url::Url;
 use crate::cdn::emulator::{EmulatedEndpoint, Emulator, EmulatorConfig, EmulatorHandle};
 use crate::cdn::{CdnClient, ClientSettings, Credentials, DEFAULT_BASE_URL, KeyId, KeyValue};
 use crate::clock;
-use crate::config::{EndpointSettings, Settings};
+use crate::config::Settings;
 use crate::http_server::{self, Listener, ServeOptions};
 use crate::ingest::{self, IngestState, PipelineReport};
 use crate::logging::{self, LogHandle};
 use crate::pipeline::Pipeline;
 use crate::store::Store;
-use crate::target::HostPattern;
 
-/// The endpoint the emulator serves when the configuration names none.
-pub const DEMO_ENDPOINT_ID: &str = "00000000-0000-4000-8000-00000000de40";
-/// Its hosts: `example.com` and every sub-domain.
-pub const DEMO_HOSTS: [&str; 2] = ["example.com", "*.example.com"];
+pub use crate::config::{DEMO_ENDPOINT_ID, DEMO_HOSTS};
 const EMULATOR_SUBSCRIPTION: &str = "00000000-0000-4000-8000-000000000e01";
 const EMULATOR_KEY_ID: &str = "purgeq-built-in-emulator";
 
@@ -67,26 +63,6 @@ pub enum DaemonError {
 struct BuiltInEmulator {
     handle: EmulatorHandle,
     credentials: Credentials,
-}
-
-/// Gives the emulator the configured endpoints, or a demo endpoint when
-/// there are none, so `serve` works out of the box.
-fn with_demo_endpoint(mut settings: Settings) -> Settings {
-    if settings.derived.router.is_empty() {
-        settings.cdn.endpoints.push(EndpointSettings {
-            id: DEMO_ENDPOINT_ID.to_owned(),
-            hosts: DEMO_HOSTS.iter().map(|h| h.to_string()).collect(),
-        });
-        for host in DEMO_HOSTS {
-            if let Ok(pattern) = HostPattern::parse(host) {
-                let _ = settings
-                    .derived
-                    .router
-                    .add(pattern, DEMO_ENDPOINT_ID.to_owned());
-            }
-        }
-    }
-    settings
 }
 
 async fn start_emulator(settings: &Settings) -> Result<BuiltInEmulator, DaemonError> {
@@ -168,7 +144,7 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let use_emulator = options.force_emulator || !settings.has_credentials();
     let settings = if use_emulator {
-        with_demo_endpoint(settings)
+        settings.with_demo_endpoint()
     } else {
         settings
     };
@@ -395,7 +371,7 @@ fn reload(
     )
     .map_err(|e| e.to_string())?;
     let next = if use_emulator {
-        with_demo_endpoint(next)
+        next.with_demo_endpoint()
     } else {
         next
     };

@@ -215,9 +215,15 @@ fn admit(
     Ok(())
 }
 
-fn endpoint_body(state: &State, endpoint: &super::EmulatedEndpoint) -> wire::EndpointBody {
+/// The service's description of an endpoint, for one of its custom
+/// domains: the API has one `CustomDomain` per entry.
+fn endpoint_body(
+    state: &State,
+    endpoint: &super::EmulatedEndpoint,
+    domain: &str,
+) -> wire::EndpointBody {
     let active = !state.knobs().inactive_endpoints.contains(&endpoint.id);
-    let domain = endpoint.hosts.first().cloned().unwrap_or_default();
+    let domain = domain.to_owned();
     wire::EndpointBody {
         endpoint_id: endpoint.id.clone(),
         setting: wire::EndpointSettingBody {
@@ -248,7 +254,9 @@ async fn list_endpoints(
         .endpoints
         .iter()
         .filter(|e| e.owner_subscription.is_none())
-        .map(|e| endpoint_body(&state, e))
+        // One entry per host: listing only the first dropped the others
+        // (issue 12, item 19).
+        .flat_map(|e| e.hosts.iter().map(|host| endpoint_body(&state, e, host)))
         .collect();
     Ok(with_outcome(
         Json(endpoints).into_response(),
@@ -267,7 +275,12 @@ async fn get_endpoint(
     // An inactive endpoint can still be described.
     let endpoint = checks::endpoint(&state.config, &eid, &[])?;
     Ok(with_outcome(
-        Json(endpoint_body(&state, endpoint)).into_response(),
+        Json(endpoint_body(
+            &state,
+            endpoint,
+            endpoint.hosts.first().map_or("", String::as_str),
+        ))
+        .into_response(),
         "get_endpoint",
     ))
 }
