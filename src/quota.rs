@@ -40,10 +40,74 @@ pub fn local_text(at: OffsetDateTime, offset: UtcOffset) -> String {
     )
 }
 
+/// A rough estimate of how long a backlog takes to send.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Drain {
+    pub pending_files: u64,
+    pub pending_directories: u64,
+    /// Purge calls needed at the batch limits.
+    pub calls: u64,
+    /// Those calls at the configured rate.
+    pub seconds: f64,
+    /// 0 when today's quota covers the backlog, else how many more quota
+    /// days it needs.
+    pub quota_days: u64,
+}
+
+/// What the backlog needs: calls (a call carries up to `max_files` files
+/// and `max_directories` directories), their time at `calls_per_second`,
+/// and quota days beyond today's `left`.
+pub fn drain(
+    pending: (u64, u64),
+    max_per_call: (u64, u64),
+    calls_per_second: f64,
+    left_today: (u64, u64),
+    per_day: (u64, u64),
+) -> Drain {
+    let calls = pending
+        .0
+        .div_ceil(max_per_call.0.max(1))
+        .max(pending.1.div_ceil(max_per_call.1.max(1)));
+    let days = |pending: u64, left: u64, per_day: u64| {
+        pending.saturating_sub(left).div_ceil(per_day.max(1))
+    };
+    Drain {
+        pending_files: pending.0,
+        pending_directories: pending.1,
+        calls,
+        seconds: if calls_per_second > 0.0 {
+            calls as f64 / calls_per_second
+        } else {
+            0.0
+        },
+        quota_days: days(pending.0, left_today.0, per_day.0).max(days(
+            pending.1,
+            left_today.1,
+            per_day.1,
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::{datetime, offset};
+
+    #[test]
+    fn a_backlog_drains_in_calls_and_quota_days() {
+        // 5,000 files on the default day (2,000 a day, 1,500 left today):
+        // 50 calls of 100, 10 s at 5 calls/s, 2 more quota days.
+        let d = drain((5_000, 0), (100, 50), 5.0, (1_500, 500), (2_000, 500));
+        assert_eq!((d.calls, d.quota_days), (50, 2));
+        assert!((d.seconds - 10.0).abs() < 1e-9);
+        // Within today's quota: no more days; directories count too.
+        let d = drain((10, 120), (100, 50), 10.0, (2_000, 500), (2_000, 500));
+        assert_eq!((d.calls, d.quota_days), (3, 0));
+        assert_eq!(
+            drain((0, 0), (100, 50), 10.0, (0, 0), (2_000, 500)).calls,
+            0
+        );
+    }
 
     #[test]
     fn local_text_shows_the_offset() {

@@ -642,3 +642,95 @@ async fn a_credentials_pause_ends_the_wait_at_once() {
         "said at once, not after the timeout"
     );
 }
+
+/// Issue 12, item 20: a list past `ingest.max_urls_per_request` is posted
+/// in parts (all checked first: one bad URL posts nothing); requests are
+/// listed and filtered by `GET /v1/purges`; status estimates the drain.
+#[tokio::test(flavor = "multi_thread")]
+async fn long_lists_are_split_listed_and_estimated() {
+    let env = [("PURGEQ__INGEST__MAX_URLS_PER_REQUEST", "3")];
+    let daemon = TestDaemon::start_with_env("[batch]\nlinger = \"1h\"\n", &env).await;
+    let config = daemon.config.to_str().expect("utf-8").to_owned();
+    let enqueue = |input: String| {
+        let config = config.clone();
+        move || {
+            use std::io::Write;
+            let mut child = Command::new(BIN)
+                .args(["enqueue", "--config", &config, "--label", "big deploy", "-"])
+                .env(env[0].0, env[0].1)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write");
+            let output = child.wait_with_output().expect("wait");
+            (
+                output.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    };
+    let mut lines: Vec<String> = (0..7)
+        .map(|i| format!("http://www.example.com/big/{i}.js"))
+        .collect();
+    lines.push("http://nowhere.example.org/x.js".into());
+    let (code, _, err) = tokio::task::spawn_blocking(enqueue(lines.join("\n")))
+        .await
+        .expect("join");
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        err.contains("nothing was posted") && err.contains("URL 8"),
+        "{err}"
+    );
+    assert_eq!(
+        items(&daemon.stats().await, "pending"),
+        0,
+        "nothing half-accepted"
+    );
+
+    lines.pop();
+    let (code, out, err) = tokio::task::spawn_blocking(enqueue(lines.join("\n")))
+        .await
+        .expect("join");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 3, "3 + 3 + 1: {out}");
+    let stats = daemon.stats().await;
+    assert_eq!(items(&stats, "pending"), 7);
+    assert_eq!(stats["drain"]["pending_files"], 7);
+    assert_eq!(stats["drain"]["calls"], 1);
+
+    let (code, list) = daemon.get("/v1/purges?label=big%20deploy&limit=2").await;
+    assert_eq!(code, 200, "{list}");
+    let first: Vec<&str> = list["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(first.len(), 2);
+    assert_eq!(list["requests"][0]["state"], "in_progress");
+    let before = list["next_before"].as_str().expect("another page");
+    let (_, rest) = daemon
+        .get(&format!(
+            "/v1/purges?label=big%20deploy&limit=2&before={before}"
+        ))
+        .await;
+    assert_eq!(rest["requests"].as_array().expect("requests").len(), 1);
+    assert!(rest["next_before"].is_null(), "{rest}");
+    let (_, none) = daemon.get("/v1/purges?state=succeeded").await;
+    assert_eq!(none["requests"].as_array().expect("requests").len(), 0);
+    let (code, _) = daemon.get("/v1/purges?state=bogus").await;
+    assert_eq!(code, 400);
+
+    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let (code, out, _) = run(&["status", "--socket", &socket]);
+    assert_eq!(code, 0);
+    assert!(out.contains("drains:    1 calls"), "{out}");
+}

@@ -111,44 +111,125 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
     if urls.is_empty() {
         return Err((EXIT_USAGE, "no URL given".to_owned()));
     }
+    let parts = split_for_the_daemon(args, &urls)?;
     let daemon = Daemon::locate(&args.daemon)?;
-    let mut body = if args.directory {
-        json!({ "directories": urls })
-    } else {
-        json!({ "urls": urls })
-    };
-    if let Some(label) = &args.label {
-        body["label"] = json!(label);
-    }
-    let accepted = call(
-        &daemon,
-        daemon
-            .client
-            .post(format!("{}/v1/purges", daemon.base))
-            .json(&body),
-    )
-    .await?;
-    let id = accepted["id"].as_str().unwrap_or_default().to_owned();
-    if !args.wait {
-        if args.json {
-            crate::outln!("{accepted}");
+    let mut ids = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let mut body = if args.directory {
+            json!({ "directories": part })
         } else {
-            crate::outln!("{id}");
+            json!({ "urls": part })
+        };
+        if let Some(label) = &args.label {
+            body["label"] = json!(label);
         }
+        let accepted = call(
+            &daemon,
+            daemon
+                .client
+                .post(format!("{}/v1/purges", daemon.base))
+                .json(&body),
+        )
+        .await?;
+        let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+        if !args.wait {
+            if args.json {
+                crate::outln!("{accepted}");
+            } else {
+                crate::outln!("{id}");
+            }
+        } else if !args.json {
+            eprintln!(
+                "accepted {} ({} new) as {id}; waiting for the CDN…",
+                follow::urls(accepted["urls"].as_u64().unwrap_or(0)),
+                accepted["new"]
+            );
+        }
+        ids.push(id);
+    }
+    if !args.wait {
         return Ok(0);
+    }
+    // One request after the other; the worst end decides the exit code.
+    let deadline =
+        std::time::Instant::now() + Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9));
+    let mut worst = 0;
+    for id in &ids {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        worst = worst.max(follow::follow(&daemon, id, left, args.json).await?);
+    }
+    Ok(worst)
+}
+
+/// A list longer than `ingest.max_urls_per_request` is posted as several
+/// requests (a 10,001-line deploy used to exit 65 with "split it"). Every
+/// URL is checked first against the configuration, with the daemon's own
+/// rules, so that a bad URL in the last part cannot leave the first
+/// accepted: all of the list is taken, or none of it.
+fn split_for_the_daemon(
+    args: &EnqueueArgs,
+    urls: &[String],
+) -> Result<Vec<Vec<String>>, (u8, String)> {
+    // Routed as the daemon routes: without credentials, it serves the
+    // built-in emulator's endpoints.
+    let settings = args.daemon.config.load().ok().map(|s| {
+        if s.has_credentials() {
+            s
+        } else {
+            s.with_demo_endpoint()
+        }
+    });
+    let max = settings
+        .as_ref()
+        .map_or(10_000, |s| s.ingest.max_urls_per_request)
+        .max(1);
+    if urls.len() <= max {
+        return Ok(vec![urls.to_vec()]);
+    }
+    let Some(settings) = settings else {
+        return Err((
+            EXIT_USAGE,
+            format!(
+                "{} URLs are more than one request takes ({max}), and the configuration (needed to check \
+                 them all before posting any) cannot be read: pass --config, or split the list",
+                urls.len()
+            ),
+        ));
+    };
+    let requested = if args.directory {
+        crate::target::Requested::Directory
+    } else {
+        crate::target::Requested::ByTrailingSlash
+    };
+    let refused: Vec<String> = urls
+        .iter()
+        .enumerate()
+        .filter_map(|(index, url)| {
+            settings
+                .derived
+                .router
+                .target(url, requested, settings.ingest.max_url_length)
+                .err()
+                .map(|e| format!("  URL {} {url:?}: {e}", index + 1))
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err((
+            EXIT_DATAERR,
+            format!(
+                "{} of {} URLs refused, nothing was posted:\n{}",
+                refused.len(),
+                urls.len(),
+                refused.join("\n")
+            ),
+        ));
     }
     if !args.json {
         eprintln!(
-            "accepted {} ({} new) as {id}; waiting for the CDN…",
-            follow::urls(accepted["urls"].as_u64().unwrap_or(0)),
-            accepted["new"]
+            "{} URLs: posting them as {} requests of at most {max} (ingest.max_urls_per_request)",
+            urls.len(),
+            urls.len().div_ceil(max)
         );
     }
-    follow::follow(
-        &daemon,
-        &id,
-        Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9)),
-        args.json,
-    )
-    .await
+    Ok(urls.chunks(max).map(<[String]>::to_vec).collect())
 }

@@ -73,6 +73,20 @@ pub fn render_status(stats: &Value) -> String {
     for wait in stats["waiting"].as_array().into_iter().flatten() {
         out.push_str(&format!("waiting:   {}\n", text(&wait["reason"])));
     }
+    let drain = &stats["drain"];
+    if drain["calls"].as_u64().unwrap_or(0) > 0 {
+        let days = drain["quota_days"].as_u64().unwrap_or(0);
+        out.push_str(&format!(
+            "drains:    {} calls, about {} of sending{}\n",
+            text(&drain["calls"]),
+            seconds(&drain["seconds"]),
+            match days {
+                0 => " (within today's quota)".to_owned(),
+                1 => "; needs 1 more quota day".to_owned(),
+                n => format!("; needs {n} more quota days"),
+            }
+        ));
+    }
     if let Some(endpoints) = stats["backlog_by_endpoint"].as_object() {
         for (endpoint, counts) in endpoints {
             out.push_str(&format!(

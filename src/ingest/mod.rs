@@ -179,6 +179,7 @@ where
 pub fn routes() -> Vec<Route> {
     vec![
         route(Method::POST, "/v1/purges", v1::post_purges),
+        route(Method::GET, "/v1/purges", v1::list_purges),
         route(Method::GET, "/v1/purges/{id}", v1::get_purge),
         route(Method::POST, "/v1/purges/{id}/retry", v1::retry_request),
         route(Method::POST, "/v1/purges/{id}/cancel", v1::cancel_request),

@@ -160,6 +160,66 @@ impl From<RequestStatus> for RequestView {
     }
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    label: Option<String>,
+    state: Option<crate::store::RequestState>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RequestList {
+    requests: Vec<crate::store::RequestSummary>,
+    /// The `before` of the next (older) page; `None` on the last.
+    next_before: Option<String>,
+}
+
+/// `GET /v1/purges`: recent requests, newest first, filtered by label and
+/// overall state, paged by `before`. A state filter reads at most a few
+/// pages of requests per answer, so a rare state cannot make it scan the
+/// whole history; `next_before` says where to go on.
+pub async fn list_purges(
+    State(state): State<IngestState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<RequestList>, ApiError> {
+    const MAX_PAGES: usize = 20;
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
+    })?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let mut before = query.before.map(request_id);
+    let mut requests = Vec::new();
+    for _ in 0..MAX_PAGES {
+        let page = state
+            .store
+            .list_requests(query.label.as_deref(), before.as_deref(), limit)
+            .await?;
+        let full = page.len() == limit as usize;
+        before = page.last().map(|r| r.id.clone());
+        requests.extend(
+            page.into_iter()
+                .filter(|r| query.state.is_none_or(|s| s == r.state)),
+        );
+        if !full {
+            before = None;
+            break;
+        }
+        if requests.len() >= limit as usize {
+            break;
+        }
+    }
+    if requests.len() > limit as usize {
+        requests.truncate(limit as usize);
+        before = requests.last().map(|r| r.id.clone());
+    }
+    Ok(Json(RequestList {
+        requests,
+        next_before: before,
+    }))
+}
+
 /// Request ids are UUIDs, written in lower case: an id typed or copied in
 /// upper case names the same request.
 fn request_id(id: String) -> String {
@@ -226,6 +286,8 @@ pub struct StatsView {
     pub store: StoreView,
     /// Why pending work waits now, and until when (a pause, a spent quota).
     pub waiting: Vec<crate::store::Wait>,
+    /// How long the backlog takes to send, roughly.
+    pub drain: crate::quota::Drain,
     #[serde(flatten)]
     pub pipeline: serde_json::Value,
 }
@@ -236,7 +298,35 @@ pub struct StoreView {
     pub writable: bool,
 }
 
+/// The backlog against the batch limits, the rate and what today's quota
+/// has left (from the pipeline's status; a full day when it has none yet).
+async fn drain_estimate(
+    state: &IngestState,
+    pipeline: &serde_json::Value,
+) -> Result<crate::quota::Drain, ApiError> {
+    let settings = state.settings();
+    let pending = state.store.pending_by_kind().await?;
+    let left = |key: &str, per_day: u64| pipeline["quota"][key].as_u64().unwrap_or(per_day);
+    Ok(crate::quota::drain(
+        pending,
+        (
+            settings.batch.max_files as u64,
+            settings.batch.max_directories as u64,
+        ),
+        settings.sender.requests_per_second,
+        (
+            left("files_left", settings.quota.files_per_day),
+            left("directories_left", settings.quota.directories_per_day),
+        ),
+        (
+            settings.quota.files_per_day,
+            settings.quota.directories_per_day,
+        ),
+    ))
+}
+
 pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsView>, ApiError> {
+    let pipeline = state.pipeline_report();
     let items = state.store.state_counts().await?;
     let oldest_pending_at = state.store.oldest_pending().await?;
     let oldest_pending_age_seconds = oldest_pending_at
@@ -265,7 +355,8 @@ pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsVie
             writable: state.store.is_writable(),
         },
         waiting: state.store.waits().await?,
-        pipeline: state.pipeline_report(),
+        drain: drain_estimate(&state, &pipeline).await?,
+        pipeline,
     }))
 }
 

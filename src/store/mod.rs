@@ -35,7 +35,7 @@ pub use batches::{
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use history::{HistoryEntry, HistoryFilter, read_history};
 pub use operator::Cancelled;
-pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, StateCounts};
+pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, RequestSummary, StateCounts};
 pub use retention::Removed;
 pub use waits::{Wait, why_pending};
 

@@ -82,7 +82,7 @@ pub struct ItemStatus {
 }
 
 /// A request's overall state, derived from its URLs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestState {
     /// Some URL is still on its way.
@@ -284,5 +284,82 @@ impl Store {
                 .fetch_one(&self.reader)
                 .await?,
         )
+    }
+}
+
+/// One request in a list: `GET /v1/purges`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestSummary {
+    pub id: String,
+    pub received_at: String,
+    pub source: String,
+    pub label: Option<String>,
+    pub urls: u64,
+    pub state: RequestState,
+}
+
+impl Store {
+    /// Requests older than `before` (all when `None`), newest first, at
+    /// most `limit`, with `label` when given. The overall state of each
+    /// comes from its URLs' effective states, as [`RequestState::of`].
+    pub async fn list_requests(
+        &self,
+        label: Option<&str>,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RequestSummary>, StoreError> {
+        type Row = (String, String, String, Option<String>, i64, i64, i64, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "WITH page AS (
+                 SELECT id, received_at, source, label FROM requests
+                 WHERE (?1 IS NULL OR label = ?1) AND (?2 IS NULL OR id < ?2)
+                 ORDER BY id DESC LIMIT ?3)
+             SELECT p.id, p.received_at, p.source, p.label, count(h.request_id),
+                    coalesce(sum(h.effective_state NOT IN ('succeeded', 'failed', 'cancelled')), 0),
+                    coalesce(sum(h.effective_state = 'failed'), 0),
+                    coalesce(sum(h.effective_state = 'cancelled'), 0)
+             FROM page p LEFT JOIN history h ON h.request_id = p.id
+             GROUP BY p.id ORDER BY p.id DESC",
+        )
+        .bind(label)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, received_at, source, label, urls, open, failed, cancelled)| {
+                    let state = if open > 0 {
+                        RequestState::InProgress
+                    } else if failed > 0 {
+                        RequestState::Failed
+                    } else if cancelled > 0 {
+                        RequestState::Cancelled
+                    } else {
+                        RequestState::Succeeded
+                    };
+                    RequestSummary {
+                        id,
+                        received_at,
+                        source,
+                        label,
+                        urls: urls.max(0) as u64,
+                        state,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Pending items by kind: `(files, directories)`.
+    pub async fn pending_by_kind(&self) -> Result<(u64, u64), StoreError> {
+        let (files, directories): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(kind = 'file'), 0), coalesce(sum(kind = 'directory'), 0)
+             FROM items WHERE state = 'pending'",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok((files.max(0) as u64, directories.max(0) as u64))
     }
 }
