@@ -108,3 +108,135 @@ async fn every_sql_example_in_the_readme_runs_and_means_what_it_says() {
         }
     }
 }
+
+/// The README's shell block under "Posting intents", with the commands
+/// around it, run by bash against `purgeq serve` started with the embedded
+/// defaults (the socket and database in the working directory, the
+/// built-in emulator), in a git repository whose last commit adds the file
+/// names the old `sed` recipe got wrong. Only the TCP port is changed (to a
+/// free one) and the example request id replaced by a real one.
+#[test]
+fn the_readme_shell_examples_do_what_they_say() {
+    let bin = env!("CARGO_BIN_EXE_purgeq");
+    let bin_dir = std::path::Path::new(bin).parent().expect("bin dir");
+    let dir = tempfile::tempdir().expect("tmp");
+    let repo = dir.path();
+    let git = |args: &[&str]| {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .current_dir(repo)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .expect("git");
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    std::fs::write(repo.join("README"), "site\n").expect("write");
+    git(&["add", "README"]);
+    git(&["commit", "-qm", "first"]);
+    std::fs::create_dir(repo.join("docs")).expect("mkdir");
+    for name in ["c#.html", "a b?.css", "100%.txt", "中.js"] {
+        std::fs::write(repo.join("docs").join(name), name).expect("write");
+    }
+    git(&["add", "docs"]);
+    git(&["commit", "-qm", "second"]);
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut daemon = std::process::Command::new(bin)
+        .arg("serve")
+        .current_dir(repo)
+        .env("PURGEQ__INGEST__HTTP", format!("127.0.0.1:{port}"))
+        .env("PURGEQ__TRACKER__POLL_INTERVAL", "300ms")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve");
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !repo.join("purgeq.sock").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not start"
+        );
+        assert!(
+            daemon.try_wait().expect("wait").is_none(),
+            "the daemon exited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _stop = Stop(daemon);
+
+    let block = README
+        .split("### Posting intents")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the block under Posting intents");
+    let block = block
+        .replace("127.0.0.1:8088", &format!("127.0.0.1:{port}"))
+        .replace("0193…", "$ID");
+    // The quick start's enqueue, and the history command of "The database".
+    let script = format!(
+        "set -euo pipefail\nexport PATH={}:$PATH\n\
+         purgeq enqueue --wait http://www.example.com/index.html http://www.example.com/img/\n\
+         ID=$(purgeq enqueue http://www.example.com/seed.js)\n{block}\n\
+         purgeq history --state failed --since 1d\n",
+        bin_dir.display()
+    );
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(repo)
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script}\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    assert!(stdout.contains("succeeded: 2 URLs"), "{stdout}");
+    assert!(
+        stdout.contains("\"urls\":2,\"new\":2,\"deduplicated\":0"),
+        "{stdout}"
+    );
+
+    // The deploy recipe queued exactly the files of the last commit.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let urls: Vec<String> = runtime.block_on(async {
+        let mut conn = SqliteConnection::connect(&format!(
+            "sqlite://{}?mode=ro",
+            repo.join("purgeq.db").display()
+        ))
+        .await
+        .expect("db");
+        sqlx::query_scalar("SELECT url FROM items WHERE url LIKE '%/docs/%' ORDER BY url")
+            .fetch_all(&mut conn)
+            .await
+            .expect("items")
+    });
+    assert_eq!(
+        urls,
+        [
+            "http://www.example.com/docs/%E4%B8%AD.js",
+            "http://www.example.com/docs/100%25.txt",
+            "http://www.example.com/docs/a%20b%3F.css",
+            "http://www.example.com/docs/c%23.html",
+        ]
+    );
+}
