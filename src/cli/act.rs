@@ -81,10 +81,12 @@ pub async fn retry(args: RetryArgs) -> u8 {
     });
     match (&args.id, args.wait) {
         (Some(id), true) if code == 0 && retried > 0 => {
+            let timeout = std::time::Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9));
             match super::follow::follow(
                 &daemon,
                 id,
-                std::time::Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9)),
+                std::time::Instant::now() + timeout,
+                timeout,
                 false,
             )
             .await

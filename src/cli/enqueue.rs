@@ -151,12 +151,11 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
         return Ok(0);
     }
     // One request after the other; the worst end decides the exit code.
-    let deadline =
-        std::time::Instant::now() + Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9));
+    let timeout = Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9));
+    let deadline = std::time::Instant::now() + timeout;
     let mut worst = 0;
     for id in &ids {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        worst = worst.max(follow::follow(&daemon, id, left, args.json).await?);
+        worst = worst.max(follow::follow(&daemon, id, deadline, timeout, args.json).await?);
     }
     Ok(worst)
 }

@@ -72,15 +72,16 @@ fn waiting_reasons(status: &Value) -> Vec<String> {
     reasons
 }
 
-/// Follows request `id` until every URL is final or `timeout` passes.
+/// Follows request `id` until every URL is final or `deadline` passes
+/// (`timeout` is what the user asked for, for the message).
 pub async fn follow(
     daemon: &Daemon,
     id: &str,
+    deadline: Instant,
     timeout: Duration,
     json: bool,
 ) -> Result<u8, (u8, String)> {
     let started = Instant::now();
-    let deadline = started + timeout;
     let mut last_progress = String::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -121,7 +122,7 @@ pub async fn follow(
             }
             let mut message = format!(
                 "request {id} not finished after {}: {}",
-                humantime::format_duration(Duration::from_secs(timeout.as_secs())),
+                humantime::format_duration(Duration::from_secs_f64(timeout.as_secs_f64().round())),
                 counts_text(&status)
             );
             for reason in &reasons {
