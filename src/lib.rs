@@ -5,6 +5,8 @@
 //!   quota days;
 //! - [`cdn`]: the API client and [`cdn::emulator`];
 //! - [`config`], [`target`]: typed settings; URL normalization and routing;
+//! - [`report`]: the pipeline's typed status, which the API, metrics and
+//!   systemd render;
 //! - [`store`]: every SQL statement, the group-committing writer;
 //! - [`http_server`], [`ingest`]: the connection server and the HTTP API;
 //! - [`pipeline`], [`retention`], [`metrics`], [`logging`]: draining the
@@ -23,6 +25,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod quota;
 pub mod rate;
+pub mod report;
 pub mod retention;
 pub mod signals;
 pub mod store;

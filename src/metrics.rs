@@ -13,7 +13,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::ingest::PipelineReport;
+use crate::report::{PipelineReport, SenderState};
 use crate::store::{ItemState, Store};
 
 pub const API_CALLS: &str = "purgeq_api_calls_total";
@@ -132,19 +132,17 @@ pub async fn render(
         _ => 0.0,
     };
     gauge!(OLDEST_PENDING_AGE).set(age);
-    let status = report.report();
-    for (kind, used, left) in [
-        ("file", "files_used", "files_left"),
-        ("directory", "directories_used", "directories_left"),
-    ] {
-        if let Some(value) = status["quota"][used].as_f64() {
-            gauge!(QUOTA_USED, "kind" => kind).set(value);
-        }
-        if let Some(value) = status["quota"][left].as_f64() {
-            gauge!(QUOTA_LEFT, "kind" => kind).set(value);
+    let status = report.status();
+    if let Some(quota) = &status.quota {
+        for (kind, used, left) in [
+            ("file", quota.files_used, quota.files_left),
+            ("directory", quota.directories_used, quota.directories_left),
+        ] {
+            gauge!(QUOTA_USED, "kind" => kind).set(used as f64);
+            gauge!(QUOTA_LEFT, "kind" => kind).set(left as f64);
         }
     }
-    let paused = status["sender"]["state"] == "paused";
+    let paused = status.sender.state == SenderState::Paused;
     gauge!(SENDER_PAUSED).set(if paused { 1.0 } else { 0.0 });
     handle.render()
 }

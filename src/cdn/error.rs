@@ -226,19 +226,19 @@ impl CdnError {
         }
     }
 
-    /// Whether the CDN can have counted the call against the quota: an
-    /// error body, or a refused connection, proves it did not; a timeout,
-    /// a broken connection or an answer we cannot read leaves it unknown.
-    pub fn call_outcome(&self) -> crate::store::CallOutcome {
-        use crate::store::CallOutcome;
-        match self {
+    /// True when the CDN's answer proves it did not take the call: an
+    /// error body, or a connection refused before anything was sent. A
+    /// timeout, a broken connection or an answer we cannot read leave it
+    /// unknown.
+    pub fn proves_not_taken(&self) -> bool {
+        matches!(
+            self,
             CdnError::Api { .. }
-            | CdnError::Transport {
-                kind: TransportFailure::Connect,
-                ..
-            } => CallOutcome::Refused,
-            CdnError::MalformedResponse { .. } | CdnError::Transport { .. } => CallOutcome::Unknown,
-        }
+                | CdnError::Transport {
+                    kind: TransportFailure::Connect,
+                    ..
+                }
+        )
     }
 
     /// The documented or verbatim `ErrorInfo.Type`, when the service sent one.

@@ -323,7 +323,7 @@ async fn status_line(store: &Store, report: &dyn PipelineReport) -> String {
         ),
         Err(error) => format!("store unreadable: {error}"),
     };
-    match report.not_ready_reason() {
+    match report.status().not_ready_reason() {
         Some(reason) => format!("{backlog}; {reason}"),
         None => backlog,
     }

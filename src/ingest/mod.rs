@@ -21,18 +21,7 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::store::Store;
 
-/// What the sending side tells the API about itself. Implemented by the
-/// pipeline; ingest only reads it, so ingest does not depend on pipeline.
-pub trait PipelineReport: Send + Sync + 'static {
-    /// Extra top-level fields for `/v1/stats` (sender state, quota…).
-    fn report(&self) -> serde_json::Value;
-    /// Why the daemon is not ready (e.g. sending paused), if it is not.
-    fn not_ready_reason(&self) -> Option<String>;
-    /// New items were committed: the batcher may have work.
-    fn wake(&self);
-    /// The pipeline's loops are running (for the systemd watchdog).
-    fn alive(&self) -> bool;
-}
+pub use crate::report::PipelineReport;
 
 #[derive(Clone)]
 pub struct IngestState {
@@ -133,15 +122,15 @@ impl IngestState {
         Ok(outcome)
     }
 
-    fn pipeline_report(&self) -> serde_json::Value {
-        self.pipeline.report()
+    fn pipeline_status(&self) -> crate::report::PipelineStatus {
+        self.pipeline.status()
     }
 
     fn not_ready_reason(&self) -> Option<String> {
         if let Some(reason) = self.store.not_writable_reason() {
             return Some(format!("the store cannot take new intents: {reason}"));
         }
-        self.pipeline.not_ready_reason()
+        self.pipeline.status().not_ready_reason()
     }
 }
 

@@ -289,7 +289,7 @@ pub struct StatsView {
     /// How long the backlog takes to send, roughly.
     pub drain: crate::quota::Drain,
     #[serde(flatten)]
-    pub pipeline: serde_json::Value,
+    pub pipeline: crate::report::PipelineStatus,
 }
 
 #[derive(Debug, Serialize)]
@@ -302,11 +302,17 @@ pub struct StoreView {
 /// has left (from the pipeline's status; a full day when it has none yet).
 async fn drain_estimate(
     state: &IngestState,
-    pipeline: &serde_json::Value,
+    pipeline: &crate::report::PipelineStatus,
 ) -> Result<crate::quota::Drain, ApiError> {
     let settings = state.settings();
     let pending = state.store.pending_by_kind().await?;
-    let left = |key: &str, per_day: u64| pipeline["quota"][key].as_u64().unwrap_or(per_day);
+    let left = pipeline.quota.as_ref().map_or(
+        (
+            settings.quota.files_per_day,
+            settings.quota.directories_per_day,
+        ),
+        |q| (q.files_left, q.directories_left),
+    );
     Ok(crate::quota::drain(
         pending,
         (
@@ -314,10 +320,7 @@ async fn drain_estimate(
             settings.batch.max_directories as u64,
         ),
         settings.sender.requests_per_second,
-        (
-            left("files_left", settings.quota.files_per_day),
-            left("directories_left", settings.quota.directories_per_day),
-        ),
+        left,
         (
             settings.quota.files_per_day,
             settings.quota.directories_per_day,
@@ -326,7 +329,7 @@ async fn drain_estimate(
 }
 
 pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsView>, ApiError> {
-    let pipeline = state.pipeline_report();
+    let pipeline = state.pipeline_status();
     let items = state.store.state_counts().await?;
     let oldest_pending_at = state.store.oldest_pending().await?;
     let oldest_pending_age_seconds = oldest_pending_at

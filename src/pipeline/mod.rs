@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
@@ -28,7 +27,9 @@ use tokio_util::task::TaskTracker;
 use crate::cdn::CdnClient;
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::ingest::PipelineReport;
+use crate::report::{
+    EndpointRest, PipelineReport, PipelineStatus, QuotaStatus, SenderState, SenderStatus,
+};
 use crate::store::{QuotaAccount, QuotaUse, Store, StoreError, timestamp};
 use gate::Gate;
 
@@ -345,7 +346,7 @@ impl Pipeline {
 struct Reporter(Arc<Shared>);
 
 impl PipelineReport for Reporter {
-    fn report(&self) -> serde_json::Value {
+    fn status(&self) -> PipelineStatus {
         let shared = &self.0;
         let settings = shared.settings();
         let status = shared.status().clone();
@@ -353,31 +354,32 @@ impl PipelineReport for Reporter {
         let pause = shared.gate.paused();
         let throttled = shared.gate.throttled_until();
         let state = if pause.is_some() {
-            "paused"
+            SenderState::Paused
         } else if throttled.is_some() {
-            "throttled"
+            SenderState::Throttled
         } else {
-            "running"
+            SenderState::Running
         };
         let in_flight = shared
             .batch_slot_count
             .saturating_sub(shared.batch_slots.available_permits());
-        let quota = status.quota.as_ref().map(|q| {
-            json!({
-                "day": q.day,
-                "utc_offset": settings.quota.utc_offset,
-                "files_per_day": settings.quota.files_per_day,
-                "files_used": q.files_used,
-                "files_reserved": q.files_reserved,
-                "files_left": settings.quota.files_per_day.saturating_sub(q.files_used),
-                "directories_per_day": settings.quota.directories_per_day,
-                "directories_used": q.directories_used,
-                "directories_reserved": q.directories_reserved,
-                "directories_left": settings.quota.directories_per_day.saturating_sub(q.directories_used),
-                "exhausted_until": status.quota_exhausted_until.map(timestamp),
-            })
+        let quota = status.quota.as_ref().map(|q| QuotaStatus {
+            day: q.day.clone(),
+            utc_offset: settings.quota.utc_offset.clone(),
+            files_per_day: settings.quota.files_per_day,
+            files_used: q.files_used,
+            files_reserved: q.files_reserved,
+            files_left: settings.quota.files_per_day.saturating_sub(q.files_used),
+            directories_per_day: settings.quota.directories_per_day,
+            directories_used: q.directories_used,
+            directories_reserved: q.directories_reserved,
+            directories_left: settings
+                .quota
+                .directories_per_day
+                .saturating_sub(q.directories_used),
+            exhausted_until: status.quota_exhausted_until.map(timestamp),
         });
-        let endpoints_paused: serde_json::Map<String, serde_json::Value> = shared
+        let endpoints_paused = shared
             .endpoint_pauses
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -386,32 +388,28 @@ impl PipelineReport for Reporter {
             .map(|(id, p)| {
                 (
                     id.clone(),
-                    json!({ "reason": p.reason, "retry_in_seconds": (p.until - now).as_secs_f64() }),
+                    EndpointRest {
+                        reason: p.reason.clone(),
+                        retry_in_seconds: (p.until - now).as_secs_f64(),
+                    },
                 )
             })
             .collect();
-        json!({
-            "sender": {
-                "state": state,
-                "paused_reason": pause.as_ref().map(|p| p.reason.clone()),
-                "paused_for_seconds": pause.as_ref().map(|p| (p.until - now).as_secs_f64()),
-                "throttled_for_seconds": throttled.map(|t| (t - now).as_secs_f64()),
-                "throttled_total": shared.gate.throttled_total(),
-                "batches_in_flight": in_flight,
-                "last_error": status.last_error.as_ref().map(|(_, e)| e.clone()),
-                "last_error_at": status.last_error.as_ref().map(|(at, _)| at.clone()),
-                "calls": status.calls,
+        PipelineStatus {
+            sender: SenderStatus {
+                state,
+                paused_reason: pause.as_ref().map(|p| p.reason.clone()),
+                paused_for_seconds: pause.as_ref().map(|p| (p.until - now).as_secs_f64()),
+                throttled_for_seconds: throttled.map(|t| (t - now).as_secs_f64()),
+                throttled_total: shared.gate.throttled_total(),
+                batches_in_flight: in_flight,
+                last_error: status.last_error.as_ref().map(|(_, e)| e.clone()),
+                last_error_at: status.last_error.as_ref().map(|(at, _)| at.clone()),
+                calls: status.calls,
             },
-            "quota": quota,
-            "endpoints_paused": endpoints_paused,
-        })
-    }
-
-    fn not_ready_reason(&self) -> Option<String> {
-        self.0
-            .gate
-            .paused()
-            .map(|p| format!("sending is paused: {}", p.reason))
+            quota,
+            endpoints_paused,
+        }
     }
 
     fn wake(&self) {

@@ -28,7 +28,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::gate::Admission;
 use super::{BatchClaim, Shared};
 use crate::cdn::{CdnError, ErrorClass};
-use crate::store::{Batch, StoreError};
+use crate::store::{Batch, CallOutcome, StoreError};
 
 /// What the sender does after a failed call: the table above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +210,7 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                     shared.store.batch_attempt_failed(
                         &batch,
                         &message,
-                        error.call_outcome(),
+                        call_outcome(&error),
                         &account,
                         &now_ts,
                     )
@@ -348,6 +348,15 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
             }
         }
     })
+}
+
+/// Whether the CDN may have counted a failed call against the quota.
+fn call_outcome(error: &CdnError) -> CallOutcome {
+    if error.proves_not_taken() {
+        CallOutcome::Refused
+    } else {
+        CallOutcome::Unknown
+    }
 }
 
 fn log(batch: &Batch, error: &CdnError, next: &str) {

@@ -1,0 +1,95 @@
+//! What the pipeline tells everyone else about itself: one typed status.
+//!
+//! `/v1/stats`, `/metrics`, `/readyz`, the `STATUS=` line for systemd and
+//! (through `/v1/stats`) `purgeq status` all render from
+//! [`PipelineStatus`], so they cannot drift apart without the compiler
+//! noticing (they used to dig into a `serde_json::Value` by string). This
+//! module owns the type and the trait the pipeline implements; neither
+//! `ingest` nor `metrics` depends on `pipeline`, and `pipeline` depends on
+//! neither of them for this.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+/// Whether calls go out now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderState {
+    Running,
+    /// The CDN throttled us: every call waits for the gate.
+    Throttled,
+    /// Nothing is sent until the configuration changes (credentials).
+    Paused,
+}
+
+/// The sender's side of the status (`sender` in `/v1/stats`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SenderStatus {
+    pub state: SenderState,
+    pub paused_reason: Option<String>,
+    pub paused_for_seconds: Option<f64>,
+    pub throttled_for_seconds: Option<f64>,
+    pub throttled_total: u64,
+    pub batches_in_flight: usize,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// Calls by `operation:outcome`.
+    pub calls: HashMap<String, u64>,
+}
+
+/// Today's quota as the ledger counts it (`quota` in `/v1/stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuotaStatus {
+    pub day: String,
+    pub utc_offset: String,
+    pub files_per_day: u64,
+    /// Every call the CDN may have counted, those under way included.
+    pub files_used: u64,
+    /// The part of `files_used` under way now.
+    pub files_reserved: u64,
+    pub files_left: u64,
+    pub directories_per_day: u64,
+    pub directories_used: u64,
+    pub directories_reserved: u64,
+    pub directories_left: u64,
+    /// When the spent day turns, while it is spent.
+    pub exhausted_until: Option<String>,
+}
+
+/// An endpoint left alone for a while (`EndpointNotInActiveState`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointRest {
+    pub reason: String,
+    pub retry_in_seconds: f64,
+}
+
+/// The pipeline's status: the top-level `sender`, `quota` and
+/// `endpoints_paused` of `/v1/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineStatus {
+    pub sender: SenderStatus,
+    /// `None` until the batcher first read the ledger.
+    pub quota: Option<QuotaStatus>,
+    pub endpoints_paused: BTreeMap<String, EndpointRest>,
+}
+
+impl PipelineStatus {
+    /// Why the daemon is not ready, if it is not: a pause of sending.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        self.sender
+            .paused_reason
+            .as_ref()
+            .filter(|_| self.sender.state == SenderState::Paused)
+            .map(|reason| format!("sending is paused: {reason}"))
+    }
+}
+
+/// Implemented by the pipeline; read by ingest, metrics and the daemon.
+pub trait PipelineReport: Send + Sync + 'static {
+    fn status(&self) -> PipelineStatus;
+    /// New items were committed: the batcher may have work.
+    fn wake(&self);
+    /// The pipeline's loops are running (for the systemd watchdog).
+    fn alive(&self) -> bool;
+}
