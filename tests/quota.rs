@@ -92,7 +92,11 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sent(&store).await, 250, "nothing beyond today's quota");
     assert_eq!(store.state_counts().await.expect("counts").pending, 350);
-    let quota = pipeline.report().status().quota.expect("the quota was read");
+    let quota = pipeline
+        .report()
+        .status()
+        .quota
+        .expect("the quota was read");
     assert_eq!(quota.files_left, 0, "{quota:#?}");
     assert!(quota.exhausted_until.is_some(), "{quota:#?}");
 

@@ -196,9 +196,24 @@ async fn cut_what_can_go(
                 senders.spawn(sender::run(shared.clone(), batch, claim, slot));
                 cut_any = true;
             }
-            // The quota read above was a snapshot from the read pool; the
-            // writer's own check is what counts.
-            None => quota_blocked = true,
+            // Nothing cut: the writer's own quota check (the one that
+            // counts) found the day spent since the snapshot above, or
+            // the items went meanwhile (cancelled, merged). Only the first
+            // is a quota wait (issue 13: every empty cut was logged as
+            // "daily quota used up").
+            None => {
+                let fresh = shared.store.quota_use(&account).await?;
+                if out_of_quota(
+                    &fresh,
+                    &settings.quota,
+                    files.eligible,
+                    directories.eligible,
+                ) {
+                    quota_blocked = true;
+                } else {
+                    tracing::debug!(endpoint = %endpoint, "nothing to cut after all: the items went meanwhile");
+                }
+            }
         }
     }
 

@@ -21,8 +21,10 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::gate::Admission;
-use crate::cdn::{ErrorClass, UrlState};
-use crate::store::{ItemResult, StoreError, SubmittedBatch, parse_timestamp, timestamp};
+use crate::cdn::{ErrorClass, PurgeProgress, UrlState};
+use crate::store::{
+    ItemResult, StoreError, SubmittedBatch, SubmittedItem, parse_timestamp, timestamp,
+};
 use crate::target::Kind;
 
 /// Longest wait before a URL the CDN reported `Failed` is sent again.
@@ -208,47 +210,12 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
                 running = all().filter(|u| !u.state.is_final()).count(),
                 "progress query"
             );
-            let states: HashMap<(Kind, String), &UrlState> = progress
-                .value
-                .files
-                .iter()
-                .map(|u| ((Kind::File, match_key(&u.url)), &u.state))
-                .chain(
-                    progress
-                        .value
-                        .directories
-                        .iter()
-                        .map(|u| ((Kind::Directory, match_key(&u.url)), &u.state)),
-                )
-                .collect();
             let items = shared.store.submitted_items(batch.id).await?;
-            let mut results = Vec::new();
-            for item in items {
-                let Some(state) = states.get(&(item.kind, match_key(&item.url))) else {
-                    continue;
-                };
-                let result = match state {
-                    UrlState::Succeeded => ItemResult::Succeeded,
-                    UrlState::Failed if item.attempts < max_attempts => {
-                        let delay = retry_delay(settings.tracker.poll_interval, item.attempts);
-                        ItemResult::Retry {
-                            not_before: timestamp(now + delay),
-                            reason: format!(
-                                "the CDN reported the purge as Failed (attempt {} of {max_attempts}, TaskTrackId {}); retrying",
-                                item.attempts, batch.task_track_id
-                            ),
-                        }
-                    }
-                    UrlState::Failed => ItemResult::Failed {
-                        reason: format!(
-                            "the CDN reported the purge as Failed on all {max_attempts} attempts (last TaskTrackId {})",
-                            batch.task_track_id
-                        ),
-                    },
-                    UrlState::Running | UrlState::Other(_) => continue,
-                };
-                results.push((item.item_id, result));
-            }
+            let rules = RetryRules {
+                max_attempts,
+                poll_interval: settings.tracker.poll_interval,
+            };
+            let results = read_progress(&progress.value, &items, &rules, &batch.task_track_id, now);
             if !results.is_empty() {
                 let retried = results
                     .iter()
@@ -333,6 +300,72 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
     Ok(Asked::Yes)
 }
 
+/// When a URL the CDN reported `Failed` is sent again, and how often.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RetryRules {
+    pub max_attempts: i64,
+    pub poll_interval: Duration,
+}
+
+/// What a progress answer means for each submitted item (the tracker's
+/// policy, without I/O):
+///
+/// | the CDN says | attempts so far | result |
+/// |---|---|---|
+/// | `Succeed` | any | succeeded |
+/// | `Failed` | fewer than `max_attempts` | back to pending after [`retry_delay`] |
+/// | `Failed` | `max_attempts` | failed, with the reason |
+/// | `Running`, anything else, or the URL not in the answer | any | nothing yet |
+///
+/// URLs are matched in their normalized form (the CDN may echo another
+/// spelling).
+pub(super) fn read_progress(
+    progress: &PurgeProgress,
+    items: &[SubmittedItem],
+    rules: &RetryRules,
+    task_track_id: &str,
+    now: time::OffsetDateTime,
+) -> Vec<(i64, ItemResult)> {
+    let states: HashMap<(Kind, String), &UrlState> = progress
+        .files
+        .iter()
+        .map(|u| ((Kind::File, match_key(&u.url)), &u.state))
+        .chain(
+            progress
+                .directories
+                .iter()
+                .map(|u| ((Kind::Directory, match_key(&u.url)), &u.state)),
+        )
+        .collect();
+    let max_attempts = rules.max_attempts;
+    items
+        .iter()
+        .filter_map(|item| {
+            let state = states.get(&(item.kind, match_key(&item.url)))?;
+            let result = match state {
+                UrlState::Succeeded => ItemResult::Succeeded,
+                UrlState::Failed if item.attempts < max_attempts => {
+                    let delay = retry_delay(rules.poll_interval, item.attempts);
+                    ItemResult::Retry {
+                        not_before: timestamp(now + delay),
+                        reason: format!(
+                            "the CDN reported the purge as Failed (attempt {} of {max_attempts}, TaskTrackId {task_track_id}); retrying",
+                            item.attempts
+                        ),
+                    }
+                }
+                UrlState::Failed => ItemResult::Failed {
+                    reason: format!(
+                        "the CDN reported the purge as Failed on all {max_attempts} attempts (last TaskTrackId {task_track_id})"
+                    ),
+                },
+                UrlState::Running | UrlState::Other(_) => return None,
+            };
+            Some((item.item_id, result))
+        })
+        .collect()
+}
+
 /// `poll_interval × 2^(attempts-1)`, at most [`MAX_RETRY_DELAY`].
 fn retry_delay(poll_interval: Duration, attempts: i64) -> Duration {
     let factor = 1u32 << attempts.clamp(1, 10).saturating_sub(1) as u32;
@@ -349,6 +382,76 @@ mod tests {
         assert_eq!(retry_delay(base, 1), Duration::from_secs(5));
         assert_eq!(retry_delay(base, 3), Duration::from_secs(20));
         assert_eq!(retry_delay(base, 50), MAX_RETRY_DELAY);
+    }
+
+    fn item(id: i64, kind: Kind, url: &str, attempts: i64) -> SubmittedItem {
+        SubmittedItem {
+            item_id: id,
+            kind,
+            url: url.into(),
+            attempts,
+        }
+    }
+
+    fn url(url: &str, state: UrlState) -> crate::cdn::UrlProgress {
+        crate::cdn::UrlProgress {
+            url: url.into(),
+            state,
+        }
+    }
+
+    #[test]
+    fn every_row_of_the_progress_table() {
+        let rules = RetryRules {
+            max_attempts: 3,
+            poll_interval: Duration::from_secs(5),
+        };
+        let now = time::macros::datetime!(2026-11-25 10:00 UTC);
+        let progress = PurgeProgress {
+            files: vec![
+                url("http://e.com/ok", UrlState::Succeeded),
+                url("http://e.com/again", UrlState::Failed),
+                url("http://e.com/last", UrlState::Failed),
+                url("http://e.com/running", UrlState::Running),
+                // Echoed in another spelling than the one sent.
+                url("HTTP://E.COM/%7ecase", UrlState::Succeeded),
+            ],
+            directories: vec![url("http://e.com/d/", UrlState::Succeeded)],
+        };
+        let items = [
+            item(1, Kind::File, "http://e.com/ok", 1),
+            item(2, Kind::File, "http://e.com/again", 1),
+            item(3, Kind::File, "http://e.com/last", 3),
+            item(4, Kind::File, "http://e.com/running", 1),
+            item(5, Kind::File, "http://e.com/~case", 1),
+            item(6, Kind::Directory, "http://e.com/d/", 1),
+            // Not in the answer: nothing yet.
+            item(7, Kind::File, "http://e.com/missing", 1),
+            // A file and a directory of one URL are different things.
+            item(8, Kind::File, "http://e.com/d/", 1),
+        ];
+        let results = read_progress(&progress, &items, &rules, "task-1", now);
+        let ids: Vec<i64> = results.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [1, 2, 3, 5, 6]);
+        assert_eq!(results[0].1, ItemResult::Succeeded);
+        match &results[1].1 {
+            ItemResult::Retry { not_before, reason } => {
+                assert_eq!(not_before, "2026-11-25T10:00:05.000Z");
+                assert!(reason.contains("attempt 1 of 3"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match &results[2].1 {
+            ItemResult::Failed { reason } => {
+                assert!(
+                    reason.contains("on all 3 attempts") && reason.contains("task-1"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(results[3].1, ItemResult::Succeeded);
+        assert_eq!(results[4].1, ItemResult::Succeeded);
     }
 
     #[test]
