@@ -102,7 +102,8 @@ pub struct Derived {
     /// `None` when no credentials are configured (the emulator is used).
     pub credentials: Option<Credentials>,
     pub base_url: Option<Url>,
-    pub quota_offset: Option<time::UtcOffset>,
+    /// `quota.utc_offset`, parsed: where quota days begin.
+    pub quota_offset: QuotaOffset,
     /// `RUST_LOG`, which overrides `log.level` when set.
     pub rust_log: Option<String>,
     /// Standard error is the systemd journal (`JOURNAL_STREAM` is set).
@@ -389,6 +390,24 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The UTC offset at which quota days begin, parsed from
+/// `quota.utc_offset` once; its default is the documented default,
+/// China Standard Time, so default settings agree with their own text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaOffset(pub time::UtcOffset);
+
+impl Default for QuotaOffset {
+    fn default() -> Self {
+        QuotaOffset(time::macros::offset!(+08:00))
+    }
+}
+
+impl QuotaOffset {
+    pub fn get(self) -> time::UtcOffset {
+        self.0
+    }
+}
+
 /// The endpoint the built-in emulator serves when the configuration names
 /// none.
 pub const DEMO_ENDPOINT_ID: &str = "00000000-0000-4000-8000-00000000de40";
@@ -565,7 +584,7 @@ impl Settings {
         }
 
         match parse_utc_offset(&self.quota.utc_offset) {
-            Some(offset) => self.derived.quota_offset = Some(offset),
+            Some(offset) => self.derived.quota_offset = QuotaOffset(offset),
             None => problems.push(format!(
                 "quota.utc_offset: {:?} is not an offset like \"+08:00\"",
                 self.quota.utc_offset

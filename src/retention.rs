@@ -43,7 +43,7 @@ pub async fn run(
             .now_utc()
             .checked_sub(keep)
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let offset = current.derived.quota_offset.unwrap_or(time::UtcOffset::UTC);
+        let offset = current.derived.quota_offset.get();
         match store
             .remove_finished_before(&timestamp(cutoff), &quota::day_of(cutoff, offset), BATCH)
             .await

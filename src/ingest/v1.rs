@@ -188,7 +188,10 @@ pub async fn list_purges(
     let Query(query) = query.map_err(|rejection| {
         ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
     })?;
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit: a number from 1 to 500"));
+    }
     let mut before = query.before.map(request_id);
     let mut requests = Vec::new();
     for _ in 0..MAX_PAGES {

@@ -96,10 +96,7 @@ async fn cut_what_can_go(
         return Ok(None);
     }
     let settings = shared.settings();
-    let offset = settings
-        .derived
-        .quota_offset
-        .unwrap_or(time::UtcOffset::UTC);
+    let offset = settings.derived.quota_offset.get();
     let now = shared.now();
     let now_ts = timestamp(now);
     let account = shared.quota_account();
@@ -250,10 +247,7 @@ async fn cut_what_can_go(
 /// changed, so the `queue` view and every status say it.
 async fn publish_waits(shared: &Arc<Shared>) -> Result<(), StoreError> {
     let settings = shared.settings();
-    let offset = settings
-        .derived
-        .quota_offset
-        .unwrap_or(time::UtcOffset::UTC);
+    let offset = settings.derived.quota_offset.get();
     let quota = shared.store.quota_use(&shared.quota_account()).await?;
     let pause = shared.gate.paused().map(|p| p.reason);
     let waits = waits_for(

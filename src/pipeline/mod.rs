@@ -142,13 +142,7 @@ impl Shared {
     fn quota_account(&self) -> QuotaAccount {
         QuotaAccount {
             subscription_id: self.client().subscription_id().to_owned(),
-            day: crate::quota::day_of(
-                self.now(),
-                self.settings()
-                    .derived
-                    .quota_offset
-                    .unwrap_or(time::UtcOffset::UTC),
-            ),
+            day: crate::quota::day_of(self.now(), self.settings().derived.quota_offset.get()),
         }
     }
 
