@@ -200,3 +200,45 @@ async fn concurrent_requests_stored_together_count_each_url_new_once() {
     let counts = store.state_counts().await.expect("counts");
     assert_eq!(counts.pending, 50);
 }
+
+/// Shutdown waits for the writer's last commit (issue 14): `close` returns
+/// once what was queued is committed and the connection closed; writes
+/// asked for after it fail with `Closed` instead of vanishing.
+#[tokio::test]
+async fn close_waits_for_the_last_commit() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = open(&tmp).await;
+    let writes: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .enqueue(request(vec![file(&format!("http://e.com/{i}"))]))
+                    .await
+            })
+        })
+        .collect();
+    // Let the enqueues reach the writer's queue, then stop it.
+    tokio::task::yield_now().await;
+    store.close().await;
+    let mut stored = 0;
+    for write in writes {
+        match write.await.expect("join") {
+            Ok(_) => stored += 1,
+            Err(purgeq::store::StoreError::Closed) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(
+        store
+            .enqueue(request(vec![file("http://e.com/late")]))
+            .await,
+        Err(purgeq::store::StoreError::Closed)
+    ));
+    let again = open(&tmp).await;
+    assert_eq!(
+        again.state_counts().await.expect("counts").pending,
+        stored,
+        "every acknowledged write is on disk, nothing else"
+    );
+}

@@ -366,8 +366,14 @@ impl Store {
         .await
     }
 
-    /// Closes the read pool; the writer stops when the last handle drops.
+    /// Stops the writer once what is queued is committed, and waits for
+    /// it; then closes the read pool. Writes asked for later fail with
+    /// [`StoreError::Closed`].
     pub async fn close(&self) {
+        let (reply, done) = tokio::sync::oneshot::channel();
+        if self.jobs.send(Command::Stop(reply)).await.is_ok() {
+            let _ = done.await;
+        }
         self.reader.close().await;
     }
 }

@@ -88,6 +88,9 @@ where
 
 /// What the writer is asked to do.
 pub(crate) enum Command {
+    /// Commit what is queued, close the connection, answer, and end: how
+    /// shutdown waits for the last commit (the task used to be dropped).
+    Stop(oneshot::Sender<()>),
     Job(Box<dyn ErasedJob>),
     Enqueue {
         request: Arc<NewRequest>,
@@ -105,6 +108,9 @@ impl Command {
 
     fn finish(self, outcome: Result<(), StoreError>) {
         match self {
+            Command::Stop(reply) => {
+                let _ = reply.send(());
+            }
             Command::Job(job) => job.finish(outcome),
             Command::Enqueue { output, reply, .. } => {
                 let result = outcome.and_then(|()| {
@@ -233,7 +239,14 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
         mut short_of_space,
     } = parts;
     let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
-    while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
+    let mut stop: Option<oneshot::Sender<()>> = None;
+    while stop.is_none() && jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
+        // A stop ends the loop once what came with it is committed.
+        if let Some(index) = group.iter().position(|c| matches!(c, Command::Stop(_))) {
+            if let Command::Stop(reply) = group.remove(index) {
+                stop = Some(reply);
+            }
+        }
         refuse_intents_if_the_file_objects(&file, &signals, &mut group);
         if short_of_space {
             short_of_space = !resume_if_there_is_room(&reserve, &signals, &mut group);
@@ -278,6 +291,20 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
             let commands = std::mem::take(&mut group);
             settle(&mut conn, &signals, commands, result).await;
         }
+    }
+    if let Some(reply) = stop {
+        // Refuse what comes after the stop, then close the connection (the
+        // last one checkpoints the WAL).
+        jobs.close();
+        while let Ok(command) = jobs.try_recv() {
+            command.finish(Err(StoreError::Closed));
+        }
+        if let Err(error) = sqlx::Connection::close(conn).await {
+            tracing::warn!(%error, "closing the store's write connection");
+        }
+        let _ = reply.send(());
+        tracing::debug!("store writer stopped: asked to");
+        return;
     }
     tracing::debug!("store writer stopped: every handle is gone");
 }
@@ -417,11 +444,16 @@ async fn run_group(conn: &mut SqliteConnection, group: &mut [Command]) -> Result
         }
         // A run of enqueues: stored together.
         let run = group[start..].iter().take_while(|c| c.is_intent()).count();
+        if run == 0 {
+            // A stop: taken out of the group before it runs.
+            start += 1;
+            continue;
+        }
         let requests: Vec<Arc<NewRequest>> = group[start..start + run]
             .iter()
             .filter_map(|c| match c {
                 Command::Enqueue { request, .. } => Some(request.clone()),
-                Command::Job(_) => None,
+                Command::Job(_) | Command::Stop(_) => None,
             })
             .collect();
         let outcomes = enqueue_many(conn, &requests).await?;
