@@ -242,10 +242,10 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() && jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
         // A stop ends the loop once what came with it is committed.
-        if let Some(index) = group.iter().position(|c| matches!(c, Command::Stop(_))) {
-            if let Command::Stop(reply) = group.remove(index) {
-                stop = Some(reply);
-            }
+        if let Some(index) = group.iter().position(|c| matches!(c, Command::Stop(_)))
+            && let Command::Stop(reply) = group.remove(index)
+        {
+            stop = Some(reply);
         }
         refuse_intents_if_the_file_objects(&file, &signals, &mut group);
         if short_of_space {
