@@ -134,6 +134,18 @@ pub(super) async fn run(
     shared.wake_batcher.notify_one();
 }
 
+/// What to do after one call's outcome was applied.
+enum Next {
+    /// Send this batch again (after a throttle or a back-off).
+    Again,
+    /// The batch has a recorded end, or waits in the store for later.
+    Done,
+    /// Send each half on its own (each already claimed).
+    Halves([(Batch, BatchClaim); 2]),
+}
+
+/// Sends `batch` until it is accepted or its items have their end: one
+/// call per turn, its outcome applied by [`apply`].
 fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), StoreError>> {
     Box::pin(async move {
         let mut backoff = transient_backoff();
@@ -166,35 +178,8 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 .await;
             let took = started.elapsed();
             drop(permit);
-            let now_ts = shared.now_ts();
-            let account = shared.quota_account();
             let error = match result {
-                Ok(accepted) => {
-                    durably("the accepted call", || {
-                        shared.store.batch_accepted(
-                            &batch,
-                            &accepted.value.task_track_id,
-                            accepted.correlation_id.as_deref(),
-                            &account,
-                            &now_ts,
-                        )
-                    })
-                    .await?;
-                    shared.gate.on_success();
-                    shared.record_call("purge", "accepted", took, None);
-                    tracing::info!(
-                        endpoint = %batch.endpoint_id,
-                        batch = batch.id,
-                        files = batch.files.len(),
-                        directories = batch.directories.len(),
-                        outcome = "accepted",
-                        task_track_id = %accepted.value.task_track_id,
-                        correlation_id = accepted.correlation_id.as_deref().unwrap_or("-"),
-                        "purge call accepted"
-                    );
-                    shared.wake_tracker.notify_one();
-                    return Ok(());
-                }
+                Ok(accepted) => return record_accepted(&shared, &batch, accepted, took).await,
                 Err(error) => error,
             };
             shared.record_call(
@@ -204,150 +189,189 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 Some(error.to_string()),
             );
             let action = on_error(error.class(), batch.len());
-            let message = error.to_string();
-            let record_attempt = || {
-                durably("the failed attempt", || {
-                    shared.store.batch_attempt_failed(
-                        &batch,
-                        &message,
-                        call_outcome(&error),
-                        &account,
-                        &now_ts,
-                    )
-                })
-            };
-            match action {
-                Action::WaitForGate => {
-                    let wait = shared.gate.on_throttled(error.retry_after());
-                    log(&batch, &error, &format!("every call waits {wait:?}"));
-                    record_attempt().await?;
-                }
-                Action::Retry => {
-                    let wait = backoff.next().unwrap_or(Duration::from_secs(300));
-                    let wait = error.retry_after().map_or(wait, |r| r.max(wait));
-                    log(
-                        &batch,
-                        &error,
-                        &format!("sending this batch again in {wait:?}"),
-                    );
-                    record_attempt().await?;
-                    tokio::select! {
-                        _ = shared.shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                }
-                Action::PauseForCredentials => {
-                    let reason = format!(
-                        "the CDN refused our credentials ({error}); fix cdn.subscription_id, cdn.key_id \
-                         or the key value and reload (systemctl reload purgeq)"
-                    );
-                    shared.pause_for_credentials(&error, &reason);
-                    // Eligible at once: the pause holds them, and a reload
-                    // lifts it.
-                    durably("the released batch", || {
-                        shared
-                            .store
-                            .release_batch(&batch, &reason, &now_ts, &now_ts)
-                    })
-                    .await?;
-                    return Ok(());
-                }
-                Action::RestEndpoint => {
-                    log(
-                        &batch,
-                        &error,
-                        &format!(
-                            "leaving endpoint {} alone for {:?}",
-                            batch.endpoint_id,
-                            shared.settings().sender.endpoint_inactive_retry
-                        ),
-                    );
-                    shared.pause_endpoint(&batch.endpoint_id, error.to_string());
-                    // The in-memory endpoint pause holds them; after a
-                    // restart they are simply tried again.
-                    durably("the released batch", || {
-                        shared
-                            .store
-                            .release_batch(&batch, &message, &now_ts, &now_ts)
-                    })
-                    .await?;
-                    return Ok(());
-                }
-                Action::FailEndpoint => {
-                    let failed = durably("the failed batch", || {
-                        shared.store.fail_batch(&batch, &message, true, &now_ts)
-                    })
-                    .await?;
-                    tracing::error!(
-                        endpoint = %batch.endpoint_id,
-                        items = failed,
-                        error = %error,
-                        "endpoint is misconfigured: its items failed; fix [[cdn.endpoints]] and reload"
-                    );
-                    return Ok(());
-                }
-                Action::FailBatch => {
-                    log(
-                        &batch,
-                        &error,
-                        "the URL is refused: it fails, the rest of the queue goes on",
-                    );
-                    durably("the failed batch", || {
-                        shared.store.fail_batch(&batch, &message, false, &now_ts)
-                    })
-                    .await?;
-                    return Ok(());
-                }
-                Action::WaitForQuotaDay => {
-                    let settings = shared.settings();
-                    log(
-                        &batch,
-                        &error,
-                        "the CDN says the daily quota is spent: the items wait for the next quota day",
-                    );
-                    let reason = format!("the CDN refused the call for quota: {error}");
-                    durably("the released batch", || {
-                        shared
-                            .store
-                            .release_batch(&batch, &reason, &now_ts, &now_ts)
-                    })
-                    .await?;
-                    durably("the spent quota day", || {
-                        shared.store.quota_day_spent(
-                            &account,
-                            settings.quota.files_per_day,
-                            settings.quota.directories_per_day,
-                        )
-                    })
-                    .await?;
-                    return Ok(());
-                }
-                Action::Split => {
-                    log(
-                        &batch,
-                        &error,
-                        "splitting the batch to find the refused URLs",
-                    );
-                    // Claimed under the adoption lock, so the batcher never
-                    // sees the halves `sending` and unclaimed.
-                    let guard = shared.adoption.lock().await;
-                    let (first, second) = durably("the split batch", || {
-                        shared
-                            .store
-                            .split_batch(&batch, &message, &account, &now_ts)
-                    })
-                    .await?;
-                    let claims = (shared.claim(first.id), shared.claim(second.id));
-                    drop(guard);
+            match apply(&shared, &batch, &error, action, &mut backoff).await? {
+                Next::Again => {}
+                Next::Done => return Ok(()),
+                Next::Halves([(first, first_claim), (second, second_claim)]) => {
                     send(shared.clone(), first).await?;
-                    drop(claims.0);
+                    drop(first_claim);
                     let result = send(shared, second).await;
-                    drop(claims.1);
+                    drop(second_claim);
                     return result;
                 }
             }
         }
     })
+}
+
+/// The call was accepted: recorded (always the first try, see
+/// [`durably`]), then the tracker is woken.
+async fn record_accepted(
+    shared: &Arc<Shared>,
+    batch: &Batch,
+    accepted: crate::cdn::Called<crate::cdn::PurgeAccepted>,
+    took: Duration,
+) -> Result<(), StoreError> {
+    let now_ts = shared.now_ts();
+    let account = shared.quota_account();
+    durably("the accepted call", || {
+        shared.store.batch_accepted(
+            batch,
+            &accepted.value.task_track_id,
+            accepted.correlation_id.as_deref(),
+            &account,
+            &now_ts,
+        )
+    })
+    .await?;
+    shared.gate.on_success();
+    shared.record_call("purge", "accepted", took, None);
+    tracing::info!(
+        endpoint = %batch.endpoint_id,
+        batch = batch.id,
+        files = batch.files.len(),
+        directories = batch.directories.len(),
+        outcome = "accepted",
+        task_track_id = %accepted.value.task_track_id,
+        correlation_id = accepted.correlation_id.as_deref().unwrap_or("-"),
+        "purge call accepted"
+    );
+    shared.wake_tracker.notify_one();
+    Ok(())
+}
+
+/// Carries out what [`on_error`] decided for a failed call.
+async fn apply(
+    shared: &Arc<Shared>,
+    batch: &Batch,
+    error: &CdnError,
+    action: Action,
+    backoff: &mut backon::ExponentialBackoff,
+) -> Result<Next, StoreError> {
+    let now_ts = shared.now_ts();
+    let account = shared.quota_account();
+    let message = error.to_string();
+    let now = now_ts.as_str();
+    let release = |reason: String| async move {
+        durably("the released batch", || {
+            shared.store.release_batch(batch, &reason, now, now)
+        })
+        .await
+    };
+    let record_attempt = || {
+        durably("the failed attempt", || {
+            shared.store.batch_attempt_failed(
+                batch,
+                &message,
+                call_outcome(error),
+                &account,
+                &now_ts,
+            )
+        })
+    };
+    match action {
+        Action::WaitForGate => {
+            let wait = shared.gate.on_throttled(error.retry_after());
+            log(batch, error, &format!("every call waits {wait:?}"));
+            record_attempt().await?;
+            Ok(Next::Again)
+        }
+        Action::Retry => {
+            let wait = backoff.next().unwrap_or(Duration::from_secs(300));
+            let wait = error.retry_after().map_or(wait, |r| r.max(wait));
+            log(
+                batch,
+                error,
+                &format!("sending this batch again in {wait:?}"),
+            );
+            record_attempt().await?;
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => Ok(Next::Done),
+                _ = tokio::time::sleep(wait) => Ok(Next::Again),
+            }
+        }
+        Action::PauseForCredentials => {
+            let reason = format!(
+                "the CDN refused our credentials ({error}); fix cdn.subscription_id, cdn.key_id \
+                 or the key value and reload (systemctl reload purgeq)"
+            );
+            shared.pause_for_credentials(error, &reason);
+            // Eligible at once: the pause holds them, and a reload lifts it.
+            release(reason).await?;
+            Ok(Next::Done)
+        }
+        Action::RestEndpoint => {
+            log(
+                batch,
+                error,
+                &format!(
+                    "leaving endpoint {} alone for {:?}",
+                    batch.endpoint_id,
+                    shared.settings().sender.endpoint_inactive_retry
+                ),
+            );
+            shared.pause_endpoint(&batch.endpoint_id, error.to_string());
+            // The in-memory endpoint pause holds them; after a restart
+            // they are simply tried again.
+            release(message.clone()).await?;
+            Ok(Next::Done)
+        }
+        Action::FailEndpoint => {
+            let failed = durably("the failed batch", || {
+                shared.store.fail_batch(batch, &message, true, &now_ts)
+            })
+            .await?;
+            tracing::error!(
+                endpoint = %batch.endpoint_id,
+                items = failed,
+                error = %error,
+                "endpoint is misconfigured: its items failed; fix [[cdn.endpoints]] and reload"
+            );
+            Ok(Next::Done)
+        }
+        Action::FailBatch => {
+            log(
+                batch,
+                error,
+                "the URL is refused: it fails, the rest of the queue goes on",
+            );
+            durably("the failed batch", || {
+                shared.store.fail_batch(batch, &message, false, &now_ts)
+            })
+            .await?;
+            Ok(Next::Done)
+        }
+        Action::WaitForQuotaDay => {
+            log(
+                batch,
+                error,
+                "the CDN says the daily quota is spent: the items wait for the next quota day",
+            );
+            release(format!("the CDN refused the call for quota: {error}")).await?;
+            let settings = shared.settings();
+            durably("the spent quota day", || {
+                shared.store.quota_day_spent(
+                    &account,
+                    settings.quota.files_per_day,
+                    settings.quota.directories_per_day,
+                )
+            })
+            .await?;
+            Ok(Next::Done)
+        }
+        Action::Split => {
+            log(batch, error, "splitting the batch to find the refused URLs");
+            // Claimed under the adoption lock, so the batcher never sees
+            // the halves `sending` and unclaimed.
+            let _guard = shared.adoption.lock().await;
+            let (first, second) = durably("the split batch", || {
+                shared.store.split_batch(batch, &message, &account, &now_ts)
+            })
+            .await?;
+            let claims = (shared.claim(first.id), shared.claim(second.id));
+            Ok(Next::Halves([(first, claims.0), (second, claims.1)]))
+        }
+    }
 }
 
 /// Whether the CDN may have counted a failed call against the quota.
