@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Shared, sender};
 use crate::quota;
-use crate::store::{CutLimits, QuotaUse, StoreError, Wait, parse_timestamp, timestamp};
+use crate::store::{CutLimits, QuotaUse, Readiness, StoreError, Wait, parse_timestamp, timestamp};
 use crate::target::Kind;
 
 /// With items waiting on an exhausted quota, check this often whether the
@@ -100,7 +100,6 @@ async fn cut_what_can_go(
     let now = shared.now();
     let now_ts = timestamp(now);
     let account = shared.quota_account();
-    let linger = settings.batch.linger;
 
     let mut endpoints = settings.derived.router.endpoint_ids();
     for endpoint in known.iter() {
@@ -141,38 +140,18 @@ async fn cut_what_can_go(
                 settings.batch.max_directories,
             )
             .await?;
-        let earliest = [&files.earliest_not_before, &directories.earliest_not_before]
-            .into_iter()
-            .flatten()
-            .filter_map(|t| parse_timestamp(t))
-            .min();
-        let Some(earliest) = earliest else {
-            continue;
+        let full = match when_to_cut(&files, &directories, &quota, &settings, now) {
+            When::Nothing => continue,
+            When::At(wait) => {
+                next = earlier(next, wait);
+                continue;
+            }
+            When::QuotaSpent => {
+                quota_blocked = true;
+                continue;
+            }
+            When::Now { full } => full,
         };
-        let eligible = files.eligible + directories.eligible;
-        let ripe_at = earliest + linger;
-        if eligible == 0 {
-            // Nothing may go before `earliest`, which is later than now (a
-            // zero wait here spun the batcher: issue 13, bug 9).
-            next = earlier(next, until(now, ripe_at).max(Duration::from_millis(10)));
-            continue;
-        }
-        if out_of_quota(
-            &quota,
-            &settings.quota,
-            files.eligible,
-            directories.eligible,
-        ) {
-            quota_blocked = true;
-            continue;
-        }
-        let full = (settings.batch.max_files > 0 && files.eligible >= settings.batch.max_files)
-            || (settings.batch.max_directories > 0
-                && directories.eligible >= settings.batch.max_directories);
-        if !full && ripe_at > now {
-            next = earlier(next, until(now, ripe_at));
-            continue;
-        }
         let Ok(slot) = shared.batch_slots.clone().try_acquire_owned() else {
             // Woken when a batch finishes.
             return Ok(next);
@@ -241,6 +220,62 @@ async fn cut_what_can_go(
         *known = shared.store.pending_endpoints().await?;
     }
     Ok(next)
+}
+
+/// What the batcher does about one endpoint now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum When {
+    /// Nothing pending.
+    Nothing,
+    /// Look again after this long (the oldest item lingers, or none may go
+    /// yet).
+    At(Duration),
+    /// Items could go, but no kind that has some has quota left today.
+    QuotaSpent,
+    /// Cut a batch now; `full` when it fills the batch limits.
+    Now { full: bool },
+}
+
+/// The batcher's policy for one endpoint, from how ready its items are:
+///
+/// | items | result |
+/// |---|---|
+/// | none pending | nothing |
+/// | none eligible yet (`not_before` later) | look again when the first is ripe (never a zero wait) |
+/// | eligible, but their kinds' quota spent | quota spent |
+/// | a full batch's worth | now (full) |
+/// | fewer, the oldest has lingered `batch.linger` | now |
+/// | fewer, still lingering | look again when it has |
+fn when_to_cut(
+    files: &Readiness,
+    directories: &Readiness,
+    quota: &QuotaUse,
+    settings: &crate::config::Settings,
+    now: OffsetDateTime,
+) -> When {
+    let earliest = [&files.earliest_not_before, &directories.earliest_not_before]
+        .into_iter()
+        .flatten()
+        .filter_map(|t| parse_timestamp(t))
+        .min();
+    let Some(earliest) = earliest else {
+        return When::Nothing;
+    };
+    let ripe_at = earliest + settings.batch.linger;
+    if files.eligible + directories.eligible == 0 {
+        // Nothing may go before `earliest`, which is later than now (a
+        // zero wait here spun the batcher: issue 13, bug 9).
+        return When::At(until(now, ripe_at).max(Duration::from_millis(10)));
+    }
+    if out_of_quota(quota, &settings.quota, files.eligible, directories.eligible) {
+        return When::QuotaSpent;
+    }
+    let full = files.eligible >= settings.batch.max_files
+        || directories.eligible >= settings.batch.max_directories;
+    if !full && ripe_at > now {
+        return When::At(until(now, ripe_at));
+    }
+    When::Now { full }
 }
 
 /// Writes why pending work waits (a pause, a spent quota) when that
@@ -363,6 +398,64 @@ mod tests {
             directories_used,
             ..QuotaUse::default()
         }
+    }
+
+    fn ready(eligible: usize, earliest: Option<&str>) -> Readiness {
+        Readiness {
+            eligible,
+            earliest_not_before: earliest.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn every_row_of_the_cutting_table() {
+        let mut settings = crate::config::Settings::default();
+        settings.batch.max_files = 10;
+        settings.batch.max_directories = 5;
+        settings.batch.linger = Duration::from_secs(2);
+        let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
+        let at = |s: &str| Some(format!("2026-11-25T{s}.000Z"));
+        let none = ready(0, None);
+        let fresh = quota(0, 0);
+        let at_0959 = at("09:59:00");
+        let at_0959 = at_0959.as_deref();
+        // Nothing pending.
+        assert_eq!(
+            when_to_cut(&none, &none, &fresh, &settings, now),
+            When::Nothing
+        );
+        // None eligible yet: look again when the first is ripe.
+        let later = at("10:00:30");
+        assert_eq!(
+            when_to_cut(&ready(0, later.as_deref()), &none, &fresh, &settings, now),
+            When::At(Duration::from_secs(32))
+        );
+        // Eligible, quota spent for their kind.
+        let spent = quota(settings.quota.files_per_day, 0);
+        assert_eq!(
+            when_to_cut(&ready(3, at_0959), &none, &spent, &settings, now),
+            When::QuotaSpent
+        );
+        // A full batch of files, or of directories.
+        assert_eq!(
+            when_to_cut(&ready(10, at_0959), &none, &fresh, &settings, now),
+            When::Now { full: true }
+        );
+        assert_eq!(
+            when_to_cut(&none, &ready(5, at_0959), &fresh, &settings, now),
+            When::Now { full: true }
+        );
+        // Fewer, lingered long enough.
+        assert_eq!(
+            when_to_cut(&ready(3, at_0959), &none, &fresh, &settings, now),
+            When::Now { full: false }
+        );
+        // Fewer, still lingering: 1 s left.
+        let just = at("09:59:59");
+        assert_eq!(
+            when_to_cut(&ready(3, just.as_deref()), &none, &fresh, &settings, now),
+            When::At(Duration::from_secs(1))
+        );
     }
 
     #[test]
