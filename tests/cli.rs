@@ -732,5 +732,5 @@ async fn long_lists_are_split_listed_and_estimated() {
     let socket = daemon.socket.to_str().expect("utf-8").to_owned();
     let (code, out, _) = run(&["status", "--socket", &socket]);
     assert_eq!(code, 0);
-    assert!(out.contains("drains:    1 calls"), "{out}");
+    assert!(out.contains("drains:    1 call, "), "{out}");
 }

@@ -76,10 +76,14 @@ pub fn render_status(stats: &Value) -> String {
     let drain = &stats["drain"];
     if drain["calls"].as_u64().unwrap_or(0) > 0 {
         let days = drain["quota_days"].as_u64().unwrap_or(0);
+        let calls = drain["calls"].as_u64().unwrap_or(0);
+        let time = match drain["seconds"].as_f64() {
+            Some(secs) if secs < 1.0 => "under a second".to_owned(),
+            _ => format!("about {}", seconds(&drain["seconds"])),
+        };
         out.push_str(&format!(
-            "drains:    {} calls, about {} of sending{}\n",
-            text(&drain["calls"]),
-            seconds(&drain["seconds"]),
+            "drains:    {calls} call{}, {time} of sending{}\n",
+            if calls == 1 { "" } else { "s" },
             match days {
                 0 => " (within today's quota)".to_owned(),
                 1 => "; needs 1 more quota day".to_owned(),
@@ -212,4 +216,42 @@ pub async fn show(args: ShowArgs) -> u8 {
         render_request,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12, items 6, 15 and 20: what the status screen says.
+    #[test]
+    fn the_status_screen_says_why_and_when() {
+        let stats = serde_json::json!({
+            "items": {"pending": 0, "sending": 0, "submitted": 0, "succeeded": 1,
+                      "failed": 0, "merged": 0, "cancelled": 0},
+            "oldest_pending_at": null,
+            "oldest_pending_age_seconds": null,
+            "backlog_by_endpoint": {},
+            "store": {"path": "purgeq.db", "writable": true},
+            "waiting": [{"scope": "quota:file", "reason": "waiting for quota: the day's 2 file URLs are spent; the next quota day starts 2026-11-26 00:00 +08:00", "until": "2026-11-25T16:00:00.000Z"}],
+            "drain": {"pending_files": 3, "pending_directories": 0, "calls": 1, "seconds": 0.2, "quota_days": 1},
+            "sender": {"state": "running", "last_error": null},
+            "quota": null,
+            "endpoints_paused": {"ep": {"reason": "EndpointNotInActiveState", "retry_in_seconds": 42.0}},
+        });
+        let text = render_status(&stats);
+        assert!(text.contains("; nothing pending\n"), "{text}");
+        assert!(!text.contains("- old"), "{text}");
+        assert!(
+            text.contains("waiting:   waiting for quota: the day's 2 file URLs are spent; the next quota day starts 2026-11-26 00:00 +08:00"),
+            "{text}"
+        );
+        assert!(
+            text.contains("drains:    1 call, under a second of sending; needs 1 more quota day"),
+            "{text}"
+        );
+        assert!(
+            text.contains("resting:   ep: EndpointNotInActiveState; tried again in 42"),
+            "{text}"
+        );
+    }
 }
