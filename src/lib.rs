@@ -1,17 +1,19 @@
 //! purgeq: durable, rate-limited cache purges for Azure China CDN.
 //!
-//! Modules, leaves first (each uses only those above it):
-//! - [`clock`], [`rate`], [`quota`]: injectable time, the token bucket,
-//!   quota days;
-//! - [`cdn`]: the API client and [`cdn::emulator`];
-//! - [`config`], [`target`]: typed settings; URL normalization and routing;
-//! - [`report`]: the pipeline's typed status, which the API, metrics and
-//!   systemd render;
-//! - [`store`]: every SQL statement, the group-committing writer;
-//! - [`http_server`], [`ingest`]: the connection server and the HTTP API;
-//! - [`pipeline`], [`retention`], [`metrics`], [`logging`]: draining the
-//!   queue, the clean-up task, observability;
-//! - [`daemon`], [`signals`], [`cli`]: wiring and lifecycle, the commands.
+//! Modules, leaves first (each uses only those above it; no cycles):
+//! - [`clock`], [`rate`], [`quota`], [`target`], [`report`],
+//!   [`http_server`], [`signals`]: injectable time, the token bucket, quota
+//!   days; URL normalization and routing; the pipeline's typed status; the
+//!   connection server; signal streams. Leaves: they use no other module;
+//! - [`cdn`]: the API client and [`cdn::emulator`] (which serves through
+//!   [`http_server`]);
+//! - [`config`]: typed settings (credentials are [`cdn`] types);
+//! - [`logging`], [`store`]: log setup; every SQL statement and the
+//!   group-committing writer;
+//! - [`metrics`]: Prometheus, from the store and the [`report`];
+//! - [`ingest`]: the HTTP API;
+//! - [`pipeline`], [`retention`]: draining the queue, the clean-up task;
+//! - [`daemon`], [`cli`]: wiring and lifecycle, the commands.
 
 pub mod cdn;
 pub mod cli;
