@@ -77,7 +77,10 @@ async fn cut_what_can_go(
     known: &mut Vec<String>,
     rotation: &mut usize,
 ) -> Result<Option<Duration>, StoreError> {
-    publish_waits(shared).await?;
+    let account = shared.quota_account();
+    let quota = shared.store.quota_use(&account).await?;
+    shared.status().quota = Some(quota.clone());
+    publish_waits(shared, &quota).await?;
     let gate_wait = shared
         .gate
         .paused()
@@ -90,7 +93,7 @@ async fn cut_what_can_go(
             wait.saturating_duration_since(tokio::time::Instant::now()),
         ));
     }
-    if !adopt_unclaimed(shared, senders).await? {
+    if shared.adoption_due() && !adopt_unclaimed(shared, senders).await? {
         // Every slot is busy sending what a previous run left: woken when
         // one frees.
         return Ok(None);
@@ -99,7 +102,6 @@ async fn cut_what_can_go(
     let offset = settings.derived.quota_offset.get();
     let now = shared.now();
     let now_ts = timestamp(now);
-    let account = shared.quota_account();
 
     let mut endpoints = settings.derived.router.endpoint_ids();
     for endpoint in known.iter() {
@@ -112,9 +114,6 @@ async fn cut_what_can_go(
     }
     *rotation = (*rotation + 1) % endpoints.len();
     endpoints.rotate_left(*rotation);
-
-    let quota = shared.store.quota_use(&account).await?;
-    shared.status().quota = Some(quota.clone());
 
     let mut next: Option<Duration> = None;
     let mut cut_any = false;
@@ -280,14 +279,13 @@ fn when_to_cut(
 
 /// Writes why pending work waits (a pause, a spent quota) when that
 /// changed, so the `queue` view and every status say it.
-async fn publish_waits(shared: &Arc<Shared>) -> Result<(), StoreError> {
+async fn publish_waits(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), StoreError> {
     let settings = shared.settings();
     let offset = settings.derived.quota_offset.get();
-    let quota = shared.store.quota_use(&shared.quota_account()).await?;
     let pause = shared.gate.paused().map(|p| p.reason);
     let waits = waits_for(
         pause.as_deref(),
-        &quota,
+        quota,
         &settings.quota,
         shared.now(),
         offset,
@@ -358,7 +356,10 @@ fn out_of_quota(
 }
 
 /// Sends again every `sending` batch no sender holds: left by a previous
-/// run, or by a sender whose store write failed for good. Each is charged
+/// run, or by a sender whose store write failed for good. Looked for at
+/// the first pass, when a sender let a batch go on an error, and every
+/// [`super::ADOPTION_RECHECK`] besides (not at every wake-up: that cost
+/// single-URL ingest a query per request). Each is charged
 /// once more (its last call may have reached the CDN). False when a batch
 /// waits for a free slot.
 async fn adopt_unclaimed(shared: &Arc<Shared>, senders: &TaskTracker) -> Result<bool, StoreError> {
@@ -371,11 +372,13 @@ async fn adopt_unclaimed(shared: &Arc<Shared>, senders: &TaskTracker) -> Result<
         .filter(|id| !shared.is_claimed(*id))
         .collect();
     if unclaimed.is_empty() {
+        shared.adoption_done();
         return Ok(true);
     }
     let account = shared.quota_account();
     for batch in shared.store.sending_batches(&unclaimed).await? {
         let Ok(slot) = shared.batch_slots.clone().try_acquire_owned() else {
+            // Still due: looked at again when a slot frees.
             return Ok(false);
         };
         shared.store.adopt_sending(&[batch.id], &account).await?;
@@ -384,6 +387,7 @@ async fn adopt_unclaimed(shared: &Arc<Shared>, senders: &TaskTracker) -> Result<
         let claim = shared.claim(batch.id);
         senders.spawn(sender::run(shared.clone(), batch, claim, slot));
     }
+    shared.adoption_done();
     Ok(true)
 }
 

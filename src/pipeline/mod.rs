@@ -61,6 +61,10 @@ pub(crate) struct Shared {
     /// and while the batcher looks for unclaimed ones, so it never sees a
     /// batch between its commit and its claim.
     adoption: tokio::sync::Mutex<()>,
+    /// When unclaimed `sending` batches were last looked for (`None`: not
+    /// yet), and whether a sender let one go since.
+    adoption_checked: Mutex<Option<Instant>>,
+    adoption_requested: AtomicBool,
     /// The waits last written to the store (`None` before the first
     /// write, which also clears what a previous run left).
     published_waits: Mutex<Option<Vec<crate::store::Wait>>>,
@@ -82,6 +86,10 @@ impl Drop for BatchClaim {
             .remove(&self.id);
     }
 }
+
+/// How often the batcher looks for `sending` batches that no sender holds,
+/// besides at start and when a sender lets one go.
+const ADOPTION_RECHECK: Duration = Duration::from_secs(30);
 
 /// Marks a loop as running for as long as it lives; cleared however the
 /// loop ends, a panic included.
@@ -162,6 +170,29 @@ impl Shared {
         self.published_waits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the batcher should look for unclaimed `sending` batches.
+    fn adoption_due(&self) -> bool {
+        self.adoption_requested.load(Ordering::Relaxed)
+            || self
+                .adoption_checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none_or(|at| at.elapsed() >= ADOPTION_RECHECK)
+    }
+
+    fn adoption_done(&self) {
+        self.adoption_requested.store(false, Ordering::Relaxed);
+        *self
+            .adoption_checked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// A sender let its batch go without an end recorded: adopt it soon.
+    fn request_adoption(&self) {
+        self.adoption_requested.store(true, Ordering::Relaxed);
     }
 
     fn is_claimed(&self, id: i64) -> bool {
@@ -277,6 +308,8 @@ impl Pipeline {
             tracker_alive: AtomicBool::new(false),
             claimed: Mutex::new(HashSet::new()),
             adoption: tokio::sync::Mutex::new(()),
+            adoption_checked: Mutex::new(None),
+            adoption_requested: AtomicBool::new(false),
             published_waits: Mutex::new(None),
         });
         // Batches a previous run left `sending` are adopted by the batcher

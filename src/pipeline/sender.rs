@@ -128,6 +128,7 @@ pub(super) async fn run(
         // store last recorded it; once this task lets go of it, the
         // batcher adopts it and sends it again.
         tracing::error!(%error, "store error while sending a batch; it will be sent again");
+        shared.request_adoption();
     }
     drop(claim);
     drop(slot);
