@@ -5,7 +5,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, ENDPOINTS, KEY_VALUE, TestDaemon, cdn_section, emulator, fast_knobs, items};
+use common::{
+    BIN, ENDPOINTS, Edit, KEY_VALUE, TestDaemon, cdn_section, emulator, fast_knobs, items,
+};
 use purgeq::cdn::emulator::Knobs;
 use serde_json::{Value, json};
 
@@ -198,7 +200,7 @@ async fn retry_sends_failed_urls_again_and_cancel_spares_shared_ones() {
         format!("http://{}/x", ENDPOINTS[1].1),
         format!("http://{}/y", ENDPOINTS[1].1),
     ];
-    daemon.edit_config(|text| text.replace("linger = \"50ms\"", "linger = \"1h\""));
+    daemon.edit_config(|text| text.edit("linger = \"50ms\"", "linger = \"1h\""));
     daemon.signal("HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, a) = daemon.post("/v1/purges", &json!({ "files": hold })).await;

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, TestDaemon, free_port};
+use common::{BIN, Edit, TestDaemon, free_port};
 use serde_json::json;
 
 const ROUTES: &str =
@@ -47,7 +47,7 @@ async fn tcp_clients_need_the_token_and_the_socket_does_not() {
     let token_file = daemon.dir.path().join("token");
     let port = daemon.http.port();
     daemon.edit_config(|text| {
-        text.replace(
+        text.edit(
             &format!("http = \"127.0.0.1:{port}\"\n"),
             &format!(
                 "http = \"0.0.0.0:{port}\"\ntoken_file = \"{}\"\n",
@@ -183,7 +183,7 @@ async fn idle_and_dribbling_connections_do_not_stall_others() {
 #[tokio::test(flavor = "multi_thread")]
 async fn past_the_backlog_limit_intents_are_refused_not_queued() {
     let mut daemon = TestDaemon::start(ROUTES).await;
-    daemon.edit_config(|text| text.replace("[ingest]\n", "[ingest]\nmax_pending = 5\n"));
+    daemon.edit_config(|text| text.edit("[ingest]\n", "[ingest]\nmax_pending = 5\n"));
     assert!(daemon.terminate().success());
     daemon.launch().await;
     let urls = |from: usize, n: usize| -> Vec<String> {
@@ -321,7 +321,7 @@ async fn a_read_only_database_file_is_reported_and_never_a_crash_loop() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_dribbles_in_is_cut_off_with_408() {
     let daemon = TestDaemon::start(ROUTES).await;
-    daemon.edit_config(|text| text.replace("[ingest]\n", "[ingest]\nbody_timeout = \"1s\"\n"));
+    daemon.edit_config(|text| text.edit("[ingest]\n", "[ingest]\nbody_timeout = \"1s\"\n"));
     daemon.signal("HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
 

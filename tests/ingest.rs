@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, TestDaemon, items};
+use common::{BIN, Edit, TestDaemon, items};
 use serde_json::{Value, json};
 
 /// Nothing is ever sent: the batcher lingers for an hour.
@@ -223,7 +223,7 @@ async fn configured_limits_are_enforced() {
     // Rewrite [ingest] with small limits and restart.
     let text = std::fs::read_to_string(&daemon.config)
         .expect("config")
-        .replace(
+        .edit(
             "[ingest]\n",
             "[ingest]\nmax_urls_per_request = 5\nmax_body_bytes = 2000\nmax_url_length = 60\n",
         );
@@ -539,7 +539,7 @@ async fn bad_configuration_exits_78_and_check_config_explains() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_store_answers_503_stays_up_and_recovers() {
     let mut daemon = TestDaemon::start(HOLD).await;
-    daemon.edit_config(|text| text.replace("[store]\n", "[store]\nmax_size_bytes = 400000\n"));
+    daemon.edit_config(|text| text.edit("[store]\n", "[store]\nmax_size_bytes = 400000\n"));
     assert!(daemon.terminate().success());
     daemon.launch().await;
 
@@ -584,7 +584,7 @@ async fn a_full_store_answers_503_stays_up_and_recovers() {
     assert_eq!(stats["store"]["writable"], false);
 
     // Room again (the cap lifted by a reload): accepted again.
-    daemon.edit_config(|text| text.replace("max_size_bytes = 400000", "max_size_bytes = 0"));
+    daemon.edit_config(|text| text.edit("max_size_bytes = 400000", "max_size_bytes = 0"));
     daemon.signal("HUP");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

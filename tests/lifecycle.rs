@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestDaemon;
+use common::{Edit, TestDaemon};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -13,9 +13,8 @@ async fn an_invalid_file_on_reload_keeps_the_running_configuration() {
         "[batch]\nlinger = \"1h\"\n[[cdn.endpoints]]\nid = \"ep\"\nhosts = [\"a.example.com\"]\n",
     )
     .await;
-    daemon.edit_config(|text| {
-        text.replace("hosts = [\"a.example.com\"]", "hosts = [\"exa mple.com\"]")
-    });
+    daemon
+        .edit_config(|text| text.edit("hosts = [\"a.example.com\"]", "hosts = [\"exa mple.com\"]"));
     daemon.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !daemon.logs().contains("reload refused") {
@@ -42,7 +41,7 @@ async fn an_invalid_file_on_reload_keeps_the_running_configuration() {
 async fn log_format_json_writes_one_json_object_per_line() {
     // [log] is written by the harness: switch its format in place.
     let mut daemon = TestDaemon::start("").await;
-    daemon.edit_config(|text| text.replace("[log]\n", "[log]\nformat = \"json\"\n"));
+    daemon.edit_config(|text| text.edit("[log]\n", "[log]\nformat = \"json\"\n"));
     assert!(daemon.terminate().success());
     daemon.launch().await;
     let logs = daemon.logs();

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{ENDPOINTS, KEY_VALUE, TestDaemon, cdn_section, emulator, fast_knobs, items};
+use common::{ENDPOINTS, Edit, KEY_VALUE, TestDaemon, cdn_section, emulator, fast_knobs, items};
 use purgeq::cdn::emulator::{EmulatorHandle, Knobs};
 use serde_json::json;
 
@@ -74,11 +74,11 @@ async fn a_throttle_storm_slows_the_sender_instead_of_hammering() {
     let emulator = emulator(fast_knobs()).await;
     let daemon = TestDaemon::start(
         &pipeline_config(&emulator, "")
-            .replace(
+            .edit(
                 "[batch]\nlinger = \"100ms\"\n",
                 "[batch]\nlinger = \"100ms\"\nmax_files = 10\n",
             )
-            .replace("requests_per_second = 200", "requests_per_second = 20"),
+            .edit("requests_per_second = 200", "requests_per_second = 20"),
     )
     .await;
     let urls = urls_for(600, "storm");
@@ -136,7 +136,7 @@ async fn thirty_percent_faults_lose_nothing() {
         ..fast_knobs()
     };
     let emulator = emulator(knobs).await;
-    let config = pipeline_config(&emulator, "").replace(
+    let config = pipeline_config(&emulator, "").edit(
         "[batch]\nlinger = \"100ms\"\n",
         "[batch]\nlinger = \"100ms\"\nmax_files = 25\n",
     );
@@ -164,7 +164,7 @@ async fn thirty_percent_faults_lose_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_key_pauses_until_a_reload_brings_the_right_one() {
     let emulator = emulator(fast_knobs()).await;
-    let wrong = pipeline_config(&emulator, "").replace(KEY_VALUE, "not-the-key");
+    let wrong = pipeline_config(&emulator, "").edit(KEY_VALUE, "not-the-key");
     let daemon = TestDaemon::start(&wrong).await;
     let urls = urls_for(30, "creds");
     let (status, _) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
@@ -219,11 +219,11 @@ async fn three_refused_urls_in_a_batch_of_100_fail_alone() {
     // The daemon routes bad.example.com to endpoint A; the service does not
     // know that host on A, and refuses those URLs.
     let config = pipeline_config(&emulator, "")
-        .replace(
+        .edit(
             "hosts = [\"a.example.com\"]",
             "hosts = [\"a.example.com\", \"bad.example.com\"]",
         )
-        .replace(
+        .edit(
             "[batch]\nlinger = \"100ms\"\n",
             "[batch]\nlinger = \"300ms\"\nmax_files = 100\n",
         );
@@ -274,8 +274,8 @@ async fn kill_9_at_random_moments_loses_nothing() {
     })
     .await;
     let config = pipeline_config(&emulator, "")
-        .replace("requests_per_second = 200", "requests_per_second = 20")
-        .replace(
+        .edit("requests_per_second = 200", "requests_per_second = 20")
+        .edit(
             "[batch]\nlinger = \"100ms\"\n",
             "[batch]\nlinger = \"100ms\"\nmax_files = 20\n",
         );
@@ -321,8 +321,8 @@ async fn sigterm_under_load_exits_zero_and_the_next_start_finishes() {
     })
     .await;
     let config = pipeline_config(&emulator, "")
-        .replace("requests_per_second = 200", "requests_per_second = 10")
-        .replace(
+        .edit("requests_per_second = 200", "requests_per_second = 10")
+        .edit(
             "[batch]\nlinger = \"100ms\"\n",
             "[batch]\nlinger = \"100ms\"\nmax_files = 10\n",
         );
@@ -448,7 +448,7 @@ async fn an_inactive_endpoint_waits_while_the_others_go_on() {
         ..fast_knobs()
     })
     .await;
-    let config = pipeline_config(&emulator, "").replace(
+    let config = pipeline_config(&emulator, "").edit(
         "concurrency = 4\n",
         "concurrency = 4\nendpoint_inactive_retry = \"1s\"\n",
     );
@@ -490,8 +490,8 @@ async fn an_inactive_endpoint_waits_while_the_others_go_on() {
 async fn a_misconfigured_endpoint_fails_its_urls_and_the_others_go_on() {
     let emulator = emulator(fast_knobs()).await;
     // The daemon believes in an endpoint the service does not know.
-    let config = pipeline_config(&emulator, "")
-        .replace(ENDPOINTS[2].0, "dddddddd-0000-4000-8000-00000000dead");
+    let config =
+        pipeline_config(&emulator, "").edit(ENDPOINTS[2].0, "dddddddd-0000-4000-8000-00000000dead");
     let daemon = TestDaemon::start(&config).await;
     let (status, body) = daemon
         .post(
@@ -526,9 +526,10 @@ async fn urls_the_cdn_fails_are_retried_then_fail_with_the_reason() {
         ..fast_knobs()
     })
     .await;
+    // pipeline_config sets no max_attempts (the default is 5): this adds 3.
     let config = pipeline_config(&emulator, "")
-        .replace("max_attempts = 5", "")
-        .replace("concurrency = 4\n", "concurrency = 4\nmax_attempts = 3\n");
+        .edit("concurrency = 4\n", "concurrency = 4\nmax_attempts = 3\n");
+    assert!(config.contains("max_attempts = 3\n"), "{config}");
     let daemon = TestDaemon::start(&config).await;
     let urls = vec![
         format!("http://{}/fine.js", ENDPOINTS[0].1),
@@ -561,7 +562,7 @@ async fn no_final_answer_in_time_ends_in_an_explicit_state() {
         ..fast_knobs()
     })
     .await;
-    let config = pipeline_config(&emulator, "").replace(
+    let config = pipeline_config(&emulator, "").edit(
         "poll_interval = \"200ms\"\n",
         "poll_interval = \"200ms\"\ngive_up_after = \"1s\"\n",
     );
@@ -587,11 +588,11 @@ async fn no_final_answer_in_time_ends_in_an_explicit_state() {
 async fn sighup_changes_the_rate_limit_mid_run() {
     let emulator = emulator(fast_knobs()).await;
     let slow = pipeline_config(&emulator, "")
-        .replace(
+        .edit(
             "requests_per_second = 200\nburst = 20",
             "requests_per_second = 1\nburst = 1",
         )
-        .replace(
+        .edit(
             "[batch]\nlinger = \"100ms\"\n",
             "[batch]\nlinger = \"100ms\"\nmax_files = 10\n",
         );
@@ -605,7 +606,7 @@ async fn sighup_changes_the_rate_limit_mid_run() {
     assert!(early <= 4, "at 1 call/s, {early} purges in 2 s");
 
     // 30 purge calls (plus progress queries) would take over 30 s at 1/s.
-    daemon.write_config(&slow.replace(
+    daemon.write_config(&slow.edit(
         "requests_per_second = 1\nburst = 1",
         "requests_per_second = 100\nburst = 10",
     ));

@@ -23,6 +23,23 @@ pub const ENDPOINTS: [(&str, &str); 3] = [
     ("cccccccc-0000-4000-8000-00000000000c", "c.example.com"),
 ];
 
+/// A checked text edit for test configurations: `from` must be in the
+/// text, so an edit can never silently do nothing (one test's
+/// `.replace("max_attempts = 5", "")` matched nothing for months).
+pub trait Edit {
+    fn edit(&self, from: &str, to: &str) -> String;
+}
+
+impl Edit for str {
+    fn edit(&self, from: &str, to: &str) -> String {
+        assert!(
+            self.contains(from),
+            "the configuration has no {from:?} to replace:\n{self}"
+        );
+        self.replace(from, to)
+    }
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
