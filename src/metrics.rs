@@ -115,6 +115,7 @@ pub async fn render(
     handle: &PrometheusHandle,
     store: &Store,
     report: &dyn PipelineReport,
+    now: time::OffsetDateTime,
 ) -> String {
     if let Ok(counts) = store.state_counts().await {
         for state in ItemState::ALL {
@@ -123,11 +124,7 @@ pub async fn render(
     }
     let age = match store.oldest_pending().await {
         Ok(Some(at)) => crate::store::parse_timestamp(&at)
-            .map(|at| {
-                (time::OffsetDateTime::now_utc() - at)
-                    .as_seconds_f64()
-                    .max(0.0)
-            })
+            .map(|at| (now - at).as_seconds_f64().max(0.0))
             .unwrap_or(0.0),
         _ => 0.0,
     };

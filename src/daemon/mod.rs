@@ -173,8 +173,9 @@ pub async fn run(
     };
 
     let client = build_client(&settings, emulator.as_ref())?;
-    let pipeline =
-        Pipeline::start(store.clone(), settings.clone(), client, clock::system()).await?;
+    // One clock for every part that reads the time.
+    let clock = clock::system();
+    let pipeline = Pipeline::start(store.clone(), settings.clone(), client, clock.clone()).await?;
 
     let (settings_tx, settings_rx) = watch::channel(settings.clone());
     let router = ingest::router(IngestState {
@@ -183,6 +184,7 @@ pub async fn run(
         pipeline: pipeline.report(),
         metrics: crate::metrics::install(),
         backlog: Default::default(),
+        clock: clock.clone(),
     });
 
     let stop_serving = CancellationToken::new();
@@ -243,7 +245,7 @@ pub async fn run(
     let retention = tokio::spawn(crate::retention::run(
         store.clone(),
         settings_tx.subscribe(),
-        clock::system(),
+        clock,
         stop_serving.clone(),
     ));
     let heartbeat = (settings.derived.notify_socket || systemd::watchdog_interval().is_some())

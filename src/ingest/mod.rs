@@ -31,6 +31,9 @@ pub struct IngestState {
     /// `None` when another daemon in this process owns the recorder.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub backlog: Arc<Backlog>,
+    /// The daemon's clock: the one the pipeline reads, so request times and
+    /// ages agree with it (and tests can move it).
+    pub clock: crate::clock::SharedClock,
 }
 
 /// An estimate of the pending backlog, for `ingest.max_pending`: counting
@@ -110,7 +113,7 @@ impl IngestState {
             .store
             .enqueue(crate::store::NewRequest {
                 id: uuid::Uuid::now_v7().to_string(),
-                received_at: time::OffsetDateTime::now_utc(),
+                received_at: self.clock.now_utc(),
                 source: peer.source(),
                 label,
                 targets,

@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use super::IngestState;
 use super::error::ApiError;
@@ -338,7 +337,7 @@ pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsVie
     let oldest_pending_age_seconds = oldest_pending_at
         .as_deref()
         .and_then(crate::store::parse_timestamp)
-        .map(|at| (OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0));
+        .map(|at| (state.clock.now_utc() - at).as_seconds_f64().max(0.0));
     let backlog_by_endpoint = state
         .store
         .backlog_by_endpoint()
@@ -398,10 +397,7 @@ pub async fn retry_request(
     require_request(&state, &id).await?;
     let retried = state
         .store
-        .retry_failed(
-            Some(&id),
-            &crate::store::timestamp(OffsetDateTime::now_utc()),
-        )
+        .retry_failed(Some(&id), &crate::store::timestamp(state.clock.now_utc()))
         .await?;
     state.pipeline.wake();
     Ok(Json(serde_json::json!({ "id": id, "retried": retried })))
@@ -413,7 +409,7 @@ pub async fn retry_all_failed(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let retried = state
         .store
-        .retry_failed(None, &crate::store::timestamp(OffsetDateTime::now_utc()))
+        .retry_failed(None, &crate::store::timestamp(state.clock.now_utc()))
         .await?;
     state.pipeline.wake();
     Ok(Json(serde_json::json!({ "retried": retried })))
@@ -429,7 +425,7 @@ pub async fn cancel_request(
     require_request(&state, &id).await?;
     let outcome = state
         .store
-        .cancel_pending(&id, &crate::store::timestamp(OffsetDateTime::now_utc()))
+        .cancel_pending(&id, &crate::store::timestamp(state.clock.now_utc()))
         .await?;
     Ok(Json(
         serde_json::json!({ "id": id, "cancelled": outcome.cancelled, "kept": outcome.kept }),
@@ -451,7 +447,13 @@ pub async fn metrics(State(state): State<IngestState>) -> Response {
                 axum::http::header::CONTENT_TYPE,
                 "text/plain; version=0.0.4",
             )],
-            crate::metrics::render(handle, &state.store, state.pipeline.as_ref()).await,
+            crate::metrics::render(
+                handle,
+                &state.store,
+                state.pipeline.as_ref(),
+                state.clock.now_utc(),
+            )
+            .await,
         )
             .into_response(),
         None => ApiError::new(
