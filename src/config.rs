@@ -492,6 +492,36 @@ impl Settings {
         if self.store.path.as_os_str().is_empty() {
             problems.push("store.path: must not be empty".to_owned());
         }
+        self.validate_ingest(&mut problems);
+        self.validate_limits(&mut problems);
+
+        match parse_utc_offset(&self.quota.utc_offset) {
+            Some(offset) => self.derived.quota_offset = QuotaOffset(offset),
+            None => problems.push(format!(
+                "quota.utc_offset: {:?} is not an offset like \"+08:00\"",
+                self.quota.utc_offset
+            )),
+        }
+
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!(
+                "log.level: {:?} is not a log level or filter",
+                self.log.level
+            ));
+        }
+
+        self.validate_cdn(env, &mut problems);
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// `[ingest]`: the socket's mode and path, the TCP address, the token
+    /// (and that a listener beyond loopback has one).
+    fn validate_ingest(&mut self, problems: &mut Vec<String>) {
         match u32::from_str_radix(self.ingest.socket_mode.trim_start_matches("0o"), 8) {
             Ok(mode) if mode <= 0o777 => self.derived.socket_mode = mode,
             _ => problems.push(format!(
@@ -526,9 +556,7 @@ impl Settings {
         }
         self.derived.tcp_token = match (&self.ingest.token, &self.ingest.token_file) {
             (Some(token), _) => Some(token.clone()),
-            (None, Some(path)) => {
-                read_secret(path, "ingest.token_file", &mut problems).map(Secret::new)
-            }
+            (None, Some(path)) => read_secret(path, "ingest.token_file", problems).map(Secret::new),
             (None, None) => None,
         };
         if let Some(addr) = self.derived.http_addr
@@ -540,6 +568,10 @@ impl Settings {
                  (TCP clients then send Authorization: Bearer TOKEN), or listen on 127.0.0.1"
             ));
         }
+    }
+
+    /// Sizes and durations that must not be zero, and the sending rate.
+    fn validate_limits(&self, problems: &mut Vec<String>) {
         for (key, value) in [
             ("ingest.max_body_bytes", self.ingest.max_body_bytes),
             (
@@ -581,29 +613,6 @@ impl Settings {
         }
         if self.ingest.body_timeout.is_zero() {
             problems.push("ingest.body_timeout: must be more than 0s".to_owned());
-        }
-
-        match parse_utc_offset(&self.quota.utc_offset) {
-            Some(offset) => self.derived.quota_offset = QuotaOffset(offset),
-            None => problems.push(format!(
-                "quota.utc_offset: {:?} is not an offset like \"+08:00\"",
-                self.quota.utc_offset
-            )),
-        }
-
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            problems.push(format!(
-                "log.level: {:?} is not a log level or filter",
-                self.log.level
-            ));
-        }
-
-        self.validate_cdn(env, &mut problems);
-
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
         }
     }
 
