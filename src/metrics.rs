@@ -29,10 +29,16 @@ pub const QUOTA_USED: &str = "purgeq_quota_used";
 pub const QUOTA_LEFT: &str = "purgeq_quota_left";
 pub const SENDER_PAUSED: &str = "purgeq_sender_paused";
 
-/// Installs the process-wide recorder. `None` when one is already
-/// installed (several daemons in one test process): metrics then go to the
-/// first one.
+/// The process-wide recorder, installed on first use. Several daemons in
+/// one process (tests holding them) share it; the queue gauges are set from
+/// each daemon's own store at scrape time. `None` only when another
+/// recorder was installed first.
 pub fn install() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(install_recorder).clone()
+}
+
+fn install_recorder() -> Option<PrometheusHandle> {
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(API_CALL_DURATION.to_owned()),

@@ -5,9 +5,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{
-    BIN, ENDPOINTS, Edit, KEY_VALUE, TestDaemon, cdn_section, emulator, fast_knobs, items,
-};
+use common::held::HeldDaemon;
+use common::{BIN, ENDPOINTS, KEY_VALUE, TestDaemon, cdn_section, emulator, fast_knobs, items};
 use purgeq::cdn::emulator::Knobs;
 use serde_json::{Value, json};
 
@@ -164,8 +163,8 @@ async fn retry_sends_failed_urls_again_and_cancel_spares_shared_ones() {
         "{}[batch]\nlinger = \"50ms\"\nmax_files = 100\n[sender]\nmax_attempts = 1\n[tracker]\npoll_interval = \"100ms\"\n",
         cdn_section(&emulator, KEY_VALUE)
     );
-    let daemon = TestDaemon::start(&config).await;
-    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let daemon = HeldDaemon::start(&config, &[]).await;
+    let socket = daemon.socket().to_str().expect("utf-8").to_owned();
     let host = ENDPOINTS[0].1;
     let (_, body) = daemon
         .post(
@@ -200,9 +199,10 @@ async fn retry_sends_failed_urls_again_and_cancel_spares_shared_ones() {
         format!("http://{}/x", ENDPOINTS[1].1),
         format!("http://{}/y", ENDPOINTS[1].1),
     ];
-    daemon.edit_config(|text| text.edit("linger = \"50ms\"", "linger = \"1h\""));
-    daemon.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    daemon
+        .reload_with(&[("batch.linger", "1h")])
+        .await
+        .expect("reloaded");
     let (_, a) = daemon.post("/v1/purges", &json!({ "files": hold })).await;
     let (_, _b) = daemon
         .post("/v1/purges", &json!({ "files": [hold[1].clone()] }))
@@ -374,8 +374,8 @@ fn run_with_stdin(args: &[&str], input: &[u8]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_paths_and_url_lists_queue_exactly_the_named_files() {
     let emulator = emulator(fast_knobs()).await;
-    let daemon = TestDaemon::start(&cdn_section(&emulator, KEY_VALUE)).await;
-    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let daemon = HeldDaemon::start(&cdn_section(&emulator, KEY_VALUE), &[]).await;
+    let socket = daemon.socket().to_str().expect("utf-8").to_owned();
     let host = ENDPOINTS[0].1;
     let base = format!("http://{host}/");
     let stored = |id: String| {
@@ -484,7 +484,7 @@ fn a_closed_pipe_ends_a_command_quietly() {
 /// unknown, `merged` counted 0 by a request while `status` counted it.
 #[tokio::test(flavor = "multi_thread")]
 async fn labels_states_and_ids_are_checked_and_counted_alike() {
-    let daemon = TestDaemon::start("[batch]\nlinger = \"1h\"\n").await;
+    let daemon = HeldDaemon::start("[batch]\nlinger = \"1h\"\n", &[]).await;
     let (status, body) = daemon
         .post(
             "/v1/purges",
@@ -577,8 +577,8 @@ async fn waiting_urls_say_why_and_until_when() {
         "{}[batch]\nlinger = \"50ms\"\n[tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = 2\nutc_offset = \"+08:00\"\n",
         cdn_section(&emulator, KEY_VALUE)
     );
-    let daemon = TestDaemon::start(&config).await;
-    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let daemon = HeldDaemon::start(&config, &[]).await;
+    let socket = daemon.socket().to_str().expect("utf-8").to_owned();
     let urls: Vec<String> = (0..5)
         .map(|i| format!("http://{}/q{i}.js", ENDPOINTS[0].1))
         .collect();
@@ -623,8 +623,8 @@ async fn a_credentials_pause_ends_the_wait_at_once() {
         "{}[batch]\nlinger = \"50ms\"\n",
         cdn_section(&emulator, "not-the-key")
     );
-    let daemon = TestDaemon::start(&config).await;
-    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let daemon = HeldDaemon::start(&config, &[]).await;
+    let socket = daemon.socket().to_str().expect("utf-8").to_owned();
     let url = format!("http://{}/paused.js", ENDPOINTS[0].1);
     let started = std::time::Instant::now();
     let (code, _, err) = run(&[

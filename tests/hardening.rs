@@ -8,7 +8,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Edit, TestDaemon, free_port};
+use common::held::HeldDaemon;
+use common::{BIN, Edit, TestDaemon};
 use serde_json::json;
 
 const ROUTES: &str =
@@ -18,7 +19,8 @@ const ROUTES: &str =
 fn tcp_beyond_loopback_without_a_token_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tmp");
     let config = dir.path().join("purgeq.toml");
-    let port = free_port();
+    // Refused before anything is bound: any port will do.
+    let port = 18088;
     std::fs::write(
         &config,
         format!("[ingest]\nsocket = \"\"\nhttp = \"0.0.0.0:{port}\"\n"),
@@ -45,18 +47,18 @@ async fn tcp_clients_need_the_token_and_the_socket_does_not() {
     let mut daemon = TestDaemon::start(ROUTES).await;
     std::fs::write(daemon.dir.path().join("token"), format!("{token}\n")).expect("token");
     let token_file = daemon.dir.path().join("token");
-    let port = daemon.http.port();
     daemon.edit_config(|text| {
         text.edit(
-            &format!("http = \"127.0.0.1:{port}\"\n"),
+            "http = \"127.0.0.1:0\"\n",
             &format!(
-                "http = \"0.0.0.0:{port}\"\ntoken_file = \"{}\"\n",
+                "http = \"0.0.0.0:0\"\ntoken_file = \"{}\"\n",
                 token_file.display()
             ),
         )
     });
     assert!(daemon.terminate().success());
     daemon.launch().await;
+    let port = daemon.http.port();
 
     let tcp = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/v1/purges");
@@ -320,14 +322,15 @@ async fn a_read_only_database_file_is_reported_and_never_a_crash_loop() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_dribbles_in_is_cut_off_with_408() {
-    let daemon = TestDaemon::start(ROUTES).await;
-    daemon.edit_config(|text| text.edit("[ingest]\n", "[ingest]\nbody_timeout = \"1s\"\n"));
-    daemon.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let daemon = HeldDaemon::start(ROUTES, &[]).await;
+    daemon
+        .reload_with(&[("ingest.body_timeout", "1s")])
+        .await
+        .expect("reloaded");
 
     // Honest headers, then 10 of the 100 bytes promised, then silence.
     let started = Instant::now();
-    let mut stream = TcpStream::connect(daemon.http).expect("connect");
+    let mut stream = TcpStream::connect(daemon.http()).expect("connect");
     stream
         .write_all(
             b"POST /v1/purges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
@@ -357,9 +360,9 @@ async fn a_body_that_dribbles_in_is_cut_off_with_408() {
 /// ended in a 408 with axum's text; the size alone says it is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_declared_oversize_body_is_refused_at_once() {
-    let daemon = TestDaemon::start(ROUTES).await;
+    let daemon = HeldDaemon::start(ROUTES, &[]).await;
     let started = Instant::now();
-    let mut stream = TcpStream::connect(daemon.http).expect("connect");
+    let mut stream = TcpStream::connect(daemon.http()).expect("connect");
     stream
         .write_all(
             b"POST /v1/purges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\

@@ -7,6 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+use common::held::HeldDaemon;
 use common::{BIN, Edit, TestDaemon, items};
 use serde_json::{Value, json};
 
@@ -538,10 +539,7 @@ async fn bad_configuration_exits_78_and_check_config_explains() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_store_answers_503_stays_up_and_recovers() {
-    let mut daemon = TestDaemon::start(HOLD).await;
-    daemon.edit_config(|text| text.edit("[store]\n", "[store]\nmax_size_bytes = 400000\n"));
-    assert!(daemon.terminate().success());
-    daemon.launch().await;
+    let daemon = HeldDaemon::start(HOLD, &[("store.max_size_bytes", "400000")]).await;
 
     let mut accepted_new = 0;
     let mut refusal = None;
@@ -584,8 +582,10 @@ async fn a_full_store_answers_503_stays_up_and_recovers() {
     assert_eq!(stats["store"]["writable"], false);
 
     // Room again (the cap lifted by a reload): accepted again.
-    daemon.edit_config(|text| text.edit("max_size_bytes = 400000", "max_size_bytes = 0"));
-    daemon.signal("HUP");
+    daemon
+        .reload_with(&[("store.max_size_bytes", "0")])
+        .await
+        .expect("reloaded");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (status, _) = daemon
@@ -599,8 +599,7 @@ async fn a_full_store_answers_503_stays_up_and_recovers() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "never recovered:\n{}",
-            daemon.logs()
+            "never recovered after the reload"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

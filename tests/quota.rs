@@ -65,7 +65,8 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
     ))
     .expect("client");
     let clock = ShiftedClock::new(time::Duration::ZERO);
-    let pipeline = Pipeline::start(store.clone(), settings.clone(), client, clock.clone())
+    let (_settings_tx, settings_rx) = tokio::sync::watch::channel(settings.clone());
+    let pipeline = Pipeline::start(store.clone(), settings_rx, client, clock.clone())
         .await
         .expect("pipeline");
 

@@ -32,8 +32,10 @@ pub async fn run(args: ServeArgs) -> u8 {
     let options = RunOptions {
         config_path: args.config.path(),
         force_emulator: args.emulator,
+        log: Some(log),
+        ..RunOptions::default()
     };
-    match daemon::run(settings, log, options).await {
+    match daemon::run(settings, options).await {
         Ok(()) => 0,
         Err(error) => {
             tracing::error!("{error}");

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -38,7 +38,8 @@ pub(crate) struct Shared {
     store: Store,
     clock: SharedClock,
     gate: Gate,
-    settings: RwLock<Arc<Settings>>,
+    /// The daemon's settings channel: read when needed, never copied.
+    settings: watch::Receiver<Arc<Settings>>,
     client: RwLock<Arc<CdnClient>>,
     wake_batcher: Notify,
     wake_tracker: Notify,
@@ -124,10 +125,7 @@ struct Status {
 
 impl Shared {
     fn settings(&self) -> Arc<Settings> {
-        self.settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.settings.borrow().clone()
     }
 
     fn client(&self) -> Arc<CdnClient> {
@@ -279,10 +277,11 @@ impl Pipeline {
     /// batcher and the tracker.
     pub async fn start(
         store: Store,
-        settings: Arc<Settings>,
+        settings: watch::Receiver<Arc<Settings>>,
         client: CdnClient,
         clock: SharedClock,
     ) -> Result<Pipeline, StoreError> {
+        let current = settings.borrow().clone();
         let now = timestamp(clock.now_utc());
         let recovered = store.recover(&now).await?;
         if recovered > 0 {
@@ -292,10 +291,10 @@ impl Pipeline {
             );
         }
         let shared = Arc::new(Shared {
-            gate: Gate::new(&settings.sender),
-            batch_slots: Arc::new(Semaphore::new(settings.sender.concurrency.max(1))),
-            batch_slot_count: settings.sender.concurrency.max(1),
-            settings: RwLock::new(settings),
+            gate: Gate::new(&current.sender),
+            batch_slots: Arc::new(Semaphore::new(current.sender.concurrency.max(1))),
+            batch_slot_count: current.sender.concurrency.max(1),
+            settings,
             client: RwLock::new(Arc::new(client)),
             store,
             clock,
@@ -326,27 +325,21 @@ impl Pipeline {
         Arc::new(Reporter(self.shared.clone()))
     }
 
-    /// Applies a reloaded configuration. A new client (new credentials)
-    /// lifts a credentials pause at once.
-    pub fn reload(&self, settings: Arc<Settings>, client: Option<CdnClient>) {
-        let old = self.shared.settings();
-        self.shared.gate.reconfigure(&old.sender, &settings.sender);
+    /// Reacts to settings the daemon has just published on the channel
+    /// (`old` were in force before): the gate takes the new limits, and the
+    /// new client (credentials may have changed) lifts a credentials pause
+    /// at once.
+    pub fn settings_changed(&self, old: &Settings, new: &Settings, client: CdnClient) {
+        self.shared.gate.reconfigure(&old.sender, &new.sender);
         *self
             .shared
-            .settings
+            .client
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = settings;
-        if let Some(client) = client {
-            *self
-                .shared
-                .client
-                .write()
-                .unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
-            if self.shared.gate.paused().is_some() {
-                tracing::info!("new CDN settings loaded: resuming sending");
-            }
-            self.shared.gate.resume();
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(client);
+        if self.shared.gate.paused().is_some() {
+            tracing::info!("new CDN settings loaded: resuming sending");
         }
+        self.shared.gate.resume();
         self.shared.wake_batcher.notify_one();
         self.shared.wake_tracker.notify_one();
     }

@@ -1,7 +1,11 @@
 //! Starting `purgeq serve` the way a user does: a config file in a temp
-//! dir, the real binary, a real socket and a real TCP port.
+//! dir, the real binary, a real socket and a real TCP port ([`TestDaemon`]);
+//! or the daemon held in the test's process ([`held::HeldDaemon`]) when no
+//! process boundary is needed.
 
 #![allow(dead_code)]
+
+pub mod held;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,14 +42,6 @@ impl Edit for str {
         );
         self.replace(from, to)
     }
-}
-
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// An emulator with the three test endpoints and generous limits.
@@ -106,7 +102,9 @@ impl TestDaemon {
     pub async fn start_with_env(extra: &str, env: &[(&str, &str)]) -> TestDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("purgeq.sock");
-        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        // Port 0: the daemon binds a free port and logs it; read after each
+        // start (no bind-then-release race for a "free" port).
+        let http = SocketAddr::from(([127, 0, 0, 1], 0));
         let config = dir.path().join("purgeq.toml");
         let mut daemon = TestDaemon {
             socket,
@@ -170,6 +168,9 @@ impl TestDaemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok((200, _)) = self.try_get("/healthz").await {
+                if let Some(http) = self.bound_http() {
+                    self.http = http;
+                }
                 return;
             }
             if let Some(status) = self
@@ -189,6 +190,22 @@ impl TestDaemon {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The TCP address the last start logged as bound, on loopback.
+    fn bound_http(&self) -> Option<SocketAddr> {
+        let logs = std::fs::read_to_string(self.log_path()).ok()?;
+        let line = logs
+            .lines()
+            .find(|l| l.contains("listening") && l.contains("tcp:"))?;
+        let addr: String = line
+            .split("tcp:")
+            .nth(1)?
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect();
+        let addr: SocketAddr = addr.parse().ok()?;
+        Some(SocketAddr::from(([127, 0, 0, 1], addr.port())))
     }
 
     /// Everything the daemon printed, every start.
@@ -249,40 +266,20 @@ impl TestDaemon {
     }
 
     async fn try_get(&self, path: &str) -> Result<(u16, Value), reqwest::Error> {
-        let response = self
-            .client()
-            .get(format!("http://localhost{path}"))
-            .send()
-            .await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        try_get(&self.client(), path).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        self.try_get(path).await.expect("GET over the socket")
+        get(&self.client(), path).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .client()
-            .post(format!("http://localhost{path}"))
-            .json(body)
-            .send()
-            .await
-            .expect("POST over the socket");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        post(&self.client(), path, body).await
     }
 
     /// `/readyz` answers 503 with a reason containing `why`.
     pub async fn assert_not_ready(&self, why: &str) {
-        let (status, ready) = self.get("/readyz").await;
-        assert_eq!(status, 503, "{ready}");
-        let reason = ready["reason"].as_str().unwrap_or_default();
-        assert!(
-            reason.contains(why),
-            "not ready for another reason: {ready}"
-        );
+        assert_not_ready(&self.client(), why).await;
     }
 
     pub async fn stats(&self) -> Value {
@@ -296,20 +293,66 @@ impl TestDaemon {
         timeout: Duration,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let stats = self.stats().await;
-            if check(&stats) {
-                return stats;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; last stats {stats:#}\n{}",
-                    self.logs()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_for_stats(&self.client(), what, timeout, check, || self.logs()).await
+    }
+}
+
+async fn try_get(client: &reqwest::Client, path: &str) -> Result<(u16, Value), reqwest::Error> {
+    let response = client.get(format!("http://localhost{path}")).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// GET over a socket client: status and JSON body (`null` if none).
+pub async fn get(client: &reqwest::Client, path: &str) -> (u16, Value) {
+    try_get(client, path).await.expect("GET over the socket")
+}
+
+/// POST of a JSON body over a socket client.
+pub async fn post(client: &reqwest::Client, path: &str, body: &Value) -> (u16, Value) {
+    let response = client
+        .post(format!("http://localhost{path}"))
+        .json(body)
+        .send()
+        .await
+        .expect("POST over the socket");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// `/readyz` answers 503 with a reason containing `why`.
+pub async fn assert_not_ready(client: &reqwest::Client, why: &str) {
+    let (status, ready) = get(client, "/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    let reason = ready["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains(why),
+        "not ready for another reason: {ready}"
+    );
+}
+
+/// Polls `/v1/stats` until `check` holds; panics with the last stats and
+/// `logs()` at the deadline.
+pub async fn wait_for_stats(
+    client: &reqwest::Client,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&Value) -> bool,
+    logs: impl Fn() -> String,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let stats = get(client, "/v1/stats").await.1;
+        if check(&stats) {
+            return stats;
         }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {what}; last stats {stats:#}\n{}",
+                logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
