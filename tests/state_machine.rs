@@ -298,7 +298,10 @@ async fn a_locked_database_is_a_retryable_error() {
         .cut_batch(EP, limits(), &now())
         .await
         .expect_err("locked");
-    assert!(matches!(error, StoreError::Busy(_)), "{error:?}");
+    assert!(matches!(error, StoreError::Busy { .. }), "{error:?}");
+    // The typed cause is kept under the words (issue 14).
+    let cause = std::error::Error::source(&error).expect("a source");
+    assert!(cause.downcast_ref::<sqlx::Error>().is_some(), "{cause:?}");
     assert!(error.is_retryable());
     sqlx::query("ROLLBACK")
         .execute(&mut holder)

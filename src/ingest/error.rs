@@ -63,7 +63,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(_) | StoreError::Busy(_) | StoreError::Closed => Self {
+            StoreError::Unavailable { .. } | StoreError::Busy { .. } | StoreError::Closed => Self {
                 retry_after_secs: Some(5),
                 ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -71,7 +71,7 @@ impl From<StoreError> for ApiError {
                     format!("{error}; nothing was accepted, try again later"),
                 )
             },
-            StoreError::Internal(_) => Self::new(
+            StoreError::Internal { .. } => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Internal",
                 error.to_string(),

@@ -49,19 +49,19 @@ pub async fn read_history(
     filter: &HistoryFilter,
 ) -> Result<Vec<HistoryEntry>, StoreError> {
     if !path.exists() {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::unavailable(format!(
             "{} does not exist",
             path.display()
         )));
     }
     let mut conn = SqliteConnectOptions::from_str("sqlite://")
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        .map_err(|e| StoreError::internal("sqlite options", e))?
         .filename(path)
         .read_only(true)
         .disable_statement_logging()
         .connect()
         .await
-        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| StoreError::cannot(format_args!("cannot open {}", path.display()), e))?;
     Ok(sqlx::query_as(
         "SELECT received_at, request_id, source, url, kind, endpoint_id,
                 effective_state AS state, merged_into_url, task_track_id, correlation_id,

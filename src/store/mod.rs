@@ -46,21 +46,61 @@ use writer::{Command, Job, JobFuture, WriterSignals};
 /// operator's `sqlite3`, say) before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, thiserror::Error)]
+/// What caused a store error, kept for code that looks (`source()`). Shared,
+/// because one failed group commit answers every caller in the group.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// Why the store could not do what was asked. The message says the cause
+/// in words (operators read it in logs and 503 bodies); `source()` keeps
+/// the typed error underneath.
+#[derive(Debug, Clone)]
 pub enum StoreError {
     /// The disk is full, read-only or failing: try again later.
-    #[error("the store cannot write: {0}")]
-    Unavailable(String),
+    Unavailable {
+        reason: String,
+        cause: Option<Cause>,
+    },
     /// Another connection (an operator's `sqlite3` holding a write
     /// transaction) kept the lock past the busy timeout: nothing is wrong
     /// with the store, try again shortly.
-    #[error("the database is locked by another connection: {0}")]
-    Busy(String),
+    Busy { reason: String, cause: Cause },
     /// The writer task is gone (shutting down).
-    #[error("the store is shutting down")]
     Closed,
-    #[error("store error: {0}")]
-    Internal(String),
+    /// A bug or a broken database: not worth retrying.
+    Internal {
+        context: String,
+        cause: Option<Cause>,
+    },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Unavailable { reason, .. } => {
+                write!(f, "the store cannot write: {reason}")
+            }
+            StoreError::Busy { reason, .. } => {
+                write!(f, "the database is locked by another connection: {reason}")
+            }
+            StoreError::Closed => f.write_str("the store is shutting down"),
+            StoreError::Internal { context, .. } => write!(f, "store error: {context}"),
+        }
+    }
+}
+
+/// Written by hand: a derived `source()` would hand out the `Arc`, and
+/// code that looks for the `sqlx::Error` underneath could not downcast.
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let cause = match self {
+            StoreError::Unavailable { cause, .. } | StoreError::Internal { cause, .. } => {
+                cause.as_ref()
+            }
+            StoreError::Busy { cause, .. } => Some(cause),
+            StoreError::Closed => None,
+        };
+        cause.map(|c| &**c as &(dyn std::error::Error + 'static))
+    }
 }
 
 impl StoreError {
@@ -68,7 +108,49 @@ impl StoreError {
     /// a lock released). A sender with an accepted call to record keeps
     /// trying on these; giving up would strand the batch (issue 13).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Busy(_))
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::Busy { .. }
+        )
+    }
+
+    /// The store cannot write, for `reason` (no underlying error).
+    pub(crate) fn unavailable(reason: impl Into<String>) -> Self {
+        StoreError::Unavailable {
+            reason: reason.into(),
+            cause: None,
+        }
+    }
+
+    /// The store cannot use the file: `what` failed with `cause`.
+    pub(crate) fn cannot(
+        what: impl std::fmt::Display,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
+            reason: format!("{what}: {cause}"),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// A failure that retrying will not fix: `context` says what was being
+    /// done, with the cause's words.
+    pub(crate) fn internal(
+        context: impl std::fmt::Display,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Internal {
+            context: format!("{context}: {cause}"),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// A broken invariant, with no underlying error.
+    pub(crate) fn bug(context: impl Into<String>) -> Self {
+        StoreError::Internal {
+            context: context.into(),
+            cause: None,
+        }
     }
 }
 
@@ -76,22 +158,29 @@ impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         // SQLITE_BUSY 5 and SQLITE_LOCKED 6: another connection holds the
         // lock. Retryable, and no sign that the disk is in trouble.
-        if let sqlx::Error::Database(db) = &error
-            && matches!(primary_code(&error), Some(5 | 6))
-        {
-            return StoreError::Busy(db.message().to_owned());
+        let code = primary_code(&error);
+        let message = match &error {
+            sqlx::Error::Database(db) => db.message().to_owned(),
+            other => other.to_string(),
+        };
+        match (&error, code) {
+            (sqlx::Error::Database(_), Some(5 | 6)) => StoreError::Busy {
+                reason: message,
+                cause: Arc::new(error),
+            },
+            // Primary result codes: SQLITE_READONLY 8, SQLITE_IOERR 10,
+            // SQLITE_FULL 13, SQLITE_CANTOPEN 14; or the file system.
+            (sqlx::Error::Database(_), Some(8 | 10 | 13 | 14)) | (sqlx::Error::Io(_), _) => {
+                StoreError::Unavailable {
+                    reason: message,
+                    cause: Some(Arc::new(error)),
+                }
+            }
+            _ => StoreError::Internal {
+                context: message,
+                cause: Some(Arc::new(error)),
+            },
         }
-        // Primary result codes: SQLITE_READONLY 8, SQLITE_IOERR 10,
-        // SQLITE_CORRUPT 11, SQLITE_FULL 13, SQLITE_CANTOPEN 14.
-        if let sqlx::Error::Database(db) = &error
-            && matches!(primary_code(&error), Some(8 | 10 | 13 | 14))
-        {
-            return StoreError::Unavailable(db.message().to_owned());
-        }
-        if let sqlx::Error::Io(io) = &error {
-            return StoreError::Unavailable(io.to_string());
-        }
-        StoreError::Internal(error.to_string())
     }
 }
 
@@ -195,7 +284,7 @@ impl Store {
         let max_size_bytes = settings.max_size_bytes;
         let reserve_bytes = settings.reserve_bytes;
         let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(|e| StoreError::internal("sqlite options", e))?
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -214,15 +303,15 @@ impl Store {
         let mut conn: SqliteConnection = options
             .connect()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::cannot(format_args!("cannot open {}", path.display()), e))?;
         sqlx::migrate!("./migrations")
             .run(&mut conn)
             .await
-            .map_err(|e| StoreError::Internal(format!("migrating {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::internal(format_args!("migrating {}", path.display()), e))?;
 
         apply_max_size(&mut conn, max_size_bytes)
             .await
-            .map_err(|e| StoreError::Internal(format!("setting store.max_size_bytes: {e}")))?;
+            .map_err(|e| StoreError::internal("setting store.max_size_bytes", e))?;
 
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -230,11 +319,14 @@ impl Store {
             .connect_with(options.read_only(true))
             .await
             .map_err(|e| {
-                StoreError::Unavailable(format!("cannot open {} for reading: {e}", path.display()))
+                StoreError::cannot(
+                    format_args!("cannot open {} for reading", path.display()),
+                    e,
+                )
             })?;
 
         let file = Arc::new(file_guard::DatabaseFile::new(path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot inspect {}: {e}", path.display()))
+            StoreError::cannot(format_args!("cannot inspect {}", path.display()), e)
         })?);
         let (changed, _) = watch::channel(0);
         let signals = Arc::new(WriterSignals {
@@ -342,7 +434,7 @@ impl Store {
     pub async fn probe_write(&self) -> Result<(), StoreError> {
         self.signals
             .check_file(&self.file)
-            .map_err(StoreError::Unavailable)?;
+            .map_err(StoreError::unavailable)?;
         self.empty_write().await
     }
 

@@ -78,9 +78,8 @@ where
 
     fn finish(self: Box<Self>, outcome: Result<(), StoreError>) {
         let Job { output, reply, .. } = *self;
-        let result = outcome.and_then(|()| {
-            output.ok_or_else(|| StoreError::Internal("a job finished without output".into()))
-        });
+        let result = outcome
+            .and_then(|()| output.ok_or_else(|| StoreError::bug("a job finished without output")));
         // The caller may have gone away (client disconnected): nothing to do.
         let _ = reply.send(result);
     }
@@ -114,9 +113,7 @@ impl Command {
             Command::Job(job) => job.finish(outcome),
             Command::Enqueue { output, reply, .. } => {
                 let result = outcome.and_then(|()| {
-                    output.ok_or_else(|| {
-                        StoreError::Internal("an enqueue finished without output".into())
-                    })
+                    output.ok_or_else(|| StoreError::bug("an enqueue finished without output"))
                 });
                 let _ = reply.send(result);
             }
@@ -376,7 +373,7 @@ fn refuse_intents(group: &mut Vec<Command>, reason: &str) {
         .partition(Command::is_intent);
     *group = kept;
     for command in refused {
-        command.finish(Err(StoreError::Unavailable(reason.to_owned())));
+        command.finish(Err(StoreError::unavailable(reason)));
     }
 }
 
@@ -427,7 +424,7 @@ async fn settle(
 }
 
 fn note_failure(signals: &WriterSignals, error: &StoreError) {
-    if let StoreError::Unavailable(reason) = error {
+    if let StoreError::Unavailable { reason, .. } = error {
         signals.fail(reason);
     }
     tracing::warn!(%error, "store write failed");
