@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::quota;
+use crate::store::Timestamp;
 use crate::store::{Store, timestamp};
 
 /// Items deleted per transaction.
@@ -45,7 +46,11 @@ pub async fn run(
             .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let offset = current.derived.quota_offset.get();
         match store
-            .remove_finished_before(&timestamp(cutoff), &quota::day_of(cutoff, offset), BATCH)
+            .remove_finished_before(
+                Timestamp::new(cutoff),
+                &quota::day_of(cutoff, offset),
+                BATCH,
+            )
             .await
         {
             Ok(removed) if removed.total() > 0 => tracing::info!(

@@ -4,7 +4,7 @@
 //! compared `…T…Z` text with `… …` text and returned every row).
 
 use purgeq::config::StoreSettings;
-use purgeq::store::{CutLimits, ItemResult, NewRequest, QuotaAccount, Store, timestamp};
+use purgeq::store::{CutLimits, ItemResult, NewRequest, QuotaAccount, Store, Timestamp};
 use purgeq::target::{Kind, PurgeTarget};
 use sqlx::{Connection, SqliteConnection};
 
@@ -22,7 +22,7 @@ fn readme_queries() -> Vec<String> {
 }
 
 async fn failed_request(store: &Store, url: &str, received_at: time::OffsetDateTime) {
-    let now = timestamp(time::OffsetDateTime::now_utc());
+    let now = Timestamp::new(time::OffsetDateTime::now_utc());
     store
         .enqueue(NewRequest {
             id: uuid::Uuid::now_v7().to_string(),
@@ -51,13 +51,13 @@ async fn failed_request(store: &Store, url: &str, received_at: time::OffsetDateT
                 files_per_day: 100,
                 directories_per_day: 100,
             },
-            "9999-12-31T00:00:00.000Z",
+            Timestamp::parse("9999-12-31T00:00:00.000Z").expect("a time"),
         )
         .await
         .expect("cut")
         .expect("a batch");
     store
-        .batch_accepted(&batch, "task", None, &account, &now)
+        .batch_accepted(&batch, "task", None, &account, now)
         .await
         .expect("accepted");
     let item = batch.files[0].item_id;
@@ -70,7 +70,7 @@ async fn failed_request(store: &Store, url: &str, received_at: time::OffsetDateT
                     reason: "Failed".into(),
                 },
             )],
-            &now,
+            now,
         )
         .await
         .expect("failed");

@@ -6,7 +6,7 @@
 use purgeq::config::StoreSettings;
 use purgeq::store::{
     Batch, CallOutcome, CutLimits, ItemResult, NewRequest, QuotaAccount, RequestState, Store,
-    StoreError, timestamp,
+    StoreError, Timestamp,
 };
 use purgeq::target::{Kind, PurgeTarget};
 use sqlx::{Connection, SqliteConnection};
@@ -29,8 +29,8 @@ fn dir(url: &str) -> PurgeTarget {
     target(Kind::Directory, url)
 }
 
-fn now() -> String {
-    timestamp(time::OffsetDateTime::now_utc())
+fn now() -> Timestamp {
+    Timestamp::new(time::OffsetDateTime::now_utc())
 }
 
 fn account(day: &str) -> QuotaAccount {
@@ -93,7 +93,7 @@ impl Queue {
     /// The next batch, if anything may be cut.
     async fn try_cut(&self) -> Option<Batch> {
         self.store
-            .cut_batch(EP, limits(), &now())
+            .cut_batch(EP, limits(), now())
             .await
             .expect("cut")
     }
@@ -104,7 +104,7 @@ impl Queue {
 
     async fn accept(&self, batch: &Batch) {
         self.store
-            .batch_accepted(batch, "task", None, &account(DAY), &now())
+            .batch_accepted(batch, "task", None, &account(DAY), now())
             .await
             .expect("accepted");
     }
@@ -121,7 +121,7 @@ impl Queue {
             .map(|i| (i.item_id, result.clone()))
             .collect();
         self.store
-            .record_results(batch.id, results, &now())
+            .record_results(batch.id, results, now())
             .await
             .expect("record");
     }
@@ -213,7 +213,7 @@ async fn retrying_two_failed_generations_keeps_one_pending_item() {
         2
     );
 
-    let retried = q.store.retry_failed(None, &now()).await.expect("no 500");
+    let retried = q.store.retry_failed(None, now()).await.expect("no 500");
     assert_eq!(retried, 2);
     assert_eq!(
         q.scalar("SELECT count(*) FROM items WHERE state = 'pending'")
@@ -241,11 +241,7 @@ async fn retrying_a_request_retries_the_directory_its_url_followed() {
     q.accept(&batch).await;
     q.finish(&batch, failed("directory failed")).await;
     assert_eq!(q.state(&r1).await, RequestState::Failed);
-    let retried = q
-        .store
-        .retry_failed(Some(&r1), &now())
-        .await
-        .expect("retry");
+    let retried = q.store.retry_failed(Some(&r1), now()).await.expect("retry");
     assert_eq!(retried, 1);
     assert_eq!(q.state(&r1).await, RequestState::InProgress);
     let again = q.cut().await;
@@ -259,9 +255,9 @@ async fn cancelling_every_request_that_wants_a_url_cancels_it() {
     let q = Queue::new().await;
     let r1 = q.post(vec![file("http://e.com/x.js")]).await;
     let r2 = q.post(vec![file("http://e.com/x.js")]).await;
-    let first = q.store.cancel_pending(&r1, &now()).await.expect("cancel");
+    let first = q.store.cancel_pending(&r1, now()).await.expect("cancel");
     assert_eq!((first.cancelled, first.kept), (0, 1));
-    let second = q.store.cancel_pending(&r2, &now()).await.expect("cancel");
+    let second = q.store.cancel_pending(&r2, now()).await.expect("cancel");
     assert_eq!((second.cancelled, second.kept), (1, 0));
     assert!(q.try_cut().await.is_none());
     assert_eq!(q.state(&r1).await, RequestState::Cancelled);
@@ -269,13 +265,13 @@ async fn cancelling_every_request_that_wants_a_url_cancels_it() {
     // A directory that absorbed another request's file.
     let f = q.post(vec![file("http://e.com/d/a.js")]).await;
     let d = q.post(vec![dir("http://e.com/d/")]).await;
-    let kept = q.store.cancel_pending(&d, &now()).await.expect("cancel");
+    let kept = q.store.cancel_pending(&d, now()).await.expect("cancel");
     assert_eq!(
         (kept.cancelled, kept.kept),
         (0, 1),
         "the file's request still wants it"
     );
-    let gone = q.store.cancel_pending(&f, &now()).await.expect("cancel");
+    let gone = q.store.cancel_pending(&f, now()).await.expect("cancel");
     assert_eq!((gone.cancelled, gone.kept), (1, 0));
     assert!(q.try_cut().await.is_none());
     assert_eq!(q.state(&f).await, RequestState::Cancelled);
@@ -295,7 +291,7 @@ async fn a_locked_database_is_a_retryable_error() {
         .expect("lock");
     let error = q
         .store
-        .cut_batch(EP, limits(), &now())
+        .cut_batch(EP, limits(), now())
         .await
         .expect_err("locked");
     assert!(matches!(error, StoreError::Busy { .. }), "{error:?}");
@@ -319,7 +315,7 @@ async fn attempts_count_accepted_calls_not_cuts() {
     for _ in 0..8 {
         let batch = q.cut().await;
         q.store
-            .release_batch(&batch, "endpoint inactive", &now(), &now())
+            .release_batch(&batch, "endpoint inactive", now(), now())
             .await
             .expect("release");
     }
@@ -397,7 +393,7 @@ async fn the_ledger_never_counts_less_than_the_cdn() {
             "timeout",
             CallOutcome::Unknown,
             &account(DAY),
-            &now(),
+            now(),
         )
         .await
         .expect("attempt");
@@ -409,7 +405,7 @@ async fn the_ledger_never_counts_less_than_the_cdn() {
             "throttled",
             CallOutcome::Refused,
             &account(DAY),
-            &now(),
+            now(),
         )
         .await
         .expect("attempt");
@@ -422,7 +418,7 @@ async fn the_ledger_never_counts_less_than_the_cdn() {
     assert_eq!(used(&q, DAY).await.0, 30);
     // Accepted on the next day: the pending charge moves there.
     q.store
-        .batch_accepted(&batch, "task", None, &account("2026-11-26"), &now())
+        .batch_accepted(&batch, "task", None, &account("2026-11-26"), now())
         .await
         .expect("accepted");
     assert_eq!(used(&q, DAY).await, (20, 0));
@@ -433,7 +429,7 @@ async fn the_ledger_never_counts_less_than_the_cdn() {
     let late = q.cut().await;
     assert_eq!(used(&q, DAY).await.0, 21);
     q.store
-        .release_batch(&late, "paused", &now(), &now())
+        .release_batch(&late, "paused", now(), now())
         .await
         .expect("release");
     assert_eq!(used(&q, DAY).await.0, 20);
@@ -441,7 +437,7 @@ async fn the_ledger_never_counts_less_than_the_cdn() {
     // A quota refusal from the CDN: the day is spent, nothing more is cut.
     let refused = q.cut().await;
     q.store
-        .release_batch(&refused, "QuotaExceeded", &now(), &now())
+        .release_batch(&refused, "QuotaExceeded", now(), now())
         .await
         .expect("release");
     q.store
@@ -554,14 +550,14 @@ async fn retention_keeps_a_request_until_all_of_it_is_finished() {
                 (
                     late,
                     ItemResult::Retry {
-                        not_before: timestamp(
+                        not_before: Timestamp::new(
                             time::OffsetDateTime::now_utc() + time::Duration::hours(1),
                         ),
                         reason: "retry later".into(),
                     },
                 ),
             ],
-            &now(),
+            now(),
         )
         .await
         .expect("record");
@@ -571,10 +567,10 @@ async fn retention_keeps_a_request_until_all_of_it_is_finished() {
     q.accept(&b2).await;
     q.finish(&b2, ItemResult::Succeeded).await;
 
-    let future = timestamp(time::OffsetDateTime::now_utc() + time::Duration::days(1));
+    let future = Timestamp::new(time::OffsetDateTime::now_utc() + time::Duration::days(1));
     let removed = q
         .store
-        .remove_finished_before(&future, "2099-01-01", 100)
+        .remove_finished_before(future, "2099-01-01", 100)
         .await
         .expect("retention");
     assert_eq!(

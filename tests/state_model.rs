@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 use purgeq::config::{StoreSettings, Synchronous};
 use purgeq::store::{
-    CallOutcome, CutLimits, ItemResult, NewRequest, QuotaAccount, RequestState, Store, timestamp,
+    CallOutcome, CutLimits, ItemResult, NewRequest, QuotaAccount, RequestState, Store, Timestamp,
 };
 use purgeq::target::{Kind, PurgeTarget};
 use sqlx::{Connection, SqliteConnection};
@@ -96,8 +96,8 @@ fn account() -> QuotaAccount {
     }
 }
 
-fn now() -> String {
-    timestamp(time::OffsetDateTime::now_utc())
+fn now() -> Timestamp {
+    Timestamp::new(time::OffsetDateTime::now_utc())
 }
 
 fn limits() -> CutLimits {
@@ -177,7 +177,7 @@ impl Harness {
                 self.model.requests.push((id, indices.len()));
             }
             Event::Cut => {
-                store.cut_batch(EP, limits(), &now()).await.expect("cut");
+                store.cut_batch(EP, limits(), now()).await.expect("cut");
             }
             Event::Accept(i) | Event::Release(i) | Event::Unknown(i) | Event::BadItem(i) => {
                 let ids = store.sending_batch_ids().await.expect("sending");
@@ -196,14 +196,14 @@ impl Harness {
                 match event {
                     Event::Accept(_) => {
                         store
-                            .batch_accepted(&batch, "task", None, &account(), &now())
+                            .batch_accepted(&batch, "task", None, &account(), now())
                             .await
                             .expect("accepted");
                         self.model.cdn_files += files;
                         self.model.cdn_directories += directories;
                     }
                     Event::Release(_) => store
-                        .release_batch(&batch, "refused", &now(), &now())
+                        .release_batch(&batch, "refused", now(), now())
                         .await
                         .expect("release"),
                     Event::Unknown(_) => {
@@ -213,7 +213,7 @@ impl Harness {
                                 "timeout",
                                 CallOutcome::Unknown,
                                 &account(),
-                                &now(),
+                                now(),
                             )
                             .await
                             .expect("attempt");
@@ -222,13 +222,13 @@ impl Harness {
                     }
                     _ if batch.len() <= 1 => {
                         store
-                            .fail_batch(&batch, "refused item", false, &now())
+                            .fail_batch(&batch, "refused item", false, now())
                             .await
                             .expect("fail");
                     }
                     _ => {
                         store
-                            .split_batch(&batch, "refused item", &account(), &now())
+                            .split_batch(&batch, "refused item", &account(), now())
                             .await
                             .expect("split");
                     }
@@ -259,7 +259,7 @@ impl Harness {
                     })
                     .collect();
                 store
-                    .record_results(batch.id, results, &now())
+                    .record_results(batch.id, results, now())
                     .await
                     .expect("record");
             }
@@ -268,7 +268,7 @@ impl Harness {
                     return;
                 }
                 let (id, _) = &self.model.requests[i % self.model.requests.len()];
-                store.cancel_pending(id, &now()).await.expect("cancel");
+                store.cancel_pending(id, now()).await.expect("cancel");
             }
             Event::Retry(which) => {
                 let id = which.and_then(|i| {
@@ -276,7 +276,7 @@ impl Harness {
                         .then(|| self.model.requests[i % self.model.requests.len()].0.clone())
                 });
                 store
-                    .retry_failed(id.as_deref(), &now())
+                    .retry_failed(id.as_deref(), now())
                     .await
                     .expect("retry");
             }
@@ -290,14 +290,15 @@ impl Harness {
                     self.model.cdn_files += batch.files.len() as u64;
                     self.model.cdn_directories += batch.directories.len() as u64;
                 }
-                store.recover(&now()).await.expect("recover");
+                store.recover(now()).await.expect("recover");
                 let ids = store.sending_batch_ids().await.expect("ids");
                 store.adopt_sending(&ids, &account()).await.expect("adopt");
             }
             Event::Retention => {
-                let future = timestamp(time::OffsetDateTime::now_utc() + time::Duration::days(1));
+                let future =
+                    Timestamp::new(time::OffsetDateTime::now_utc() + time::Duration::days(1));
                 store
-                    .remove_finished_before(&future, "2000-01-01", 3)
+                    .remove_finished_before(future, "2000-01-01", 3)
                     .await
                     .expect("retention");
             }

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::intake::{self, UrlList};
 use crate::config::Settings;
 use crate::http_server::Peer;
+use crate::store::Timestamp;
 use crate::store::{RequestStatus, StateCounts};
 use crate::target::{PurgeTarget, Requested};
 
@@ -397,7 +398,7 @@ pub async fn retry_request(
     require_request(&state, &id).await?;
     let retried = state
         .store
-        .retry_failed(Some(&id), &crate::store::timestamp(state.clock.now_utc()))
+        .retry_failed(Some(&id), Timestamp::new(state.clock.now_utc()))
         .await?;
     state.pipeline.wake();
     Ok(Json(serde_json::json!({ "id": id, "retried": retried })))
@@ -409,7 +410,7 @@ pub async fn retry_all_failed(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let retried = state
         .store
-        .retry_failed(None, &crate::store::timestamp(state.clock.now_utc()))
+        .retry_failed(None, Timestamp::new(state.clock.now_utc()))
         .await?;
     state.pipeline.wake();
     Ok(Json(serde_json::json!({ "retried": retried })))
@@ -425,7 +426,7 @@ pub async fn cancel_request(
     require_request(&state, &id).await?;
     let outcome = state
         .store
-        .cancel_pending(&id, &crate::store::timestamp(state.clock.now_utc()))
+        .cancel_pending(&id, Timestamp::new(state.clock.now_utc()))
         .await?;
     Ok(Json(
         serde_json::json!({ "id": id, "cancelled": outcome.cancelled, "kept": outcome.kept }),

@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Shared, sender};
 use crate::quota;
+use crate::store::Timestamp;
 use crate::store::{CutLimits, QuotaUse, Readiness, StoreError, Wait, parse_timestamp, timestamp};
 use crate::target::Kind;
 
@@ -101,7 +102,7 @@ async fn cut_what_can_go(
     let settings = shared.settings();
     let offset = settings.derived.quota_offset.get();
     let now = shared.now();
-    let now_ts = timestamp(now);
+    let now_ts = Timestamp::new(now);
 
     let mut endpoints = settings.derived.router.endpoint_ids();
     for endpoint in known.iter() {
@@ -128,14 +129,14 @@ async fn cut_what_can_go(
         }
         let files = shared
             .store
-            .readiness(endpoint, Kind::File, &now_ts, settings.batch.max_files)
+            .readiness(endpoint, Kind::File, now_ts, settings.batch.max_files)
             .await?;
         let directories = shared
             .store
             .readiness(
                 endpoint,
                 Kind::Directory,
-                &now_ts,
+                now_ts,
                 settings.batch.max_directories,
             )
             .await?;
@@ -162,7 +163,7 @@ async fn cut_what_can_go(
             files_per_day: settings.quota.files_per_day,
             directories_per_day: settings.quota.directories_per_day,
         };
-        match shared.store.cut_batch(endpoint, limits, &now_ts).await? {
+        match shared.store.cut_batch(endpoint, limits, now_ts).await? {
             Some(batch) => {
                 tracing::debug!(batch = batch.id, endpoint = %endpoint, files = batch.files.len(),
                     directories = batch.directories.len(), full, "cut a batch");

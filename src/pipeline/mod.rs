@@ -30,6 +30,7 @@ use crate::config::Settings;
 use crate::report::{
     EndpointRest, PipelineReport, PipelineStatus, QuotaStatus, SenderState, SenderStatus,
 };
+use crate::store::Timestamp;
 use crate::store::{QuotaAccount, QuotaUse, Store, StoreError, timestamp};
 use gate::Gate;
 
@@ -139,8 +140,8 @@ impl Shared {
         self.clock.now_utc()
     }
 
-    fn now_ts(&self) -> String {
-        timestamp(self.now())
+    fn now_ts(&self) -> Timestamp {
+        Timestamp::new(self.now())
     }
 
     /// Today's quota day of the configured subscription: where calls made
@@ -232,7 +233,7 @@ impl Shared {
             .entry(format!("{operation}:{outcome}"))
             .or_default() += 1;
         if let Some(error) = error {
-            status.last_error = Some((self.now_ts(), error));
+            status.last_error = Some((self.now_ts().to_string(), error));
         }
     }
 
@@ -282,8 +283,8 @@ impl Pipeline {
         clock: SharedClock,
     ) -> Result<Pipeline, StoreError> {
         let current = settings.borrow().clone();
-        let now = timestamp(clock.now_utc());
-        let recovered = store.recover(&now).await?;
+        let now = Timestamp::new(clock.now_utc());
+        let recovered = store.recover(now).await?;
         if recovered > 0 {
             tracing::info!(
                 items = recovered,

@@ -162,7 +162,7 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                     durably("the released batch", || {
                         shared
                             .store
-                            .release_batch(&batch, &pause.reason, &now_ts, &now_ts)
+                            .release_batch(&batch, &pause.reason, now_ts, now_ts)
                     })
                     .await?;
                     return Ok(());
@@ -221,7 +221,7 @@ async fn record_accepted(
             &accepted.value.task_track_id,
             accepted.correlation_id.as_deref(),
             &account,
-            &now_ts,
+            now_ts,
         )
     })
     .await?;
@@ -252,7 +252,7 @@ async fn apply(
     let now_ts = shared.now_ts();
     let account = shared.quota_account();
     let message = error.to_string();
-    let now = now_ts.as_str();
+    let now = now_ts;
     let release = |reason: String| async move {
         durably("the released batch", || {
             shared.store.release_batch(batch, &reason, now, now)
@@ -266,7 +266,7 @@ async fn apply(
                 &message,
                 call_outcome(error),
                 &account,
-                &now_ts,
+                now_ts,
             )
         })
     };
@@ -319,7 +319,7 @@ async fn apply(
         }
         Action::FailEndpoint => {
             let failed = durably("the failed batch", || {
-                shared.store.fail_batch(batch, &message, true, &now_ts)
+                shared.store.fail_batch(batch, &message, true, now_ts)
             })
             .await?;
             tracing::error!(
@@ -337,7 +337,7 @@ async fn apply(
                 "the URL is refused: it fails, the rest of the queue goes on",
             );
             durably("the failed batch", || {
-                shared.store.fail_batch(batch, &message, false, &now_ts)
+                shared.store.fail_batch(batch, &message, false, now_ts)
             })
             .await?;
             Ok(Next::Done)
@@ -366,7 +366,7 @@ async fn apply(
             // the halves `sending` and unclaimed.
             let _guard = shared.adoption.lock().await;
             let (first, second) = durably("the split batch", || {
-                shared.store.split_batch(batch, &message, &account, &now_ts)
+                shared.store.split_batch(batch, &message, &account, now_ts)
             })
             .await?;
             let claims = (shared.claim(first.id), shared.claim(second.id));

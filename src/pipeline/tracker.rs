@@ -22,9 +22,8 @@ use tokio::time::Instant;
 use super::Shared;
 use super::gate::Admission;
 use crate::cdn::{ErrorClass, PurgeProgress, UrlState};
-use crate::store::{
-    ItemResult, StoreError, SubmittedBatch, SubmittedItem, parse_timestamp, timestamp,
-};
+use crate::store::Timestamp;
+use crate::store::{ItemResult, StoreError, SubmittedBatch, SubmittedItem, parse_timestamp};
 use crate::target::Kind;
 
 /// Longest wait before a URL the CDN reported `Failed` is sent again.
@@ -152,7 +151,7 @@ async fn give_up(
         .collect();
     shared
         .store
-        .record_results(batch.id, results, &shared.now_ts())
+        .record_results(batch.id, results, shared.now_ts())
         .await?;
     Ok(())
 }
@@ -222,7 +221,7 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
                     .any(|(_, r)| matches!(r, ItemResult::Retry { .. }));
                 let closed = shared
                     .store
-                    .record_results(batch.id, results, &timestamp(now))
+                    .record_results(batch.id, results, Timestamp::new(now))
                     .await?;
                 if closed {
                     tracing::info!(batch = batch.id, task_track_id = %batch.task_track_id,
@@ -266,7 +265,7 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
                         .map(|i| {
                             let result = if i.attempts < max_attempts {
                                 ItemResult::Retry {
-                                    not_before: timestamp(now),
+                                    not_before: Timestamp::new(now),
                                     reason: reason.clone(),
                                 }
                             } else {
@@ -279,7 +278,7 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
                         .collect();
                     shared
                         .store
-                        .record_results(batch.id, results, &timestamp(now))
+                        .record_results(batch.id, results, Timestamp::new(now))
                         .await?;
                     shared.wake_batcher.notify_one();
                 }
@@ -347,7 +346,7 @@ pub(super) fn read_progress(
                 UrlState::Failed if item.attempts < max_attempts => {
                     let delay = retry_delay(rules.poll_interval, item.attempts);
                     ItemResult::Retry {
-                        not_before: timestamp(now + delay),
+                        not_before: Timestamp::new(now + delay),
                         reason: format!(
                             "the CDN reported the purge as Failed (attempt {} of {max_attempts}, TaskTrackId {task_track_id}); retrying",
                             item.attempts
@@ -436,7 +435,7 @@ mod tests {
         assert_eq!(results[0].1, ItemResult::Succeeded);
         match &results[1].1 {
             ItemResult::Retry { not_before, reason } => {
-                assert_eq!(not_before, "2026-11-25T10:00:05.000Z");
+                assert_eq!(not_before.to_string(), "2026-11-25T10:00:05.000Z");
                 assert!(reason.contains("attempt 1 of 3"), "{reason}");
             }
             other => panic!("{other:?}"),

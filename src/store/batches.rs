@@ -7,7 +7,7 @@
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, Timestamp};
 use crate::target::Kind;
 
 /// One URL in a batch.
@@ -128,7 +128,7 @@ pub enum ItemResult {
     Succeeded,
     /// Failed at the CDN; try again after `not_before`.
     Retry {
-        not_before: String,
+        not_before: Timestamp,
         reason: String,
     },
     /// Failed for good.
@@ -158,7 +158,7 @@ impl Store {
         &self,
         endpoint_id: &str,
         kind: Kind,
-        now: &str,
+        now: Timestamp,
         cap: usize,
     ) -> Result<Readiness, StoreError> {
         let earliest_not_before: Option<String> = sqlx::query_scalar(
@@ -170,7 +170,10 @@ impl Store {
         .bind(kind.as_str())
         .fetch_optional(&self.reader)
         .await?;
-        let eligible: i64 = if cap == 0 || earliest_not_before.as_deref().is_none_or(|nb| nb > now)
+        let eligible: i64 = if cap == 0
+            || earliest_not_before
+                .as_deref()
+                .is_none_or(|nb| Timestamp::parse(nb).is_none_or(|nb| nb > now))
         {
             0
         } else {
@@ -207,13 +210,12 @@ impl Store {
         &self,
         endpoint_id: &str,
         limits: CutLimits,
-        now: &str,
+        now: Timestamp,
     ) -> Result<Option<Batch>, StoreError> {
         let endpoint_id = endpoint_id.to_owned();
-        let now = now.to_owned();
         self.write(move |conn| {
-            let (endpoint_id, limits, now) = (endpoint_id.clone(), limits.clone(), now.clone());
-            Box::pin(async move { cut_batch(conn, &endpoint_id, &limits, &now).await })
+            let (endpoint_id, limits, now) = (endpoint_id.clone(), limits.clone(), now);
+            Box::pin(async move { cut_batch(conn, &endpoint_id, &limits, now).await })
         })
         .await
     }
@@ -272,14 +274,14 @@ impl Store {
         task_track_id: &str,
         correlation_id: Option<&str>,
         account: &QuotaAccount,
-        now: &str,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         let args = (
             batch.id,
             task_track_id.to_owned(),
             correlation_id.map(str::to_owned),
             account.clone(),
-            now.to_owned(),
+            now,
         );
         self.write(move |conn| {
             let (id, task, correlation, account, now) = args.clone();
@@ -293,7 +295,7 @@ impl Store {
                 .bind(id)
                 .bind(&task)
                 .bind(&correlation)
-                .bind(&now)
+                .bind(now)
                 .execute(&mut *conn)
                 .await?;
                 sqlx::query(
@@ -301,7 +303,7 @@ impl Store {
                      WHERE batch_id = ?1 AND state = 'sending'",
                 )
                 .bind(id)
-                .bind(&now)
+                .bind(now)
                 .execute(&mut *conn)
                 .await?;
                 Ok(())
@@ -319,16 +321,16 @@ impl Store {
         error: &str,
         outcome: CallOutcome,
         account: &QuotaAccount,
-        now: &str,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
-        let args = (batch.id, error.to_owned(), account.clone(), now.to_owned());
+        let args = (batch.id, error.to_owned(), account.clone(), now);
         self.write(move |conn| {
             let (id, error, account, now) = args.clone();
             Box::pin(async move {
                 sqlx::query("UPDATE batches SET attempts = attempts + 1, last_error = ?2, sent_at = ?3 WHERE id = ?1")
                     .bind(id)
                     .bind(&error)
-                    .bind(&now)
+                    .bind(now)
                     .execute(&mut *conn)
                     .await?;
                 if outcome == CallOutcome::Unknown {
@@ -399,15 +401,15 @@ impl Store {
         &self,
         batch: &Batch,
         reason: &str,
-        not_before: &str,
-        now: &str,
+        not_before: Timestamp,
+        now: Timestamp,
     ) -> Result<(), StoreError> {
         let args = (
             batch.id,
             batch.item_ids(),
             reason.to_owned(),
-            not_before.to_owned(),
-            now.to_owned(),
+            not_before,
+            now,
         );
         self.write(move |conn| {
             let (id, items, reason, not_before, now) = args.clone();
@@ -416,10 +418,10 @@ impl Store {
                 sqlx::query("UPDATE batches SET state = 'released', last_error = ?2, finished_at = ?3 WHERE id = ?1")
                     .bind(id)
                     .bind(&reason)
-                    .bind(&now)
+                    .bind(now)
                     .execute(&mut *conn)
                     .await?;
-                return_to_pending(conn, &items, &reason, &not_before, &now, false).await
+                return_to_pending(conn, &items, &reason, not_before, now, false).await
             })
         })
         .await
@@ -433,10 +435,10 @@ impl Store {
         batch: &Batch,
         reason: &str,
         account: &QuotaAccount,
-        now: &str,
+        now: Timestamp,
     ) -> Result<(Batch, Batch), StoreError> {
         let batch = batch.clone();
-        let args = (reason.to_owned(), account.clone(), now.to_owned());
+        let args = (reason.to_owned(), account.clone(), now);
         self.write(move |conn| {
             let batch = batch.clone();
             let (reason, account, now) = args.clone();
@@ -445,7 +447,7 @@ impl Store {
                 sqlx::query("UPDATE batches SET state = 'split', attempts = attempts + 1, last_error = ?2, finished_at = ?3 WHERE id = ?1")
                     .bind(batch.id)
                     .bind(&reason)
-                    .bind(&now)
+                    .bind(now)
                     .execute(&mut *conn)
                     .await?;
                 let mut all: Vec<(Kind, BatchItem)> = batch
@@ -455,8 +457,8 @@ impl Store {
                     .chain(batch.directories.iter().map(|i| (Kind::Directory, i.clone())))
                     .collect();
                 let second = all.split_off(all.len() / 2);
-                let a = insert_batch_of(conn, &batch.endpoint_id, all, &account, &now).await?;
-                let b = insert_batch_of(conn, &batch.endpoint_id, second, &account, &now).await?;
+                let a = insert_batch_of(conn, &batch.endpoint_id, all, &account, now).await?;
+                let b = insert_batch_of(conn, &batch.endpoint_id, second, &account, now).await?;
                 Ok((a, b))
             })
         })
@@ -471,13 +473,13 @@ impl Store {
         batch: &Batch,
         reason: &str,
         whole_endpoint: bool,
-        now: &str,
+        now: Timestamp,
     ) -> Result<u64, StoreError> {
         let args = (
             batch.id,
             batch.endpoint_id.clone(),
             reason.to_owned(),
-            now.to_owned(),
+            now,
         );
         self.write(move |conn| {
             let (id, endpoint, reason, now) = args.clone();
@@ -487,7 +489,7 @@ impl Store {
                 sqlx::query("UPDATE batches SET state = 'failed', attempts = attempts + 1, last_error = ?2, finished_at = ?3 WHERE id = ?1")
                     .bind(id)
                     .bind(&reason)
-                    .bind(&now)
+                    .bind(now)
                     .execute(&mut *conn)
                     .await?;
                 let mut failed = sqlx::query(
@@ -496,7 +498,7 @@ impl Store {
                 )
                 .bind(id)
                 .bind(&reason)
-                .bind(&now)
+                .bind(now)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
@@ -507,7 +509,7 @@ impl Store {
                     )
                     .bind(&endpoint)
                     .bind(&reason)
-                    .bind(&now)
+                    .bind(now)
                     .execute(&mut *conn)
                     .await?
                     .rows_affected();
@@ -562,12 +564,10 @@ impl Store {
         &self,
         batch_id: i64,
         results: Vec<(i64, ItemResult)>,
-        now: &str,
+        now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let now = now.to_owned();
         self.write(move |conn| {
             let results = results.clone();
-            let now = now.clone();
             Box::pin(async move {
                 for (item_id, result) in &results {
                     match result {
@@ -577,7 +577,7 @@ impl Store {
                                  WHERE id = ?1 AND state = 'submitted'",
                             )
                             .bind(item_id)
-                            .bind(&now)
+                            .bind(now)
                             .execute(&mut *conn)
                             .await?;
                         }
@@ -588,16 +588,16 @@ impl Store {
                             )
                             .bind(item_id)
                             .bind(reason)
-                            .bind(&now)
+                            .bind(now)
                             .execute(&mut *conn)
                             .await?;
                         }
                         ItemResult::Retry { not_before, reason } => {
-                            return_to_pending(conn, &[*item_id], reason, not_before, &now, true).await?;
+                            return_to_pending(conn, &[*item_id], reason, *not_before, now, true).await?;
                         }
                     }
                 }
-                close_if_done(conn, batch_id, &now).await
+                close_if_done(conn, batch_id, now).await
             })
         })
         .await
@@ -605,10 +605,8 @@ impl Store {
 
     /// Startup recovery: items marked in flight whose batch is gone or
     /// finished go back to pending. Returns how many.
-    pub async fn recover(&self, now: &str) -> Result<u64, StoreError> {
-        let now = now.to_owned();
+    pub async fn recover(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.write(move |conn| {
-            let now = now.clone();
             Box::pin(async move {
                 let orphans: Vec<i64> = sqlx::query_scalar(
                     "SELECT i.id FROM items i LEFT JOIN batches b ON b.id = i.batch_id
@@ -619,15 +617,8 @@ impl Store {
                 .await?;
                 let count = orphans.len() as u64;
                 if !orphans.is_empty() {
-                    return_to_pending(
-                        conn,
-                        &orphans,
-                        "recovered after a restart",
-                        &now,
-                        &now,
-                        false,
-                    )
-                    .await?;
+                    return_to_pending(conn, &orphans, "recovered after a restart", now, now, false)
+                        .await?;
                 }
                 Ok(count)
             })
@@ -799,7 +790,7 @@ async fn cut_batch(
     conn: &mut SqliteConnection,
     endpoint_id: &str,
     limits: &CutLimits,
-    now: &str,
+    now: Timestamp,
 ) -> Result<Option<Batch>, sqlx::Error> {
     let quota = quota_use(conn, &limits.account).await?;
     let files_left = limits.files_per_day.saturating_sub(quota.files_used);
@@ -845,7 +836,7 @@ async fn insert_batch_of(
     endpoint_id: &str,
     items: Vec<(Kind, BatchItem)>,
     account: &QuotaAccount,
-    now: &str,
+    now: Timestamp,
 ) -> Result<Batch, sqlx::Error> {
     let mut batch = Batch {
         id: 0,
@@ -899,8 +890,8 @@ pub(super) async fn return_to_pending(
     conn: &mut SqliteConnection,
     item_ids: &[i64],
     reason: &str,
-    not_before: &str,
-    now: &str,
+    not_before: Timestamp,
+    now: Timestamp,
     keep_batch: bool,
 ) -> Result<(), sqlx::Error> {
     let ids = ids_json(item_ids)?;
@@ -1006,7 +997,7 @@ async fn repoint_followers(conn: &mut SqliteConnection, ids: &str) -> Result<(),
 async fn close_if_done(
     conn: &mut SqliteConnection,
     batch_id: i64,
-    now: &str,
+    now: Timestamp,
 ) -> Result<bool, sqlx::Error> {
     let waiting: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM items WHERE batch_id = ?1 AND state = 'submitted'",

@@ -18,7 +18,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 use time::OffsetDateTime;
 
-use super::{Store, StoreError, timestamp};
+use super::{Store, StoreError, Timestamp, timestamp};
 use crate::target::{Kind, PurgeTarget, ancestor_directories};
 
 /// A validated request, ready to store.
@@ -88,7 +88,7 @@ pub(super) async fn enqueue_many(
 
     let mut new = vec![0usize; requests.len()];
     for (index, request) in requests.iter().enumerate() {
-        let now = timestamp(request.received_at);
+        let now = Timestamp::new(request.received_at);
         let mut directories: Vec<(usize, &PurgeTarget)> = request
             .targets
             .iter()
@@ -101,11 +101,10 @@ pub(super) async fn enqueue_many(
             match covering_directory(conn, directory).await? {
                 Some(id) => link(conn, &request.id, id, position, Some(directory)).await?,
                 None => {
-                    let (id, inserted) = insert_or_find(conn, directory, &now).await?;
+                    let (id, inserted) = insert_or_find(conn, directory, now).await?;
                     if inserted {
                         new[index] += 1;
-                        absorb_under(conn, id, &directory.endpoint_id, &directory.url, &now)
-                            .await?;
+                        absorb_under(conn, id, &directory.endpoint_id, &directory.url, now).await?;
                     }
                     link(conn, &request.id, id, position, None).await?;
                 }
@@ -265,7 +264,7 @@ async fn covering_directory(
 async fn insert_or_find(
     conn: &mut SqliteConnection,
     target: &PurgeTarget,
-    now: &str,
+    now: Timestamp,
 ) -> Result<(i64, bool), sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at)
@@ -299,7 +298,7 @@ pub(super) async fn absorb_under(
     directory_id: i64,
     endpoint_id: &str,
     directory_url: &str,
-    now: &str,
+    now: Timestamp,
 ) -> Result<(), sqlx::Error> {
     // Every URL that starts with "…/dir/" sorts in ["…/dir/", "…/dir0"):
     // '0' is the character after '/'.

@@ -13,6 +13,7 @@ mod operator;
 mod reads;
 mod reserve;
 mod retention;
+mod timestamp;
 mod waits;
 mod writer;
 
@@ -37,6 +38,7 @@ pub use history::{HistoryEntry, HistoryFilter, read_history};
 pub use operator::Cancelled;
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, RequestSummary, StateCounts};
 pub use retention::Removed;
+pub use timestamp::Timestamp;
 pub use waits::{Wait, why_pending};
 
 use crate::config::{StoreSettings, Synchronous};
@@ -242,22 +244,12 @@ async fn apply_max_size(conn: &mut SqliteConnection, bytes: u64) -> Result<(), s
 
 /// Timestamps as stored: UTC, millisecond precision, fixed width.
 pub fn timestamp(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.millisecond()
-    )
+    Timestamp::new(at).to_string()
 }
 
 /// Parses a stored timestamp.
 pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+    Timestamp::parse(text).map(Timestamp::get)
 }
 
 #[derive(Clone)]

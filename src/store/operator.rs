@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::batches::return_to_pending;
-use super::{Store, StoreError};
+use super::{Store, StoreError, Timestamp};
 
 /// The answer to a cancel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -23,12 +23,12 @@ impl Store {
     pub async fn retry_failed(
         &self,
         request_id: Option<&str>,
-        now: &str,
+        now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let args = (request_id.map(str::to_owned), now.to_owned());
+        let args = (request_id.map(str::to_owned), now);
         self.write(move |conn| {
             let (request_id, now) = args.clone();
-            Box::pin(async move { retry(conn, request_id.as_deref(), &now).await })
+            Box::pin(async move { retry(conn, request_id.as_deref(), now).await })
         })
         .await
     }
@@ -37,12 +37,12 @@ impl Store {
     pub async fn cancel_pending(
         &self,
         request_id: &str,
-        now: &str,
+        now: Timestamp,
     ) -> Result<Cancelled, StoreError> {
-        let args = (request_id.to_owned(), now.to_owned());
+        let args = (request_id.to_owned(), now);
         self.write(move |conn| {
             let (request_id, now) = args.clone();
-            Box::pin(async move { cancel(conn, &request_id, &now).await })
+            Box::pin(async move { cancel(conn, &request_id, now).await })
         })
         .await
     }
@@ -60,7 +60,7 @@ const ROOTS_OF_REQUEST: &str = "
 async fn retry(
     conn: &mut SqliteConnection,
     request_id: Option<&str>,
-    now: &str,
+    now: Timestamp,
 ) -> Result<u64, sqlx::Error> {
     // A URL merged into a directory that failed is retried by retrying the
     // directory: its state is the URL's state (issue 13, bug 3).
@@ -105,7 +105,7 @@ async fn retry(
 async fn cancel(
     conn: &mut SqliteConnection,
     request_id: &str,
-    now: &str,
+    now: Timestamp,
 ) -> Result<Cancelled, sqlx::Error> {
     sqlx::query("UPDATE requests SET cancelled_at = ?2 WHERE id = ?1 AND cancelled_at IS NULL")
         .bind(request_id)

@@ -7,7 +7,7 @@
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, Timestamp};
 
 /// What one retention pass removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -32,11 +32,11 @@ impl Removed {
 }
 
 impl Store {
-    /// Deletes rows that finished before `cutoff` (a stored timestamp), at
+    /// Deletes rows that finished before `cutoff`, at
     /// most `batch` items per transaction, until none is left.
     pub async fn remove_finished_before(
         &self,
-        cutoff: &str,
+        cutoff: Timestamp,
         cutoff_day: &str,
         batch: usize,
     ) -> Result<Removed, StoreError> {
@@ -44,11 +44,11 @@ impl Store {
         self.write(|conn| Box::pin(note_open_requests(conn)))
             .await?;
         loop {
-            let args = (cutoff.to_owned(), cutoff_day.to_owned(), batch as i64);
+            let args = (cutoff, cutoff_day.to_owned(), batch as i64);
             let step = self
                 .write(move |conn| {
                     let (cutoff, cutoff_day, batch) = args.clone();
-                    Box::pin(async move { remove_step(conn, &cutoff, &cutoff_day, batch).await })
+                    Box::pin(async move { remove_step(conn, cutoff, &cutoff_day, batch).await })
                 })
                 .await?;
             removed.add(step);
@@ -91,7 +91,7 @@ async fn note_open_requests(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
 
 async fn remove_step(
     conn: &mut SqliteConnection,
-    cutoff: &str,
+    cutoff: Timestamp,
     cutoff_day: &str,
     batch: i64,
 ) -> Result<Removed, sqlx::Error> {
