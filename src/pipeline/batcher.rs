@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use super::{Shared, sender};
 use crate::quota;
 use crate::store::Timestamp;
-use crate::store::{CutLimits, QuotaUse, Readiness, StoreError, Wait, parse_timestamp, timestamp};
+use crate::store::{BatchId, CutLimits, QuotaUse, Readiness, StoreError, Wait, timestamp};
 use crate::target::Kind;
 
 /// With items waiting on an exhausted quota, check this often whether the
@@ -165,7 +165,7 @@ async fn cut_what_can_go(
         };
         match shared.store.cut_batch(endpoint, limits, now_ts).await? {
             Some(batch) => {
-                tracing::debug!(batch = batch.id, endpoint = %endpoint, files = batch.files.len(),
+                tracing::debug!(batch = %batch.id, endpoint = %endpoint, files = batch.files.len(),
                     directories = batch.directories.len(), full, "cut a batch");
                 crate::metrics::batch_cut(batch.len());
                 let claim = shared.claim(batch.id);
@@ -256,7 +256,7 @@ fn when_to_cut(
     let earliest = [&files.earliest_not_before, &directories.earliest_not_before]
         .into_iter()
         .flatten()
-        .filter_map(|t| parse_timestamp(t))
+        .map(|t| t.get())
         .min();
     let Some(earliest) = earliest else {
         return When::Nothing;
@@ -365,7 +365,7 @@ fn out_of_quota(
 /// waits for a free slot.
 async fn adopt_unclaimed(shared: &Arc<Shared>, senders: &TaskTracker) -> Result<bool, StoreError> {
     let _guard = shared.adoption.lock().await;
-    let unclaimed: Vec<i64> = shared
+    let unclaimed: Vec<BatchId> = shared
         .store
         .sending_batch_ids()
         .await?
@@ -383,7 +383,7 @@ async fn adopt_unclaimed(shared: &Arc<Shared>, senders: &TaskTracker) -> Result<
             return Ok(false);
         };
         shared.store.adopt_sending(&[batch.id], &account).await?;
-        tracing::info!(batch = batch.id, endpoint = %batch.endpoint_id, urls = batch.len(),
+        tracing::info!(batch = %batch.id, endpoint = %batch.endpoint_id, urls = batch.len(),
             "sending again a batch that no task was sending (left by a previous run or a failed write)");
         let claim = shared.claim(batch.id);
         senders.spawn(sender::run(shared.clone(), batch, claim, slot));
@@ -408,7 +408,7 @@ mod tests {
     fn ready(eligible: usize, earliest: Option<&str>) -> Readiness {
         Readiness {
             eligible,
-            earliest_not_before: earliest.map(str::to_owned),
+            earliest_not_before: earliest.and_then(Timestamp::parse),
         }
     }
 

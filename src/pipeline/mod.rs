@@ -31,7 +31,7 @@ use crate::report::{
     EndpointRest, PipelineReport, PipelineStatus, QuotaStatus, SenderState, SenderStatus,
 };
 use crate::store::Timestamp;
-use crate::store::{QuotaAccount, QuotaUse, Store, StoreError, timestamp};
+use crate::store::{BatchId, QuotaAccount, QuotaUse, Store, StoreError, timestamp};
 use gate::Gate;
 
 /// What the pipeline shares between its tasks.
@@ -58,7 +58,7 @@ pub(crate) struct Shared {
     /// Batches a sender task holds. A `sending` batch that nobody holds
     /// (left by a crash, or by a sender whose store write failed for good)
     /// is adopted by the batcher and sent again, without a restart.
-    claimed: Mutex<HashSet<i64>>,
+    claimed: Mutex<HashSet<BatchId>>,
     /// Held while batches are made `sending` outside the batcher (a split)
     /// and while the batcher looks for unclaimed ones, so it never sees a
     /// batch between its commit and its claim.
@@ -76,7 +76,7 @@ pub(crate) struct Shared {
 /// ends.
 pub(crate) struct BatchClaim {
     shared: Arc<Shared>,
-    id: i64,
+    id: BatchId,
 }
 
 impl Drop for BatchClaim {
@@ -154,7 +154,7 @@ impl Shared {
     }
 
     /// Marks `id` as held by a sender task.
-    fn claim(self: &Arc<Self>, id: i64) -> BatchClaim {
+    fn claim(self: &Arc<Self>, id: BatchId) -> BatchClaim {
         self.claimed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -194,7 +194,7 @@ impl Shared {
         self.adoption_requested.store(true, Ordering::Relaxed);
     }
 
-    fn is_claimed(&self, id: i64) -> bool {
+    fn is_claimed(&self, id: BatchId) -> bool {
         self.claimed
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -229,7 +229,7 @@ async fn record_accepted(
     shared.record_call("purge", "accepted", took, None);
     tracing::info!(
         endpoint = %batch.endpoint_id,
-        batch = batch.id,
+        batch = %batch.id,
         files = batch.files.len(),
         directories = batch.directories.len(),
         outcome = "accepted",
@@ -387,7 +387,7 @@ fn call_outcome(error: &CdnError) -> CallOutcome {
 fn log(batch: &Batch, error: &CdnError, next: &str) {
     tracing::info!(
         endpoint = %batch.endpoint_id,
-        batch = batch.id,
+        batch = %batch.id,
         outcome = %error.outcome_label(),
         class = %error.class(),
         correlation_id = error.correlation_id().unwrap_or("-"),

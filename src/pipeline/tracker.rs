@@ -23,7 +23,7 @@ use super::Shared;
 use super::gate::Admission;
 use crate::cdn::{ErrorClass, PurgeProgress, UrlState};
 use crate::store::Timestamp;
-use crate::store::{ItemResult, StoreError, SubmittedBatch, SubmittedItem, parse_timestamp};
+use crate::store::{BatchId, ItemId, ItemResult, StoreError, SubmittedBatch, SubmittedItem};
 use crate::target::Kind;
 
 /// Longest wait before a URL the CDN reported `Failed` is sent again.
@@ -49,7 +49,7 @@ fn gives_up(age: Duration, asked: u32, give_up_after: Duration) -> bool {
 
 pub(super) async fn run(shared: Arc<Shared>) {
     let _alive = super::AliveGuard::new(&shared.tracker_alive);
-    let mut last_polled: HashMap<i64, Polled> = HashMap::new();
+    let mut last_polled: HashMap<BatchId, Polled> = HashMap::new();
     loop {
         let next = match poll_due(&shared, &mut last_polled).await {
             Ok(next) => next,
@@ -70,7 +70,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
 /// Polls every batch that is due; returns when the next one will be.
 async fn poll_due(
     shared: &Arc<Shared>,
-    last_polled: &mut HashMap<i64, Polled>,
+    last_polled: &mut HashMap<BatchId, Polled>,
 ) -> Result<Option<Duration>, StoreError> {
     let batches = shared.store.submitted_batches().await?;
     last_polled.retain(|id, _| batches.iter().any(|b| b.id == *id));
@@ -84,7 +84,7 @@ async fn poll_due(
     let mut next: Option<Duration> = None;
     let mut polls = JoinSet::new();
     for batch in batches {
-        let accepted = parse_timestamp(&batch.accepted_at).unwrap_or(now);
+        let accepted = batch.accepted_at.get();
         let age = if now > accepted {
             (now - accepted).unsigned_abs()
         } else {
@@ -137,7 +137,7 @@ async fn give_up(
         humantime::format_duration(after),
         batch.task_track_id
     );
-    tracing::warn!(batch = batch.id, task_track_id = %batch.task_track_id, items = items.len(), "{reason}");
+    tracing::warn!(batch = %batch.id, task_track_id = %batch.task_track_id, items = items.len(), "{reason}");
     let results = items
         .into_iter()
         .map(|i| {
@@ -200,7 +200,7 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
             };
             tracing::info!(
                 endpoint = %batch.endpoint_id,
-                batch = batch.id,
+                batch = %batch.id,
                 outcome = "ok",
                 task_track_id = %batch.task_track_id,
                 correlation_id = progress.correlation_id.as_deref().unwrap_or("-"),
@@ -224,7 +224,7 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
                     .record_results(batch.id, results, Timestamp::new(now))
                     .await?;
                 if closed {
-                    tracing::info!(batch = batch.id, task_track_id = %batch.task_track_id,
+                    tracing::info!(batch = %batch.id, task_track_id = %batch.task_track_id,
                         correlation_id = progress.correlation_id.as_deref().unwrap_or("-"), "purge finished");
                 }
                 if retried {
@@ -258,7 +258,7 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
                         "the CDN does not know TaskTrackId {} ({error}); its URLs are sent again",
                         batch.task_track_id
                     );
-                    tracing::warn!(batch = batch.id, "{reason}");
+                    tracing::warn!(batch = %batch.id, "{reason}");
                     let items = shared.store.submitted_items(batch.id).await?;
                     let results = items
                         .into_iter()
@@ -285,7 +285,7 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
                 _ => {
                     tracing::info!(
                         endpoint = %batch.endpoint_id,
-                        batch = batch.id,
+                        batch = %batch.id,
                         outcome = %error.outcome_label(),
                         task_track_id = %batch.task_track_id,
                         correlation_id = error.correlation_id().unwrap_or("-"),
@@ -324,7 +324,7 @@ pub(super) fn read_progress(
     rules: &RetryRules,
     task_track_id: &str,
     now: time::OffsetDateTime,
-) -> Vec<(i64, ItemResult)> {
+) -> Vec<(ItemId, ItemResult)> {
     let states: HashMap<(Kind, String), &UrlState> = progress
         .files
         .iter()
@@ -385,7 +385,7 @@ mod tests {
 
     fn item(id: i64, kind: Kind, url: &str, attempts: i64) -> SubmittedItem {
         SubmittedItem {
-            item_id: id,
+            item_id: ItemId(id),
             kind,
             url: url.into(),
             attempts,
@@ -430,7 +430,7 @@ mod tests {
             item(8, Kind::File, "http://e.com/d/", 1),
         ];
         let results = read_progress(&progress, &items, &rules, "task-1", now);
-        let ids: Vec<i64> = results.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<i64> = results.iter().map(|(id, _)| id.0).collect();
         assert_eq!(ids, [1, 2, 3, 5, 6]);
         assert_eq!(results[0].1, ItemResult::Succeeded);
         match &results[1].1 {

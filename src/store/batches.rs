@@ -7,20 +7,20 @@
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
-use super::{Store, StoreError, Timestamp};
+use super::{BatchId, ItemId, Store, StoreError, Timestamp};
 use crate::target::Kind;
 
 /// One URL in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchItem {
-    pub item_id: i64,
+    pub item_id: ItemId,
     pub url: String,
 }
 
 /// A batch being sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
-    pub id: i64,
+    pub id: BatchId,
     pub endpoint_id: String,
     pub files: Vec<BatchItem>,
     pub directories: Vec<BatchItem>,
@@ -43,7 +43,7 @@ impl Batch {
         self.directories.iter().map(|i| i.url.clone()).collect()
     }
 
-    fn item_ids(&self) -> Vec<i64> {
+    fn item_ids(&self) -> Vec<ItemId> {
         self.files
             .iter()
             .chain(&self.directories)
@@ -101,22 +101,22 @@ pub struct Readiness {
     /// Pending items eligible now, counted up to the batch limit.
     pub eligible: usize,
     /// The earliest `not_before` among all pending items, eligible or not.
-    pub earliest_not_before: Option<String>,
+    pub earliest_not_before: Option<Timestamp>,
 }
 
 /// A batch the CDN accepted, awaiting final results.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmittedBatch {
-    pub id: i64,
+    pub id: BatchId,
     pub endpoint_id: String,
     pub task_track_id: String,
-    pub accepted_at: String,
+    pub accepted_at: Timestamp,
 }
 
 /// An item of a submitted batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmittedItem {
-    pub item_id: i64,
+    pub item_id: ItemId,
     pub kind: Kind,
     pub url: String,
     pub attempts: i64,
@@ -137,7 +137,7 @@ pub enum ItemResult {
     },
 }
 
-fn ids_json(ids: &[i64]) -> Result<String, sqlx::Error> {
+fn ids_json<T: Serialize>(ids: &[T]) -> Result<String, sqlx::Error> {
     serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
@@ -161,7 +161,7 @@ impl Store {
         now: Timestamp,
         cap: usize,
     ) -> Result<Readiness, StoreError> {
-        let earliest_not_before: Option<String> = sqlx::query_scalar(
+        let earliest_not_before: Option<Timestamp> = sqlx::query_scalar(
             "SELECT not_before FROM items
              WHERE state = 'pending' AND endpoint_id = ?1 AND kind = ?2
              ORDER BY not_before LIMIT 1",
@@ -170,11 +170,7 @@ impl Store {
         .bind(kind.as_str())
         .fetch_optional(&self.reader)
         .await?;
-        let eligible: i64 = if cap == 0
-            || earliest_not_before
-                .as_deref()
-                .is_none_or(|nb| Timestamp::parse(nb).is_none_or(|nb| nb > now))
-        {
+        let eligible: i64 = if cap == 0 || earliest_not_before.is_none_or(|nb| nb > now) {
             0
         } else {
             sqlx::query_scalar(
@@ -221,7 +217,7 @@ impl Store {
     }
 
     /// Every batch `sending` now (one walk of the `batches_state` index).
-    pub async fn sending_batch_ids(&self) -> Result<Vec<i64>, StoreError> {
+    pub async fn sending_batch_ids(&self) -> Result<Vec<BatchId>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT id FROM batches WHERE state = 'sending' ORDER BY id")
                 .fetch_all(&self.reader)
@@ -230,8 +226,8 @@ impl Store {
     }
 
     /// These batches, if still `sending`, with their items.
-    pub async fn sending_batches(&self, batch_ids: &[i64]) -> Result<Vec<Batch>, StoreError> {
-        let ids: Vec<(i64, String)> = sqlx::query_as(
+    pub async fn sending_batches(&self, batch_ids: &[BatchId]) -> Result<Vec<Batch>, StoreError> {
+        let ids: Vec<(BatchId, String)> = sqlx::query_as(
             "SELECT id, endpoint_id FROM batches
              WHERE state = 'sending' AND id IN (SELECT value FROM json_each(?1)) ORDER BY id",
         )
@@ -240,7 +236,7 @@ impl Store {
         .await?;
         let mut batches = Vec::with_capacity(ids.len());
         for (id, endpoint_id) in ids {
-            let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            let rows: Vec<(ItemId, String, String)> = sqlx::query_as(
                 "SELECT id, kind, url FROM items WHERE batch_id = ?1 AND state = 'sending' ORDER BY id",
             )
             .bind(id)
@@ -384,7 +380,7 @@ impl Store {
     /// charged once more before it is sent again.
     pub async fn adopt_sending(
         &self,
-        batch_ids: &[i64],
+        batch_ids: &[BatchId],
         account: &QuotaAccount,
     ) -> Result<(), StoreError> {
         let args = (batch_ids.to_vec(), account.clone());
@@ -475,12 +471,7 @@ impl Store {
         whole_endpoint: bool,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let args = (
-            batch.id,
-            batch.endpoint_id.clone(),
-            reason.to_owned(),
-            now,
-        );
+        let args = (batch.id, batch.endpoint_id.clone(), reason.to_owned(), now);
         self.write(move |conn| {
             let (id, endpoint, reason, now) = args.clone();
             Box::pin(async move {
@@ -521,7 +512,7 @@ impl Store {
     }
 
     pub async fn submitted_batches(&self) -> Result<Vec<SubmittedBatch>, StoreError> {
-        let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+        let rows: Vec<(BatchId, String, String, Timestamp)> = sqlx::query_as(
             "SELECT id, endpoint_id, task_track_id, accepted_at FROM batches
              WHERE state = 'submitted' ORDER BY accepted_at",
         )
@@ -540,8 +531,11 @@ impl Store {
             .collect())
     }
 
-    pub async fn submitted_items(&self, batch_id: i64) -> Result<Vec<SubmittedItem>, StoreError> {
-        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+    pub async fn submitted_items(
+        &self,
+        batch_id: BatchId,
+    ) -> Result<Vec<SubmittedItem>, StoreError> {
+        let rows: Vec<(ItemId, String, String, i64)> = sqlx::query_as(
             "SELECT id, kind, url, attempts FROM items WHERE batch_id = ?1 AND state = 'submitted'",
         )
         .bind(batch_id)
@@ -562,8 +556,8 @@ impl Store {
     /// items is left waiting. Returns whether the batch is now closed.
     pub async fn record_results(
         &self,
-        batch_id: i64,
-        results: Vec<(i64, ItemResult)>,
+        batch_id: BatchId,
+        results: Vec<(ItemId, ItemResult)>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         self.write(move |conn| {
@@ -608,7 +602,7 @@ impl Store {
     pub async fn recover(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                let orphans: Vec<i64> = sqlx::query_scalar(
+                let orphans: Vec<ItemId> = sqlx::query_scalar(
                     "SELECT i.id FROM items i LEFT JOIN batches b ON b.id = i.batch_id
                      WHERE i.state IN ('sending', 'submitted')
                        AND (b.id IS NULL OR b.state NOT IN ('sending', 'submitted'))",
@@ -692,7 +686,7 @@ async fn add_to_day(
 /// many files and directories.
 async fn current_charge(
     conn: &mut SqliteConnection,
-    batch_id: i64,
+    batch_id: BatchId,
 ) -> Result<Option<(QuotaAccount, i64, i64)>, sqlx::Error> {
     let row: Option<(Option<String>, Option<String>, i64, i64)> = sqlx::query_as(
         "SELECT charged_subscription, charged_day, files, directories FROM batches WHERE id = ?1",
@@ -717,7 +711,7 @@ async fn current_charge(
 /// earlier charge with the call it paid for.
 async fn charge_again(
     conn: &mut SqliteConnection,
-    batch_ids: &[i64],
+    batch_ids: &[BatchId],
     account: &QuotaAccount,
 ) -> Result<(), sqlx::Error> {
     for id in batch_ids {
@@ -748,7 +742,7 @@ async fn charge_again(
 }
 
 /// The CDN did not count the current attempt: give its charge back.
-async fn refund(conn: &mut SqliteConnection, batch_id: i64) -> Result<(), sqlx::Error> {
+async fn refund(conn: &mut SqliteConnection, batch_id: BatchId) -> Result<(), sqlx::Error> {
     if let Some((account, files, directories)) = current_charge(conn, batch_id).await? {
         add_to_day(
             conn,
@@ -773,7 +767,7 @@ async fn refund(conn: &mut SqliteConnection, batch_id: i64) -> Result<(), sqlx::
 /// batch never charged (cut by the first schema) is charged now.
 async fn move_charge(
     conn: &mut SqliteConnection,
-    batch_id: i64,
+    batch_id: BatchId,
     account: &QuotaAccount,
 ) -> Result<(), sqlx::Error> {
     match current_charge(conn, batch_id).await? {
@@ -805,7 +799,7 @@ async fn cut_batch(
         if max == 0 {
             continue;
         }
-        let rows: Vec<(i64, String)> = sqlx::query_as(
+        let rows: Vec<(ItemId, String)> = sqlx::query_as(
             "SELECT id, url FROM items
              WHERE state = 'pending' AND endpoint_id = ?1 AND kind = ?2 AND not_before <= ?3
              ORDER BY not_before, id LIMIT ?4",
@@ -839,7 +833,7 @@ async fn insert_batch_of(
     now: Timestamp,
 ) -> Result<Batch, sqlx::Error> {
     let mut batch = Batch {
-        id: 0,
+        id: BatchId(0),
         endpoint_id: endpoint_id.to_owned(),
         files: Vec::new(),
         directories: Vec::new(),
@@ -850,7 +844,7 @@ async fn insert_batch_of(
             Kind::Directory => batch.directories.push(item),
         }
     }
-    let id: i64 = sqlx::query_scalar(
+    let id: BatchId = sqlx::query_scalar(
         "INSERT INTO batches (endpoint_id, state, not_before, files, directories, created_at)
          VALUES (?1, 'sending', ?2, ?3, ?4, ?2) RETURNING id",
     )
@@ -888,7 +882,7 @@ async fn insert_batch_of(
 /// its new root.
 pub(super) async fn return_to_pending(
     conn: &mut SqliteConnection,
-    item_ids: &[i64],
+    item_ids: &[ItemId],
     reason: &str,
     not_before: Timestamp,
     now: Timestamp,
@@ -996,7 +990,7 @@ async fn repoint_followers(conn: &mut SqliteConnection, ids: &str) -> Result<(),
 /// with it, so no batch reads `failed` without one).
 async fn close_if_done(
     conn: &mut SqliteConnection,
-    batch_id: i64,
+    batch_id: BatchId,
     now: Timestamp,
 ) -> Result<bool, sqlx::Error> {
     let waiting: i64 = sqlx::query_scalar(

@@ -9,6 +9,7 @@ mod batches;
 mod enqueue;
 mod file_guard;
 mod history;
+mod ids;
 mod operator;
 mod reads;
 mod reserve;
@@ -35,6 +36,7 @@ pub use batches::{
 };
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use history::{HistoryEntry, HistoryFilter, read_history};
+pub use ids::{BatchId, ItemId};
 pub use operator::Cancelled;
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, RequestSummary, StateCounts};
 pub use retention::Removed;

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::batches::return_to_pending;
-use super::{Store, StoreError, Timestamp};
+use super::{ItemId, Store, StoreError, Timestamp};
 
 /// The answer to a cancel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -64,7 +64,7 @@ async fn retry(
 ) -> Result<u64, sqlx::Error> {
     // A URL merged into a directory that failed is retried by retrying the
     // directory: its state is the URL's state (issue 13, bug 3).
-    let ids: Vec<i64> = match request_id {
+    let ids: Vec<ItemId> = match request_id {
         Some(request_id) => {
             sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT id FROM items WHERE state = 'failed' AND id IN ({ROOTS_OF_REQUEST})"

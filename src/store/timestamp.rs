@@ -75,6 +75,13 @@ impl sqlx::Encode<'_, Sqlite> for Timestamp {
     }
 }
 
+impl<'r> sqlx::Decode<'r, Sqlite> for Timestamp {
+    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        let text = <&str as sqlx::Decode<Sqlite>>::decode(value)?;
+        Timestamp::parse(text).ok_or_else(|| format!("not a timestamp: {text:?}").into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
