@@ -28,7 +28,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::gate::Admission;
 use super::{BatchClaim, Shared};
 use crate::cdn::{CdnError, ErrorClass};
-use crate::store::{Batch, CallOutcome, StoreError};
+use crate::store::{Batch, CallOutcome, StoreError, Timestamp};
 
 /// What the sender does after a failed call: the table above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,129 +249,163 @@ async fn apply(
     action: Action,
     backoff: &mut backon::ExponentialBackoff,
 ) -> Result<Next, StoreError> {
-    let now_ts = shared.now_ts();
-    let account = shared.quota_account();
-    let message = error.to_string();
-    let now = now_ts;
-    let release = |reason: String| async move {
-        durably("the released batch", || {
-            shared.store.release_batch(batch, &reason, now, now)
-        })
-        .await
-    };
-    let record_attempt = || {
-        durably("the failed attempt", || {
-            shared.store.batch_attempt_failed(
-                batch,
-                &message,
-                call_outcome(error),
-                &account,
-                now_ts,
-            )
-        })
+    let failed = Failed {
+        shared,
+        batch,
+        error,
+        message: error.to_string(),
+        account: shared.quota_account(),
+        now: shared.now_ts(),
     };
     match action {
-        Action::WaitForGate => {
-            let wait = shared.gate.on_throttled(error.retry_after());
-            log(batch, error, &format!("every call waits {wait:?}"));
-            record_attempt().await?;
-            Ok(Next::Again)
+        Action::WaitForGate => failed.wait_for_gate().await,
+        Action::Retry => failed.retry(backoff).await,
+        Action::PauseForCredentials => failed.pause_for_credentials().await,
+        Action::RestEndpoint => failed.rest_endpoint().await,
+        Action::FailEndpoint => failed.fail(true).await,
+        Action::FailBatch => failed.fail(false).await,
+        Action::WaitForQuotaDay => failed.wait_for_quota_day().await,
+        Action::Split => failed.split().await,
+    }
+}
+
+/// One failed call of one batch, and the store writes each action makes.
+struct Failed<'a> {
+    shared: &'a Arc<Shared>,
+    batch: &'a Batch,
+    error: &'a CdnError,
+    message: String,
+    account: crate::store::QuotaAccount,
+    now: Timestamp,
+}
+
+impl Failed<'_> {
+    fn log(&self, next: &str) {
+        log(self.batch, self.error, next);
+    }
+
+    /// The attempt is recorded (and charged again if the CDN may have
+    /// counted it); the batch stays `sending`.
+    async fn record_attempt(&self) -> Result<(), StoreError> {
+        durably("the failed attempt", || {
+            self.shared.store.batch_attempt_failed(
+                self.batch,
+                &self.message,
+                call_outcome(self.error),
+                &self.account,
+                self.now,
+            )
+        })
+        .await
+    }
+
+    /// The items go back to pending, eligible at once: what holds them
+    /// (a pause, an endpoint's rest, the quota) is decided elsewhere.
+    async fn release(&self, reason: &str) -> Result<(), StoreError> {
+        durably("the released batch", || {
+            self.shared
+                .store
+                .release_batch(self.batch, reason, self.now, self.now)
+        })
+        .await
+    }
+
+    async fn wait_for_gate(&self) -> Result<Next, StoreError> {
+        let wait = self.shared.gate.on_throttled(self.error.retry_after());
+        self.log(&format!("every call waits {wait:?}"));
+        self.record_attempt().await?;
+        Ok(Next::Again)
+    }
+
+    async fn retry(&self, backoff: &mut backon::ExponentialBackoff) -> Result<Next, StoreError> {
+        let wait = backoff.next().unwrap_or(Duration::from_secs(300));
+        let wait = self.error.retry_after().map_or(wait, |r| r.max(wait));
+        self.log(&format!("sending this batch again in {wait:?}"));
+        self.record_attempt().await?;
+        tokio::select! {
+            _ = self.shared.shutdown.cancelled() => Ok(Next::Done),
+            _ = tokio::time::sleep(wait) => Ok(Next::Again),
         }
-        Action::Retry => {
-            let wait = backoff.next().unwrap_or(Duration::from_secs(300));
-            let wait = error.retry_after().map_or(wait, |r| r.max(wait));
-            log(
-                batch,
-                error,
-                &format!("sending this batch again in {wait:?}"),
-            );
-            record_attempt().await?;
-            tokio::select! {
-                _ = shared.shutdown.cancelled() => Ok(Next::Done),
-                _ = tokio::time::sleep(wait) => Ok(Next::Again),
-            }
+    }
+
+    async fn pause_for_credentials(&self) -> Result<Next, StoreError> {
+        let reason = format!(
+            "the CDN refused our credentials ({}); fix cdn.subscription_id, cdn.key_id \
+             or the key value and reload (systemctl reload purgeq)",
+            self.error
+        );
+        self.shared.pause_for_credentials(self.error, &reason);
+        // The pause holds them, and a reload lifts it.
+        self.release(&reason).await?;
+        Ok(Next::Done)
+    }
+
+    async fn rest_endpoint(&self) -> Result<Next, StoreError> {
+        let endpoint = &self.batch.endpoint_id;
+        let rest = self.shared.settings().sender.endpoint_inactive_retry;
+        self.log(&format!("leaving endpoint {endpoint} alone for {rest:?}"));
+        self.shared.pause_endpoint(endpoint, self.message.clone());
+        // The in-memory endpoint pause holds them; after a restart they
+        // are simply tried again.
+        self.release(&self.message).await?;
+        Ok(Next::Done)
+    }
+
+    /// The batch's items fail; with `whole_endpoint`, every pending item
+    /// of its endpoint too (the endpoint itself is refused).
+    async fn fail(&self, whole_endpoint: bool) -> Result<Next, StoreError> {
+        if !whole_endpoint {
+            self.log("the URL is refused: it fails, the rest of the queue goes on");
         }
-        Action::PauseForCredentials => {
-            let reason = format!(
-                "the CDN refused our credentials ({error}); fix cdn.subscription_id, cdn.key_id \
-                 or the key value and reload (systemctl reload purgeq)"
-            );
-            shared.pause_for_credentials(error, &reason);
-            // Eligible at once: the pause holds them, and a reload lifts it.
-            release(reason).await?;
-            Ok(Next::Done)
-        }
-        Action::RestEndpoint => {
-            log(
-                batch,
-                error,
-                &format!(
-                    "leaving endpoint {} alone for {:?}",
-                    batch.endpoint_id,
-                    shared.settings().sender.endpoint_inactive_retry
-                ),
-            );
-            shared.pause_endpoint(&batch.endpoint_id, error.to_string());
-            // The in-memory endpoint pause holds them; after a restart
-            // they are simply tried again.
-            release(message.clone()).await?;
-            Ok(Next::Done)
-        }
-        Action::FailEndpoint => {
-            let failed = durably("the failed batch", || {
-                shared.store.fail_batch(batch, &message, true, now_ts)
-            })
-            .await?;
+        let failed = durably("the failed batch", || {
+            self.shared
+                .store
+                .fail_batch(self.batch, &self.message, whole_endpoint, self.now)
+        })
+        .await?;
+        if whole_endpoint {
             tracing::error!(
-                endpoint = %batch.endpoint_id,
+                endpoint = %self.batch.endpoint_id,
                 items = failed,
-                error = %error,
+                error = %self.error,
                 "endpoint is misconfigured: its items failed; fix [[cdn.endpoints]] and reload"
             );
-            Ok(Next::Done)
         }
-        Action::FailBatch => {
-            log(
-                batch,
-                error,
-                "the URL is refused: it fails, the rest of the queue goes on",
-            );
-            durably("the failed batch", || {
-                shared.store.fail_batch(batch, &message, false, now_ts)
-            })
-            .await?;
-            Ok(Next::Done)
-        }
-        Action::WaitForQuotaDay => {
-            log(
-                batch,
-                error,
-                "the CDN says the daily quota is spent: the items wait for the next quota day",
-            );
-            release(format!("the CDN refused the call for quota: {error}")).await?;
-            let settings = shared.settings();
-            durably("the spent quota day", || {
-                shared.store.quota_day_spent(
-                    &account,
-                    settings.quota.files_per_day,
-                    settings.quota.directories_per_day,
-                )
-            })
-            .await?;
-            Ok(Next::Done)
-        }
-        Action::Split => {
-            log(batch, error, "splitting the batch to find the refused URLs");
-            // Claimed under the adoption lock, so the batcher never sees
-            // the halves `sending` and unclaimed.
-            let _guard = shared.adoption.lock().await;
-            let (first, second) = durably("the split batch", || {
-                shared.store.split_batch(batch, &message, &account, now_ts)
-            })
-            .await?;
-            let claims = (shared.claim(first.id), shared.claim(second.id));
-            Ok(Next::Halves([(first, claims.0), (second, claims.1)]))
-        }
+        Ok(Next::Done)
+    }
+
+    async fn wait_for_quota_day(&self) -> Result<Next, StoreError> {
+        self.log("the CDN says the daily quota is spent: the items wait for the next quota day");
+        self.release(&format!(
+            "the CDN refused the call for quota: {}",
+            self.error
+        ))
+        .await?;
+        let settings = self.shared.settings();
+        durably("the spent quota day", || {
+            self.shared.store.quota_day_spent(
+                &self.account,
+                settings.quota.files_per_day,
+                settings.quota.directories_per_day,
+            )
+        })
+        .await?;
+        Ok(Next::Done)
+    }
+
+    async fn split(&self) -> Result<Next, StoreError> {
+        self.log("splitting the batch to find the refused URLs");
+        // Claimed under the adoption lock, so the batcher never sees the
+        // halves `sending` and unclaimed.
+        let _guard = self.shared.adoption.lock().await;
+        let (first, second) = durably("the split batch", || {
+            self.shared
+                .store
+                .split_batch(self.batch, &self.message, &self.account, self.now)
+        })
+        .await?;
+        let claims = (self.shared.claim(first.id), self.shared.claim(second.id));
+        Ok(Next::Halves([(first, claims.0), (second, claims.1)]))
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::gate::Admission;
-use crate::cdn::{ErrorClass, PurgeProgress, UrlState};
+use crate::cdn::{Called, CdnError, ErrorClass, PurgeProgress, UrlState};
 use crate::store::Timestamp;
 use crate::store::{BatchId, ItemId, ItemResult, StoreError, SubmittedBatch, SubmittedItem};
 use crate::target::Kind;
@@ -184,53 +184,11 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
         .await;
     let took = started.elapsed();
     drop(permit);
-    let settings = shared.settings();
-    let max_attempts = i64::from(settings.sender.max_attempts);
-    let now = shared.now();
     match result {
         Ok(progress) => {
             shared.gate.on_success();
             shared.record_call("query", "ok", took, None);
-            let all = || {
-                progress
-                    .value
-                    .files
-                    .iter()
-                    .chain(&progress.value.directories)
-            };
-            tracing::info!(
-                endpoint = %batch.endpoint_id,
-                batch = %batch.id,
-                outcome = "ok",
-                task_track_id = %batch.task_track_id,
-                correlation_id = progress.correlation_id.as_deref().unwrap_or("-"),
-                succeeded = all().filter(|u| u.state == UrlState::Succeeded).count(),
-                failed = all().filter(|u| u.state == UrlState::Failed).count(),
-                running = all().filter(|u| !u.state.is_final()).count(),
-                "progress query"
-            );
-            let items = shared.store.submitted_items(batch.id).await?;
-            let rules = RetryRules {
-                max_attempts,
-                poll_interval: settings.tracker.poll_interval,
-            };
-            let results = read_progress(&progress.value, &items, &rules, &batch.task_track_id, now);
-            if !results.is_empty() {
-                let retried = results
-                    .iter()
-                    .any(|(_, r)| matches!(r, ItemResult::Retry { .. }));
-                let closed = shared
-                    .store
-                    .record_results(batch.id, results, Timestamp::new(now))
-                    .await?;
-                if closed {
-                    tracing::info!(batch = %batch.id, task_track_id = %batch.task_track_id,
-                        correlation_id = progress.correlation_id.as_deref().unwrap_or("-"), "purge finished");
-                }
-                if retried {
-                    shared.wake_batcher.notify_one();
-                }
-            }
+            on_progress(shared, batch, &progress).await?;
         }
         Err(error) => {
             shared.record_call(
@@ -239,64 +197,138 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
                 took,
                 Some(error.to_string()),
             );
-            match error.class() {
-                ErrorClass::Throttled => {
-                    shared.gate.on_throttled(error.retry_after());
-                }
-                ErrorClass::Credentials => {
-                    let reason =
-                        format!("the CDN refused our credentials ({error}); fix them and reload");
-                    shared.pause_for_credentials(&error, &reason);
-                }
-                ErrorClass::BadItem | ErrorClass::EndpointMisconfigured => {
-                    // The service does not know this task (it lost it, or
-                    // it is another service than the one that accepted
-                    // it): we cannot learn the result, so the URLs are sent
-                    // again, never left waiting or failed without a word;
-                    // the reason is kept with every item and the batch.
-                    let reason = format!(
-                        "the CDN does not know TaskTrackId {} ({error}); its URLs are sent again",
-                        batch.task_track_id
-                    );
-                    tracing::warn!(batch = %batch.id, "{reason}");
-                    let items = shared.store.submitted_items(batch.id).await?;
-                    let results = items
-                        .into_iter()
-                        .map(|i| {
-                            let result = if i.attempts < max_attempts {
-                                ItemResult::Retry {
-                                    not_before: Timestamp::new(now),
-                                    reason: reason.clone(),
-                                }
-                            } else {
-                                ItemResult::Failed {
-                                    reason: reason.clone(),
-                                }
-                            };
-                            (i.item_id, result)
-                        })
-                        .collect();
-                    shared
-                        .store
-                        .record_results(batch.id, results, Timestamp::new(now))
-                        .await?;
-                    shared.wake_batcher.notify_one();
-                }
-                _ => {
-                    tracing::info!(
-                        endpoint = %batch.endpoint_id,
-                        batch = %batch.id,
-                        outcome = %error.outcome_label(),
-                        task_track_id = %batch.task_track_id,
-                        correlation_id = error.correlation_id().unwrap_or("-"),
-                        error = %error,
-                        "progress query failed; asking again next interval"
-                    );
-                }
-            }
+            on_query_error(shared, batch, &error).await?;
         }
     }
     Ok(Asked::Yes)
+}
+
+/// Records what an answer says about each URL ([`read_progress`]).
+async fn on_progress(
+    shared: &Arc<Shared>,
+    batch: &SubmittedBatch,
+    progress: &Called<PurgeProgress>,
+) -> Result<(), StoreError> {
+    let correlation_id = progress.correlation_id.as_deref().unwrap_or("-");
+    let all = || {
+        progress
+            .value
+            .files
+            .iter()
+            .chain(&progress.value.directories)
+    };
+    tracing::info!(
+        endpoint = %batch.endpoint_id,
+        batch = %batch.id,
+        outcome = "ok",
+        task_track_id = %batch.task_track_id,
+        correlation_id,
+        succeeded = all().filter(|u| u.state == UrlState::Succeeded).count(),
+        failed = all().filter(|u| u.state == UrlState::Failed).count(),
+        running = all().filter(|u| !u.state.is_final()).count(),
+        "progress query"
+    );
+    let settings = shared.settings();
+    let rules = RetryRules {
+        max_attempts: i64::from(settings.sender.max_attempts),
+        poll_interval: settings.tracker.poll_interval,
+    };
+    let now = shared.now();
+    let items = shared.store.submitted_items(batch.id).await?;
+    let results = read_progress(&progress.value, &items, &rules, &batch.task_track_id, now);
+    if results.is_empty() {
+        return Ok(());
+    }
+    let retried = results
+        .iter()
+        .any(|(_, r)| matches!(r, ItemResult::Retry { .. }));
+    let closed = shared
+        .store
+        .record_results(batch.id, results, Timestamp::new(now))
+        .await?;
+    if closed {
+        tracing::info!(batch = %batch.id, task_track_id = %batch.task_track_id,
+            correlation_id, "purge finished");
+    }
+    if retried {
+        shared.wake_batcher.notify_one();
+    }
+    Ok(())
+}
+
+/// A progress query failed: the gate learns of throttling and refused
+/// credentials; a task the CDN does not know has its URLs sent again
+/// ([`unknown_task_results`]); anything else is asked again next interval.
+async fn on_query_error(
+    shared: &Arc<Shared>,
+    batch: &SubmittedBatch,
+    error: &CdnError,
+) -> Result<(), StoreError> {
+    match error.class() {
+        ErrorClass::Throttled => {
+            shared.gate.on_throttled(error.retry_after());
+        }
+        ErrorClass::Credentials => {
+            let reason = format!("the CDN refused our credentials ({error}); fix them and reload");
+            shared.pause_for_credentials(error, &reason);
+        }
+        ErrorClass::BadItem | ErrorClass::EndpointMisconfigured => {
+            let reason = format!(
+                "the CDN does not know TaskTrackId {} ({error}); its URLs are sent again",
+                batch.task_track_id
+            );
+            tracing::warn!(batch = %batch.id, "{reason}");
+            let now = shared.now();
+            let max_attempts = i64::from(shared.settings().sender.max_attempts);
+            let items = shared.store.submitted_items(batch.id).await?;
+            let results = unknown_task_results(&items, &reason, max_attempts, now);
+            shared
+                .store
+                .record_results(batch.id, results, Timestamp::new(now))
+                .await?;
+            shared.wake_batcher.notify_one();
+        }
+        _ => {
+            tracing::info!(
+                endpoint = %batch.endpoint_id,
+                batch = %batch.id,
+                outcome = %error.outcome_label(),
+                task_track_id = %batch.task_track_id,
+                correlation_id = error.correlation_id().unwrap_or("-"),
+                error = %error,
+                "progress query failed; asking again next interval"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The service does not know the task (it lost it, or it is another
+/// service than the one that accepted it): the result cannot be learned,
+/// so each URL is sent again at once while it has attempts left, and fails
+/// with the reason after; never left waiting, never failed without a word.
+fn unknown_task_results(
+    items: &[SubmittedItem],
+    reason: &str,
+    max_attempts: i64,
+    now: time::OffsetDateTime,
+) -> Vec<(ItemId, ItemResult)> {
+    items
+        .iter()
+        .map(|item| {
+            let result = if item.attempts < max_attempts {
+                ItemResult::Retry {
+                    not_before: Timestamp::new(now),
+                    reason: reason.to_owned(),
+                }
+            } else {
+                ItemResult::Failed {
+                    reason: reason.to_owned(),
+                }
+            };
+            (item.item_id, result)
+        })
+        .collect()
 }
 
 /// When a URL the CDN reported `Failed` is sent again, and how often.
@@ -390,6 +422,34 @@ mod tests {
             url: url.into(),
             attempts,
         }
+    }
+
+    #[test]
+    fn an_unknown_task_sends_its_urls_again_until_their_last_attempt() {
+        let now = time::macros::datetime!(2026-11-25 10:00 UTC);
+        let items = [
+            item(1, Kind::File, "http://e.com/a", 1),
+            item(2, Kind::File, "http://e.com/b", 5),
+        ];
+        let results = unknown_task_results(&items, "lost task", 5, now);
+        assert_eq!(
+            results,
+            [
+                (
+                    ItemId(1),
+                    ItemResult::Retry {
+                        not_before: Timestamp::new(now),
+                        reason: "lost task".into(),
+                    }
+                ),
+                (
+                    ItemId(2),
+                    ItemResult::Failed {
+                        reason: "lost task".into(),
+                    }
+                ),
+            ]
+        );
     }
 
     fn url(url: &str, state: UrlState) -> crate::cdn::UrlProgress {
