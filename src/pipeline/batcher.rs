@@ -78,21 +78,11 @@ async fn cut_what_can_go(
     known: &mut Vec<String>,
     rotation: &mut usize,
 ) -> Result<Option<Duration>, StoreError> {
-    let account = shared.quota_account();
-    let quota = shared.store.quota_use(&account).await?;
+    let quota = shared.store.quota_use(&shared.quota_account()).await?;
     shared.status().quota = Some(quota.clone());
     publish_waits(shared, &quota).await?;
-    let gate_wait = shared
-        .gate
-        .paused()
-        .map(|p| p.until)
-        .into_iter()
-        .chain(shared.gate.throttled_until())
-        .max();
-    if let Some(wait) = gate_wait {
-        return Ok(Some(
-            wait.saturating_duration_since(tokio::time::Instant::now()),
-        ));
+    if let Some(wait) = gate_wait(shared) {
+        return Ok(Some(wait));
     }
     if shared.adoption_due() && !adopt_unclaimed(shared, senders).await? {
         // Every slot is busy sending what a previous run left: woken when
@@ -100,115 +90,23 @@ async fn cut_what_can_go(
         return Ok(None);
     }
     let settings = shared.settings();
-    let offset = settings.derived.quota_offset.get();
-    let now = shared.now();
-    let now_ts = Timestamp::new(now);
-
-    let mut endpoints = settings.derived.router.endpoint_ids();
-    for endpoint in known.iter() {
-        if !endpoints.contains(endpoint) {
-            endpoints.push(endpoint.clone());
-        }
-    }
-    if endpoints.is_empty() {
-        return Ok(None);
-    }
-    *rotation = (*rotation + 1) % endpoints.len();
-    endpoints.rotate_left(*rotation);
-
+    let endpoints = in_rotation(&settings, known, rotation);
     let mut next: Option<Duration> = None;
     let mut cut_any = false;
     let mut quota_blocked = false;
     for endpoint in &endpoints {
-        if let Some(until) = shared.endpoint_paused_until(endpoint) {
-            next = earlier(
-                next,
-                until.saturating_duration_since(tokio::time::Instant::now()),
-            );
-            continue;
-        }
-        let files = shared
-            .store
-            .readiness(endpoint, Kind::File, now_ts, settings.batch.max_files)
-            .await?;
-        let directories = shared
-            .store
-            .readiness(
-                endpoint,
-                Kind::Directory,
-                now_ts,
-                settings.batch.max_directories,
-            )
-            .await?;
-        let full = match when_to_cut(&files, &directories, &quota, &settings, now) {
-            When::Nothing => continue,
-            When::At(wait) => {
-                next = earlier(next, wait);
-                continue;
-            }
-            When::QuotaSpent => {
-                quota_blocked = true;
-                continue;
-            }
-            When::Now { full } => full,
-        };
-        let Ok(slot) = shared.batch_slots.clone().try_acquire_owned() else {
+        match cut_for(shared, senders, endpoint, &quota).await? {
+            Cut::Nothing => {}
+            Cut::Sent => cut_any = true,
+            Cut::LookAgain(wait) => next = earlier(next, wait),
+            Cut::QuotaSpent => quota_blocked = true,
             // Woken when a batch finishes.
-            return Ok(next);
-        };
-        let limits = CutLimits {
-            max_files: settings.batch.max_files,
-            max_directories: settings.batch.max_directories,
-            account: account.clone(),
-            files_per_day: settings.quota.files_per_day,
-            directories_per_day: settings.quota.directories_per_day,
-        };
-        match shared.store.cut_batch(endpoint, limits, now_ts).await? {
-            Some(batch) => {
-                tracing::debug!(batch = %batch.id, endpoint = %endpoint, files = batch.files.len(),
-                    directories = batch.directories.len(), full, "cut a batch");
-                crate::metrics::batch_cut(batch.len());
-                let claim = shared.claim(batch.id);
-                senders.spawn(sender::run(shared.clone(), batch, claim, slot));
-                cut_any = true;
-            }
-            // Nothing cut: the writer's own quota check (the one that
-            // counts) found the day spent since the snapshot above, or
-            // the items went meanwhile (cancelled, merged). Only the first
-            // is a quota wait (issue 13: every empty cut was logged as
-            // "daily quota used up").
-            None => {
-                let fresh = shared.store.quota_use(&account).await?;
-                if out_of_quota(
-                    &fresh,
-                    &settings.quota,
-                    files.eligible,
-                    directories.eligible,
-                ) {
-                    quota_blocked = true;
-                } else {
-                    tracing::debug!(endpoint = %endpoint, "nothing to cut after all: the items went meanwhile");
-                }
-            }
+            Cut::NoSlot => return Ok(next),
         }
     }
-
-    if quota_blocked {
-        let resumes = quota::next_day_start(now, offset);
-        let first = shared
-            .status()
-            .quota_exhausted_until
-            .replace(resumes)
-            .is_none();
-        if first {
-            tracing::warn!(day = %account.day, resumes_at = %timestamp(resumes),
-                "daily quota used up; the remaining items wait for the next quota day");
-        }
-        next = earlier(next, until(now, resumes).min(QUOTA_RECHECK));
-    } else {
-        shared.status().quota_exhausted_until = None;
+    if let Some(recheck) = note_quota_block(shared, quota_blocked) {
+        next = earlier(next, recheck);
     }
-
     if cut_any {
         // More may be ready (another full batch, another endpoint).
         return Ok(Some(Duration::ZERO));
@@ -220,6 +118,145 @@ async fn cut_what_can_go(
         *known = shared.store.pending_endpoints().await?;
     }
     Ok(next)
+}
+
+/// How long sending is held by a pause or a throttle, if it is.
+fn gate_wait(shared: &Shared) -> Option<Duration> {
+    let until = shared
+        .gate
+        .paused()
+        .map(|p| p.until)
+        .into_iter()
+        .chain(shared.gate.throttled_until())
+        .max()?;
+    Some(until.saturating_duration_since(tokio::time::Instant::now()))
+}
+
+/// The configured endpoints and any others with pending items, starting
+/// one further along each pass so that no endpoint always goes first.
+fn in_rotation(
+    settings: &crate::config::Settings,
+    known: &[String],
+    rotation: &mut usize,
+) -> Vec<String> {
+    let mut endpoints = settings.derived.router.endpoint_ids();
+    for endpoint in known {
+        if !endpoints.contains(endpoint) {
+            endpoints.push(endpoint.clone());
+        }
+    }
+    if !endpoints.is_empty() {
+        *rotation = (*rotation + 1) % endpoints.len();
+        endpoints.rotate_left(*rotation);
+    }
+    endpoints
+}
+
+/// What one endpoint's turn in a pass came to.
+enum Cut {
+    Nothing,
+    /// A batch was cut and handed to a sender.
+    Sent,
+    LookAgain(Duration),
+    QuotaSpent,
+    /// A batch could go, but every sender slot is busy.
+    NoSlot,
+}
+
+/// One endpoint's turn: cuts a batch if [`when_to_cut`] says so.
+async fn cut_for(
+    shared: &Arc<Shared>,
+    senders: &TaskTracker,
+    endpoint: &str,
+    quota: &QuotaUse,
+) -> Result<Cut, StoreError> {
+    if let Some(until) = shared.endpoint_paused_until(endpoint) {
+        return Ok(Cut::LookAgain(
+            until.saturating_duration_since(tokio::time::Instant::now()),
+        ));
+    }
+    let settings = shared.settings();
+    let now = shared.now();
+    let batch = &settings.batch;
+    let store = &shared.store;
+    let files = store
+        .readiness(endpoint, Kind::File, Timestamp::new(now), batch.max_files)
+        .await?;
+    let directories = store
+        .readiness(
+            endpoint,
+            Kind::Directory,
+            Timestamp::new(now),
+            batch.max_directories,
+        )
+        .await?;
+    let full = match when_to_cut(&files, &directories, quota, &settings, now) {
+        When::Nothing => return Ok(Cut::Nothing),
+        When::At(wait) => return Ok(Cut::LookAgain(wait)),
+        When::QuotaSpent => return Ok(Cut::QuotaSpent),
+        When::Now { full } => full,
+    };
+    let Ok(slot) = shared.batch_slots.clone().try_acquire_owned() else {
+        return Ok(Cut::NoSlot);
+    };
+    let account = shared.quota_account();
+    let limits = CutLimits {
+        max_files: batch.max_files,
+        max_directories: batch.max_directories,
+        account: account.clone(),
+        files_per_day: settings.quota.files_per_day,
+        directories_per_day: settings.quota.directories_per_day,
+    };
+    let Some(batch) = store
+        .cut_batch(endpoint, limits, Timestamp::new(now))
+        .await?
+    else {
+        // Nothing cut: the writer's own quota check (the one that counts)
+        // found the day spent since the snapshot, or the items went
+        // meanwhile (cancelled, merged). Only the first is a quota wait
+        // (issue 13: every empty cut was logged as "daily quota used up").
+        let fresh = store.quota_use(&account).await?;
+        if out_of_quota(
+            &fresh,
+            &settings.quota,
+            files.eligible,
+            directories.eligible,
+        ) {
+            return Ok(Cut::QuotaSpent);
+        }
+        tracing::debug!(
+            endpoint,
+            "nothing to cut after all: the items went meanwhile"
+        );
+        return Ok(Cut::Nothing);
+    };
+    tracing::debug!(batch = %batch.id, endpoint, files = batch.files.len(),
+        directories = batch.directories.len(), full, "cut a batch");
+    crate::metrics::batch_cut(batch.len());
+    let claim = shared.claim(batch.id);
+    senders.spawn(sender::run(shared.clone(), batch, claim, slot));
+    Ok(Cut::Sent)
+}
+
+/// Notes whether items wait for the next quota day (logged once per day,
+/// shown in the status); returns how soon to look again when they do.
+fn note_quota_block(shared: &Shared, blocked: bool) -> Option<Duration> {
+    if !blocked {
+        shared.status().quota_exhausted_until = None;
+        return None;
+    }
+    let now = shared.now();
+    let resumes = quota::next_day_start(now, shared.settings().derived.quota_offset.get());
+    let first = shared
+        .status()
+        .quota_exhausted_until
+        .replace(resumes)
+        .is_none();
+    if first {
+        tracing::warn!(day = %shared.quota_account().day, resumes_at = %timestamp(resumes),
+            "daily quota used up; the remaining items wait for the next quota day");
+    }
+    Some(until(now, resumes).min(QUOTA_RECHECK))
 }
 
 /// What the batcher does about one endpoint now.
