@@ -134,6 +134,11 @@ async fn thirty_percent_faults_lose_nothing() {
         slow_delay: Duration::from_secs(5),
         drop_rate: 0.06,
         malformed_rate: 0.06,
+        // Drawn from a seed: the assertions below on which faults were
+        // injected cannot fail by chance (with random draws, one kind was
+        // missing in about one run in twelve). This seed injects each
+        // kind within the first five calls; the test makes at least 24.
+        fault_seed: Some(1048),
         ..fast_knobs()
     };
     let emulator = emulator(knobs).await;

@@ -92,6 +92,10 @@ pub struct EmulateArgs {
     /// Probability that the call is processed but its body is cut short.
     #[arg(long, default_value_t = 0.0)]
     pub malformed_rate: f64,
+    /// Draw the faults from this seed (the same calls get the same faults
+    /// on every run) instead of at random.
+    #[arg(long)]
+    pub fault_seed: Option<u64>,
 }
 
 impl EmulateArgs {
@@ -124,6 +128,7 @@ impl EmulateArgs {
             slow_delay: self.slow_delay,
             drop_rate: self.drop_rate,
             malformed_rate: self.malformed_rate,
+            fault_seed: self.fault_seed,
         };
         EmulatorConfig {
             listen: self.listen,

@@ -146,6 +146,10 @@ pub struct Knobs {
     /// Probability that the call is processed but the body is cut short
     /// (the caller cannot know whether it was accepted).
     pub malformed_rate: f64,
+    /// When set, the n-th API call's fault is drawn from this seed and n
+    /// alone, so a test that asserts on the faults cannot fail by chance
+    /// (CI must be deterministic); unset, faults are random.
+    pub fault_seed: Option<u64>,
 }
 
 impl Default for Knobs {
@@ -168,6 +172,7 @@ impl Default for Knobs {
             slow_delay: Duration::from_secs(120),
             drop_rate: 0.0,
             malformed_rate: 0.0,
+            fault_seed: None,
         }
     }
 }

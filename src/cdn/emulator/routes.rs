@@ -84,8 +84,7 @@ enum Fault {
     Malformed,
 }
 
-fn pick_fault(knobs: &super::Knobs) -> Fault {
-    let roll = rand::random::<f64>();
+fn pick_fault(knobs: &super::Knobs, roll: f64) -> Fault {
     let mut edge = 0.0;
     for (rate, fault) in [
         (knobs.error_500_rate, Fault::Error500),
@@ -127,7 +126,7 @@ async fn api_gate(
         .extensions_mut()
         .insert(CorrelationId(correlation_id.clone()));
     let knobs = state.knobs();
-    let fault = pick_fault(&knobs);
+    let fault = pick_fault(&knobs, state.fault_roll());
 
     let mut response = match fault {
         Fault::Error500 => with_outcome(html_error(StatusCode::INTERNAL_SERVER_ERROR), "fault_500"),

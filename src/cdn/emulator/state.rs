@@ -60,6 +60,8 @@ pub struct Inner {
     tasks: HashMap<String, Task>,
     journal: Vec<JournalEntry>,
     stats: BTreeMap<String, u64>,
+    /// API calls that have drawn a fault so far (the seeded draw's index).
+    fault_draws: u64,
 }
 
 pub struct State {
@@ -129,6 +131,7 @@ impl State {
                 tasks: saved.tasks,
                 journal: Vec::new(),
                 stats: BTreeMap::new(),
+                fault_draws: 0,
             }),
             config,
         }
@@ -146,6 +149,18 @@ impl State {
 
     pub fn knobs(&self) -> Knobs {
         self.lock().knobs.clone()
+    }
+
+    /// A number in `[0, 1)` for the next call's fault: from `fault_seed`
+    /// and the call's index when the seed is set, random otherwise.
+    pub fn fault_roll(&self) -> f64 {
+        let mut inner = self.lock();
+        let Some(seed) = inner.knobs.fault_seed else {
+            return rand::random::<f64>();
+        };
+        let n = inner.fault_draws;
+        inner.fault_draws += 1;
+        unit_interval(splitmix64(seed.wrapping_add(n)))
     }
 
     pub fn set_knobs(&self, knobs: Knobs) {
@@ -276,4 +291,18 @@ impl State {
             task.directories.iter().map(status).collect(),
         ))
     }
+}
+
+/// SplitMix64: a well-mixed 64-bit value from a counter (Steele, Lea and
+/// Flood, 2014); enough for a reproducible fault schedule.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The top 53 bits as a float in `[0, 1)`.
+fn unit_interval(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }
