@@ -41,7 +41,7 @@ pub fn local_text(at: OffsetDateTime, offset: UtcOffset) -> String {
 }
 
 /// A rough estimate of how long a backlog takes to send.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Drain {
     pub pending_files: u64,
     pub pending_directories: u64,

@@ -10,10 +10,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Whether calls go out now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SenderState {
     Running,
@@ -24,7 +24,7 @@ pub enum SenderState {
 }
 
 /// The sender's side of the status (`sender` in `/v1/stats`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SenderStatus {
     pub state: SenderState,
     pub paused_reason: Option<String>,
@@ -39,7 +39,7 @@ pub struct SenderStatus {
 }
 
 /// Today's quota as the ledger counts it (`quota` in `/v1/stats`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaStatus {
     pub day: String,
     pub utc_offset: String,
@@ -58,7 +58,7 @@ pub struct QuotaStatus {
 }
 
 /// An endpoint left alone for a while (`EndpointNotInActiveState`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointRest {
     pub reason: String,
     pub retry_in_seconds: f64,
@@ -66,7 +66,7 @@ pub struct EndpointRest {
 
 /// The pipeline's status: the top-level `sender`, `quota` and
 /// `endpoints_paused` of `/v1/stats`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineStatus {
     pub sender: SenderStatus,
     /// `None` until the batcher first read the ledger.

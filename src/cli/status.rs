@@ -4,6 +4,8 @@ use clap::Args;
 use serde_json::Value;
 
 use super::client::{Daemon, DaemonArgs};
+use crate::ingest::StatsView;
+use crate::report::{SenderState, SenderStatus};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -33,118 +35,128 @@ fn text(value: &Value) -> String {
     }
 }
 
-fn seconds(value: &Value) -> String {
-    value.as_f64().map_or_else(
+/// The status screen, from `/v1/stats` read back into its own type.
+pub fn render_status(stats: &StatsView) -> String {
+    let mut out = String::new();
+    out.push_str(&sending_line(&stats.pipeline.sender));
+    out.push_str(&backlog_lines(stats));
+    out.push_str(&drain_line(&stats.drain));
+    let items = &stats.items;
+    out.push_str(&format!(
+        "finished:  {} succeeded, {} failed, {} merged, {} cancelled\n",
+        items.succeeded, items.failed, items.merged, items.cancelled
+    ));
+    if let Some(quota) = &stats.pipeline.quota {
+        out.push_str(&format!(
+            "quota:     {}: {} files and {} directories left (of {} and {})\n",
+            quota.day,
+            quota.files_left,
+            quota.directories_left,
+            quota.files_per_day,
+            quota.directories_per_day,
+        ));
+    }
+    for (endpoint, rest) in &stats.pipeline.endpoints_paused {
+        out.push_str(&format!(
+            "resting:   {endpoint}: {}; tried again in {}\n",
+            printable(&rest.reason),
+            duration(Some(rest.retry_in_seconds))
+        ));
+    }
+    let sender = &stats.pipeline.sender;
+    if let Some(error) = &sender.last_error {
+        out.push_str(&format!(
+            "last error: {} ({})\n",
+            printable(error),
+            sender.last_error_at.as_deref().unwrap_or("-")
+        ));
+    }
+    out.push_str(&format!(
+        "store:     {}{}\n",
+        printable(&stats.store.path),
+        if stats.store.writable {
+            ""
+        } else {
+            " (cannot write!)"
+        }
+    ));
+    out
+}
+
+fn printable(text: &str) -> String {
+    super::out::printable(text).into_owned()
+}
+
+fn duration(seconds: Option<f64>) -> String {
+    seconds.map_or_else(
         || "-".to_owned(),
         |s| humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string(),
     )
 }
 
-/// The status screen, from `/v1/stats`.
-pub fn render_status(stats: &Value) -> String {
-    let sender = &stats["sender"];
-    let items = &stats["items"];
-    let mut out = String::new();
-    let state = text(&sender["state"]);
-    out.push_str(&format!("sending:   {state}"));
-    match state.as_str() {
-        "paused" => out.push_str(&format!(" ({})", text(&sender["paused_reason"]))),
-        "throttled" => out.push_str(&format!(
-            " (for {} more)",
-            seconds(&sender["throttled_for_seconds"])
-        )),
-        _ => {}
-    }
-    out.push('\n');
-    let oldest = if stats["oldest_pending_age_seconds"].is_null() {
-        "nothing pending".to_owned()
-    } else {
-        format!(
-            "oldest pending {} old",
-            seconds(&stats["oldest_pending_age_seconds"])
-        )
+/// `sending:` with why it is not running, if it is not.
+fn sending_line(sender: &SenderStatus) -> String {
+    let detail = match sender.state {
+        SenderState::Paused => format!(
+            " ({})",
+            printable(sender.paused_reason.as_deref().unwrap_or("-"))
+        ),
+        SenderState::Throttled => {
+            format!(" (for {} more)", duration(sender.throttled_for_seconds))
+        }
+        SenderState::Running => String::new(),
     };
-    out.push_str(&format!(
+    let state = match sender.state {
+        SenderState::Running => "running",
+        SenderState::Throttled => "throttled",
+        SenderState::Paused => "paused",
+    };
+    format!("sending:   {state}{detail}\n")
+}
+
+/// `backlog:`, why it waits, and each endpoint's share.
+fn backlog_lines(stats: &StatsView) -> String {
+    let oldest = match stats.oldest_pending_age_seconds {
+        None => "nothing pending".to_owned(),
+        age => format!("oldest pending {} old", duration(age)),
+    };
+    let items = &stats.items;
+    let mut out = format!(
         "backlog:   {} pending, {} sending, {} submitted; {oldest}\n",
-        text(&items["pending"]),
-        text(&items["sending"]),
-        text(&items["submitted"]),
-    ));
-    for wait in stats["waiting"].as_array().into_iter().flatten() {
-        out.push_str(&format!("waiting:   {}\n", text(&wait["reason"])));
+        items.pending, items.sending, items.submitted,
+    );
+    for wait in &stats.waiting {
+        out.push_str(&format!("waiting:   {}\n", printable(&wait.reason)));
     }
-    let drain = &stats["drain"];
-    if drain["calls"].as_u64().unwrap_or(0) > 0 {
-        let days = drain["quota_days"].as_u64().unwrap_or(0);
-        let calls = drain["calls"].as_u64().unwrap_or(0);
-        let time = match drain["seconds"].as_f64() {
-            Some(secs) if secs < 1.0 => "under a second".to_owned(),
-            _ => format!("about {}", seconds(&drain["seconds"])),
-        };
+    for (endpoint, backlog) in &stats.backlog_by_endpoint {
         out.push_str(&format!(
-            "drains:    {calls} call{}, {time} of sending{}\n",
-            if calls == 1 { "" } else { "s" },
-            match days {
-                0 => " (within today's quota)".to_owned(),
-                1 => "; needs 1 more quota day".to_owned(),
-                n => format!("; needs {n} more quota days"),
-            }
+            "  {endpoint}: {} pending, {} in flight\n",
+            backlog.pending, backlog.in_flight
         ));
     }
-    if let Some(endpoints) = stats["backlog_by_endpoint"].as_object() {
-        for (endpoint, counts) in endpoints {
-            out.push_str(&format!(
-                "  {endpoint}: {} pending, {} in flight\n",
-                text(&counts["pending"]),
-                text(&counts["in_flight"])
-            ));
-        }
-    }
-    out.push_str(&format!(
-        "finished:  {} succeeded, {} failed, {} merged, {} cancelled\n",
-        text(&items["succeeded"]),
-        text(&items["failed"]),
-        text(&items["merged"]),
-        text(&items["cancelled"])
-    ));
-    let quota = &stats["quota"];
-    if quota.is_object() {
-        out.push_str(&format!(
-            "quota:     {}: {} files and {} directories left (of {} and {})",
-            text(&quota["day"]),
-            text(&quota["files_left"]),
-            text(&quota["directories_left"]),
-            text(&quota["files_per_day"]),
-            text(&quota["directories_per_day"]),
-        ));
-        out.push('\n');
-    }
-    if let Some(paused) = stats["endpoints_paused"].as_object() {
-        for (endpoint, pause) in paused {
-            out.push_str(&format!(
-                "resting:   {endpoint}: {}; tried again in {}\n",
-                text(&pause["reason"]),
-                seconds(&pause["retry_in_seconds"])
-            ));
-        }
-    }
-    if !sender["last_error"].is_null() {
-        out.push_str(&format!(
-            "last error: {} ({})\n",
-            text(&sender["last_error"]),
-            text(&sender["last_error_at"])
-        ));
-    }
-    out.push_str(&format!(
-        "store:     {}{}\n",
-        text(&stats["store"]["path"]),
-        if stats["store"]["writable"] == false {
-            " (cannot write!)"
-        } else {
-            ""
-        }
-    ));
     out
+}
+
+/// `drains:` how long the backlog takes, and on how many quota days.
+fn drain_line(drain: &crate::quota::Drain) -> String {
+    if drain.calls == 0 {
+        return String::new();
+    }
+    let time = if drain.seconds < 1.0 {
+        "under a second".to_owned()
+    } else {
+        format!("about {}", duration(Some(drain.seconds)))
+    };
+    format!(
+        "drains:    {} call{}, {time} of sending{}\n",
+        drain.calls,
+        if drain.calls == 1 { "" } else { "s" },
+        match drain.quota_days {
+            0 => " (within today's quota)".to_owned(),
+            1 => "; needs 1 more quota day".to_owned(),
+            n => format!("; needs {n} more quota days"),
+        }
+    )
 }
 
 /// One request, from `/v1/purges/{id}`.
@@ -181,11 +193,11 @@ pub fn render_request(view: &Value) -> String {
 }
 
 /// Fetches `path` from the daemon and prints it: raw JSON, or rendered.
-async fn fetch_and_print(
+async fn fetch_and_print<T: serde::de::DeserializeOwned>(
     daemon: &DaemonArgs,
     path: &str,
     json: bool,
-    render: fn(&Value) -> String,
+    render: fn(&T) -> String,
 ) -> u8 {
     let result = async { Daemon::locate(daemon)?.get(path).await }.await;
     match result {
@@ -193,10 +205,19 @@ async fn fetch_and_print(
             crate::outln!("{answer}");
             0
         }
-        Ok(answer) => {
-            crate::cli::out::write(render(&answer).as_bytes());
-            0
-        }
+        Ok(answer) => match serde_json::from_value::<T>(answer) {
+            Ok(typed) => {
+                crate::cli::out::write(render(&typed).as_bytes());
+                0
+            }
+            Err(error) => {
+                eprintln!(
+                    "purgeq: the daemon's answer to {path} is not what this purgeq reads \
+                     (is it another version?): {error}"
+                );
+                1
+            }
+        },
         Err((code, message)) => {
             eprintln!("purgeq: {message}");
             code
@@ -234,10 +255,13 @@ mod tests {
             "store": {"path": "purgeq.db", "writable": true},
             "waiting": [{"scope": "quota:file", "reason": "waiting for quota: the day's 2 file URLs are spent; the next quota day starts 2026-11-26 00:00 +08:00", "until": "2026-11-25T16:00:00.000Z"}],
             "drain": {"pending_files": 3, "pending_directories": 0, "calls": 1, "seconds": 0.2, "quota_days": 1},
-            "sender": {"state": "running", "last_error": null},
+            "sender": {"state": "running", "paused_reason": null, "paused_for_seconds": null,
+                       "throttled_for_seconds": null, "throttled_total": 0, "batches_in_flight": 0,
+                       "last_error": null, "last_error_at": null, "calls": {}},
             "quota": null,
             "endpoints_paused": {"ep": {"reason": "EndpointNotInActiveState", "retry_in_seconds": 42.0}},
         });
+        let stats: StatsView = serde_json::from_value(stats).expect("the /v1/stats shape");
         let text = render_status(&stats);
         assert!(text.contains("; nothing pending\n"), "{text}");
         assert!(!text.contains("- old"), "{text}");

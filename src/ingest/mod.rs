@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::store::Store;
 
 pub use crate::report::PipelineReport;
+pub use v1::{EndpointBacklog, StatsView};
 
 #[derive(Clone)]
 pub struct IngestState {

@@ -279,13 +279,15 @@ pub async fn wait_for_final(
     }
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /v1/stats`: the daemon's state on one page. Also what `purgeq
+/// status` reads back, so the screen and the API share one type.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StatsView {
     pub items: StateCounts,
     pub oldest_pending_at: Option<String>,
     pub oldest_pending_age_seconds: Option<f64>,
-    /// `{endpoint: {"pending": n, "in_flight": n}}` for endpoints with work.
-    pub backlog_by_endpoint: serde_json::Map<String, serde_json::Value>,
+    /// Endpoints with work.
+    pub backlog_by_endpoint: std::collections::BTreeMap<String, EndpointBacklog>,
     pub store: StoreView,
     /// Why pending work waits now, and until when (a pause, a spent quota).
     pub waiting: Vec<crate::store::Wait>,
@@ -295,7 +297,14 @@ pub struct StatsView {
     pub pipeline: crate::report::PipelineStatus,
 }
 
-#[derive(Debug, Serialize)]
+/// One endpoint's work (`backlog_by_endpoint` in `/v1/stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct EndpointBacklog {
+    pub pending: u64,
+    pub in_flight: u64,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StoreView {
     pub path: String,
     pub writable: bool,
@@ -344,12 +353,7 @@ pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsVie
         .backlog_by_endpoint()
         .await?
         .into_iter()
-        .map(|(endpoint, pending, in_flight)| {
-            (
-                endpoint,
-                serde_json::json!({ "pending": pending, "in_flight": in_flight }),
-            )
-        })
+        .map(|(endpoint, pending, in_flight)| (endpoint, EndpointBacklog { pending, in_flight }))
         .collect();
     Ok(Json(StatsView {
         backlog_by_endpoint,

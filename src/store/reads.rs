@@ -123,7 +123,7 @@ pub struct RequestStatus {
 }
 
 /// How many items are in each state: the `items` object of `/v1/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StateCounts {
     pub pending: u64,
     pub sending: u64,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{Store, StoreError};
 
 /// A reason to hold back what is pending, for one scope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Wait {
     /// `sender`, `quota:file` or `quota:directory`.
     pub scope: String,
