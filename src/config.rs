@@ -628,97 +628,8 @@ impl Settings {
                 )),
             }
         }
-
-        let mut patterns = Vec::new();
-        for (index, endpoint) in self.cdn.endpoints.iter().enumerate() {
-            if endpoint.id.trim().is_empty() {
-                problems.push(format!("cdn.endpoints[{index}].id: must not be empty"));
-            }
-            if endpoint.hosts.is_empty() {
-                problems.push(format!(
-                    "cdn.endpoints[{index}].hosts: list at least one host"
-                ));
-            }
-            for (host_index, host) in endpoint.hosts.iter().enumerate() {
-                match HostPattern::parse(host) {
-                    Ok(pattern) => patterns.push((pattern, endpoint.id.clone(), index, host_index)),
-                    Err(why) => problems.push(format!(
-                        "cdn.endpoints[{index}].hosts[{host_index}]: {host:?} {why}"
-                    )),
-                }
-            }
-        }
-        let mut router = Router::default();
-        for (pattern, endpoint_id, index, host_index) in patterns {
-            if let Err(other) = router.add(pattern.clone(), endpoint_id) {
-                problems.push(format!(
-                    "cdn.endpoints[{index}].hosts[{host_index}]: {} is already routed to endpoint {other}",
-                    pattern
-                ));
-            }
-        }
-        self.derived.router = router;
-
-        let mut ids = std::collections::HashSet::new();
-        for (index, endpoint) in self.cdn.endpoints.iter().enumerate() {
-            if !endpoint.id.trim().is_empty() && !ids.insert(endpoint.id.as_str()) {
-                problems.push(format!(
-                    "cdn.endpoints[{index}].id: {:?} is configured twice; list every host of an endpoint in one entry",
-                    endpoint.id
-                ));
-            }
-        }
-        if self.cdn.key_value.is_some() && self.cdn.key_value_file.is_some() {
-            problems.push(
-                "cdn: set key_value or key_value_file, not both (which one would win is not obvious)"
-                    .to_owned(),
-            );
-        }
-        if self
-            .cdn
-            .key_value
-            .as_ref()
-            .is_some_and(|v| v.expose().trim().is_empty())
-        {
-            problems.push(
-                "cdn.key_value: is empty; every call would be refused with WrongSignature"
-                    .to_owned(),
-            );
-        }
-        let key_value = match (&self.cdn.key_value, &self.cdn.key_value_file) {
-            (Some(value), _) => Some(value.clone()),
-            (None, Some(path)) => {
-                read_secret(path, "cdn.key_value_file", problems).map(KeyValue::new)
-            }
-            (None, None) => env.get("CREDENTIALS_DIRECTORY").and_then(|dir| {
-                let path = Path::new(dir).join(KEY_VALUE_CREDENTIAL);
-                path.exists()
-                    .then(|| read_secret(&path, "systemd credential cdn-key-value", problems))
-                    .flatten()
-                    .map(KeyValue::new)
-            }),
-        };
-        let present = [
-            ("cdn.subscription_id", !self.cdn.subscription_id.is_empty()),
-            ("cdn.key_id", !self.cdn.key_id.is_empty()),
-            ("cdn.key_value (or key_value_file)", key_value.is_some()),
-        ];
-        if present.iter().all(|(_, set)| *set) {
-            self.derived.credentials = key_value.map(|key_value| Credentials {
-                key_id: KeyId::new(self.cdn.key_id.clone()),
-                key_value,
-            });
-        } else if present.iter().any(|(_, set)| *set) {
-            let missing: Vec<&str> = present
-                .iter()
-                .filter(|(_, set)| !set)
-                .map(|(key, _)| *key)
-                .collect();
-            problems.push(format!(
-                "cdn: credentials are partly configured; also set {}",
-                missing.join(", ")
-            ));
-        }
+        self.derived.router = route_endpoints(&self.cdn.endpoints, problems);
+        self.derived.credentials = credentials_of(&self.cdn, env, problems);
     }
 
     /// The directories the daemon will create files in exist. Checked by
@@ -909,6 +820,101 @@ pub fn parse_utc_offset(text: &str) -> Option<time::UtcOffset> {
     }
     let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
     time::UtcOffset::parse(text, format).ok()
+}
+
+/// The host router of `[[cdn.endpoints]]`: every host parsed, each routed
+/// to one endpoint, each endpoint id listed once.
+fn route_endpoints(endpoints: &[EndpointSettings], problems: &mut Vec<String>) -> Router {
+    let mut router = Router::default();
+    let mut ids = std::collections::HashSet::new();
+    for (index, endpoint) in endpoints.iter().enumerate() {
+        let id = endpoint.id.trim();
+        if id.is_empty() {
+            problems.push(format!("cdn.endpoints[{index}].id: must not be empty"));
+        } else if !ids.insert(id) {
+            problems.push(format!(
+                "cdn.endpoints[{index}].id: {:?} is configured twice; list every host of an endpoint in one entry",
+                endpoint.id
+            ));
+        }
+        if endpoint.hosts.is_empty() {
+            problems.push(format!(
+                "cdn.endpoints[{index}].hosts: list at least one host"
+            ));
+        }
+        for (host_index, host) in endpoint.hosts.iter().enumerate() {
+            let key = format!("cdn.endpoints[{index}].hosts[{host_index}]");
+            match HostPattern::parse(host) {
+                Ok(pattern) => {
+                    if let Err(other) = router.add(pattern.clone(), endpoint.id.clone()) {
+                        problems.push(format!(
+                            "{key}: {pattern} is already routed to endpoint {other}"
+                        ));
+                    }
+                }
+                Err(why) => problems.push(format!("{key}: {host:?} {why}")),
+            }
+        }
+    }
+    router
+}
+
+/// The credentials, when all three parts are set: the key value from the
+/// file, the setting or the systemd credential (exactly one source).
+fn credentials_of(
+    cdn: &CdnSettings,
+    env: &HashMap<String, String>,
+    problems: &mut Vec<String>,
+) -> Option<Credentials> {
+    if cdn.key_value.is_some() && cdn.key_value_file.is_some() {
+        problems.push(
+            "cdn: set key_value or key_value_file, not both (which one would win is not obvious)"
+                .to_owned(),
+        );
+    }
+    if cdn
+        .key_value
+        .as_ref()
+        .is_some_and(|v| v.expose().trim().is_empty())
+    {
+        problems.push(
+            "cdn.key_value: is empty; every call would be refused with WrongSignature".to_owned(),
+        );
+    }
+    let key_value = match (&cdn.key_value, &cdn.key_value_file) {
+        (Some(value), _) => Some(value.clone()),
+        (None, Some(path)) => read_secret(path, "cdn.key_value_file", problems).map(KeyValue::new),
+        (None, None) => env.get("CREDENTIALS_DIRECTORY").and_then(|dir| {
+            let path = Path::new(dir).join(KEY_VALUE_CREDENTIAL);
+            path.exists()
+                .then(|| read_secret(&path, "systemd credential cdn-key-value", problems))
+                .flatten()
+                .map(KeyValue::new)
+        }),
+    };
+    let present = [
+        ("cdn.subscription_id", !cdn.subscription_id.is_empty()),
+        ("cdn.key_id", !cdn.key_id.is_empty()),
+        ("cdn.key_value (or key_value_file)", key_value.is_some()),
+    ];
+    if present.iter().all(|(_, set)| *set) {
+        return key_value.map(|key_value| Credentials {
+            key_id: KeyId::new(cdn.key_id.clone()),
+            key_value,
+        });
+    }
+    if present.iter().any(|(_, set)| *set) {
+        let missing: Vec<&str> = present
+            .iter()
+            .filter(|(_, set)| !set)
+            .map(|(key, _)| *key)
+            .collect();
+        problems.push(format!(
+            "cdn: credentials are partly configured; also set {}",
+            missing.join(", ")
+        ));
+    }
+    None
 }
 
 #[cfg(test)]
