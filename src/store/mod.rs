@@ -188,6 +188,44 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// How every connection to the file is opened: WAL, the configured
+/// durability, foreign keys, and a wait for locks held by others.
+fn connect_options(settings: &StoreSettings) -> Result<SqliteConnectOptions, StoreError> {
+    Ok(SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|e| StoreError::internal("sqlite options", e))?
+        .filename(&settings.path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(match settings.synchronous {
+            Synchronous::Full => SqliteSynchronous::Full,
+            Synchronous::Normal => SqliteSynchronous::Normal,
+        })
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        .disable_statement_logging())
+}
+
+/// Sets aside the disk reserve; false (and intents refused, with the
+/// reason) when there is no room for it.
+fn set_aside_reserve(
+    reserve: &reserve::SpaceReserve,
+    settings: &StoreSettings,
+    signals: &WriterSignals,
+) -> bool {
+    let Err(error) = reserve.set_aside() else {
+        return true;
+    };
+    let reason = format!(
+        "cannot set aside the {} byte disk reserve next to {} ({error}); \
+         new intents are refused until there is room",
+        settings.reserve_bytes,
+        settings.path.display()
+    );
+    tracing::error!("{reason}");
+    signals.fail(&reason);
+    false
+}
+
 /// Opens the write connection again. SQLite opens a file it may not write
 /// read-only, and stays so: once the file is writable again, the writer
 /// needs a new connection to use it.
@@ -274,25 +312,10 @@ impl Store {
     /// starts the writer task.
     pub async fn open(settings: &StoreSettings) -> Result<Store, StoreError> {
         let path = settings.path.as_path();
-        let synchronous = settings.synchronous;
-        let max_size_bytes = settings.max_size_bytes;
-        let reserve_bytes = settings.reserve_bytes;
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|e| StoreError::internal("sqlite options", e))?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(match synchronous {
-                Synchronous::Full => SqliteSynchronous::Full,
-                Synchronous::Normal => SqliteSynchronous::Normal,
-            })
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            .disable_statement_logging();
-
+        let options = connect_options(settings)?;
         let connector = WriteConnector {
             options: options.clone(),
-            max_size_bytes,
+            max_size_bytes: settings.max_size_bytes,
         };
         let mut conn: SqliteConnection = options
             .connect()
@@ -302,11 +325,9 @@ impl Store {
             .run(&mut conn)
             .await
             .map_err(|e| StoreError::internal(format_args!("migrating {}", path.display()), e))?;
-
-        apply_max_size(&mut conn, max_size_bytes)
+        apply_max_size(&mut conn, settings.max_size_bytes)
             .await
             .map_err(|e| StoreError::internal("setting store.max_size_bytes", e))?;
-
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -318,7 +339,6 @@ impl Store {
                     e,
                 )
             })?;
-
         let file = Arc::new(file_guard::DatabaseFile::new(path).map_err(|e| {
             StoreError::cannot(format_args!("cannot inspect {}", path.display()), e)
         })?);
@@ -331,20 +351,8 @@ impl Store {
         // daemon runs, refuses intents and says why in /readyz, rather
         // than exit and be restarted in a loop by systemd.
         let _ = signals.check_file(&file);
-        let reserve = reserve::SpaceReserve::new(path, reserve_bytes);
-        let short_of_space = match reserve.set_aside() {
-            Ok(()) => false,
-            Err(error) => {
-                let reason = format!(
-                    "cannot set aside the {reserve_bytes} byte disk reserve next to {} ({error}); \
-                     new intents are refused until there is room",
-                    path.display()
-                );
-                tracing::error!("{reason}");
-                signals.fail(&reason);
-                true
-            }
-        };
+        let reserve = reserve::SpaceReserve::new(path, settings.reserve_bytes);
+        let short_of_space = !set_aside_reserve(&reserve, settings, &signals);
         let (jobs, _task) = writer::spawn(
             conn,
             writer::WriterParts {
