@@ -104,12 +104,28 @@ pub struct Derived {
     pub base_url: Option<Url>,
     /// `quota.utc_offset`, parsed: where quota days begin.
     pub quota_offset: QuotaOffset,
+}
+
+/// Facts about the process, not settings: read from its environment once,
+/// apart from the configuration (a reload does not change them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Process {
     /// `RUST_LOG`, which overrides `log.level` when set.
     pub rust_log: Option<String>,
     /// Standard error is the systemd journal (`JOURNAL_STREAM` is set).
     pub under_journal: bool,
     /// systemd listens for `sd_notify` messages (`NOTIFY_SOCKET` is set).
     pub notify_socket: bool,
+}
+
+impl Process {
+    pub fn from_env(env: &HashMap<String, String>) -> Process {
+        Process {
+            rust_log: env.get("RUST_LOG").filter(|v| !v.is_empty()).cloned(),
+            under_journal: env.contains_key("JOURNAL_STREAM"),
+            notify_socket: env.contains_key("NOTIFY_SOCKET"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -469,9 +485,6 @@ impl Settings {
             .map_err(|e| fail(vec![e.to_string()]))?;
         let (mut settings, mut problems) = deserialize_sections(&raw, env);
         settings.derived.source = path.map(Path::to_owned);
-        settings.derived.rust_log = env.get("RUST_LOG").filter(|v| !v.is_empty()).cloned();
-        settings.derived.under_journal = env.contains_key("JOURNAL_STREAM");
-        settings.derived.notify_socket = env.contains_key("NOTIFY_SOCKET");
         // Every problem at once: what could not be read, and what is wrong
         // with what could (a section that could not be read is checked as
         // its defaults, which are valid).

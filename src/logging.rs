@@ -8,7 +8,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry, reload};
 
-use crate::config::{LogFormat, Settings};
+use crate::config::{LogFormat, Process, Settings};
 
 /// Changes the log level of the running process.
 pub struct LogHandle(reload::Handle<EnvFilter, Registry>);
@@ -27,20 +27,20 @@ impl LogHandle {
 }
 
 /// The filter in force: `RUST_LOG` when set, else `log.level`.
-pub fn filter_of(settings: &Settings) -> String {
-    settings
-        .derived
+pub fn filter_of(settings: &Settings, process: &Process) -> String {
+    process
         .rust_log
         .clone()
         .unwrap_or_else(|| settings.log.level.clone())
 }
 
 /// Installs the global subscriber. Call once, at startup.
-pub fn init(settings: &Settings) -> LogHandle {
-    let filter = EnvFilter::try_new(filter_of(settings)).unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init(settings: &Settings, process: &Process) -> LogHandle {
+    let filter =
+        EnvFilter::try_new(filter_of(settings, process)).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let format = match settings.log.format {
-        LogFormat::Auto if settings.derived.under_journal => LogFormat::Plain,
+        LogFormat::Auto if process.under_journal => LogFormat::Plain,
         other => other,
     };
     let output = match format {
@@ -48,7 +48,7 @@ pub fn init(settings: &Settings) -> LogHandle {
             .json()
             .with_writer(std::io::stderr)
             .boxed(),
-        LogFormat::Plain if settings.derived.under_journal => tracing_subscriber::fmt::layer()
+        LogFormat::Plain if process.under_journal => tracing_subscriber::fmt::layer()
             .without_time()
             .with_ansi(false)
             .with_writer(std::io::stderr)

@@ -28,11 +28,13 @@ pub async fn run(args: ServeArgs) -> u8 {
             return crate::config::EXIT_CONFIG;
         }
     };
-    let log = crate::logging::init(&settings);
+    let process = crate::config::Process::from_env(&crate::config::process_env());
+    let log = crate::logging::init(&settings, &process);
     let options = RunOptions {
         config_path: args.config.path(),
         force_emulator: args.emulator,
         log: Some(log),
+        process,
         ..RunOptions::default()
     };
     match daemon::run(settings, options).await {

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::{self, SharedClock};
-use crate::config::Settings;
+use crate::config::{Process, Settings};
 use crate::http_server::{self, Listener, ServeOptions};
 use crate::ingest::{self, IngestState};
 use crate::logging::{self, LogHandle};
@@ -65,6 +65,8 @@ pub struct RunOptions {
     pub activated: systemd::Activated,
     /// The clock every part reads (`None`: the system clock).
     pub clock: Option<SharedClock>,
+    /// What the environment says about the process (journal, systemd).
+    pub process: Process,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,7 @@ pub struct Daemon {
     settings: watch::Sender<Arc<Settings>>,
     config_path: Option<PathBuf>,
     log: Option<LogHandle>,
+    process: Process,
     use_emulator: bool,
     emulator: Option<BuiltInEmulator>,
     store: Store,
@@ -162,7 +165,7 @@ impl Daemon {
             clock,
             stop_serving.clone(),
         ))];
-        if settings.derived.notify_socket || systemd::watchdog_interval().is_some() {
+        if options.process.notify_socket || systemd::watchdog_interval().is_some() {
             background.push(tokio::spawn(heartbeat::run(
                 store.clone(),
                 pipeline.report(),
@@ -174,6 +177,7 @@ impl Daemon {
             settings: settings_tx,
             config_path: options.config_path,
             log: options.log,
+            process: options.process,
             use_emulator,
             emulator,
             store,
@@ -224,7 +228,7 @@ impl Daemon {
         warn_restart_only(&current, &next);
         let client = cdn::build_client(&next, self.emulator.as_ref()).map_err(|e| e.to_string())?;
         if let Some(log) = &self.log {
-            log.set_level(&logging::filter_of(&next));
+            log.set_level(&logging::filter_of(&next, &self.process));
         }
         if next.store.max_size_bytes != current.store.max_size_bytes
             && let Err(error) = self.store.set_max_size(next.store.max_size_bytes).await
