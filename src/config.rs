@@ -314,6 +314,26 @@ pub struct QuotaSettings {
     pub directories_per_day: u64,
     /// `+08:00`: the day boundary (China Standard Time by default).
     pub utc_offset: String,
+    /// `auto`: when the day's file quota cannot cover the pending files,
+    /// purge directories instead of their files; `never`: files wait.
+    pub promote: Promote,
+    /// A directory is chosen only when it covers at least this many
+    /// pending files (keeps collateral small).
+    pub promote_min_files: usize,
+    /// Whether a host's root (`https://host/`, the whole site) may be
+    /// chosen. Off by default: purging a site is a decision for a person.
+    pub promote_to_root: bool,
+    /// Held back from normal intents each day: only `urgent` ones use it.
+    pub urgent_reserve_files: u64,
+    pub urgent_reserve_directories: u64,
+}
+
+/// `quota.promote`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Promote {
+    Auto,
+    Never,
 }
 
 impl Default for QuotaSettings {
@@ -322,6 +342,11 @@ impl Default for QuotaSettings {
             files_per_day: 2_000,
             directories_per_day: 500,
             utc_offset: "+08:00".to_owned(),
+            promote: Promote::Auto,
+            promote_min_files: 10,
+            promote_to_root: false,
+            urgent_reserve_files: 0,
+            urgent_reserve_directories: 0,
         }
     }
 }
@@ -626,6 +651,30 @@ impl Settings {
         }
         if self.ingest.body_timeout.is_zero() {
             problems.push("ingest.body_timeout: must be more than 0s".to_owned());
+        }
+        let quota = &self.quota;
+        for (key, reserve, per_day, per_day_key) in [
+            (
+                "quota.urgent_reserve_files",
+                quota.urgent_reserve_files,
+                quota.files_per_day,
+                "quota.files_per_day",
+            ),
+            (
+                "quota.urgent_reserve_directories",
+                quota.urgent_reserve_directories,
+                quota.directories_per_day,
+                "quota.directories_per_day",
+            ),
+        ] {
+            if reserve > per_day {
+                problems.push(format!(
+                    "{key}: {reserve} is more than {per_day_key} ({per_day}); nothing normal could ever go"
+                ));
+            }
+        }
+        if quota.promote_min_files == 0 {
+            problems.push("quota.promote_min_files: must be at least 1".to_owned());
         }
     }
 

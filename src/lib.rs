@@ -8,6 +8,7 @@
 //! - [`cdn`]: the API client and [`cdn::emulator`] (which serves through
 //!   [`http_server`]);
 //! - [`config`]: typed settings (credentials are [`cdn`] types);
+//! - [`planner`]: how the day's quota is spent (pure: promotions, lanes);
 //! - [`logging`], [`store`]: log setup; every SQL statement and the
 //!   group-committing writer;
 //! - [`metrics`]: Prometheus, from the store and the [`report`];
@@ -25,6 +26,7 @@ pub mod ingest;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod planner;
 pub mod quota;
 pub mod rate;
 pub mod report;

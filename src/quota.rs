@@ -40,6 +40,35 @@ pub fn local_text(at: OffsetDateTime, offset: UtcOffset) -> String {
     )
 }
 
+/// How much of what is left today each lane may use, for one kind:
+/// urgent items may use all of it; normal items leave `reserve` for urgent
+/// ones yet to come, and what the urgent items already waiting need.
+///
+/// | left | reserve | urgent waiting | urgent may use | normal may use |
+/// |---|---|---|---|---|
+/// | 100 | 0 | 0 | 100 | 100 |
+/// | 100 | 10 | 0 | 100 | 90 |
+/// | 100 | 10 | 30 | 100 | 60 |
+/// | 5 | 10 | 0 | 5 | 0 |
+///
+/// The same after the waiting urgent items are sent (left 70, none
+/// waiting: normal may still use 60), so the reserve is intact whatever
+/// order things go in. The batcher's cut and the planner both use it, so
+/// the plan says what the cut does.
+pub fn lanes(left: u64, reserve: u64, urgent_waiting: u64) -> Lanes {
+    Lanes {
+        urgent: left,
+        normal: left.saturating_sub(reserve.saturating_add(urgent_waiting)),
+    }
+}
+
+/// See [`lanes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lanes {
+    pub urgent: u64,
+    pub normal: u64,
+}
+
 /// A rough estimate of how long a backlog takes to send.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Drain {
@@ -92,6 +121,19 @@ pub fn drain(
 mod tests {
     use super::*;
     use time::macros::{datetime, offset};
+
+    #[test]
+    fn every_row_of_the_lanes_table() {
+        for (left, reserve, urgent, expected) in [
+            (100, 0, 0, (100, 100)),
+            (100, 10, 0, (100, 90)),
+            (100, 10, 30, (100, 60)),
+            (5, 10, 0, (5, 0)),
+        ] {
+            let lanes = lanes(left, reserve, urgent);
+            assert_eq!((lanes.urgent, lanes.normal), expected);
+        }
+    }
 
     #[test]
     fn a_backlog_drains_in_calls_and_quota_days() {

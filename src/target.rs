@@ -35,6 +35,48 @@ impl Kind {
     }
 }
 
+/// How soon a request wants its URLs purged (`priority` in the API).
+///
+/// Urgent items are cut before normal ones and may use the part of the
+/// day's quota held back by `quota.urgent_reserve_*`: a hotfix posted
+/// behind a big deploy still goes out at once.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    #[default]
+    Normal,
+    Urgent,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Normal => "normal",
+            Priority::Urgent => "urgent",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Priority> {
+        match text {
+            "normal" => Some(Priority::Normal),
+            "urgent" => Some(Priority::Urgent),
+            _ => None,
+        }
+    }
+}
+
 /// How the client asked for a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requested {

@@ -36,6 +36,8 @@ async fn wait_sent(store: &Store, expected: u64) {
     }
 }
 
+/// The file quota alone across day boundaries: the planner is off
+/// (`quota.promote = "never"`), or it would purge `/q/` on the first day.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quota_of_250_files_sends_600_over_three_days() {
     let emulator = emulator(fast_knobs()).await;
@@ -46,6 +48,7 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
         format!(
             "[store]\npath = \"{}\"\n[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 100\nburst = 10\n\
              [tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = 250\nutc_offset = \"+08:00\"\n\
+             promote = \"never\"\n\
              [[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]\n",
             dir.path().join("purgeq.db").display(),
             ENDPOINTS[0].0,
@@ -83,6 +86,7 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
             received_at: time::OffsetDateTime::now_utc(),
             source: "test".into(),
             label: None,
+            priority: purgeq::target::Priority::Normal,
             targets,
         })
         .await

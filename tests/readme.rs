@@ -29,6 +29,7 @@ async fn failed_request(store: &Store, url: &str, received_at: time::OffsetDateT
             received_at,
             source: "test".into(),
             label: None,
+            priority: purgeq::target::Priority::Normal,
             targets: vec![PurgeTarget {
                 endpoint_id: "ep".into(),
                 kind: Kind::File,
@@ -50,6 +51,8 @@ async fn failed_request(store: &Store, url: &str, received_at: time::OffsetDateT
                 account: account.clone(),
                 files_per_day: 100,
                 directories_per_day: 100,
+                reserve_files: 0,
+                reserve_directories: 0,
             },
             Timestamp::parse("9999-12-31T00:00:00.000Z").expect("a time"),
         )

@@ -49,6 +49,8 @@ fn limits() -> CutLimits {
         account: account(DAY),
         files_per_day: 2_000,
         directories_per_day: 500,
+        reserve_files: 0,
+        reserve_directories: 0,
     }
 }
 
@@ -83,6 +85,7 @@ impl Queue {
                 received_at: time::OffsetDateTime::now_utc(),
                 source: "test".into(),
                 label: None,
+                priority: purgeq::target::Priority::Normal,
                 targets,
             })
             .await

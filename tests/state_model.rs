@@ -107,6 +107,8 @@ fn limits() -> CutLimits {
         account: account(),
         files_per_day: 1_000_000,
         directories_per_day: 1_000_000,
+        reserve_files: 0,
+        reserve_directories: 0,
     }
 }
 
@@ -170,6 +172,7 @@ impl Harness {
                         received_at: time::OffsetDateTime::now_utc(),
                         source: "model".into(),
                         label: None,
+                        priority: purgeq::target::Priority::Normal,
                         targets,
                     })
                     .await

@@ -27,6 +27,7 @@ fn request(targets: Vec<PurgeTarget>) -> NewRequest {
         received_at: time::OffsetDateTime::now_utc(),
         source: "test".into(),
         label: None,
+        priority: purgeq::target::Priority::Normal,
         targets,
     }
 }

@@ -22,7 +22,7 @@ use crate::cdn::wire;
 use crate::config::Settings;
 use crate::http_server::Peer;
 use crate::store::ItemState;
-use crate::target::{PurgeTarget, Requested};
+use crate::target::{Priority, PurgeTarget, Requested};
 
 /// An error in the service's shape.
 pub struct AzureError {
@@ -109,6 +109,24 @@ fn check_api_version(query: Option<&str>) -> Result<(), AzureError> {
     }
 }
 
+/// `priority=urgent` in the query of a CDN-shaped purge (not part of the
+/// service's API: a script pointed at purgeq may add it).
+fn priority_of(query: Option<&str>) -> Result<Priority, AzureError> {
+    let value = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == "priority")
+        .map(|(_, value)| value.into_owned());
+    match value {
+        None => Ok(Priority::Normal),
+        Some(value) => Priority::parse(&value).ok_or_else(|| {
+            AzureError::new(
+                StatusCode::BAD_REQUEST,
+                "ParameterInvalid",
+                format!("priority: {value:?} is not one of normal, urgent"),
+            )
+        }),
+    }
+}
+
 /// The subscription must be ours (when one is configured) and the endpoint
 /// one that the configuration routes to.
 fn check_path(state: &IngestState, sid: &str, eid: &str) -> Result<(), AzureError> {
@@ -151,7 +169,9 @@ pub async fn add_purge(
     intake::require_json(&headers)?;
     let body = body_or_error(body, settings.ingest.max_body_bytes)?;
     let targets = parse_purge(&settings, &eid, &body)?;
-    let outcome = state.accept(targets, &peer, None).await?;
+    let outcome = state
+        .accept(targets, &peer, None, priority_of(query.as_deref())?)
+        .await?;
     let accepted = wire::PurgeAcceptedBody {
         succeeded: true,
         is_async: true,

@@ -86,6 +86,7 @@ impl IngestState {
         targets: Vec<crate::target::PurgeTarget>,
         peer: &crate::http_server::Peer,
         label: Option<String>,
+        priority: crate::target::Priority,
     ) -> Result<crate::store::EnqueueOutcome, error::ApiError> {
         let max_pending = self.settings().ingest.max_pending;
         if max_pending > 0 {
@@ -117,6 +118,7 @@ impl IngestState {
                 received_at: self.clock.now_utc(),
                 source: peer.source(),
                 label,
+                priority,
                 targets,
             })
             .await?;

@@ -17,7 +17,7 @@ use crate::config::Settings;
 use crate::http_server::Peer;
 use crate::store::Timestamp;
 use crate::store::{RequestStatus, StateCounts};
-use crate::target::{PurgeTarget, Requested};
+use crate::target::{Priority, PurgeTarget, Requested};
 
 /// The longest `?wait=` honoured, so a forgotten client cannot pin a
 /// connection forever.
@@ -37,6 +37,10 @@ pub struct IntentBody {
     /// Free text stored with the request (a deploy id, say).
     #[serde(default)]
     pub label: Option<String>,
+    /// `urgent`: cut before normal work, and may use the quota held back
+    /// by `quota.urgent_reserve_*`.
+    #[serde(default)]
+    pub priority: Priority,
 }
 
 /// Reads a body within `ingest.max_body_bytes`, mapping axum's rejection
@@ -69,7 +73,9 @@ pub async fn post_purges(
     intake::require_json(&headers)?;
     let body = body_or_error(body, settings.ingest.max_body_bytes)?;
     let intent = parse_intent(&settings, &body)?;
-    let outcome = state.accept(intent.targets, &peer, intent.label).await?;
+    let outcome = state
+        .accept(intent.targets, &peer, intent.label, intent.priority)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
 }
 
@@ -78,6 +84,7 @@ pub async fn post_purges(
 pub struct Intent {
     pub targets: Vec<PurgeTarget>,
     pub label: Option<String>,
+    pub priority: Priority,
 }
 
 /// Reads a `POST /v1/purges` body: all of it is valid, or nothing is
@@ -125,6 +132,7 @@ pub fn parse_intent(settings: &Settings, body: &[u8]) -> Result<Intent, ApiError
     Ok(Intent {
         targets,
         label: body.label,
+        priority: body.priority,
     })
 }
 

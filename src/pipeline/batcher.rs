@@ -15,10 +15,10 @@ use time::OffsetDateTime;
 use tokio_util::task::TaskTracker;
 
 use super::{Shared, sender};
-use crate::quota;
 use crate::store::Timestamp;
 use crate::store::{BatchId, CutLimits, QuotaUse, Readiness, StoreError, Wait, timestamp};
 use crate::target::Kind;
+use crate::{planner, quota};
 
 /// With items waiting on an exhausted quota, check this often whether the
 /// day has turned (the clock may also be moved by an operator or a test).
@@ -90,12 +90,20 @@ async fn cut_what_can_go(
         return Ok(None);
     }
     let settings = shared.settings();
-    let endpoints = in_rotation(&settings, known, rotation);
+    if shared.planning_due() {
+        promote_if_needed(shared, &quota).await?;
+    }
+    let mut endpoints = in_rotation(&settings, known, rotation);
+    // Endpoints with urgent items go first: a hotfix does not wait for its
+    // endpoint's turn behind a backlog elsewhere.
+    let urgent = shared.store.urgent_endpoints().await?;
+    endpoints.sort_by_key(|e| !urgent.contains(e));
+    let urgent_waiting = shared.store.urgent_waiting().await?;
     let mut next: Option<Duration> = None;
     let mut cut_any = false;
     let mut quota_blocked = false;
     for endpoint in &endpoints {
-        match cut_for(shared, senders, endpoint, &quota).await? {
+        match cut_for(shared, senders, endpoint, &quota, urgent_waiting).await? {
             Cut::Nothing => {}
             Cut::Sent => cut_any = true,
             Cut::LookAgain(wait) => next = earlier(next, wait),
@@ -118,6 +126,44 @@ async fn cut_what_can_go(
         *known = shared.store.pending_endpoints().await?;
     }
     Ok(next)
+}
+
+/// Runs the quota planner when the normal files waiting do not fit in
+/// their lane of today's file quota, and carries out the directories it
+/// chooses ([`crate::planner`]). Reads the whole queue only then.
+async fn promote_if_needed(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), StoreError> {
+    let settings = shared.settings();
+    let rules = &settings.quota;
+    if rules.promote == crate::config::Promote::Never {
+        return Ok(());
+    }
+    let left = planner::Left {
+        files: rules.files_per_day.saturating_sub(quota.files_used),
+        directories: rules
+            .directories_per_day
+            .saturating_sub(quota.directories_used),
+    };
+    let counts = shared.store.lane_counts().await?;
+    let file_lane = quota::lanes(left.files, rules.urgent_reserve_files, counts.urgent_files);
+    if counts.files - counts.urgent_files <= file_lane.normal {
+        return Ok(());
+    }
+    let pending = shared.store.pending_for_plan().await?;
+    let promotions = planner::promotions(&pending, left, rules);
+    if promotions.is_empty() {
+        return Ok(());
+    }
+    for promotion in &promotions {
+        tracing::info!(endpoint = %promotion.endpoint_id, directory = %promotion.directory,
+            files = promotion.files,
+            "purging a directory instead of its files: the day's file quota cannot cover them");
+    }
+    let absorbed = shared
+        .store
+        .promote(promotions, Timestamp::new(shared.now()))
+        .await?;
+    tracing::info!(absorbed, "promotions recorded");
+    Ok(())
 }
 
 /// How long sending is held by a pause or a throttle, if it is.
@@ -169,6 +215,7 @@ async fn cut_for(
     senders: &TaskTracker,
     endpoint: &str,
     quota: &QuotaUse,
+    urgent_waiting: (u64, u64),
 ) -> Result<Cut, StoreError> {
     if let Some(until) = shared.endpoint_paused_until(endpoint) {
         return Ok(Cut::LookAgain(
@@ -190,7 +237,12 @@ async fn cut_for(
             batch.max_directories,
         )
         .await?;
-    let full = match when_to_cut(&files, &directories, quota, &settings, now) {
+    let day = Day {
+        quota,
+        limits: &settings.quota,
+        urgent_waiting,
+    };
+    let full = match when_to_cut(&files, &directories, &day, &settings, now) {
         When::Nothing => return Ok(Cut::Nothing),
         When::At(wait) => return Ok(Cut::LookAgain(wait)),
         When::QuotaSpent => return Ok(Cut::QuotaSpent),
@@ -206,6 +258,8 @@ async fn cut_for(
         account: account.clone(),
         files_per_day: settings.quota.files_per_day,
         directories_per_day: settings.quota.directories_per_day,
+        reserve_files: settings.quota.urgent_reserve_files,
+        reserve_directories: settings.quota.urgent_reserve_directories,
     };
     let Some(batch) = store
         .cut_batch(endpoint, limits, Timestamp::new(now))
@@ -216,12 +270,11 @@ async fn cut_for(
         // meanwhile (cancelled, merged). Only the first is a quota wait
         // (issue 13: every empty cut was logged as "daily quota used up").
         let fresh = store.quota_use(&account).await?;
-        if out_of_quota(
-            &fresh,
-            &settings.quota,
-            files.eligible,
-            directories.eligible,
-        ) {
+        let day = Day {
+            quota: &fresh,
+            ..day
+        };
+        if day.out_of_quota(&files, &directories) {
             return Ok(Cut::QuotaSpent);
         }
         tracing::debug!(
@@ -286,7 +339,7 @@ enum When {
 fn when_to_cut(
     files: &Readiness,
     directories: &Readiness,
-    quota: &QuotaUse,
+    day: &Day<'_>,
     settings: &crate::config::Settings,
     now: OffsetDateTime,
 ) -> When {
@@ -304,7 +357,7 @@ fn when_to_cut(
         // zero wait here spun the batcher: issue 13, bug 9).
         return When::At(until(now, ripe_at).max(Duration::from_millis(10)));
     }
-    if out_of_quota(quota, &settings.quota, files.eligible, directories.eligible) {
+    if day.out_of_quota(files, directories) {
         return When::QuotaSpent;
     }
     let full = files.eligible >= settings.batch.max_files
@@ -354,19 +407,32 @@ fn waits_for(
         });
     }
     let turns = quota::next_day_start(now, offset);
-    for (kind, used, per_day) in [
-        ("file", quota.files_used, limits.files_per_day),
+    for (kind, used, per_day, reserve) in [
+        (
+            "file",
+            quota.files_used,
+            limits.files_per_day,
+            limits.urgent_reserve_files,
+        ),
         (
             "directory",
             quota.directories_used,
             limits.directories_per_day,
+            limits.urgent_reserve_directories,
         ),
     ] {
-        if used >= per_day {
+        // Normal items wait once their lane is spent; urgent ones only when
+        // the whole day is.
+        if quota::lanes(per_day.saturating_sub(used), reserve, 0).normal == 0 {
+            let held = if reserve > 0 && used < per_day {
+                format!(" ({} held back for urgent intents)", per_day - used)
+            } else {
+                String::new()
+            };
             waits.push(Wait {
                 scope: format!("quota:{kind}"),
                 reason: format!(
-                    "waiting for quota: the day's {per_day} {kind} URLs are spent; the next quota day starts {}",
+                    "waiting for quota: the day's {per_day} {kind} URLs are spent{held}; the next quota day starts {}",
                     quota::local_text(turns, offset)
                 ),
                 until: Some(timestamp(turns)),
@@ -376,21 +442,46 @@ fn waits_for(
     waits
 }
 
-/// True when the eligible items cannot go for lack of quota: none of the
-/// kinds that have eligible items has any quota left today.
-fn out_of_quota(
-    quota: &QuotaUse,
-    limits: &crate::config::QuotaSettings,
-    files: usize,
-    directories: usize,
-) -> bool {
-    let files_left = limits.files_per_day.saturating_sub(quota.files_used);
-    let directories_left = limits
-        .directories_per_day
-        .saturating_sub(quota.directories_used);
-    let files_blocked = files == 0 || files_left == 0;
-    let directories_blocked = directories == 0 || directories_left == 0;
-    files_blocked && directories_blocked
+/// Today's quota as the cut sees it: the ledger, the limits and the
+/// urgent items waiting (who may use the reserve).
+#[derive(Debug, Clone, Copy)]
+struct Day<'a> {
+    quota: &'a QuotaUse,
+    limits: &'a crate::config::QuotaSettings,
+    /// Urgent files and directories pending, every endpoint.
+    urgent_waiting: (u64, u64),
+}
+
+impl Day<'_> {
+    fn lanes(&self, kind: Kind) -> quota::Lanes {
+        let (per_day, used, reserve, urgent) = match kind {
+            Kind::File => (
+                self.limits.files_per_day,
+                self.quota.files_used,
+                self.limits.urgent_reserve_files,
+                self.urgent_waiting.0,
+            ),
+            Kind::Directory => (
+                self.limits.directories_per_day,
+                self.quota.directories_used,
+                self.limits.urgent_reserve_directories,
+                self.urgent_waiting.1,
+            ),
+        };
+        quota::lanes(per_day.saturating_sub(used), reserve, urgent)
+    }
+
+    /// True when the eligible items cannot go for lack of quota: no kind
+    /// has eligible items of a lane with quota left today.
+    fn out_of_quota(&self, files: &Readiness, directories: &Readiness) -> bool {
+        let blocked = |ready: &Readiness, kind: Kind| {
+            let lanes = self.lanes(kind);
+            let urgent_can = ready.urgent > 0 && lanes.urgent > 0;
+            let normal_can = ready.eligible > ready.urgent && lanes.normal > 0;
+            !(urgent_can || normal_can)
+        };
+        blocked(files, Kind::File) && blocked(directories, Kind::Directory)
+    }
 }
 
 /// Sends again every `sending` batch no sender holds: left by a previous
@@ -445,6 +536,7 @@ mod tests {
     fn ready(eligible: usize, earliest: Option<&str>) -> Readiness {
         Readiness {
             eligible,
+            urgent: 0,
             earliest_not_before: earliest.and_then(Timestamp::parse),
         }
     }
@@ -458,7 +550,12 @@ mod tests {
         let now = time::macros::datetime!(2026-11-25 10:00:00 UTC);
         let at = |s: &str| Some(format!("2026-11-25T{s}.000Z"));
         let none = ready(0, None);
-        let fresh = quota(0, 0);
+        let fresh_use = quota(0, 0);
+        let fresh = Day {
+            quota: &fresh_use,
+            limits: &settings.quota,
+            urgent_waiting: (0, 0),
+        };
         let at_0959 = at("09:59:00");
         let at_0959 = at_0959.as_deref();
         // Nothing pending.
@@ -473,7 +570,11 @@ mod tests {
             When::At(Duration::from_secs(32))
         );
         // Eligible, quota spent for their kind.
-        let spent = quota(settings.quota.files_per_day, 0);
+        let spent_use = quota(settings.quota.files_per_day, 0);
+        let spent = Day {
+            quota: &spent_use,
+            ..fresh
+        };
         assert_eq!(
             when_to_cut(&ready(3, at_0959), &none, &spent, &settings, now),
             When::QuotaSpent
@@ -527,20 +628,60 @@ mod tests {
         let limits = crate::config::QuotaSettings::default();
         let (files_per_day, directories_per_day) =
             (limits.files_per_day, limits.directories_per_day);
+        let out = |used: QuotaUse, files: &Readiness, directories: &Readiness| {
+            let day = Day {
+                quota: &used,
+                limits: &limits,
+                urgent_waiting: (0, 0),
+            };
+            day.out_of_quota(files, directories)
+        };
+        let (none, ten, one, three) = (
+            ready(0, None),
+            ready(10, None),
+            ready(1, None),
+            ready(3, None),
+        );
         // Room for both.
-        assert!(!out_of_quota(&quota(0, 0), &limits, 10, 10));
+        assert!(!out(quota(0, 0), &ten, &ten));
         // Files spent, directories waiting and allowed.
-        assert!(!out_of_quota(&quota(files_per_day, 0), &limits, 10, 1));
+        assert!(!out(quota(files_per_day, 0), &ten, &one));
         // Files spent and only files waiting.
-        assert!(out_of_quota(&quota(files_per_day, 0), &limits, 10, 0));
+        assert!(out(quota(files_per_day, 0), &ten, &none));
         // Both spent.
-        assert!(out_of_quota(
-            &quota(files_per_day, directories_per_day),
-            &limits,
-            10,
-            10
-        ));
+        assert!(out(quota(files_per_day, directories_per_day), &ten, &ten));
         // Directories spent, only directories waiting.
-        assert!(out_of_quota(&quota(0, directories_per_day), &limits, 0, 3));
+        assert!(out(quota(0, directories_per_day), &none, &three));
+    }
+
+    #[test]
+    fn the_reserve_holds_normal_items_and_lets_urgent_ones_through() {
+        let limits = crate::config::QuotaSettings {
+            urgent_reserve_files: 50,
+            ..Default::default()
+        };
+        let spent = quota(limits.files_per_day - 50, 0);
+        let day = Day {
+            quota: &spent,
+            limits: &limits,
+            urgent_waiting: (0, 0),
+        };
+        let normal = ready(10, None);
+        let urgent = Readiness {
+            urgent: 1,
+            ..ready(10, None)
+        };
+        let none = ready(0, None);
+        assert!(day.out_of_quota(&normal, &none), "normal files wait");
+        assert!(!day.out_of_quota(&urgent, &none), "an urgent file goes");
+        let now = time::macros::datetime!(2026-11-25 10:00 UTC);
+        let waits = waits_for(None, &spent, &limits, now, time::macros::offset!(+08:00));
+        assert!(
+            waits[0]
+                .reason
+                .contains("(50 held back for urgent intents)"),
+            "{}",
+            waits[0].reason
+        );
     }
 }

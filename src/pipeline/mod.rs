@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     /// yet), and whether a sender let one go since.
     adoption_checked: Mutex<Option<Instant>>,
     adoption_requested: AtomicBool,
+    /// When the quota planner last looked at the queue (`None`: not yet).
+    planned_at: Mutex<Option<Instant>>,
     /// The waits last written to the store (`None` before the first
     /// write, which also clears what a previous run left).
     published_waits: Mutex<Option<Vec<crate::store::Wait>>>,
@@ -92,6 +94,9 @@ impl Drop for BatchClaim {
 /// How often the batcher looks for `sending` batches that no sender holds,
 /// besides at start and when a sender lets one go.
 const ADOPTION_RECHECK: Duration = Duration::from_secs(30);
+
+/// How often, at most, the quota planner counts the queue.
+const PLANNING_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Marks a loop as running for as long as it lives; cleared however the
 /// loop ends, a panic included.
@@ -187,6 +192,18 @@ impl Shared {
             .adoption_checked
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the quota planner may look at the queue in this pass: at
+    /// most once per [`PLANNING_INTERVAL`], so a stream of single-URL
+    /// intents does not pay for a count of the whole queue each.
+    fn planning_due(&self) -> bool {
+        let mut planned_at = self.planned_at.lock().unwrap_or_else(|p| p.into_inner());
+        if planned_at.is_some_and(|at| at.elapsed() < PLANNING_INTERVAL) {
+            return false;
+        }
+        *planned_at = Some(Instant::now());
+        true
     }
 
     /// A sender let its batch go without an end recorded: adopt it soon.
@@ -310,6 +327,7 @@ impl Pipeline {
             adoption: tokio::sync::Mutex::new(()),
             adoption_checked: Mutex::new(None),
             adoption_requested: AtomicBool::new(false),
+            planned_at: Mutex::new(None),
             published_waits: Mutex::new(None),
         });
         // Batches a previous run left `sending` are adopted by the batcher

@@ -7,6 +7,7 @@
 use serde::Serialize;
 use sqlx::SqliteConnection;
 
+use super::enqueue::MergeReason;
 use super::{BatchId, ItemId, Store, StoreError, Timestamp};
 use crate::target::Kind;
 
@@ -68,6 +69,9 @@ pub struct CutLimits {
     pub account: QuotaAccount,
     pub files_per_day: u64,
     pub directories_per_day: u64,
+    /// Held back for urgent items (`quota.urgent_reserve_*`).
+    pub reserve_files: u64,
+    pub reserve_directories: u64,
 }
 
 /// The day's quota as the ledger counts it.
@@ -100,6 +104,8 @@ pub enum CallOutcome {
 pub struct Readiness {
     /// Pending items eligible now, counted up to the batch limit.
     pub eligible: usize,
+    /// How many of those are urgent (counted up to the same limit).
+    pub urgent: usize,
     /// The earliest `not_before` among all pending items, eligible or not.
     pub earliest_not_before: Option<Timestamp>,
 }
@@ -185,8 +191,25 @@ impl Store {
             .fetch_one(&self.reader)
             .await?
         };
+        let urgent: i64 = if eligible == 0 {
+            0
+        } else {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM (SELECT 1 FROM items
+                  WHERE state = 'pending' AND urgent = 1 AND endpoint_id = ?1 AND kind = ?2
+                    AND not_before <= ?3
+                  LIMIT ?4)",
+            )
+            .bind(endpoint_id)
+            .bind(kind.as_str())
+            .bind(now)
+            .bind(cap as i64)
+            .fetch_one(&self.reader)
+            .await?
+        };
         Ok(Readiness {
             eligible: eligible.max(0) as usize,
+            urgent: urgent.max(0) as usize,
             earliest_not_before,
         })
     }
@@ -787,33 +810,40 @@ async fn cut_batch(
     now: Timestamp,
 ) -> Result<Option<Batch>, sqlx::Error> {
     let quota = quota_use(conn, &limits.account).await?;
-    let files_left = limits.files_per_day.saturating_sub(quota.files_used);
-    let directories_left = limits
-        .directories_per_day
-        .saturating_sub(quota.directories_used);
-    let max_files = (limits.max_files as u64).min(files_left) as i64;
-    let max_directories = (limits.max_directories as u64).min(directories_left) as i64;
-
     let mut picked: Vec<(Kind, BatchItem)> = Vec::new();
-    for (kind, max) in [(Kind::File, max_files), (Kind::Directory, max_directories)] {
-        if max == 0 {
-            continue;
-        }
-        let rows: Vec<(ItemId, String)> = sqlx::query_as(
-            "SELECT id, url FROM items
-             WHERE state = 'pending' AND endpoint_id = ?1 AND kind = ?2 AND not_before <= ?3
-             ORDER BY not_before, id LIMIT ?4",
+    for (kind, per_day, used, reserve, max) in [
+        (
+            Kind::File,
+            limits.files_per_day,
+            quota.files_used,
+            limits.reserve_files,
+            limits.max_files,
+        ),
+        (
+            Kind::Directory,
+            limits.directories_per_day,
+            quota.directories_used,
+            limits.reserve_directories,
+            limits.max_directories,
+        ),
+    ] {
+        let urgent_waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM items WHERE state = 'pending' AND urgent = 1 AND kind = ?1",
         )
-        .bind(endpoint_id)
         .bind(kind.as_str())
-        .bind(now)
-        .bind(max)
-        .fetch_all(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
-        picked.extend(
-            rows.into_iter()
-                .map(|(item_id, url)| (kind, BatchItem { item_id, url })),
+        let lanes = crate::quota::lanes(
+            per_day.saturating_sub(used),
+            reserve,
+            urgent_waiting.max(0) as u64,
         );
+        // Urgent first, within the whole day; then normal, within its lane.
+        let urgent_max = (max as u64).min(lanes.urgent);
+        let urgent = pick(conn, endpoint_id, kind, true, urgent_max, now).await?;
+        let normal_max = (max as u64 - urgent.len() as u64).min(lanes.normal);
+        let normal = pick(conn, endpoint_id, kind, false, normal_max, now).await?;
+        picked.extend(urgent.into_iter().chain(normal).map(|item| (kind, item)));
     }
     if picked.is_empty() {
         return Ok(None);
@@ -821,6 +851,44 @@ async fn cut_batch(
     Ok(Some(
         insert_batch_of(conn, endpoint_id, picked, &limits.account, now).await?,
     ))
+}
+
+/// Up to `max` eligible pending items of one lane, oldest first.
+async fn pick(
+    conn: &mut SqliteConnection,
+    endpoint_id: &str,
+    kind: Kind,
+    urgent: bool,
+    max: u64,
+    now: Timestamp,
+) -> Result<Vec<BatchItem>, sqlx::Error> {
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    // The lane is written into the statement, not bound: SQLite uses the
+    // partial index `items_pending_urgent` only for a literal `urgent = 1`.
+    let sql = if urgent {
+        "SELECT id, url FROM items
+         WHERE state = 'pending' AND urgent = 1 AND endpoint_id = ?1 AND kind = ?2
+           AND not_before <= ?3
+         ORDER BY not_before, id LIMIT ?4"
+    } else {
+        "SELECT id, url FROM items
+         WHERE state = 'pending' AND endpoint_id = ?1 AND kind = ?2 AND not_before <= ?3
+           AND urgent = 0
+         ORDER BY not_before, id LIMIT ?4"
+    };
+    let rows: Vec<(ItemId, String)> = sqlx::query_as(sql)
+        .bind(endpoint_id)
+        .bind(kind.as_str())
+        .bind(now)
+        .bind(max as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(item_id, url)| BatchItem { item_id, url })
+        .collect())
 }
 
 /// Creates a `sending` batch holding `items`, points them at it, and
@@ -892,6 +960,7 @@ pub(super) async fn return_to_pending(
     // 1. A pending twin exists: follow it.
     sqlx::query(
         "UPDATE items AS i SET state = 'merged', last_error = ?2, updated_at = ?3,
+                merge_reason = 'coalesced',
                 merged_into = (SELECT t.id FROM items t WHERE t.state = 'pending'
                                AND t.endpoint_id = i.endpoint_id AND t.url = i.url AND t.kind = i.kind)
          WHERE i.id IN (SELECT value FROM json_each(?1))
@@ -907,6 +976,7 @@ pub(super) async fn return_to_pending(
     // 2. The same URL twice among the returned: the newest carries it.
     sqlx::query(
         "UPDATE items AS i SET state = 'merged', last_error = ?2, updated_at = ?3,
+                merge_reason = 'coalesced',
                 merged_into = (SELECT max(t.id) FROM items t
                                WHERE t.id IN (SELECT value FROM json_each(?1))
                                  AND t.state IN ('sending', 'submitted', 'failed')
@@ -938,7 +1008,7 @@ pub(super) async fn return_to_pending(
     .await?;
     // 3. Under a pending directory: follow the top-most one.
     sqlx::query(
-        "UPDATE items AS i SET state = 'merged', updated_at = ?2,
+        "UPDATE items AS i SET state = 'merged', updated_at = ?2, merge_reason = 'covered',
                 merged_into = (SELECT d.id FROM items d
                                WHERE d.state = 'pending' AND d.kind = 'directory'
                                  AND d.endpoint_id = i.endpoint_id AND d.id != i.id
@@ -958,15 +1028,20 @@ pub(super) async fn return_to_pending(
     .await?;
     repoint_followers(conn, &ids).await?;
     // 4. A returned directory still pending covers what is pending under it.
-    let directories: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT id, endpoint_id, url FROM items
+    let directories: Vec<(i64, String, String, bool)> = sqlx::query_as(
+        "SELECT id, endpoint_id, url, promoted FROM items
          WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'pending' AND kind = 'directory'",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
-    for (id, endpoint_id, url) in directories {
-        super::enqueue::absorb_under(conn, id, &endpoint_id, &url, now).await?;
+    for (id, endpoint_id, url, promoted) in directories {
+        let reason = if promoted {
+            MergeReason::Promoted
+        } else {
+            MergeReason::Covered
+        };
+        super::enqueue::absorb_under(conn, id, &endpoint_id, &url, reason, now).await?;
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ use sqlx::SqliteConnection;
 use time::OffsetDateTime;
 
 use super::{Store, StoreError, Timestamp, timestamp};
-use crate::target::{Kind, PurgeTarget, ancestor_directories};
+use crate::target::{Kind, Priority, PurgeTarget, ancestor_directories};
 
 /// A validated request, ready to store.
 #[derive(Debug, Clone)]
@@ -28,6 +28,8 @@ pub struct NewRequest {
     pub received_at: OffsetDateTime,
     pub source: String,
     pub label: Option<String>,
+    /// Urgent requests' items are cut first and may use the reserve.
+    pub priority: Priority,
     pub targets: Vec<PurgeTarget>,
 }
 
@@ -49,6 +51,24 @@ impl Store {
     }
 }
 
+/// Why an item was merged into another (`items.merge_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MergeReason {
+    /// A directory a client asked for covers it.
+    Covered,
+    /// The planner chose a directory over it to save the day's file quota.
+    Promoted,
+}
+
+impl MergeReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            MergeReason::Covered => "covered",
+            MergeReason::Promoted => "promoted",
+        }
+    }
+}
+
 /// A file of one of the requests being stored.
 struct FileRow<'r> {
     request: usize,
@@ -67,7 +87,7 @@ pub(super) async fn enqueue_many(
     conn: &mut SqliteConnection,
     requests: &[Arc<NewRequest>],
 ) -> Result<Vec<EnqueueOutcome>, sqlx::Error> {
-    let rows: Vec<(&str, String, &str, Option<&str>)> = requests
+    let rows: Vec<(&str, String, &str, Option<&str>, &str)> = requests
         .iter()
         .map(|r| {
             (
@@ -75,12 +95,13 @@ pub(super) async fn enqueue_many(
                 timestamp(r.received_at),
                 r.source.as_str(),
                 r.label.as_deref(),
+                r.priority.as_str(),
             )
         })
         .collect();
     sqlx::query(
-        "INSERT INTO requests (id, received_at, source, label)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?1)",
+        "INSERT INTO requests (id, received_at, source, label, priority)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?1)",
     )
     .bind(serde_json::to_string(&rows).map_err(encode_error)?)
     .execute(&mut *conn)
@@ -104,7 +125,15 @@ pub(super) async fn enqueue_many(
                     let (id, inserted) = insert_or_find(conn, directory, now).await?;
                     if inserted {
                         new[index] += 1;
-                        absorb_under(conn, id, &directory.endpoint_id, &directory.url, now).await?;
+                        absorb_under(
+                            conn,
+                            id,
+                            &directory.endpoint_id,
+                            &directory.url,
+                            MergeReason::Covered,
+                            now,
+                        )
+                        .await?;
                     }
                     link(conn, &request.id, id, position, None).await?;
                 }
@@ -130,6 +159,7 @@ pub(super) async fn enqueue_many(
     if !files.is_empty() {
         enqueue_files(conn, requests, &files, &mut new).await?;
     }
+    mark_urgent(conn, requests).await?;
 
     Ok(requests
         .iter()
@@ -233,6 +263,34 @@ async fn enqueue_files(
     Ok(())
 }
 
+/// The items that carry an urgent request's URLs (its own, or the
+/// directory a URL is merged into or covered by) are urgent, whoever else
+/// asked for them.
+async fn mark_urgent(
+    conn: &mut SqliteConnection,
+    requests: &[Arc<NewRequest>],
+) -> Result<(), sqlx::Error> {
+    let urgent: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.priority == Priority::Urgent)
+        .map(|r| r.id.as_str())
+        .collect();
+    if urgent.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE items SET urgent = 1
+         WHERE state = 'pending' AND urgent = 0 AND id IN (
+             SELECT CASE WHEN i.state = 'merged' THEN i.merged_into ELSE i.id END
+             FROM request_items ri JOIN items i ON i.id = ri.item_id
+             WHERE ri.request_id IN (SELECT value FROM json_each(?1)))",
+    )
+    .bind(serde_json::to_string(&urgent).map_err(encode_error)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 fn encode_error(error: serde_json::Error) -> sqlx::Error {
     sqlx::Error::Encode(Box::new(error))
 }
@@ -298,13 +356,14 @@ pub(super) async fn absorb_under(
     directory_id: i64,
     endpoint_id: &str,
     directory_url: &str,
+    reason: MergeReason,
     now: Timestamp,
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
     // Every URL that starts with "…/dir/" sorts in ["…/dir/", "…/dir0"):
     // '0' is the character after '/'.
     let upper = format!("{}0", &directory_url[..directory_url.len() - 1]);
-    sqlx::query(
-        "UPDATE items SET state = 'merged', merged_into = ?1, updated_at = ?2
+    let absorbed = sqlx::query(
+        "UPDATE items SET state = 'merged', merged_into = ?1, updated_at = ?2, merge_reason = ?6
          WHERE state = 'pending' AND endpoint_id = ?3 AND url > ?4 AND url < ?5 AND id != ?1",
     )
     .bind(directory_id)
@@ -312,6 +371,16 @@ pub(super) async fn absorb_under(
     .bind(endpoint_id)
     .bind(directory_url)
     .bind(&upper)
+    .bind(reason.as_str())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    // What an urgent item was waiting for now waits on this directory.
+    sqlx::query(
+        "UPDATE items SET urgent = 1 WHERE id = ?1 AND urgent = 0
+           AND EXISTS (SELECT 1 FROM items WHERE merged_into = ?1 AND urgent = 1)",
+    )
+    .bind(directory_id)
     .execute(&mut *conn)
     .await?;
     // Keep merges one level deep: whatever followed an absorbed item, a
@@ -327,7 +396,7 @@ pub(super) async fn absorb_under(
     .bind(directory_id)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(absorbed)
 }
 
 /// Links a URL of the request to its item; `covered` is the URL asked for

@@ -1,0 +1,505 @@
+//! The quota planner: how today's quota is spent on what is pending.
+//!
+//! The subscription may purge a few thousand file URLs a day but also some
+//! hundreds of directories. When the pending files do not fit in what is
+//! left of the day's file quota, purging the directory they sit in purges
+//! them all for one directory URL. [`plan`] decides, from the pending items
+//! and what is left today:
+//!
+//! - which directories to purge instead of their files ([`promotions`]):
+//!   the deepest directories that together cover what does not fit, each
+//!   covering at least `quota.promote_min_files` pending files, never a
+//!   host's root unless `quota.promote_to_root`, and no more than the
+//!   directory quota left after the directories clients asked for;
+//! - what goes today and what waits for the next quota day, per endpoint,
+//!   with urgent items first and normal ones kept out of the reserve
+//!   ([`crate::quota::lanes`]).
+//!
+//! It is a pure function: the batcher runs it to carry out promotions, and
+//! `GET /v1/plan` (`purgeq plan`, `enqueue --dry-run`) runs the same
+//! function on the same inputs to show what will happen.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Promote, QuotaSettings};
+use crate::quota::lanes;
+use crate::target::{Kind, ancestor_directories, covers};
+
+/// One pending item, as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub endpoint_id: String,
+    pub kind: Kind,
+    pub url: String,
+    pub urgent: bool,
+}
+
+/// What is left of today's quota (the ledger's count, calls in flight
+/// included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Left {
+    pub files: u64,
+    pub directories: u64,
+}
+
+/// A directory purged instead of the pending files under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promotion {
+    pub endpoint_id: String,
+    pub directory: String,
+    /// Pending files it covers.
+    pub files: usize,
+}
+
+/// What one endpoint sends today and what waits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointPlan {
+    /// Purge calls today, at the batch limits.
+    pub calls: u64,
+    /// File URLs sent today.
+    pub files: u64,
+    /// Directory URLs sent today, promoted ones included.
+    pub directories: u64,
+    pub promotions: Vec<Promotion>,
+    /// Left for the next quota day.
+    pub waiting_files: u64,
+    pub waiting_directories: u64,
+}
+
+/// The whole day's plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub endpoints: BTreeMap<String, EndpointPlan>,
+    /// Quota left now, and after today's sends.
+    pub left: Left,
+    pub left_after: Left,
+    pub waiting_files: u64,
+    pub waiting_directories: u64,
+}
+
+/// Batch limits: URLs per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerCall {
+    pub files: usize,
+    pub directories: usize,
+}
+
+/// Plans the day for `pending` (oldest first, as the batcher takes them).
+pub fn plan(pending: &[Pending], left: Left, rules: &QuotaSettings, per_call: PerCall) -> Plan {
+    let promoted = promotions(pending, left, rules);
+    // What the promoted directories absorb leaves the queue; they join it.
+    let mut queue: Vec<Pending> = pending
+        .iter()
+        .filter(|item| {
+            !promoted
+                .iter()
+                .any(|p| p.endpoint_id == item.endpoint_id && covers(&p.directory, &item.url))
+        })
+        .cloned()
+        .collect();
+    queue.extend(promoted.iter().map(|p| Pending {
+        endpoint_id: p.endpoint_id.clone(),
+        kind: Kind::Directory,
+        url: p.directory.clone(),
+        urgent: false,
+    }));
+    let mut plan = Plan {
+        left,
+        ..Plan::default()
+    };
+    let files = spend(&queue, Kind::File, left.files, rules.urgent_reserve_files);
+    let directories = spend(
+        &queue,
+        Kind::Directory,
+        left.directories,
+        rules.urgent_reserve_directories,
+    );
+    for (item, today) in files.iter().chain(&directories) {
+        let endpoint = plan.endpoints.entry(item.endpoint_id.clone()).or_default();
+        match (item.kind, today) {
+            (Kind::File, true) => endpoint.files += 1,
+            (Kind::File, false) => endpoint.waiting_files += 1,
+            (Kind::Directory, true) => endpoint.directories += 1,
+            (Kind::Directory, false) => endpoint.waiting_directories += 1,
+        }
+    }
+    for promotion in promoted {
+        plan.endpoints
+            .entry(promotion.endpoint_id.clone())
+            .or_default()
+            .promotions
+            .push(promotion);
+    }
+    for endpoint in plan.endpoints.values_mut() {
+        endpoint.calls = endpoint.files.div_ceil(per_call.files.max(1) as u64).max(
+            endpoint
+                .directories
+                .div_ceil(per_call.directories.max(1) as u64),
+        );
+        plan.waiting_files += endpoint.waiting_files;
+        plan.waiting_directories += endpoint.waiting_directories;
+        plan.left_after.files += endpoint.files;
+        plan.left_after.directories += endpoint.directories;
+    }
+    plan.left_after = Left {
+        files: left.files.saturating_sub(plan.left_after.files),
+        directories: left.directories.saturating_sub(plan.left_after.directories),
+    };
+    plan
+}
+
+/// Which items of `kind` go today: urgent ones first (all of `left`), then
+/// normal ones in order within their lane. Each item with `true` when it
+/// goes today.
+fn spend(queue: &[Pending], kind: Kind, left: u64, reserve: u64) -> Vec<(&Pending, bool)> {
+    let of_kind = || queue.iter().filter(move |i| i.kind == kind);
+    let urgent_waiting = of_kind().filter(|i| i.urgent).count() as u64;
+    let lanes = lanes(left, reserve, urgent_waiting);
+    let mut urgent_left = lanes.urgent;
+    let mut normal_left = lanes.normal;
+    let mut out = Vec::new();
+    for item in of_kind().filter(|i| i.urgent) {
+        let today = urgent_left > 0;
+        urgent_left = urgent_left.saturating_sub(1);
+        out.push((item, today));
+    }
+    for item in of_kind().filter(|i| !i.urgent) {
+        let today = normal_left > 0;
+        normal_left = normal_left.saturating_sub(1);
+        out.push((item, today));
+    }
+    out
+}
+
+/// The directories to purge instead of files: none while the normal files
+/// fit in their lane of today's file quota (or with `quota.promote =
+/// "never"`); otherwise the deepest set that covers what does not fit (or
+/// as much of it as the directory quota allows).
+pub fn promotions(pending: &[Pending], left: Left, rules: &QuotaSettings) -> Vec<Promotion> {
+    if rules.promote == Promote::Never {
+        return Vec::new();
+    }
+    let count = |kind: Kind, urgent: bool| {
+        pending
+            .iter()
+            .filter(|i| i.kind == kind && i.urgent == urgent)
+            .count() as u64
+    };
+    let file_lane = lanes(
+        left.files,
+        rules.urgent_reserve_files,
+        count(Kind::File, true),
+    );
+    let normal_files = count(Kind::File, false);
+    let need = normal_files.saturating_sub(file_lane.normal) as usize;
+    // Directories asked for keep their claim on the directory quota first.
+    let directory_lane = lanes(
+        left.directories,
+        rules.urgent_reserve_directories,
+        count(Kind::Directory, true),
+    );
+    let budget = directory_lane
+        .normal
+        .saturating_sub(count(Kind::Directory, false)) as usize;
+    if need == 0 || budget == 0 {
+        return Vec::new();
+    }
+    let files: Vec<&Pending> = pending
+        .iter()
+        .filter(|i| i.kind == Kind::File && !i.urgent)
+        .collect();
+    choose(&candidates(&files, rules), need, budget)
+}
+
+/// A directory that could be promoted.
+#[derive(Debug, Clone)]
+struct Candidate {
+    endpoint_id: String,
+    directory: String,
+    /// 0 for a host's root, 1 for `https://host/a/`, …
+    depth: usize,
+    files: usize,
+}
+
+/// Every directory above a pending file that covers at least
+/// `promote_min_files` of them (a host's root only when allowed).
+fn candidates(files: &[&Pending], rules: &QuotaSettings) -> Vec<Candidate> {
+    let mut counts: HashMap<(&str, String), (usize, usize)> = HashMap::new();
+    for file in files {
+        for (depth, directory) in ancestor_directories(&file.url).into_iter().enumerate() {
+            if depth == 0 && !rules.promote_to_root {
+                continue;
+            }
+            let entry = counts
+                .entry((file.endpoint_id.as_str(), directory))
+                .or_insert((depth, 0));
+            entry.1 += 1;
+        }
+    }
+    let mut candidates: Vec<Candidate> = counts
+        .into_iter()
+        .filter(|(_, (_, files))| *files >= rules.promote_min_files)
+        .map(|((endpoint_id, directory), (depth, files))| Candidate {
+            endpoint_id: endpoint_id.to_owned(),
+            directory,
+            depth,
+            files,
+        })
+        .collect();
+    // Most files first; then deeper (less collateral); then by name, so
+    // the choice does not depend on hash order.
+    candidates.sort_by(|a, b| {
+        b.files
+            .cmp(&a.files)
+            .then(b.depth.cmp(&a.depth))
+            .then_with(|| (&a.endpoint_id, &a.directory).cmp(&(&b.endpoint_id, &b.directory)))
+    });
+    candidates
+}
+
+/// Tries the deepest level first: only candidates at least that deep,
+/// taken greedily (most files first, never one inside another) until
+/// `need` files are covered or `budget` directories are used. The first
+/// level from the bottom that covers `need` wins (least collateral); if
+/// none does, the level that covers the most.
+fn choose(candidates: &[Candidate], need: usize, budget: usize) -> Vec<Promotion> {
+    let deepest = candidates.iter().map(|c| c.depth).max().unwrap_or(0);
+    let mut best: (usize, Vec<&Candidate>) = (0, Vec::new());
+    for level in (0..=deepest).rev() {
+        let mut chosen: Vec<&Candidate> = Vec::new();
+        let mut covered = 0;
+        for candidate in candidates.iter().filter(|c| c.depth >= level) {
+            if covered >= need || chosen.len() >= budget {
+                break;
+            }
+            let overlaps = chosen.iter().any(|c| {
+                c.endpoint_id == candidate.endpoint_id
+                    && (covers(&c.directory, &candidate.directory)
+                        || covers(&candidate.directory, &c.directory))
+            });
+            if !overlaps {
+                covered += candidate.files;
+                chosen.push(candidate);
+            }
+        }
+        if covered >= need {
+            return promoted(chosen);
+        }
+        if covered > best.0 {
+            best = (covered, chosen);
+        }
+    }
+    promoted(best.1)
+}
+
+fn promoted(chosen: Vec<&Candidate>) -> Vec<Promotion> {
+    chosen
+        .into_iter()
+        .map(|c| Promotion {
+            endpoint_id: c.endpoint_id.clone(),
+            directory: c.directory.clone(),
+            files: c.files,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EP: &str = "ep";
+
+    fn file(url: &str) -> Pending {
+        Pending {
+            endpoint_id: EP.into(),
+            kind: Kind::File,
+            url: url.into(),
+            urgent: false,
+        }
+    }
+
+    fn directory(url: &str) -> Pending {
+        Pending {
+            kind: Kind::Directory,
+            ..file(url)
+        }
+    }
+
+    /// `per_dir` files in each of `dirs` directories under /assets/.
+    fn deploy(dirs: usize, per_dir: usize) -> Vec<Pending> {
+        (0..dirs)
+            .flat_map(|d| {
+                (0..per_dir)
+                    .map(move |f| file(&format!("https://www.example.com/assets/d{d:02}/f{f}.js")))
+            })
+            .collect()
+    }
+
+    fn day() -> Left {
+        Left {
+            files: 2_000,
+            directories: 500,
+        }
+    }
+
+    const PER_CALL: PerCall = PerCall {
+        files: 100,
+        directories: 50,
+    };
+
+    #[test]
+    fn files_that_fit_are_not_promoted() {
+        let pending = deploy(10, 100);
+        let rules = QuotaSettings::default();
+        assert!(promotions(&pending, day(), &rules).is_empty());
+        let plan = plan(&pending, day(), &rules, PER_CALL);
+        assert_eq!(plan.endpoints[EP].files, 1_000);
+        assert_eq!(plan.endpoints[EP].calls, 10);
+        assert_eq!(plan.waiting_files, 0);
+        assert_eq!(plan.left_after.files, 1_000);
+    }
+
+    #[test]
+    fn a_deploy_over_the_file_quota_goes_today_through_the_fewest_deepest_directories() {
+        // 2,600 files in 26 directories, 2,000 files a day: 6 directories
+        // of 100 cover the 600 that do not fit, and /assets/ (all 2,600,
+        // the most collateral) is not chosen.
+        let pending = deploy(26, 100);
+        let rules = QuotaSettings::default();
+        let chosen = promotions(&pending, day(), &rules);
+        assert_eq!(chosen.len(), 6, "{chosen:?}");
+        assert!(chosen.iter().all(|p| p.files == 100));
+        assert!(chosen.iter().all(|p| p.directory.contains("/assets/d")));
+        let plan = plan(&pending, day(), &rules, PER_CALL);
+        let ep = &plan.endpoints[EP];
+        assert_eq!((ep.files, ep.directories), (2_000, 6));
+        assert_eq!((plan.waiting_files, plan.waiting_directories), (0, 0));
+        assert_eq!(ep.calls, 20);
+        assert_eq!(
+            plan.left_after,
+            Left {
+                files: 0,
+                directories: 494
+            }
+        );
+    }
+
+    #[test]
+    fn a_shallower_directory_is_chosen_when_the_deep_ones_cannot_cover_enough() {
+        // 30 directories of 12 files under /a/, 1 file quota left and 3
+        // directories: the deep ones cover 36 of 359, /a/ covers all.
+        let pending: Vec<Pending> = (0..30)
+            .flat_map(|d| (0..12).map(move |f| file(&format!("https://h/a/d{d}/f{f}"))))
+            .collect();
+        let left = Left {
+            files: 1,
+            directories: 3,
+        };
+        let chosen = promotions(&pending, left, &QuotaSettings::default());
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0].directory, "https://h/a/");
+    }
+
+    #[test]
+    fn files_at_a_host_root_are_never_promoted_by_default() {
+        let pending: Vec<Pending> = (0..50)
+            .map(|f| file(&format!("https://h/f{f}.css")))
+            .collect();
+        let left = Left {
+            files: 10,
+            directories: 500,
+        };
+        let mut rules = QuotaSettings::default();
+        assert!(promotions(&pending, left, &rules).is_empty());
+        let plan = plan(&pending, left, &rules, PER_CALL);
+        assert_eq!((plan.endpoints[EP].files, plan.waiting_files), (10, 40));
+        rules.promote_to_root = true;
+        let chosen = promotions(&pending, left, &rules);
+        assert_eq!(chosen[0].directory, "https://h/");
+    }
+
+    #[test]
+    fn a_directory_must_cover_promote_min_files() {
+        let pending = deploy(5, 9);
+        let left = Left {
+            files: 0,
+            directories: 500,
+        };
+        let mut rules = QuotaSettings::default();
+        // Each d0N/ covers 9 < 10; /assets/ covers 45.
+        let chosen = promotions(&pending, left, &rules);
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0].directory, "https://www.example.com/assets/");
+        rules.promote_min_files = 46;
+        assert!(promotions(&pending, left, &rules).is_empty());
+        rules.promote_min_files = 10;
+        rules.promote = Promote::Never;
+        assert!(promotions(&pending, left, &rules).is_empty());
+    }
+
+    #[test]
+    fn directories_asked_for_keep_their_share_of_the_directory_quota() {
+        let mut pending = deploy(26, 100);
+        pending.extend((0..498).map(|d| directory(&format!("https://other.example.com/x{d}/"))));
+        // 500 directories left, 498 asked for: room for 2 promotions. Two
+        // of the d../ directories would leave 400 files for tomorrow;
+        // /assets/ covers them all today.
+        let chosen = promotions(&pending, day(), &QuotaSettings::default());
+        assert_eq!(chosen.len(), 1, "{chosen:?}");
+        assert_eq!(chosen[0].directory, "https://www.example.com/assets/");
+        let plan = plan(&pending, day(), &QuotaSettings::default(), PER_CALL);
+        assert_eq!((plan.waiting_files, plan.waiting_directories), (0, 0));
+        assert_eq!(plan.left_after.directories, 1);
+        // With room for none, the files wait.
+        pending.push(directory("https://other.example.com/y/"));
+        pending.push(directory("https://other.example.com/z/"));
+        assert!(promotions(&pending, day(), &QuotaSettings::default()).is_empty());
+        let plan = super::plan(&pending, day(), &QuotaSettings::default(), PER_CALL);
+        assert_eq!(plan.waiting_files, 600);
+    }
+
+    #[test]
+    fn urgent_items_use_the_reserve_and_normal_ones_do_not() {
+        let rules = QuotaSettings {
+            urgent_reserve_files: 5,
+            promote: Promote::Never,
+            ..QuotaSettings::default()
+        };
+        let mut pending: Vec<Pending> =
+            (0..20).map(|f| file(&format!("https://h/n/{f}"))).collect();
+        pending.push(Pending {
+            urgent: true,
+            ..file("https://h/hotfix.js")
+        });
+        let left = Left {
+            files: 8,
+            directories: 500,
+        };
+        let plan = plan(&pending, left, &rules, PER_CALL);
+        // Urgent: 1 of 8; normal: 8 - 5 reserved - 1 urgent = 2.
+        assert_eq!(plan.endpoints[EP].files, 3);
+        assert_eq!(plan.waiting_files, 18);
+        // The urgent file goes even when only the reserve is left.
+        let left = Left {
+            files: 5,
+            directories: 500,
+        };
+        let plan = super::plan(&pending, left, &rules, PER_CALL);
+        assert_eq!(plan.endpoints[EP].files, 1);
+    }
+
+    #[test]
+    fn nothing_left_today_means_everything_waits() {
+        let pending = deploy(2, 20);
+        let plan = plan(
+            &pending,
+            Left::default(),
+            &QuotaSettings::default(),
+            PER_CALL,
+        );
+        assert_eq!(plan.waiting_files, 40);
+        assert_eq!(plan.endpoints[EP].calls, 0);
+    }
+}

@@ -1,0 +1,138 @@
+//! What the quota planner reads and writes: the pending queue as it sees
+//! it, counts by lane, and promotions carried out.
+
+use sqlx::SqliteConnection;
+
+use super::enqueue::{MergeReason, absorb_under};
+use super::{Store, StoreError, Timestamp};
+use crate::planner::{Pending, Promotion};
+use crate::target::Kind;
+
+/// Pending items by kind, and how many of them are urgent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaneCounts {
+    pub files: u64,
+    pub directories: u64,
+    pub urgent_files: u64,
+    pub urgent_directories: u64,
+}
+
+impl Store {
+    /// Every pending item, oldest first (the order the batcher takes them).
+    /// A full read of the queue: for the planner when the day cannot hold
+    /// the backlog, and for `GET /v1/plan`.
+    pub async fn pending_for_plan(&self) -> Result<Vec<Pending>, StoreError> {
+        let rows: Vec<(String, String, String, bool)> = sqlx::query_as(
+            "SELECT endpoint_id, kind, url, urgent FROM items
+             WHERE state = 'pending' ORDER BY not_before, id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(endpoint_id, kind, url, urgent)| Pending {
+                endpoint_id,
+                kind: Kind::parse(&kind).unwrap_or(Kind::File),
+                url,
+                urgent,
+            })
+            .collect())
+    }
+
+    /// Pending counts by kind and lane.
+    pub async fn lane_counts(&self) -> Result<LaneCounts, StoreError> {
+        let (files, directories, urgent_files, urgent_directories): (i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT coalesce(sum(kind = 'file'), 0), coalesce(sum(kind = 'directory'), 0),
+                        coalesce(sum(kind = 'file' AND urgent = 1), 0),
+                        coalesce(sum(kind = 'directory' AND urgent = 1), 0)
+                 FROM items WHERE state = 'pending'",
+            )
+            .fetch_one(&self.reader)
+            .await?;
+        let count = |n: i64| n.max(0) as u64;
+        Ok(LaneCounts {
+            files: count(files),
+            directories: count(directories),
+            urgent_files: count(urgent_files),
+            urgent_directories: count(urgent_directories),
+        })
+    }
+
+    /// Urgent items pending, files and directories (cheap: the partial
+    /// index holds only urgent pending items).
+    pub async fn urgent_waiting(&self) -> Result<(u64, u64), StoreError> {
+        let (files, directories): (i64, i64) = sqlx::query_as(
+            "SELECT coalesce(sum(kind = 'file'), 0), coalesce(sum(kind = 'directory'), 0)
+             FROM items WHERE state = 'pending' AND urgent = 1",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        Ok((files.max(0) as u64, directories.max(0) as u64))
+    }
+
+    /// Endpoints with urgent items pending: the batcher serves them first.
+    pub async fn urgent_endpoints(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT endpoint_id FROM items WHERE state = 'pending' AND urgent = 1",
+        )
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    /// Carries out `promotions`: each directory becomes a pending item (or
+    /// the pending one is used) and absorbs every pending item under it,
+    /// recorded as `merged` with the reason `promoted`; their requests
+    /// follow the directory's result. Returns how many items were absorbed.
+    pub async fn promote(
+        &self,
+        promotions: Vec<Promotion>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let promotions = promotions.clone();
+            Box::pin(async move {
+                let mut absorbed = 0;
+                for promotion in &promotions {
+                    absorbed += promote_one(conn, promotion, now).await?;
+                }
+                Ok(absorbed)
+            })
+        })
+        .await
+    }
+}
+
+async fn promote_one(
+    conn: &mut SqliteConnection,
+    promotion: &Promotion,
+    now: Timestamp,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at, promoted)
+         VALUES (?1, 'directory', ?2, 'pending', ?3, ?3, ?3, 1)
+         ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING",
+    )
+    .bind(&promotion.endpoint_id)
+    .bind(&promotion.directory)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let id: i64 = sqlx::query_scalar(
+        "SELECT id FROM items
+         WHERE state = 'pending' AND endpoint_id = ?1 AND url = ?2 AND kind = 'directory'",
+    )
+    .bind(&promotion.endpoint_id)
+    .bind(&promotion.directory)
+    .fetch_one(&mut *conn)
+    .await?;
+    absorb_under(
+        conn,
+        id,
+        &promotion.endpoint_id,
+        &promotion.directory,
+        MergeReason::Promoted,
+        now,
+    )
+    .await
+}
