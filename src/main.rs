@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
         Command::Enqueue(args) => cli::enqueue::run(args).await,
         Command::Status(args) => cli::status::status(args).await,
         Command::Show(args) => cli::status::show(args).await,
+        Command::Plan(args) => cli::plan::run(args).await,
         Command::History(args) => cli::history::run(args).await,
         Command::Retry(args) => cli::act::retry(args).await,
         Command::Endpoints(args) => cli::endpoints::run(args).await,

@@ -173,6 +173,37 @@ fn spend(queue: &[Pending], kind: Kind, left: u64, reserve: u64) -> Vec<(&Pendin
     out
 }
 
+/// The queue as it would be with `added` posted (`enqueue --dry-run`),
+/// deduplicated as the store does: a URL already pending, or under a
+/// pending directory, adds nothing; a new directory takes the pending
+/// items under it; an urgent one makes what carries it urgent.
+pub fn with_added(pending: &[Pending], added: &[Pending]) -> Vec<Pending> {
+    let mut queue = pending.to_vec();
+    for new in added {
+        let carrier = queue.iter().position(|item| {
+            item.endpoint_id == new.endpoint_id
+                && ((item.kind == new.kind && item.url == new.url)
+                    || (item.kind == Kind::Directory && covers(&item.url, &new.url)))
+        });
+        match carrier {
+            Some(index) => queue[index].urgent |= new.urgent,
+            None => {
+                let mut new = new.clone();
+                if new.kind == Kind::Directory {
+                    queue.retain(|item| {
+                        let under =
+                            item.endpoint_id == new.endpoint_id && covers(&new.url, &item.url);
+                        new.urgent |= under && item.urgent;
+                        !under
+                    });
+                }
+                queue.push(new);
+            }
+        }
+    }
+    queue
+}
+
 /// The directories to purge instead of files: none while the normal files
 /// fit in their lane of today's file quota (or with `quota.promote =
 /// "never"`); otherwise the deepest set that covers what does not fit (or
@@ -488,6 +519,25 @@ mod tests {
         };
         let plan = super::plan(&pending, left, &rules, PER_CALL);
         assert_eq!(plan.endpoints[EP].files, 1);
+    }
+
+    #[test]
+    fn a_dry_run_adds_what_the_store_would_add() {
+        let pending = vec![file("https://h/a/1"), directory("https://h/b/")];
+        let added = [
+            file("https://h/a/1"),
+            file("https://h/b/2"),
+            Pending {
+                urgent: true,
+                ..file("https://h/c/3")
+            },
+            directory("https://h/a/"),
+        ];
+        let queue = with_added(&pending, &added);
+        let urls: Vec<&str> = queue.iter().map(|i| i.url.as_str()).collect();
+        // /a/1 is absorbed by the new /a/; /b/2 is under /b/.
+        assert_eq!(urls, ["https://h/b/", "https://h/c/3", "https://h/a/"]);
+        assert!(queue[1].urgent);
     }
 
     #[test]

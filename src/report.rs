@@ -55,6 +55,15 @@ pub struct QuotaStatus {
     pub directories_left: u64,
     /// When the spent day turns, while it is spent.
     pub exhausted_until: Option<String>,
+    /// Pending items today's quota cannot take (they wait for the next
+    /// quota day), as of the planner's last look.
+    pub files_waiting: u64,
+    pub directories_waiting: u64,
+    /// When the next quota day starts.
+    pub next_day_at: String,
+    /// Held back each day for urgent intents.
+    pub urgent_reserve_files: u64,
+    pub urgent_reserve_directories: u64,
 }
 
 /// An endpoint left alone for a while (`EndpointNotInActiveState`).

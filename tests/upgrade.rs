@@ -31,6 +31,9 @@ async fn released_database(dir: &std::path::Path, names: &[&str]) -> SqliteConne
     conn
 }
 
+/// request_id, url, merged_into_url, merge_reason, priority.
+type HistoryRow = (String, String, Option<String>, Option<String>, String);
+
 #[tokio::test]
 async fn a_second_schema_database_upgrades_in_place() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -88,7 +91,7 @@ async fn a_second_schema_database_upgrades_in_place() {
     let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .expect("open");
-    let history: Vec<(String, String, Option<String>, Option<String>, String)> = sqlx::query_as(
+    let history: Vec<HistoryRow> = sqlx::query_as(
         "SELECT request_id, url, merged_into_url, merge_reason, priority FROM history
          ORDER BY request_id",
     )

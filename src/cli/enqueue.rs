@@ -31,6 +31,14 @@ pub struct EnqueueArgs {
     /// Free text stored with the request (a deploy id, say).
     #[arg(long)]
     pub label: Option<String>,
+    /// A hotfix: cut before normal work, and may use the quota held back
+    /// by quota.urgent_reserve_files and _directories.
+    #[arg(long)]
+    pub urgent: bool,
+    /// Store nothing: print the plan (as `purgeq plan`) as if these URLs
+    /// were added.
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
     /// The arguments (or the lines of standard input) are file paths, each
     /// purged as its URL under --base-url, percent-encoded. Git's quoted
     /// names (`"docs/\344\270\255.js"`) are unquoted.
@@ -113,16 +121,12 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
     }
     let parts = split_for_the_daemon(args, &urls)?;
     let daemon = Daemon::locate(&args.daemon)?;
+    if args.dry_run {
+        return dry_run(args, &daemon, &parts).await;
+    }
     let mut ids = Vec::with_capacity(parts.len());
     for part in &parts {
-        let mut body = if args.directory {
-            json!({ "directories": part })
-        } else {
-            json!({ "urls": part })
-        };
-        if let Some(label) = &args.label {
-            body["label"] = json!(label);
-        }
+        let body = intent(args, part);
         let accepted = call(
             &daemon,
             daemon
@@ -158,6 +162,45 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
         worst = worst.max(follow::follow(&daemon, id, deadline, timeout, args.json).await?);
     }
     Ok(worst)
+}
+
+/// The `POST /v1/purges` body for `urls`.
+fn intent(args: &EnqueueArgs, urls: &[String]) -> serde_json::Value {
+    let mut body = if args.directory {
+        json!({ "directories": urls })
+    } else {
+        json!({ "urls": urls })
+    };
+    if let Some(label) = &args.label {
+        body["label"] = json!(label);
+    }
+    if args.urgent {
+        body["priority"] = json!("urgent");
+    }
+    body
+}
+
+/// `--dry-run`: the plan as if the URLs were added; nothing is stored.
+async fn dry_run(
+    args: &EnqueueArgs,
+    daemon: &Daemon,
+    parts: &[Vec<String>],
+) -> Result<u8, (u8, String)> {
+    let [urls] = parts else {
+        return Err((
+            EXIT_USAGE,
+            "--dry-run plans one request: at most ingest.max_urls_per_request URLs".to_owned(),
+        ));
+    };
+    let plan = call(
+        daemon,
+        daemon
+            .client
+            .post(format!("{}/v1/plan", daemon.base))
+            .json(&intent(args, urls)),
+    )
+    .await?;
+    Ok(super::plan::print(plan, args.json))
 }
 
 /// A list longer than `ingest.max_urls_per_request` is posted as several

@@ -10,6 +10,7 @@ pub mod follow;
 pub mod history;
 pub mod out;
 pub mod paths;
+pub mod plan;
 pub mod serve;
 pub mod status;
 
@@ -52,6 +53,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// One request: each URL's state, TaskTrackId, attempts and error.
     Show(status::ShowArgs),
+    /// What today's quota will be spent on, per endpoint: calls, files,
+    /// directories promoted in place of files, what waits for tomorrow.
+    Plan(plan::PlanArgs),
     /// List the subscription's endpoints (from the API) as configuration.
     Endpoints(endpoints::EndpointsArgs),
     /// Send failed URLs again: those of one request, or all (--failed).

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::client::{Daemon, DaemonArgs};
 use crate::ingest::StatsView;
-use crate::report::{SenderState, SenderStatus};
+use crate::report::{QuotaStatus, SenderState, SenderStatus};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -47,14 +47,7 @@ pub fn render_status(stats: &StatsView) -> String {
         items.succeeded, items.failed, items.merged, items.cancelled
     ));
     if let Some(quota) = &stats.pipeline.quota {
-        out.push_str(&format!(
-            "quota:     {}: {} files and {} directories left (of {} and {})\n",
-            quota.day,
-            quota.files_left,
-            quota.directories_left,
-            quota.files_per_day,
-            quota.directories_per_day,
-        ));
+        out.push_str(&quota_lines(quota));
     }
     for (endpoint, rest) in &stats.pipeline.endpoints_paused {
         out.push_str(&format!(
@@ -132,6 +125,38 @@ fn backlog_lines(stats: &StatsView) -> String {
         out.push_str(&format!(
             "  {endpoint}: {} pending, {} in flight\n",
             backlog.pending, backlog.in_flight
+        ));
+    }
+    out
+}
+
+/// `quota:` what is left today, the reserve, and what waits for the next
+/// quota day and when it starts.
+fn quota_lines(quota: &QuotaStatus) -> String {
+    let mut out = format!(
+        "quota:     {}: {} files and {} directories left (of {} and {})\n",
+        quota.day,
+        quota.files_left,
+        quota.directories_left,
+        quota.files_per_day,
+        quota.directories_per_day,
+    );
+    if quota.urgent_reserve_files + quota.urgent_reserve_directories > 0 {
+        out.push_str(&format!(
+            "           {} files and {} directories held back each day for urgent intents\n",
+            quota.urgent_reserve_files, quota.urgent_reserve_directories
+        ));
+    }
+    if quota.files_waiting + quota.directories_waiting > 0 {
+        let starts = crate::config::parse_utc_offset(&quota.utc_offset)
+            .zip(crate::store::Timestamp::parse(&quota.next_day_at))
+            .map_or_else(
+                || quota.next_day_at.clone(),
+                |(offset, at)| crate::quota::local_text(at.get(), offset),
+            );
+        out.push_str(&format!(
+            "           {} files and {} directories wait for the next quota day (starts {starts})\n",
+            quota.files_waiting, quota.directories_waiting
         ));
     }
     out

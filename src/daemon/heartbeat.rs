@@ -21,9 +21,17 @@ pub(super) async fn status_line(store: &Store, report: &dyn PipelineReport) -> S
         ),
         Err(error) => format!("store unreadable: {error}"),
     };
-    match report.status().not_ready_reason() {
-        Some(reason) => format!("{backlog}; {reason}"),
-        None => backlog,
+    let status = report.status();
+    let waiting = status
+        .quota
+        .as_ref()
+        .map(|q| q.files_waiting + q.directories_waiting)
+        .filter(|n| *n > 0)
+        .map(|n| format!("; {n} wait for the next quota day"))
+        .unwrap_or_default();
+    match status.not_ready_reason() {
+        Some(reason) => format!("{backlog}{waiting}; {reason}"),
+        None => format!("{backlog}{waiting}"),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod azure;
 pub mod body_deadline;
 pub mod error;
 mod intake;
+pub mod plan;
 pub mod v1;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::config::Settings;
 use crate::store::Store;
 
 pub use crate::report::PipelineReport;
+pub use plan::PlanView;
 pub use v1::{EndpointBacklog, StatsView};
 
 #[derive(Clone)]
@@ -180,6 +182,8 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/v1/purges/{id}/cancel", v1::cancel_request),
         route(Method::POST, "/v1/retry-failed", v1::retry_all_failed),
         route(Method::GET, "/v1/stats", v1::get_stats),
+        route(Method::GET, "/v1/plan", plan::get_plan),
+        route(Method::POST, "/v1/plan", plan::post_plan),
         route(Method::GET, "/v1/openapi.json", v1::openapi),
         route(Method::GET, "/healthz", v1::healthz),
         route(Method::GET, "/readyz", v1::readyz),

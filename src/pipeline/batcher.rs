@@ -91,7 +91,7 @@ async fn cut_what_can_go(
     }
     let settings = shared.settings();
     if shared.planning_due() {
-        promote_if_needed(shared, &quota).await?;
+        plan_the_day(shared, &quota).await?;
     }
     let mut endpoints = in_rotation(&settings, known, rotation);
     // Endpoints with urgent items go first: a hotfix does not wait for its
@@ -129,41 +129,66 @@ async fn cut_what_can_go(
 }
 
 /// Runs the quota planner when the normal files waiting do not fit in
-/// their lane of today's file quota, and carries out the directories it
-/// chooses ([`crate::planner`]). Reads the whole queue only then.
-async fn promote_if_needed(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), StoreError> {
+/// their lane of today's file quota, carries out the directories it
+/// chooses ([`crate::planner`]), and notes how many items wait for the
+/// next quota day. Reads the whole queue only when files do not fit.
+async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), StoreError> {
     let settings = shared.settings();
     let rules = &settings.quota;
-    if rules.promote == crate::config::Promote::Never {
-        return Ok(());
-    }
     let left = planner::Left {
         files: rules.files_per_day.saturating_sub(quota.files_used),
         directories: rules
             .directories_per_day
             .saturating_sub(quota.directories_used),
     };
-    let counts = shared.store.lane_counts().await?;
+    let mut counts = shared.store.lane_counts().await?;
     let file_lane = quota::lanes(left.files, rules.urgent_reserve_files, counts.urgent_files);
-    if counts.files - counts.urgent_files <= file_lane.normal {
-        return Ok(());
+    let over = counts.files - counts.urgent_files > file_lane.normal;
+    if over && rules.promote == crate::config::Promote::Auto {
+        let pending = shared.store.pending_for_plan().await?;
+        let promotions = planner::promotions(&pending, left, rules);
+        if !promotions.is_empty() {
+            for promotion in &promotions {
+                tracing::info!(endpoint = %promotion.endpoint_id, directory = %promotion.directory,
+                    files = promotion.files,
+                    "purging a directory instead of its files: the day's file quota cannot cover them");
+            }
+            shared
+                .store
+                .promote(promotions, Timestamp::new(shared.now()))
+                .await?;
+            counts = shared.store.lane_counts().await?;
+        }
     }
-    let pending = shared.store.pending_for_plan().await?;
-    let promotions = planner::promotions(&pending, left, rules);
-    if promotions.is_empty() {
-        return Ok(());
-    }
-    for promotion in &promotions {
-        tracing::info!(endpoint = %promotion.endpoint_id, directory = %promotion.directory,
-            files = promotion.files,
-            "purging a directory instead of its files: the day's file quota cannot cover them");
-    }
-    let absorbed = shared
-        .store
-        .promote(promotions, Timestamp::new(shared.now()))
-        .await?;
-    tracing::info!(absorbed, "promotions recorded");
+    shared.status().quota_waiting = waiting_for_quota(&counts, left, rules);
     Ok(())
+}
+
+/// Pending items that today's quota cannot take, files and directories:
+/// urgent ones beyond what is left, normal ones beyond their lane.
+fn waiting_for_quota(
+    counts: &crate::store::LaneCounts,
+    left: planner::Left,
+    rules: &crate::config::QuotaSettings,
+) -> (u64, u64) {
+    let waiting = |pending: u64, urgent: u64, left: u64, reserve: u64| {
+        let lanes = quota::lanes(left, reserve, urgent);
+        urgent.saturating_sub(lanes.urgent) + (pending - urgent).saturating_sub(lanes.normal)
+    };
+    (
+        waiting(
+            counts.files,
+            counts.urgent_files,
+            left.files,
+            rules.urgent_reserve_files,
+        ),
+        waiting(
+            counts.directories,
+            counts.urgent_directories,
+            left.directories,
+            rules.urgent_reserve_directories,
+        ),
+    )
 }
 
 /// How long sending is held by a pause or a throttle, if it is.

@@ -125,6 +125,8 @@ struct EndpointPause {
 struct Status {
     quota: Option<QuotaUse>,
     quota_exhausted_until: Option<OffsetDateTime>,
+    /// Files and directories that today's quota cannot take.
+    quota_waiting: (u64, u64),
     last_error: Option<(String, String)>,
     calls: HashMap<String, u64>,
 }
@@ -417,6 +419,14 @@ impl PipelineReport for Reporter {
                 .directories_per_day
                 .saturating_sub(q.directories_used),
             exhausted_until: status.quota_exhausted_until.map(timestamp),
+            files_waiting: status.quota_waiting.0,
+            directories_waiting: status.quota_waiting.1,
+            next_day_at: timestamp(crate::quota::next_day_start(
+                shared.now(),
+                settings.derived.quota_offset.get(),
+            )),
+            urgent_reserve_files: settings.quota.urgent_reserve_files,
+            urgent_reserve_directories: settings.quota.urgent_reserve_directories,
         });
         let endpoints_paused = shared
             .endpoint_pauses

@@ -1,0 +1,98 @@
+//! `purgeq plan`: what today's quota will be spent on, per endpoint, and
+//! what waits for the next quota day (`GET /v1/plan`). `purgeq enqueue
+//! --dry-run` prints the same for the queue with its URLs added.
+
+use clap::Args;
+
+use super::client::{Daemon, DaemonArgs};
+use crate::ingest::PlanView;
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// Print the daemon's JSON instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(args: PlanArgs) -> u8 {
+    let result = async { Daemon::locate(&args.daemon)?.get("/v1/plan").await }.await;
+    match result {
+        Ok(answer) => print(answer, args.json),
+        Err((code, message)) => {
+            eprintln!("purgeq: {message}");
+            code
+        }
+    }
+}
+
+/// Prints a `/v1/plan` answer as JSON or as text; the exit code.
+pub fn print(answer: serde_json::Value, json: bool) -> u8 {
+    if json {
+        crate::outln!("{answer}");
+        return 0;
+    }
+    match serde_json::from_value::<PlanView>(answer) {
+        Ok(plan) => {
+            super::out::write(render(&plan).as_bytes());
+            0
+        }
+        Err(error) => {
+            eprintln!(
+                "purgeq: the daemon's plan is not what this purgeq reads (is it another version?): {error}"
+            );
+            1
+        }
+    }
+}
+
+/// The plan as a person reads it.
+pub fn render(view: &PlanView) -> String {
+    let plan = &view.plan;
+    let starts = crate::config::parse_utc_offset(&view.utc_offset)
+        .zip(crate::store::Timestamp::parse(&view.next_day_at))
+        .map_or_else(
+            || view.next_day_at.clone(),
+            |(offset, at)| crate::quota::local_text(at.get(), offset),
+        );
+    let mut out = format!(
+        "{} for quota day {} (the next starts {starts})\n",
+        if view.dry_run {
+            "plan, if these URLs were added (nothing was stored),"
+        } else {
+            "plan"
+        },
+        view.day
+    );
+    out.push_str(&format!(
+        "quota left: {} files, {} directories; after today's sends: {} files, {} directories\n",
+        plan.left.files, plan.left.directories, plan.left_after.files, plan.left_after.directories
+    ));
+    if plan.endpoints.is_empty() {
+        out.push_str("nothing pending\n");
+    }
+    for (endpoint, today) in &plan.endpoints {
+        out.push_str(&format!(
+            "endpoint {endpoint}: {} call{} today, {} files, {} directories\n",
+            today.calls,
+            if today.calls == 1 { "" } else { "s" },
+            today.files,
+            today.directories
+        ));
+        for promotion in &today.promotions {
+            out.push_str(&format!(
+                "  promoted: {} (instead of {} pending files under it)\n",
+                super::out::printable(&promotion.directory),
+                promotion.files
+            ));
+        }
+        if today.waiting_files + today.waiting_directories > 0 {
+            out.push_str(&format!(
+                "  waiting for the next quota day: {} files, {} directories\n",
+                today.waiting_files, today.waiting_directories
+            ));
+        }
+    }
+    out
+}

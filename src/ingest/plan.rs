@@ -1,0 +1,94 @@
+//! `GET /v1/plan` and `POST /v1/plan`: what today's quota will be spent
+//! on, computed by the planner the batcher runs ([`crate::planner`]).
+//! A POST shows the plan as if its intent were added (`purgeq enqueue
+//! --dry-run`) and stores nothing.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::IngestState;
+use super::error::ApiError;
+use super::intake;
+use super::v1::{body_or_error, parse_intent};
+use crate::planner::{self, Left, Pending, PerCall, Plan};
+use crate::target::Priority;
+
+/// The plan, with the day it is for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanView {
+    /// The quota day (`YYYY-MM-DD` at `quota.utc_offset`).
+    pub day: String,
+    pub utc_offset: String,
+    /// When the next quota day starts (what waits goes then).
+    pub next_day_at: String,
+    /// True for `POST /v1/plan`: the intent was not stored.
+    pub dry_run: bool,
+    #[serde(flatten)]
+    pub plan: Plan,
+}
+
+pub async fn get_plan(State(state): State<IngestState>) -> Result<Json<PlanView>, ApiError> {
+    plan_with(&state, &[], false).await.map(Json)
+}
+
+pub async fn post_plan(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<PlanView>, ApiError> {
+    let settings = state.settings();
+    intake::require_json(&headers)?;
+    let body = body_or_error(body, settings.ingest.max_body_bytes)?;
+    let intent = parse_intent(&settings, &body)?;
+    let added: Vec<Pending> = intent
+        .targets
+        .into_iter()
+        .map(|target| Pending {
+            endpoint_id: target.endpoint_id,
+            kind: target.kind,
+            url: target.url,
+            urgent: intent.priority == Priority::Urgent,
+        })
+        .collect();
+    plan_with(&state, &added, true).await.map(Json)
+}
+
+/// The plan for the queue as it is, plus `added`; what is left today as
+/// the batcher last read it (a whole day before its first look).
+async fn plan_with(
+    state: &IngestState,
+    added: &[Pending],
+    dry_run: bool,
+) -> Result<PlanView, ApiError> {
+    let settings = state.settings();
+    let quota = state.pipeline_status().quota;
+    let left = quota.as_ref().map_or(
+        Left {
+            files: settings.quota.files_per_day,
+            directories: settings.quota.directories_per_day,
+        },
+        |q| Left {
+            files: q.files_left,
+            directories: q.directories_left,
+        },
+    );
+    let pending = state.store.pending_for_plan().await?;
+    let queue = planner::with_added(&pending, added);
+    let per_call = PerCall {
+        files: settings.batch.max_files,
+        directories: settings.batch.max_directories,
+    };
+    let now = state.clock.now_utc();
+    let offset = settings.derived.quota_offset.get();
+    Ok(PlanView {
+        day: crate::quota::day_of(now, offset),
+        utc_offset: settings.quota.utc_offset.clone(),
+        next_day_at: crate::store::timestamp(crate::quota::next_day_start(now, offset)),
+        dry_run,
+        plan: planner::plan(&queue, left, &settings.quota, per_call),
+    })
+}
