@@ -97,8 +97,11 @@ impl PipelineStatus {
 /// Implemented by the pipeline; read by ingest, metrics and the daemon.
 pub trait PipelineReport: Send + Sync + 'static {
     fn status(&self) -> PipelineStatus;
-    /// New items were committed: the batcher may have work.
+    /// Items were committed or put back: the batcher may have work.
     fn wake(&self);
+    /// `count` new items were committed: the batcher may have work, and
+    /// a large intent is planned against the quota before it is cut.
+    fn added(&self, count: usize);
     /// The pipeline's loops are running (for the systemd watchdog).
     fn alive(&self) -> bool;
 }

@@ -83,17 +83,28 @@ pub async fn run(args: HistoryArgs) -> u8 {
         }
         return 0;
     }
-    crate::outln!("RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR");
+    crate::outln!("RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR\tVIA");
     for entry in &entries {
         crate::outln!(
-            "{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
             entry.received_at,
             entry.state,
             entry.attempts,
             entry.task_track_id.as_deref().unwrap_or("-"),
             printable(&entry.url),
-            printable(entry.last_error.as_deref().unwrap_or(""))
+            printable(entry.last_error.as_deref().unwrap_or("")),
+            via(entry)
         );
     }
     0
+}
+
+/// The directory (or newer copy) a URL was purged through, and why:
+/// `https://h/assets/ (promoted)`; `-` when it was purged as itself.
+fn via(entry: &crate::store::HistoryEntry) -> String {
+    match (&entry.merged_into_url, &entry.merge_reason) {
+        (Some(url), Some(reason)) => format!("{} ({reason})", printable(url)),
+        (Some(url), None) => printable(url).into_owned(),
+        (None, _) => "-".to_owned(),
+    }
 }

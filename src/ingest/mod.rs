@@ -126,7 +126,7 @@ impl IngestState {
             .await?;
         crate::metrics::enqueued(outcome.urls);
         self.backlog.added(outcome.new);
-        self.pipeline.wake();
+        self.pipeline.added(outcome.new);
         Ok(outcome)
     }
 

@@ -67,8 +67,10 @@ pub(crate) struct Shared {
     /// yet), and whether a sender let one go since.
     adoption_checked: Mutex<Option<Instant>>,
     adoption_requested: AtomicBool,
-    /// When the quota planner last looked at the queue (`None`: not yet).
+    /// When the quota planner last looked at the queue (`None`: not yet),
+    /// and how many items were added since.
     planned_at: Mutex<Option<Instant>>,
+    added_since_planning: std::sync::atomic::AtomicU64,
     /// The waits last written to the store (`None` before the first
     /// write, which also clears what a previous run left).
     published_waits: Mutex<Option<Vec<crate::store::Wait>>>,
@@ -196,14 +198,19 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
-    /// Whether the quota planner may look at the queue in this pass: at
-    /// most once per [`PLANNING_INTERVAL`], so a stream of single-URL
-    /// intents does not pay for a count of the whole queue each.
+    /// Whether the quota planner looks at the queue in this pass: at once
+    /// after a batch's worth of new items (a deploy is planned before its
+    /// first batch is cut), else at most once per [`PLANNING_INTERVAL`], so
+    /// a stream of single-URL intents does not pay for a count of the
+    /// whole queue each.
     fn planning_due(&self) -> bool {
         let mut planned_at = self.planned_at.lock().unwrap_or_else(|p| p.into_inner());
-        if planned_at.is_some_and(|at| at.elapsed() < PLANNING_INTERVAL) {
+        let added = self.added_since_planning.load(Ordering::Relaxed);
+        let batch = self.settings().batch.max_files as u64;
+        if added < batch.max(1) && planned_at.is_some_and(|at| at.elapsed() < PLANNING_INTERVAL) {
             return false;
         }
+        self.added_since_planning.store(0, Ordering::Relaxed);
         *planned_at = Some(Instant::now());
         true
     }
@@ -330,6 +337,7 @@ impl Pipeline {
             adoption_checked: Mutex::new(None),
             adoption_requested: AtomicBool::new(false),
             planned_at: Mutex::new(None),
+            added_since_planning: std::sync::atomic::AtomicU64::new(0),
             published_waits: Mutex::new(None),
         });
         // Batches a previous run left `sending` are adopted by the batcher
@@ -462,6 +470,13 @@ impl PipelineReport for Reporter {
     }
 
     fn wake(&self) {
+        self.0.wake_batcher.notify_one();
+    }
+
+    fn added(&self, count: usize) {
+        self.0
+            .added_since_planning
+            .fetch_add(count as u64, Ordering::Relaxed);
         self.0.wake_batcher.notify_one();
     }
 

@@ -36,11 +36,16 @@ pub struct HistoryEntry {
     pub endpoint_id: String,
     pub state: String,
     pub merged_into_url: Option<String>,
+    /// Why it was merged: `coalesced`, `covered` (a directory asked for)
+    /// or `promoted` (a directory the planner chose for quota).
+    pub merge_reason: Option<String>,
     pub task_track_id: Option<String>,
     pub correlation_id: Option<String>,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub finished_at: Option<String>,
+    /// `normal` or `urgent`.
+    pub priority: String,
 }
 
 /// Newest first.
@@ -64,8 +69,8 @@ pub async fn read_history(
         .map_err(|e| StoreError::cannot(format_args!("cannot open {}", path.display()), e))?;
     Ok(sqlx::query_as(
         "SELECT received_at, request_id, source, url, kind, endpoint_id,
-                effective_state AS state, merged_into_url, task_track_id, correlation_id,
-                attempts, last_error, finished_at
+                effective_state AS state, merged_into_url, merge_reason, task_track_id, correlation_id,
+                attempts, last_error, finished_at, priority
          FROM history
          WHERE (?1 IS NULL OR (CASE WHEN ?1 = 'merged' THEN state ELSE effective_state END) = ?1)
            AND (?2 IS NULL OR received_at >= ?2)
