@@ -38,6 +38,22 @@ async fn wait_sent(store: &Store, expected: u64) {
 
 /// The file quota alone across day boundaries: the planner is off
 /// (`quota.promote = "never"`), or it would purge `/q/` on the first day.
+/// Waits until the pipeline's quota status satisfies `check`.
+async fn wait_quota(
+    pipeline: &Pipeline,
+    check: impl Fn(&purgeq::report::QuotaStatus) -> bool,
+) -> purgeq::report::QuotaStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let quota = pipeline.report().status().quota;
+        if let Some(quota) = quota.filter(|q| check(q)) {
+            return quota;
+        }
+        assert!(Instant::now() < deadline, "quota status never matched");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quota_of_250_files_sends_600_over_three_days() {
     let emulator = emulator(fast_knobs()).await;
@@ -104,10 +120,15 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
         .expect("the quota was read");
     assert_eq!(quota.files_left, 0, "{quota:#?}");
     assert!(quota.exhausted_until.is_some(), "{quota:#?}");
+    // The planner counts what waits for the next quota day, and says when
+    // that day starts (16:00 UTC is midnight at +08:00).
+    let quota = wait_quota(&pipeline, |q| q.files_waiting == 350).await;
+    assert!(quota.next_day_at.ends_with("T16:00:00.000Z"), "{quota:#?}");
 
     // Midnight in China passes.
     clock.set_shift(time::Duration::days(1));
     wait_sent(&store, 500).await;
+    wait_quota(&pipeline, |q| q.files_waiting == 100).await;
     clock.set_shift(time::Duration::days(2));
     wait_sent(&store, 600).await;
 
