@@ -209,39 +209,106 @@ pub fn with_added(pending: &[Pending], added: &[Pending]) -> Vec<Pending> {
 /// "never"`); otherwise the deepest set that covers what does not fit (or
 /// as much of it as the directory quota allows).
 pub fn promotions(pending: &[Pending], left: Left, rules: &QuotaSettings) -> Vec<Promotion> {
-    if rules.promote == Promote::Never {
-        return Vec::new();
+    let mut survey = Survey::new(rules);
+    for item in pending {
+        survey.add(item);
     }
-    let count = |kind: Kind, urgent: bool| {
-        pending
-            .iter()
-            .filter(|i| i.kind == kind && i.urgent == urgent)
-            .count() as u64
-    };
-    let file_lane = lanes(
-        left.files,
-        rules.urgent_reserve_files,
-        count(Kind::File, true),
-    );
-    let normal_files = count(Kind::File, false);
-    let need = normal_files.saturating_sub(file_lane.normal) as usize;
-    // Directories asked for keep their claim on the directory quota first.
-    let directory_lane = lanes(
-        left.directories,
-        rules.urgent_reserve_directories,
-        count(Kind::Directory, true),
-    );
-    let budget = directory_lane
-        .normal
-        .saturating_sub(count(Kind::Directory, false)) as usize;
-    if need == 0 || budget == 0 {
-        return Vec::new();
+    survey.promotions(left)
+}
+
+/// What the planner needs to know of the queue, gathered one item at a
+/// time: the batcher streams a large queue through it instead of holding
+/// every URL in memory (its size grows with the directories, not the
+/// files).
+#[derive(Debug)]
+pub struct Survey<'r> {
+    rules: &'r QuotaSettings,
+    /// (endpoint, directory) → (depth, normal pending files under it).
+    directories: HashMap<(String, String), (usize, usize)>,
+    files: u64,
+    urgent_files: u64,
+    directories_asked: u64,
+    urgent_directories: u64,
+}
+
+impl<'r> Survey<'r> {
+    pub fn new(rules: &'r QuotaSettings) -> Survey<'r> {
+        Survey {
+            rules,
+            directories: HashMap::new(),
+            files: 0,
+            urgent_files: 0,
+            directories_asked: 0,
+            urgent_directories: 0,
+        }
     }
-    let files: Vec<&Pending> = pending
-        .iter()
-        .filter(|i| i.kind == Kind::File && !i.urgent)
-        .collect();
-    choose(&candidates(&files, rules), need, budget)
+
+    pub fn add(&mut self, item: &Pending) {
+        match (item.kind, item.urgent) {
+            (Kind::Directory, true) => self.urgent_directories += 1,
+            (Kind::Directory, false) => self.directories_asked += 1,
+            (Kind::File, true) => self.urgent_files += 1,
+            (Kind::File, false) => {
+                self.files += 1;
+                for (depth, directory) in ancestor_directories(&item.url).into_iter().enumerate() {
+                    // Depth 0 is the host's root: the whole site.
+                    if depth == 0 && !self.rules.promote_to_root {
+                        continue;
+                    }
+                    self.directories
+                        .entry((item.endpoint_id.clone(), directory))
+                        .or_insert((depth, 0))
+                        .1 += 1;
+                }
+            }
+        }
+    }
+
+    /// See [`promotions`].
+    pub fn promotions(self, left: Left) -> Vec<Promotion> {
+        let rules = self.rules;
+        if rules.promote == Promote::Never {
+            return Vec::new();
+        }
+        let file_lane = lanes(left.files, rules.urgent_reserve_files, self.urgent_files);
+        let need = self.files.saturating_sub(file_lane.normal) as usize;
+        // Directories asked for keep their claim on the directory quota first.
+        let directory_lane = lanes(
+            left.directories,
+            rules.urgent_reserve_directories,
+            self.urgent_directories,
+        );
+        let budget = directory_lane.normal.saturating_sub(self.directories_asked) as usize;
+        if need == 0 || budget == 0 {
+            return Vec::new();
+        }
+        choose(&self.candidates(), need, budget)
+    }
+
+    /// Every directory that covers at least `promote_min_files` pending
+    /// files: most files first; then deeper (less collateral); then by
+    /// name, so the choice does not depend on hash order.
+    fn candidates(self) -> Vec<Candidate> {
+        let min_files = self.rules.promote_min_files;
+        let mut candidates: Vec<Candidate> = self
+            .directories
+            .into_iter()
+            .filter(|(_, (_, files))| *files >= min_files)
+            .map(|((endpoint_id, directory), (depth, files))| Candidate {
+                endpoint_id,
+                directory,
+                depth,
+                files,
+            })
+            .collect();
+        candidates.sort_by(|a, b| {
+            b.files
+                .cmp(&a.files)
+                .then(b.depth.cmp(&a.depth))
+                .then_with(|| (&a.endpoint_id, &a.directory).cmp(&(&b.endpoint_id, &b.directory)))
+        });
+        candidates
+    }
 }
 
 /// A directory that could be promoted.
@@ -252,42 +319,6 @@ struct Candidate {
     /// 0 for a host's root, 1 for `https://host/a/`, …
     depth: usize,
     files: usize,
-}
-
-/// Every directory above a pending file that covers at least
-/// `promote_min_files` of them (a host's root only when allowed).
-fn candidates(files: &[&Pending], rules: &QuotaSettings) -> Vec<Candidate> {
-    let mut counts: HashMap<(&str, String), (usize, usize)> = HashMap::new();
-    for file in files {
-        for (depth, directory) in ancestor_directories(&file.url).into_iter().enumerate() {
-            if depth == 0 && !rules.promote_to_root {
-                continue;
-            }
-            let entry = counts
-                .entry((file.endpoint_id.as_str(), directory))
-                .or_insert((depth, 0));
-            entry.1 += 1;
-        }
-    }
-    let mut candidates: Vec<Candidate> = counts
-        .into_iter()
-        .filter(|(_, (_, files))| *files >= rules.promote_min_files)
-        .map(|((endpoint_id, directory), (depth, files))| Candidate {
-            endpoint_id: endpoint_id.to_owned(),
-            directory,
-            depth,
-            files,
-        })
-        .collect();
-    // Most files first; then deeper (less collateral); then by name, so
-    // the choice does not depend on hash order.
-    candidates.sort_by(|a, b| {
-        b.files
-            .cmp(&a.files)
-            .then(b.depth.cmp(&a.depth))
-            .then_with(|| (&a.endpoint_id, &a.directory).cmp(&(&b.endpoint_id, &b.directory)))
-    });
-    candidates
 }
 
 /// Tries the deepest level first: only candidates at least that deep,

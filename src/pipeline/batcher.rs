@@ -91,7 +91,9 @@ async fn cut_what_can_go(
     }
     let settings = shared.settings();
     if shared.planning_due() {
+        let started = tokio::time::Instant::now();
         plan_the_day(shared, &quota).await?;
+        shared.planned(started);
     }
     let mut endpoints = in_rotation(&settings, known, rotation);
     // Endpoints with urgent items go first: a hotfix does not wait for its
@@ -145,8 +147,9 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
     let file_lane = quota::lanes(left.files, rules.urgent_reserve_files, counts.urgent_files);
     let over = counts.files - counts.urgent_files > file_lane.normal;
     if over && rules.promote == crate::config::Promote::Auto {
-        let pending = shared.store.pending_for_plan().await?;
-        let promotions = planner::promotions(&pending, left, rules);
+        let mut survey = planner::Survey::new(rules);
+        shared.store.survey_pending(&mut survey).await?;
+        let promotions = survey.promotions(left);
         if !promotions.is_empty() {
             for promotion in &promotions {
                 tracing::info!(endpoint = %promotion.endpoint_id, directory = %promotion.directory,

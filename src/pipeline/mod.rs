@@ -67,9 +67,9 @@ pub(crate) struct Shared {
     /// yet), and whether a sender let one go since.
     adoption_checked: Mutex<Option<Instant>>,
     adoption_requested: AtomicBool,
-    /// When the quota planner last looked at the queue (`None`: not yet),
-    /// and how many items were added since.
-    planned_at: Mutex<Option<Instant>>,
+    /// When the quota planner last looked at the queue (`None`: not yet)
+    /// and how long that took, and how many items were added since.
+    planned_at: Mutex<Option<(Instant, Duration)>>,
     added_since_planning: std::sync::atomic::AtomicU64,
     /// The waits last written to the store (`None` before the first
     /// write, which also clears what a previous run left).
@@ -200,19 +200,27 @@ impl Shared {
 
     /// Whether the quota planner looks at the queue in this pass: at once
     /// after a batch's worth of new items (a deploy is planned before its
-    /// first batch is cut), else at most once per [`PLANNING_INTERVAL`], so
-    /// a stream of single-URL intents does not pay for a count of the
-    /// whole queue each.
+    /// first batch is cut), else once per [`PLANNING_INTERVAL`], so a
+    /// stream of single-URL intents does not pay for a count of the whole
+    /// queue each; and never more than a tenth of the time, however large
+    /// the queue (a look at a million items takes a while).
     fn planning_due(&self) -> bool {
-        let mut planned_at = self.planned_at.lock().unwrap_or_else(|p| p.into_inner());
+        let planned_at = *self.planned_at.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((at, cost)) = planned_at else {
+            return true;
+        };
+        let elapsed = at.elapsed();
+        let min_gap = cost * 10;
         let added = self.added_since_planning.load(Ordering::Relaxed);
-        let batch = self.settings().batch.max_files as u64;
-        if added < batch.max(1) && planned_at.is_some_and(|at| at.elapsed() < PLANNING_INTERVAL) {
-            return false;
-        }
+        let batch = (self.settings().batch.max_files as u64).max(1);
+        elapsed >= min_gap && (added >= batch || elapsed >= PLANNING_INTERVAL)
+    }
+
+    /// The planner looked at the queue, starting at `started`.
+    fn planned(&self, started: Instant) {
         self.added_since_planning.store(0, Ordering::Relaxed);
-        *planned_at = Some(Instant::now());
-        true
+        *self.planned_at.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), started.elapsed()));
     }
 
     /// A sender let its batch go without an end recorded: adopt it soon.

@@ -5,7 +5,7 @@ use sqlx::SqliteConnection;
 
 use super::enqueue::{MergeReason, absorb_under};
 use super::{Store, StoreError, Timestamp};
-use crate::planner::{Pending, Promotion};
+use crate::planner::{Pending, Promotion, Survey};
 use crate::target::Kind;
 
 /// Pending items by kind, and how many of them are urgent.
@@ -37,6 +37,25 @@ impl Store {
                 urgent,
             })
             .collect())
+    }
+
+    /// Streams every pending item through `survey`, without holding the
+    /// queue in memory (the batcher's planner, on a queue of any size).
+    pub async fn survey_pending(&self, survey: &mut Survey<'_>) -> Result<(), StoreError> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query_as::<_, (String, String, String, bool)>(
+            "SELECT endpoint_id, kind, url, urgent FROM items WHERE state = 'pending'",
+        )
+        .fetch(&self.reader);
+        while let Some((endpoint_id, kind, url, urgent)) = rows.try_next().await? {
+            survey.add(&Pending {
+                endpoint_id,
+                kind: Kind::parse(&kind).unwrap_or(Kind::File),
+                url,
+                urgent,
+            });
+        }
+        Ok(())
     }
 
     /// Pending counts by kind and lane.
