@@ -218,6 +218,15 @@ async fn an_urgent_hotfix_goes_out_behind_a_backlog_waiting_for_quota() {
         status_text.contains("5 files and 0 directories held back"),
         "{status_text}"
     );
+    let (code, plan_text, err) = run_with_input(
+        &["plan", "--socket", daemon.socket().to_str().expect("utf-8")],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        plan_text.contains("waiting for the next quota day: 75 files, 0 directories"),
+        "{plan_text}"
+    );
 
     // The hotfix leaves at once, from the reserve.
     let started = Instant::now();
