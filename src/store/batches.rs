@@ -957,7 +957,34 @@ pub(super) async fn return_to_pending(
     keep_batch: bool,
 ) -> Result<(), sqlx::Error> {
     let ids = ids_json(item_ids)?;
-    // 1. A pending twin exists: follow it.
+    follow_twins(conn, &ids, reason, now).await?;
+    repoint_followers(conn, &ids).await?;
+    sqlx::query(
+        "UPDATE items SET state = 'pending', not_before = ?2, last_error = ?3, updated_at = ?4,
+                batch_id = CASE WHEN ?5 THEN batch_id ELSE NULL END
+         WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('sending', 'submitted', 'failed')",
+    )
+    .bind(&ids)
+    .bind(not_before)
+    .bind(reason)
+    .bind(now)
+    .bind(keep_batch)
+    .execute(&mut *conn)
+    .await?;
+    follow_covering_directories(conn, &ids, now).await?;
+    repoint_followers(conn, &ids).await?;
+    absorb_under_returned_directories(conn, &ids, now).await
+}
+
+/// Returned items whose URL has a pending twin (asked for again meanwhile),
+/// or that are among the returned twice, are merged into that one.
+async fn follow_twins(
+    conn: &mut SqliteConnection,
+    ids: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
+    // A pending twin exists: follow it.
     sqlx::query(
         "UPDATE items AS i SET state = 'merged', last_error = ?2, updated_at = ?3,
                 merge_reason = 'coalesced',
@@ -968,12 +995,12 @@ pub(super) async fn return_to_pending(
            AND EXISTS (SELECT 1 FROM items t WHERE t.state = 'pending'
                        AND t.endpoint_id = i.endpoint_id AND t.url = i.url AND t.kind = i.kind)",
     )
-    .bind(&ids)
+    .bind(ids)
     .bind(reason)
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    // 2. The same URL twice among the returned: the newest carries it.
+    // The same URL twice among the returned: the newest carries it.
     sqlx::query(
         "UPDATE items AS i SET state = 'merged', last_error = ?2, updated_at = ?3,
                 merge_reason = 'coalesced',
@@ -988,25 +1015,20 @@ pub(super) async fn return_to_pending(
                          AND t.state IN ('sending', 'submitted', 'failed')
                          AND t.endpoint_id = i.endpoint_id AND t.url = i.url AND t.kind = i.kind)",
     )
-    .bind(&ids)
+    .bind(ids)
     .bind(reason)
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    repoint_followers(conn, &ids).await?;
-    sqlx::query(
-        "UPDATE items SET state = 'pending', not_before = ?2, last_error = ?3, updated_at = ?4,
-                batch_id = CASE WHEN ?5 THEN batch_id ELSE NULL END
-         WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('sending', 'submitted', 'failed')",
-    )
-    .bind(&ids)
-    .bind(not_before)
-    .bind(reason)
-    .bind(now)
-    .bind(keep_batch)
-    .execute(&mut *conn)
-    .await?;
-    // 3. Under a pending directory: follow the top-most one.
+    Ok(())
+}
+
+/// Returned items under a pending directory follow the top-most one.
+async fn follow_covering_directories(
+    conn: &mut SqliteConnection,
+    ids: &str,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE items AS i SET state = 'merged', updated_at = ?2, merge_reason = 'covered',
                 merged_into = (SELECT d.id FROM items d
@@ -1022,17 +1044,24 @@ pub(super) async fn return_to_pending(
                          AND length(i.url) > length(d.url)
                          AND substr(i.url, 1, length(d.url)) = d.url)",
     )
-    .bind(&ids)
+    .bind(ids)
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    repoint_followers(conn, &ids).await?;
-    // 4. A returned directory still pending covers what is pending under it.
+    Ok(())
+}
+
+/// A returned directory still pending absorbs what is pending under it.
+async fn absorb_under_returned_directories(
+    conn: &mut SqliteConnection,
+    ids: &str,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
     let directories: Vec<(i64, String, String, bool)> = sqlx::query_as(
         "SELECT id, endpoint_id, url, promoted FROM items
          WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'pending' AND kind = 'directory'",
     )
-    .bind(&ids)
+    .bind(ids)
     .fetch_all(&mut *conn)
     .await?;
     for (id, endpoint_id, url, promoted) in directories {

@@ -109,36 +109,7 @@ pub(super) async fn enqueue_many(
 
     let mut new = vec![0usize; requests.len()];
     for (index, request) in requests.iter().enumerate() {
-        let now = Timestamp::new(request.received_at);
-        let mut directories: Vec<(usize, &PurgeTarget)> = request
-            .targets
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.kind == Kind::Directory)
-            .collect();
-        // Parents before children, so a child finds its parent pending.
-        directories.sort_by_key(|(_, t)| t.url.len());
-        for (position, directory) in directories {
-            match covering_directory(conn, directory).await? {
-                Some(id) => link(conn, &request.id, id, position, Some(directory)).await?,
-                None => {
-                    let (id, inserted) = insert_or_find(conn, directory, now).await?;
-                    if inserted {
-                        new[index] += 1;
-                        absorb_under(
-                            conn,
-                            id,
-                            &directory.endpoint_id,
-                            &directory.url,
-                            MergeReason::Covered,
-                            now,
-                        )
-                        .await?;
-                    }
-                    link(conn, &request.id, id, position, None).await?;
-                }
-            }
-        }
+        new[index] += enqueue_directories(conn, request).await?;
     }
 
     let files: Vec<FileRow<'_>> = requests
@@ -171,6 +142,39 @@ pub(super) async fn enqueue_many(
             deduplicated: request.targets.len() - new,
         })
         .collect())
+}
+
+/// A request's directories, one at a time (rare, and each may absorb
+/// other items): a directory under a pending one links to it; a new one
+/// absorbs what is pending under it. Returns how many were new.
+async fn enqueue_directories(
+    conn: &mut SqliteConnection,
+    request: &NewRequest,
+) -> Result<usize, sqlx::Error> {
+    let now = Timestamp::new(request.received_at);
+    let mut directories: Vec<(usize, &PurgeTarget)> = request
+        .targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kind == Kind::Directory)
+        .collect();
+    // Parents before children, so a child finds its parent pending.
+    directories.sort_by_key(|(_, t)| t.url.len());
+    let mut new = 0;
+    for (position, directory) in directories {
+        if let Some(id) = covering_directory(conn, directory).await? {
+            link(conn, &request.id, id, position, Some(directory)).await?;
+            continue;
+        }
+        let (id, inserted) = insert_or_find(conn, directory, now).await?;
+        if inserted {
+            new += 1;
+            let (endpoint, url) = (&directory.endpoint_id, &directory.url);
+            absorb_under(conn, id, endpoint, url, MergeReason::Covered, now).await?;
+        }
+        link(conn, &request.id, id, position, None).await?;
+    }
+    Ok(new)
 }
 
 /// Files: those under a pending directory link to it; the rest are
