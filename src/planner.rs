@@ -19,7 +19,7 @@
 //! `GET /v1/plan` (`purgeq plan`, `enqueue --dry-run`) runs the same
 //! function on the same inputs to show what will happen.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -88,89 +88,123 @@ pub struct PerCall {
 
 /// Plans the day for `pending` (oldest first, as the batcher takes them).
 pub fn plan(pending: &[Pending], left: Left, rules: &QuotaSettings, per_call: PerCall) -> Plan {
-    let promoted = promotions(pending, left, rules);
-    // What the promoted directories absorb leaves the queue; they join it.
-    let mut queue: Vec<Pending> = pending
-        .iter()
-        .filter(|item| {
-            !promoted
+    let mut survey = Survey::new(rules);
+    for item in pending {
+        survey.add(item);
+    }
+    let mut tally = Tally::new(survey, left, per_call);
+    for item in pending {
+        tally.add(item);
+    }
+    tally.finish()
+}
+
+/// The second look at the queue, one item at a time in the batcher's
+/// order: which items go today, per endpoint, once the promotions the
+/// [`Survey`] chose have absorbed what is under them. Urgent items spend
+/// the whole day; normal ones their lane ([`crate::quota::lanes`]).
+#[derive(Debug)]
+pub struct Tally {
+    promotions: Vec<Promotion>,
+    /// (endpoint, directory) of each promotion, to skip what they absorb.
+    promoted: HashSet<(String, String)>,
+    /// Left to spend: (urgent, normal) for files, then directories.
+    files: (u64, u64),
+    directories: (u64, u64),
+    per_call: PerCall,
+    plan: Plan,
+}
+
+impl Tally {
+    pub fn new(survey: Survey<'_>, left: Left, per_call: PerCall) -> Tally {
+        let rules = survey.rules;
+        let file_lanes = lanes(left.files, rules.urgent_reserve_files, survey.urgent_files);
+        let directory_lanes = lanes(
+            left.directories,
+            rules.urgent_reserve_directories,
+            survey.urgent_directories,
+        );
+        let promotions = survey.promotions(left);
+        Tally {
+            promoted: promotions
                 .iter()
-                .any(|p| p.endpoint_id == item.endpoint_id && covers(&p.directory, &item.url))
-        })
-        .cloned()
-        .collect();
-    queue.extend(promoted.iter().map(|p| Pending {
-        endpoint_id: p.endpoint_id.clone(),
-        kind: Kind::Directory,
-        url: p.directory.clone(),
-        urgent: false,
-    }));
-    let mut plan = Plan {
-        left,
-        ..Plan::default()
-    };
-    let files = spend(&queue, Kind::File, left.files, rules.urgent_reserve_files);
-    let directories = spend(
-        &queue,
-        Kind::Directory,
-        left.directories,
-        rules.urgent_reserve_directories,
-    );
-    for (item, today) in files.iter().chain(&directories) {
-        let endpoint = plan.endpoints.entry(item.endpoint_id.clone()).or_default();
-        match (item.kind, today) {
+                .map(|p| (p.endpoint_id.clone(), p.directory.clone()))
+                .collect(),
+            promotions,
+            files: (file_lanes.urgent, file_lanes.normal),
+            directories: (directory_lanes.urgent, directory_lanes.normal),
+            per_call,
+            plan: Plan {
+                left,
+                ..Plan::default()
+            },
+        }
+    }
+
+    /// The next pending item, oldest first.
+    pub fn add(&mut self, item: &Pending) {
+        let absorbed = ancestor_directories(&item.url)
+            .into_iter()
+            .any(|d| self.promoted.contains(&(item.endpoint_id.clone(), d)));
+        if !absorbed {
+            self.spend(&item.endpoint_id, item.kind, item.urgent);
+        }
+    }
+
+    fn spend(&mut self, endpoint_id: &str, kind: Kind, urgent: bool) {
+        let budget = match kind {
+            Kind::File => &mut self.files,
+            Kind::Directory => &mut self.directories,
+        };
+        let left = if urgent { &mut budget.0 } else { &mut budget.1 };
+        let today = *left > 0;
+        *left = left.saturating_sub(1);
+        let endpoint = self
+            .plan
+            .endpoints
+            .entry(endpoint_id.to_owned())
+            .or_default();
+        match (kind, today) {
             (Kind::File, true) => endpoint.files += 1,
             (Kind::File, false) => endpoint.waiting_files += 1,
             (Kind::Directory, true) => endpoint.directories += 1,
             (Kind::Directory, false) => endpoint.waiting_directories += 1,
         }
     }
-    for promotion in promoted {
-        plan.endpoints
-            .entry(promotion.endpoint_id.clone())
-            .or_default()
-            .promotions
-            .push(promotion);
-    }
-    for endpoint in plan.endpoints.values_mut() {
-        endpoint.calls = endpoint.files.div_ceil(per_call.files.max(1) as u64).max(
-            endpoint
-                .directories
-                .div_ceil(per_call.directories.max(1) as u64),
-        );
-        plan.waiting_files += endpoint.waiting_files;
-        plan.waiting_directories += endpoint.waiting_directories;
-        plan.left_after.files += endpoint.files;
-        plan.left_after.directories += endpoint.directories;
-    }
-    plan.left_after = Left {
-        files: left.files.saturating_sub(plan.left_after.files),
-        directories: left.directories.saturating_sub(plan.left_after.directories),
-    };
-    plan
-}
 
-/// Which items of `kind` go today: urgent ones first (all of `left`), then
-/// normal ones in order within their lane. Each item with `true` when it
-/// goes today.
-fn spend(queue: &[Pending], kind: Kind, left: u64, reserve: u64) -> Vec<(&Pending, bool)> {
-    let of_kind = || queue.iter().filter(move |i| i.kind == kind);
-    let urgent_waiting = of_kind().filter(|i| i.urgent).count() as u64;
-    let lanes = lanes(left, reserve, urgent_waiting);
-    let mut urgent_left = lanes.urgent;
-    let mut normal_left = lanes.normal;
-    let mut out = Vec::new();
-    for item in of_kind().filter(|i| i.urgent) {
-        let today = urgent_left > 0;
-        urgent_left = urgent_left.saturating_sub(1);
-        out.push((item, today));
+    /// The promoted directories join the queue last; then the totals.
+    pub fn finish(mut self) -> Plan {
+        for promotion in std::mem::take(&mut self.promotions) {
+            self.spend(&promotion.endpoint_id, Kind::Directory, false);
+            self.plan
+                .endpoints
+                .entry(promotion.endpoint_id.clone())
+                .or_default()
+                .promotions
+                .push(promotion);
+        }
+        let mut plan = self.plan;
+        let (mut files, mut directories) = (0, 0);
+        for endpoint in plan.endpoints.values_mut() {
+            endpoint.calls = endpoint
+                .files
+                .div_ceil(self.per_call.files.max(1) as u64)
+                .max(
+                    endpoint
+                        .directories
+                        .div_ceil(self.per_call.directories.max(1) as u64),
+                );
+            plan.waiting_files += endpoint.waiting_files;
+            plan.waiting_directories += endpoint.waiting_directories;
+            files += endpoint.files;
+            directories += endpoint.directories;
+        }
+        plan.left_after = Left {
+            files: plan.left.files.saturating_sub(files),
+            directories: plan.left.directories.saturating_sub(directories),
+        };
+        plan
     }
-    for item in of_kind().filter(|i| !i.urgent) {
-        let today = normal_left > 0;
-        normal_left = normal_left.saturating_sub(1);
-        out.push((item, today));
-    }
-    out
 }
 
 /// The queue as it would be with `added` posted (`enqueue --dry-run`),

@@ -32,8 +32,18 @@ pub struct PlanView {
 }
 
 pub async fn get_plan(State(state): State<IngestState>) -> Result<Json<PlanView>, ApiError> {
-    plan_with(&state, &[], false).await.map(Json)
+    let settings = state.settings();
+    let plan = state
+        .store
+        .plan(left_today(&state), &settings.quota, per_call(&settings))
+        .await?;
+    Ok(Json(view(&state, plan, false)))
 }
+
+/// A dry run holds the queue in memory (to add the intent to it as the
+/// store would); past this many pending items it is refused rather than
+/// let a deploy script's question cost the daemon hundreds of megabytes.
+const DRY_RUN_MAX_PENDING: u64 = 200_000;
 
 pub async fn post_plan(
     State(state): State<IngestState>,
@@ -57,16 +67,39 @@ pub async fn post_plan(
     plan_with(&state, &added, true).await.map(Json)
 }
 
-/// The plan for the queue as it is, plus `added`; what is left today as
-/// the batcher last read it (a whole day before its first look).
+/// The plan for the queue as it is plus `added`, in memory.
 async fn plan_with(
     state: &IngestState,
     added: &[Pending],
     dry_run: bool,
 ) -> Result<PlanView, ApiError> {
+    let pending = state.store.pending_count().await?;
+    if pending > DRY_RUN_MAX_PENDING {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "QueueTooLarge",
+            format!(
+                "{pending} items are pending; a dry run plans at most {DRY_RUN_MAX_PENDING}. \
+                 GET /v1/plan (purgeq plan) shows today's plan for the queue as it is"
+            ),
+        ));
+    }
     let settings = state.settings();
-    let quota = state.pipeline_status().quota;
-    let left = quota.as_ref().map_or(
+    let queue = planner::with_added(&state.store.pending_for_plan().await?, added);
+    let plan = planner::plan(
+        &queue,
+        left_today(state),
+        &settings.quota,
+        per_call(&settings),
+    );
+    Ok(view(state, plan, dry_run))
+}
+
+/// What is left today as the batcher last read it (a whole day before its
+/// first look).
+fn left_today(state: &IngestState) -> Left {
+    let settings = state.settings();
+    state.pipeline_status().quota.map_or(
         Left {
             files: settings.quota.files_per_day,
             directories: settings.quota.directories_per_day,
@@ -75,20 +108,25 @@ async fn plan_with(
             files: q.files_left,
             directories: q.directories_left,
         },
-    );
-    let pending = state.store.pending_for_plan().await?;
-    let queue = planner::with_added(&pending, added);
-    let per_call = PerCall {
+    )
+}
+
+fn per_call(settings: &crate::config::Settings) -> PerCall {
+    PerCall {
         files: settings.batch.max_files,
         directories: settings.batch.max_directories,
-    };
+    }
+}
+
+fn view(state: &IngestState, plan: Plan, dry_run: bool) -> PlanView {
+    let settings = state.settings();
     let now = state.clock.now_utc();
     let offset = settings.derived.quota_offset.get();
-    Ok(PlanView {
+    PlanView {
         day: crate::quota::day_of(now, offset),
         utc_offset: settings.quota.utc_offset.clone(),
         next_day_at: crate::store::timestamp(crate::quota::next_day_start(now, offset)),
         dry_run,
-        plan: planner::plan(&queue, left, &settings.quota, per_call),
-    })
+        plan,
+    }
 }

@@ -5,7 +5,10 @@ use sqlx::SqliteConnection;
 
 use super::enqueue::{MergeReason, absorb_under};
 use super::{Store, StoreError, Timestamp};
-use crate::planner::{Pending, Promotion, Survey};
+use futures::TryStreamExt;
+
+use crate::config::QuotaSettings;
+use crate::planner::{Left, Pending, PerCall, Plan, Promotion, Survey, Tally};
 use crate::target::Kind;
 
 /// Pending items by kind, and how many of them are urgent.
@@ -42,7 +45,6 @@ impl Store {
     /// Streams every pending item through `survey`, without holding the
     /// queue in memory (the batcher's planner, on a queue of any size).
     pub async fn survey_pending(&self, survey: &mut Survey<'_>) -> Result<(), StoreError> {
-        use futures::TryStreamExt;
         let mut rows = sqlx::query_as::<_, (String, String, String, bool)>(
             "SELECT endpoint_id, kind, url, urgent FROM items WHERE state = 'pending'",
         )
@@ -56,6 +58,34 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Today's plan for the queue as it is, from two streamed reads of it
+    /// (a [`Survey`], then a [`Tally`] in the batcher's order), so a queue
+    /// of a million items is planned without holding it in memory.
+    pub async fn plan(
+        &self,
+        left: Left,
+        rules: &QuotaSettings,
+        per_call: PerCall,
+    ) -> Result<Plan, StoreError> {
+        let mut survey = Survey::new(rules);
+        self.survey_pending(&mut survey).await?;
+        let mut tally = Tally::new(survey, left, per_call);
+        let mut rows = sqlx::query_as::<_, (String, String, String, bool)>(
+            "SELECT endpoint_id, kind, url, urgent FROM items
+             WHERE state = 'pending' ORDER BY not_before, id",
+        )
+        .fetch(&self.reader);
+        while let Some((endpoint_id, kind, url, urgent)) = rows.try_next().await? {
+            tally.add(&Pending {
+                endpoint_id,
+                kind: Kind::parse(&kind).unwrap_or(Kind::File),
+                url,
+                urgent,
+            });
+        }
+        Ok(tally.finish())
     }
 
     /// Pending counts by kind and lane.
