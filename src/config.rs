@@ -39,6 +39,7 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub log: LogSettings,
     pub daemon: DaemonSettings,
+    pub deploy: DeploySettings,
     /// Derived by [`Settings::load`]: never read from the file.
     #[serde(skip)]
     pub derived: Derived,
@@ -328,6 +329,29 @@ pub struct QuotaSettings {
     pub urgent_reserve_directories: u64,
 }
 
+/// `[deploy]`: how `purgeq enqueue --git` turns a deploy's changed files
+/// into URLs. The daemon does not use it; `check-config` checks it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeploySettings {
+    pub map: Vec<DeployMap>,
+}
+
+/// `[[deploy.map]]`: the files under `path` are served under `url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployMap {
+    /// A directory of the repository, relative, ending in `/` (`public/`);
+    /// `""` for the whole repository.
+    pub path: String,
+    /// The URL that directory is served at, ending in `/`.
+    pub url: String,
+    /// File names a directory's URL also answers for (`index.html`): a
+    /// changed one purges the directory's URL too.
+    #[serde(default)]
+    pub index: Vec<String>,
+}
+
 /// `quota.promote`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -549,11 +573,62 @@ impl Settings {
         }
 
         self.validate_cdn(env, &mut problems);
+        self.validate_deploy(&mut problems);
 
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems)
+        }
+    }
+
+    /// `[[deploy.map]]`: relative directory paths, each once; directory URLs
+    /// that a configured endpoint serves (checked when endpoints are
+    /// configured: without them, the built-in emulator serves any
+    /// `example.com` host and nothing else can be known).
+    fn validate_deploy(&self, problems: &mut Vec<String>) {
+        let mut paths = std::collections::HashSet::new();
+        for (index, map) in self.deploy.map.iter().enumerate() {
+            let key = format!("deploy.map[{index}]");
+            let path = map.path.as_str();
+            if path.starts_with('/') || path.split('/').any(|s| s == "..") {
+                problems.push(format!(
+                    "{key}.path: {path:?} must be relative to the repository, without `..`"
+                ));
+            } else if !path.is_empty() && !path.ends_with('/') {
+                problems.push(format!(
+                    "{key}.path: {path:?} must end with `/` (a directory), or be \"\" for everything"
+                ));
+            }
+            if !paths.insert(path) {
+                problems.push(format!("{key}.path: {path:?} is mapped twice"));
+            }
+            let url = match Url::parse(&map.url) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.path().ends_with('/')
+                        && url.query().is_none()
+                        && url.fragment().is_none() =>
+                {
+                    url
+                }
+                _ => {
+                    problems.push(format!(
+                        "{key}.url: {:?} must be an http(s) directory URL ending in `/`",
+                        map.url
+                    ));
+                    continue;
+                }
+            };
+            if !self.cdn.endpoints.is_empty()
+                && let Err(error) = self.derived.router.target(
+                    url.as_str(),
+                    crate::target::Requested::Directory,
+                    self.ingest.max_url_length,
+                )
+            {
+                problems.push(format!("{key}.url: {error}"));
+            }
         }
     }
 
@@ -791,7 +866,7 @@ fn deserialize_sections(
         }
     }
     let mut problems = Vec::new();
-    const SECTIONS: [&str; 10] = [
+    const SECTIONS: [&str; 11] = [
         "store",
         "ingest",
         "cdn",
@@ -802,6 +877,7 @@ fn deserialize_sections(
         "retention",
         "log",
         "daemon",
+        "deploy",
     ];
     if let Ok(top) = raw
         .clone()
@@ -830,6 +906,7 @@ fn deserialize_sections(
         retention: section(raw, "retention", env, &mut problems),
         log: section(raw, "log", env, &mut problems),
         daemon: section(raw, "daemon", env, &mut problems),
+        deploy: section(raw, "deploy", env, &mut problems),
         derived: Derived::default(),
     };
     (settings, problems)

@@ -52,14 +52,74 @@ pub struct EnqueueArgs {
     /// `git diff --name-only -z` writes them.
     #[arg(long, short = 'z', requires = "paths")]
     pub null: bool,
+    /// The files changed between two revisions (`OLD..NEW`: the whole
+    /// range, merges included; added, modified, deleted, and both names of
+    /// a rename), mapped to URLs by the configuration's [[deploy.map]]
+    /// tables. The label defaults to `git OLD..NEW`.
+    #[arg(long, value_name = "OLD..NEW", conflicts_with_all = ["urls", "paths"])]
+    pub git: Option<String>,
+    /// With --git: the repository (default: the current directory).
+    #[arg(long, value_name = "DIR", requires = "git", default_value = ".")]
+    pub repo: std::path::PathBuf,
+    /// With --git: list every URL, and every changed file no map covers,
+    /// on standard error.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
     /// URLs to purge (or paths, with --paths), or - to read them from
     /// standard input, one per line; `#` starts a comment.
-    #[arg(required = true, value_name = "URL")]
+    #[arg(required_unless_present = "git", value_name = "URL")]
     pub urls: Vec<String>,
+}
+
+/// The URLs of the files `--git OLD..NEW` changed, through the
+/// configuration's deploy maps. Files no map covers are counted (and with
+/// --verbose listed), never silently dropped.
+fn git_urls(args: &EnqueueArgs, range: &str) -> Result<Vec<String>, (u8, String)> {
+    let settings = args
+        .daemon
+        .config
+        .load()
+        .map_err(|e| (crate::config::EXIT_CONFIG, e.to_string()))?;
+    if settings.deploy.map.is_empty() {
+        return Err((
+            crate::config::EXIT_CONFIG,
+            "--git needs [[deploy.map]] tables in the configuration: which directory is served at \
+             which URL (see `purgeq man enqueue`)"
+                .to_owned(),
+        ));
+    }
+    let files = super::git::changed_files(&args.repo, range)?;
+    let mapped =
+        super::deploy::map_paths(&settings.deploy.map, &files).map_err(|e| (EXIT_DATAERR, e))?;
+    if !args.json {
+        eprintln!(
+            "{range}: {} changed files, {} URLs; {} files outside every [[deploy.map]]{}",
+            files.len(),
+            mapped.urls.len(),
+            mapped.unmapped.len(),
+            if mapped.unmapped.is_empty() || args.verbose {
+                ""
+            } else {
+                " (--verbose lists them)"
+            }
+        );
+    }
+    if args.verbose {
+        for url in &mapped.urls {
+            eprintln!("  purge    {url}");
+        }
+        for file in &mapped.unmapped {
+            eprintln!("  no map   {}", super::out::printable(file));
+        }
+    }
+    Ok(mapped.urls)
 }
 
 /// What the arguments name: the URLs to post.
 fn read_urls(args: &EnqueueArgs) -> Result<Vec<String>, (u8, String)> {
+    if let Some(range) = &args.git {
+        return git_urls(args, range);
+    }
     let from_stdin = args.urls.len() == 1 && args.urls[0] == "-";
     let mut input = String::new();
     if from_stdin {
@@ -117,6 +177,10 @@ pub async fn run(args: EnqueueArgs) -> u8 {
 async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
     let urls = read_urls(args)?;
     if urls.is_empty() {
+        if args.git.is_some() {
+            // Nothing this deploy changed is served by a map: not an error.
+            return Ok(0);
+        }
         return Err((EXIT_USAGE, "no URL given".to_owned()));
     }
     let parts = split_for_the_daemon(args, &urls)?;
@@ -171,7 +235,11 @@ fn intent(args: &EnqueueArgs, urls: &[String]) -> serde_json::Value {
     } else {
         json!({ "urls": urls })
     };
-    if let Some(label) = &args.label {
+    let label = args
+        .label
+        .clone()
+        .or_else(|| args.git.as_ref().map(|range| format!("git {range}")));
+    if let Some(label) = label {
         body["label"] = json!(label);
     }
     if args.urgent {

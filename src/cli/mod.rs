@@ -3,10 +3,12 @@
 
 pub mod act;
 pub mod client;
+pub mod deploy;
 pub mod emulate;
 pub mod endpoints;
 pub mod enqueue;
 pub mod follow;
+pub mod git;
 pub mod history;
 pub mod out;
 pub mod paths;

@@ -1,0 +1,206 @@
+//! From a deploy to purged URLs: `purgeq enqueue --git OLD..NEW` in a
+//! real git repository, mapped through `[[deploy.map]]`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use common::held::HeldDaemon;
+use common::{BIN, ENDPOINTS, KEY_VALUE, cdn_section, emulator, fast_knobs};
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn write(repo: &Path, path: &str, text: &str) {
+    let path = repo.join(path);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+    std::fs::write(path, text).expect("write");
+}
+
+/// A repository whose history has adds, edits, a delete, a rename, a
+/// merge and files outside every map. Returns the first and last commits.
+fn repository(repo: &Path) -> (String, String) {
+    git(repo, &["init", "-q", "-b", "main"]);
+    for (path, text) in [
+        ("public/index.html", "home"),
+        ("public/app.js", "1"),
+        ("public/old.css", "old"),
+        ("public/docs/index.html", "docs"),
+        ("src/main.rs", "fn main() {}"),
+    ] {
+        write(repo, path, text);
+    }
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", "first"]);
+    let first = git(repo, &["rev-parse", "HEAD"]);
+    write(repo, "public/app.js", "2");
+    git(repo, &["rm", "-q", "public/old.css"]);
+    git(repo, &["commit", "-q", "-am", "edit and delete"]);
+    git(repo, &["checkout", "-q", "-b", "feature"]);
+    write(repo, "public/feature.js", "new");
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", "feature"]);
+    git(repo, &["checkout", "-q", "main"]);
+    std::fs::create_dir_all(repo.join("public/guide")).expect("dir");
+    git(
+        repo,
+        &["mv", "public/docs/index.html", "public/guide/index.html"],
+    );
+    git(repo, &["commit", "-q", "-m", "rename"]);
+    git(repo, &["merge", "-q", "--no-ff", "-m", "merge", "feature"]);
+    write(repo, "src/main.rs", "fn main() { println!(); }");
+    git(repo, &["commit", "-q", "-am", "outside the maps"]);
+    (first, git(repo, &["rev-parse", "HEAD"]))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploys_range_purges_exactly_what_it_changed() {
+    let emulator = emulator(fast_knobs()).await;
+    let host = ENDPOINTS[0].1;
+    let daemon = HeldDaemon::start(
+        &format!(
+            "{}[batch]\nlinger = \"1h\"\n[[deploy.map]]\npath = \"public/\"\nurl = \"http://{host}/\"\n\
+             index = [\"index.html\"]\n",
+            cdn_section(&emulator, KEY_VALUE)
+        ),
+        &[],
+    )
+    .await;
+    let repo = tempfile::tempdir().expect("repo");
+    let (first, last) = repository(repo.path());
+    let socket = daemon.socket().to_str().expect("utf-8").to_owned();
+    let config = daemon.config.to_str().expect("utf-8").to_owned();
+    let range = format!("{first}..{last}");
+    let repo_dir = repo.path().to_str().expect("utf-8");
+    let args = [
+        "enqueue",
+        "--git",
+        &range,
+        "--repo",
+        repo_dir,
+        "--config",
+        &config,
+        "--socket",
+        &socket,
+        "--verbose",
+    ];
+    let output = Command::new(BIN).args(args).output().expect("enqueue");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("6 changed files, 7 URLs; 1 files outside every [[deploy.map]]"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no map   src/main.rs"), "{stderr}");
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}")).await;
+    let urls: BTreeSet<String> = view["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["url"].as_str().expect("url").to_owned())
+        .collect();
+    let expected: BTreeSet<String> = [
+        "app.js",
+        "old.css",
+        "feature.js",
+        "docs/index.html",
+        "docs/",
+        "guide/index.html",
+        "guide/",
+    ]
+    .iter()
+    .map(|path| format!("http://{host}/{path}"))
+    .collect();
+    assert_eq!(urls, expected, "the whole range, merge included");
+    assert_eq!(view["label"], format!("git {range}"));
+
+    // The last commit alone touched only a file outside the maps.
+    let last_only = format!("{last}~1..{last}");
+    let output = Command::new(BIN)
+        .args([
+            "enqueue", "--git", &last_only, "--repo", repo_dir, "--config", &config, "--socket",
+            &socket,
+        ])
+        .output()
+        .expect("enqueue");
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).trim().is_empty());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("1 changed files, 0 URLs"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A revision git does not know: its words, exit 65.
+    let output = Command::new(BIN)
+        .args([
+            "enqueue",
+            "--git",
+            "nope..HEAD",
+            "--repo",
+            repo_dir,
+            "--config",
+            &config,
+            "--socket",
+            &socket,
+        ])
+        .output()
+        .expect("enqueue");
+    assert_eq!(output.status.code(), Some(65));
+}
+
+#[test]
+fn check_config_refuses_maps_no_endpoint_serves() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("purgeq.toml");
+    std::fs::write(
+        &config,
+        "[[cdn.endpoints]]\nid = \"ep\"\nhosts = [\"a.example.com\"]\n\
+         [[deploy.map]]\npath = \"public/\"\nurl = \"https://elsewhere.example.org/\"\n\
+         [[deploy.map]]\npath = \"/abs\"\nurl = \"https://a.example.com/x\"\n",
+    )
+    .expect("config");
+    let output = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check-config");
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "deploy.map[0].url: no configured CDN endpoint serves host \"elsewhere.example.org\""
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("deploy.map[1].path: \"/abs\" must be relative"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "deploy.map[1].url: \"https://a.example.com/x\" must be an http(s) directory URL"
+        ),
+        "{stderr}"
+    );
+}
