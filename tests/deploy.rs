@@ -204,3 +204,56 @@ fn check_config_refuses_maps_no_endpoint_serves() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_build_manifests_purge_what_changed_or_went() {
+    let emulator = emulator(fast_knobs()).await;
+    let host = ENDPOINTS[0].1;
+    let daemon = HeldDaemon::start(
+        &format!(
+            "{}[batch]\nlinger = \"1h\"\n",
+            cdn_section(&emulator, KEY_VALUE)
+        ),
+        &[],
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let old = dir.path().join("old.json");
+    let new = dir.path().join("new.json");
+    std::fs::write(
+        &old,
+        r#"{"index.html": "a1", "app.css": "b2", "gone.js": "c3", "a b.js": "d4"}"#,
+    )
+    .expect("old");
+    std::fs::write(
+        &new,
+        r#"{"index.html": "a9", "app.css": "b2", "a b.js": "d5", "new.js": "e5"}"#,
+    )
+    .expect("new");
+    let socket = daemon.socket().to_str().expect("utf-8").to_owned();
+    let base = format!("http://{host}/");
+    let output = Command::new(BIN)
+        .args(["enqueue", "--manifest"])
+        .args([&old, &new])
+        .args(["--base-url", &base, "--socket", &socket])
+        .output()
+        .expect("enqueue");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}")).await;
+    let urls: BTreeSet<String> = view["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["url"].as_str().expect("url").to_owned())
+        .collect();
+    let expected: BTreeSet<String> = ["index.html", "gone.js", "a%20b.js"]
+        .iter()
+        .map(|path| format!("{base}{path}"))
+        .collect();
+    assert_eq!(urls, expected);
+}

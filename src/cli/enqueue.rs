@@ -44,9 +44,9 @@ pub struct EnqueueArgs {
     /// names (`"docs/\344\270\255.js"`) are unquoted.
     #[arg(long, requires = "base_url")]
     pub paths: bool,
-    /// With --paths: the directory URL the paths are relative to, e.g.
-    /// https://www.example.com/
-    #[arg(long, value_name = "URL", requires = "paths")]
+    /// With --paths or --manifest: the directory URL the paths are
+    /// relative to, e.g. https://www.example.com/
+    #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
     /// With --paths and -: standard input holds NUL-separated paths, as
     /// `git diff --name-only -z` writes them.
@@ -56,8 +56,19 @@ pub struct EnqueueArgs {
     /// range, merges included; added, modified, deleted, and both names of
     /// a rename), mapped to URLs by the configuration's [[deploy.map]]
     /// tables. The label defaults to `git OLD..NEW`.
-    #[arg(long, value_name = "OLD..NEW", conflicts_with_all = ["urls", "paths"])]
+    #[arg(long, value_name = "OLD..NEW", conflicts_with_all = ["urls", "paths", "manifest"])]
     pub git: Option<String>,
+    /// Two build manifests: the paths whose content hash changed or that
+    /// are gone, or the emitted files the new build no longer has (webpack
+    /// and Vite asset manifests), purged under --base-url.
+    #[arg(
+        long,
+        num_args = 2,
+        value_names = ["OLD.json", "NEW.json"],
+        requires = "base_url",
+        conflicts_with_all = ["urls", "paths"]
+    )]
+    pub manifest: Option<Vec<std::path::PathBuf>>,
     /// With --git: the repository (default: the current directory).
     #[arg(long, value_name = "DIR", requires = "git", default_value = ".")]
     pub repo: std::path::PathBuf,
@@ -67,7 +78,7 @@ pub struct EnqueueArgs {
     pub verbose: bool,
     /// URLs to purge (or paths, with --paths), or - to read them from
     /// standard input, one per line; `#` starts a comment.
-    #[arg(required_unless_present = "git", value_name = "URL")]
+    #[arg(required_unless_present_any = ["git", "manifest"], value_name = "URL")]
     pub urls: Vec<String>,
 }
 
@@ -115,10 +126,45 @@ fn git_urls(args: &EnqueueArgs, range: &str) -> Result<Vec<String>, (u8, String)
     Ok(mapped.urls)
 }
 
+/// The URLs of what changed between two build manifests, under
+/// --base-url.
+fn manifest_urls(
+    args: &EnqueueArgs,
+    manifests: &[std::path::PathBuf],
+) -> Result<Vec<String>, (u8, String)> {
+    let read = |path: &std::path::PathBuf| -> Result<serde_json::Value, (u8, String)> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| (super::EXIT_NOINPUT, format!("{}: {e}", path.display())))?;
+        serde_json::from_str(&text)
+            .map_err(|e| (EXIT_DATAERR, format!("{}: not JSON: {e}", path.display())))
+    };
+    let [old, new] = manifests else {
+        return Err((EXIT_USAGE, "--manifest takes OLD.json NEW.json".to_owned()));
+    };
+    let paths =
+        super::manifest::changed(&read(old)?, &read(new)?).map_err(|e| (EXIT_DATAERR, e))?;
+    let base = args.base_url.as_deref().unwrap_or_default();
+    let base =
+        url::Url::parse(base).map_err(|e| (EXIT_USAGE, format!("--base-url {base:?}: {e}")))?;
+    paths
+        .iter()
+        .map(|path| paths::url_for_path(&base, path).map_err(|e| (EXIT_DATAERR, e)))
+        .collect()
+}
+
 /// What the arguments name: the URLs to post.
 fn read_urls(args: &EnqueueArgs) -> Result<Vec<String>, (u8, String)> {
     if let Some(range) = &args.git {
         return git_urls(args, range);
+    }
+    if let Some(manifests) = &args.manifest {
+        return manifest_urls(args, manifests);
+    }
+    if args.base_url.is_some() && !args.paths {
+        return Err((
+            EXIT_USAGE,
+            "--base-url goes with --paths or --manifest".to_owned(),
+        ));
     }
     let from_stdin = args.urls.len() == 1 && args.urls[0] == "-";
     let mut input = String::new();
@@ -177,7 +223,7 @@ pub async fn run(args: EnqueueArgs) -> u8 {
 async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
     let urls = read_urls(args)?;
     if urls.is_empty() {
-        if args.git.is_some() {
+        if args.git.is_some() || args.manifest.is_some() {
             // Nothing this deploy changed is served by a map: not an error.
             return Ok(0);
         }

@@ -10,6 +10,7 @@ pub mod enqueue;
 pub mod follow;
 pub mod git;
 pub mod history;
+pub mod manifest;
 pub mod out;
 pub mod paths;
 pub mod plan;
@@ -26,6 +27,8 @@ use crate::config::{self, ConfigError, Settings};
 pub const EXIT_USAGE: u8 = 64;
 /// sysexits: the input data was incorrect (the daemon refused it).
 pub const EXIT_DATAERR: u8 = 65;
+/// sysexits: an input file does not exist or cannot be read.
+pub const EXIT_NOINPUT: u8 = 66;
 /// sysexits: a service is unavailable (the daemon cannot be reached).
 pub const EXIT_UNAVAILABLE: u8 = 69;
 /// sysexits: an internal software error.
