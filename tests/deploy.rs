@@ -257,3 +257,112 @@ async fn two_build_manifests_purge_what_changed_or_went() {
         .collect();
     assert_eq!(urls, expected);
 }
+
+/// Runs the binary with its standard error on a new pseudo-terminal;
+/// returns what was drawn there, and standard output.
+fn run_on_a_terminal(args: &[&str]) -> (String, String) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two new descriptors into the two ints; the
+    // other arguments may be null (no name, default terminal settings).
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty");
+    // SAFETY: both descriptors were just opened for us and are owned once.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(slave))
+        .spawn()
+        .expect("spawn");
+    let mut terminal = std::fs::File::from(master);
+    let reader = std::thread::spawn(move || {
+        let mut drawn = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // EIO once the child (the last holder of the terminal) is gone.
+        while let Ok(n) = terminal.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            drawn.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&drawn).into_owned()
+    });
+    let output = child.wait_with_output().expect("wait");
+    let drawn = reader.join().expect("reader");
+    (drawn, String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_progress_bar_draws_on_a_terminal_and_not_on_a_pipe() {
+    // Each purge takes 3 s: the first look (after 2 s) finds it running.
+    let emulator = emulator(purgeq::cdn::emulator::Knobs {
+        completion_delay: std::time::Duration::from_secs(3),
+        ..fast_knobs()
+    })
+    .await;
+    let daemon = HeldDaemon::start(
+        &format!(
+            "{}[batch]\nlinger = \"50ms\"\n[tracker]\npoll_interval = \"200ms\"\n",
+            cdn_section(&emulator, KEY_VALUE)
+        ),
+        &[],
+    )
+    .await;
+    let socket = daemon.socket().to_str().expect("utf-8").to_owned();
+    let host = ENDPOINTS[0].1;
+    let url = format!("http://{host}/bar.js");
+    let args: Vec<String> = ["enqueue", "--wait", "--socket", &socket, &url]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (drawn, stdout) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_on_a_terminal(&args)
+    })
+    .await
+    .expect("terminal run");
+    assert!(
+        drawn.contains("URLs final"),
+        "no bar on the terminal: {drawn:?}"
+    );
+    assert!(drawn.contains("0/1"), "{drawn:?}");
+    assert!(stdout.contains("succeeded: 1 URL"), "{stdout}");
+
+    // The same on a pipe: progress lines, no bar, no escape sequences.
+    let url = format!("http://{host}/pipe.js");
+    let output = Command::new(BIN)
+        .args(["enqueue", "--wait", "--socket", &socket, &url])
+        .output()
+        .expect("enqueue");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("URLs final") && !stderr.contains('\u{1b}'),
+        "{stderr:?}"
+    );
+    assert!(
+        stderr.contains("] 1 submitted")
+            || stderr.contains("] 1 sending")
+            || stderr.contains("] 1 pending"),
+        "{stderr}"
+    );
+    // And --quiet: nothing but the summary.
+    let url = format!("http://{host}/quiet.js");
+    let output = Command::new(BIN)
+        .args(["enqueue", "--wait", "--quiet", "--socket", &socket, &url])
+        .output()
+        .expect("enqueue");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("] 1 "), "{stderr}");
+}

@@ -88,6 +88,7 @@ pub async fn retry(args: RetryArgs) -> u8 {
                 std::time::Instant::now() + timeout,
                 timeout,
                 false,
+                false,
             )
             .await
             {

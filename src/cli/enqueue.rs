@@ -22,6 +22,10 @@ pub struct EnqueueArgs {
     /// any failed.
     #[arg(long)]
     pub wait: bool,
+    /// With --wait: no progress while waiting (on a terminal, a live bar;
+    /// elsewhere, a line when it changes), only the summary.
+    #[arg(long, short = 'q', requires = "wait")]
+    pub quiet: bool,
     /// With --wait: give up after this many seconds (exit 75).
     #[arg(long, value_name = "SECS", default_value_t = 600.0, requires = "wait")]
     pub timeout: f64,
@@ -269,7 +273,8 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
     let deadline = std::time::Instant::now() + timeout;
     let mut worst = 0;
     for id in &ids {
-        worst = worst.max(follow::follow(&daemon, id, deadline, timeout, args.json).await?);
+        let code = follow::follow(&daemon, id, deadline, timeout, args.json, args.quiet).await?;
+        worst = worst.max(code);
     }
     Ok(worst)
 }

@@ -10,7 +10,10 @@
 //! | `--timeout` passed: the summary so far | 75 |
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use serde_json::Value;
 
@@ -72,6 +75,75 @@ fn waiting_reasons(status: &Value) -> Vec<String> {
     reasons
 }
 
+/// How progress is shown while waiting.
+enum Progress {
+    /// On a terminal: a live bar (indicatif), redrawn in place.
+    Bar(ProgressBar),
+    /// On a pipe or a file: a line on standard error when it changes.
+    Lines { started: Instant, last: String },
+    /// `--json` or `--quiet`: nothing until the end.
+    Quiet,
+}
+
+impl Progress {
+    fn new(json: bool, quiet: bool) -> Progress {
+        if json || quiet {
+            Progress::Quiet
+        } else if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} URLs final; {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines {
+                started: Instant::now(),
+                last: String::new(),
+            }
+        }
+    }
+
+    /// Shows `status` (a `GET /v1/purges/{id}` answer) and why URLs wait.
+    fn show(&mut self, status: &Value, reasons: &[String]) {
+        match self {
+            Progress::Quiet => {}
+            Progress::Bar(bar) => {
+                let count = |state: &str| status["counts"][state].as_u64().unwrap_or(0);
+                let total = status["items"].as_array().map_or(0, Vec::len) as u64;
+                bar.set_length(total);
+                bar.set_position(count("succeeded") + count("failed") + count("cancelled"));
+                let mut message =
+                    format!("{} purged, {} failed", count("succeeded"), count("failed"));
+                if let Some(reason) = reasons.first() {
+                    message.push_str(&format!("; {}", printable(reason)));
+                }
+                bar.set_message(message);
+            }
+            Progress::Lines { started, last } => {
+                let mut progress = counts_text(status);
+                for reason in reasons {
+                    progress.push_str(&format!("; {}", printable(reason)));
+                }
+                if progress != *last {
+                    eprintln!("[{}s] {progress}", started.elapsed().as_secs());
+                    *last = progress;
+                }
+            }
+        }
+    }
+
+    /// Clears a bar before the summary is printed.
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Follows request `id` until every URL is final or `deadline` passes
 /// (`timeout` is what the user asked for, for the message).
 pub async fn follow(
@@ -80,9 +152,23 @@ pub async fn follow(
     deadline: Instant,
     timeout: Duration,
     json: bool,
+    quiet: bool,
 ) -> Result<u8, (u8, String)> {
-    let started = Instant::now();
-    let mut last_progress = String::new();
+    let mut progress = Progress::new(json, quiet);
+    let result = follow_with(daemon, id, deadline, timeout, json, &mut progress).await;
+    progress.finish();
+    result.map(|status| report_final(&status, json))
+}
+
+/// Polls until the end; returns the final status.
+async fn follow_with(
+    daemon: &Daemon,
+    id: &str,
+    deadline: Instant,
+    timeout: Duration,
+    json: bool,
+    progress: &mut Progress,
+) -> Result<Value, (u8, String)> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let chunk = left.min(PROGRESS_EVERY);
@@ -100,7 +186,7 @@ pub async fn follow(
         .await?;
         let state = status["state"].as_str().unwrap_or("in_progress");
         if state != "in_progress" {
-            return Ok(report_final(&status, json));
+            return Ok(status);
         }
         let reasons = waiting_reasons(&status);
         if let Some(paused) = reasons.iter().find(|r| r.starts_with("sending is paused")) {
@@ -130,16 +216,7 @@ pub async fn follow(
             }
             return Err((EXIT_TEMPFAIL, message));
         }
-        if !json {
-            let mut progress = counts_text(&status);
-            for reason in &reasons {
-                progress.push_str(&format!("; {}", printable(reason)));
-            }
-            if progress != last_progress {
-                eprintln!("[{}s] {progress}", started.elapsed().as_secs());
-                last_progress = progress;
-            }
-        }
+        progress.show(&status, &reasons);
     }
 }
 
