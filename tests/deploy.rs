@@ -366,3 +366,58 @@ async fn the_progress_bar_draws_on_a_terminal_and_not_on_a_pipe() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("] 1 "), "{stderr}");
 }
+
+/// The keys `value` may have, and must, by the OpenAPI schema `name`.
+fn check_against_schema(value: &serde_json::Value, name: &str) {
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("../doc/openapi.json")).expect("the OpenAPI document");
+    let schema = &doc["components"]["schemas"][name];
+    let object = value.as_object().expect("an object");
+    for key in schema["required"].as_array().expect("required") {
+        let key = key.as_str().expect("key");
+        assert!(object.contains_key(key), "{name}: {key} missing in {value}");
+    }
+    let properties = schema["properties"].as_object().expect("properties");
+    for key in object.keys() {
+        assert!(
+            properties.contains_key(key),
+            "{name}: {key} is not documented"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_with_json_prints_one_document_of_the_documented_shape() {
+    let emulator = emulator(fast_knobs()).await;
+    let daemon = HeldDaemon::start(
+        &format!(
+            "{}[batch]\nlinger = \"50ms\"\n[tracker]\npoll_interval = \"100ms\"\n",
+            cdn_section(&emulator, KEY_VALUE)
+        ),
+        &[],
+    )
+    .await;
+    let socket = daemon.socket().to_str().expect("utf-8").to_owned();
+    let host = ENDPOINTS[0].1;
+    let output = Command::new(BIN)
+        .args(["enqueue", "--wait", "--json", "--socket", &socket])
+        .args([format!("http://{host}/a.js"), format!("http://{host}/b/")])
+        .output()
+        .expect("enqueue");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let document: serde_json::Value =
+        serde_json::from_str(stdout.trim()).expect("one JSON document");
+    check_against_schema(&document, "Request");
+    assert_eq!(document["state"], "succeeded");
+    let items = document["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    for item in items {
+        check_against_schema(item, "Item");
+        assert_eq!(item["state"], "succeeded");
+    }
+}
