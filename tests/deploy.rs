@@ -251,6 +251,12 @@ async fn two_build_manifests_purge_what_changed_or_went() {
         .iter()
         .map(|item| item["url"].as_str().expect("url").to_owned())
         .collect();
+    assert!(
+        view["label"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("manifest ") && l.ends_with("new.json")),
+        "{view}"
+    );
     let expected: BTreeSet<String> = ["index.html", "gone.js", "a%20b.js"]
         .iter()
         .map(|path| format!("{base}{path}"))

@@ -286,10 +286,7 @@ fn intent(args: &EnqueueArgs, urls: &[String]) -> serde_json::Value {
     } else {
         json!({ "urls": urls })
     };
-    let label = args
-        .label
-        .clone()
-        .or_else(|| args.git.as_ref().map(|range| format!("git {range}")));
+    let label = args.label.clone().or_else(|| default_label(args));
     if let Some(label) = label {
         body["label"] = json!(label);
     }
@@ -297,6 +294,23 @@ fn intent(args: &EnqueueArgs, urls: &[String]) -> serde_json::Value {
         body["priority"] = json!("urgent");
     }
     body
+}
+
+/// What a deploy's request is labelled when `--label` is not given, so
+/// `history --label` finds it: `git OLD..NEW`, or `manifest OLD -> NEW`.
+fn default_label(args: &EnqueueArgs) -> Option<String> {
+    if let Some(range) = &args.git {
+        return Some(format!("git {range}"));
+    }
+    let [old, new] = args.manifest.as_deref()? else {
+        return None;
+    };
+    let mut label = format!("manifest {} -> {}", old.display(), new.display());
+    // Labels are at most 256 bytes: keep the end, where the names differ.
+    while label.len() > 256 {
+        label.remove(0);
+    }
+    Some(label)
 }
 
 /// `--dry-run`: the plan as if the URLs were added; nothing is stored.
