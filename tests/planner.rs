@@ -113,6 +113,16 @@ async fn a_deploy_over_the_file_quota_is_purged_today_as_planned() {
     let id = body["id"].as_str().expect("id").to_owned();
     let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=120")).await;
     assert_eq!(view["state"], "succeeded", "{view:#}");
+    let promoted = view["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|item| item["merge_reason"] == "promoted")
+        .count();
+    assert_eq!(
+        promoted, 600,
+        "the request says which URLs went by a promoted directory"
+    );
 
     // The journal is the plan: the same calls, files and directories.
     let journal = emulator.journal();

@@ -596,3 +596,47 @@ async fn retention_keeps_a_request_until_all_of_it_is_finished() {
     assert_eq!(status.items.len(), 2, "both URLs still there");
     assert_eq!(status.state, RequestState::InProgress);
 }
+
+/// Issue 15: a URL in flight when the planner promoted its directory, put
+/// back to pending (a released call), follows the promoted directory and
+/// says why; its request follows the directory to its end.
+#[tokio::test]
+async fn a_url_returned_under_a_promoted_directory_says_promoted() {
+    let q = Queue::new().await;
+    let request = q.post(vec![file("http://e.com/a/1.js")]).await;
+    let batch = q.cut().await;
+    q.post(vec![file("http://e.com/a/2.js")]).await;
+    let absorbed = q
+        .store
+        .promote(
+            vec![purgeq::planner::Promotion {
+                endpoint_id: EP.into(),
+                directory: "http://e.com/a/".into(),
+                files: 2,
+            }],
+            now(),
+        )
+        .await
+        .expect("promote");
+    assert_eq!(absorbed, 1, "only the pending file is absorbed");
+    q.store
+        .release_batch(&batch, "endpoint inactive", now(), now())
+        .await
+        .expect("release");
+    let status = q
+        .store
+        .request_status(&request)
+        .await
+        .expect("status")
+        .expect("known");
+    assert_eq!(
+        status.items[0].merged_into.as_deref(),
+        Some("http://e.com/a/")
+    );
+    assert_eq!(status.items[0].merge_reason.as_deref(), Some("promoted"));
+    let directory = q.cut().await;
+    assert_eq!(directory.directory_urls(), ["http://e.com/a/"]);
+    q.accept(&directory).await;
+    q.finish(&directory, ItemResult::Succeeded).await;
+    assert_eq!(q.state(&request).await, RequestState::Succeeded);
+}

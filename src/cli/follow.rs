@@ -242,6 +242,16 @@ fn report_final(status: &Value, json: bool) -> u8 {
             urls(items.len() as u64),
             counts_text(status)
         );
+        let promoted = items
+            .iter()
+            .filter(|item| item["merge_reason"] == "promoted")
+            .count();
+        if promoted > 0 {
+            crate::outln!(
+                "  {} purged through a directory the quota planner chose (the day's file quota could not cover them)",
+                urls(promoted as u64)
+            );
+        }
     }
     if state == "succeeded" { 0 } else { 1 }
 }

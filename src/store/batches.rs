@@ -1029,6 +1029,24 @@ async fn follow_covering_directories(
     ids: &str,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
+    follow_covering_directory(conn, ids, now).await?;
+    // Under a directory the planner chose, say so.
+    sqlx::query(
+        "UPDATE items SET merge_reason = 'promoted'
+         WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'merged'
+           AND merged_into IN (SELECT id FROM items WHERE promoted = 1)",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn follow_covering_directory(
+    conn: &mut SqliteConnection,
+    ids: &str,
+    now: Timestamp,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE items AS i SET state = 'merged', updated_at = ?2, merge_reason = 'covered',
                 merged_into = (SELECT d.id FROM items d

@@ -70,6 +70,10 @@ pub struct ItemStatus {
     pub state: ItemState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<String>,
+    /// Why it was merged: `coalesced`, `covered` (a directory asked for) or
+    /// `promoted` (a directory the quota planner chose).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge_reason: Option<String>,
     pub task_track_id: Option<String>,
     pub correlation_id: Option<String>,
     pub attempts: i64,
@@ -167,6 +171,7 @@ struct HistoryRow {
     endpoint_id: String,
     effective_state: String,
     merged_into_url: Option<String>,
+    merge_reason: Option<String>,
     task_track_id: Option<String>,
     correlation_id: Option<String>,
     attempts: i64,
@@ -182,6 +187,7 @@ impl From<HistoryRow> for ItemStatus {
             kind: row.kind,
             endpoint_id: row.endpoint_id,
             merged_into: row.merged_into_url,
+            merge_reason: row.merge_reason,
             task_track_id: row.task_track_id,
             correlation_id: row.correlation_id,
             attempts: row.attempts,
@@ -204,7 +210,7 @@ impl Store {
             return Ok(None);
         };
         let mut items: Vec<ItemStatus> = sqlx::query_as::<_, HistoryRow>(
-            "SELECT url, kind, endpoint_id, effective_state, merged_into_url,
+            "SELECT url, kind, endpoint_id, effective_state, merged_into_url, merge_reason,
                     task_track_id, correlation_id, attempts, last_error, finished_at
              FROM history WHERE request_id = ?1",
         )
