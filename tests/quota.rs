@@ -98,7 +98,7 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
         .collect();
     store
         .enqueue(NewRequest {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: purgeq::store::RequestId::generate(),
             received_at: time::OffsetDateTime::now_utc(),
             source: "test".into(),
             label: None,

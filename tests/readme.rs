@@ -25,7 +25,7 @@ async fn failed_request(store: &Store, url: &str, received_at: time::OffsetDateT
     let now = Timestamp::new(time::OffsetDateTime::now_utc());
     store
         .enqueue(NewRequest {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: purgeq::store::RequestId::generate(),
             received_at,
             source: "test".into(),
             label: None,

@@ -5,8 +5,8 @@
 
 use purgeq::config::StoreSettings;
 use purgeq::store::{
-    Batch, CallOutcome, CutLimits, ItemResult, NewRequest, QuotaAccount, RequestState, Store,
-    StoreError, Timestamp,
+    Batch, CallOutcome, CutLimits, ItemResult, NewRequest, QuotaAccount, RequestId, RequestState,
+    Store, StoreError, Timestamp,
 };
 use purgeq::target::{Kind, PurgeTarget};
 use sqlx::{Connection, SqliteConnection};
@@ -77,8 +77,8 @@ impl Queue {
         }
     }
 
-    async fn post(&self, targets: Vec<PurgeTarget>) -> String {
-        let id = uuid::Uuid::now_v7().to_string();
+    async fn post(&self, targets: Vec<PurgeTarget>) -> RequestId {
+        let id = purgeq::store::RequestId::generate();
         self.store
             .enqueue(NewRequest {
                 id: id.clone(),
@@ -129,7 +129,7 @@ impl Queue {
             .expect("record");
     }
 
-    async fn state(&self, request: &str) -> RequestState {
+    async fn state(&self, request: &RequestId) -> RequestState {
         self.store
             .request_status(request)
             .await
@@ -501,7 +501,7 @@ async fn a_first_schema_database_upgrades_in_place() {
     .await
     .expect("upgrade");
     let status = store
-        .request_status("r1")
+        .request_status(&RequestId::parse("r1"))
         .await
         .expect("status")
         .expect("r1");

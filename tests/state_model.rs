@@ -116,10 +116,10 @@ fn limits() -> CutLimits {
 /// may have counted.
 #[derive(Default)]
 struct Model {
-    requests: Vec<(String, usize)>,
+    requests: Vec<(purgeq::store::RequestId, usize)>,
     /// Finished when last checked: retention may remove them.
-    finished: HashSet<String>,
-    removed: HashSet<String>,
+    finished: HashSet<purgeq::store::RequestId>,
+    removed: HashSet<purgeq::store::RequestId>,
     cdn_files: u64,
     cdn_directories: u64,
 }
@@ -157,7 +157,7 @@ impl Harness {
         let store = &self.store;
         match event {
             Event::Post(indices) => {
-                let id = uuid::Uuid::now_v7().to_string();
+                let id = purgeq::store::RequestId::generate();
                 let targets: Vec<PurgeTarget> = indices
                     .iter()
                     .map(|&i| PurgeTarget {
@@ -278,10 +278,7 @@ impl Harness {
                     (!self.model.requests.is_empty())
                         .then(|| self.model.requests[i % self.model.requests.len()].0.clone())
                 });
-                store
-                    .retry_failed(id.as_deref(), now())
-                    .await
-                    .expect("retry");
+                store.retry_failed(id.as_ref(), now()).await.expect("retry");
             }
             Event::Crash => {
                 // A call of every `sending` batch may have been on the wire.

@@ -23,7 +23,7 @@ fn dir(url: &str) -> PurgeTarget {
 
 fn request(targets: Vec<PurgeTarget>) -> NewRequest {
     NewRequest {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: purgeq::store::RequestId::generate(),
         received_at: time::OffsetDateTime::now_utc(),
         source: "test".into(),
         label: None,
@@ -79,7 +79,7 @@ async fn deduplicates_pending_urls_within_and_across_requests() {
     assert_eq!(status.state, RequestState::InProgress);
     assert!(
         store
-            .request_status("nope")
+            .request_status(&purgeq::store::RequestId::parse("nope"))
             .await
             .expect("status")
             .is_none()

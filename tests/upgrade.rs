@@ -4,7 +4,7 @@
 //! in it is lost. (The first schema's own test is in `state_machine.rs`.)
 
 use purgeq::config::StoreSettings;
-use purgeq::store::{ItemState, RequestState, Store};
+use purgeq::store::{ItemState, RequestId, RequestState, Store};
 use sqlx::{Connection, SqliteConnection};
 
 /// A database with the released migrations `names` applied.
@@ -76,13 +76,25 @@ async fn a_second_schema_database_upgrades_in_place() {
     })
     .await
     .expect("upgrade");
-    let r1 = store.request_status("r1").await.expect("r1").expect("r1");
+    let r1 = store
+        .request_status(&RequestId::parse("r1"))
+        .await
+        .expect("r1")
+        .expect("r1");
     assert_eq!(r1.state, RequestState::Succeeded);
-    let r2 = store.request_status("r2").await.expect("r2").expect("r2");
+    let r2 = store
+        .request_status(&RequestId::parse("r2"))
+        .await
+        .expect("r2")
+        .expect("r2");
     assert_eq!(r2.state, RequestState::InProgress);
     // A merged URL reads as the directory carrying it.
     assert_eq!(r2.items[0].state, ItemState::Pending);
-    let r3 = store.request_status("r3").await.expect("r3").expect("r3");
+    let r3 = store
+        .request_status(&RequestId::parse("r3"))
+        .await
+        .expect("r3")
+        .expect("r3");
     assert_eq!(r3.state, RequestState::Cancelled);
     assert_eq!(store.state_counts().await.expect("counts").pending, 1);
     assert_eq!(store.waits().await.expect("waits").len(), 1, "waits kept");

@@ -176,7 +176,7 @@ pub async fn add_purge(
         succeeded: true,
         is_async: true,
         async_info: wire::AsyncInfo {
-            task_track_id: outcome.id,
+            task_track_id: outcome.id.to_string(),
             task_status: "Processing".to_owned(),
         },
     };
@@ -246,7 +246,7 @@ pub async fn query_purge(
     check_path(&state, &sid, &eid)?;
     let status = state
         .store
-        .request_status(&id)
+        .request_status(&crate::store::RequestId::parse(&id))
         .await
         .map_err(ApiError::from)?;
     let Some(status) = status.filter(|s| s.items.iter().all(|i| i.endpoint_id == eid)) else {

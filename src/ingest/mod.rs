@@ -116,7 +116,7 @@ impl IngestState {
         let outcome = self
             .store
             .enqueue(crate::store::NewRequest {
-                id: uuid::Uuid::now_v7().to_string(),
+                id: crate::store::RequestId::generate(),
                 received_at: self.clock.now_utc(),
                 source: peer.source(),
                 label,

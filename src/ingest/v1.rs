@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::intake::{self, UrlList};
 use crate::config::Settings;
 use crate::http_server::Peer;
-use crate::store::Timestamp;
+use crate::store::{RequestId, Timestamp};
 use crate::store::{RequestStatus, StateCounts};
 use crate::target::{Priority, PurgeTarget, Requested};
 
@@ -200,7 +200,7 @@ pub async fn list_purges(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit: a number from 1 to 500"));
     }
-    let mut before = query.before.map(request_id);
+    let mut before = query.before.map(|id| request_id(id).to_string());
     let mut requests = Vec::new();
     for _ in 0..MAX_PAGES {
         let page = state
@@ -233,8 +233,8 @@ pub async fn list_purges(
 
 /// Request ids are UUIDs, written in lower case: an id typed or copied in
 /// upper case names the same request.
-fn request_id(id: String) -> String {
-    id.to_ascii_lowercase()
+fn request_id(id: String) -> RequestId {
+    RequestId::parse(&id)
 }
 
 pub async fn get_purge(
@@ -265,18 +265,17 @@ pub async fn get_purge(
 /// The request's status once every URL is final, or when `wait` is up.
 pub async fn wait_for_final(
     state: &IngestState,
-    id: &str,
+    id: &RequestId,
     wait: Duration,
 ) -> Result<RequestStatus, ApiError> {
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = state.store.subscribe();
     loop {
         changes.mark_unchanged();
-        let status = state
-            .store
-            .request_status(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no request with id {id:?}")))?;
+        let status =
+            state.store.request_status(id).await?.ok_or_else(|| {
+                ApiError::not_found(format!("no request with id {:?}", id.as_str()))
+            })?;
         if status.state.is_final() || tokio::time::Instant::now() >= deadline {
             return Ok(status);
         }
@@ -445,10 +444,13 @@ pub async fn cancel_request(
     ))
 }
 
-async fn require_request(state: &IngestState, id: &str) -> Result<(), ApiError> {
+async fn require_request(state: &IngestState, id: &RequestId) -> Result<(), ApiError> {
     match state.store.request_status(id).await? {
         Some(_) => Ok(()),
-        None => Err(ApiError::not_found(format!("no request with id {id:?}"))),
+        None => Err(ApiError::not_found(format!(
+            "no request with id {:?}",
+            id.as_str()
+        ))),
     }
 }
 

@@ -18,13 +18,13 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 use time::OffsetDateTime;
 
-use super::{Store, StoreError, Timestamp, timestamp};
+use super::{RequestId, Store, StoreError, Timestamp, timestamp};
 use crate::target::{Kind, Priority, PurgeTarget, ancestor_directories};
 
 /// A validated request, ready to store.
 #[derive(Debug, Clone)]
 pub struct NewRequest {
-    pub id: String,
+    pub id: RequestId,
     pub received_at: OffsetDateTime,
     pub source: String,
     pub label: Option<String>,
@@ -36,7 +36,7 @@ pub struct NewRequest {
 /// What the client hears back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EnqueueOutcome {
-    pub id: String,
+    pub id: RequestId,
     pub urls: usize,
     pub new: usize,
     pub deduplicated: usize,
@@ -163,7 +163,7 @@ async fn enqueue_directories(
     let mut new = 0;
     for (position, directory) in directories {
         if let Some(id) = covering_directory(conn, directory).await? {
-            link(conn, &request.id, id, position, Some(directory)).await?;
+            link(conn, request.id.as_str(), id, position, Some(directory)).await?;
             continue;
         }
         let (id, inserted) = insert_or_find(conn, directory, now).await?;
@@ -172,7 +172,7 @@ async fn enqueue_directories(
             let (endpoint, url) = (&directory.endpoint_id, &directory.url);
             absorb_under(conn, id, endpoint, url, MergeReason::Covered, now).await?;
         }
-        link(conn, &request.id, id, position, None).await?;
+        link(conn, request.id.as_str(), id, position, None).await?;
     }
     Ok(new)
 }

@@ -37,7 +37,7 @@ pub use batches::{
 };
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use history::{HistoryEntry, HistoryFilter, read_history};
-pub use ids::{BatchId, ItemId};
+pub use ids::{BatchId, ItemId, RequestId};
 pub use operator::Cancelled;
 pub use plan::LaneCounts;
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, RequestSummary, StateCounts};

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::batches::return_to_pending;
-use super::{ItemId, Store, StoreError, Timestamp};
+use super::{ItemId, RequestId, Store, StoreError, Timestamp};
 
 /// The answer to a cancel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -22,10 +22,10 @@ impl Store {
     /// those of `request_id`, or every failed item. Returns how many.
     pub async fn retry_failed(
         &self,
-        request_id: Option<&str>,
+        request_id: Option<&RequestId>,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        let args = (request_id.map(str::to_owned), now);
+        let args = (request_id.map(|id| id.as_str().to_owned()), now);
         self.write(move |conn| {
             let (request_id, now) = args.clone();
             Box::pin(async move { retry(conn, request_id.as_deref(), now).await })
@@ -36,10 +36,10 @@ impl Store {
     /// Cancels the pending items of `request_id` that nothing else wants.
     pub async fn cancel_pending(
         &self,
-        request_id: &str,
+        request_id: &RequestId,
         now: Timestamp,
     ) -> Result<Cancelled, StoreError> {
-        let args = (request_id.to_owned(), now);
+        let args = (request_id.as_str().to_owned(), now);
         self.write(move |conn| {
             let (request_id, now) = args.clone();
             Box::pin(async move { cancel(conn, &request_id, now).await })

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{RequestId, Store, StoreError};
 
 /// An item's state (the `items.state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -200,7 +200,10 @@ impl From<HistoryRow> for ItemStatus {
 
 impl Store {
     /// A request and each of its URLs, or `None` when the id is unknown.
-    pub async fn request_status(&self, id: &str) -> Result<Option<RequestStatus>, StoreError> {
+    pub async fn request_status(
+        &self,
+        id: &RequestId,
+    ) -> Result<Option<RequestStatus>, StoreError> {
         let request: Option<(String, String, String, Option<String>)> =
             sqlx::query_as("SELECT id, received_at, source, label FROM requests WHERE id = ?1")
                 .bind(id)
