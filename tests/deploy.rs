@@ -211,7 +211,7 @@ async fn two_build_manifests_purge_what_changed_or_went() {
     let host = ENDPOINTS[0].1;
     let daemon = HeldDaemon::start(
         &format!(
-            "{}[batch]\nlinger = \"1h\"\n",
+            "{}[batch]\nlinger = \"1h\"\n[[deploy.map]]\npath = \"\"\nurl = \"http://{host}/\"\n",
             cdn_section(&emulator, KEY_VALUE)
         ),
         &[],
@@ -262,6 +262,31 @@ async fn two_build_manifests_purge_what_changed_or_went() {
         .map(|path| format!("{base}{path}"))
         .collect();
     assert_eq!(urls, expected);
+
+    // Without --base-url: through [[deploy.map]] (path "" is the whole
+    // build); the same URLs.
+    let config = daemon.config.to_str().expect("utf-8").to_owned();
+    let output = Command::new(BIN)
+        .args(["enqueue", "--manifest"])
+        .args([&old, &new])
+        .args(["--config", &config, "--socket", &socket])
+        .output()
+        .expect("enqueue");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--manifest: 3 changed files, 3 URLs"),
+        "{stderr}"
+    );
+    let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}")).await;
+    let mapped: BTreeSet<String> = view["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["url"].as_str().expect("url").to_owned())
+        .collect();
+    assert_eq!(mapped, urls);
 }
 
 /// Runs the binary with its standard error on a new pseudo-terminal;

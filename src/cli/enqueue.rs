@@ -64,12 +64,12 @@ pub struct EnqueueArgs {
     pub git: Option<String>,
     /// Two build manifests: the paths whose content hash changed or that
     /// are gone, or the emitted files the new build no longer has (webpack
-    /// and Vite asset manifests), purged under --base-url.
+    /// and Vite asset manifests), purged under --base-url, or else through
+    /// the [[deploy.map]] tables.
     #[arg(
         long,
         num_args = 2,
         value_names = ["OLD.json", "NEW.json"],
-        requires = "base_url",
         conflicts_with_all = ["urls", "paths"]
     )]
     pub manifest: Option<Vec<std::path::PathBuf>>,
@@ -90,6 +90,17 @@ pub struct EnqueueArgs {
 /// configuration's deploy maps. Files no map covers are counted (and with
 /// --verbose listed), never silently dropped.
 fn git_urls(args: &EnqueueArgs, range: &str) -> Result<Vec<String>, (u8, String)> {
+    let files = super::git::changed_files(&args.repo, range)?;
+    through_maps(args, range, &files)
+}
+
+/// `files` through the configuration's deploy maps; `what` names the
+/// source in the counts printed on stderr.
+fn through_maps(
+    args: &EnqueueArgs,
+    what: &str,
+    files: &[String],
+) -> Result<Vec<String>, (u8, String)> {
     let settings = args
         .daemon
         .config
@@ -98,17 +109,17 @@ fn git_urls(args: &EnqueueArgs, range: &str) -> Result<Vec<String>, (u8, String)
     if settings.deploy.map.is_empty() {
         return Err((
             crate::config::EXIT_CONFIG,
-            "--git needs [[deploy.map]] tables in the configuration: which directory is served at \
-             which URL (see `purgeq man enqueue`)"
-                .to_owned(),
+            format!(
+                "{what} needs [[deploy.map]] tables in the configuration (or --base-url with \
+                 --manifest): which directory is served at which URL (see `purgeq man enqueue`)"
+            ),
         ));
     }
-    let files = super::git::changed_files(&args.repo, range)?;
     let mapped =
-        super::deploy::map_paths(&settings.deploy.map, &files).map_err(|e| (EXIT_DATAERR, e))?;
+        super::deploy::map_paths(&settings.deploy.map, files).map_err(|e| (EXIT_DATAERR, e))?;
     if !args.json {
         eprintln!(
-            "{range}: {} changed files, {} URLs; {} files outside every [[deploy.map]]{}",
+            "{what}: {} changed files, {} URLs; {} files outside every [[deploy.map]]{}",
             files.len(),
             mapped.urls.len(),
             mapped.unmapped.len(),
@@ -147,7 +158,9 @@ fn manifest_urls(
     };
     let paths =
         super::manifest::changed(&read(old)?, &read(new)?).map_err(|e| (EXIT_DATAERR, e))?;
-    let base = args.base_url.as_deref().unwrap_or_default();
+    let Some(base) = args.base_url.as_deref() else {
+        return through_maps(args, "--manifest", &paths);
+    };
     let base =
         url::Url::parse(base).map_err(|e| (EXIT_USAGE, format!("--base-url {base:?}: {e}")))?;
     paths
