@@ -656,26 +656,10 @@ async fn long_lists_are_split_listed_and_estimated() {
     let enqueue = |input: String| {
         let config = config.clone();
         move || {
-            use std::io::Write;
-            let mut child = Command::new(BIN)
-                .args(["enqueue", "--config", &config, "--label", "big deploy", "-"])
-                .env(env[0].0, env[0].1)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("run");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write");
-            let output = child.wait_with_output().expect("wait");
-            (
-                output.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&output.stdout).into_owned(),
-                String::from_utf8_lossy(&output.stderr).into_owned(),
+            common::run_with_input(
+                &["enqueue", "--config", &config, "--label", "big deploy", "-"],
+                &env,
+                &input,
             )
         }
     };

@@ -113,12 +113,7 @@ async fn a_deploys_range_purges_exactly_what_it_changed() {
     let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
 
     let (_, view) = daemon.get(&format!("/v1/purges/{id}")).await;
-    let urls: BTreeSet<String> = view["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|item| item["url"].as_str().expect("url").to_owned())
-        .collect();
+    let urls = daemon.request_urls(&id).await;
     let expected: BTreeSet<String> = [
         "app.js",
         "old.css",
@@ -245,12 +240,7 @@ async fn two_build_manifests_purge_what_changed_or_went() {
     );
     let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let (_, view) = daemon.get(&format!("/v1/purges/{id}")).await;
-    let urls: BTreeSet<String> = view["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|item| item["url"].as_str().expect("url").to_owned())
-        .collect();
+    let urls = daemon.request_urls(&id).await;
     assert!(
         view["label"]
             .as_str()
@@ -279,14 +269,7 @@ async fn two_build_manifests_purge_what_changed_or_went() {
         "{stderr}"
     );
     let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    let (_, view) = daemon.get(&format!("/v1/purges/{id}")).await;
-    let mapped: BTreeSet<String> = view["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|item| item["url"].as_str().expect("url").to_owned())
-        .collect();
-    assert_eq!(mapped, urls);
+    assert_eq!(daemon.request_urls(&id).await, urls);
 }
 
 /// Runs the binary with its standard error on a new pseudo-terminal;

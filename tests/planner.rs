@@ -6,12 +6,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::held::HeldDaemon;
-use common::{BIN, ENDPOINTS, KEY_VALUE, cdn_section, emulator};
+use common::{ENDPOINTS, KEY_VALUE, cdn_section, emulator};
 use purgeq::cdn::emulator::Knobs;
 use purgeq::ingest::PlanView;
 use serde_json::{Value, json};
@@ -31,25 +29,7 @@ const DAEMON: &str = "[batch]\nlinger = \"100ms\"\n[sender]\nrequests_per_second
 
 /// `purgeq ARGS` with `input` on standard input.
 fn run_with_input(args: &[&str], input: &str) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run purgeq");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("wait");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    common::run_with_input(args, &[], input)
 }
 
 /// `count` files in each of `dirs` directories under /assets/.

@@ -112,6 +112,17 @@ impl HeldDaemon {
         super::assert_not_ready(&self.client(), why).await;
     }
 
+    /// The URLs of request `id`, as the daemon lists them.
+    pub async fn request_urls(&self, id: &str) -> std::collections::BTreeSet<String> {
+        let (_, view) = self.get(&format!("/v1/purges/{id}")).await;
+        view["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|item| item["url"].as_str().expect("url").to_owned())
+            .collect()
+    }
+
     pub async fn stats(&self) -> Value {
         self.get("/v1/stats").await.1
     }

@@ -374,3 +374,29 @@ pub fn unix_client(socket: &Path) -> reqwest::Client {
 pub fn items(stats: &Value, state: &str) -> u64 {
     stats["items"][state].as_u64().unwrap_or(0)
 }
+
+/// `purgeq ARGS` with `env` set and `input` on standard input: exit code,
+/// standard output, standard error.
+pub fn run_with_input(args: &[&str], env: &[(&str, &str)], input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run purgeq");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("wait");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
