@@ -346,26 +346,7 @@ fn the_shipped_man_page_matches_the_commands() {
 
 /// Runs `purgeq ARGS` with `input` on standard input.
 fn run_with_stdin(args: &[&str], input: &[u8]) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run purgeq");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write");
-    let output = child.wait_with_output().expect("wait");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    common::run_with_input(args, &[], input)
 }
 
 /// Issue 12, items 2 and 4: the README's deploy recipe queued `…/docs/c`,

@@ -377,7 +377,11 @@ pub fn items(stats: &Value, state: &str) -> u64 {
 
 /// `purgeq ARGS` with `env` set and `input` on standard input: exit code,
 /// standard output, standard error.
-pub fn run_with_input(args: &[&str], env: &[(&str, &str)], input: &str) -> (i32, String, String) {
+pub fn run_with_input(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: impl AsRef<[u8]>,
+) -> (i32, String, String) {
     use std::io::Write;
     let mut child = Command::new(BIN)
         .args(args)
@@ -391,7 +395,7 @@ pub fn run_with_input(args: &[&str], env: &[(&str, &str)], input: &str) -> (i32,
         .stdin
         .take()
         .expect("stdin")
-        .write_all(input.as_bytes())
+        .write_all(input.as_ref())
         .expect("write");
     let output = child.wait_with_output().expect("wait");
     (
