@@ -98,9 +98,9 @@ async fn cut_what_can_go(
     let mut endpoints = in_rotation(&settings, known, rotation);
     // Endpoints with urgent items go first: a hotfix does not wait for its
     // endpoint's turn behind a backlog elsewhere.
-    let urgent = shared.store.urgent_endpoints().await?;
-    endpoints.sort_by_key(|e| !urgent.contains(e));
-    let urgent_waiting = shared.store.urgent_waiting().await?;
+    let urgent = shared.store.urgent_pending().await?;
+    endpoints.sort_by_key(|e| !urgent.endpoints.contains(e));
+    let urgent_waiting = (urgent.files, urgent.directories);
     let mut next: Option<Duration> = None;
     let mut cut_any = false;
     let mut quota_blocked = false;

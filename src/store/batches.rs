@@ -176,35 +176,35 @@ impl Store {
         .bind(kind.as_str())
         .fetch_optional(&self.reader)
         .await?;
-        let eligible: i64 = if cap == 0 || earliest_not_before.is_none_or(|nb| nb > now) {
+        let count = |sql: &'static str| {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(endpoint_id)
+                .bind(kind.as_str())
+                .bind(now)
+                .bind(cap as i64)
+                .fetch_one(&self.reader)
+        };
+        let eligible = if cap == 0 || earliest_not_before.is_none_or(|nb| nb > now) {
             0
         } else {
-            sqlx::query_scalar(
+            count(
                 "SELECT count(*) FROM (SELECT 1 FROM items
                   WHERE state = 'pending' AND endpoint_id = ?1 AND kind = ?2 AND not_before <= ?3
                   LIMIT ?4)",
             )
-            .bind(endpoint_id)
-            .bind(kind.as_str())
-            .bind(now)
-            .bind(cap as i64)
-            .fetch_one(&self.reader)
             .await?
         };
-        let urgent: i64 = if eligible == 0 {
+        // `urgent = 1` written into the statement: the partial index
+        // `items_pending_urgent` serves only a literal.
+        let urgent = if eligible == 0 {
             0
         } else {
-            sqlx::query_scalar(
+            count(
                 "SELECT count(*) FROM (SELECT 1 FROM items
                   WHERE state = 'pending' AND urgent = 1 AND endpoint_id = ?1 AND kind = ?2
                     AND not_before <= ?3
                   LIMIT ?4)",
             )
-            .bind(endpoint_id)
-            .bind(kind.as_str())
-            .bind(now)
-            .bind(cap as i64)
-            .fetch_one(&self.reader)
             .await?
         };
         Ok(Readiness {

@@ -39,7 +39,7 @@ pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use history::{HistoryEntry, HistoryFilter, read_history};
 pub use ids::{BatchId, ItemId, RequestId};
 pub use operator::Cancelled;
-pub use plan::LaneCounts;
+pub use plan::{LaneCounts, UrgentPending};
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, RequestSummary, StateCounts};
 pub use retention::Removed;
 pub use timestamp::Timestamp;

@@ -11,6 +11,14 @@ use crate::config::QuotaSettings;
 use crate::planner::{Left, Pending, PerCall, Plan, Promotion, Survey, Tally};
 use crate::target::Kind;
 
+/// Urgent items pending (see [`Store::urgent_pending`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UrgentPending {
+    pub endpoints: Vec<String>,
+    pub files: u64,
+    pub directories: u64,
+}
+
 /// Pending items by kind, and how many of them are urgent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LaneCounts {
@@ -108,25 +116,28 @@ impl Store {
         })
     }
 
-    /// Urgent items pending, files and directories (cheap: the partial
-    /// index holds only urgent pending items).
-    pub async fn urgent_waiting(&self) -> Result<(u64, u64), StoreError> {
-        let (files, directories): (i64, i64) = sqlx::query_as(
-            "SELECT coalesce(sum(kind = 'file'), 0), coalesce(sum(kind = 'directory'), 0)
-             FROM items WHERE state = 'pending' AND urgent = 1",
-        )
-        .fetch_one(&self.reader)
-        .await?;
-        Ok((files.max(0) as u64, directories.max(0) as u64))
-    }
-
-    /// Endpoints with urgent items pending: the batcher serves them first.
-    pub async fn urgent_endpoints(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT endpoint_id FROM items WHERE state = 'pending' AND urgent = 1",
+    /// Urgent items pending: their endpoints, and how many files and
+    /// directories. One read of the partial index that holds only urgent
+    /// pending items, so it is cheap on every batcher pass.
+    pub async fn urgent_pending(&self) -> Result<UrgentPending, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT endpoint_id, kind, count(*) FROM items
+             WHERE state = 'pending' AND urgent = 1 GROUP BY endpoint_id, kind",
         )
         .fetch_all(&self.reader)
-        .await?)
+        .await?;
+        let mut urgent = UrgentPending::default();
+        for (endpoint_id, kind, count) in rows {
+            let count = count.max(0) as u64;
+            match Kind::parse(&kind) {
+                Some(Kind::Directory) => urgent.directories += count,
+                _ => urgent.files += count,
+            }
+            if !urgent.endpoints.contains(&endpoint_id) {
+                urgent.endpoints.push(endpoint_id);
+            }
+        }
+        Ok(urgent)
     }
 
     /// Carries out `promotions`: each directory becomes a pending item (or
