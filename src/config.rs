@@ -245,6 +245,11 @@ impl Default for CdnSettings {
 pub struct EndpointSettings {
     pub id: String,
     pub hosts: Vec<String>,
+    /// Preload every file purged on this endpoint once its purge has
+    /// succeeded, whether or not the intent asked (decided when an intent
+    /// is accepted).
+    #[serde(default)]
+    pub preload_after_purge: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,6 +257,10 @@ pub struct EndpointSettings {
 pub struct BatchSettings {
     pub max_files: usize,
     pub max_directories: usize,
+    /// URLs in one preload call. The API documents no limit: a
+    /// conservative default (a preload makes the CDN fetch each file from
+    /// the origin).
+    pub max_preload_files: usize,
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
 }
@@ -261,6 +270,7 @@ impl Default for BatchSettings {
         Self {
             max_files: 100,
             max_directories: 50,
+            max_preload_files: 50,
             linger: Duration::from_secs(2),
         }
     }
@@ -327,6 +337,9 @@ pub struct QuotaSettings {
     /// Held back from normal intents each day: only `urgent` ones use it.
     pub urgent_reserve_files: u64,
     pub urgent_reserve_directories: u64,
+    /// Preload URLs per quota day. The API documents no preload quota: a
+    /// conservative default, counted in `quota_days.preloads_used`.
+    pub preloads_per_day: u64,
 }
 
 /// `[deploy]`: how `purgeq enqueue --git` turns a deploy's changed files
@@ -371,6 +384,7 @@ impl Default for QuotaSettings {
             promote_to_root: false,
             urgent_reserve_files: 0,
             urgent_reserve_directories: 0,
+            preloads_per_day: 1_000,
         }
     }
 }
@@ -697,6 +711,7 @@ impl Settings {
             // 0 would strand every directory intent and spin the batcher
             // (issue 13, bug 9): the API takes directories in every call.
             ("batch.max_directories", self.batch.max_directories),
+            ("batch.max_preload_files", self.batch.max_preload_files),
             ("sender.concurrency", self.sender.concurrency),
         ] {
             if value == 0 {
@@ -808,6 +823,7 @@ impl Settings {
             self.cdn.endpoints.push(EndpointSettings {
                 id: DEMO_ENDPOINT_ID.to_owned(),
                 hosts: DEMO_HOSTS.iter().map(|h| h.to_string()).collect(),
+                preload_after_purge: false,
             });
             for host in DEMO_HOSTS {
                 if let Ok(pattern) = HostPattern::parse(host) {

@@ -28,6 +28,8 @@ pub const OLDEST_PENDING_AGE: &str = "purgeq_oldest_pending_age_seconds";
 pub const QUOTA_USED: &str = "purgeq_quota_used";
 pub const QUOTA_LEFT: &str = "purgeq_quota_left";
 pub const SENDER_PAUSED: &str = "purgeq_sender_paused";
+pub const PRELOADS: &str = "purgeq_preloads";
+pub const PRELOADS_REQUESTED: &str = "purgeq_preloads_requested_total";
 
 /// The process-wide recorder, installed on first use. Several daemons in
 /// one process (tests holding them) share it; the queue gauges are set from
@@ -82,7 +84,18 @@ fn describe() {
         Unit::Seconds,
         "Age of the oldest pending item"
     );
-    describe_gauge!(QUOTA_USED, "URLs sent today, by kind (file, directory)");
+    describe_gauge!(
+        QUOTA_USED,
+        "URLs sent today, by kind (file, directory, preload)"
+    );
+    describe_gauge!(
+        PRELOADS,
+        "Preloads by state (waiting: their purge has not succeeded yet)"
+    );
+    describe_counter!(
+        PRELOADS_REQUESTED,
+        "URLs clients asked to preload (after their purge, or on their own)"
+    );
     describe_gauge!(QUOTA_LEFT, "URLs left in today's quota, by kind");
     describe_gauge!(
         SENDER_PAUSED,
@@ -94,6 +107,10 @@ fn describe() {
 pub fn api_call(operation: &'static str, outcome: &str, duration: Duration) {
     counter!(API_CALLS, "operation" => operation, "outcome" => outcome.to_owned()).increment(1);
     histogram!(API_CALL_DURATION, "operation" => operation).record(duration.as_secs_f64());
+}
+
+pub fn preloads_asked(urls: usize) {
+    counter!(PRELOADS_REQUESTED).increment(urls as u64);
 }
 
 pub fn throttled() {
@@ -128,6 +145,19 @@ pub async fn render(
             gauge!(ITEMS, "state" => state.as_str()).set(counts.get(state) as f64);
         }
     }
+    if let Ok(counts) = store.preload_counts().await {
+        for (state, count) in [
+            ("waiting", counts.waiting),
+            ("pending", counts.pending),
+            ("sending", counts.sending),
+            ("submitted", counts.submitted),
+            ("succeeded", counts.succeeded),
+            ("failed", counts.failed),
+            ("cancelled", counts.cancelled),
+        ] {
+            gauge!(PRELOADS, "state" => state).set(count as f64);
+        }
+    }
     let age = match store.oldest_pending().await {
         Ok(Some(at)) => crate::store::parse_timestamp(&at)
             .map(|at| (now - at).as_seconds_f64().max(0.0))
@@ -140,6 +170,7 @@ pub async fn render(
         for (kind, used, left) in [
             ("file", quota.files_used, quota.files_left),
             ("directory", quota.directories_used, quota.directories_left),
+            ("preload", quota.preloads_used, quota.preloads_left),
         ] {
             gauge!(QUOTA_USED, "kind" => kind).set(used as f64);
             gauge!(QUOTA_LEFT, "kind" => kind).set(left as f64);

@@ -64,6 +64,15 @@ pub struct QuotaStatus {
     /// Held back each day for urgent intents.
     pub urgent_reserve_files: u64,
     pub urgent_reserve_directories: u64,
+    /// Preloads: a budget of their own (`quota.preloads_per_day`).
+    #[serde(default)]
+    pub preloads_per_day: u64,
+    #[serde(default)]
+    pub preloads_used: u64,
+    #[serde(default)]
+    pub preloads_reserved: u64,
+    #[serde(default)]
+    pub preloads_left: u64,
 }
 
 /// An endpoint left alone for a while (`EndpointNotInActiveState`).

@@ -104,6 +104,8 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
             label: None,
             priority: purgeq::target::Priority::Normal,
             targets,
+            preload_after_purge: Vec::new(),
+            preload_only: Vec::new(),
         })
         .await
         .expect("enqueue");

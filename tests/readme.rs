@@ -35,6 +35,8 @@ async fn failed_request(store: &Store, url: &str, received_at: time::OffsetDateT
                 kind: Kind::File,
                 url: url.into(),
             }],
+            preload_after_purge: Vec::new(),
+            preload_only: Vec::new(),
         })
         .await
         .expect("enqueue");

@@ -87,6 +87,8 @@ impl Queue {
                 label: None,
                 priority: purgeq::target::Priority::Normal,
                 targets,
+                preload_after_purge: Vec::new(),
+                preload_only: Vec::new(),
             })
             .await
             .expect("enqueue");
@@ -444,7 +446,11 @@ async fn the_ledger_never_counts_less_than_the_cdn() {
         .await
         .expect("release");
     q.store
-        .quota_day_spent(&account(DAY), 2_000, 500)
+        .quota_day_spent(
+            &account(DAY),
+            purgeq::store::Operation::Purge,
+            (2_000, 500, 1_000),
+        )
         .await
         .expect("spent");
     assert_eq!(used(&q, DAY).await.0, 2_000);

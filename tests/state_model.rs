@@ -174,6 +174,8 @@ impl Harness {
                         label: None,
                         priority: purgeq::target::Priority::Normal,
                         targets,
+                        preload_after_purge: Vec::new(),
+                        preload_only: Vec::new(),
                     })
                     .await
                     .expect("enqueue");

@@ -29,6 +29,8 @@ fn request(targets: Vec<PurgeTarget>) -> NewRequest {
         label: None,
         priority: purgeq::target::Priority::Normal,
         targets,
+        preload_after_purge: Vec::new(),
+        preload_only: Vec::new(),
     }
 }
 

@@ -146,6 +146,39 @@ impl CdnClient {
         accepted(called)
     }
 
+    /// `POST …/endpoints/{endpoint_id}/preloads`: the body is exactly
+    /// `{"Files": [...]}`, as documented.
+    pub async fn add_preload(
+        &self,
+        endpoint_id: &str,
+        files: &[String],
+    ) -> Result<Called<PurgeAccepted>, CdnError> {
+        let url = self.url(&["endpoints", endpoint_id, "preloads"]);
+        let body = wire::PreloadBody {
+            files: Some(files.to_vec()),
+        };
+        let called = self
+            .call(Method::POST, url, Some(&body), StatusCode::ACCEPTED)
+            .await?;
+        accepted(called)
+    }
+
+    /// `GET …/endpoints/{endpoint_id}/preloads/{task_track_id}`: files
+    /// only; `Waiting` reads as not final.
+    pub async fn query_preload(
+        &self,
+        endpoint_id: &str,
+        task_track_id: &str,
+    ) -> Result<Called<PurgeProgress>, CdnError> {
+        let url = self.url(&["endpoints", endpoint_id, "preloads", task_track_id]);
+        let called: Called<wire::PreloadProgressBody> =
+            self.call(Method::GET, url, NO_BODY, StatusCode::OK).await?;
+        Ok(Called {
+            value: called.value.into(),
+            correlation_id: called.correlation_id,
+        })
+    }
+
     /// `GET …/endpoints/{endpoint_id}/purges/{task_track_id}`.
     pub async fn query_purge(
         &self,
@@ -153,14 +186,14 @@ impl CdnClient {
         task_track_id: &str,
     ) -> Result<Called<PurgeProgress>, CdnError> {
         let url = self.url(&["endpoints", endpoint_id, "purges", task_track_id]);
-        let called = self.call(Method::GET, url, None, StatusCode::OK).await?;
+        let called = self.call(Method::GET, url, NO_BODY, StatusCode::OK).await?;
         Ok(progress(called))
     }
 
     /// `GET /subscriptions/{sid}/endpoints`.
     pub async fn list_endpoints(&self) -> Result<Called<Vec<Endpoint>>, CdnError> {
         let url = self.url(&["endpoints"]);
-        let called = self.call(Method::GET, url, None, StatusCode::OK).await?;
+        let called = self.call(Method::GET, url, NO_BODY, StatusCode::OK).await?;
         Ok(endpoints(called))
     }
 
@@ -180,11 +213,11 @@ impl CdnClient {
 
     /// Sends once; on a clock-skew answer that carries a `Date`, corrects
     /// the offset and sends once more.
-    async fn call<T: DeserializeOwned>(
+    async fn call<T: DeserializeOwned, B: serde::Serialize + Sync>(
         &self,
         method: Method,
         url: Url,
-        body: Option<&wire::PurgeBody>,
+        body: Option<&B>,
         expected: StatusCode,
     ) -> Result<Called<T>, CdnError> {
         match self.call_once(method.clone(), &url, body, expected).await {
@@ -209,11 +242,11 @@ impl CdnClient {
         }
     }
 
-    async fn call_once<T: DeserializeOwned>(
+    async fn call_once<T: DeserializeOwned, B: serde::Serialize + Sync>(
         &self,
         method: Method,
         url: &Url,
-        body: Option<&wire::PurgeBody>,
+        body: Option<&B>,
         expected: StatusCode,
     ) -> Result<Called<T>, Failure> {
         let now = self.clock.now_utc()
@@ -242,6 +275,9 @@ impl CdnClient {
         interpret(status, &headers, &bytes, expected)
     }
 }
+
+/// A call without a body (its type is only there for the generic).
+const NO_BODY: Option<&wire::PurgeBody> = None;
 
 fn accepted(called: Called<wire::PurgeAcceptedBody>) -> Result<Called<PurgeAccepted>, CdnError> {
     if !called.value.succeeded {

@@ -21,6 +21,8 @@ pub struct PurgeAccepted {
 /// Where one URL of a purge stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UrlState {
+    /// A preload not started yet (preloads only).
+    Waiting,
     Running,
     Succeeded,
     Failed,
@@ -32,6 +34,7 @@ pub enum UrlState {
 impl UrlState {
     pub fn parse(status: &str) -> Self {
         match status {
+            "Waiting" => UrlState::Waiting,
             "Running" => UrlState::Running,
             "Succeed" => UrlState::Succeeded,
             "Failed" => UrlState::Failed,
@@ -46,6 +49,7 @@ impl UrlState {
     /// The API's own spelling.
     pub fn as_wire(&self) -> &str {
         match self {
+            UrlState::Waiting => "Waiting",
             UrlState::Running => "Running",
             UrlState::Succeeded => "Succeed",
             UrlState::Failed => "Failed",
@@ -74,6 +78,16 @@ impl PurgeProgress {
             .iter()
             .chain(&self.directories)
             .all(|u| u.state.is_final())
+    }
+}
+
+/// A preload's progress reads as a purge's with files only.
+impl From<wire::PreloadProgressBody> for PurgeProgress {
+    fn from(body: wire::PreloadProgressBody) -> Self {
+        PurgeProgress::from(wire::PurgeProgressBody {
+            files: body.files,
+            directories: Vec::new(),
+        })
     }
 }
 

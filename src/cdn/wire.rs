@@ -16,6 +16,43 @@ pub struct PurgeBody {
     pub directories: Vec<String>,
 }
 
+/// Body of `POST …/preloads`: files only, and `Files` is required (the
+/// official description's `PreloadParameters`). `None` when a body
+/// lacks it, so a reader can say which parameter is missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreloadBody {
+    #[serde(rename = "Files", default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
+}
+
+/// Body of `GET …/preloads/{preloadId}` (HTTP 200): `PreloadResult`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PreloadProgressBody {
+    #[serde(default)]
+    pub files: Vec<UrlStatusBody>,
+}
+
+/// Body of `GET …/operations/{operationId}` (HTTP 200): `Operation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OperationBody {
+    pub id: String,
+    /// `Purge` or `Preload`.
+    #[serde(rename = "Type")]
+    pub operation_type: String,
+    /// `NotSet`, `Processing`, `Succeed` or `Failed` (the description's
+    /// enum; the documentation page's example spells `Succeeded`).
+    pub status: String,
+    pub message: String,
+    /// RFC 3339 date-times.
+    pub start: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    pub endpoint_id: String,
+    pub subscription_id: String,
+}
+
 /// Success body of `POST …/purges` (HTTP 202).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -48,7 +85,8 @@ pub struct PurgeProgressBody {
 #[serde(rename_all = "PascalCase")]
 pub struct UrlStatusBody {
     pub url: String,
-    /// `Running`, `Succeed` or `Failed` (sic: `Succeed`).
+    /// `Running`, `Succeed` or `Failed` (sic: `Succeed`); a preload may
+    /// also be `Waiting`.
     pub status: String,
 }
 

@@ -39,6 +39,11 @@ pub struct EnqueueArgs {
     /// by quota.urgent_reserve_files and _directories.
     #[arg(long)]
     pub urgent: bool,
+    /// Preload each file once its purge has succeeded (never before), so
+    /// the first visitor gets the new file from the edge. Directories are
+    /// purged, not preloaded. --wait then waits for the preloads too.
+    #[arg(long)]
+    pub preload: bool,
     /// Store nothing: print the plan (as `purgeq plan`) as if these URLs
     /// were added.
     #[arg(long, conflicts_with = "wait")]
@@ -306,7 +311,105 @@ fn intent(args: &EnqueueArgs, urls: &[String]) -> serde_json::Value {
     if args.urgent {
         body["priority"] = json!("urgent");
     }
+    if args.preload {
+        body["preload"] = json!(true);
+    }
     body
+}
+
+/// `purgeq preload`: warm the edge with files, without purging them.
+#[derive(Debug, Args)]
+pub struct PreloadArgs {
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+    /// Follow the request until every preload has a final state; exit 1
+    /// if any failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: only the summary.
+    #[arg(long, short = 'q', requires = "wait")]
+    pub quiet: bool,
+    /// With --wait: give up after this many seconds (exit 75).
+    #[arg(long, value_name = "SECS", default_value_t = 600.0, requires = "wait")]
+    pub timeout: f64,
+    /// Print the daemon's JSON answer instead of the request id.
+    #[arg(long)]
+    pub json: bool,
+    /// Free text stored with the request.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// File URLs to preload, or - to read them from standard input, one
+    /// per line; `#` starts a comment.
+    #[arg(required = true, value_name = "URL")]
+    pub urls: Vec<String>,
+}
+
+/// Returns the process exit code.
+pub async fn preload(args: PreloadArgs) -> u8 {
+    match post_preloads(&args).await {
+        Ok(code) => code,
+        Err((code, message)) => {
+            eprintln!("purgeq: {message}");
+            code
+        }
+    }
+}
+
+async fn post_preloads(args: &PreloadArgs) -> Result<u8, (u8, String)> {
+    let urls = if args.urls.len() == 1 && args.urls[0] == "-" {
+        let mut input = String::new();
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .map_err(|e| (EXIT_USAGE, format!("reading standard input: {e}")))?;
+        let mut urls = Vec::new();
+        for (number, line) in input.lines().enumerate() {
+            if let Some(url) = paths::url_from_line(line).map_err(|e| {
+                (
+                    EXIT_DATAERR,
+                    format!("standard input, line {}: {e}", number + 1),
+                )
+            })? {
+                urls.push(url);
+            }
+        }
+        urls
+    } else {
+        args.urls.clone()
+    };
+    if urls.is_empty() {
+        return Err((EXIT_USAGE, "no URL given".to_owned()));
+    }
+    let daemon = Daemon::locate(&args.daemon)?;
+    let mut body = json!({ "files": urls });
+    if let Some(label) = &args.label {
+        body["label"] = json!(label);
+    }
+    let accepted = call(
+        &daemon,
+        daemon
+            .client
+            .post(format!("{}/v1/preloads", daemon.base))
+            .json(&body),
+    )
+    .await?;
+    let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+    if !args.wait {
+        if args.json {
+            crate::outln!("{accepted}");
+        } else {
+            crate::outln!("{id}");
+        }
+        return Ok(0);
+    }
+    if !args.json {
+        eprintln!(
+            "accepted {} to preload as {id}; waiting for the CDN…",
+            follow::urls(accepted["urls"].as_u64().unwrap_or(0))
+        );
+    }
+    let timeout = Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9));
+    let deadline = std::time::Instant::now() + timeout;
+    follow::follow(&daemon, &id, deadline, timeout, args.json, args.quiet).await
 }
 
 /// What a deploy's request is labelled when `--label` is not given, so

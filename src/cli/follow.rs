@@ -252,6 +252,26 @@ fn report_final(status: &Value, json: bool) -> u8 {
                 urls(promoted as u64)
             );
         }
+        let preloads: Vec<&Value> = items
+            .iter()
+            .filter(|item| item["operation"] == "purge" && !item["preload_state"].is_null())
+            .collect();
+        if !preloads.is_empty() {
+            let state = |s: &str| preloads.iter().filter(|i| i["preload_state"] == s).count();
+            crate::outln!(
+                "  preloads: {} succeeded, {} failed, {} skipped (their purge did not succeed)",
+                state("succeeded"),
+                state("failed"),
+                state("skipped")
+            );
+            for item in preloads.iter().filter(|i| i["preload_state"] == "failed") {
+                crate::outln!(
+                    "  preload failed\t{}\t{}",
+                    printable(item["url"].as_str().unwrap_or_default()),
+                    printable(item["preload_error"].as_str().unwrap_or(""))
+                );
+            }
+        }
     }
     if state == "succeeded" { 0 } else { 1 }
 }

@@ -83,20 +83,31 @@ pub async fn run(args: HistoryArgs) -> u8 {
         }
         return 0;
     }
-    crate::outln!("RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR\tVIA");
+    crate::outln!("RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR\tVIA\tPRELOAD");
     for entry in &entries {
         crate::outln!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             entry.received_at,
             entry.state,
             entry.attempts,
             entry.task_track_id.as_deref().unwrap_or("-"),
             printable(&entry.url),
             printable(entry.last_error.as_deref().unwrap_or("")),
-            via(entry)
+            via(entry),
+            preload(entry)
         );
     }
     0
+}
+
+/// The URL's preload: `-` when none was asked for; a preload-only URL
+/// says `only`, as its STATE is the preload's.
+fn preload(entry: &crate::store::HistoryEntry) -> String {
+    match (&entry.preload_state, entry.operation.as_str()) {
+        (_, "preload") => "only".to_owned(),
+        (Some(state), _) => state.clone(),
+        (None, _) => "-".to_owned(),
+    }
 }
 
 /// The directory (or newer copy) a URL was purged through, and why:

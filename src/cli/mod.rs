@@ -54,6 +54,8 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Post purge intents to the daemon.
     Enqueue(enqueue::EnqueueArgs),
+    /// Preload files (fetch them into the CDN's edge) without purging.
+    Preload(enqueue::PreloadArgs),
     /// One screen: sending state, backlog by endpoint, quota, last error.
     Status(status::StatusArgs),
     /// One request: each URL's state, TaskTrackId, attempts and error.

@@ -46,6 +46,7 @@ pub fn render_status(stats: &StatsView) -> String {
         "finished:  {} succeeded, {} failed, {} merged, {} cancelled\n",
         items.succeeded, items.failed, items.merged, items.cancelled
     ));
+    out.push_str(&preload_line(&stats.preloads));
     if let Some(quota) = &stats.pipeline.quota {
         out.push_str(&quota_lines(quota));
     }
@@ -130,16 +131,37 @@ fn backlog_lines(stats: &StatsView) -> String {
     out
 }
 
+/// `preloads:` counted apart from the purges; nothing when none was ever
+/// asked for.
+fn preload_line(p: &crate::store::PreloadCounts) -> String {
+    let total =
+        p.waiting + p.pending + p.sending + p.submitted + p.succeeded + p.failed + p.cancelled;
+    if total == 0 {
+        return String::new();
+    }
+    format!(
+        "preloads:  {} waiting for their purge, {} pending, {} in flight; {} succeeded, {} failed, {} cancelled\n",
+        p.waiting,
+        p.pending,
+        p.sending + p.submitted,
+        p.succeeded,
+        p.failed,
+        p.cancelled
+    )
+}
+
 /// `quota:` what is left today, the reserve, and what waits for the next
 /// quota day and when it starts.
 fn quota_lines(quota: &QuotaStatus) -> String {
     let mut out = format!(
-        "quota:     {}: {} files and {} directories left (of {} and {})\n",
+        "quota:     {}: {} files and {} directories left (of {} and {}); {} preloads left (of {})\n",
         quota.day,
         quota.files_left,
         quota.directories_left,
         quota.files_per_day,
         quota.directories_per_day,
+        quota.preloads_left,
+        quota.preloads_per_day,
     );
     if quota.urgent_reserve_files + quota.urgent_reserve_directories > 0 {
         out.push_str(&format!(

@@ -75,25 +75,72 @@ impl Backlog {
     }
 }
 
+/// A request read and checked at the door, ready to store.
+pub(crate) struct Ask {
+    /// What to purge.
+    pub targets: Vec<crate::target::PurgeTarget>,
+    /// Preload each file of `targets` once its purge has succeeded.
+    pub preload: bool,
+    /// Files to preload without purging (`POST /v1/preloads`).
+    pub preload_only: Vec<crate::target::PurgeTarget>,
+    pub label: Option<String>,
+    pub priority: crate::target::Priority,
+}
+
+impl Ask {
+    pub fn purge(
+        targets: Vec<crate::target::PurgeTarget>,
+        label: Option<String>,
+        priority: crate::target::Priority,
+    ) -> Ask {
+        Ask {
+            targets,
+            preload: false,
+            preload_only: Vec::new(),
+            label,
+            priority,
+        }
+    }
+
+    /// Positions of the files to preload after their purge: all of them
+    /// when the intent asked, else those of endpoints configured with
+    /// `preload_after_purge` (directories are purged, never preloaded).
+    fn preload_after_purge(&self, settings: &Settings) -> Vec<usize> {
+        let always: Vec<&str> = settings
+            .cdn
+            .endpoints
+            .iter()
+            .filter(|e| e.preload_after_purge)
+            .map(|e| e.id.as_str())
+            .collect();
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.kind == crate::target::Kind::File)
+            .filter(|(_, t)| self.preload || always.contains(&t.endpoint_id.as_str()))
+            .map(|(position, _)| position)
+            .collect()
+    }
+}
+
 impl IngestState {
     /// The current settings (they change on reload).
     pub fn settings(&self) -> Arc<Settings> {
         self.settings.borrow().clone()
     }
 
-    /// Stores validated targets as one request from `peer`, then wakes
-    /// the batcher.
+    /// Stores a validated request from `peer`, then wakes the batcher.
     async fn accept(
         &self,
-        targets: Vec<crate::target::PurgeTarget>,
+        ask: Ask,
         peer: &crate::http_server::Peer,
-        label: Option<String>,
-        priority: crate::target::Priority,
     ) -> Result<crate::store::EnqueueOutcome, error::ApiError> {
-        let max_pending = self.settings().ingest.max_pending;
+        let settings = self.settings();
+        let max_pending = settings.ingest.max_pending;
+        let count = (ask.targets.len() + ask.preload_only.len()) as u64;
         if max_pending > 0 {
             let pending = self.backlog.estimate(&self.store).await;
-            if pending + targets.len() as u64 > max_pending {
+            if pending + count > max_pending {
                 return Err(error::ApiError {
                     retry_after_secs: Some(30),
                     ..error::ApiError::new(
@@ -102,28 +149,32 @@ impl IngestState {
                         format!(
                             "this request's {} would make {} waiting, over ingest.max_pending = {max_pending} \
                              ({pending} waiting now); nothing was accepted, try again later",
-                            if targets.len() == 1 {
+                            if count == 1 {
                                 "1 URL".to_owned()
                             } else {
-                                format!("{} URLs", targets.len())
+                                format!("{count} URLs")
                             },
-                            pending + targets.len() as u64
+                            pending + count
                         ),
                     )
                 });
             }
         }
-        let outcome = self
-            .store
-            .enqueue(crate::store::NewRequest {
-                id: crate::store::RequestId::generate(),
-                received_at: self.clock.now_utc(),
-                source: peer.source(),
-                label,
-                priority,
-                targets,
-            })
-            .await?;
+        let preload_after_purge = ask.preload_after_purge(&settings);
+        let mut request = crate::store::NewRequest::purge(
+            crate::store::RequestId::generate(),
+            self.clock.now_utc(),
+            peer.source(),
+            ask.label,
+            ask.priority,
+            ask.targets,
+        );
+        request.preload_after_purge = preload_after_purge;
+        request.preload_only = ask.preload_only;
+        let outcome = self.store.enqueue(request).await?;
+        if outcome.preloads > 0 {
+            crate::metrics::preloads_asked(outcome.preloads);
+        }
         crate::metrics::enqueued(outcome.urls);
         self.backlog.added(outcome.new);
         self.pipeline.added(outcome.new);
@@ -198,7 +249,48 @@ pub fn routes() -> Vec<Route> {
             "/subscriptions/{sid}/endpoints/{eid}/purges/{id}",
             azure::query_purge,
         ),
+        route(Method::POST, "/v1/preloads", v1::post_preloads),
+        route(
+            Method::POST,
+            "/subscriptions/{sid}/endpoints/{eid}/preloads",
+            azure::add_preload,
+        ),
+        route(
+            Method::GET,
+            "/subscriptions/{sid}/endpoints/{eid}/preloads/{id}",
+            azure::query_preload,
+        ),
+        route(
+            Method::GET,
+            "/subscriptions/{sid}/endpoints",
+            azure::list_endpoints,
+        ),
+        route(
+            Method::GET,
+            "/subscriptions/{sid}/endpoints/{eid}",
+            azure::get_endpoint,
+        ),
     ]
+}
+
+/// Under `/subscriptions/` the CDN's own error shape, for scripts written
+/// for the real API; elsewhere purgeq's.
+async fn unknown_route(method: Method, uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/subscriptions/") {
+        azure::unknown_route(method, uri).await.into_response()
+    } else {
+        v1::not_found().await.into_response()
+    }
+}
+
+async fn unknown_method(method: Method, uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/subscriptions/") {
+        azure::unknown_route(method, uri).await.into_response()
+    } else {
+        v1::method_not_allowed(method).await.into_response()
+    }
 }
 
 /// The router, the same on every listener.
@@ -210,8 +302,8 @@ pub fn router(state: IngestState) -> Router {
         router = router.route(path, handler);
     }
     router
-        .fallback(v1::not_found)
-        .method_not_allowed_fallback(v1::method_not_allowed)
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(unknown_method)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

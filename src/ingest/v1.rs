@@ -41,6 +41,20 @@ pub struct IntentBody {
     /// by `quota.urgent_reserve_*`.
     #[serde(default)]
     pub priority: Priority,
+    /// Preload each file once its purge has succeeded (directories are
+    /// purged, not preloaded).
+    #[serde(default)]
+    pub preload: bool,
+}
+
+/// `POST /v1/preloads` body: files to preload without purging them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreloadBody {
+    #[serde(default, alias = "Files")]
+    pub files: Vec<String>,
+    #[serde(default)]
+    pub label: Option<String>,
 }
 
 /// Reads a body within `ingest.max_body_bytes`, mapping axum's rejection
@@ -73,10 +87,54 @@ pub async fn post_purges(
     intake::require_json(&headers)?;
     let body = body_or_error(body, settings.ingest.max_body_bytes)?;
     let intent = parse_intent(&settings, &body)?;
-    let outcome = state
-        .accept(intent.targets, &peer, intent.label, intent.priority)
-        .await?;
+    let ask = super::Ask {
+        preload: intent.preload,
+        ..super::Ask::purge(intent.targets, intent.label, intent.priority)
+    };
+    let outcome = state.accept(ask, &peer).await?;
     Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
+}
+
+/// `POST /v1/preloads`: warm the edge with files, without purging them.
+/// Answered like a purge (202 and the request); `GET /v1/purges/{id}`
+/// follows it.
+pub async fn post_preloads(
+    State(state): State<IngestState>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let settings = state.settings();
+    intake::require_json(&headers)?;
+    let body = body_or_error(body, settings.ingest.max_body_bytes)?;
+    let (targets, label) = parse_preloads(&settings, &body)?;
+    let ask = super::Ask {
+        preload_only: targets,
+        ..super::Ask::purge(Vec::new(), label, Priority::Normal)
+    };
+    let outcome = state.accept(ask, &peer).await?;
+    Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
+}
+
+/// Reads a `POST /v1/preloads` body: files only (a directory cannot be
+/// preloaded), every one valid and routed, or nothing is taken.
+pub fn parse_preloads(
+    settings: &Settings,
+    body: &[u8],
+) -> Result<(Vec<PurgeTarget>, Option<String>), ApiError> {
+    let body: PreloadBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the body is not a valid preload request: {e}"))
+    })?;
+    check_label(body.label.as_deref())?;
+    let targets = intake::targets(
+        settings,
+        &[UrlList {
+            field: "files",
+            urls: &body.files,
+            requested: Requested::File,
+        }],
+    )?;
+    Ok((targets, body.label))
 }
 
 /// A purge intent read and checked: every URL valid and routed.
@@ -85,6 +143,7 @@ pub struct Intent {
     pub targets: Vec<PurgeTarget>,
     pub label: Option<String>,
     pub priority: Priority,
+    pub preload: bool,
 }
 
 /// Reads a `POST /v1/purges` body: all of it is valid, or nothing is
@@ -93,22 +152,7 @@ pub struct Intent {
 pub fn parse_intent(settings: &Settings, body: &[u8]) -> Result<Intent, ApiError> {
     let body: IntentBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a valid purge intent: {e}")))?;
-    if body.label.as_ref().is_some_and(|l| l.len() > 256) {
-        return Err(ApiError::bad_request("label: at most 256 bytes"));
-    }
-    // A label is printed by `show`, `history` and the status page: escape
-    // sequences or line breaks in it would colour a terminal or forge table
-    // rows (issue 12).
-    if let Some(c) = body
-        .label
-        .as_ref()
-        .and_then(|l| l.chars().find(|c| c.is_control()))
-    {
-        return Err(ApiError::bad_request(format!(
-            "label: contains the control character {:?}; labels are one line of printable text",
-            c
-        )));
-    }
+    check_label(body.label.as_deref())?;
     let targets = intake::targets(
         settings,
         &[
@@ -133,7 +177,25 @@ pub fn parse_intent(settings: &Settings, body: &[u8]) -> Result<Intent, ApiError
         targets,
         label: body.label,
         priority: body.priority,
+        preload: body.preload,
     })
+}
+
+/// A label is printed by `show`, `history` and the status page: escape
+/// sequences or line breaks in it would colour a terminal or forge table
+/// rows (issue 12).
+fn check_label(label: Option<&str>) -> Result<(), ApiError> {
+    let Some(label) = label else { return Ok(()) };
+    if label.len() > 256 {
+        return Err(ApiError::bad_request("label: at most 256 bytes"));
+    }
+    if let Some(c) = label.chars().find(|c| c.is_control()) {
+        return Err(ApiError::bad_request(format!(
+            "label: contains the control character {:?}; labels are one line of printable text",
+            c
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,6 +353,9 @@ pub async fn wait_for_final(
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StatsView {
     pub items: StateCounts,
+    /// Preloads by state, counted apart from the purges in `items`.
+    #[serde(default)]
+    pub preloads: crate::store::PreloadCounts,
     pub oldest_pending_at: Option<String>,
     pub oldest_pending_age_seconds: Option<f64>,
     /// Endpoints with work.
@@ -365,6 +430,7 @@ pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsVie
     Ok(Json(StatsView {
         backlog_by_endpoint,
         items,
+        preloads: state.store.preload_counts().await?,
         oldest_pending_at,
         oldest_pending_age_seconds,
         store: StoreView {

@@ -7,6 +7,11 @@
 //! `batch.linger`. The batcher sleeps until the next such moment, or until
 //! woken (new items, a finished batch, a reload): an idle daemon does no
 //! work at all.
+//!
+//! Each endpoint's turn cuts its purges first, then its preloads (files
+//! whose purge succeeded, or asked for on their own): a purge keeps stale
+//! content from visitors, a preload only saves the first of them a trip to
+//! the origin, so purges never wait behind preloads for a sender slot.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +21,9 @@ use tokio_util::task::TaskTracker;
 
 use super::{Shared, sender};
 use crate::store::Timestamp;
-use crate::store::{BatchId, CutLimits, QuotaUse, Readiness, StoreError, Wait, timestamp};
+use crate::store::{
+    BatchId, CutLimits, PreloadLimits, QuotaUse, Readiness, StoreError, Wait, timestamp,
+};
 use crate::target::Kind;
 use crate::{planner, quota};
 
@@ -111,6 +118,20 @@ async fn cut_what_can_go(
             Cut::LookAgain(wait) => next = earlier(next, wait),
             Cut::QuotaSpent => quota_blocked = true,
             // Woken when a batch finishes.
+            Cut::NoSlot => return Ok(next),
+        }
+        match cut_preloads_for(shared, senders, endpoint, &quota).await? {
+            Cut::Nothing => {}
+            Cut::Sent => cut_any = true,
+            Cut::LookAgain(wait) => next = earlier(next, wait),
+            // The purge quota is not spent: only preloads wait, and the
+            // `quota:preload` wait says so.
+            Cut::QuotaSpent => {
+                let now = shared.now();
+                let offset = shared.settings().derived.quota_offset.get();
+                let turns = quota::next_day_start(now, offset);
+                next = earlier(next, until(now, turns).min(QUOTA_RECHECK));
+            }
             Cut::NoSlot => return Ok(next),
         }
     }
@@ -319,6 +340,85 @@ async fn cut_for(
     Ok(Cut::Sent)
 }
 
+/// One endpoint's preload turn: cut like purges (when a batch is full or
+/// its oldest has lingered), within `batch.max_preload_files` and the
+/// day's preload quota.
+async fn cut_preloads_for(
+    shared: &Arc<Shared>,
+    senders: &TaskTracker,
+    endpoint: &str,
+    quota: &QuotaUse,
+) -> Result<Cut, StoreError> {
+    if let Some(until) = shared.endpoint_paused_until(endpoint) {
+        return Ok(Cut::LookAgain(
+            until.saturating_duration_since(tokio::time::Instant::now()),
+        ));
+    }
+    let settings = shared.settings();
+    let now = shared.now();
+    let max = settings.batch.max_preload_files;
+    let ready = shared
+        .store
+        .preload_readiness(endpoint, Timestamp::new(now), max)
+        .await?;
+    let left = settings
+        .quota
+        .preloads_per_day
+        .saturating_sub(quota.preloads_used);
+    match when_to_cut_preloads(&ready, left, max, settings.batch.linger, now) {
+        When::Nothing => return Ok(Cut::Nothing),
+        When::At(wait) => return Ok(Cut::LookAgain(wait)),
+        When::QuotaSpent => return Ok(Cut::QuotaSpent),
+        When::Now { .. } => {}
+    }
+    let Ok(slot) = shared.batch_slots.clone().try_acquire_owned() else {
+        return Ok(Cut::NoSlot);
+    };
+    let limits = PreloadLimits {
+        max_files: max,
+        account: shared.quota_account(),
+        per_day: settings.quota.preloads_per_day,
+    };
+    let Some(batch) = shared
+        .store
+        .cut_preload_batch(endpoint, limits, Timestamp::new(now))
+        .await?
+    else {
+        return Ok(Cut::Nothing);
+    };
+    tracing::debug!(batch = %batch.id, endpoint, files = batch.files.len(), "cut a preload batch");
+    crate::metrics::batch_cut(batch.len());
+    let claim = shared.claim(batch.id);
+    senders.spawn(sender::run(shared.clone(), batch, claim, slot));
+    Ok(Cut::Sent)
+}
+
+/// The batcher's policy for one endpoint's preloads, as [`when_to_cut`]
+/// for purges: `left` is what the day's preload quota has left.
+fn when_to_cut_preloads(
+    ready: &Readiness,
+    left: u64,
+    max: usize,
+    linger: Duration,
+    now: OffsetDateTime,
+) -> When {
+    let Some(earliest) = ready.earliest_not_before.map(|t| t.get()) else {
+        return When::Nothing;
+    };
+    let ripe_at = earliest + linger;
+    if ready.eligible == 0 {
+        return When::At(until(now, ripe_at).max(Duration::from_millis(10)));
+    }
+    if left == 0 {
+        return When::QuotaSpent;
+    }
+    let full = ready.eligible >= max;
+    if !full && ripe_at > now {
+        return When::At(until(now, ripe_at));
+    }
+    When::Now { full }
+}
+
 /// Notes whether items wait for the next quota day (logged once per day,
 /// shown in the status); returns how soon to look again when they do.
 fn note_quota_block(shared: &Shared, blocked: bool) -> Option<Duration> {
@@ -435,6 +535,17 @@ fn waits_for(
         });
     }
     let turns = quota::next_day_start(now, offset);
+    if limits.preloads_per_day <= quota.preloads_used {
+        waits.push(Wait {
+            scope: "quota:preload".into(),
+            reason: format!(
+                "waiting for quota: the day's {} preloads are spent; the next quota day starts {}",
+                limits.preloads_per_day,
+                quota::local_text(turns, offset)
+            ),
+            until: Some(timestamp(turns)),
+        });
+    }
     for (kind, used, per_day, reserve) in [
         (
             "file",

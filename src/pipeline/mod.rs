@@ -443,6 +443,13 @@ impl PipelineReport for Reporter {
             )),
             urgent_reserve_files: settings.quota.urgent_reserve_files,
             urgent_reserve_directories: settings.quota.urgent_reserve_directories,
+            preloads_per_day: settings.quota.preloads_per_day,
+            preloads_used: q.preloads_used,
+            preloads_reserved: q.preloads_reserved,
+            preloads_left: settings
+                .quota
+                .preloads_per_day
+                .saturating_sub(q.preloads_used),
         });
         let endpoints_paused = shared
             .endpoint_pauses

@@ -1,5 +1,8 @@
 //! The sender: one task per batch, until the batch is accepted or its
-//! items have a terminal state. No error loses an item:
+//! items have a terminal state. A batch is a purge or a preload call
+//! ([`Operation`]); both go through the same gate (one rate budget for
+//! every call of the subscription) and the same policy. No error loses an
+//! item:
 //!
 //! | class | what happens ([`on_error`]) |
 //! |---|---|
@@ -28,7 +31,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::gate::Admission;
 use super::{BatchClaim, Shared};
 use crate::cdn::{CdnError, ErrorClass};
-use crate::store::{Batch, CallOutcome, StoreError, Timestamp};
+use crate::store::{Batch, CallOutcome, Operation, StoreError, Timestamp};
 
 /// What the sender does after a failed call: the table above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +145,7 @@ enum Next {
     /// The batch has a recorded end, or waits in the store for later.
     Done,
     /// Send each half on its own (each already claimed).
-    Halves([(Batch, BatchClaim); 2]),
+    Halves(Box<[(Batch, BatchClaim); 2]>),
 }
 
 /// Sends `batch` until it is accepted or its items have their end: one
@@ -170,13 +173,22 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
             };
             let client = shared.client();
             let started = tokio::time::Instant::now();
-            let result = client
-                .add_purge(
-                    &batch.endpoint_id,
-                    &batch.file_urls(),
-                    &batch.directory_urls(),
-                )
-                .await;
+            let result = match batch.operation {
+                Operation::Purge => {
+                    client
+                        .add_purge(
+                            &batch.endpoint_id,
+                            &batch.file_urls(),
+                            &batch.directory_urls(),
+                        )
+                        .await
+                }
+                Operation::Preload => {
+                    client
+                        .add_preload(&batch.endpoint_id, &batch.file_urls())
+                        .await
+                }
+            };
             let took = started.elapsed();
             drop(permit);
             let error = match result {
@@ -184,7 +196,7 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 Err(error) => error,
             };
             shared.record_call(
-                "purge",
+                call_label(batch.operation),
                 &error.outcome_label(),
                 took,
                 Some(error.to_string()),
@@ -193,7 +205,8 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
             match apply(&shared, &batch, &error, action, &mut backoff).await? {
                 Next::Again => {}
                 Next::Done => return Ok(()),
-                Next::Halves([(first, first_claim), (second, second_claim)]) => {
+                Next::Halves(halves) => {
+                    let [(first, first_claim), (second, second_claim)] = *halves;
                     send(shared.clone(), first).await?;
                     drop(first_claim);
                     let result = send(shared, second).await;
@@ -226,16 +239,17 @@ async fn record_accepted(
     })
     .await?;
     shared.gate.on_success();
-    shared.record_call("purge", "accepted", took, None);
+    shared.record_call(call_label(batch.operation), "accepted", took, None);
     tracing::info!(
         endpoint = %batch.endpoint_id,
         batch = %batch.id,
+        operation = %batch.operation,
         files = batch.files.len(),
         directories = batch.directories.len(),
         outcome = "accepted",
         task_track_id = %accepted.value.task_track_id,
         correlation_id = accepted.correlation_id.as_deref().unwrap_or("-"),
-        "purge call accepted"
+        "{} call accepted", batch.operation
     );
     shared.wake_tracker.notify_one();
     Ok(())
@@ -381,13 +395,16 @@ impl Failed<'_> {
             self.error
         ))
         .await?;
-        let settings = self.shared.settings();
+        let quota = &self.shared.settings().quota;
+        let per_day = (
+            quota.files_per_day,
+            quota.directories_per_day,
+            quota.preloads_per_day,
+        );
         durably("the spent quota day", || {
-            self.shared.store.quota_day_spent(
-                &self.account,
-                settings.quota.files_per_day,
-                settings.quota.directories_per_day,
-            )
+            self.shared
+                .store
+                .quota_day_spent(&self.account, self.batch.operation, per_day)
         })
         .await?;
         Ok(Next::Done)
@@ -405,7 +422,10 @@ impl Failed<'_> {
         })
         .await?;
         let claims = (self.shared.claim(first.id), self.shared.claim(second.id));
-        Ok(Next::Halves([(first, claims.0), (second, claims.1)]))
+        Ok(Next::Halves(Box::new([
+            (first, claims.0),
+            (second, claims.1),
+        ])))
     }
 }
 
@@ -418,15 +438,24 @@ fn call_outcome(error: &CdnError) -> CallOutcome {
     }
 }
 
+/// The `operation` label of a call in metrics and `/v1/stats`.
+pub(super) fn call_label(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Purge => "purge",
+        Operation::Preload => "preload",
+    }
+}
+
 fn log(batch: &Batch, error: &CdnError, next: &str) {
     tracing::info!(
         endpoint = %batch.endpoint_id,
         batch = %batch.id,
+        operation = %batch.operation,
         outcome = %error.outcome_label(),
         class = %error.class(),
         correlation_id = error.correlation_id().unwrap_or("-"),
         error = %error,
-        "purge call failed; {next}"
+        "{} call failed; {next}", batch.operation
     )
 }
 

@@ -1,5 +1,7 @@
 //! The tracker: follows each accepted call's `TaskTrackId` until every URL
-//! has a final result.
+//! has a final result. Purges are asked about at `…/purges/{id}`, preloads
+//! at `…/preloads/{id}`; both answers read the same way (a preload may
+//! also say `Waiting`, which is not final).
 //!
 //! Every `tracker.poll_interval` it asks the CDN about each submitted batch
 //! (through the same gate as purges). `Succeed` ends a URL; `Failed` sends it
@@ -23,7 +25,9 @@ use super::Shared;
 use super::gate::Admission;
 use crate::cdn::{Called, CdnError, ErrorClass, PurgeProgress, UrlState};
 use crate::store::Timestamp;
-use crate::store::{BatchId, ItemId, ItemResult, StoreError, SubmittedBatch, SubmittedItem};
+use crate::store::{
+    BatchId, ItemId, ItemResult, Operation, StoreError, SubmittedBatch, SubmittedItem,
+};
 use crate::target::Kind;
 
 /// Longest wait before a URL the CDN reported `Failed` is sent again.
@@ -178,25 +182,33 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
         return Ok(Asked::No);
     };
     let started = Instant::now();
-    let result = shared
-        .client()
-        .query_purge(&batch.endpoint_id, &batch.task_track_id)
-        .await;
+    let client = shared.client();
+    let result = match batch.operation {
+        Operation::Purge => {
+            client
+                .query_purge(&batch.endpoint_id, &batch.task_track_id)
+                .await
+        }
+        Operation::Preload => {
+            client
+                .query_preload(&batch.endpoint_id, &batch.task_track_id)
+                .await
+        }
+    };
     let took = started.elapsed();
     drop(permit);
+    let label = match batch.operation {
+        Operation::Purge => "query",
+        Operation::Preload => "preload_query",
+    };
     match result {
         Ok(progress) => {
             shared.gate.on_success();
-            shared.record_call("query", "ok", took, None);
+            shared.record_call(label, "ok", took, None);
             on_progress(shared, batch, &progress).await?;
         }
         Err(error) => {
-            shared.record_call(
-                "query",
-                &error.outcome_label(),
-                took,
-                Some(error.to_string()),
-            );
+            shared.record_call(label, &error.outcome_label(), took, Some(error.to_string()));
             on_query_error(shared, batch, &error).await?;
         }
     }
@@ -235,20 +247,30 @@ async fn on_progress(
     };
     let now = shared.now();
     let items = shared.store.submitted_items(batch.id).await?;
-    let results = read_progress(&progress.value, &items, &rules, &batch.task_track_id, now);
+    let results = read_progress(
+        &progress.value,
+        &items,
+        &rules,
+        (batch.operation, &batch.task_track_id),
+        now,
+    );
     if results.is_empty() {
         return Ok(());
     }
-    let retried = results
-        .iter()
-        .any(|(_, r)| matches!(r, ItemResult::Retry { .. }));
+    // A retried URL is pending again; a purge that succeeded may have made
+    // preloads pending: either way the batcher has work.
+    let retried = results.iter().any(|(_, r)| match r {
+        ItemResult::Retry { .. } => true,
+        ItemResult::Succeeded => batch.operation == Operation::Purge,
+        ItemResult::Failed { .. } => false,
+    });
     let closed = shared
         .store
         .record_results(batch.id, results, Timestamp::new(now))
         .await?;
     if closed {
         tracing::info!(batch = %batch.id, task_track_id = %batch.task_track_id,
-            correlation_id, "purge finished");
+            correlation_id, "{} finished", batch.operation);
     }
     if retried {
         shared.wake_batcher.notify_one();
@@ -354,7 +376,7 @@ pub(super) fn read_progress(
     progress: &PurgeProgress,
     items: &[SubmittedItem],
     rules: &RetryRules,
-    task_track_id: &str,
+    (operation, task_track_id): (Operation, &str),
     now: time::OffsetDateTime,
 ) -> Vec<(ItemId, ItemResult)> {
     let states: HashMap<(Kind, String), &UrlState> = progress
@@ -380,17 +402,17 @@ pub(super) fn read_progress(
                     ItemResult::Retry {
                         not_before: Timestamp::new(now + delay),
                         reason: format!(
-                            "the CDN reported the purge as Failed (attempt {} of {max_attempts}, TaskTrackId {task_track_id}); retrying",
+                            "the CDN reported the {operation} as Failed (attempt {} of {max_attempts}, TaskTrackId {task_track_id}); retrying",
                             item.attempts
                         ),
                     }
                 }
                 UrlState::Failed => ItemResult::Failed {
                     reason: format!(
-                        "the CDN reported the purge as Failed on all {max_attempts} attempts (last TaskTrackId {task_track_id})"
+                        "the CDN reported the {operation} as Failed on all {max_attempts} attempts (last TaskTrackId {task_track_id})"
                     ),
                 },
-                UrlState::Running | UrlState::Other(_) => return None,
+                UrlState::Waiting | UrlState::Running | UrlState::Other(_) => return None,
             };
             Some((item.item_id, result))
         })
@@ -489,7 +511,7 @@ mod tests {
             // A file and a directory of one URL are different things.
             item(8, Kind::File, "http://e.com/d/", 1),
         ];
-        let results = read_progress(&progress, &items, &rules, "task-1", now);
+        let results = read_progress(&progress, &items, &rules, (Operation::Purge, "task-1"), now);
         let ids: Vec<i64> = results.iter().map(|(id, _)| id.0).collect();
         assert_eq!(ids, [1, 2, 3, 5, 6]);
         assert_eq!(results[0].1, ItemResult::Succeeded);

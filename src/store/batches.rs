@@ -8,10 +8,69 @@ use serde::Serialize;
 use sqlx::SqliteConnection;
 
 use super::enqueue::MergeReason;
-use super::{BatchId, ItemId, Store, StoreError, Timestamp};
+use super::{BatchId, ItemId, Store, StoreError, Timestamp, preloads};
 use crate::target::Kind;
 
-/// One URL in a batch.
+/// What a batch's call does. Purges carry `items` (files and
+/// directories); preloads carry rows of `preloads` (files only). One
+/// batch is one or the other, and every transition below reads and
+/// writes the table of its own operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Purge,
+    Preload,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Purge => "purge",
+            Operation::Preload => "preload",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Operation> {
+        match text {
+            "purge" => Some(Operation::Purge),
+            "preload" => Some(Operation::Preload),
+            _ => None,
+        }
+    }
+
+    /// The table that holds a batch's URLs.
+    pub(super) fn table(self) -> &'static str {
+        match self {
+            Operation::Purge => "items",
+            Operation::Preload => "preloads",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The operation of a stored batch (`purge` for one the store does not
+/// know, which touches nothing then).
+async fn operation_of(
+    conn: &mut SqliteConnection,
+    batch_id: BatchId,
+) -> Result<Operation, sqlx::Error> {
+    let text: Option<String> = sqlx::query_scalar("SELECT operation FROM batches WHERE id = ?1")
+        .bind(batch_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(text
+        .as_deref()
+        .and_then(Operation::parse)
+        .unwrap_or(Operation::Purge))
+}
+
+/// One URL in a batch. In a preload batch, `item_id` is the id of a
+/// `preloads` row (the batch's [`Operation`] says which table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchItem {
     pub item_id: ItemId,
@@ -23,6 +82,7 @@ pub struct BatchItem {
 pub struct Batch {
     pub id: BatchId,
     pub endpoint_id: String,
+    pub operation: Operation,
     pub files: Vec<BatchItem>,
     pub directories: Vec<BatchItem>,
 }
@@ -87,6 +147,20 @@ pub struct QuotaUse {
     pub directories_used: u64,
     pub files_reserved: u64,
     pub directories_reserved: u64,
+    /// Preload URLs, a budget of their own (`quota.preloads_per_day`).
+    #[serde(default)]
+    pub preloads_used: u64,
+    #[serde(default)]
+    pub preloads_reserved: u64,
+}
+
+/// How much of a preload batch may be cut: `batch.max_preload_files` and
+/// what the day's preload quota has left.
+#[derive(Debug, Clone)]
+pub struct PreloadLimits {
+    pub max_files: usize,
+    pub account: QuotaAccount,
+    pub per_day: u64,
 }
 
 /// What a failed call says about whether the CDN counted it.
@@ -115,6 +189,7 @@ pub struct Readiness {
 pub struct SubmittedBatch {
     pub id: BatchId,
     pub endpoint_id: String,
+    pub operation: Operation,
     pub task_track_id: String,
     pub accepted_at: Timestamp,
 }
@@ -151,11 +226,12 @@ impl Store {
     /// Endpoints that have pending items (for endpoints no longer in the
     /// configuration, whose items must still drain).
     pub async fn pending_endpoints(&self) -> Result<Vec<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT DISTINCT endpoint_id FROM items WHERE state = 'pending'")
-                .fetch_all(&self.reader)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT endpoint_id FROM items WHERE state = 'pending'
+                 UNION SELECT endpoint_id FROM preloads WHERE state = 'pending'",
         )
+        .fetch_all(&self.reader)
+        .await?)
     }
 
     /// How ready one endpoint's items of one kind are. Both queries walk
@@ -250,24 +326,31 @@ impl Store {
 
     /// These batches, if still `sending`, with their items.
     pub async fn sending_batches(&self, batch_ids: &[BatchId]) -> Result<Vec<Batch>, StoreError> {
-        let ids: Vec<(BatchId, String)> = sqlx::query_as(
-            "SELECT id, endpoint_id FROM batches
+        let ids: Vec<(BatchId, String, String)> = sqlx::query_as(
+            "SELECT id, endpoint_id, operation FROM batches
              WHERE state = 'sending' AND id IN (SELECT value FROM json_each(?1)) ORDER BY id",
         )
         .bind(ids_json(batch_ids)?)
         .fetch_all(&self.reader)
         .await?;
         let mut batches = Vec::with_capacity(ids.len());
-        for (id, endpoint_id) in ids {
-            let rows: Vec<(ItemId, String, String)> = sqlx::query_as(
-                "SELECT id, kind, url FROM items WHERE batch_id = ?1 AND state = 'sending' ORDER BY id",
-            )
+        for (id, endpoint_id, operation) in ids {
+            let operation = Operation::parse(&operation).unwrap_or(Operation::Purge);
+            let rows: Vec<(ItemId, String, String)> = match operation {
+                Operation::Purge => sqlx::query_as(
+                    "SELECT id, kind, url FROM items WHERE batch_id = ?1 AND state = 'sending' ORDER BY id",
+                ),
+                Operation::Preload => sqlx::query_as(
+                    "SELECT id, 'file', url FROM preloads WHERE batch_id = ?1 AND state = 'sending' ORDER BY id",
+                ),
+            }
             .bind(id)
             .fetch_all(&self.reader)
             .await?;
             let mut batch = Batch {
                 id,
                 endpoint_id,
+                operation,
                 files: Vec::new(),
                 directories: Vec::new(),
             };
@@ -317,10 +400,11 @@ impl Store {
                 .bind(now)
                 .execute(&mut *conn)
                 .await?;
-                sqlx::query(
-                    "UPDATE items SET state = 'submitted', attempts = attempts + 1, updated_at = ?2
-                     WHERE batch_id = ?1 AND state = 'sending'",
-                )
+                let table = operation_of(conn, id).await?.table();
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {table} SET state = 'submitted', attempts = attempts + 1, updated_at = ?2
+                     WHERE batch_id = ?1 AND state = 'sending'"
+                )))
                 .bind(id)
                 .bind(now)
                 .execute(&mut *conn)
@@ -364,31 +448,37 @@ impl Store {
     /// The CDN refused a call for quota: the ledger was wrong (another
     /// client of the subscription, or a count lost), so the day is taken
     /// as spent. Nothing is sent again before the next quota day.
+    ///
+    /// `per_day` is the day's budget of the kind the CDN refused: files and
+    /// directories for a purge, preloads for a preload (the other budgets
+    /// are left as they are).
     pub async fn quota_day_spent(
         &self,
         account: &QuotaAccount,
-        files_per_day: u64,
-        directories_per_day: u64,
+        operation: Operation,
+        per_day: (u64, u64, u64),
     ) -> Result<(), StoreError> {
-        let args = (
-            account.clone(),
-            files_per_day as i64,
-            directories_per_day as i64,
-        );
+        let (files, directories, preloads) = match operation {
+            Operation::Purge => (per_day.0 as i64, per_day.1 as i64, 0),
+            Operation::Preload => (0, 0, per_day.2 as i64),
+        };
+        let args = (account.clone(), files, directories, preloads);
         self.write(move |conn| {
-            let (account, files, directories) = args.clone();
+            let (account, files, directories, preloads) = args.clone();
             Box::pin(async move {
                 sqlx::query(
-                    "INSERT INTO quota_days (subscription_id, day, files_used, directories_used)
-                     VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (subscription_id, day) DO UPDATE SET
                          files_used = max(files_used, excluded.files_used),
-                         directories_used = max(directories_used, excluded.directories_used)",
+                         directories_used = max(directories_used, excluded.directories_used),
+                         preloads_used = max(preloads_used, excluded.preloads_used)",
                 )
                 .bind(&account.subscription_id)
                 .bind(&account.day)
                 .bind(files)
                 .bind(directories)
+                .bind(preloads)
                 .execute(&mut *conn)
                 .await?;
                 Ok(())
@@ -425,13 +515,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let args = (
             batch.id,
+            batch.operation,
             batch.item_ids(),
             reason.to_owned(),
             not_before,
             now,
         );
         self.write(move |conn| {
-            let (id, items, reason, not_before, now) = args.clone();
+            let (id, operation, items, reason, not_before, now) = args.clone();
             Box::pin(async move {
                 refund(conn, id).await?;
                 sqlx::query("UPDATE batches SET state = 'released', last_error = ?2, finished_at = ?3 WHERE id = ?1")
@@ -440,7 +531,10 @@ impl Store {
                     .bind(now)
                     .execute(&mut *conn)
                     .await?;
-                return_to_pending(conn, &items, &reason, not_before, now, false).await
+                match operation {
+                    Operation::Purge => return_to_pending(conn, &items, &reason, not_before, now, false).await,
+                    Operation::Preload => preloads::return_to_pending(conn, &items, &reason, not_before, now, false).await,
+                }
             })
         })
         .await
@@ -476,8 +570,9 @@ impl Store {
                     .chain(batch.directories.iter().map(|i| (Kind::Directory, i.clone())))
                     .collect();
                 let second = all.split_off(all.len() / 2);
-                let a = insert_batch_of(conn, &batch.endpoint_id, all, &account, now).await?;
-                let b = insert_batch_of(conn, &batch.endpoint_id, second, &account, now).await?;
+                let op = batch.operation;
+                let a = insert_batch_of(conn, &batch.endpoint_id, op, all, &account, now).await?;
+                let b = insert_batch_of(conn, &batch.endpoint_id, op, second, &account, now).await?;
                 Ok((a, b))
             })
         })
@@ -506,10 +601,11 @@ impl Store {
                     .bind(now)
                     .execute(&mut *conn)
                     .await?;
-                let mut failed = sqlx::query(
-                    "UPDATE items SET state = 'failed', last_error = ?2, updated_at = ?3, finished_at = ?3
-                     WHERE batch_id = ?1 AND state = 'sending'",
-                )
+                let table = operation_of(conn, id).await?.table();
+                let mut failed = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {table} SET state = 'failed', last_error = ?2, updated_at = ?3, finished_at = ?3
+                     WHERE batch_id = ?1 AND state = 'sending'"
+                )))
                 .bind(id)
                 .bind(&reason)
                 .bind(now)
@@ -517,16 +613,20 @@ impl Store {
                 .await?
                 .rows_affected();
                 if whole_endpoint {
-                    failed += sqlx::query(
-                        "UPDATE items SET state = 'failed', last_error = ?2, updated_at = ?3, finished_at = ?3
-                         WHERE state = 'pending' AND endpoint_id = ?1",
-                    )
-                    .bind(&endpoint)
-                    .bind(&reason)
-                    .bind(now)
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
+                    // The endpoint is wrong: neither its purges nor its
+                    // preloads can go.
+                    for table in ["items", "preloads"] {
+                        failed += sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "UPDATE {table} SET state = 'failed', last_error = ?2, updated_at = ?3, finished_at = ?3
+                             WHERE state = 'pending' AND endpoint_id = ?1"
+                        )))
+                        .bind(&endpoint)
+                        .bind(&reason)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    }
                 }
                 Ok(failed)
             })
@@ -535,8 +635,8 @@ impl Store {
     }
 
     pub async fn submitted_batches(&self) -> Result<Vec<SubmittedBatch>, StoreError> {
-        let rows: Vec<(BatchId, String, String, Timestamp)> = sqlx::query_as(
-            "SELECT id, endpoint_id, task_track_id, accepted_at FROM batches
+        let rows: Vec<(BatchId, String, String, String, Timestamp)> = sqlx::query_as(
+            "SELECT id, endpoint_id, operation, task_track_id, accepted_at FROM batches
              WHERE state = 'submitted' ORDER BY accepted_at",
         )
         .fetch_all(&self.reader)
@@ -544,9 +644,10 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(id, endpoint_id, task_track_id, accepted_at)| SubmittedBatch {
+                |(id, endpoint_id, operation, task_track_id, accepted_at)| SubmittedBatch {
                     id,
                     endpoint_id,
+                    operation: Operation::parse(&operation).unwrap_or(Operation::Purge),
                     task_track_id,
                     accepted_at,
                 },
@@ -559,7 +660,9 @@ impl Store {
         batch_id: BatchId,
     ) -> Result<Vec<SubmittedItem>, StoreError> {
         let rows: Vec<(ItemId, String, String, i64)> = sqlx::query_as(
-            "SELECT id, kind, url, attempts FROM items WHERE batch_id = ?1 AND state = 'submitted'",
+            "SELECT id, kind, url, attempts FROM items WHERE batch_id = ?1 AND state = 'submitted'
+             UNION ALL
+             SELECT id, 'file', url, attempts FROM preloads WHERE batch_id = ?1 AND state = 'submitted'",
         )
         .bind(batch_id)
         .fetch_all(&self.reader)
@@ -586,6 +689,10 @@ impl Store {
         self.write(move |conn| {
             let results = results.clone();
             Box::pin(async move {
+                if operation_of(conn, batch_id).await? == Operation::Preload {
+                    preloads::record_results(conn, &results, now).await?;
+                    return close_if_done(conn, batch_id, now).await;
+                }
                 for (item_id, result) in &results {
                     match result {
                         ItemResult::Succeeded => {
@@ -597,6 +704,9 @@ impl Store {
                             .bind(now)
                             .execute(&mut *conn)
                             .await?;
+                            // In the same transaction: no crash can fall
+                            // between a purge's success and its preloads.
+                            preloads::chain_after(conn, *item_id, now).await?;
                         }
                         ItemResult::Failed { reason } => {
                             sqlx::query(
@@ -632,24 +742,25 @@ impl Store {
                 )
                 .fetch_all(&mut *conn)
                 .await?;
-                let count = orphans.len() as u64;
                 if !orphans.is_empty() {
                     return_to_pending(conn, &orphans, "recovered after a restart", now, now, false)
                         .await?;
                 }
-                Ok(count)
+                let preloads = preloads::recover(conn, now).await?;
+                Ok(orphans.len() as u64 + preloads)
             })
         })
         .await
     }
 }
 
-async fn quota_use(
+pub(super) async fn quota_use(
     conn: &mut SqliteConnection,
     account: &QuotaAccount,
 ) -> Result<QuotaUse, sqlx::Error> {
-    let used: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT files_used, directories_used FROM quota_days WHERE subscription_id = ?1 AND day = ?2",
+    let used: Option<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT files_used, directories_used, preloads_used FROM quota_days
+         WHERE subscription_id = ?1 AND day = ?2",
     )
     .bind(&account.subscription_id)
     .bind(&account.day)
@@ -657,20 +768,20 @@ async fn quota_use(
     .await?;
     // Under way: all `sending` batches. Those cut by the first schema
     // (charged_day NULL) reserved instead of charging: count them here.
-    let (in_flight_files, in_flight_directories, uncharged_files, uncharged_directories): (
-        i64,
-        i64,
-        i64,
-        i64,
-    ) = sqlx::query_as(
-        "SELECT coalesce(sum(files), 0), coalesce(sum(directories), 0),
-                coalesce(sum(CASE WHEN charged_day IS NULL THEN files END), 0),
-                coalesce(sum(CASE WHEN charged_day IS NULL THEN directories END), 0)
-         FROM batches WHERE state = 'sending'",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let (files_used, directories_used) = used.unwrap_or((0, 0));
+    // (Preload batches are all charged: the first schema had none.)
+    type InFlight = (i64, i64, i64, i64, i64);
+    let (in_flight_files, in_flight_directories, uncharged_files, uncharged_directories, in_flight_preloads): InFlight =
+        sqlx::query_as(
+            "SELECT coalesce(sum(CASE WHEN operation = 'purge' THEN files END), 0),
+                    coalesce(sum(CASE WHEN operation = 'purge' THEN directories END), 0),
+                    coalesce(sum(CASE WHEN charged_day IS NULL AND operation = 'purge' THEN files END), 0),
+                    coalesce(sum(CASE WHEN charged_day IS NULL AND operation = 'purge' THEN directories END), 0),
+                    coalesce(sum(CASE WHEN operation = 'preload' THEN files END), 0)
+             FROM batches WHERE state = 'sending'",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+    let (files_used, directories_used, preloads_used) = used.unwrap_or((0, 0, 0));
     let count = |n: i64| n.max(0) as u64;
     Ok(QuotaUse {
         day: account.day.clone(),
@@ -678,7 +789,45 @@ async fn quota_use(
         directories_used: count(directories_used) + count(uncharged_directories),
         files_reserved: count(in_flight_files),
         directories_reserved: count(in_flight_directories),
+        preloads_used: count(preloads_used),
+        preloads_reserved: count(in_flight_preloads),
     })
+}
+
+/// What one call costs each of the day's budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cost {
+    files: i64,
+    directories: i64,
+    preloads: i64,
+}
+
+impl Cost {
+    /// A batch's cost from its row: a preload batch's `files` are
+    /// preloads.
+    fn of(operation: &str, files: i64, directories: i64) -> Cost {
+        if operation == Operation::Preload.as_str() {
+            Cost {
+                files: 0,
+                directories: 0,
+                preloads: files,
+            }
+        } else {
+            Cost {
+                files,
+                directories,
+                preloads: 0,
+            }
+        }
+    }
+
+    fn negated(self) -> Cost {
+        Cost {
+            files: -self.files,
+            directories: -self.directories,
+            preloads: -self.preloads,
+        }
+    }
 }
 
 /// Adds (or, negative, refunds) URLs to a quota day; never below zero.
@@ -686,45 +835,47 @@ async fn add_to_day(
     conn: &mut SqliteConnection,
     subscription_id: &str,
     day: &str,
-    files: i64,
-    directories: i64,
+    cost: Cost,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO quota_days (subscription_id, day, files_used, directories_used)
-         VALUES (?1, ?2, max(0, ?3), max(0, ?4))
+        "INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
+         VALUES (?1, ?2, max(0, ?3), max(0, ?4), max(0, ?5))
          ON CONFLICT (subscription_id, day) DO UPDATE SET
              files_used = max(0, files_used + ?3),
-             directories_used = max(0, directories_used + ?4)",
+             directories_used = max(0, directories_used + ?4),
+             preloads_used = max(0, preloads_used + ?5)",
     )
     .bind(subscription_id)
     .bind(day)
-    .bind(files)
-    .bind(directories)
+    .bind(cost.files)
+    .bind(cost.directories)
+    .bind(cost.preloads)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// The charge of a batch's current attempt, if charged: where, and how
-/// many files and directories.
+/// The charge of a batch's current attempt, if charged: where, and what
+/// it cost.
 async fn current_charge(
     conn: &mut SqliteConnection,
     batch_id: BatchId,
-) -> Result<Option<(QuotaAccount, i64, i64)>, sqlx::Error> {
-    let row: Option<(Option<String>, Option<String>, i64, i64)> = sqlx::query_as(
-        "SELECT charged_subscription, charged_day, files, directories FROM batches WHERE id = ?1",
+) -> Result<Option<(QuotaAccount, Cost)>, sqlx::Error> {
+    type Row = (Option<String>, Option<String>, String, i64, i64);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT charged_subscription, charged_day, operation, files, directories
+         FROM batches WHERE id = ?1",
     )
     .bind(batch_id)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(match row {
-        Some((Some(subscription_id), Some(day), files, directories)) => Some((
+        Some((Some(subscription_id), Some(day), operation, files, directories)) => Some((
             QuotaAccount {
                 subscription_id,
                 day,
             },
-            files,
-            directories,
+            Cost::of(&operation, files, directories),
         )),
         _ => None,
     })
@@ -738,22 +889,16 @@ async fn charge_again(
     account: &QuotaAccount,
 ) -> Result<(), sqlx::Error> {
     for id in batch_ids {
-        let size: Option<(i64, i64)> =
-            sqlx::query_as("SELECT files, directories FROM batches WHERE id = ?1")
+        let size: Option<(String, i64, i64)> =
+            sqlx::query_as("SELECT operation, files, directories FROM batches WHERE id = ?1")
                 .bind(id)
                 .fetch_optional(&mut *conn)
                 .await?;
-        let Some((files, directories)) = size else {
+        let Some((operation, files, directories)) = size else {
             continue;
         };
-        add_to_day(
-            conn,
-            &account.subscription_id,
-            &account.day,
-            files,
-            directories,
-        )
-        .await?;
+        let cost = Cost::of(&operation, files, directories);
+        add_to_day(conn, &account.subscription_id, &account.day, cost).await?;
         sqlx::query("UPDATE batches SET charged_subscription = ?2, charged_day = ?3 WHERE id = ?1")
             .bind(id)
             .bind(&account.subscription_id)
@@ -766,15 +911,8 @@ async fn charge_again(
 
 /// The CDN did not count the current attempt: give its charge back.
 async fn refund(conn: &mut SqliteConnection, batch_id: BatchId) -> Result<(), sqlx::Error> {
-    if let Some((account, files, directories)) = current_charge(conn, batch_id).await? {
-        add_to_day(
-            conn,
-            &account.subscription_id,
-            &account.day,
-            -files,
-            -directories,
-        )
-        .await?;
+    if let Some((account, cost)) = current_charge(conn, batch_id).await? {
+        add_to_day(conn, &account.subscription_id, &account.day, cost.negated()).await?;
         sqlx::query(
             "UPDATE batches SET charged_subscription = NULL, charged_day = NULL WHERE id = ?1",
         )
@@ -794,7 +932,7 @@ async fn move_charge(
     account: &QuotaAccount,
 ) -> Result<(), sqlx::Error> {
     match current_charge(conn, batch_id).await? {
-        Some((charged, _, _)) if charged == *account => Ok(()),
+        Some((charged, _)) if charged == *account => Ok(()),
         Some(_) => {
             refund(conn, batch_id).await?;
             charge_again(conn, &[batch_id], account).await
@@ -849,7 +987,15 @@ async fn cut_batch(
         return Ok(None);
     }
     Ok(Some(
-        insert_batch_of(conn, endpoint_id, picked, &limits.account, now).await?,
+        insert_batch_of(
+            conn,
+            endpoint_id,
+            Operation::Purge,
+            picked,
+            &limits.account,
+            now,
+        )
+        .await?,
     ))
 }
 
@@ -891,11 +1037,13 @@ async fn pick(
         .collect())
 }
 
-/// Creates a `sending` batch holding `items`, points them at it, and
-/// charges it to `account`: from now on the call may reach the CDN.
-async fn insert_batch_of(
+/// Creates a `sending` batch of `operation` holding `items` (rows of its
+/// table), points them at it, and charges it to `account`: from now on
+/// the call may reach the CDN.
+pub(super) async fn insert_batch_of(
     conn: &mut SqliteConnection,
     endpoint_id: &str,
+    operation: Operation,
     items: Vec<(Kind, BatchItem)>,
     account: &QuotaAccount,
     now: Timestamp,
@@ -903,6 +1051,7 @@ async fn insert_batch_of(
     let mut batch = Batch {
         id: BatchId(0),
         endpoint_id: endpoint_id.to_owned(),
+        operation,
         files: Vec::new(),
         directories: Vec::new(),
     };
@@ -913,21 +1062,23 @@ async fn insert_batch_of(
         }
     }
     let id: BatchId = sqlx::query_scalar(
-        "INSERT INTO batches (endpoint_id, state, not_before, files, directories, created_at)
-         VALUES (?1, 'sending', ?2, ?3, ?4, ?2) RETURNING id",
+        "INSERT INTO batches (endpoint_id, state, not_before, files, directories, created_at, operation)
+         VALUES (?1, 'sending', ?2, ?3, ?4, ?2, ?5) RETURNING id",
     )
     .bind(endpoint_id)
     .bind(now)
     .bind(batch.files.len() as i64)
     .bind(batch.directories.len() as i64)
+    .bind(operation.as_str())
     .fetch_one(&mut *conn)
     .await?;
     batch.id = id;
     charge_again(conn, &[id], account).await?;
-    sqlx::query(
-        "UPDATE items SET state = 'sending', batch_id = ?1, updated_at = ?2
-         WHERE id IN (SELECT value FROM json_each(?3))",
-    )
+    let table = operation.table();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {table} SET state = 'sending', batch_id = ?1, updated_at = ?2
+         WHERE id IN (SELECT value FROM json_each(?3))"
+    )))
     .bind(id)
     .bind(now)
     .bind(ids_json(&batch.item_ids())?)
@@ -1115,18 +1266,20 @@ async fn close_if_done(
     batch_id: BatchId,
     now: Timestamp,
 ) -> Result<bool, sqlx::Error> {
-    let waiting: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM items WHERE batch_id = ?1 AND state = 'submitted'",
-    )
+    let operation = operation_of(conn, batch_id).await?;
+    let table = operation.table();
+    let waiting: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE batch_id = ?1 AND state = 'submitted'"
+    )))
     .bind(batch_id)
     .fetch_one(&mut *conn)
     .await?;
     if waiting > 0 {
         return Ok(false);
     }
-    let not_succeeded: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM items WHERE batch_id = ?1 AND state != 'succeeded'",
-    )
+    let not_succeeded: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE batch_id = ?1 AND state != 'succeeded'"
+    )))
     .bind(batch_id)
     .fetch_one(&mut *conn)
     .await?;
@@ -1135,17 +1288,21 @@ async fn close_if_done(
     } else {
         "failed"
     };
-    sqlx::query(
+    let done = match operation {
+        Operation::Purge => "purged",
+        Operation::Preload => "preloaded",
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE batches SET state = ?2, finished_at = ?3,
                 last_error = CASE WHEN ?2 = 'failed' THEN coalesce(last_error,
-                    (SELECT count(*) FROM items WHERE batch_id = ?1 AND state != 'succeeded')
-                    || ' of ' || (SELECT count(*) FROM items WHERE batch_id = ?1)
-                    || ' URLs not purged by this call: '
-                    || coalesce((SELECT last_error FROM items WHERE batch_id = ?1 AND state != 'succeeded'
+                    (SELECT count(*) FROM {table} WHERE batch_id = ?1 AND state != 'succeeded')
+                    || ' of ' || (SELECT count(*) FROM {table} WHERE batch_id = ?1)
+                    || ' URLs not {done} by this call: '
+                    || coalesce((SELECT last_error FROM {table} WHERE batch_id = ?1 AND state != 'succeeded'
                                  AND last_error IS NOT NULL ORDER BY id LIMIT 1), 'no reason recorded'))
                 ELSE last_error END
-         WHERE id = ?1 AND state = 'submitted'",
-    )
+         WHERE id = ?1 AND state = 'submitted'"
+    )))
     .bind(batch_id)
     .bind(state)
     .bind(now)

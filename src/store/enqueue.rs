@@ -31,6 +31,36 @@ pub struct NewRequest {
     /// Urgent requests' items are cut first and may use the reserve.
     pub priority: Priority,
     pub targets: Vec<PurgeTarget>,
+    /// Positions in `targets` of the files to preload once their purge
+    /// has succeeded (`"preload": true`, an endpoint's
+    /// `preload_after_purge`).
+    pub preload_after_purge: Vec<usize>,
+    /// Files to preload without purging them (`POST /v1/preloads`); their
+    /// positions in the request follow `targets`'.
+    pub preload_only: Vec<PurgeTarget>,
+}
+
+impl NewRequest {
+    /// A purge request (no preloads yet: see the preload fields).
+    pub fn purge(
+        id: RequestId,
+        received_at: OffsetDateTime,
+        source: String,
+        label: Option<String>,
+        priority: Priority,
+        targets: Vec<PurgeTarget>,
+    ) -> NewRequest {
+        NewRequest {
+            id,
+            received_at,
+            source,
+            label,
+            priority,
+            targets,
+            preload_after_purge: Vec::new(),
+            preload_only: Vec::new(),
+        }
+    }
 }
 
 /// What the client hears back.
@@ -40,6 +70,13 @@ pub struct EnqueueOutcome {
     pub urls: usize,
     pub new: usize,
     pub deduplicated: usize,
+    /// URLs to be preloaded (after their purge, or on their own).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub preloads: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Store {
@@ -131,15 +168,21 @@ pub(super) async fn enqueue_many(
         enqueue_files(conn, requests, &files, &mut new).await?;
     }
     mark_urgent(conn, requests).await?;
+    let new_preloads = super::preloads::enqueue_for(conn, requests).await?;
 
     Ok(requests
         .iter()
-        .zip(new)
-        .map(|(request, new)| EnqueueOutcome {
-            id: request.id.clone(),
-            urls: request.targets.len(),
-            new,
-            deduplicated: request.targets.len() - new,
+        .zip(new.into_iter().zip(new_preloads))
+        .map(|(request, (new, new_preloads))| {
+            let urls = request.targets.len() + request.preload_only.len();
+            let new = new + new_preloads;
+            EnqueueOutcome {
+                id: request.id.clone(),
+                urls,
+                new,
+                deduplicated: urls.saturating_sub(new),
+                preloads: request.preload_after_purge.len() + request.preload_only.len(),
+            }
         })
         .collect())
 }

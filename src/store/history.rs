@@ -46,6 +46,14 @@ pub struct HistoryEntry {
     pub finished_at: Option<String>,
     /// `normal` or `urgent`.
     pub priority: String,
+    /// `purge`, or `preload` for a URL the request only preloads.
+    pub operation: String,
+    /// The URL's preload, when one was asked for (see the `history`
+    /// view): waiting, pending, sending, submitted, succeeded, failed,
+    /// cancelled or skipped.
+    pub preload_state: Option<String>,
+    pub preload_task_track_id: Option<String>,
+    pub preload_error: Option<String>,
 }
 
 /// Newest first.
@@ -70,7 +78,8 @@ pub async fn read_history(
     Ok(sqlx::query_as(
         "SELECT received_at, request_id, source, url, kind, endpoint_id,
                 effective_state AS state, merged_into_url, merge_reason, task_track_id, correlation_id,
-                attempts, last_error, finished_at, priority
+                attempts, last_error, finished_at, priority, operation, preload_state,
+                preload_task_track_id, preload_error
          FROM history
          WHERE (?1 IS NULL OR (CASE WHEN ?1 = 'merged' THEN state ELSE effective_state END) = ?1)
            AND (?2 IS NULL OR received_at >= ?2)

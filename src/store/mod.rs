@@ -12,6 +12,7 @@ mod history;
 mod ids;
 mod operator;
 mod plan;
+mod preloads;
 mod reads;
 mod reserve;
 mod retention;
@@ -32,14 +33,15 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
 pub use batches::{
-    Batch, BatchItem, CallOutcome, CutLimits, ItemResult, QuotaAccount, QuotaUse, Readiness,
-    SubmittedBatch, SubmittedItem,
+    Batch, BatchItem, CallOutcome, CutLimits, ItemResult, Operation, PreloadLimits, QuotaAccount,
+    QuotaUse, Readiness, SubmittedBatch, SubmittedItem,
 };
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use history::{HistoryEntry, HistoryFilter, read_history};
 pub use ids::{BatchId, ItemId, RequestId};
 pub use operator::Cancelled;
 pub use plan::{LaneCounts, UrgentPending};
+pub use preloads::{PreloadCounts, PreloadState};
 pub use reads::{ItemState, ItemStatus, RequestState, RequestStatus, RequestSummary, StateCounts};
 pub use retention::Removed;
 pub use timestamp::Timestamp;

@@ -1,5 +1,5 @@
-//! What an operator may do to items: send failed ones again, cancel
-//! pending ones.
+//! What an operator may do to items and preloads: send failed ones
+//! again, cancel pending ones.
 
 use serde::Serialize;
 use sqlx::SqliteConnection;
@@ -18,8 +18,9 @@ pub struct Cancelled {
 }
 
 impl Store {
-    /// Puts failed items back to pending, with a fresh count of attempts:
-    /// those of `request_id`, or every failed item. Returns how many.
+    /// Puts failed items and preloads back to pending, with a fresh count
+    /// of attempts: those of `request_id`, or every failed one. Returns
+    /// how many.
     pub async fn retry_failed(
         &self,
         request_id: Option<&RequestId>,
@@ -28,12 +29,17 @@ impl Store {
         let args = (request_id.map(|id| id.as_str().to_owned()), now);
         self.write(move |conn| {
             let (request_id, now) = args.clone();
-            Box::pin(async move { retry(conn, request_id.as_deref(), now).await })
+            Box::pin(async move {
+                let purges = retry(conn, request_id.as_deref(), now).await?;
+                let preloads = super::preloads::retry(conn, request_id.as_deref(), now).await?;
+                Ok(purges + preloads)
+            })
         })
         .await
     }
 
-    /// Cancels the pending items of `request_id` that nothing else wants.
+    /// Cancels the pending items and preloads of `request_id` that nothing
+    /// else wants. Preloads that would follow its purges are not made.
     pub async fn cancel_pending(
         &self,
         request_id: &RequestId,
@@ -42,7 +48,14 @@ impl Store {
         let args = (request_id.as_str().to_owned(), now);
         self.write(move |conn| {
             let (request_id, now) = args.clone();
-            Box::pin(async move { cancel(conn, &request_id, now).await })
+            Box::pin(async move {
+                let purges = cancel(conn, &request_id, now).await?;
+                let (cancelled, kept) = super::preloads::cancel(conn, &request_id, now).await?;
+                Ok(Cancelled {
+                    cancelled: purges.cancelled + cancelled,
+                    kept: purges.kept + kept,
+                })
+            })
         })
         .await
     }

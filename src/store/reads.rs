@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{RequestId, Store, StoreError};
+use super::{Operation, PreloadState, RequestId, Store, StoreError};
 
 /// An item's state (the `items.state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -83,6 +83,22 @@ pub struct ItemStatus {
     /// spent, sending paused), when something holds it back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// `purge`, or `preload` for a URL the request only preloads (then
+    /// `state` is the preload's).
+    pub operation: Operation,
+    /// The URL's preload, when one was asked for: `waiting` (for its
+    /// purge to succeed), `skipped` (the purge did not), or the preload's
+    /// own state. A failed preload never makes the purge failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preload_state: Option<PreloadState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preload_task_track_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preload_attempts: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preload_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preload_finished_at: Option<String>,
 }
 
 /// A request's overall state, derived from its URLs.
@@ -99,8 +115,14 @@ pub enum RequestState {
 }
 
 impl RequestState {
+    /// From the URLs' states: in progress while a purge or a preload is
+    /// open; then from the purges (and the preloads asked for on their
+    /// own): a preload that failed after its purge succeeded leaves the
+    /// request `succeeded`, and says so in its `preload_state`.
     pub fn of(items: &[ItemStatus]) -> RequestState {
-        if items.iter().any(|i| !i.state.is_final()) {
+        let open =
+            |i: &ItemStatus| !i.state.is_final() || i.preload_state.is_some_and(|p| !p.is_final());
+        if items.iter().any(open) {
             RequestState::InProgress
         } else if items.iter().any(|i| i.state == ItemState::Failed) {
             RequestState::Failed
@@ -177,6 +199,12 @@ struct HistoryRow {
     attempts: i64,
     last_error: Option<String>,
     finished_at: Option<String>,
+    operation: String,
+    preload_state: Option<String>,
+    preload_task_track_id: Option<String>,
+    preload_attempts: Option<i64>,
+    preload_error: Option<String>,
+    preload_finished_at: Option<String>,
 }
 
 impl From<HistoryRow> for ItemStatus {
@@ -194,6 +222,12 @@ impl From<HistoryRow> for ItemStatus {
             error: row.last_error,
             finished_at: row.finished_at,
             waiting: None,
+            operation: Operation::parse(&row.operation).unwrap_or(Operation::Purge),
+            preload_state: row.preload_state.as_deref().and_then(PreloadState::parse),
+            preload_task_track_id: row.preload_task_track_id,
+            preload_attempts: row.preload_attempts,
+            preload_error: row.preload_error,
+            preload_finished_at: row.preload_finished_at,
         }
     }
 }
@@ -214,7 +248,9 @@ impl Store {
         };
         let mut items: Vec<ItemStatus> = sqlx::query_as::<_, HistoryRow>(
             "SELECT url, kind, endpoint_id, effective_state, merged_into_url, merge_reason,
-                    task_track_id, correlation_id, attempts, last_error, finished_at
+                    task_track_id, correlation_id, attempts, last_error, finished_at, operation,
+                    preload_state, preload_task_track_id, preload_attempts, preload_error,
+                    preload_finished_at
              FROM history WHERE request_id = ?1",
         )
         .bind(&id)
@@ -228,6 +264,7 @@ impl Store {
             for item in items.iter_mut().filter(|i| i.state == ItemState::Pending) {
                 // A URL merged into a directory waits with the directory.
                 let kind = match &item.merged_into {
+                    _ if item.operation == Operation::Preload => "preload",
                     Some(into) if into.ends_with('/') => "directory",
                     _ => item.kind.as_str(),
                 };
@@ -258,14 +295,14 @@ impl Store {
         Ok(counts)
     }
 
-    /// Items waiting or in flight, per endpoint: `(endpoint, pending,
-    /// in flight)`.
+    /// Purges and preloads waiting or in flight, per endpoint:
+    /// `(endpoint, pending, in flight)`.
     pub async fn backlog_by_endpoint(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT endpoint_id,
-                    sum(state = 'pending'),
-                    sum(state IN ('sending', 'submitted'))
-             FROM items WHERE state IN ('pending', 'sending', 'submitted')
+            "SELECT endpoint_id, sum(state = 'pending'), sum(state IN ('sending', 'submitted'))
+             FROM (SELECT endpoint_id, state FROM items WHERE state IN ('pending', 'sending', 'submitted')
+                   UNION ALL
+                   SELECT endpoint_id, state FROM preloads WHERE state IN ('pending', 'sending', 'submitted'))
              GROUP BY endpoint_id ORDER BY endpoint_id",
         )
         .fetch_all(&self.reader)
@@ -278,21 +315,27 @@ impl Store {
             .collect())
     }
 
-    /// How many items are pending (walks the pending part of an index).
+    /// How many purges and preloads are pending (walks the pending part
+    /// of an index of each).
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE state = 'pending'")
-            .fetch_one(&self.reader)
-            .await?;
+        let count: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM items WHERE state = 'pending')
+                  + (SELECT count(*) FROM preloads WHERE state = 'pending')",
+        )
+        .fetch_one(&self.reader)
+        .await?;
         Ok(count.max(0) as u64)
     }
 
-    /// When the oldest pending item arrived.
+    /// When the oldest pending item (purge or preload) arrived.
     pub async fn oldest_pending(&self) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT min(created_at) FROM items WHERE state = 'pending'")
-                .fetch_one(&self.reader)
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT min(at) FROM (SELECT min(created_at) AS at FROM items WHERE state = 'pending'
+                                  UNION ALL
+                                  SELECT min(created_at) FROM preloads WHERE state = 'pending')",
         )
+        .fetch_one(&self.reader)
+        .await?)
     }
 }
 
@@ -324,7 +367,8 @@ impl Store {
                  WHERE (?1 IS NULL OR label = ?1) AND (?2 IS NULL OR id < ?2)
                  ORDER BY id DESC LIMIT ?3)
              SELECT p.id, p.received_at, p.source, p.label, count(h.request_id),
-                    coalesce(sum(h.effective_state NOT IN ('succeeded', 'failed', 'cancelled')), 0),
+                    coalesce(sum(h.effective_state NOT IN ('succeeded', 'failed', 'cancelled')
+                                 OR h.preload_state IN ('waiting', 'pending', 'sending', 'submitted')), 0),
                     coalesce(sum(h.effective_state = 'failed'), 0),
                     coalesce(sum(h.effective_state = 'cancelled'), 0)
              FROM page p LEFT JOIN history h ON h.request_id = p.id

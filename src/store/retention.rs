@@ -13,6 +13,7 @@ use super::{Store, StoreError, Timestamp};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Removed {
     pub items: u64,
+    pub preloads: u64,
     pub requests: u64,
     pub batches: u64,
     pub quota_days: u64,
@@ -21,13 +22,14 @@ pub struct Removed {
 impl Removed {
     fn add(&mut self, other: Removed) {
         self.items += other.items;
+        self.preloads += other.preloads;
         self.requests += other.requests;
         self.batches += other.batches;
         self.quota_days += other.quota_days;
     }
 
     pub fn total(&self) -> u64 {
-        self.items + self.requests + self.batches + self.quota_days
+        self.items + self.preloads + self.requests + self.batches + self.quota_days
     }
 }
 
@@ -82,7 +84,10 @@ async fn note_open_requests(conn: &mut SqliteConnection) -> Result<(), sqlx::Err
          SELECT ri.request_id FROM items i
          JOIN items f ON f.merged_into = i.id AND f.state = 'merged'
          JOIN request_items ri ON ri.item_id = f.id
-         WHERE i.state IN ('pending', 'sending', 'submitted')",
+         WHERE i.state IN ('pending', 'sending', 'submitted')
+         UNION
+         SELECT rp.request_id FROM preloads p JOIN request_preloads rp ON rp.preload_id = p.id
+         WHERE p.state IN ('pending', 'sending', 'submitted')",
     )
     .execute(&mut *conn)
     .await?;
@@ -135,12 +140,29 @@ async fn remove_step(
         .execute(&mut *conn)
         .await?
         .rows_affected();
+    // Finished preloads (and merged ones, whose requests moved on);
+    // request_preloads go with them.
+    let preloads = sqlx::query(
+        "DELETE FROM preloads WHERE id IN (
+             SELECT p.id FROM preloads p
+             WHERE p.state IN ('succeeded', 'failed', 'cancelled', 'merged') AND p.finished_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM request_preloads rp
+                               WHERE rp.preload_id = p.id
+                                 AND rp.request_id IN (SELECT id FROM retention_open))
+             LIMIT ?2)",
+    )
+    .bind(cutoff)
+    .bind(batch)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
 
     let requests = sqlx::query(
         "DELETE FROM requests WHERE id IN (
              SELECT r.id FROM requests r
              WHERE r.received_at < ?1
                AND NOT EXISTS (SELECT 1 FROM request_items ri WHERE ri.request_id = r.id)
+               AND NOT EXISTS (SELECT 1 FROM request_preloads rp WHERE rp.request_id = r.id)
              LIMIT ?2)",
     )
     .bind(cutoff)
@@ -154,6 +176,7 @@ async fn remove_step(
              SELECT b.id FROM batches b
              WHERE b.state IN ('succeeded', 'failed', 'split', 'released') AND b.finished_at < ?1
                AND NOT EXISTS (SELECT 1 FROM items i WHERE i.batch_id = b.id)
+               AND NOT EXISTS (SELECT 1 FROM preloads p WHERE p.batch_id = b.id)
              LIMIT ?2)",
     )
     .bind(cutoff)
@@ -170,6 +193,7 @@ async fn remove_step(
 
     Ok(Removed {
         items,
+        preloads,
         requests,
         batches,
         quota_days,
