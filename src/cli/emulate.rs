@@ -59,6 +59,9 @@ pub struct EmulateArgs {
     /// Daily directory-URL quota per subscription.
     #[arg(long, default_value_t = Knobs::default().directories_per_day)]
     pub directories_per_day: u64,
+    /// Daily preload-URL quota per subscription (undocumented: a guess).
+    #[arg(long, default_value_t = Knobs::default().preloads_per_day)]
+    pub preloads_per_day: u64,
     /// Minutes east of UTC at which the quota day starts.
     #[arg(long, default_value_t = Knobs::default().quota_utc_offset_minutes, allow_hyphen_values = true)]
     pub quota_utc_offset_minutes: i16,
@@ -74,6 +77,9 @@ pub struct EmulateArgs {
     /// URLs containing this text always end Failed.
     #[arg(long)]
     pub fail_urls_containing: Option<String>,
+    /// Preloaded URLs containing this text always end Failed.
+    #[arg(long)]
+    pub preload_fail_urls_containing: Option<String>,
     /// Probability of a 500 with an HTML body.
     #[arg(long, default_value_t = 0.0)]
     pub error_500_rate: f64,
@@ -115,11 +121,13 @@ impl EmulateArgs {
             burst: self.burst,
             files_per_day: self.files_per_day,
             directories_per_day: self.directories_per_day,
+            preloads_per_day: self.preloads_per_day,
             quota_utc_offset_minutes: self.quota_utc_offset_minutes,
             quota_error_type: self.quota_error_type,
             completion_delay: self.completion_delay,
             fail_fraction: self.fail_fraction,
             fail_urls_containing: self.fail_urls_containing,
+            preload_fail_urls_containing: self.preload_fail_urls_containing,
             inactive_endpoints: self.inactive_endpoints,
             force_error_type: None,
             error_500_rate: self.error_500_rate,

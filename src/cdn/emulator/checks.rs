@@ -168,17 +168,7 @@ pub fn purge_body(
     body: &[u8],
     endpoint: &EmulatedEndpoint,
 ) -> Result<PurgeBody, Rejection> {
-    let content_type = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let media_type = content_type.split(';').next().unwrap_or_default().trim();
-    if !media_type.eq_ignore_ascii_case("application/json") {
-        return Err(Rejection::bad(
-            "ParameterInvalid",
-            format!("Content-Type must be application/json, not {content_type:?}."),
-        ));
-    }
+    json_media_type(headers)?;
     let purge: PurgeBody = serde_json::from_slice(body).map_err(|e| {
         Rejection::bad(
             "ParameterInvalid",
@@ -204,6 +194,53 @@ pub fn purge_body(
         }
     }
     Ok(purge)
+}
+
+/// Parses and checks a preload body (`{"Files": [...]}`, required, files
+/// only) against the endpoint's hosts.
+pub fn preload_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    endpoint: &EmulatedEndpoint,
+) -> Result<Vec<String>, Rejection> {
+    json_media_type(headers)?;
+    let preload: crate::cdn::wire::PreloadBody = serde_json::from_slice(body).map_err(|e| {
+        Rejection::bad(
+            "ParameterInvalid",
+            format!("The body is not of the form {{\"Files\": [...]}}: {e}."),
+        )
+    })?;
+    let files = match preload.files {
+        Some(files) if !files.is_empty() => files,
+        _ => {
+            return Err(Rejection::bad(
+                "ParameterMissing",
+                "Parameter 'Files' is missing.",
+            ));
+        }
+    };
+    for (index, raw) in files.iter().enumerate() {
+        check_item(raw, false, endpoint).map_err(|(kind, why)| {
+            Rejection::bad(kind, format!("Files[{index}] {raw:?}: {why}."))
+        })?;
+    }
+    Ok(files)
+}
+
+fn json_media_type(headers: &HeaderMap) -> Result<(), Rejection> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    if media_type.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(Rejection::bad(
+            "ParameterInvalid",
+            format!("Content-Type must be application/json, not {content_type:?}."),
+        ))
+    }
 }
 
 fn check_item(

@@ -115,6 +115,9 @@ pub struct Knobs {
     pub files_per_day: u64,
     /// Daily quota of directory URLs per subscription.
     pub directories_per_day: u64,
+    /// Daily quota of preload URLs per subscription. The documentation
+    /// names none: a guess, kept configurable (as the daemon's).
+    pub preloads_per_day: u64,
     /// Offset from UTC, in minutes, at which the quota day starts
     /// (480 = China Standard Time).
     pub quota_utc_offset_minutes: i16,
@@ -128,6 +131,9 @@ pub struct Knobs {
     pub fail_fraction: f64,
     /// URLs containing this text always end `Failed` (deterministic tests).
     pub fail_urls_containing: Option<String>,
+    /// Preloaded URLs containing this text always end `Failed` (their
+    /// purge is unaffected).
+    pub preload_fail_urls_containing: Option<String>,
     /// Endpoint ids currently not active (`EndpointNotInActiveState`).
     pub inactive_endpoints: Vec<String>,
     /// When set, every authenticated API call is refused with this
@@ -159,11 +165,13 @@ impl Default for Knobs {
             burst: 20,
             files_per_day: 2_000,
             directories_per_day: 500,
+            preloads_per_day: 1_000,
             quota_utc_offset_minutes: 8 * 60,
             quota_error_type: "QuotaExceeded".to_owned(),
             completion_delay: Duration::from_secs(2),
             fail_fraction: 0.0,
             fail_urls_containing: None,
+            preload_fail_urls_containing: None,
             inactive_endpoints: Vec::new(),
             force_error_type: None,
             error_500_rate: 0.0,

@@ -27,7 +27,7 @@ use crate::http_server::{self, Listener, ServeOptions};
 
 pub use checks::has_dot_dot_segment;
 pub use config::{EmulatedEndpoint, EmulatorConfig, Knobs};
-pub use state::JournalEntry;
+pub use state::{JournalEntry, TaskKind};
 
 pub struct Emulator;
 

@@ -66,6 +66,22 @@ pub fn router(state: Shared) -> Router {
             "/subscriptions/{sid}/endpoints/{eid}/purges/{tid}",
             get(query_purge),
         )
+        .route(
+            "/subscriptions/{sid}/endpoints/{eid}/preloads",
+            axum::routing::post(add_preload),
+        )
+        .route(
+            "/subscriptions/{sid}/endpoints/{eid}/preloads/{tid}",
+            get(query_preload),
+        )
+        .route(
+            "/subscriptions/{sid}/endpoints/{eid}/operations/{oid}",
+            get(get_operation),
+        )
+        // The API's error shape for what it does not serve, never an
+        // empty 404 or axum's plain-text 405.
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(unknown_method)
         .layer(middleware::from_fn_with_state(state.clone(), api_gate));
     let admin = Router::new()
         .route("/_emulator/knobs", get(get_knobs).patch(patch_knobs))
@@ -341,6 +357,102 @@ async fn query_purge(
         Json(wire::PurgeProgressBody { files, directories }).into_response(),
         "progress",
     ))
+}
+
+/// `POST …/preloads`: checked as a purge is, counted against the preload
+/// quota, and noted per URL: was its purge finished?
+async fn add_preload(
+    AxumState(state): AxumState<Shared>,
+    Path((sid, eid)): Path<(String, String)>,
+    Extension(CorrelationId(correlation_id)): Extension<CorrelationId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    admit(&state, &method, &uri, &headers, &sid)?;
+    let knobs = state.knobs();
+    let endpoint = checks::endpoint(&state.config, &eid, &knobs.inactive_endpoints)?;
+    let files = checks::preload_body(&headers, &body, endpoint)?;
+    if let QuotaCheck::Exceeded(message) = state.check_preload_quota(files.len() as u64) {
+        return Err(Rejection::new(
+            StatusCode::FORBIDDEN,
+            &knobs.quota_error_type,
+            message,
+        ));
+    }
+    let task_track_id = state.accept_preload(&eid, files, &correlation_id);
+    let accepted = wire::PurgeAcceptedBody {
+        succeeded: true,
+        is_async: true,
+        async_info: wire::AsyncInfo {
+            task_track_id,
+            task_status: "Processing".to_owned(),
+        },
+    };
+    Ok(with_outcome(
+        (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        "preload_accepted",
+    ))
+}
+
+async fn query_preload(
+    AxumState(state): AxumState<Shared>,
+    Path((sid, eid, tid)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    admit(&state, &method, &uri, &headers, &sid)?;
+    checks::endpoint(&state.config, &eid, &state.knobs().inactive_endpoints)?;
+    let Some(files) = state.preload_progress(&eid, &tid) else {
+        return Err(Rejection::new(
+            StatusCode::NOT_FOUND,
+            "ParameterInvalid",
+            format!("Preload {tid} not found for endpoint {eid}."),
+        ));
+    };
+    Ok(with_outcome(
+        Json(wire::PreloadProgressBody { files }).into_response(),
+        "preload_progress",
+    ))
+}
+
+/// `GET …/operations/{operationId}`: an accepted purge's or preload's
+/// `TaskTrackId` is an operation id.
+async fn get_operation(
+    AxumState(state): AxumState<Shared>,
+    Path((sid, eid, oid)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    admit(&state, &method, &uri, &headers, &sid)?;
+    checks::endpoint(&state.config, &eid, &[])?;
+    let Some(operation) = state.operation(&eid, &oid) else {
+        return Err(Rejection::new(
+            StatusCode::NOT_FOUND,
+            "ParameterInvalid",
+            format!("Operation {oid} not found for endpoint {eid}."),
+        ));
+    };
+    Ok(with_outcome(Json(operation).into_response(), "operation"))
+}
+
+async fn unknown_route(uri: Uri) -> Rejection {
+    Rejection::new(
+        StatusCode::NOT_FOUND,
+        "ParameterInvalid",
+        format!("The resource {} is not served by this API.", uri.path()),
+    )
+}
+
+async fn unknown_method(method: Method, uri: Uri) -> Rejection {
+    Rejection::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "ParameterInvalid",
+        format!("{method} is not supported on {}.", uri.path()),
+    )
 }
 
 async fn get_knobs(AxumState(state): AxumState<Shared>) -> Json<super::Knobs> {
