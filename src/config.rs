@@ -40,6 +40,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub daemon: DaemonSettings,
     pub deploy: DeploySettings,
+    pub ui: UiSettings,
     /// Derived by [`Settings::load`]: never read from the file.
     #[serde(skip)]
     pub derived: Derived,
@@ -429,6 +430,20 @@ impl Default for LogSettings {
             level: "info".to_owned(),
             format: LogFormat::Auto,
         }
+    }
+}
+
+/// `[ui]`: the status page at `GET /` on every listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiSettings {
+    /// `false`: no page (404), the API alone.
+    pub enabled: bool,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 
@@ -882,7 +897,7 @@ fn deserialize_sections(
         }
     }
     let mut problems = Vec::new();
-    const SECTIONS: [&str; 11] = [
+    const SECTIONS: [&str; 12] = [
         "store",
         "ingest",
         "cdn",
@@ -894,6 +909,7 @@ fn deserialize_sections(
         "log",
         "daemon",
         "deploy",
+        "ui",
     ];
     if let Ok(top) = raw
         .clone()
@@ -923,6 +939,7 @@ fn deserialize_sections(
         log: section(raw, "log", env, &mut problems),
         daemon: section(raw, "daemon", env, &mut problems),
         deploy: section(raw, "deploy", env, &mut problems),
+        ui: section(raw, "ui", env, &mut problems),
         derived: Derived::default(),
     };
     (settings, problems)

@@ -14,6 +14,7 @@
 //! - [`metrics`]: Prometheus, from the store and the [`report`];
 //! - [`ingest`]: the HTTP API;
 //! - [`pipeline`], [`retention`]: draining the queue, the clean-up task;
+//! - [`ui`]: the status page (over [`ingest`]'s state and types);
 //! - [`daemon`], [`cli`]: wiring and lifecycle, the commands.
 
 pub mod cdn;
@@ -34,3 +35,4 @@ pub mod retention;
 pub mod signals;
 pub mod store;
 pub mod target;
+pub mod ui;

@@ -133,14 +133,15 @@ impl Daemon {
         let (settings_tx, settings_rx) = watch::channel(settings.clone());
         let pipeline =
             Pipeline::start(store.clone(), settings_rx.clone(), client, clock.clone()).await?;
-        let router = ingest::router(IngestState {
+        let state = IngestState {
             store: store.clone(),
             settings: settings_rx.clone(),
             pipeline: pipeline.report(),
             metrics: crate::metrics::install(),
             backlog: Default::default(),
             clock: clock.clone(),
-        });
+        };
+        let router = ingest::router(state, crate::ui::routes());
 
         let bound = bind(&settings, options.activated).await?;
         let stop_serving = CancellationToken::new();

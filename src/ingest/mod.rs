@@ -293,8 +293,10 @@ async fn unknown_method(method: Method, uri: axum::http::Uri) -> axum::response:
     }
 }
 
-/// The router, the same on every listener.
-pub fn router(state: IngestState) -> Router {
+/// The router, the same on every listener: the API's routes, and `extra`
+/// (the status page's, mounted by the daemon) behind the same access
+/// rules.
+pub fn router(state: IngestState, extra: Router<IngestState>) -> Router {
     // The body limit is enforced by axum; over it, the handlers answer 413.
     let body_limit = state.settings().ingest.max_body_bytes;
     let mut router = Router::new();
@@ -302,6 +304,7 @@ pub fn router(state: IngestState) -> Router {
         router = router.route(path, handler);
     }
     router
+        .merge(extra)
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_method)
         .layer(axum::middleware::from_fn_with_state(

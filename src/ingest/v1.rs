@@ -413,6 +413,12 @@ async fn drain_estimate(
 }
 
 pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsView>, ApiError> {
+    Ok(Json(stats_view(&state).await?))
+}
+
+/// The daemon's state on one page: what `/v1/stats` answers and the status
+/// page renders.
+pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
     let pipeline = state.pipeline_status();
     let items = state.store.state_counts().await?;
     let oldest_pending_at = state.store.oldest_pending().await?;
@@ -427,7 +433,7 @@ pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsVie
         .into_iter()
         .map(|(endpoint, pending, in_flight)| (endpoint, EndpointBacklog { pending, in_flight }))
         .collect();
-    Ok(Json(StatsView {
+    Ok(StatsView {
         backlog_by_endpoint,
         items,
         preloads: state.store.preload_counts().await?,
@@ -438,9 +444,9 @@ pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsVie
             writable: state.store.is_writable(),
         },
         waiting: state.store.waits().await?,
-        drain: drain_estimate(&state, &pipeline).await?,
+        drain: drain_estimate(state, &pipeline).await?,
         pipeline,
-    }))
+    })
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {

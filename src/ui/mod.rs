@@ -1,0 +1,433 @@
+//! The status page: HTML rendered by the daemon from the same typed status
+//! the API answers (`/v1/stats`' [`StatsView`]) and the store's bounded
+//! read queries, for people who would rather look than read JSON.
+//!
+//! Every function here is pure: typed values in, HTML text out, so a test
+//! can check what a page says without a server. The handlers that fetch
+//! the values live in `ingest::ui`; the page needs nothing from the
+//! internet (its stylesheet and script are served from the binary, see
+//! [`STYLE`] and [`SCRIPT`]) and its first paint needs no JavaScript: the
+//! script only refreshes the page's `<main>` in place every few seconds
+//! and shows times in the browser's own zone.
+//!
+//! Everything taken from the outside world (URLs, labels, error texts) is
+//! written through [`escape`]: a label like `<script>` is shown, never run.
+
+mod handlers;
+
+use std::fmt::Write as _;
+
+pub use handlers::routes;
+
+use crate::ingest::v1::StatsView;
+use crate::report::{QuotaStatus, SenderState};
+use crate::store::{ItemStatus, RequestState, RequestStatus, RequestSummary};
+
+/// The page's stylesheet, served at `/ui/style.css`.
+pub const STYLE: &str = include_str!("style.css");
+/// The page's script, served at `/ui/app.js`.
+pub const SCRIPT: &str = include_str!("app.js");
+
+/// Text made safe to put between tags or in a quoted attribute.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A stored UTC timestamp as a `<time>` the script shows in the browser's
+/// zone (with its offset); without the script, as stored (UTC, `Z`).
+fn time(stored: &str) -> String {
+    let stored = escape(stored);
+    format!("<time datetime=\"{stored}\">{stored}</time>")
+}
+
+/// `3 s`, `4 min`, `2 h 5 min`, `3 d`: an age or a wait, rounded.
+pub fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3_600 => format!("{} min", s / 60),
+        3_600..86_400 => format!("{} h {} min", s / 3_600, s % 3_600 / 60),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+/// A whole page around `main`.
+fn page(title: &str, main: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{}</title>\n<link rel=\"stylesheet\" href=\"/ui/style.css\">\n\
+         <script src=\"/ui/app.js\" defer></script>\n</head>\n<body>\n\
+         <header><a href=\"/\" class=\"brand\">purgeq</a> <span>cache purges for Azure China CDN</span></header>\n\
+         <main id=\"main\" data-refresh=\"5\">\n{main}</main>\n\
+         <footer>JSON: <a href=\"/v1/stats\">/v1/stats</a> · <a href=\"/v1/purges\">/v1/purges</a> · \
+         <a href=\"/v1/openapi.json\">API</a></footer>\n</body>\n</html>\n",
+        escape(title)
+    )
+}
+
+/// The front page: is it flowing, what is left of the day, what waits and
+/// why, what went wrong, and the recent requests.
+pub fn status_page(stats: &StatsView, recent: &[RequestSummary], filter: &ListFilter) -> String {
+    let mut main = String::new();
+    main.push_str(&sending_section(stats));
+    if let Some(quota) = &stats.pipeline.quota {
+        main.push_str(&quota_section(quota));
+    }
+    main.push_str(&backlog_section(stats));
+    main.push_str(&requests_section(recent, filter));
+    page("purgeq status", &main)
+}
+
+/// What `GET /` lists: the recent requests, optionally of one state or
+/// label, or whose id starts with a prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct ListFilter {
+    pub state: Option<String>,
+    pub label: Option<String>,
+}
+
+/// Sending state in words (colour is a second signal, never the only one),
+/// with the fix in one sentence when sending is paused.
+fn sending_section(stats: &StatsView) -> String {
+    let sender = &stats.pipeline.sender;
+    let (class, word, detail) = match sender.state {
+        SenderState::Running => (
+            "ok",
+            "Sending",
+            "Calls go out as the rate allows.".to_owned(),
+        ),
+        SenderState::Throttled => (
+            "warn",
+            "Throttled",
+            format!(
+                "The CDN asked us to slow down: every call waits {} more.",
+                duration(sender.throttled_for_seconds.unwrap_or(0.0))
+            ),
+        ),
+        SenderState::Paused => (
+            "bad",
+            "Paused",
+            sender
+                .paused_reason
+                .clone()
+                .unwrap_or_else(|| "sending is paused".to_owned()),
+        ),
+    };
+    let mut out = format!(
+        "<section aria-labelledby=\"sending\"><h2 id=\"sending\">Sending: \
+         <span class=\"state {class}\">{word}</span></h2>\n<p>{}</p>\n",
+        escape(&detail)
+    );
+    let _ = writeln!(
+        out,
+        "<p>{} batches in flight; {} throttled answers so far.</p>",
+        sender.batches_in_flight, sender.throttled_total
+    );
+    for wait in &stats.waiting {
+        let until = wait
+            .until
+            .as_deref()
+            .map(|u| format!(" (until {})", time(u)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "<p class=\"wait\">Waiting: {}{until}</p>",
+            escape(&wait.reason)
+        );
+    }
+    if let (Some(error), Some(at)) = (&sender.last_error, &sender.last_error_at) {
+        let _ = writeln!(
+            out,
+            "<p class=\"error\">Last CDN error, {}: {}</p>",
+            time(at),
+            escape(error)
+        );
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+/// A labelled bar: `used` of `total`, as a `<meter>` (which screen readers
+/// read out) and in words.
+fn bar(label: &str, used: u64, total: u64) -> String {
+    let left = total.saturating_sub(used);
+    format!(
+        "<div class=\"bar\"><label>{label}: <meter min=\"0\" max=\"{total}\" value=\"{used}\" \
+         high=\"{high}\">{used} of {total}</meter> <span class=\"figure\">{used} of {total} used, \
+         <strong>{left} left</strong></span></label></div>\n",
+        label = escape(label),
+        high = total.saturating_mul(9) / 10,
+    )
+}
+
+/// Today's quota as bars, what waits for the next quota day and when that
+/// day starts.
+fn quota_section(quota: &QuotaStatus) -> String {
+    let mut out = format!(
+        "<section aria-labelledby=\"quota\"><h2 id=\"quota\">Today's quota ({}, UTC{})</h2>\n",
+        escape(&quota.day),
+        escape(&quota.utc_offset)
+    );
+    out.push_str(&bar("Files", quota.files_used, quota.files_per_day));
+    out.push_str(&bar(
+        "Directories",
+        quota.directories_used,
+        quota.directories_per_day,
+    ));
+    out.push_str(&bar(
+        "Preloads",
+        quota.preloads_used,
+        quota.preloads_per_day,
+    ));
+    if quota.files_waiting + quota.directories_waiting > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"wait\">{} files and {} directories wait for the next quota day, \
+             which starts {}.</p>",
+            quota.files_waiting,
+            quota.directories_waiting,
+            time(&quota.next_day_at)
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "<p>The next quota day starts {}.</p>",
+            time(&quota.next_day_at)
+        );
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+/// What is waiting, per endpoint, and how old the oldest is.
+fn backlog_section(stats: &StatsView) -> String {
+    let items = &stats.items;
+    let mut out =
+        String::from("<section aria-labelledby=\"backlog\"><h2 id=\"backlog\">Backlog</h2>\n");
+    let oldest = stats
+        .oldest_pending_age_seconds
+        .map_or("nothing pending".to_owned(), |age| {
+            format!("the oldest has waited {}", duration(age))
+        });
+    let _ = writeln!(
+        out,
+        "<p><span class=\"figure\" id=\"pending\">{}</span> pending, {} sending, {} submitted; {oldest}. \
+         Sending it all takes about {} ({} calls).</p>",
+        items.pending,
+        items.sending,
+        items.submitted,
+        duration(stats.drain.seconds),
+        stats.drain.calls
+    );
+    let p = &stats.preloads;
+    let _ = writeln!(
+        out,
+        "<p>Preloads: {} waiting for their purge, {} pending, {} in flight, {} succeeded, {} failed.</p>",
+        p.waiting,
+        p.pending,
+        p.sending + p.submitted,
+        p.succeeded,
+        p.failed
+    );
+    if !stats.backlog_by_endpoint.is_empty() {
+        out.push_str(
+            "<table><caption>By endpoint</caption><thead><tr><th scope=\"col\">Endpoint</th>\
+             <th scope=\"col\">Pending</th><th scope=\"col\">In flight</th><th scope=\"col\">State</th>\
+             </tr></thead><tbody>\n",
+        );
+        for (endpoint, backlog) in &stats.backlog_by_endpoint {
+            let rest =
+                stats
+                    .pipeline
+                    .endpoints_paused
+                    .get(endpoint)
+                    .map_or("sending".to_owned(), |r| {
+                        format!(
+                            "resting: {} (again in {})",
+                            r.reason,
+                            duration(r.retry_in_seconds)
+                        )
+                    });
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                escape(endpoint),
+                backlog.pending,
+                backlog.in_flight,
+                escape(&rest)
+            );
+        }
+        out.push_str("</tbody></table>\n");
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+/// The recent requests, newest first, with a filter form (works without
+/// JavaScript: a plain GET).
+fn requests_section(recent: &[RequestSummary], filter: &ListFilter) -> String {
+    let selected = |state: &str| {
+        if filter.state.as_deref() == Some(state) {
+            " selected"
+        } else {
+            ""
+        }
+    };
+    let mut out = format!(
+        "<section aria-labelledby=\"requests\"><h2 id=\"requests\">Recent requests</h2>\n\
+         <form method=\"get\" action=\"/\" class=\"filter\"><label>State <select name=\"state\">\
+         <option value=\"\">any</option><option{}>in_progress</option><option{}>succeeded</option>\
+         <option{}>failed</option><option{}>cancelled</option></select></label> \
+         <label>Label <input name=\"label\" value=\"{}\"></label> <button>Filter</button></form>\n",
+        selected("in_progress"),
+        selected("succeeded"),
+        selected("failed"),
+        selected("cancelled"),
+        escape(filter.label.as_deref().unwrap_or_default()),
+    );
+    if recent.is_empty() {
+        out.push_str("<p>No request yet.</p>\n</section>\n");
+        return out;
+    }
+    out.push_str(
+        "<table class=\"requests\"><thead><tr><th scope=\"col\">Request</th><th scope=\"col\">Label</th>\
+         <th scope=\"col\">Source</th><th scope=\"col\">URLs</th><th scope=\"col\">State</th>\
+         <th scope=\"col\">Received</th></tr></thead><tbody>\n",
+    );
+    for request in recent {
+        let _ = writeln!(
+            out,
+            "<tr><td><a href=\"/ui/requests/{id}\">{id}</a></td><td>{}</td><td>{}</td>\
+             <td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+            escape(request.label.as_deref().unwrap_or("")),
+            escape(&request.source),
+            request.urls,
+            request_state(request.state),
+            time(&request.received_at),
+            id = escape(&request.id),
+        );
+    }
+    out.push_str("</tbody></table>\n</section>\n");
+    out
+}
+
+/// A request's state in words, marked for the stylesheet.
+fn request_state(state: RequestState) -> String {
+    let (class, word) = match state {
+        RequestState::InProgress => ("warn", "in progress"),
+        RequestState::Succeeded => ("ok", "succeeded"),
+        RequestState::Failed => ("bad", "failed"),
+        RequestState::Cancelled => ("muted", "cancelled"),
+    };
+    format!("<span class=\"state {class}\">{word}</span>")
+}
+
+/// One request: every URL's fate.
+pub fn request_page(request: &RequestStatus) -> String {
+    let mut main = format!(
+        "<p><a href=\"/\">← status</a></p>\n<section aria-labelledby=\"request\">\
+         <h2 id=\"request\">Request {}</h2>\n<p>{} · received {} from {}{} · {} URLs</p>\n",
+        escape(&request.id),
+        request_state(request.state),
+        time(&request.received_at),
+        escape(&request.source),
+        request
+            .label
+            .as_deref()
+            .map(|l| format!(" · label “{}”", escape(l)))
+            .unwrap_or_default(),
+        request.items.len(),
+    );
+    main.push_str(
+        "<table class=\"items\"><thead><tr><th scope=\"col\">URL</th><th scope=\"col\">State</th>\
+         <th scope=\"col\">Via</th><th scope=\"col\">TaskTrackId</th><th scope=\"col\">Correlation id</th>\
+         <th scope=\"col\">Attempts</th><th scope=\"col\">Error or wait</th><th scope=\"col\">Preload</th>\
+         </tr></thead><tbody>\n",
+    );
+    for item in &request.items {
+        main.push_str(&item_row(item));
+    }
+    main.push_str("</tbody></table>\n</section>\n");
+    page(&format!("purgeq request {}", request.id), &main)
+}
+
+fn item_row(item: &ItemStatus) -> String {
+    let via = match (&item.merged_into, &item.merge_reason) {
+        (Some(into), Some(reason)) => format!("{} ({})", escape(into), escape(reason)),
+        (Some(into), None) => escape(into),
+        (None, _) => String::new(),
+    };
+    let note = item
+        .error
+        .as_deref()
+        .or(item.waiting.as_deref())
+        .map(escape)
+        .unwrap_or_default();
+    let preload = match (item.operation, item.preload_state) {
+        (crate::store::Operation::Preload, _) => "preload only".to_owned(),
+        (_, Some(state)) => {
+            let error = item
+                .preload_error
+                .as_deref()
+                .map(|e| format!(": {}", escape(e)))
+                .unwrap_or_default();
+            format!("{}{error}", state.as_str())
+        }
+        (_, None) => String::new(),
+    };
+    format!(
+        "<tr><td class=\"url\">{}</td><td><span class=\"state s-{state}\">{state}</span></td><td>{via}</td>\
+         <td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{note}</td><td>{preload}</td></tr>\n",
+        escape(&item.url),
+        escape(item.task_track_id.as_deref().unwrap_or("")),
+        escape(item.correlation_id.as_deref().unwrap_or("")),
+        item.attempts,
+        state = item.state.as_str(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_comes_from_outside_is_shown_never_run() {
+        assert_eq!(
+            escape("<script>alert('x')</script> & \"q\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
+        );
+        assert_eq!(escape("a\u{1b}[31mb"), "a\u{fffd}[31mb");
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration(0.4), "0 s");
+        assert_eq!(duration(59.0), "59 s");
+        assert_eq!(duration(61.0), "1 min");
+        assert_eq!(duration(3_725.0), "1 h 2 min");
+        assert_eq!(duration(200_000.0), "2 d");
+    }
+
+    #[test]
+    fn a_bar_says_its_figures_in_words_too() {
+        let html = bar("Files", 1_500, 2_000);
+        assert!(html.contains("value=\"1500\""), "{html}");
+        assert!(
+            html.contains("1500 of 2000 used, <strong>500 left</strong>"),
+            "{html}"
+        );
+    }
+}

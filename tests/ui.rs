@@ -1,0 +1,110 @@
+//! The status page over real HTTP (issue 19), without a browser: what it
+//! says agrees with `/v1/stats`, a request page lists its URLs, what comes
+//! from clients is escaped, the page is self-contained, and
+//! `ui.enabled = false` turns it off.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use purgeq::cdn::emulator::Knobs;
+use serde_json::json;
+
+/// GET over the socket: status, a header, the body as text.
+async fn page(client: &reqwest::Client, path: &str) -> (u16, String, String) {
+    let response = client
+        .get(format!("http://localhost{path}"))
+        .send()
+        .await
+        .expect("GET");
+    let status = response.status().as_u16();
+    let csp = response
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, csp, response.text().await.expect("text"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_says_what_the_stats_say_and_lists_a_requests_urls() {
+    let emulator = emulator(Knobs {
+        completion_delay: Duration::from_millis(200),
+        ..fast_knobs()
+    })
+    .await;
+    let config = format!(
+        "{}[batch]\nlinger = \"1h\"\nmax_files = 1000\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    let urls: Vec<String> = (0..7)
+        .map(|i| format!("http://{}/ui/{i}.js", ENDPOINTS[i % 3].1))
+        .collect();
+    let (status, accepted) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": urls, "label": "<script>alert(1)</script>" }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let id = accepted["id"].as_str().expect("id");
+
+    let client = daemon.client();
+    let (status, csp, html) = page(&client, "/").await;
+    assert_eq!(status, 200);
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let stats = daemon.stats().await;
+    let pending = stats["items"]["pending"].as_u64().expect("pending");
+    assert_eq!(pending, 7);
+    assert!(
+        html.contains(&format!(
+            "<span class=\"figure\" id=\"pending\">{pending}</span> pending"
+        )),
+        "{html}"
+    );
+    let left = stats["quota"]["files_left"].as_u64().expect("left");
+    assert!(
+        html.contains(&format!("<strong>{left} left</strong>")),
+        "{html}"
+    );
+    assert!(html.contains(&format!("href=\"/ui/requests/{id}\"")));
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !html.contains("<script>alert"),
+        "a label is shown, never run"
+    );
+    // Self-contained: every asset is the daemon's own.
+    for asset in ["/ui/style.css", "/ui/app.js"] {
+        assert!(html.contains(asset));
+        let (status, _, body) = page(&client, asset).await;
+        assert_eq!(status, 200, "{asset}");
+        assert!(
+            !body.contains("http://") && !body.contains("https://"),
+            "{asset}"
+        );
+    }
+    assert!(!html.contains("https://"), "no outside resource: {html}");
+
+    let (status, _, request) = page(&client, &format!("/ui/requests/{id}")).await;
+    assert_eq!(status, 200);
+    for url in &urls {
+        assert!(request.contains(url), "{url} in the request page");
+    }
+    let (status, _, filtered) = page(&client, "/?state=succeeded&label=").await;
+    assert_eq!(status, 200);
+    assert!(!filtered.contains(id), "only succeeded requests listed");
+    let (status, _, _) = page(&client, "/?state=bogus").await;
+    assert_eq!(status, 400);
+
+    daemon
+        .reload_with(&[("ui.enabled", "false")])
+        .await
+        .expect("reload");
+    assert_eq!(page(&client, "/").await.0, 404);
+    assert_eq!(page(&client, "/ui/app.js").await.0, 404);
+    // The API is untouched.
+    assert_eq!(daemon.get("/v1/stats").await.0, 200);
+    daemon.stop().await;
+}
