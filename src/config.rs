@@ -439,11 +439,17 @@ impl Default for LogSettings {
 pub struct UiSettings {
     /// `false`: no page (404), the API alone.
     pub enabled: bool,
+    /// `true`: the page shows, but has no buttons, and refuses the actions
+    /// (retry, cancel).
+    pub read_only: bool,
 }
 
 impl Default for UiSettings {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            read_only: false,
+        }
     }
 }
 

@@ -108,3 +108,95 @@ async fn the_page_says_what_the_stats_say_and_lists_a_requests_urls() {
     assert_eq!(daemon.get("/v1/stats").await.0, 200);
     daemon.stop().await;
 }
+
+/// The CSRF token of the first action form on a page.
+fn form_token(html: &str) -> String {
+    let start = html.find("name=\"csrf\" value=\"").expect("an action form") + 19;
+    html[start..].split('"').next().expect("token").to_owned()
+}
+
+async fn press(client: &reqwest::Client, path: &str, token: &str, site: &str) -> (u16, String) {
+    let response = client
+        .post(format!("http://localhost{path}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", site)
+        .body(format!("csrf={token}"))
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_buttons_retry_and_cancel_and_nothing_else_can_press_them() {
+    let emulator = emulator(Knobs {
+        fail_urls_containing: Some("flaky".into()),
+        ..fast_knobs()
+    })
+    .await;
+    let config = format!(
+        "{}[batch]\nlinger = \"100ms\"\n[sender]\nmax_attempts = 1\n[tracker]\npoll_interval = \"100ms\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    let client = daemon.client();
+    let flaky = format!("http://{}/flaky.js", ENDPOINTS[0].1);
+    let (_, accepted) = daemon.post("/v1/purges", &json!({ "urls": [flaky] })).await;
+    let id = accepted["id"].as_str().expect("id").to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=30")).await;
+    assert_eq!(view["state"], "failed", "{view}");
+
+    let (_, _, html) = page(&client, &format!("/ui/requests/{id}")).await;
+    assert!(html.contains("Retry the failed URLs"), "{html}");
+    assert!(!html.contains("Cancel the pending URLs"));
+    let token = form_token(&html);
+    let retry = format!("/ui/requests/{id}/retry");
+    // A foreign page, or a wrong token: refused, nothing sent.
+    assert_eq!(press(&client, &retry, &token, "cross-site").await.0, 403);
+    assert_eq!(press(&client, &retry, "0123", "same-origin").await.0, 403);
+    assert_eq!(emulator.journal().len(), 1);
+    // Our own page's button: 303 to the request's page (followed).
+    let (status, body) = press(&client, &retry, &token, "same-origin").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(&format!("Request {id}")), "{body}");
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=30")).await;
+    assert_eq!(view["state"], "failed", "{view}");
+    assert_eq!(emulator.journal().len(), 2, "sent again once");
+
+    // Cancel: a request held pending for an hour.
+    daemon
+        .reload_with(&[("batch.linger", "1h"), ("batch.max_files", "1000")])
+        .await
+        .expect("reload");
+    let (_, accepted) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": [format!("http://{}/later.js", ENDPOINTS[1].1)] }),
+        )
+        .await;
+    let later = accepted["id"].as_str().expect("id").to_owned();
+    let (_, _, html) = page(&client, &format!("/ui/requests/{later}")).await;
+    assert!(html.contains("Cancel the pending URLs"), "{html}");
+    let cancel = format!("/ui/requests/{later}/cancel");
+    assert_eq!(
+        press(&client, &cancel, &form_token(&html), "same-origin")
+            .await
+            .0,
+        200
+    );
+    let (_, view) = daemon.get(&format!("/v1/purges/{later}")).await;
+    assert_eq!(view["state"], "cancelled", "{view}");
+
+    // Read-only: no buttons, and the actions are refused.
+    daemon
+        .reload_with(&[("ui.read_only", "true")])
+        .await
+        .expect("reload");
+    let (_, _, html) = page(&client, &format!("/ui/requests/{id}")).await;
+    assert!(!html.contains("<form method=\"post\""), "{html}");
+    let (status, body) = press(&client, &retry, &token, "same-origin").await;
+    assert_eq!(status, 403);
+    assert!(body.contains("read-only"), "{body}");
+    daemon.stop().await;
+}

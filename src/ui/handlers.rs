@@ -10,8 +10,10 @@ use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 
 use super::ListFilter;
 use crate::ingest::IngestState;
@@ -30,6 +32,14 @@ pub fn routes() -> Router<IngestState> {
     Router::new()
         .route("/", get(status))
         .route("/ui/requests/{id}", get(request))
+        .route(
+            "/ui/requests/{id}/retry",
+            axum::routing::post(|s, p, h, b| act(s, p, h, b, Action::Retry)),
+        )
+        .route(
+            "/ui/requests/{id}/cancel",
+            axum::routing::post(|s, p, h, b| act(s, p, h, b, Action::Cancel)),
+        )
         .route("/ui/style.css", get(style))
         .route("/ui/app.js", get(script))
 }
@@ -101,7 +111,65 @@ async fn request(
             id.as_str()
         )));
     };
-    Ok(html(super::request_page(&status)))
+    Ok(html(super::request_page(
+        &status,
+        state.settings().ui.read_only,
+    )))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Retry,
+    Cancel,
+}
+
+/// A button pressed: checked ([`super::actions::check`]), done as the API
+/// does it, then back to the request's page (303, so a reload does not
+/// post again).
+async fn act(
+    State(state): State<IngestState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+    action: Action,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    if state.settings().ui.read_only {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ReadOnly",
+            "the status page is read-only (ui.read_only = true); use purgeq retry or purgeq cancel",
+        ));
+    }
+    super::actions::check(&headers, &body)?;
+    let id = RequestId::parse(&id);
+    if state.store.request_status(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "no request with id {:?}",
+            id.as_str()
+        )));
+    }
+    let now = crate::store::Timestamp::new(state.clock.now_utc());
+    match action {
+        Action::Retry => {
+            let retried = state.store.retry_failed(Some(&id), now).await?;
+            tracing::info!(request = %id.as_str(), retried, "retried from the status page");
+        }
+        Action::Cancel => {
+            let outcome = state.store.cancel_pending(&id, now).await?;
+            tracing::info!(request = %id.as_str(), cancelled = outcome.cancelled,
+                kept = outcome.kept, "cancelled from the status page");
+        }
+    }
+    state.pipeline.wake();
+    Ok((
+        StatusCode::SEE_OTHER,
+        [(
+            axum::http::header::LOCATION,
+            format!("/ui/requests/{}", id.as_str()),
+        )],
+    )
+        .into_response())
 }
 
 async fn style(State(state): State<IngestState>) -> Result<Response, ApiError> {

@@ -13,6 +13,7 @@
 //! Everything taken from the outside world (URLs, labels, error texts) is
 //! written through [`escape`]: a label like `<script>` is shown, never run.
 
+mod actions;
 mod handlers;
 
 use std::fmt::Write as _;
@@ -335,8 +336,40 @@ fn request_state(state: RequestState) -> String {
     format!("<span class=\"state {class}\">{word}</span>")
 }
 
-/// One request: every URL's fate.
-pub fn request_page(request: &RequestStatus) -> String {
+/// The request page's buttons: retry what failed, cancel what is
+/// pending. `None` in read-only mode. `token` is the forms' CSRF token.
+fn action_buttons(request: &RequestStatus, token: &str) -> String {
+    let failed = request.items.iter().any(|i| {
+        i.state == crate::store::ItemState::Failed
+            || i.preload_state == Some(crate::store::PreloadState::Failed)
+    });
+    let pending = request.items.iter().any(|i| {
+        i.state == crate::store::ItemState::Pending
+            || i.preload_state == Some(crate::store::PreloadState::Pending)
+    });
+    let form = |action: &str, label: &str| {
+        format!(
+            "<form method=\"post\" action=\"/ui/requests/{}/{action}\"><input type=\"hidden\" \
+             name=\"csrf\" value=\"{}\"><button>{label}</button></form>\n",
+            escape(&request.id),
+            escape(token)
+        )
+    };
+    let mut out = String::new();
+    if failed {
+        out.push_str(&form("retry", "Retry the failed URLs"));
+    }
+    if pending {
+        out.push_str(&form("cancel", "Cancel the pending URLs"));
+    }
+    if out.is_empty() {
+        return out;
+    }
+    format!("<div class=\"actions\">{out}</div>\n")
+}
+
+/// One request: every URL's fate, and (unless `read_only`) the buttons.
+pub fn request_page(request: &RequestStatus, read_only: bool) -> String {
     let mut main = format!(
         "<p><a href=\"/\">← status</a></p>\n<section aria-labelledby=\"request\">\
          <h2 id=\"request\">Request {}</h2>\n<p>{} · received {} from {}{} · {} URLs</p>\n",
@@ -351,6 +384,9 @@ pub fn request_page(request: &RequestStatus) -> String {
             .unwrap_or_default(),
         request.items.len(),
     );
+    if !read_only {
+        main.push_str(&action_buttons(request, &actions::form_token()));
+    }
     main.push_str(
         "<table class=\"items\"><thead><tr><th scope=\"col\">URL</th><th scope=\"col\">State</th>\
          <th scope=\"col\">Via</th><th scope=\"col\">TaskTrackId</th><th scope=\"col\">Correlation id</th>\

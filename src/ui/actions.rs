@@ -1,0 +1,122 @@
+//! The page's buttons: retry a request's failed URLs, cancel its pending
+//! ones. They do what `POST /v1/purges/{id}/retry` and `…/cancel` do, and
+//! nothing else (the page writes to the store only through the actions
+//! the API offers).
+//!
+//! A foreign page open in the same browser must not be able to press them
+//! (cross-site request forgery). Two defences, both required:
+//! - every form carries [`form_token`], a value derived from a secret
+//!   drawn at process start; a foreign page cannot read our pages (the
+//!   same-origin policy; `frame-ancestors 'none'` keeps it from framing
+//!   them), so it cannot know the value;
+//! - the browser's own word on where the request comes from:
+//!   `Sec-Fetch-Site` must be `same-origin` (or `none`, typed by the user),
+//!   and an `Origin` header, when sent, must name this host.
+//!
+//! `ui.read_only = true` hides the buttons and refuses the actions.
+
+use std::sync::OnceLock;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use hmac::{KeyInit, Mac};
+use subtle::ConstantTimeEq;
+
+use crate::ingest::error::ApiError;
+
+/// Drawn once per process: tokens do not survive a restart, which only
+/// means a page opened before it must be reloaded to act.
+fn secret() -> &'static [u8; 32] {
+    static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
+    SECRET.get_or_init(rand::random)
+}
+
+/// The hidden value every action form carries.
+pub fn form_token() -> String {
+    token_for(secret())
+}
+
+fn token_for(secret: &[u8; 32]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(b"purgeq status page actions");
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether a form post may act: the token matches and the browser says it
+/// comes from our own page. The reason, when not.
+pub fn check(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let forbidden = |why: &str| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("{why}; reload the status page and press the button again"),
+        )
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(forbidden(&format!("a {site} page may not act here")));
+    }
+    if let Some(origin) = header("origin") {
+        let host = header(header::HOST.as_str()).unwrap_or_default();
+        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        if origin != "null" && origin_host != host {
+            return Err(forbidden(&format!("a page of {origin} may not act here")));
+        }
+    }
+    let sent = url::form_urlencoded::parse(body)
+        .find(|(key, _)| key == "csrf")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default();
+    let expected = form_token();
+    if sent.len() == expected.len() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(forbidden("the form's token is missing or stale"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().expect("header"));
+        }
+        map
+    }
+
+    #[test]
+    fn only_our_own_form_may_act() {
+        let body = format!("csrf={}", form_token());
+        let ours = headers(&[
+            ("sec-fetch-site", "same-origin"),
+            ("host", "127.0.0.1:8088"),
+        ]);
+        assert!(check(&ours, body.as_bytes()).is_ok());
+        // A browser too old for Sec-Fetch-Site, with a same-host Origin.
+        let old = headers(&[
+            ("origin", "http://127.0.0.1:8088"),
+            ("host", "127.0.0.1:8088"),
+        ]);
+        assert!(check(&old, body.as_bytes()).is_ok());
+        for (name, value) in [
+            ("sec-fetch-site", "cross-site"),
+            ("sec-fetch-site", "same-site"),
+        ] {
+            let foreign = headers(&[(name, value)]);
+            assert!(check(&foreign, body.as_bytes()).is_err(), "{value}");
+        }
+        let evil = headers(&[
+            ("origin", "https://evil.example"),
+            ("host", "127.0.0.1:8088"),
+        ]);
+        assert!(check(&evil, body.as_bytes()).is_err());
+        assert!(check(&ours, b"csrf=0000").is_err(), "a wrong token");
+        assert!(check(&ours, b"").is_err(), "no token");
+        assert_ne!(token_for(&[1; 32]), token_for(&[2; 32]));
+    }
+}
