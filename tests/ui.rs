@@ -200,3 +200,88 @@ async fn the_buttons_retry_and_cancel_and_nothing_else_can_press_them() {
     assert!(body.contains("read-only"), "{body}");
     daemon.stop().await;
 }
+
+/// Over TCP with `ingest.token`, a browser (no bearer header) gets a login
+/// page with no data; the right token sets a session cookie that opens
+/// the page, never the API.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_token_the_page_asks_for_it_and_shows_nothing_before() {
+    let token = "a-long-test-token-for-the-status-page";
+    let daemon = common::held::HeldDaemon::start("", &[("ingest.token", token)]).await;
+    let base = format!("http://{}", daemon.http());
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+
+    for path in ["/", "/ui/app.js", "/ui/style.css", "/ui/requests/x"] {
+        let response = browser
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(response.status(), 401, "{path}");
+        let body = response.text().await.expect("body");
+        assert!(body.contains("asks for its token"), "{path}: {body}");
+        assert!(
+            !body.contains("Backlog") && !body.contains("quota"),
+            "no data: {body}"
+        );
+    }
+    let login = |value: &str| {
+        browser
+            .post(format!("{base}/ui/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "same-origin")
+            .body(format!("token={value}"))
+            .send()
+    };
+    let wrong = login("nope").await.expect("POST");
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let right = login(token).await.expect("POST");
+    assert_eq!(right.status(), 303);
+    let cookie = right
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(token),
+        "the cookie never carries the token"
+    );
+    let session = cookie.split(';').next().expect("pair").to_owned();
+
+    let opened = browser
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(opened.status(), 200);
+    assert!(opened.text().await.expect("body").contains("Backlog"));
+    // The cookie opens the page, not the API: that still wants the bearer.
+    let api = browser
+        .get(format!("{base}/v1/stats"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(api.status(), 401);
+    let api = browser
+        .get(format!("{base}/v1/stats"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(api.status(), 200);
+    // The socket is trusted as before.
+    let (status, _, _) = page(&daemon.client(), "/").await;
+    assert_eq!(status, 200);
+    daemon.stop().await;
+}

@@ -141,7 +141,7 @@ impl Daemon {
             backlog: Default::default(),
             clock: clock.clone(),
         };
-        let router = ingest::router(state, crate::ui::routes());
+        let router = ingest::router(state.clone(), crate::ui::routes(state));
 
         let bound = bind(&settings, options.activated).await?;
         let stop_serving = CancellationToken::new();

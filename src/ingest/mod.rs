@@ -360,7 +360,12 @@ async fn require_token(
         request.extensions().get::<crate::http_server::Peer>(),
         Some(crate::http_server::Peer::Tcp(_))
     );
-    if over_tcp && request.uri().path() != "/healthz" {
+    // The status page checks the token itself (`ui::auth`): a browser
+    // sends no bearer header, so it gets a login page and a session
+    // cookie instead of this 401.
+    let path = request.uri().path();
+    let page = path == "/" || path.starts_with("/ui/");
+    if over_tcp && path != "/healthz" && !page {
         let settings = state.settings();
         if let Some(token) = &settings.derived.tcp_token {
             let presented = request

@@ -28,8 +28,18 @@ const RECENT: u32 = 50;
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
                    img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-pub fn routes() -> Router<IngestState> {
+/// The page's routes, behind [`super::auth::guard`]. The guard needs the
+/// state, so it is added where the state is known (`layer`).
+pub fn routes_with(state: IngestState) -> Router<IngestState> {
+    routes().route_layer(axum::middleware::from_fn_with_state(
+        state,
+        super::auth::guard,
+    ))
+}
+
+fn routes() -> Router<IngestState> {
     Router::new()
+        .route("/ui/login", axum::routing::post(super::auth::post_login))
         .route("/", get(status))
         .route("/ui/requests/{id}", get(request))
         .route(

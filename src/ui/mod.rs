@@ -14,11 +14,12 @@
 //! written through [`escape`]: a label like `<script>` is shown, never run.
 
 mod actions;
+mod auth;
 mod handlers;
 
 use std::fmt::Write as _;
 
-pub use handlers::routes;
+pub use handlers::routes_with as routes;
 
 use crate::ingest::v1::StatsView;
 use crate::report::{QuotaStatus, SenderState};
@@ -64,15 +65,35 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
-/// A whole page around `main`.
+/// A whole page around `main`, refreshed every 5 s by the script.
 fn page(title: &str, main: &str) -> String {
+    page_with(title, main, 5)
+}
+
+/// The page that asks for the bearer token (a non-loopback bind): no data
+/// at all, only the form.
+pub fn login_page(problem: Option<&str>) -> String {
+    let problem = problem
+        .map(|p| format!("<p class=\"error\">{}</p>\n", escape(p)))
+        .unwrap_or_default();
+    let main = format!(
+        "<section aria-labelledby=\"login\"><h2 id=\"login\">This daemon asks for its token</h2>\n\
+         <p>It listens beyond loopback, so the page needs the daemon's <code>ingest.token</code>, \
+         as the API does.</p>\n{problem}<form method=\"post\" action=\"/ui/login\">\
+         <label>Token <input type=\"password\" name=\"token\" autocomplete=\"current-password\" required></label> \
+         <button>Open the status page</button></form>\n</section>\n"
+    );
+    page_with("purgeq: token needed", &main, 0)
+}
+
+fn page_with(title: &str, main: &str, refresh: u32) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{}</title>\n<link rel=\"stylesheet\" href=\"/ui/style.css\">\n\
          <script src=\"/ui/app.js\" defer></script>\n</head>\n<body>\n\
          <header><a href=\"/\" class=\"brand\">purgeq</a> <span>cache purges for Azure China CDN</span></header>\n\
-         <main id=\"main\" data-refresh=\"5\">\n{main}</main>\n\
+         <main id=\"main\" data-refresh=\"{refresh}\">\n{main}</main>\n\
          <footer>JSON: <a href=\"/v1/stats\">/v1/stats</a> · <a href=\"/v1/purges\">/v1/purges</a> · \
          <a href=\"/v1/openapi.json\">API</a></footer>\n</body>\n</html>\n",
         escape(title)
