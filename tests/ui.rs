@@ -164,6 +164,42 @@ async fn the_buttons_retry_and_cancel_and_nothing_else_can_press_them() {
     assert_eq!(view["state"], "failed", "{view}");
     assert_eq!(emulator.journal().len(), 2, "sent again once");
 
+    // The charts show those calls, from the database (written every 2 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, html) = page(&client, "/").await;
+        assert_eq!(html.matches("<svg").count(), 5, "five charts");
+        let drawn = html.split("<title>").any(|t| {
+            t.contains("UTC: accepted") && !t.starts_with("accepted 0") && {
+                let n = t.split("accepted ").nth(1).unwrap_or("0");
+                !n.starts_with('0')
+            }
+        });
+        if drawn && html.contains("refused 0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no call drawn: {html}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rows: i64 = {
+        use sqlx::Connection;
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", daemon.db_path().display()))
+                .await
+                .expect("open");
+        sqlx::query_scalar("SELECT count(*) FROM calls WHERE outcome = 'accepted'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("calls")
+    };
+    assert!(
+        rows >= 2,
+        "the purges and progress answers are in `calls`: {rows}"
+    );
+
     // Cancel: a request held pending for an hour.
     daemon
         .reload_with(&[("batch.linger", "1h"), ("batch.max_files", "1000")])

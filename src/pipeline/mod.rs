@@ -9,6 +9,7 @@
 //! purge is idempotent), `submitted` ones are tracked again.
 
 mod batcher;
+mod call_log;
 pub mod gate;
 mod sender;
 mod tracker;
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     /// The waits last written to the store (`None` before the first
     /// write, which also clears what a previous run left).
     published_waits: Mutex<Option<Vec<crate::store::Wait>>>,
+    /// Calls not yet written for the status page's charts.
+    call_log: call_log::CallLog,
 }
 
 /// A sender task's hold on a batch; let go when dropped, however the task
@@ -251,16 +254,22 @@ impl Shared {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Counts a call's outcome (for stats and metrics) and remembers the
-    /// last error.
+    /// Counts a call's outcome (for stats, metrics and the charts) and
+    /// remembers the last error.
     fn record_call(
         &self,
         operation: &'static str,
         outcome: &str,
         duration: Duration,
-        error: Option<String>,
+        error: Option<&crate::cdn::CdnError>,
     ) {
         crate::metrics::api_call(operation, outcome, duration);
+        self.call_log.push(crate::store::CallRecord {
+            at: self.now_ts(),
+            operation,
+            outcome: call_log::outcome_of(error),
+        });
+        let error = error.map(ToString::to_string);
         let mut status = self.status();
         *status
             .calls
@@ -347,12 +356,14 @@ impl Pipeline {
             planned_at: Mutex::new(None),
             added_since_planning: std::sync::atomic::AtomicU64::new(0),
             published_waits: Mutex::new(None),
+            call_log: call_log::CallLog::default(),
         });
         // Batches a previous run left `sending` are adopted by the batcher
         // on its first pass (charged again, then sent again).
         let tasks = TaskTracker::new();
         tasks.spawn(batcher::run(shared.clone(), tasks.clone()));
         tasks.spawn(tracker::run(shared.clone()));
+        tasks.spawn(call_log::run(shared.clone()));
         Ok(Pipeline { shared, tasks })
     }
 

@@ -199,7 +199,7 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                 call_label(batch.operation),
                 &error.outcome_label(),
                 took,
-                Some(error.to_string()),
+                Some(&error),
             );
             let action = on_error(error.class(), batch.len());
             match apply(&shared, &batch, &error, action, &mut backoff).await? {

@@ -208,7 +208,7 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
             on_progress(shared, batch, &progress).await?;
         }
         Err(error) => {
-            shared.record_call(label, &error.outcome_label(), took, Some(error.to_string()));
+            shared.record_call(label, &error.outcome_label(), took, Some(&error));
             on_query_error(shared, batch, &error).await?;
         }
     }

@@ -6,6 +6,7 @@
 //! is embedded in the binary.
 
 mod batches;
+mod charts;
 mod enqueue;
 mod file_guard;
 mod history;
@@ -36,6 +37,7 @@ pub use batches::{
     Batch, BatchItem, CallOutcome, CutLimits, ItemResult, Operation, PreloadLimits, QuotaAccount,
     QuotaUse, Readiness, SubmittedBatch, SubmittedItem,
 };
+pub use charts::{CallRecord, Counts, Slot};
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use history::{HistoryEntry, HistoryFilter, read_history};
 pub use ids::{BatchId, ItemId, RequestId};

@@ -185,6 +185,14 @@ async fn remove_step(
     .await?
     .rows_affected();
 
+    // The charts' call log, as old as the rest.
+    sqlx::query(
+        "DELETE FROM calls WHERE id IN (SELECT id FROM calls WHERE at < ?1 ORDER BY at LIMIT ?2)",
+    )
+    .bind(cutoff)
+    .bind(batch)
+    .execute(&mut *conn)
+    .await?;
     let quota_days = sqlx::query("DELETE FROM quota_days WHERE day < ?1")
         .bind(cutoff_day)
         .execute(&mut *conn)

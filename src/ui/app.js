@@ -15,11 +15,23 @@
       pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds()) +
       " (UTC" + sign + pad(Math.floor(offset / 60)) + ":" + pad(offset % 60) + ")";
   }
+  function zone() {
+    var offset = -new Date().getTimezoneOffset();
+    var sign = offset >= 0 ? "+" : "-";
+    offset = Math.abs(offset);
+    return "UTC" + sign + pad(Math.floor(offset / 60)) + ":" + pad(offset % 60);
+  }
   function localize(root) {
     root.querySelectorAll("time[datetime]").forEach(function (t) {
       t.textContent = local(t.getAttribute("datetime"));
       t.title = t.getAttribute("datetime");
     });
+    // Chart axes: HH:MM in the browser's zone, named in the caption.
+    root.querySelectorAll("svg text[data-at]").forEach(function (t) {
+      var d = new Date(t.getAttribute("data-at"));
+      if (!isNaN(d.getTime())) { t.textContent = pad(d.getHours()) + ":" + pad(d.getMinutes()); }
+    });
+    root.querySelectorAll("figcaption .tz").forEach(function (t) { t.textContent = zone(); });
   }
   function refresh(main) {
     fetch(window.location.href, { headers: { "Accept": "text/html" }, credentials: "same-origin" })

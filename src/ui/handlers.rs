@@ -99,6 +99,7 @@ async fn status(
         ),
     };
     let stats = crate::ingest::v1::stats_view(&state).await?;
+    let charts = chart_data(&state).await?;
     let mut recent = state
         .store
         .list_requests(filter.label.as_deref(), None, RECENT)
@@ -106,7 +107,30 @@ async fn status(
     if let Some(wanted) = wanted {
         recent.retain(|r| r.state == wanted);
     }
-    Ok(html(super::status_page(&stats, &recent, &filter)))
+    Ok(html(super::status_page(&stats, &charts, &recent, &filter)))
+}
+
+/// The charts' counts: six reads, each an index range over the last hour
+/// or day.
+async fn chart_data(state: &IngestState) -> Result<super::ChartData, ApiError> {
+    use crate::store::{Slot, Timestamp};
+    let now = state.clock.now_utc();
+    let hour_ago = Timestamp::new(now - time::Duration::minutes(60));
+    let day_ago = Timestamp::new(now - time::Duration::hours(24));
+    let offset = state.settings().derived.quota_offset.get();
+    let day_start = crate::quota::next_day_start(now, offset) - time::Duration::days(1);
+    let store = &state.store;
+    Ok(super::ChartData {
+        now,
+        day_start,
+        urls_hour: store.urls_flow(hour_ago, Slot::Minute).await?,
+        urls_day: store.urls_flow(day_ago, Slot::Hour).await?,
+        calls_hour: store.calls_by_outcome(hour_ago, Slot::Minute).await?,
+        calls_day: store.calls_by_outcome(day_ago, Slot::Hour).await?,
+        quota_day: store
+            .quota_through_the_day(Timestamp::new(day_start))
+            .await?,
+    })
 }
 
 async fn request(

@@ -15,6 +15,7 @@
 
 mod actions;
 mod auth;
+mod charts;
 mod handlers;
 
 use std::fmt::Write as _;
@@ -100,15 +101,34 @@ fn page_with(title: &str, main: &str, refresh: u32) -> String {
     )
 }
 
+/// What the charts are drawn from (see `store::charts`).
+pub struct ChartData {
+    pub now: time::OffsetDateTime,
+    /// When today's quota day started.
+    pub day_start: time::OffsetDateTime,
+    pub urls_hour: crate::store::Counts,
+    pub urls_day: crate::store::Counts,
+    pub calls_hour: crate::store::Counts,
+    pub calls_day: crate::store::Counts,
+    pub quota_day: crate::store::Counts,
+}
+
 /// The front page: is it flowing, what is left of the day, what waits and
-/// why, what went wrong, and the recent requests.
-pub fn status_page(stats: &StatsView, recent: &[RequestSummary], filter: &ListFilter) -> String {
+/// why, what went wrong, pictures of the last hour and day, and the recent
+/// requests.
+pub fn status_page(
+    stats: &StatsView,
+    charts: &ChartData,
+    recent: &[RequestSummary],
+    filter: &ListFilter,
+) -> String {
     let mut main = String::new();
     main.push_str(&sending_section(stats));
     if let Some(quota) = &stats.pipeline.quota {
         main.push_str(&quota_section(quota));
     }
     main.push_str(&backlog_section(stats));
+    main.push_str(&charts_section(charts));
     main.push_str(&requests_section(recent, filter));
     page("purgeq status", &main)
 }
@@ -295,6 +315,108 @@ fn backlog_section(stats: &StatsView) -> String {
         out.push_str("</tbody></table>\n");
     }
     out.push_str("</section>\n");
+    out
+}
+
+/// URLs and calls over the last hour (per minute) and day (per hour), and
+/// the quota used through the day.
+fn charts_section(data: &ChartData) -> String {
+    use crate::store::Slot;
+    use charts::{Series, slots, stacked_bars};
+    let urls = [
+        Series {
+            key: "enqueued",
+            label: "enqueued",
+            class: "c-in",
+        },
+        Series {
+            key: "purged",
+            label: "purged",
+            class: "c-ok",
+        },
+    ];
+    let calls = [
+        Series {
+            key: "accepted",
+            label: "accepted",
+            class: "c-ok",
+        },
+        Series {
+            key: "throttled",
+            label: "throttled",
+            class: "c-warn",
+        },
+        Series {
+            key: "transient",
+            label: "transient error",
+            class: "c-muted",
+        },
+        Series {
+            key: "refused",
+            label: "refused",
+            class: "c-bad",
+        },
+    ];
+    let quota = [
+        Series {
+            key: "files",
+            label: "files",
+            class: "c-in",
+        },
+        Series {
+            key: "directories",
+            label: "directories",
+            class: "c-ok",
+        },
+    ];
+    let hour = slots(data.now, Slot::Minute, 60);
+    let day = slots(data.now, Slot::Hour, 24);
+    let hours_today = ((data.now - data.day_start).whole_hours() + 1).clamp(1, 24) as usize;
+    let today = slots(data.now, Slot::Hour, hours_today);
+    let mut out = String::from(
+        "<section aria-labelledby=\"charts\"><h2 id=\"charts\">The last hour and day</h2>\n<div class=\"charts\">\n",
+    );
+    out.push_str(&stacked_bars(
+        "URLs",
+        "per minute, last hour",
+        &hour,
+        &urls,
+        &data.urls_hour,
+        false,
+    ));
+    out.push_str(&stacked_bars(
+        "URLs",
+        "per hour, last day",
+        &day,
+        &urls,
+        &data.urls_day,
+        false,
+    ));
+    out.push_str(&stacked_bars(
+        "API calls",
+        "per minute, last hour",
+        &hour,
+        &calls,
+        &data.calls_hour,
+        false,
+    ));
+    out.push_str(&stacked_bars(
+        "API calls",
+        "per hour, last day",
+        &day,
+        &calls,
+        &data.calls_day,
+        false,
+    ));
+    out.push_str(&stacked_bars(
+        "Quota used today",
+        "purge URLs accepted, running total",
+        &today,
+        &quota,
+        &data.quota_day,
+        true,
+    ));
+    out.push_str("</div>\n</section>\n");
     out
 }
 

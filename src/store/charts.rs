@@ -1,0 +1,183 @@
+//! What the status page's charts are drawn from: counts per minute or
+//! per hour over a recent span, each read by an index range (the last
+//! hour or day of rows, never the whole history).
+
+use super::{Store, StoreError, Timestamp};
+
+/// One API call for the `calls` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub at: Timestamp,
+    /// `purge`, `preload`, `query` or `preload_query`.
+    pub operation: &'static str,
+    /// `accepted`, `throttled`, `transient` or `refused`.
+    pub outcome: &'static str,
+}
+
+/// The width of a chart's slot: the stored timestamp's prefix that names
+/// it (`2026-12-02T10:15` for a minute, `2026-12-02T10` for an hour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Minute,
+    Hour,
+}
+
+impl Slot {
+    fn prefix(self) -> i64 {
+        match self {
+            Slot::Minute => 16,
+            Slot::Hour => 13,
+        }
+    }
+}
+
+/// `(slot, series, count)` rows: a slot's prefix, what was counted, how
+/// many.
+pub type Counts = Vec<(String, String, u64)>;
+
+fn counts(rows: Vec<(String, String, i64)>) -> Counts {
+    rows.into_iter()
+        .map(|(slot, series, n)| (slot, series, n.max(0) as u64))
+        .collect()
+}
+
+/// The smallest UUIDv7 text of a request received at or after `at`:
+/// request ids sort by arrival, so a range of the primary key finds the
+/// recent requests without an index on `received_at`.
+fn first_request_id_at(at: Timestamp) -> String {
+    let ms = (at.get().unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+    format!(
+        "{:08x}-{:04x}-7000-0000-000000000000",
+        ms >> 16,
+        ms & 0xffff
+    )
+}
+
+impl Store {
+    /// Stores API calls for the charts, in one transaction.
+    pub async fn record_calls(&self, calls: Vec<CallRecord>) -> Result<(), StoreError> {
+        if calls.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(Timestamp, &'static str, &'static str)> = calls
+            .iter()
+            .map(|c| (c.at, c.operation, c.outcome))
+            .collect();
+        let json = serde_json::to_string(
+            &rows
+                .iter()
+                .map(|(at, op, outcome)| (at.to_string(), *op, *outcome))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| StoreError::internal("encoding calls", e))?;
+        self.write(move |conn| {
+            let json = json.clone();
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO calls (at, operation, outcome)
+                     SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)",
+                )
+                .bind(&json)
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// API calls since `since`, per slot and outcome.
+    pub async fn calls_by_outcome(
+        &self,
+        since: Timestamp,
+        slot: Slot,
+    ) -> Result<Counts, StoreError> {
+        Ok(counts(
+            sqlx::query_as(
+                "SELECT substr(at, 1, ?2), outcome, count(*) FROM calls WHERE at >= ?1
+                 GROUP BY 1, 2 ORDER BY 1",
+            )
+            .bind(since)
+            .bind(slot.prefix())
+            .fetch_all(&self.reader)
+            .await?,
+        ))
+    }
+
+    /// URLs asked for (`enqueued`) and URLs whose purge succeeded
+    /// (`purged`) since `since`, per slot.
+    pub async fn urls_flow(&self, since: Timestamp, slot: Slot) -> Result<Counts, StoreError> {
+        let mut rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT substr(r.received_at, 1, ?3), 'enqueued', count(*)
+             FROM requests r JOIN request_items ri ON ri.request_id = r.id
+             WHERE r.id >= ?2 AND r.received_at >= ?1
+             GROUP BY 1 ORDER BY 1",
+        )
+        .bind(since)
+        .bind(first_request_id_at(since))
+        .bind(slot.prefix())
+        .fetch_all(&self.reader)
+        .await?;
+        // `finished_at IS NOT NULL` lets SQLite use the partial index
+        // `items_finished` for the range.
+        rows.extend(
+            sqlx::query_as::<_, (String, String, i64)>(
+                "SELECT substr(finished_at, 1, ?2), 'purged', count(*) FROM items
+                 WHERE finished_at IS NOT NULL AND finished_at >= ?1 AND state = 'succeeded'
+                 GROUP BY 1 ORDER BY 1",
+            )
+            .bind(since)
+            .bind(slot.prefix())
+            .fetch_all(&self.reader)
+            .await?,
+        );
+        Ok(counts(rows))
+    }
+
+    /// Purge files and directories the CDN accepted since `since` (the
+    /// quota day's start), per hour: how the day's quota was used.
+    pub async fn quota_through_the_day(&self, since: Timestamp) -> Result<Counts, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT substr(accepted_at, 1, 13), sum(files), sum(directories) FROM batches
+             WHERE accepted_at IS NOT NULL AND accepted_at >= ?1 AND operation = 'purge'
+             GROUP BY 1 ORDER BY 1",
+        )
+        .bind(since)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .flat_map(|(hour, files, directories)| {
+                [
+                    (hour.clone(), "files".to_owned(), files.max(0) as u64),
+                    (hour, "directories".to_owned(), directories.max(0) as u64),
+                ]
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_request_id_of_a_time_sorts_before_every_later_id() {
+        let at = Timestamp::parse("2026-12-02T10:00:00.000Z").expect("time");
+        let bound = first_request_id_at(at);
+        let later = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            at.get().unix_timestamp() as u64,
+            1,
+        ))
+        .to_string();
+        let earlier = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            at.get().unix_timestamp() as u64 - 1,
+            0,
+        ))
+        .to_string();
+        assert!(bound <= later, "{bound} <= {later}");
+        assert!(earlier < bound, "{earlier} < {bound}");
+    }
+}
