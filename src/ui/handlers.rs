@@ -52,6 +52,7 @@ fn routes() -> Router<IngestState> {
         )
         .route("/ui/style.css", get(style))
         .route("/ui/app.js", get(script))
+        .route("/ui/favicon.svg", get(icon))
 }
 
 fn enabled(state: &IngestState) -> Result<(), ApiError> {
@@ -209,6 +210,11 @@ async fn act(
 async fn style(State(state): State<IngestState>) -> Result<Response, ApiError> {
     enabled(&state)?;
     Ok(([(CONTENT_TYPE, "text/css; charset=utf-8")], super::STYLE).into_response())
+}
+
+async fn icon(State(state): State<IngestState>) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    Ok(([(CONTENT_TYPE, "image/svg+xml")], super::ICON).into_response())
 }
 
 async fn script(State(state): State<IngestState>) -> Result<Response, ApiError> {

@@ -30,6 +30,9 @@ use crate::store::{ItemStatus, RequestState, RequestStatus, RequestSummary};
 pub const STYLE: &str = include_str!("style.css");
 /// The page's script, served at `/ui/app.js`.
 pub const SCRIPT: &str = include_str!("app.js");
+/// The page's icon, served at `/ui/favicon.svg` (without one a browser
+/// asks for `/favicon.ico` and logs the 404 as an error).
+pub const ICON: &str = include_str!("favicon.svg");
 
 /// Text made safe to put between tags or in a quoted attribute.
 pub fn escape(text: &str) -> String {
@@ -92,6 +95,7 @@ fn page_with(title: &str, main: &str, refresh: u32) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{}</title>\n<link rel=\"stylesheet\" href=\"/ui/style.css\">\n\
+         <link rel=\"icon\" href=\"/ui/favicon.svg\" type=\"image/svg+xml\">\n\
          <script src=\"/ui/app.js\" defer></script>\n</head>\n<body>\n\
          <header><a href=\"/\" class=\"brand\">purgeq</a> <span>cache purges for Azure China CDN</span></header>\n\
          <main id=\"main\" data-refresh=\"{refresh}\">\n{main}</main>\n\
@@ -148,12 +152,12 @@ fn sending_section(stats: &StatsView) -> String {
     let (class, word, detail) = match sender.state {
         SenderState::Running => (
             "ok",
-            "Sending",
+            "running",
             "Calls go out as the rate allows.".to_owned(),
         ),
         SenderState::Throttled => (
             "warn",
-            "Throttled",
+            "throttled",
             format!(
                 "The CDN asked us to slow down: every call waits {} more.",
                 duration(sender.throttled_for_seconds.unwrap_or(0.0))
@@ -161,7 +165,7 @@ fn sending_section(stats: &StatsView) -> String {
         ),
         SenderState::Paused => (
             "bad",
-            "Paused",
+            "paused",
             sender
                 .paused_reason
                 .clone()

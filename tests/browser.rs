@@ -1,0 +1,199 @@
+//! The status page in a real browser (issue 19): headless Chromium loads
+//! it from a daemon holding URLs in every state, and what it renders is
+//! checked against `/v1/stats`; the charts are drawn; a request page lists
+//! its URLs; retry and cancel work through the buttons; the refresh shows
+//! a new request without a reload; the console stays clean. A screenshot is
+//! written to `target/test-artifacts/status-page.png`.
+//!
+//! Needs Debian's `chromium`. Without it the test says it skipped, unless
+//! `PURGEQ_REQUIRE_BROWSER=1` (CI sets it), which makes that a failure.
+
+#[path = "common/browser.rs"]
+mod browser;
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use purgeq::cdn::emulator::Knobs;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_page_in_a_real_browser() {
+    let Some(binary) = browser::chromium() else {
+        assert!(
+            std::env::var_os("PURGEQ_REQUIRE_BROWSER").is_none(),
+            "PURGEQ_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)"
+        );
+        eprintln!(
+            "SKIPPED the_status_page_in_a_real_browser: no chromium (apt-get install chromium)"
+        );
+        return;
+    };
+    let emulator = emulator(Knobs {
+        fail_urls_containing: Some("broken".into()),
+        completion_delay: Duration::from_millis(150),
+        ..fast_knobs()
+    })
+    .await;
+    // Three files a day: the first requests spend it, the last waits.
+    let config = format!(
+        "{}[batch]\nlinger = \"100ms\"\n[sender]\nmax_attempts = 1\n[tracker]\npoll_interval = \"100ms\"\n\
+         [quota]\nfiles_per_day = 3\npromote = \"never\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    let host = ENDPOINTS[0].1;
+    let post = |urls: Vec<String>, label: &'static str| {
+        let daemon = &daemon;
+        async move {
+            let (status, accepted) = daemon
+                .post("/v1/purges", &json!({ "urls": urls, "label": label }))
+                .await;
+            assert_eq!(status, 202, "{accepted}");
+            accepted["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let good = post(
+        vec![
+            format!("http://{host}/ok/1.js"),
+            format!("http://{host}/ok/2.js"),
+        ],
+        "deploy 41",
+    )
+    .await;
+    let (_, view) = daemon.get(&format!("/v1/purges/{good}?wait=30")).await;
+    assert_eq!(view["state"], "succeeded", "{view}");
+    let failed = post(vec![format!("http://{host}/broken.js")], "deploy 42").await;
+    let (_, view) = daemon.get(&format!("/v1/purges/{failed}?wait=30")).await;
+    assert_eq!(view["state"], "failed", "{view}");
+    let waiting = post(vec![format!("http://{host}/tomorrow.js")], "deploy 43").await;
+    daemon
+        .wait_for("one URL waiting for quota", Duration::from_secs(10), |s| {
+            s["items"]["pending"] == 1 && s["quota"]["files_left"] == 0
+        })
+        .await;
+
+    let base = format!("http://{}", daemon.http());
+    let mut chrome = browser::Browser::launch(&binary).await;
+    chrome.open(&format!("{base}/")).await;
+    let stats = daemon.stats().await;
+    let text =
+        |selector: &str| format!("document.querySelector({selector:?})?.textContent ?? null");
+    assert_eq!(
+        chrome.eval(&text("#pending")).await,
+        json!(stats["items"]["pending"].to_string()),
+        "backlog as /v1/stats says"
+    );
+    let quota_text = chrome.eval(&text("section[aria-labelledby=quota]")).await;
+    assert!(
+        quota_text
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("{} left", stats["quota"]["files_left"]))),
+        "quota left as /v1/stats says: {quota_text}"
+    );
+    let page_text = chrome.eval("document.body.innerText").await;
+    let page_text = page_text.as_str().expect("text");
+    for (id, state) in [
+        (&good, "succeeded"),
+        (&failed, "failed"),
+        (&waiting, "in progress"),
+    ] {
+        assert!(page_text.contains(id.as_str()), "{id} listed");
+        let row = chrome
+            .eval(&format!(
+                "[...document.querySelectorAll('table.requests tr')].find(r => r.textContent.includes('{id}'))?.textContent"
+            ))
+            .await;
+        assert!(
+            row.as_str().is_some_and(|r| r.contains(state)),
+            "{id} {state}: {row}"
+        );
+    }
+    assert!(
+        page_text.contains("waiting for quota"),
+        "why it waits: {page_text}"
+    );
+    // Charts: five drawn, with bars for the calls made.
+    assert_eq!(
+        chrome.eval("document.querySelectorAll('svg').length").await,
+        json!(5)
+    );
+    chrome
+        .wait_until(
+            "the calls drawn",
+            "document.querySelectorAll('figure.chart:nth-of-type(3) rect').length > 0",
+            Duration::from_secs(15),
+        )
+        .await;
+    // Times in the browser's zone, with its offset.
+    let zone = chrome.eval(&text("figcaption .tz")).await;
+    assert!(
+        zone.as_str()
+            .is_some_and(|z| z.starts_with("UTC+") || z.starts_with("UTC-")),
+        "{zone}"
+    );
+
+    // The refresh shows a new request without a reload.
+    chrome.eval("window.__notReloaded = true").await;
+    let fresh = post(vec![format!("http://{host}/fresh.js")], "deploy 44").await;
+    chrome
+        .wait_until(
+            "the new request on the page",
+            &format!("document.body.innerText.includes('{fresh}')"),
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(
+        chrome.eval("window.__notReloaded === true").await,
+        json!(true)
+    );
+    chrome
+        .screenshot(std::path::Path::new(concat!(
+            env!("CARGO_TARGET_TMPDIR"),
+            "/../test-artifacts/status-page.png"
+        )))
+        .await;
+
+    // A request page lists its URLs; its buttons act.
+    chrome.open(&format!("{base}/ui/requests/{good}")).await;
+    let urls = chrome
+        .eval("[...document.querySelectorAll('td.url')].map(t => t.textContent)")
+        .await;
+    assert_eq!(
+        urls,
+        json!([
+            format!("http://{host}/ok/1.js"),
+            format!("http://{host}/ok/2.js")
+        ])
+    );
+    chrome.open(&format!("{base}/ui/requests/{failed}")).await;
+    chrome.click_and_wait("form[action$='/retry'] button").await;
+    let state_of = |id: String| {
+        let daemon = &daemon;
+        async move {
+            let (_, view): (u16, Value) = daemon.get(&format!("/v1/purges/{id}")).await;
+            view["state"].as_str().expect("state").to_owned()
+        }
+    };
+    assert_eq!(
+        state_of(failed.clone()).await,
+        "in_progress",
+        "retried: waits for quota now"
+    );
+    chrome.open(&format!("{base}/ui/requests/{waiting}")).await;
+    chrome
+        .click_and_wait("form[action$='/cancel'] button")
+        .await;
+    assert_eq!(state_of(waiting.clone()).await, "cancelled");
+    let shown = chrome.eval("document.body.innerText").await;
+    assert!(
+        shown.as_str().is_some_and(|t| t.contains("cancelled")),
+        "{shown}"
+    );
+
+    let errors = chrome.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    drop(chrome);
+    daemon.stop().await;
+}
