@@ -321,3 +321,57 @@ async fn with_a_token_the_page_asks_for_it_and_shows_nothing_before() {
     assert_eq!(status, 200);
     daemon.stop().await;
 }
+
+/// The CDN's error answers are listed with their type, message and
+/// correlation id (from the `calls` table, so they outlive a restart).
+#[tokio::test(flavor = "multi_thread")]
+async fn recent_cdn_errors_are_listed_with_their_correlation_id() {
+    let emulator = emulator(Knobs {
+        force_error_type: Some("PermissionDenied".into()),
+        ..fast_knobs()
+    })
+    .await;
+    let config = format!(
+        "{}[batch]\nlinger = \"50ms\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    let (status, _) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": [format!("http://{}/denied.js", ENDPOINTS[0].1)] }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let client = daemon.client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let html = loop {
+        let (_, _, html) = page(&client, "/").await;
+        if html.contains("<table class=\"errors\">") {
+            break html;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no error listed: {html}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let errors = &html[html.find("<table class=\"errors\">").expect("table")..];
+    let row = &errors[..errors.find("</tr>\n").expect("header")];
+    assert!(row.contains("Correlation id"), "{row}");
+    let first = errors.split("<tr>").nth(2).expect("a row");
+    assert!(
+        first.contains("<td>purge</td><td>PermissionDenied</td>"),
+        "{first}"
+    );
+    assert!(first.contains("forced by the emulator"), "{first}");
+    // The emulator's X-Correlation-Id (a UUID) is quoted in a cell of its own.
+    let row = &first[..first.find("</tr>").expect("row end")];
+    let correlation = row
+        .rsplit("<td>")
+        .next()
+        .expect("cell")
+        .trim_end_matches("</td>");
+    assert_eq!(correlation.len(), 36, "{row}");
+    daemon.stop().await;
+}

@@ -268,6 +268,11 @@ impl Shared {
             at: self.now_ts(),
             operation,
             outcome: call_log::outcome_of(error),
+            error: error.map(|e| crate::store::CallError {
+                error_type: outcome.to_owned(),
+                message: e.to_string(),
+                correlation_id: e.correlation_id().map(str::to_owned),
+            }),
         });
         let error = error.map(ToString::to_string);
         let mut status = self.status();

@@ -12,6 +12,24 @@ pub struct CallRecord {
     pub operation: &'static str,
     /// `accepted`, `throttled`, `transient` or `refused`.
     pub outcome: &'static str,
+    /// For a call that did not succeed: the error's type, its text and
+    /// the answer's correlation id.
+    pub error: Option<CallError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CallError {
+    pub error_type: String,
+    pub message: String,
+    pub correlation_id: Option<String>,
+}
+
+/// One of the recent errors the status page lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentError {
+    pub at: String,
+    pub operation: String,
+    pub error: CallError,
 }
 
 /// The width of a chart's slot: the stored timestamp's prefix that names
@@ -59,23 +77,29 @@ impl Store {
         if calls.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(Timestamp, &'static str, &'static str)> = calls
+        let rows: Vec<_> = calls
             .iter()
-            .map(|c| (c.at, c.operation, c.outcome))
+            .map(|c| {
+                let e = c.error.as_ref();
+                (
+                    c.at.to_string(),
+                    c.operation,
+                    c.outcome,
+                    e.map(|e| e.error_type.as_str()),
+                    e.map(|e| e.message.as_str()),
+                    e.and_then(|e| e.correlation_id.as_deref()),
+                )
+            })
             .collect();
-        let json = serde_json::to_string(
-            &rows
-                .iter()
-                .map(|(at, op, outcome)| (at.to_string(), *op, *outcome))
-                .collect::<Vec<_>>(),
-        )
-        .map_err(|e| StoreError::internal("encoding calls", e))?;
+        let json =
+            serde_json::to_string(&rows).map_err(|e| StoreError::internal("encoding calls", e))?;
         self.write(move |conn| {
             let json = json.clone();
             Box::pin(async move {
                 sqlx::query(
-                    "INSERT INTO calls (at, operation, outcome)
-                     SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)",
+                    "INSERT INTO calls (at, operation, outcome, error_type, message, correlation_id)
+                     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
+                     FROM json_each(?1)",
                 )
                 .bind(&json)
                 .execute(&mut *conn)
@@ -84,6 +108,39 @@ impl Store {
             })
         })
         .await
+    }
+
+    /// The `limit` newest calls that did not succeed (one walk of the
+    /// partial index `calls_errors`).
+    pub async fn recent_errors(&self, limit: u32) -> Result<Vec<RecentError>, StoreError> {
+        type Row = (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT at, operation, error_type, message, correlation_id FROM calls
+             WHERE outcome != 'accepted' ORDER BY id DESC LIMIT ?1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(at, operation, error_type, message, correlation_id)| RecentError {
+                    at,
+                    operation,
+                    error: CallError {
+                        error_type: error_type.unwrap_or_default(),
+                        message: message.unwrap_or_default(),
+                        correlation_id,
+                    },
+                },
+            )
+            .collect())
     }
 
     /// API calls since `since`, per slot and outcome.

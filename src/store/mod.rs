@@ -37,7 +37,7 @@ pub use batches::{
     Batch, BatchItem, CallOutcome, CutLimits, ItemResult, Operation, PreloadLimits, QuotaAccount,
     QuotaUse, Readiness, SubmittedBatch, SubmittedItem,
 };
-pub use charts::{CallRecord, Counts, Slot};
+pub use charts::{CallError, CallRecord, Counts, RecentError, Slot};
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use history::{HistoryEntry, HistoryFilter, read_history};
 pub use ids::{BatchId, ItemId, RequestId};

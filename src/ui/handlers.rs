@@ -131,6 +131,7 @@ async fn chart_data(state: &IngestState) -> Result<super::ChartData, ApiError> {
         quota_day: store
             .quota_through_the_day(Timestamp::new(day_start))
             .await?,
+        errors: store.recent_errors(10).await?,
     })
 }
 

@@ -115,6 +115,8 @@ pub struct ChartData {
     pub calls_hour: crate::store::Counts,
     pub calls_day: crate::store::Counts,
     pub quota_day: crate::store::Counts,
+    /// The newest CDN error answers.
+    pub errors: Vec<crate::store::RecentError>,
 }
 
 /// The front page: is it flowing, what is left of the day, what waits and
@@ -133,6 +135,7 @@ pub fn status_page(
     }
     main.push_str(&backlog_section(stats));
     main.push_str(&charts_section(charts));
+    main.push_str(&errors_section(&charts.errors));
     main.push_str(&requests_section(recent, filter));
     page("purgeq status", &main)
 }
@@ -192,14 +195,6 @@ fn sending_section(stats: &StatsView) -> String {
             out,
             "<p class=\"wait\">Waiting: {}{until}</p>",
             escape(&wait.reason)
-        );
-    }
-    if let (Some(error), Some(at)) = (&sender.last_error, &sender.last_error_at) {
-        let _ = writeln!(
-            out,
-            "<p class=\"error\">Last CDN error, {}: {}</p>",
-            time(at),
-            escape(error)
         );
     }
     out.push_str("</section>\n");
@@ -421,6 +416,36 @@ fn charts_section(data: &ChartData) -> String {
         true,
     ));
     out.push_str("</div>\n</section>\n");
+    out
+}
+
+/// The newest CDN error answers: when, which call, the error's type and
+/// message, and the correlation id to quote to support.
+fn errors_section(errors: &[crate::store::RecentError]) -> String {
+    let mut out = String::from(
+        "<section aria-labelledby=\"errors\"><h2 id=\"errors\">Recent CDN errors</h2>\n",
+    );
+    if errors.is_empty() {
+        out.push_str("<p>None recorded.</p>\n</section>\n");
+        return out;
+    }
+    out.push_str(
+        "<table class=\"errors\"><thead><tr><th scope=\"col\">When</th><th scope=\"col\">Call</th>\
+         <th scope=\"col\">Type</th><th scope=\"col\">Message</th><th scope=\"col\">Correlation id</th>\
+         </tr></thead><tbody>\n",
+    );
+    for e in errors {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            time(&e.at),
+            escape(&e.operation),
+            escape(&e.error.error_type),
+            escape(&e.error.message),
+            escape(e.error.correlation_id.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</tbody></table>\n</section>\n");
     out
 }
 
