@@ -145,7 +145,7 @@ pub async fn render(
             gauge!(ITEMS, "state" => state.as_str()).set(counts.get(state) as f64);
         }
     }
-    if let Ok(counts) = store.preload_counts().await {
+    if let Ok(counts) = store.preload_counts(true).await {
         for (state, count) in [
             ("waiting", counts.waiting),
             ("pending", counts.pending),

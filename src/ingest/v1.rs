@@ -413,14 +413,28 @@ async fn drain_estimate(
 }
 
 pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsView>, ApiError> {
-    Ok(Json(stats_view(&state).await?))
+    Ok(Json(stats_view(&state, Counting::All).await?))
+}
+
+/// Which states [`stats_view`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    /// Every state: `/v1/stats` (a walk of an index as long as the
+    /// history).
+    All,
+    /// Pending and in flight only, the finished counts left at 0: bounded
+    /// by the backlog, for the status page's refresh every few seconds.
+    Open,
 }
 
 /// The daemon's state on one page: what `/v1/stats` answers and the status
 /// page renders.
-pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
+pub async fn stats_view(state: &IngestState, counting: Counting) -> Result<StatsView, ApiError> {
     let pipeline = state.pipeline_status();
-    let items = state.store.state_counts().await?;
+    let items = match counting {
+        Counting::All => state.store.state_counts().await?,
+        Counting::Open => state.store.open_state_counts().await?,
+    };
     let oldest_pending_at = state.store.oldest_pending().await?;
     let oldest_pending_age_seconds = oldest_pending_at
         .as_deref()
@@ -436,7 +450,10 @@ pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
     Ok(StatsView {
         backlog_by_endpoint,
         items,
-        preloads: state.store.preload_counts().await?,
+        preloads: state
+            .store
+            .preload_counts(counting == Counting::All)
+            .await?,
         oldest_pending_at,
         oldest_pending_age_seconds,
         store: StoreView {

@@ -13,6 +13,8 @@ mod history;
 mod ids;
 mod operator;
 mod plan;
+#[cfg(test)]
+mod plans;
 mod preloads;
 mod reads;
 mod reserve;

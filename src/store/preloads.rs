@@ -103,6 +103,22 @@ pub struct PreloadCounts {
     pub waiting: u64,
 }
 
+/// Preloads pending or in flight: ranges of `preloads_state`.
+pub(crate) const OPEN_PRELOAD_COUNTS: &str = "SELECT state, count(*) FROM preloads
+     WHERE state IN ('pending', 'sending', 'submitted') GROUP BY state";
+
+/// URLs that want a preload and whose purge is still open, found from
+/// the open purge items (and what is merged into them), not from the
+/// history.
+pub(crate) const WAITING_PRELOADS: &str =
+    "WITH open AS (SELECT id FROM items WHERE state IN ('pending', 'sending', 'submitted')),
+          carried AS (SELECT id FROM open
+                      UNION ALL
+                      SELECT f.id FROM open o JOIN items f ON f.merged_into = o.id
+                      WHERE f.state = 'merged')
+     SELECT count(*) FROM carried c JOIN request_items ri ON ri.item_id = c.id
+     WHERE ri.preload = 1";
+
 impl Store {
     /// How ready one endpoint's pending preloads are (as
     /// [`Store::readiness`] for purges; preloads have no urgent lane).
@@ -156,11 +172,15 @@ impl Store {
         .await
     }
 
-    pub async fn preload_counts(&self) -> Result<PreloadCounts, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, count(*) FROM preloads GROUP BY state")
-                .fetch_all(&self.reader)
-                .await?;
+    /// Preloads in every state (`full`), or only those waiting and in
+    /// flight (index ranges bounded by the backlog: the status page).
+    pub async fn preload_counts(&self, full: bool) -> Result<PreloadCounts, StoreError> {
+        let sql = if full {
+            "SELECT state, count(*) FROM preloads GROUP BY state"
+        } else {
+            OPEN_PRELOAD_COUNTS
+        };
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(&self.reader).await?;
         let mut counts = PreloadCounts::default();
         for (state, count) in rows {
             let count = count.max(0) as u64;
@@ -174,17 +194,9 @@ impl Store {
                 _ => {}
             }
         }
-        // URLs that want a preload and whose purge is still open: one walk
-        // of the purge items in flight, not of the history.
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM request_items ri
-             JOIN items i ON i.id = ri.item_id
-             LEFT JOIN items m ON m.id = i.merged_into
-             WHERE ri.preload = 1
-               AND COALESCE(m.state, i.state) IN ('pending', 'sending', 'submitted')",
-        )
-        .fetch_one(&self.reader)
-        .await?;
+        let waiting: i64 = sqlx::query_scalar(WAITING_PRELOADS)
+            .fetch_one(&self.reader)
+            .await?;
         counts.waiting = waiting.max(0) as u64;
         Ok(counts)
     }

@@ -136,6 +136,16 @@ impl RequestState {
     pub fn is_final(self) -> bool {
         self != RequestState::InProgress
     }
+
+    /// As in JSON and query strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::InProgress => "in_progress",
+            RequestState::Succeeded => "succeeded",
+            RequestState::Failed => "failed",
+            RequestState::Cancelled => "cancelled",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -232,6 +242,84 @@ impl From<HistoryRow> for ItemStatus {
     }
 }
 
+/// Pending items by kind: a range of `items_state`.
+pub(crate) const PENDING_BY_KIND: &str =
+    "SELECT coalesce(sum(kind = 'file'), 0), coalesce(sum(kind = 'directory'), 0)
+     FROM items WHERE state = 'pending'";
+
+/// Items pending or in flight: ranges of `items_state`.
+pub(crate) const OPEN_STATE_COUNTS: &str =
+    "SELECT state, count(*) FROM items WHERE state IN ('pending', 'sending', 'submitted')
+             GROUP BY state";
+
+/// Purges and preloads pending or in flight per endpoint: ranges of
+/// `items_state` and `preloads_state`.
+pub(crate) const BACKLOG_BY_ENDPOINT: &str = "SELECT endpoint_id, sum(state = 'pending'), sum(state IN ('sending', 'submitted'))
+             FROM (SELECT endpoint_id, state FROM items WHERE state IN ('pending', 'sending', 'submitted')
+                   UNION ALL
+                   SELECT endpoint_id, state FROM preloads WHERE state IN ('pending', 'sending', 'submitted'))
+             GROUP BY endpoint_id ORDER BY endpoint_id";
+
+/// The oldest pending arrival: the partial index `items_pending_age`
+/// and a range of `preloads_state`.
+pub(crate) const OLDEST_PENDING: &str =
+    "SELECT min(at) FROM (SELECT min(created_at) AS at FROM items WHERE state = 'pending'
+                                  UNION ALL
+                                  SELECT min(created_at) FROM preloads WHERE state = 'pending')";
+
+/// One request's URLs: SQLite pushes `request_id = ?1` into both arms
+/// of the view.
+pub(crate) const REQUEST_URLS: &str =
+    "SELECT url, kind, endpoint_id, effective_state, merged_into_url, merge_reason,
+                    task_track_id, correlation_id, attempts, last_error, finished_at, operation,
+                    preload_state, preload_task_track_id, preload_attempts, preload_error,
+                    preload_finished_at
+             FROM history WHERE request_id = ?1";
+
+/// One page of requests with their summaries (`?1` label, `?2` before,
+/// `?3` limit, `?4` URL prefix). The URLs are read from the tables, the
+/// page's requests first, rather than from the `history` view: SQLite
+/// cannot push a join into that view (a `UNION ALL` with an `ORDER BY`),
+/// so it would build the whole history for every page (3.6 s with a
+/// million items). `CROSS JOIN` makes SQLite start from the page: a
+/// database that was never analyzed gives the planner no statistics, and
+/// it would rather walk all of `request_items`. The `urls` part says what
+/// the view says for the columns used here; keep them alike.
+pub(crate) const REQUEST_SUMMARIES: &str = "WITH page AS (
+                 SELECT id, received_at, source, label, cancelled_at FROM requests
+                 WHERE (?1 IS NULL OR label = ?1) AND (?2 IS NULL OR id < ?2)
+                 ORDER BY id DESC LIMIT ?3),
+             urls AS (
+                 SELECT ri.request_id AS request_id,
+                        COALESCE(ri.requested_url, i.url) AS url,
+                        COALESCE(m.state, i.state) AS effective_state,
+                        CASE WHEN ri.preload = 0 THEN NULL
+                             WHEN pl.id IS NOT NULL THEN pl.state
+                             WHEN pg.cancelled_at IS NOT NULL THEN 'cancelled'
+                             WHEN COALESCE(m.state, i.state) IN ('failed', 'cancelled') THEN 'skipped'
+                             ELSE 'waiting' END AS preload_state
+                 FROM page pg
+                 CROSS JOIN request_items ri ON ri.request_id = pg.id
+                 JOIN items i ON i.id = ri.item_id
+                 LEFT JOIN items m ON m.id = i.merged_into
+                 LEFT JOIN request_preloads rp ON rp.request_id = ri.request_id AND rp.position = ri.position
+                 LEFT JOIN preloads pl ON pl.id = rp.preload_id
+                 UNION ALL
+                 SELECT rp.request_id, pl.url, pl.state, pl.state
+                 FROM page pg
+                 CROSS JOIN request_preloads rp ON rp.request_id = pg.id
+                 JOIN preloads pl ON pl.id = rp.preload_id
+                 WHERE NOT EXISTS (SELECT 1 FROM request_items ri
+                                   WHERE ri.request_id = rp.request_id AND ri.position = rp.position))
+             SELECT p.id, p.received_at, p.source, p.label, count(u.request_id),
+                    coalesce(sum(u.effective_state NOT IN ('succeeded', 'failed', 'cancelled')
+                                 OR u.preload_state IN ('waiting', 'pending', 'sending', 'submitted')), 0),
+                    coalesce(sum(u.effective_state = 'failed'), 0),
+                    coalesce(sum(u.effective_state = 'cancelled'), 0),
+                    ?4 IS NULL OR coalesce(sum(substr(u.url, 1, length(?4)) = ?4), 0) > 0
+             FROM page p LEFT JOIN urls u ON u.request_id = p.id
+             GROUP BY p.id ORDER BY p.id DESC";
+
 impl Store {
     /// A request and each of its URLs, or `None` when the id is unknown.
     pub async fn request_status(
@@ -246,19 +334,13 @@ impl Store {
         let Some((id, received_at, source, label)) = request else {
             return Ok(None);
         };
-        let mut items: Vec<ItemStatus> = sqlx::query_as::<_, HistoryRow>(
-            "SELECT url, kind, endpoint_id, effective_state, merged_into_url, merge_reason,
-                    task_track_id, correlation_id, attempts, last_error, finished_at, operation,
-                    preload_state, preload_task_track_id, preload_attempts, preload_error,
-                    preload_finished_at
-             FROM history WHERE request_id = ?1",
-        )
-        .bind(&id)
-        .fetch_all(&self.reader)
-        .await?
-        .into_iter()
-        .map(ItemStatus::from)
-        .collect();
+        let mut items: Vec<ItemStatus> = sqlx::query_as::<_, HistoryRow>(REQUEST_URLS)
+            .bind(&id)
+            .fetch_all(&self.reader)
+            .await?
+            .into_iter()
+            .map(ItemStatus::from)
+            .collect();
         if items.iter().any(|i| i.state == ItemState::Pending) {
             let waits = self.waits().await?;
             for item in items.iter_mut().filter(|i| i.state == ItemState::Pending) {
@@ -281,11 +363,22 @@ impl Store {
         }))
     }
 
+    /// Items in every state: one walk of the `items_state` index, so it
+    /// grows with the history (`/v1/stats`, `/metrics`).
     pub async fn state_counts(&self) -> Result<StateCounts, StoreError> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, count(*) FROM items GROUP BY state")
-                .fetch_all(&self.reader)
-                .await?;
+        self.counts_of("SELECT state, count(*) FROM items GROUP BY state")
+            .await
+    }
+
+    /// Items pending or in flight only (the others read 0): index ranges
+    /// bounded by the backlog, whatever the history holds (the status
+    /// page, refreshed every few seconds).
+    pub async fn open_state_counts(&self) -> Result<StateCounts, StoreError> {
+        self.counts_of(OPEN_STATE_COUNTS).await
+    }
+
+    async fn counts_of(&self, sql: &'static str) -> Result<StateCounts, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(&self.reader).await?;
         let mut counts = StateCounts::default();
         for (state, count) in rows {
             if let Some(state) = ItemState::parse(&state) {
@@ -298,15 +391,9 @@ impl Store {
     /// Purges and preloads waiting or in flight, per endpoint:
     /// `(endpoint, pending, in flight)`.
     pub async fn backlog_by_endpoint(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT endpoint_id, sum(state = 'pending'), sum(state IN ('sending', 'submitted'))
-             FROM (SELECT endpoint_id, state FROM items WHERE state IN ('pending', 'sending', 'submitted')
-                   UNION ALL
-                   SELECT endpoint_id, state FROM preloads WHERE state IN ('pending', 'sending', 'submitted'))
-             GROUP BY endpoint_id ORDER BY endpoint_id",
-        )
-        .fetch_all(&self.reader)
-        .await?;
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(BACKLOG_BY_ENDPOINT)
+            .fetch_all(&self.reader)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(endpoint, pending, in_flight)| {
@@ -329,13 +416,9 @@ impl Store {
 
     /// When the oldest pending item (purge or preload) arrived.
     pub async fn oldest_pending(&self) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT min(at) FROM (SELECT min(created_at) AS at FROM items WHERE state = 'pending'
-                                  UNION ALL
-                                  SELECT min(created_at) FROM preloads WHERE state = 'pending')",
-        )
-        .fetch_one(&self.reader)
-        .await?)
+        Ok(sqlx::query_scalar(OLDEST_PENDING)
+            .fetch_one(&self.reader)
+            .await?)
     }
 }
 
@@ -360,29 +443,63 @@ impl Store {
         before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<RequestSummary>, StoreError> {
-        type Row = (String, String, String, Option<String>, i64, i64, i64, i64);
-        let rows: Vec<Row> = sqlx::query_as(
-            "WITH page AS (
-                 SELECT id, received_at, source, label FROM requests
-                 WHERE (?1 IS NULL OR label = ?1) AND (?2 IS NULL OR id < ?2)
-                 ORDER BY id DESC LIMIT ?3)
-             SELECT p.id, p.received_at, p.source, p.label, count(h.request_id),
-                    coalesce(sum(h.effective_state NOT IN ('succeeded', 'failed', 'cancelled')
-                                 OR h.preload_state IN ('waiting', 'pending', 'sending', 'submitted')), 0),
-                    coalesce(sum(h.effective_state = 'failed'), 0),
-                    coalesce(sum(h.effective_state = 'cancelled'), 0)
-             FROM page p LEFT JOIN history h ON h.request_id = p.id
-             GROUP BY p.id ORDER BY p.id DESC",
-        )
-        .bind(label)
-        .bind(before)
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
+        Ok(self
+            .summaries(label, before, limit, None)
+            .await?
+            .into_iter()
+            .map(|(summary, _)| summary)
+            .collect())
+    }
+
+    /// The `limit` requests before `before` (newest first, no filter:
+    /// the status page filters this window, so a rare label or URL costs
+    /// no more than a common one), each with whether one of its URLs
+    /// starts with `url_prefix`.
+    pub async fn recent_requests(
+        &self,
+        before: Option<&str>,
+        limit: u32,
+        url_prefix: Option<&str>,
+    ) -> Result<Vec<(RequestSummary, bool)>, StoreError> {
+        self.summaries(None, before, limit, url_prefix).await
+    }
+
+    /// One page of requests with their summaries. The URLs are read from
+    /// the tables, the page's requests first, rather than from the
+    /// `history` view: SQLite cannot push a join into that view (a
+    /// `UNION ALL` with an `ORDER BY`), so it would build the whole
+    /// history for every page (3.6 s with a million items). The `urls`
+    /// part says what the view says for the columns used here; keep them
+    /// alike.
+    async fn summaries(
+        &self,
+        label: Option<&str>,
+        before: Option<&str>,
+        limit: u32,
+        url_prefix: Option<&str>,
+    ) -> Result<Vec<(RequestSummary, bool)>, StoreError> {
+        type Row = (
+            String,
+            String,
+            String,
+            Option<String>,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        );
+        let rows: Vec<Row> = sqlx::query_as(REQUEST_SUMMARIES)
+            .bind(label)
+            .bind(before)
+            .bind(i64::from(limit))
+            .bind(url_prefix)
+            .fetch_all(&self.reader)
+            .await?;
         Ok(rows
             .into_iter()
             .map(
-                |(id, received_at, source, label, urls, open, failed, cancelled)| {
+                |(id, received_at, source, label, urls, open, failed, cancelled, url_matches)| {
                     let state = if open > 0 {
                         RequestState::InProgress
                     } else if failed > 0 {
@@ -392,14 +509,15 @@ impl Store {
                     } else {
                         RequestState::Succeeded
                     };
-                    RequestSummary {
+                    let summary = RequestSummary {
                         id,
                         received_at,
                         source,
                         label,
                         urls: urls.max(0) as u64,
                         state,
-                    }
+                    };
+                    (summary, url_matches != 0)
                 },
             )
             .collect())
@@ -407,12 +525,9 @@ impl Store {
 
     /// Pending items by kind: `(files, directories)`.
     pub async fn pending_by_kind(&self) -> Result<(u64, u64), StoreError> {
-        let (files, directories): (i64, i64) = sqlx::query_as(
-            "SELECT coalesce(sum(kind = 'file'), 0), coalesce(sum(kind = 'directory'), 0)
-             FROM items WHERE state = 'pending'",
-        )
-        .fetch_one(&self.reader)
-        .await?;
+        let (files, directories): (i64, i64) = sqlx::query_as(PENDING_BY_KIND)
+            .fetch_one(&self.reader)
+            .await?;
         Ok((files.max(0) as u64, directories.max(0) as u64))
     }
 }

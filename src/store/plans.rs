@@ -1,0 +1,176 @@
+//! The status page's reads stay bounded: checked on SQLite's own plans.
+//!
+//! The page is refreshed every few seconds by every open browser, on a
+//! history that grows for years, so none of its reads may walk a table or
+//! an index from end to end. A timed test would pass on a small database
+//! and fail by chance on a slow machine; the query plan says the same
+//! thing exactly. Each read is planned on a real database with the
+//! project's migrations, and every step of its plan must be a `SEARCH`
+//! (an index range or a key) or a `SCAN` named here with what bounds it,
+//! and the reads of a time window must not search by state (the range of
+//! `succeeded` is the whole history).
+//! The database is new and never analyzed, as the daemon's are (it does
+//! not run `ANALYZE`): the planner has no statistics, so these are the
+//! plans a field database gets. `benches/page.rs` measures the same
+//! reads on a million items.
+
+use super::Store;
+use super::charts::{
+    CALLS_BY_OUTCOME, QUOTA_THROUGH_THE_DAY, RECENT_ERRORS, URLS_ENQUEUED, URLS_PURGED,
+};
+use super::preloads::{OPEN_PRELOAD_COUNTS, WAITING_PRELOADS};
+use super::reads::{
+    BACKLOG_BY_ENDPOINT, OLDEST_PENDING, OPEN_STATE_COUNTS, PENDING_BY_KIND, REQUEST_SUMMARIES,
+    REQUEST_URLS,
+};
+use crate::config::StoreSettings;
+
+/// What bounds a read.
+#[derive(Clone, Copy, PartialEq)]
+enum Bound {
+    /// Only what is waiting or in flight: it may search the state indexes
+    /// for the open states.
+    Backlog,
+    /// A key, a limit or a time window: it must not search by state.
+    History,
+}
+
+/// The reads behind `GET /` and `GET /ui/requests/{id}`, with what bounds
+/// each and the scans their plans may hold (a step starting with one of
+/// these texts), and why those are bounded.
+const READS: &[(&str, &str, Bound, &[&str])] = &[
+    // The newest `limit` requests: the primary key walked from its end,
+    // stopped by LIMIT; then the page's own rows.
+    (
+        "request summaries",
+        REQUEST_SUMMARIES,
+        Bound::History,
+        &["SCAN requests", "SCAN pg", "SCAN p"],
+    ),
+    // The view's output: `request_id = ?1` is pushed into both of its
+    // arms, which search by key.
+    (
+        "one request's URLs",
+        REQUEST_URLS,
+        Bound::History,
+        &["SCAN history"],
+    ),
+    ("item counts", OPEN_STATE_COUNTS, Bound::Backlog, &[]),
+    ("pending by kind", PENDING_BY_KIND, Bound::Backlog, &[]),
+    ("preload counts", OPEN_PRELOAD_COUNTS, Bound::Backlog, &[]),
+    // `open` and `carried` are the backlog, read once each.
+    (
+        "preloads waiting",
+        WAITING_PRELOADS,
+        Bound::Backlog,
+        &["SCAN open", "SCAN o", "SCAN c"],
+    ),
+    // The subquery's rows are the backlog.
+    (
+        "backlog",
+        BACKLOG_BY_ENDPOINT,
+        Bound::Backlog,
+        &["SCAN (subquery"],
+    ),
+    (
+        "oldest pending",
+        OLDEST_PENDING,
+        Bound::Backlog,
+        &["SCAN (subquery"],
+    ),
+    // The partial index of failed calls, from its end, stopped by LIMIT.
+    (
+        "recent errors",
+        RECENT_ERRORS,
+        Bound::History,
+        &["SCAN calls USING INDEX calls_errors"],
+    ),
+    ("calls chart", CALLS_BY_OUTCOME, Bound::History, &[]),
+    ("URLs enqueued chart", URLS_ENQUEUED, Bound::History, &[]),
+    ("URLs purged chart", URLS_PURGED, Bound::History, &[]),
+    ("quota chart", QUOTA_THROUGH_THE_DAY, Bound::History, &[]),
+];
+
+/// Why a plan's step may walk the whole history, if it may.
+fn unbounded(step: &str, bound: Bound, allowed: &[&str]) -> Option<&'static str> {
+    if step.starts_with("SCAN ") && !allowed.iter().any(|a| step.starts_with(a)) {
+        return Some("a scan");
+    }
+    let by_state = step.contains("INDEX items_state") || step.contains("INDEX preloads_state");
+    if step.starts_with("SEARCH ") && by_state && bound == Bound::History {
+        return Some("a search by state in a read of the history");
+    }
+    None
+}
+
+#[tokio::test]
+async fn every_read_of_the_status_page_is_an_index_range_or_bounded_by_its_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&StoreSettings {
+        path: dir.path().join("plans.db"),
+        ..Default::default()
+    })
+    .await
+    .expect("store");
+    let mut found = Vec::new();
+    for (name, sql, bound, allowed) in READS {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&store.reader)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!plan.is_empty(), "{name}: no plan");
+        eprintln!("{name}:");
+        for (id, parent, _, step) in &plan {
+            eprintln!("  {id:>3} {parent:>3} {step}");
+        }
+        for (_, _, _, step) in &plan {
+            if let Some(why) = unbounded(step, *bound, allowed) {
+                found.push(format!("{name}: {step} ({why})"));
+            }
+        }
+    }
+    store.close().await;
+    assert!(
+        found.is_empty(),
+        "reads that walk a whole table or index:\n{}",
+        found.join("\n")
+    );
+}
+
+/// The check itself catches a full scan (else the test above could pass
+/// for nothing).
+#[tokio::test]
+async fn a_read_of_the_whole_history_is_caught() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&StoreSettings {
+        path: dir.path().join("plans.db"),
+        ..Default::default()
+    })
+    .await
+    .expect("store");
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT count(*) FROM history WHERE request_id IN (SELECT id FROM requests LIMIT 5)",
+    )
+    .fetch_all(&store.reader)
+    .await
+    .expect("plan");
+    let by_state: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT count(*) FROM items WHERE state = 'succeeded' AND finished_at >= ?1",
+    )
+    .fetch_all(&store.reader)
+    .await
+    .expect("plan");
+    store.close().await;
+    assert!(
+        plan.iter()
+            .any(|(_, _, _, step)| unbounded(step, Bound::History, &[]).is_some()),
+        "{plan:?}"
+    );
+    assert!(
+        by_state
+            .iter()
+            .any(|(_, _, _, step)| unbounded(step, Bound::History, &[]).is_some()),
+        "{by_state:?}"
+    );
+}
