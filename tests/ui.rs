@@ -375,3 +375,92 @@ async fn recent_cdn_errors_are_listed_with_their_correlation_id() {
     assert_eq!(correlation.len(), 36, "{row}");
     daemon.stop().await;
 }
+
+/// The request links a list page shows, in order.
+fn listed(html: &str) -> Vec<String> {
+    html.split("<a href=\"/ui/requests/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next().map(str::to_owned))
+        .collect()
+}
+
+/// The "Older requests" link's query string, unescaped.
+fn older_link(html: &str) -> Option<String> {
+    let (_, rest) = html.split_once("<a href=\"/?")?;
+    let (query, rest) = rest.split_once('"')?;
+    rest.contains(">Older requests</a>")
+        .then(|| query.replace("&amp;", "&"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_list_pages_back_and_filters_by_label_and_url_prefix() {
+    let emulator = emulator(fast_knobs()).await;
+    let config = format!(
+        "{}[batch]\nlinger = \"1h\"\nmax_files = 1000\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    let host = ENDPOINTS[0].1;
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let (label, dir) = if i % 4 == 0 {
+            ("deploy-a", "assets")
+        } else {
+            ("deploy-b", "pages")
+        };
+        let urls = vec![
+            format!("http://{host}/{dir}/{i}.js"),
+            format!("http://{host}/{dir}/{i}.css"),
+        ];
+        let (status, accepted) = daemon
+            .post("/v1/purges", &json!({ "urls": urls, "label": label }))
+            .await;
+        assert_eq!(status, 202, "{accepted}");
+        ids.push(accepted["id"].as_str().expect("id").to_owned());
+    }
+    ids.reverse(); // newest first, as listed
+    let client = daemon.client();
+
+    // Two pages: the 50 newest, then the 10 before them, and no more.
+    let (status, _, first) = page(&client, "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed(&first), ids[..50]);
+    let older = older_link(&first).expect("a link to the older requests");
+    let (status, _, second) = page(&client, &format!("/?{older}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed(&second), ids[50..]);
+    assert_eq!(older_link(&second), None, "the end of the history");
+    assert!(second.contains("<a href=\"/\">Newest</a>"));
+
+    // A label, and a URL prefix (with the label kept in the next page's
+    // link): only what matches, newest first.
+    let wanted: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| (59 - n) % 4 == 0)
+        .map(|(_, id)| id.clone())
+        .collect();
+    let (_, _, by_label) = page(&client, "/?label=deploy-a").await;
+    assert_eq!(listed(&by_label), wanted);
+    let prefix = format!("http://{host}/assets/");
+    let (_, _, by_url) = page(&client, &format!("/?url={prefix}&state=in_progress")).await;
+    assert_eq!(listed(&by_url), wanted);
+    assert!(
+        by_url.contains(&format!("value=\"{prefix}\"")),
+        "the form keeps the filter"
+    );
+    let (_, _, none) = page(&client, &format!("/?url=http://{host}/nothing/")).await;
+    assert!(listed(&none).is_empty() && none.contains("No request matches"));
+
+    // The API's list reads the same summaries.
+    let (status, list) = daemon.get("/v1/purges?limit=3").await;
+    assert_eq!(status, 200);
+    let requests = list["requests"].as_array().expect("requests");
+    assert_eq!(requests.len(), 3);
+    for (request, id) in requests.iter().zip(&ids) {
+        assert_eq!(request["id"], json!(id));
+        assert_eq!(request["urls"], json!(2));
+        assert_eq!(request["state"], json!("in_progress"));
+    }
+    daemon.stop().await;
+}

@@ -16,12 +16,10 @@ use axum::routing::get;
 use bytes::Bytes;
 
 use super::ListFilter;
+use super::listing::Filter;
 use crate::ingest::IngestState;
 use crate::ingest::error::ApiError;
-use crate::store::{RequestId, RequestState};
-
-/// How many requests the front page lists: bounded, whatever the history.
-const RECENT: u32 = 50;
+use crate::store::RequestId;
 
 /// What a browser may do with the page: only what it serves itself, no
 /// inline script, no framing by another site.
@@ -83,31 +81,21 @@ async fn status(
     filter: Result<Query<ListFilter>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     enabled(&state)?;
-    let Query(mut filter) = filter.map_err(|rejection| {
+    let Query(form) = filter.map_err(|rejection| {
         ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
     })?;
-    // An empty field in the form means no filter.
-    filter.state = filter.state.filter(|s| !s.is_empty());
-    filter.label = filter.label.filter(|s| !s.is_empty());
-    let wanted: Option<RequestState> = match &filter.state {
-        None => None,
-        Some(text) => Some(
-            serde_json::from_value(serde_json::Value::String(text.clone())).map_err(|_| {
-                ApiError::bad_request(format!(
-                    "state: {text:?} is not one of in_progress, succeeded, failed, cancelled"
-                ))
-            })?,
-        ),
-    };
-    let stats = crate::ingest::v1::stats_view(&state).await?;
+    let filter = Filter::parse(&form).map_err(ApiError::bad_request)?;
+    let stats = crate::ingest::v1::stats_view(&state, crate::ingest::v1::Counting::Open).await?;
     let charts = chart_data(&state).await?;
-    let mut recent = state
+    let window = state
         .store
-        .list_requests(filter.label.as_deref(), None, RECENT)
+        .recent_requests(
+            filter.before.as_deref(),
+            filter.window(),
+            filter.url.as_deref(),
+        )
         .await?;
-    if let Some(wanted) = wanted {
-        recent.retain(|r| r.state == wanted);
-    }
+    let recent = super::listing::select(window, &filter);
     Ok(html(super::status_page(&stats, &charts, &recent, &filter)))
 }
 

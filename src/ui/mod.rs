@@ -17,6 +17,7 @@ mod actions;
 mod auth;
 mod charts;
 mod handlers;
+pub mod listing;
 
 use std::fmt::Write as _;
 
@@ -24,7 +25,7 @@ pub use handlers::routes_with as routes;
 
 use crate::ingest::v1::StatsView;
 use crate::report::{QuotaStatus, SenderState};
-use crate::store::{ItemStatus, RequestState, RequestStatus, RequestSummary};
+use crate::store::{ItemStatus, RequestState, RequestStatus};
 
 /// The page's stylesheet, served at `/ui/style.css`.
 pub const STYLE: &str = include_str!("style.css");
@@ -125,8 +126,8 @@ pub struct ChartData {
 pub fn status_page(
     stats: &StatsView,
     charts: &ChartData,
-    recent: &[RequestSummary],
-    filter: &ListFilter,
+    recent: &listing::Listing,
+    filter: &listing::Filter,
 ) -> String {
     let mut main = String::new();
     main.push_str(&sending_section(stats));
@@ -140,12 +141,14 @@ pub fn status_page(
     page("purgeq status", &main)
 }
 
-/// What `GET /` lists: the recent requests, optionally of one state or
-/// label, or whose id starts with a prefix.
+/// `GET /`'s query string as the filter form sends it (see
+/// [`listing::Filter`] for what it means).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct ListFilter {
     pub state: Option<String>,
     pub label: Option<String>,
+    pub url: Option<String>,
+    pub before: Option<String>,
 }
 
 /// Sending state in words (colour is a second signal, never the only one),
@@ -276,12 +279,10 @@ fn backlog_section(stats: &StatsView) -> String {
     let p = &stats.preloads;
     let _ = writeln!(
         out,
-        "<p>Preloads: {} waiting for their purge, {} pending, {} in flight, {} succeeded, {} failed.</p>",
+        "<p>Preloads: {} waiting for their purge, {} pending, {} in flight.</p>",
         p.waiting,
         p.pending,
         p.sending + p.submitted,
-        p.succeeded,
-        p.failed
     );
     if !stats.backlog_by_endpoint.is_empty() {
         out.push_str(
@@ -450,10 +451,10 @@ fn errors_section(errors: &[crate::store::RecentError]) -> String {
 }
 
 /// The recent requests, newest first, with a filter form (works without
-/// JavaScript: a plain GET).
-fn requests_section(recent: &[RequestSummary], filter: &ListFilter) -> String {
-    let selected = |state: &str| {
-        if filter.state.as_deref() == Some(state) {
+/// JavaScript: a plain GET) and a link to the older ones.
+fn requests_section(recent: &listing::Listing, filter: &listing::Filter) -> String {
+    let selected = |state: RequestState| {
+        if filter.state == Some(state) {
             " selected"
         } else {
             ""
@@ -464,36 +465,68 @@ fn requests_section(recent: &[RequestSummary], filter: &ListFilter) -> String {
          <form method=\"get\" action=\"/\" class=\"filter\"><label>State <select name=\"state\">\
          <option value=\"\">any</option><option{}>in_progress</option><option{}>succeeded</option>\
          <option{}>failed</option><option{}>cancelled</option></select></label> \
-         <label>Label <input name=\"label\" value=\"{}\"></label> <button>Filter</button></form>\n",
-        selected("in_progress"),
-        selected("succeeded"),
-        selected("failed"),
-        selected("cancelled"),
+         <label>Label <input name=\"label\" value=\"{}\"></label> \
+         <label>URL starts with <input name=\"url\" type=\"url\" value=\"{}\"></label> \
+         <button>Filter</button></form>\n",
+        selected(RequestState::InProgress),
+        selected(RequestState::Succeeded),
+        selected(RequestState::Failed),
+        selected(RequestState::Cancelled),
         escape(filter.label.as_deref().unwrap_or_default()),
+        escape(filter.url.as_deref().unwrap_or_default()),
     );
-    if recent.is_empty() {
-        out.push_str("<p>No request yet.</p>\n</section>\n");
-        return out;
+    if recent.rows.is_empty() {
+        out.push_str(if filter.narrows() || filter.before.is_some() {
+            "<p>No request matches here.</p>\n"
+        } else {
+            "<p>No request yet.</p>\n"
+        });
+    } else {
+        out.push_str(
+            "<table class=\"requests\"><thead><tr><th scope=\"col\">Request</th><th scope=\"col\">Label</th>\
+             <th scope=\"col\">Source</th><th scope=\"col\">URLs</th><th scope=\"col\">State</th>\
+             <th scope=\"col\">Received</th></tr></thead><tbody>\n",
+        );
+        for request in &recent.rows {
+            let _ = writeln!(
+                out,
+                "<tr><td><a href=\"/ui/requests/{id}\">{id}</a></td><td>{}</td><td>{}</td>\
+                 <td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
+                escape(request.label.as_deref().unwrap_or("")),
+                escape(&request.source),
+                request.urls,
+                request_state(request.state),
+                time(&request.received_at),
+                id = escape(&request.id),
+            );
+        }
+        out.push_str("</tbody></table>\n");
     }
-    out.push_str(
-        "<table class=\"requests\"><thead><tr><th scope=\"col\">Request</th><th scope=\"col\">Label</th>\
-         <th scope=\"col\">Source</th><th scope=\"col\">URLs</th><th scope=\"col\">State</th>\
-         <th scope=\"col\">Received</th></tr></thead><tbody>\n",
-    );
-    for request in recent {
+    let mut nav = Vec::new();
+    if filter.before.is_some() {
+        nav.push("<a href=\"/\">Newest</a>".to_owned());
+    }
+    if let Some(cursor) = &recent.older {
+        if filter.narrows() {
+            nav.push(format!(
+                "{} matching of {} requests searched.",
+                recent.rows.len(),
+                recent.searched
+            ));
+        }
+        nav.push(format!(
+            "<a href=\"/?{}\" rel=\"next\">Older requests</a>",
+            escape(&filter.older(cursor))
+        ));
+    }
+    if !nav.is_empty() {
         let _ = writeln!(
             out,
-            "<tr><td><a href=\"/ui/requests/{id}\">{id}</a></td><td>{}</td><td>{}</td>\
-             <td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>",
-            escape(request.label.as_deref().unwrap_or("")),
-            escape(&request.source),
-            request.urls,
-            request_state(request.state),
-            time(&request.received_at),
-            id = escape(&request.id),
+            "<nav class=\"pages\" aria-label=\"pages\"><p>{}</p></nav>",
+            nav.join(" ")
         );
     }
-    out.push_str("</tbody></table>\n</section>\n");
+    out.push_str("</section>\n");
     out
 }
 
