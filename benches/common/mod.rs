@@ -20,14 +20,27 @@ impl BenchDaemon {
         ingest_extra: &str,
         sections: &str,
     ) -> BenchDaemon {
+        Self::start_on(binary, None, store_extra, ingest_extra, sections)
+    }
+
+    /// As [`BenchDaemon::start`], on the database `db` (prepared by the
+    /// benchmark) instead of a new one.
+    pub fn start_on(
+        binary: &str,
+        db: Option<&std::path::Path>,
+        store_extra: &str,
+        ingest_extra: &str,
+        sections: &str,
+    ) -> BenchDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("purgeq.sock");
         let config = dir.path().join("purgeq.toml");
+        let db = db.map_or_else(|| dir.path().join("purgeq.db"), PathBuf::from);
         std::fs::write(
             &config,
             format!(
                 "[store]\npath = \"{}\"\n{store_extra}[ingest]\nsocket = \"{}\"\nhttp = \"\"\n{ingest_extra}{sections}",
-                dir.path().join("purgeq.db").display(),
+                db.display(),
                 socket.display()
             ),
         )
