@@ -21,6 +21,15 @@ mod common;
 const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
 const ITEMS: i64 = 1_000_000;
 
+/// `tests/fixtures/finished_history.sql` for `items` over the `span_ms`
+/// before `now_ms`.
+fn history_sql(items: i64, now_ms: i64, span_ms: i64) -> String {
+    include_str!("../tests/fixtures/finished_history.sql")
+        .replace("$ITEMS", &items.to_string())
+        .replace("$NOW_MS", &now_ms.to_string())
+        .replace("$SPAN_MS", &span_ms.to_string())
+}
+
 /// Fills `db` (schema applied by the daemon's own store) with a finished
 /// history: rows as purgeq writes them, made by SQL in a few seconds.
 async fn fill(db: &Path, days: i64) -> Duration {
@@ -35,44 +44,9 @@ async fn fill(db: &Path, days: i64) -> Duration {
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
         .await
         .expect("open");
-    // Times: 30 days back from now, in order. Request ids: UUIDv7 text
-    // for their arrival time (ms), as the daemon writes them.
     let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let span_ms: i64 = days * 86_400_000;
-    let sql = format!(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = OFF;
-         BEGIN;
-         CREATE TEMP TABLE n (i INTEGER PRIMARY KEY);
-         WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < {ITEMS} - 1)
-         INSERT INTO n SELECT i FROM c;
-         INSERT INTO batches (id, endpoint_id, state, not_before, files, directories, created_at,
-                              task_track_id, sent_at, accepted_at, finished_at, attempts, operation)
-         SELECT i + 1, 'ep', 'succeeded', t, 100, 0, t, 'task-' || i, t, t, t, 1, 'purge'
-         FROM (SELECT i, strftime('%Y-%m-%dT%H:%M:%fZ', ({now_ms} - {span_ms} + i * ({span_ms} / 10000)) / 1000.0, 'unixepoch') AS t
-               FROM n WHERE i < 10000);
-         INSERT INTO items (id, endpoint_id, kind, url, state, attempts, not_before, batch_id,
-                            created_at, updated_at, finished_at)
-         SELECT i + 1, 'ep', 'file', 'http://www.example.com/h/' || i || '.js', 'succeeded', 1, t,
-                i / 100 + 1, t, t, t
-         FROM (SELECT i, strftime('%Y-%m-%dT%H:%M:%fZ', ({now_ms} - {span_ms} + i * ({span_ms} / {ITEMS})) / 1000.0, 'unixepoch') AS t
-               FROM n);
-         INSERT INTO requests (id, received_at, source, label, priority)
-         SELECT printf('%08x-%04x-7000-8000-%012x', ms >> 16, ms & 65535, i), t, 'bench', 'deploy ' || i, 'normal'
-         FROM (SELECT i, {now_ms} - {span_ms} + i * 10 * ({span_ms} / {ITEMS}) AS ms,
-                      strftime('%Y-%m-%dT%H:%M:%fZ', ({now_ms} - {span_ms} + i * 10 * ({span_ms} / {ITEMS})) / 1000.0, 'unixepoch') AS t
-               FROM n WHERE i < {ITEMS} / 10);
-         INSERT INTO request_items (request_id, item_id, position)
-         SELECT r.id, r.k * 10 + p.i + 1, p.i
-         FROM (SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM requests WHERE source = 'bench') r
-         CROSS JOIN (SELECT i FROM n WHERE i < 10) p;
-         INSERT INTO calls (at, operation, outcome)
-         SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ({now_ms} - 86400000 + i * 1000) / 1000.0, 'unixepoch'),
-                CASE WHEN i % 2 = 0 THEN 'purge' ELSE 'query' END,
-                CASE WHEN i % 50 = 0 THEN 'throttled' ELSE 'accepted' END
-         FROM n WHERE i < 86400;
-         COMMIT;"
-    );
+    let sql = history_sql(ITEMS, now_ms, span_ms);
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)
         .await

@@ -14,6 +14,8 @@
 //! plans a field database gets. `benches/page.rs` measures the same
 //! reads on a million items.
 
+use sqlx::Connection;
+
 use super::Store;
 use super::charts::{
     CALLS_BY_OUTCOME, QUOTA_THROUGH_THE_DAY, RECENT_ERRORS, URLS_ENQUEUED, URLS_PURGED,
@@ -103,15 +105,9 @@ fn unbounded(step: &str, bound: Bound, allowed: &[&str]) -> Option<&'static str>
     None
 }
 
-#[tokio::test]
-async fn every_read_of_the_status_page_is_an_index_range_or_bounded_by_its_limit() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&StoreSettings {
-        path: dir.path().join("plans.db"),
-        ..Default::default()
-    })
-    .await
-    .expect("store");
+/// Every step of the page's reads that may walk a whole table or index,
+/// as `read: step (why)`.
+async fn unbounded_reads(store: &Store) -> Vec<String> {
     let mut found = Vec::new();
     for (name, sql, bound, allowed) in READS {
         let plan: Vec<(i64, i64, i64, String)> =
@@ -120,6 +116,7 @@ async fn every_read_of_the_status_page_is_an_index_range_or_bounded_by_its_limit
                 .await
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!plan.is_empty(), "{name}: no plan");
+        // Shown when the test fails (the harness keeps it otherwise).
         eprintln!("{name}:");
         for (id, parent, _, step) in &plan {
             eprintln!("  {id:>3} {parent:>3} {step}");
@@ -130,6 +127,59 @@ async fn every_read_of_the_status_page_is_an_index_range_or_bounded_by_its_limit
             }
         }
     }
+    found
+}
+
+/// On a new database, on the same with a large history (100,000 finished
+/// items, `tests/fixtures/finished_history.sql`) and once more after
+/// `ANALYZE` (an operator may run it, and the plans then follow the
+/// statistics).
+#[tokio::test]
+async fn every_read_of_the_status_page_is_an_index_range_or_bounded_by_its_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("plans.db");
+    let store = Store::open(&StoreSettings {
+        path: path.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("store");
+    let mut found = unbounded_reads(&store).await;
+
+    let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let history = include_str!("../../tests/fixtures/finished_history.sql")
+        .replace("$ITEMS", "100000")
+        .replace("$NOW_MS", &now_ms.to_string())
+        .replace("$SPAN_MS", &(400 * 86_400_000_i64).to_string());
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(history))
+        .execute(&mut conn)
+        .await
+        .expect("history");
+    let items: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+    assert_eq!(items, 100_000);
+    found.extend(
+        unbounded_reads(&store)
+            .await
+            .into_iter()
+            .map(|step| format!("large history: {step}")),
+    );
+    sqlx::raw_sql("ANALYZE")
+        .execute(&mut conn)
+        .await
+        .expect("analyze");
+    conn.close().await.expect("close");
+    found.extend(
+        unbounded_reads(&store)
+            .await
+            .into_iter()
+            .map(|step| format!("analyzed: {step}")),
+    );
     store.close().await;
     assert!(
         found.is_empty(),
