@@ -240,3 +240,113 @@ async fn a_third_schema_database_upgrades_to_preloads_in_place() {
             .expect("queue view");
     assert_eq!(queued.len(), 2, "{queued:?}");
 }
+
+/// The schema released with preloads (0001–0004) gains the status page's
+/// `calls` table and `batches_accepted` index: requests, preloads and the
+/// ledger read as before, and the page's reads work on the old rows.
+#[tokio::test]
+async fn a_fourth_schema_database_upgrades_to_the_status_page_in_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut conn = released_database(
+        dir.path(),
+        &[
+            "0001_initial.sql",
+            "0002_truthful_states.sql",
+            "0003_quota_planner.sql",
+            "0004_preloads.sql",
+        ],
+    )
+    .await;
+    let t = "2026-12-01T10:00:00.000Z";
+    // r1: purged, then preloaded; r2: purged, its preload pending; r3: a
+    // preload on its own, failed; r4: a purge on the wire.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO requests (id, received_at, source, label, priority) VALUES
+             ('r1', '{t}', 'test', 'deploy 1', 'normal'), ('r2', '{t}', 'test', 'deploy 2', 'normal'),
+             ('r3', '{t}', 'test', NULL, 'normal'), ('r4', '{t}', 'test', NULL, 'normal');
+         INSERT INTO batches (id, endpoint_id, state, not_before, files, directories, created_at,
+                              task_track_id, accepted_at, charged_day, charged_subscription, operation) VALUES
+             (1, 'ep', 'succeeded', '{t}', 2, 0, '{t}', 'task-1', '{t}', '2026-12-01', 'sub', 'purge'),
+             (2, 'ep', 'succeeded', '{t}', 1, 0, '{t}', 'task-2', '{t}', '2026-12-01', 'sub', 'preload'),
+             (3, 'ep', 'sending', '{t}', 1, 0, '{t}', NULL, NULL, '2026-12-01', 'sub', 'purge');
+         INSERT INTO items (id, endpoint_id, kind, url, state, not_before, created_at, updated_at,
+                            batch_id, finished_at) VALUES
+             (1, 'ep', 'file', 'http://e.com/a', 'succeeded', '{t}', '{t}', '{t}', 1, '{t}'),
+             (2, 'ep', 'file', 'http://e.com/b', 'succeeded', '{t}', '{t}', '{t}', 1, '{t}'),
+             (3, 'ep', 'file', 'http://e.com/c', 'sending', '{t}', '{t}', '{t}', 3, NULL);
+         INSERT INTO request_items (request_id, item_id, position, preload) VALUES
+             ('r1', 1, 0, 1), ('r2', 2, 0, 1), ('r4', 3, 0, 0);
+         INSERT INTO preloads (id, endpoint_id, url, state, attempts, not_before, batch_id, after_item,
+                               last_error, created_at, updated_at, finished_at) VALUES
+             (1, 'ep', 'http://e.com/a', 'succeeded', 1, '{t}', 2, 1, NULL, '{t}', '{t}', '{t}'),
+             (2, 'ep', 'http://e.com/b', 'pending', 0, '{t}', NULL, 2, NULL, '{t}', '{t}', NULL),
+             (3, 'ep', 'http://e.com/p', 'failed', 3, '{t}', NULL, NULL, 'OriginUnreachable', '{t}', '{t}', '{t}');
+         INSERT INTO request_preloads VALUES ('r1', 0, 1), ('r2', 0, 2), ('r3', 0, 3);
+         INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
+             VALUES ('sub', '2026-12-01', 2, 0, 1);"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("rows of the fourth schema");
+    conn.close().await.expect("close");
+
+    let path = dir.path().join("purgeq.db");
+    let store = Store::open(&StoreSettings {
+        path: path.clone(),
+        ..StoreSettings::default()
+    })
+    .await
+    .expect("upgrade");
+    let listed = store.list_requests(None, None, 10).await.expect("list");
+    let states: Vec<(String, u64, RequestState)> = listed
+        .into_iter()
+        .map(|r| (r.id, r.urls, r.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("r4".into(), 1, RequestState::InProgress),
+            ("r3".into(), 1, RequestState::Failed),
+            ("r2".into(), 1, RequestState::InProgress),
+            ("r1".into(), 1, RequestState::Succeeded),
+        ],
+        "the list reads the old rows as the history view does"
+    );
+    let r2 = store
+        .request_status(&RequestId::parse("r2"))
+        .await
+        .expect("status")
+        .expect("r2");
+    assert_eq!(r2.items[0].state, ItemState::Succeeded);
+    assert_eq!(
+        r2.items[0].preload_state,
+        Some(purgeq::store::PreloadState::Pending)
+    );
+    let r3 = store
+        .request_status(&RequestId::parse("r3"))
+        .await
+        .expect("status")
+        .expect("r3");
+    assert_eq!(r3.items[0].error.as_deref(), Some("OriginUnreachable"));
+    let quota = store
+        .quota_use(&purgeq::store::QuotaAccount {
+            subscription_id: "sub".into(),
+            day: "2026-12-01".into(),
+        })
+        .await
+        .expect("quota");
+    assert_eq!(
+        (quota.files_used, quota.files_reserved, quota.preloads_used),
+        (2, 1, 1)
+    );
+    // The page's new reads: no calls yet, the quota chart from the old
+    // batches.
+    assert!(store.recent_errors(10).await.expect("errors").is_empty());
+    let since = purgeq::store::Timestamp::parse("2026-12-01T00:00:00.000Z").expect("time");
+    let quota_day = store.quota_through_the_day(since).await.expect("chart");
+    assert!(
+        quota_day.contains(&("2026-12-01T10".to_owned(), "files".to_owned(), 2)),
+        "{quota_day:?}"
+    );
+    store.close().await;
+}
