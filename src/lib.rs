@@ -1,7 +1,7 @@
 //! purgeq: durable, rate-limited cache purges for Azure China CDN.
 //!
 //! Modules, leaves first (each uses only those above it; no cycles):
-//! - [`clock`], [`rate`], [`quota`], [`target`], [`report`],
+//! - [`clock`], [`rate`], [`quota`], [`target`], [`report`], [`fleet`],
 //!   [`http_server`], [`signals`]: injectable time, the token bucket, quota
 //!   days; URL normalization and routing; the pipeline's typed status; the
 //!   connection server; signal streams. Leaves: they use no other module;
@@ -22,6 +22,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod fleet;
 pub mod http_server;
 pub mod ingest;
 pub mod logging;
