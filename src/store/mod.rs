@@ -9,6 +9,7 @@ mod batches;
 mod charts;
 mod enqueue;
 mod file_guard;
+pub mod fleet;
 mod history;
 mod ids;
 mod operator;

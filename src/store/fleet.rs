@@ -1,0 +1,353 @@
+//! PostgreSQL for fleet mode: connecting, the schema, and the leader lease.
+//!
+//! The lease is one row (`fleet_leader`, id 1). A claim is a single
+//! `INSERT … ON CONFLICT DO UPDATE`, so two nodes racing for a lapsed lease
+//! cannot both win: PostgreSQL locks the row, and the second claim's
+//! `WHERE` is evaluated against the first one's result. The decisions about
+//! what a claim *means* are in [`crate::fleet`].
+//!
+//! A leader's writes go through [`FleetDb::begin_fenced`]: a transaction
+//! whose first statement checks, under a share lock on the lease row, that
+//! this node still holds the lease under its term. A takeover must lock
+//! that row, so it waits for any fenced write in flight to commit, and a
+//! write under an old term is refused. Connections set
+//! `idle_in_transaction_session_timeout`, so a leader paused (SIGSTOP)
+//! inside a fenced transaction cannot hold the row, and failover, for
+//! longer than a few seconds.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::StoreError;
+use crate::fleet::{Claim, NodeName, Term};
+
+/// How long a paused session may sit inside a transaction before the
+/// server ends it and frees its locks (see the module doc).
+const IDLE_IN_TRANSACTION: &str = "3s";
+
+/// Sets how long a claim waits for the lease row's lock: a claim that
+/// cannot get it within a second fails `Busy`, and is tried again at the
+/// next tick.
+const CLAIM_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
+
+/// A PostgreSQL address (`store.url`), parsed once. Its `Display` and
+/// `Debug` never show the password: they say which server, database and
+/// user, which is what an operator needs to read an error.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    options: PgConnectOptions,
+}
+
+/// Why a `store.url` was refused: names the key, never echoes the URL
+/// (it may hold a password).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store.url is not a PostgreSQL URL (postgres://user@host:port/database): {reason}")]
+pub struct DatabaseUrlError {
+    reason: String,
+}
+
+impl DatabaseUrl {
+    /// Parses `postgres://…` (or `postgresql://…`). A password missing from
+    /// the URL comes from `PGPASSWORD`, as libpq does.
+    pub fn parse(text: &str) -> Result<DatabaseUrl, DatabaseUrlError> {
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            return Err(DatabaseUrlError {
+                reason: "it must start with postgres:// or postgresql://".into(),
+            });
+        }
+        let options = PgConnectOptions::from_str(text).map_err(|error| DatabaseUrlError {
+            // sqlx's parse errors name the part that is wrong, not the
+            // whole URL; keep only the kind to be sure.
+            reason: match error {
+                sqlx::Error::Configuration(_) => "it could not be parsed".into(),
+                other => format!("it could not be parsed ({})", error_kind(&other)),
+            },
+        })?;
+        Ok(DatabaseUrl { options })
+    }
+
+    /// The same address, for another database on the same server (tests
+    /// make a fresh database per test).
+    pub fn with_database(&self, database: &str) -> DatabaseUrl {
+        DatabaseUrl {
+            options: self.options.clone().database(database),
+        }
+    }
+
+    pub fn database(&self) -> &str {
+        self.options.get_database().unwrap_or("postgres")
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.options;
+        write!(
+            f,
+            "postgres://{}@{}:{}/{}",
+            o.get_username(),
+            o.get_host(),
+            o.get_port(),
+            self.database()
+        )
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// A word for an error's kind, for messages that must not carry its text.
+fn error_kind(error: &sqlx::Error) -> &'static str {
+    match error {
+        sqlx::Error::Configuration(_) => "configuration",
+        sqlx::Error::Io(_) => "i/o",
+        sqlx::Error::Tls(_) => "tls",
+        _ => "other",
+    }
+}
+
+/// Turns a PostgreSQL error into the store's kinds: a lost or refused
+/// connection (the server restarting, `pg_terminate_backend`) is
+/// `Unavailable` and retried; a serialization failure or a lock timeout
+/// is `Busy`; the rest is `Internal`. `what` says what was being done.
+pub(crate) fn pg_error(what: &str, error: sqlx::Error) -> StoreError {
+    let sqlstate = match &error {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    let message = match &error {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
+    };
+    let reason = format!("{what}: {message}");
+    let cause: super::Cause = Arc::new(error);
+    match sqlstate.as_deref() {
+        // 08: connection exception; 57P01..03: the server is shutting
+        // down or starting; 53: out of resources (disk, connections).
+        Some(code)
+            if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") =>
+        {
+            StoreError::Unavailable {
+                reason,
+                cause: Some(cause),
+            }
+        }
+        // 40001 serialization failure, 40P01 deadlock, 55P03 lock timeout.
+        Some("40001" | "40P01" | "55P03") => StoreError::Busy { reason, cause },
+        Some(_) => StoreError::Internal {
+            context: reason,
+            cause: Some(cause),
+        },
+        // No SQLSTATE: the connection itself failed (refused, reset,
+        // closed by the server, the pool timed out waiting for one).
+        None => StoreError::Unavailable {
+            reason,
+            cause: Some(cause),
+        },
+    }
+}
+
+/// Why a fenced write could not start.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FleetError {
+    /// This node no longer holds the lease under `0`: it must stop acting
+    /// as leader and write nothing.
+    #[error("this node no longer leads under term {0}: the write is refused")]
+    Fenced(Term),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The fleet's database: a pool of connections and the lease's SQL.
+#[derive(Clone)]
+pub struct FleetDb {
+    pool: PgPool,
+    url: DatabaseUrl,
+}
+
+impl fmt::Debug for FleetDb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetDb").field("url", &self.url).finish()
+    }
+}
+
+impl FleetDb {
+    /// Connects and brings the schema up to date (the migrations under
+    /// `migrations/postgres/`, embedded in the binary). Several nodes may
+    /// start at once: sqlx takes an advisory lock around migrating, so
+    /// one applies them and the others find them applied.
+    pub async fn connect(url: &DatabaseUrl) -> Result<FleetDb, StoreError> {
+        let options = url
+            .options
+            .clone()
+            .application_name("purgeq")
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| pg_error(&format!("cannot connect to {url}"), e))?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::internal(format!("cannot migrate {url}"), e))?;
+        Ok(FleetDb {
+            pool,
+            url: url.clone(),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    /// Claims (or renews) the lease for `node`, which believes it holds
+    /// `held`, for `ttl` from the database's now. Wins when the lease is
+    /// free, lapsed, or held by this node under `held`; a renewal keeps the
+    /// term, a takeover adds one. A lost claim reports the live holder.
+    pub async fn claim(
+        &self,
+        node: &NodeName,
+        held: Option<Term>,
+        ttl: Duration,
+    ) -> Result<Claim, StoreError> {
+        let what = "cannot claim the fleet's lease";
+        let mut tx = self.pool.begin().await.map_err(|e| pg_error(what, e))?;
+        sqlx::query(CLAIM_LOCK_TIMEOUT)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| pg_error(what, e))?;
+        let won: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO fleet_leader AS l (id, node, term, since, expires_at)
+             VALUES (1, $1, 1, purgeq_now(), now() + make_interval(secs => $2))
+             ON CONFLICT (id) DO UPDATE SET
+                 term = CASE WHEN l.node = $1 AND l.term = $3 THEN l.term ELSE l.term + 1 END,
+                 since = CASE WHEN l.node = $1 AND l.term = $3 THEN l.since ELSE purgeq_now() END,
+                 node = $1,
+                 expires_at = EXCLUDED.expires_at
+             WHERE (l.node = $1 AND l.term = $3) OR l.expires_at < now()
+             RETURNING term",
+        )
+        .bind(node.as_str())
+        .bind(ttl.as_secs_f64())
+        .bind(held.map(Term::get))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| pg_error(what, e))?;
+        let claim = match won {
+            Some(term) => Claim {
+                won: Some(Term::new(term).ok_or_else(|| StoreError::bug("lease term <= 0"))?),
+                holder: None,
+            },
+            None => Claim {
+                won: None,
+                holder: read_holder(&mut tx).await.map_err(|e| pg_error(what, e))?,
+            },
+        };
+        tx.commit().await.map_err(|e| pg_error(what, e))?;
+        Ok(claim)
+    }
+
+    /// The live holder of the lease, if any (what a follower reports).
+    pub async fn holder(&self) -> Result<Option<(NodeName, Term)>, StoreError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| pg_error("cannot read the fleet's lease", e))?;
+        read_holder(&mut conn)
+            .await
+            .map_err(|e| pg_error("cannot read the fleet's lease", e))
+    }
+
+    /// Gives the lease up (a graceful shutdown), so a follower takes over
+    /// at its next try rather than when the lease lapses. Does nothing if
+    /// `node` no longer holds it under `term`; says whether it did.
+    pub async fn release(&self, node: &NodeName, term: Term) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE fleet_leader SET expires_at = now() - interval '1 second'
+             WHERE id = 1 AND node = $1 AND term = $2",
+        )
+        .bind(node.as_str())
+        .bind(term.get())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| pg_error("cannot release the fleet's lease", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Starts a leader's write: a transaction that holds a share lock on
+    /// the lease row, taken only if `node` holds the lease under `term`.
+    /// Not checking expiry is deliberate: a lapsed lease nobody took over
+    /// means nobody else led, so writing under it is still safe.
+    pub async fn begin_fenced(
+        &self,
+        node: &NodeName,
+        term: Term,
+    ) -> Result<Transaction<'static, Postgres>, FleetError> {
+        let what = "cannot start a leader's write";
+        let mut tx = self.pool.begin().await.map_err(|e| pg_error(what, e))?;
+        let held = sqlx::query(
+            "SELECT 1 FROM fleet_leader WHERE id = 1 AND node = $1 AND term = $2 FOR SHARE",
+        )
+        .bind(node.as_str())
+        .bind(term.get())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| pg_error(what, e))?;
+        match held {
+            Some(_) => Ok(tx),
+            None => Err(FleetError::Fenced(term)),
+        }
+    }
+}
+
+async fn read_holder(
+    conn: &mut sqlx::PgConnection,
+) -> Result<Option<(NodeName, Term)>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT node, term FROM fleet_leader WHERE id = 1 AND expires_at >= now()")
+            .fetch_optional(conn)
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let node: String = row.try_get("node")?;
+    let term: i64 = row.try_get("term")?;
+    // A name or term the schema's checks should have kept out reads as
+    // no holder rather than failing the caller's claim.
+    Ok(NodeName::parse(&node).ok().zip(Term::new(term)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_shows_server_database_and_user_but_never_the_password() {
+        let url =
+            DatabaseUrl::parse("postgres://deploy:s3cret-pw@db.internal:6543/purgeq").unwrap();
+        let shown = format!("{url} {url:?}");
+        assert!(shown.contains("deploy@db.internal:6543/purgeq"), "{shown}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+    }
+
+    #[test]
+    fn a_url_that_is_not_postgres_is_refused_naming_the_key_not_the_url() {
+        let error = DatabaseUrl::parse("mysql://root:hunter2@localhost/db").unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("store.url"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}

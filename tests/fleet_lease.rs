@@ -1,0 +1,186 @@
+//! The leader lease on a real PostgreSQL: one holder at a time, a term that
+//! grows at each change of holder, and writes under an old term refused.
+
+mod common;
+
+use std::time::Duration;
+
+use purgeq::fleet::{Claim, NodeName, Term, Transition, transition};
+use purgeq::store::StoreError;
+use purgeq::store::fleet::{FleetDb, FleetError};
+
+use common::postgres::TestDatabase;
+
+/// Short leases, so a lapse takes a fraction of a second to wait for.
+const TTL: Duration = Duration::from_millis(500);
+const LAPSE: Duration = Duration::from_millis(800);
+
+fn node(name: &str) -> NodeName {
+    NodeName::parse(name).unwrap()
+}
+
+fn term(n: i64) -> Term {
+    Term::new(n).unwrap()
+}
+
+async fn fleet(test: &str) -> Option<(TestDatabase, FleetDb)> {
+    let db = TestDatabase::create(test).await?;
+    let fleet = FleetDb::connect(&db.url)
+        .await
+        .expect("connect and migrate");
+    Some((db, fleet))
+}
+
+async fn done(db: TestDatabase, fleet: FleetDb) {
+    fleet.pool().close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test]
+async fn the_first_claim_leads_and_the_others_follow_it() {
+    let Some((db, fleet)) = fleet("the_first_claim_leads_and_the_others_follow_it").await else {
+        return;
+    };
+    let (a, b) = (node("a"), node("b"));
+    let first = fleet.claim(&a, None, TTL).await.unwrap();
+    assert_eq!(
+        transition(None, &first),
+        Transition::Elected { term: term(1) }
+    );
+
+    let lost = fleet.claim(&b, None, TTL).await.unwrap();
+    assert_eq!(
+        lost,
+        Claim {
+            won: None,
+            holder: Some((a.clone(), term(1)))
+        }
+    );
+    // A renewal keeps the term, and so the batches it cut stay its own.
+    let renewed = fleet.claim(&a, Some(term(1)), TTL).await.unwrap();
+    assert_eq!(
+        transition(Some(term(1)), &renewed),
+        Transition::Renewed { term: term(1) }
+    );
+    assert_eq!(fleet.holder().await.unwrap(), Some((a, term(1))));
+    done(db, fleet).await;
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_is_taken_over_under_a_new_term_and_the_old_leader_is_fenced() {
+    let Some((db, fleet)) =
+        fleet("a_lapsed_lease_is_taken_over_under_a_new_term_and_the_old_leader_is_fenced").await
+    else {
+        return;
+    };
+    let (a, b) = (node("a"), node("b"));
+    fleet.claim(&a, None, TTL).await.unwrap();
+    tokio::time::sleep(LAPSE).await;
+    let taken = fleet.claim(&b, None, TTL).await.unwrap();
+    assert_eq!(
+        transition(None, &taken),
+        Transition::Elected { term: term(2) }
+    );
+
+    // The old leader comes back (a pause, a lost connection): its renewal
+    // loses, its release does nothing, and its writes are refused.
+    let back = fleet.claim(&a, Some(term(1)), TTL).await.unwrap();
+    assert_eq!(
+        transition(Some(term(1)), &back),
+        Transition::Deposed {
+            holder: Some((b.clone(), term(2)))
+        }
+    );
+    assert!(!fleet.release(&a, term(1)).await.unwrap());
+    assert!(matches!(
+        fleet.begin_fenced(&a, term(1)).await,
+        Err(FleetError::Fenced(t)) if t == term(1)
+    ));
+    // The same name under the new term is not the old leader either.
+    assert!(matches!(
+        fleet.begin_fenced(&a, term(2)).await,
+        Err(FleetError::Fenced(_))
+    ));
+    let tx = fleet
+        .begin_fenced(&b, term(2))
+        .await
+        .expect("the leader writes");
+    tx.commit().await.unwrap();
+    done(db, fleet).await;
+}
+
+#[tokio::test]
+async fn a_released_lease_is_taken_at_once() {
+    let Some((db, fleet)) = fleet("a_released_lease_is_taken_at_once").await else {
+        return;
+    };
+    let (a, b) = (node("a"), node("b"));
+    fleet
+        .claim(&a, None, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(fleet.release(&a, term(1)).await.unwrap());
+    assert_eq!(fleet.holder().await.unwrap(), None);
+    let taken = fleet.claim(&b, None, TTL).await.unwrap();
+    assert_eq!(taken.won, Some(term(2)));
+    done(db, fleet).await;
+}
+
+#[tokio::test]
+async fn of_many_nodes_claiming_at_once_exactly_one_wins() {
+    let Some((db, fleet)) = fleet("of_many_nodes_claiming_at_once_exactly_one_wins").await else {
+        return;
+    };
+    for round in 1..=3 {
+        let names: Vec<NodeName> = (0..6).map(|i| node(&format!("n{i}"))).collect();
+        let claims =
+            futures::future::join_all(names.iter().map(|n| fleet.claim(n, None, TTL))).await;
+        let winners: Vec<Term> = claims
+            .iter()
+            .filter_map(|c| c.as_ref().unwrap().won)
+            .collect();
+        assert_eq!(winners, vec![term(round)], "round {round}: {claims:?}");
+        tokio::time::sleep(LAPSE).await;
+    }
+    done(db, fleet).await;
+}
+
+#[tokio::test]
+async fn a_takeover_waits_for_the_old_leaders_write_in_flight() {
+    let Some((db, fleet)) = fleet("a_takeover_waits_for_the_old_leaders_write_in_flight").await
+    else {
+        return;
+    };
+    let (a, b) = (node("a"), node("b"));
+    fleet.claim(&a, None, TTL).await.unwrap();
+    let write = fleet.begin_fenced(&a, term(1)).await.unwrap();
+    tokio::time::sleep(LAPSE).await;
+    // The lease lapsed, but a's write holds the row: b's claim gives up
+    // after its lock timeout instead of interleaving with that write.
+    let blocked = fleet.claim(&b, None, TTL).await;
+    assert!(
+        matches!(&blocked, Err(StoreError::Busy { .. })),
+        "{blocked:?}"
+    );
+    write.commit().await.unwrap();
+    assert_eq!(fleet.claim(&b, None, TTL).await.unwrap().won, Some(term(2)));
+    done(db, fleet).await;
+}
+
+#[tokio::test]
+async fn a_leader_paused_inside_a_write_cannot_hold_off_failover() {
+    let Some((db, fleet)) = fleet("a_leader_paused_inside_a_write_cannot_hold_off_failover").await
+    else {
+        return;
+    };
+    let (a, b) = (node("a"), node("b"));
+    fleet.claim(&a, None, TTL).await.unwrap();
+    let write = fleet.begin_fenced(&a, term(1)).await.unwrap();
+    // Paused (SIGSTOP) for longer than the server lets a session idle in
+    // a transaction: the server ends that session and frees the row.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(fleet.claim(&b, None, TTL).await.unwrap().won, Some(term(2)));
+    // When the old leader wakes, its write is gone with its session.
+    assert!(write.commit().await.is_err());
+    done(db, fleet).await;
+}
