@@ -60,13 +60,10 @@ impl DatabaseUrl {
                 reason: "it must start with postgres:// or postgresql://".into(),
             });
         }
-        let options = PgConnectOptions::from_str(text).map_err(|error| DatabaseUrlError {
-            // sqlx's parse errors name the part that is wrong, not the
-            // whole URL; keep only the kind to be sure.
-            reason: match error {
-                sqlx::Error::Configuration(_) => "it could not be parsed".into(),
-                other => format!("it could not be parsed ({})", error_kind(&other)),
-            },
+        // Every parse error sqlx returns here is a configuration error,
+        // and its words may quote part of the URL: say only that it failed.
+        let options = PgConnectOptions::from_str(text).map_err(|_| DatabaseUrlError {
+            reason: "it could not be parsed".into(),
         })?;
         Ok(DatabaseUrl { options })
     }
@@ -101,16 +98,6 @@ impl fmt::Display for DatabaseUrl {
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DatabaseUrl({self})")
-    }
-}
-
-/// A word for an error's kind, for messages that must not carry its text.
-fn error_kind(error: &sqlx::Error) -> &'static str {
-    match error {
-        sqlx::Error::Configuration(_) => "configuration",
-        sqlx::Error::Io(_) => "i/o",
-        sqlx::Error::Tls(_) => "tls",
-        _ => "other",
     }
 }
 
@@ -210,10 +197,6 @@ impl FleetDb {
         &self.pool
     }
 
-    pub fn url(&self) -> &DatabaseUrl {
-        &self.url
-    }
-
     /// Claims (or renews) the lease for `node`, which believes it holds
     /// `held`, for `ttl` from the database's now. Wins when the lease is
     /// free, lapsed, or held by this node under `held`; a renewal keeps the
@@ -224,12 +207,12 @@ impl FleetDb {
         held: Option<Term>,
         ttl: Duration,
     ) -> Result<Claim, StoreError> {
-        let what = "cannot claim the fleet's lease";
-        let mut tx = self.pool.begin().await.map_err(|e| pg_error(what, e))?;
+        let fail = |e| pg_error("cannot claim the fleet's lease", e);
+        let mut tx = self.pool.begin().await.map_err(fail)?;
         sqlx::query(CLAIM_LOCK_TIMEOUT)
             .execute(&mut *tx)
             .await
-            .map_err(|e| pg_error(what, e))?;
+            .map_err(fail)?;
         let won: Option<i64> = sqlx::query_scalar(
             "INSERT INTO fleet_leader AS l (id, node, term, since, expires_at)
              VALUES (1, $1, 1, purgeq_now(), now() + make_interval(secs => $2))
@@ -246,7 +229,7 @@ impl FleetDb {
         .bind(held.map(Term::get))
         .fetch_optional(&mut *tx)
         .await
-        .map_err(|e| pg_error(what, e))?;
+        .map_err(fail)?;
         let claim = match won {
             Some(term) => Claim {
                 won: Some(Term::new(term).ok_or_else(|| StoreError::bug("lease term <= 0"))?),
@@ -254,23 +237,18 @@ impl FleetDb {
             },
             None => Claim {
                 won: None,
-                holder: read_holder(&mut tx).await.map_err(|e| pg_error(what, e))?,
+                holder: read_holder(&mut tx).await.map_err(fail)?,
             },
         };
-        tx.commit().await.map_err(|e| pg_error(what, e))?;
+        tx.commit().await.map_err(fail)?;
         Ok(claim)
     }
 
     /// The live holder of the lease, if any (what a follower reports).
     pub async fn holder(&self) -> Result<Option<(NodeName, Term)>, StoreError> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| pg_error("cannot read the fleet's lease", e))?;
-        read_holder(&mut conn)
-            .await
-            .map_err(|e| pg_error("cannot read the fleet's lease", e))
+        let fail = |e| pg_error("cannot read the fleet's lease", e);
+        let mut conn = self.pool.acquire().await.map_err(fail)?;
+        read_holder(&mut conn).await.map_err(fail)
     }
 
     /// Gives the lease up (a graceful shutdown), so a follower takes over
@@ -298,8 +276,8 @@ impl FleetDb {
         node: &NodeName,
         term: Term,
     ) -> Result<Transaction<'static, Postgres>, FleetError> {
-        let what = "cannot start a leader's write";
-        let mut tx = self.pool.begin().await.map_err(|e| pg_error(what, e))?;
+        let fail = |e| pg_error("cannot start a leader's write", e);
+        let mut tx = self.pool.begin().await.map_err(fail)?;
         let held = sqlx::query(
             "SELECT 1 FROM fleet_leader WHERE id = 1 AND node = $1 AND term = $2 FOR SHARE",
         )
@@ -307,7 +285,7 @@ impl FleetDb {
         .bind(term.get())
         .fetch_optional(&mut *tx)
         .await
-        .map_err(|e| pg_error(what, e))?;
+        .map_err(fail)?;
         match held {
             Some(_) => Ok(tx),
             None => Err(FleetError::Fenced(term)),
