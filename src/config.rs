@@ -41,6 +41,7 @@ pub struct Settings {
     pub daemon: DaemonSettings,
     pub deploy: DeploySettings,
     pub ui: UiSettings,
+    pub fleet: FleetSettings,
     /// Derived by [`Settings::load`]: never read from the file.
     #[serde(skip)]
     pub derived: Derived,
@@ -118,6 +119,9 @@ pub struct Derived {
     pub base_url: Option<Url>,
     /// `quota.utc_offset`, parsed: where quota days begin.
     pub quota_offset: QuotaOffset,
+    /// `fleet.node_name`, parsed, or the host name when it is not set.
+    /// `None` only before validation: read it with [`Settings::node_name`].
+    pub node_name: Option<crate::fleet::NodeName>,
 }
 
 /// Facts about the process, not settings: read from its environment once,
@@ -465,6 +469,16 @@ impl Default for UiSettings {
     }
 }
 
+/// `[fleet]`: this daemon's place among several sharing one database.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetSettings {
+    /// The name `/v1/stats` shows for this node and the leader lease
+    /// records; the host name when not set. Read at start: a reload does
+    /// not rename a running node.
+    pub node_name: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DaemonSettings {
@@ -621,6 +635,14 @@ impl Settings {
 
         self.validate_cdn(env, &mut problems);
         self.validate_deploy(&mut problems);
+
+        match &self.fleet.node_name {
+            Some(name) => match crate::fleet::NodeName::parse(name) {
+                Ok(name) => self.derived.node_name = Some(name),
+                Err(error) => problems.push(error.to_string()),
+            },
+            None => self.derived.node_name = Some(this_host()),
+        }
 
         if problems.is_empty() {
             Ok(())
@@ -870,6 +892,11 @@ impl Settings {
         self
     }
 
+    /// This node's name: `fleet.node_name`, or the host's.
+    pub fn node_name(&self) -> crate::fleet::NodeName {
+        self.derived.node_name.clone().unwrap_or_else(this_host)
+    }
+
     /// True when real credentials are configured; otherwise `serve` uses
     /// the built-in emulator.
     pub fn has_credentials(&self) -> bool {
@@ -915,7 +942,7 @@ fn deserialize_sections(
         }
     }
     let mut problems = Vec::new();
-    const SECTIONS: [&str; 12] = [
+    const SECTIONS: [&str; 13] = [
         "store",
         "ingest",
         "cdn",
@@ -928,6 +955,7 @@ fn deserialize_sections(
         "daemon",
         "deploy",
         "ui",
+        "fleet",
     ];
     if let Ok(top) = raw
         .clone()
@@ -958,6 +986,7 @@ fn deserialize_sections(
         daemon: section(raw, "daemon", env, &mut problems),
         deploy: section(raw, "deploy", env, &mut problems),
         ui: section(raw, "ui", env, &mut problems),
+        fleet: section(raw, "fleet", env, &mut problems),
         derived: Derived::default(),
     };
     (settings, problems)
@@ -985,6 +1014,21 @@ fn explain(key: &str, message: &str, env: &HashMap<String, String>) -> String {
         text.push_str("; write a duration as text with a unit: \"5s\", \"250ms\", \"2h\"");
     }
     text
+}
+
+/// This host's name (`gethostname(2)`), the default `fleet.node_name`.
+/// A host name that cannot name a node (the system will not say, or it
+/// has a space) is not the operator's mistake: "localhost" stands in.
+fn this_host() -> crate::fleet::NodeName {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length, which is passed.
+    let rc = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+    let name = String::from_utf8_lossy(&buffer[..end]);
+    (rc == 0)
+        .then(|| crate::fleet::NodeName::parse(&name).ok())
+        .flatten()
+        .unwrap_or_else(crate::fleet::NodeName::localhost)
 }
 
 /// A secret's text from a file, trimmed; problems are recorded, never the
@@ -1129,6 +1173,23 @@ mod tests {
         assert_eq!(settings.derived.socket_mode, 0o660);
         assert!(!settings.has_credentials());
         assert_eq!(settings.batch.linger, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_node_is_named_by_the_key_or_the_host() {
+        let settings = load_text("", &[]).expect("defaults");
+        assert!(!settings.node_name().as_str().is_empty());
+        let settings = load_text("[fleet]\nnode_name = \"deploy-1\"\n", &[]).expect("named");
+        assert_eq!(settings.node_name().as_str(), "deploy-1");
+        let settings = load_text("", &[("PURGEQ__FLEET__NODE_NAME", "deploy-2")]).expect("env");
+        assert_eq!(settings.node_name().as_str(), "deploy-2");
+        let error = load_text("[fleet]\nnode_name = \"deploy 1\"\n", &[]).expect_err("space");
+        assert!(
+            error
+                .to_string()
+                .contains("fleet.node_name \"deploy 1\" has a control character or a space"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -61,6 +61,11 @@ impl NodeName {
         Ok(NodeName(text.to_owned()))
     }
 
+    /// The name of last resort, for a host whose own name cannot be one.
+    pub fn localhost() -> NodeName {
+        NodeName("localhost".to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -115,6 +120,48 @@ impl Role {
             Role::Leader { .. } => "leader",
             Role::Follower { .. } => "follower",
         }
+    }
+}
+
+/// The node's place in the fleet as `/v1/stats` shows it (`fleet`), and
+/// `purgeq status` reads it back: plain words and numbers, so a script
+/// can tell which host sends without knowing purgeq's types.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FleetStatus {
+    /// `standalone`, `leader` or `follower` ([`Role::as_str`]).
+    pub role: String,
+    /// This node's name.
+    pub node: String,
+    /// The node that sends: this one when standalone or leader; the
+    /// lease's holder for a follower, `None` while no live node holds it.
+    pub leader: Option<String>,
+    /// The leader's term; `None` when standalone (one host has no terms)
+    /// or while nobody leads.
+    pub term: Option<i64>,
+}
+
+impl FleetStatus {
+    pub fn of(node: &NodeName, role: &Role) -> FleetStatus {
+        let (leader, term) = match role {
+            Role::Standalone => (Some(node.to_string()), None),
+            Role::Leader { term } => (Some(node.to_string()), Some(term.get())),
+            Role::Follower { leader } => match leader {
+                Some((name, term)) => (Some(name.to_string()), Some(term.get())),
+                None => (None, None),
+            },
+        };
+        FleetStatus {
+            role: role.as_str().to_owned(),
+            node: node.to_string(),
+            leader,
+            term,
+        }
+    }
+
+    /// True when this node is the one that sends (standalone or leader):
+    /// the `purgeq_fleet_leader` gauge.
+    pub fn sends(&self) -> bool {
+        self.role != "follower"
     }
 }
 
@@ -340,5 +387,44 @@ mod tests {
         assert_eq!(Role::Standalone.as_str(), "standalone");
         assert_eq!(Role::Leader { term: term(1) }.as_str(), "leader");
         assert_eq!(Role::Follower { leader: None }.as_str(), "follower");
+    }
+
+    #[test]
+    fn status_names_who_sends() {
+        let here = NodeName::parse("deploy-1").unwrap();
+        let there = NodeName::parse("deploy-2").unwrap();
+        let standalone = FleetStatus::of(&here, &Role::Standalone);
+        assert_eq!(
+            (
+                standalone.role.as_str(),
+                standalone.leader.as_deref(),
+                standalone.term
+            ),
+            ("standalone", Some("deploy-1"), None)
+        );
+        assert!(standalone.sends());
+        let leader = FleetStatus::of(&here, &Role::Leader { term: Term(3) });
+        assert_eq!(
+            (leader.leader.as_deref(), leader.term),
+            (Some("deploy-1"), Some(3))
+        );
+        assert!(leader.sends());
+        let follower = FleetStatus::of(
+            &here,
+            &Role::Follower {
+                leader: Some((there, Term(3))),
+            },
+        );
+        assert_eq!(
+            (
+                follower.node.as_str(),
+                follower.leader.as_deref(),
+                follower.term
+            ),
+            ("deploy-1", Some("deploy-2"), Some(3))
+        );
+        assert!(!follower.sends());
+        let orphan = FleetStatus::of(&here, &Role::Follower { leader: None });
+        assert_eq!((orphan.leader, orphan.term), (None, None));
     }
 }

@@ -30,6 +30,7 @@ pub const QUOTA_LEFT: &str = "purgeq_quota_left";
 pub const SENDER_PAUSED: &str = "purgeq_sender_paused";
 pub const PRELOADS: &str = "purgeq_preloads";
 pub const PRELOADS_REQUESTED: &str = "purgeq_preloads_requested_total";
+pub const FLEET_LEADER: &str = "purgeq_fleet_leader";
 
 /// The process-wide recorder, installed on first use. Several daemons in
 /// one process (tests holding them) share it; the queue gauges are set from
@@ -98,6 +99,10 @@ fn describe() {
     );
     describe_gauge!(QUOTA_LEFT, "URLs left in today's quota, by kind");
     describe_gauge!(
+        FLEET_LEADER,
+        "1 on the node that sends (the fleet's leader, or a standalone host), 0 on a follower"
+    );
+    describe_gauge!(
         SENDER_PAUSED,
         "1 while sending is paused (credentials refused)"
     );
@@ -138,8 +143,10 @@ pub async fn render(
     handle: &PrometheusHandle,
     store: &Store,
     report: &dyn PipelineReport,
+    fleet: &crate::fleet::FleetStatus,
     now: time::OffsetDateTime,
 ) -> String {
+    gauge!(FLEET_LEADER).set(if fleet.sends() { 1.0 } else { 0.0 });
     if let Ok(counts) = store.state_counts().await {
         for state in ItemState::ALL {
             gauge!(ITEMS, "state" => state.as_str()).set(counts.get(state) as f64);

@@ -27,7 +27,7 @@ async fn status_show_and_history_tell_what_happened() {
     })
     .await;
     let config = format!(
-        "{}[batch]\nlinger = \"50ms\"\n[sender]\nmax_attempts = 1\n[tracker]\npoll_interval = \"100ms\"\n",
+        "{}[batch]\nlinger = \"50ms\"\n[sender]\nmax_attempts = 1\n[tracker]\npoll_interval = \"100ms\"\n[fleet]\nnode_name = \"deploy-7\"\n",
         cdn_section(&emulator, KEY_VALUE)
     );
     let mut daemon = TestDaemon::start(&config).await;
@@ -53,6 +53,10 @@ async fn status_show_and_history_tell_what_happened() {
 
     let (code, out, _) = run(&["status", "--socket", &socket]);
     assert_eq!(code, 0);
+    assert!(
+        out.starts_with("node:      deploy-7, standalone\n"),
+        "{out}"
+    );
     assert!(out.contains("sending:   running"), "{out}");
     assert!(
         out.contains("backlog:   0 pending, 0 sending, 0 submitted"),
@@ -67,6 +71,10 @@ async fn status_show_and_history_tell_what_happened() {
     assert_eq!(code, 0);
     let stats: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(stats["items"]["failed"], 1);
+    assert_eq!(
+        stats["fleet"],
+        json!({"role": "standalone", "node": "deploy-7", "leader": "deploy-7", "term": null})
+    );
 
     let (code, out, _) = run(&["show", &id, "--socket", &socket]);
     assert_eq!(code, 0);

@@ -63,6 +63,7 @@ async fn exposes_the_pipeline_in_prometheus_text_format() {
         "purgeq_quota_used{kind=\"directory\"} 1",
         "purgeq_quota_left{kind=\"file\"} 1998",
         "purgeq_sender_paused 0",
+        "purgeq_fleet_leader 1",
         "purgeq_oldest_pending_age_seconds 0",
         "# HELP purgeq_items Items by state",
         "# TYPE purgeq_api_call_duration_seconds histogram",
@@ -77,6 +78,13 @@ async fn exposes_the_pipeline_in_prometheus_text_format() {
         text.contains("purgeq_api_calls_total{operation=\"query\",outcome=\"ok\"}"),
         "{text}"
     );
+
+    // No fleet.node_name: the node is named after the host.
+    let stats = daemon.stats().await;
+    let host = Command::new("hostname").output().expect("hostname");
+    let host = String::from_utf8_lossy(&host.stdout).trim().to_owned();
+    assert_eq!(stats["fleet"]["role"], "standalone");
+    assert_eq!(stats["fleet"]["node"], host.as_str());
 
     match Command::new("promtool")
         .args(["check", "metrics"])

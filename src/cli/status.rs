@@ -38,6 +38,9 @@ fn text(value: &Value) -> String {
 /// The status screen, from `/v1/stats` read back into its own type.
 pub fn render_status(stats: &StatsView) -> String {
     let mut out = String::new();
+    if let Some(fleet) = &stats.fleet {
+        out.push_str(&fleet_line(fleet));
+    }
     out.push_str(&sending_line(&stats.pipeline.sender));
     out.push_str(&backlog_lines(stats));
     out.push_str(&drain_line(&stats.drain));
@@ -86,6 +89,25 @@ fn duration(seconds: Option<f64>) -> String {
         || "-".to_owned(),
         |s| humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string(),
     )
+}
+
+/// `node:` this node's name and role, and who sends when it does not.
+fn fleet_line(fleet: &crate::fleet::FleetStatus) -> String {
+    let node = printable(&fleet.node);
+    let term = fleet
+        .term
+        .map(|t| format!(", term {t}"))
+        .unwrap_or_default();
+    match (fleet.role.as_str(), fleet.leader.as_deref()) {
+        ("follower", Some(leader)) => format!(
+            "node:      {node}, follower: {} sends{term}\n",
+            printable(leader)
+        ),
+        ("follower", None) => {
+            format!("node:      {node}, follower: no node leads now (an election is due)\n")
+        }
+        (role, _) => format!("node:      {node}, {}{term}\n", printable(role)),
+    }
 }
 
 /// `sending:` with why it is not running, if it is not.
@@ -324,5 +346,32 @@ mod tests {
             text.contains("resting:   ep: EndpointNotInActiveState; tried again in 42"),
             "{text}"
         );
+        assert!(!text.contains("node:"), "no fleet object, no line: {text}");
+    }
+
+    /// Issue 18: the fleet line, for each role.
+    #[test]
+    fn the_status_screen_names_who_sends() {
+        let line = |role: &str, leader: Option<&str>, term: Option<i64>| {
+            fleet_line(&crate::fleet::FleetStatus {
+                role: role.to_owned(),
+                node: "deploy-1".to_owned(),
+                leader: leader.map(str::to_owned),
+                term,
+            })
+        };
+        assert_eq!(
+            line("standalone", Some("deploy-1"), None),
+            "node:      deploy-1, standalone\n"
+        );
+        assert_eq!(
+            line("leader", Some("deploy-1"), Some(4)),
+            "node:      deploy-1, leader, term 4\n"
+        );
+        assert_eq!(
+            line("follower", Some("deploy-2"), Some(4)),
+            "node:      deploy-1, follower: deploy-2 sends, term 4\n"
+        );
+        assert!(line("follower", None, None).contains("no node leads now"));
     }
 }

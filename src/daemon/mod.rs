@@ -133,7 +133,14 @@ impl Daemon {
         let (settings_tx, settings_rx) = watch::channel(settings.clone());
         let pipeline =
             Pipeline::start(store.clone(), settings_rx.clone(), client, clock.clone()).await?;
+        // One host on SQLite: it always sends. The sender side is dropped;
+        // the receiver keeps the last value for every reader.
+        let (_, fleet) = watch::channel(crate::fleet::FleetStatus::of(
+            &settings.node_name(),
+            &crate::fleet::Role::Standalone,
+        ));
         let state = IngestState {
+            fleet,
             store: store.clone(),
             settings: settings_rx.clone(),
             pipeline: pipeline.report(),
@@ -386,6 +393,10 @@ async fn bind(settings: &Settings, activated: systemd::Activated) -> Result<Boun
 fn warn_restart_only(current: &Settings, next: &Settings) {
     for (what, changed) in [
         ("store.path", next.store.path != current.store.path),
+        (
+            "fleet.node_name",
+            next.fleet.node_name != current.fleet.node_name,
+        ),
         ("ingest.socket", next.ingest.socket != current.ingest.socket),
         ("ingest.http", next.ingest.http != current.ingest.http),
     ] {

@@ -37,6 +37,9 @@ pub struct IngestState {
     /// The daemon's clock: the one the pipeline reads, so request times and
     /// ages agree with it (and tests can move it).
     pub clock: crate::clock::SharedClock,
+    /// This node's place in the fleet, as it changes (`/v1/stats`,
+    /// `/metrics`).
+    pub fleet: watch::Receiver<crate::fleet::FleetStatus>,
 }
 
 /// An estimate of the pending backlog, for `ingest.max_pending`: counting

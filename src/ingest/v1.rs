@@ -365,6 +365,10 @@ pub struct StatsView {
     pub waiting: Vec<crate::store::Wait>,
     /// How long the backlog takes to send, roughly.
     pub drain: crate::quota::Drain,
+    /// Which node sends: `standalone` on SQLite. Optional when read back,
+    /// so `purgeq status` still reads a daemon from before it existed.
+    #[serde(default)]
+    pub fleet: Option<crate::fleet::FleetStatus>,
     #[serde(flatten)]
     pub pipeline: crate::report::PipelineStatus,
 }
@@ -462,6 +466,7 @@ pub async fn stats_view(state: &IngestState, counting: Counting) -> Result<Stats
         },
         waiting: state.store.waits().await?,
         drain: drain_estimate(state, &pipeline).await?,
+        fleet: Some(state.fleet.borrow().clone()),
         pipeline,
     })
 }
@@ -545,6 +550,7 @@ async fn require_request(state: &IngestState, id: &RequestId) -> Result<(), ApiE
 
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<IngestState>) -> Response {
+    let fleet = state.fleet.borrow().clone();
     match &state.metrics {
         Some(handle) => (
             [(
@@ -555,6 +561,7 @@ pub async fn metrics(State(state): State<IngestState>) -> Response {
                 handle,
                 &state.store,
                 state.pipeline.as_ref(),
+                &fleet,
                 state.clock.now_utc(),
             )
             .await,
