@@ -1,15 +1,20 @@
-//! The queue's state machine on a real SQLite file, step by step through
-//! the store's API (the same calls the batcher, sender, tracker and the
-//! operator routes make): one regression test for each bug of issue 13
-//! that lives in the store, and the quota ledger's rules.
+//! The queue's state machine on a real SQLite file and on a real
+//! PostgreSQL database (fleet mode), step by step through the store's API
+//! (the same calls the batcher, sender, tracker and the operator routes
+//! make): one regression test for each bug of issue 13 that lives in the
+//! store, and the quota ledger's rules. Each runs on both backends
+//! (`sqlite::` and `postgres::`), since both must keep the same rules.
+
+mod common;
 
 use purgeq::config::StoreSettings;
+use purgeq::store::fleet::FleetDb;
 use purgeq::store::{
     Batch, CallOutcome, CutLimits, ItemResult, NewRequest, QuotaAccount, RequestId, RequestState,
     Store, StoreError, Timestamp,
 };
 use purgeq::target::{Kind, PurgeTarget};
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{Connection, PgConnection, SqliteConnection};
 
 const EP: &str = "ep";
 
@@ -58,9 +63,27 @@ struct Queue {
     store: Store,
     path: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    /// The PostgreSQL database, when the store is on one; dropped after
+    /// the store (fields drop in order).
+    postgres: Option<common::postgres::TestDatabase>,
 }
 
 impl Queue {
+    /// The store on a fresh PostgreSQL database, or `None` when there is
+    /// no server (the test says it was skipped).
+    async fn postgres(test: &str) -> Option<Queue> {
+        let db = common::postgres::TestDatabase::create(test).await?;
+        let fleet = FleetDb::connect(&db.url).await.expect("connect");
+        let store = Store::open_postgres(&fleet).await.expect("open");
+        let dir = tempfile::tempdir().expect("tmp");
+        Some(Queue {
+            store,
+            path: dir.path().join("unused.db"),
+            _dir: dir,
+            postgres: Some(db),
+        })
+    }
+
     async fn new() -> Queue {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("purgeq.db");
@@ -74,6 +97,7 @@ impl Queue {
             store,
             path,
             _dir: dir,
+            postgres: None,
         }
     }
 
@@ -146,12 +170,33 @@ impl Queue {
             .expect("sqlite")
     }
 
+    /// One number from the database, read on a connection of the test's
+    /// own (as an operator's `sqlite3` or `psql` would).
     async fn scalar(&self, query: &str) -> i64 {
-        let mut conn = self.sql().await;
-        sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_owned()))
-            .fetch_one(&mut conn)
-            .await
-            .expect(query)
+        self.one(query).await
+    }
+
+    /// One value of any type both databases decode.
+    async fn one<T>(&self, query: &str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+        T: Send + Unpin,
+    {
+        let sql = sqlx::AssertSqlSafe(query.to_owned());
+        match &self.postgres {
+            Some(db) => {
+                let mut conn = PgConnection::connect_with(db.url.connect_options())
+                    .await
+                    .expect("postgres");
+                sqlx::query_scalar(sql).fetch_one(&mut conn).await
+            }
+            None => {
+                let mut conn = self.sql().await;
+                sqlx::query_scalar(sql).fetch_one(&mut conn).await
+            }
+        }
+        .expect(query)
     }
 }
 
@@ -170,9 +215,7 @@ fn retry() -> ItemResult {
 
 /// Bug 1: old → new twin → directory stayed two deep, and the first
 /// request read `succeeded` while the directory was pending, then failed.
-#[tokio::test]
-async fn a_request_follows_its_url_through_two_merges() {
-    let q = Queue::new().await;
+async fn a_request_follows_its_url_through_two_merges(q: Queue) {
     let r1 = q.post(vec![file("http://e.com/d/f.js")]).await;
     let first = q.cut().await;
     let r2 = q.post(vec![file("http://e.com/d/f.js")]).await;
@@ -201,9 +244,7 @@ async fn a_request_follows_its_url_through_two_merges() {
 
 /// Bug 2: two failed generations of one URL, retried together, collided
 /// on the unique index of pending items (a 500).
-#[tokio::test]
-async fn retrying_two_failed_generations_keeps_one_pending_item() {
-    let q = Queue::new().await;
+async fn retrying_two_failed_generations_keeps_one_pending_item(q: Queue) {
     let r1 = q.post(vec![file("http://e.com/x.js")]).await;
     let b1 = q.cut().await;
     q.accept(&b1).await;
@@ -237,9 +278,7 @@ async fn retrying_two_failed_generations_keeps_one_pending_item() {
 
 /// Bug 3: a request whose URL was merged into a directory that failed
 /// answered `retried: 0`.
-#[tokio::test]
-async fn retrying_a_request_retries_the_directory_its_url_followed() {
-    let q = Queue::new().await;
+async fn retrying_a_request_retries_the_directory_its_url_followed(q: Queue) {
     let r1 = q.post(vec![file("http://e.com/d/a.js")]).await;
     let _r2 = q.post(vec![dir("http://e.com/d/")]).await;
     let batch = q.cut().await;
@@ -255,9 +294,7 @@ async fn retrying_a_request_retries_the_directory_its_url_followed() {
 
 /// Bug 4: two requests for one URL, both cancelled, and the URL was sent
 /// anyway; a directory with followers could never be cancelled.
-#[tokio::test]
-async fn cancelling_every_request_that_wants_a_url_cancels_it() {
-    let q = Queue::new().await;
+async fn cancelling_every_request_that_wants_a_url_cancels_it(q: Queue) {
     let r1 = q.post(vec![file("http://e.com/x.js")]).await;
     let r2 = q.post(vec![file("http://e.com/x.js")]).await;
     let first = q.store.cancel_pending(&r1, now()).await.expect("cancel");
@@ -313,9 +350,7 @@ async fn a_locked_database_is_a_retryable_error() {
 
 /// Bug 8: attempts counted cuts, so releases used up the attempts and one
 /// `Failed` was final.
-#[tokio::test]
-async fn attempts_count_accepted_calls_not_cuts() {
-    let q = Queue::new().await;
+async fn attempts_count_accepted_calls_not_cuts(q: Queue) {
     let r = q.post(vec![file("http://e.com/x.js")]).await;
     for _ in 0..8 {
         let batch = q.cut().await;
@@ -333,9 +368,7 @@ async fn attempts_count_accepted_calls_not_cuts() {
 
 /// Items back to pending under a pending directory follow it, and a
 /// directory back to pending absorbs what is pending under it.
-#[tokio::test]
-async fn returned_items_keep_the_coverage_rule() {
-    let q = Queue::new().await;
+async fn returned_items_keep_the_coverage_rule(q: Queue) {
     let rf = q.post(vec![file("http://e.com/d/a.js")]).await;
     let sent = q.cut().await;
     q.accept(&sent).await;
@@ -354,21 +387,18 @@ async fn returned_items_keep_the_coverage_rule() {
 }
 
 /// A failed batch always says why.
-#[tokio::test]
-async fn a_failed_batch_keeps_a_reason() {
-    let q = Queue::new().await;
+async fn a_failed_batch_keeps_a_reason(q: Queue) {
     q.post(vec![file("http://e.com/a"), file("http://e.com/b")])
         .await;
     let batch = q.cut().await;
     q.accept(&batch).await;
     q.finish(&batch, failed("the CDN said Failed")).await;
-    let mut conn = q.sql().await;
-    let (state, error): (String, Option<String>) =
-        sqlx::query_as("SELECT state, last_error FROM batches")
-            .fetch_one(&mut conn)
-            .await
-            .expect("batch");
-    assert_eq!(state, "failed");
+    assert_eq!(
+        q.scalar("SELECT count(*) FROM batches WHERE state = 'failed'")
+            .await,
+        1
+    );
+    let error: Option<String> = q.one("SELECT last_error FROM batches").await;
     let error = error.expect("a reason");
     assert!(error.contains("2 of 2 URLs not purged"), "{error}");
     assert!(error.contains("the CDN said Failed"), "{error}");
@@ -380,9 +410,7 @@ async fn used(q: &Queue, day: &str) -> (u64, u64) {
 }
 
 /// Issue 12, item 3: the ledger counts what the CDN may have counted.
-#[tokio::test]
-async fn the_ledger_never_counts_less_than_the_cdn() {
-    let q = Queue::new().await;
+async fn the_ledger_never_counts_less_than_the_cdn(q: Queue) {
     q.post(
         (0..10)
             .map(|i| file(&format!("http://e.com/{i}")))
@@ -528,9 +556,7 @@ async fn a_first_schema_database_upgrades_in_place() {
 
 /// Retention removed finished items by age alone, so a request still
 /// waiting for one URL lost the others from its status.
-#[tokio::test]
-async fn retention_keeps_a_request_until_all_of_it_is_finished() {
-    let q = Queue::new().await;
+async fn retention_keeps_a_request_until_all_of_it_is_finished(q: Queue) {
     let r = q
         .post(vec![
             file("http://e.com/done.js"),
@@ -606,9 +632,7 @@ async fn retention_keeps_a_request_until_all_of_it_is_finished() {
 /// Issue 15: a URL in flight when the planner promoted its directory, put
 /// back to pending (a released call), follows the promoted directory and
 /// says why; its request follows the directory to its end.
-#[tokio::test]
-async fn a_url_returned_under_a_promoted_directory_says_promoted() {
-    let q = Queue::new().await;
+async fn a_url_returned_under_a_promoted_directory_says_promoted(q: Queue) {
     let request = q.post(vec![file("http://e.com/a/1.js")]).await;
     let batch = q.cut().await;
     q.post(vec![file("http://e.com/a/2.js")]).await;
@@ -646,3 +670,42 @@ async fn a_url_returned_under_a_promoted_directory_says_promoted() {
     q.finish(&directory, ItemResult::Succeeded).await;
     assert_eq!(q.state(&request).await, RequestState::Succeeded);
 }
+
+/// Each test above, once per backend: `sqlite::NAME` on a file,
+/// `postgres::NAME` on a fresh database (skipped, saying so, without a
+/// server unless `PURGEQ_REQUIRE_POSTGRES` is set).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Queue::new().await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(q) = super::Queue::postgres(stringify!($name)).await {
+                        super::$name(q).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_request_follows_its_url_through_two_merges,
+    retrying_two_failed_generations_keeps_one_pending_item,
+    retrying_a_request_retries_the_directory_its_url_followed,
+    cancelling_every_request_that_wants_a_url_cancels_it,
+    attempts_count_accepted_calls_not_cuts,
+    returned_items_keep_the_coverage_rule,
+    a_failed_batch_keeps_a_reason,
+    the_ledger_never_counts_less_than_the_cdn,
+    retention_keeps_a_request_until_all_of_it_is_finished,
+    a_url_returned_under_a_promoted_directory_says_promoted,
+);

@@ -1,5 +1,13 @@
-//! The store on a real SQLite file: deduplication, directory coverage and
-//! absorption, and durability across a reopen.
+//! The store on a real SQLite file and on a real PostgreSQL database:
+//! deduplication, directory coverage and absorption, and durability across
+//! a reopen, on both (`sqlite::` and `postgres::`); and, on PostgreSQL,
+//! two nodes sharing one queue.
+
+mod common;
+
+use common::postgres::TestDatabase;
+use purgeq::store::fleet::FleetDb;
+use sqlx::Connection;
 
 use purgeq::config::StoreSettings;
 use purgeq::store::{ItemState, NewRequest, RequestState, Store};
@@ -34,19 +42,40 @@ fn request(targets: Vec<PurgeTarget>) -> NewRequest {
     }
 }
 
-async fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(&StoreSettings {
-        path: dir.path().join("purgeq.db"),
-        ..StoreSettings::default()
-    })
-    .await
-    .expect("open")
+/// Where a test's store keeps its data: a SQLite file, or a fresh
+/// PostgreSQL database. `open` can be called again (a reopen).
+enum Place {
+    File(tempfile::TempDir),
+    Postgres(TestDatabase),
 }
 
-#[tokio::test]
-async fn deduplicates_pending_urls_within_and_across_requests() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let store = open(&tmp).await;
+impl Place {
+    fn file() -> Place {
+        Place::File(tempfile::tempdir().expect("tmp"))
+    }
+
+    async fn postgres(test: &str) -> Option<Place> {
+        TestDatabase::create(test).await.map(Place::Postgres)
+    }
+
+    async fn open(&self) -> Store {
+        match self {
+            Place::File(dir) => Store::open(&StoreSettings {
+                path: dir.path().join("purgeq.db"),
+                ..StoreSettings::default()
+            })
+            .await
+            .expect("open"),
+            Place::Postgres(db) => {
+                let fleet = FleetDb::connect(&db.url).await.expect("connect");
+                Store::open_postgres(&fleet).await.expect("open")
+            }
+        }
+    }
+}
+
+async fn deduplicates_pending_urls_within_and_across_requests(place: Place) {
+    let store = place.open().await;
     let first = store
         .enqueue(request(vec![
             file("http://e.com/a"),
@@ -88,10 +117,8 @@ async fn deduplicates_pending_urls_within_and_across_requests() {
     );
 }
 
-#[tokio::test]
-async fn a_pending_directory_covers_and_absorbs_what_is_under_it() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let store = open(&tmp).await;
+async fn a_pending_directory_covers_and_absorbs_what_is_under_it(place: Place) {
+    let store = place.open().await;
     let early = store
         .enqueue(request(vec![
             file("http://e.com/d/x.png"),
@@ -152,11 +179,9 @@ async fn a_pending_directory_covers_and_absorbs_what_is_under_it() {
     assert_eq!(neighbour.new, 2);
 }
 
-#[tokio::test]
-async fn accepted_requests_survive_a_reopen() {
-    let tmp = tempfile::tempdir().expect("tmp");
+async fn accepted_requests_survive_a_reopen(place: Place) {
     let id = {
-        let store = open(&tmp).await;
+        let store = place.open().await;
         let outcome = store
             .enqueue(request(vec![file("http://e.com/a")]))
             .await
@@ -164,7 +189,7 @@ async fn accepted_requests_survive_a_reopen() {
         store.close().await;
         outcome.id
     };
-    let store = open(&tmp).await;
+    let store = place.open().await;
     let status = store
         .request_status(&id)
         .await
@@ -174,10 +199,8 @@ async fn accepted_requests_survive_a_reopen() {
     assert_eq!(store.state_counts().await.expect("counts").pending, 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_requests_stored_together_count_each_url_new_once() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let store = open(&tmp).await;
+async fn concurrent_requests_stored_together_count_each_url_new_once(place: Place) {
+    let store = place.open().await;
     let mut tasks = Vec::new();
     for i in 0..200 {
         let store = store.clone();
@@ -207,10 +230,8 @@ async fn concurrent_requests_stored_together_count_each_url_new_once() {
 /// Shutdown waits for the writer's last commit (issue 14): `close` returns
 /// once what was queued is committed and the connection closed; writes
 /// asked for after it fail with `Closed` instead of vanishing.
-#[tokio::test]
-async fn close_waits_for_the_last_commit() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let store = open(&tmp).await;
+async fn close_waits_for_the_last_commit(place: Place) {
+    let store = place.open().await;
     let writes: Vec<_> = (0..50)
         .map(|i| {
             let store = store.clone();
@@ -238,10 +259,109 @@ async fn close_waits_for_the_last_commit() {
             .await,
         Err(purgeq::store::StoreError::Closed)
     ));
-    let again = open(&tmp).await;
+    let again = place.open().await;
     assert_eq!(
         again.state_counts().await.expect("counts").pending,
         stored,
         "every acknowledged write is on disk, nothing else"
     );
+}
+
+/// Each test above, once per backend: `sqlite::NAME` on a file,
+/// `postgres::NAME` on a fresh database (skipped, saying so, without a
+/// server unless `PURGEQ_REQUIRE_POSTGRES` is set).
+macro_rules! on_both_backends {
+    ($flavor:tt: $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test$flavor]
+                async fn sqlite() {
+                    super::$name(super::Place::file()).await
+                }
+
+                #[tokio::test$flavor]
+                async fn postgres() {
+                    if let Some(place) = super::Place::postgres(stringify!($name)).await {
+                        super::$name(place).await
+                    }
+                }
+            }
+        )*
+    };
+}
+
+on_both_backends!(():
+    deduplicates_pending_urls_within_and_across_requests,
+    a_pending_directory_covers_and_absorbs_what_is_under_it,
+    accepted_requests_survive_a_reopen,
+    close_waits_for_the_last_commit,
+);
+on_both_backends!((flavor = "multi_thread"):
+    concurrent_requests_stored_together_count_each_url_new_once,
+);
+
+/// Issue 18: two nodes on one PostgreSQL database are one queue. Node A
+/// posts directories while node B posts the files under them and the
+/// same files again, all at once: afterwards no URL is pending twice, and
+/// no file is pending under a pending directory (it was absorbed, or
+/// linked to the directory, whichever node got there first).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_share_one_queue() {
+    let Some(place) = Place::postgres("two_nodes_share_one_queue").await else {
+        return;
+    };
+    let (a, b) = (place.open().await, place.open().await);
+    let mut tasks = Vec::new();
+    for round in 0..20 {
+        for (node, targets) in [
+            (&a, vec![dir(&format!("http://e.com/d{}/", round % 5))]),
+            (
+                &b,
+                (0..10)
+                    .map(|f| file(&format!("http://e.com/d{}/f{f}", round % 5)))
+                    .collect(),
+            ),
+            (&a, vec![file(&format!("http://e.com/top{}", round % 7))]),
+            (&b, vec![file(&format!("http://e.com/top{}", round % 7))]),
+        ] {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                node.enqueue(request(targets)).await.expect("enqueue")
+            }));
+        }
+    }
+    let mut new = 0;
+    for task in tasks {
+        new += task.await.expect("task").new;
+    }
+    let Place::Postgres(db) = &place else {
+        unreachable!()
+    };
+    let mut psql = sqlx::PgConnection::connect_with(db.url.connect_options())
+        .await
+        .expect("psql");
+    let twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM items WHERE state = 'pending'
+                               GROUP BY endpoint_id, kind, url HAVING count(*) > 1) AS t",
+    )
+    .fetch_one(&mut psql)
+    .await
+    .expect("query");
+    assert_eq!(twice, 0, "a URL pending twice");
+    let under: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM items f JOIN items d
+           ON d.state = 'pending' AND d.kind = 'directory' AND f.state = 'pending'
+          AND f.kind = 'file' AND f.endpoint_id = d.endpoint_id
+          AND left(f.url, length(d.url)) = d.url",
+    )
+    .fetch_one(&mut psql)
+    .await
+    .expect("query");
+    assert_eq!(under, 0, "a file pending under a pending directory");
+    let pending = a.state_counts().await.expect("counts").pending;
+    // 5 directories and 7 top-level files; every file under a directory
+    // is merged into it.
+    assert_eq!(pending, 12);
+    assert_eq!(b.state_counts().await.expect("counts").pending, 12);
+    assert!(new >= 12, "{new}");
 }

@@ -461,7 +461,7 @@ pub async fn stats_view(state: &IngestState, counting: Counting) -> Result<Stats
         oldest_pending_at,
         oldest_pending_age_seconds,
         store: StoreView {
-            path: state.store.path().display().to_string(),
+            path: state.store.location().to_owned(),
             writable: state.store.is_writable(),
         },
         waiting: state.store.waits().await?,

@@ -4,8 +4,8 @@
 //! Each public method is one writer job, hence one transaction: a crash
 //! between two of them leaves a state the next start can finish.
 
+use super::db::{Backend, Conn, id_lists_for_postgres, on_conn, on_pool};
 use serde::Serialize;
-use sqlx::SqliteConnection;
 
 use super::enqueue::MergeReason;
 use super::{BatchId, ItemId, Store, StoreError, Timestamp, preloads};
@@ -55,14 +55,10 @@ impl std::fmt::Display for Operation {
 
 /// The operation of a stored batch (`purge` for one the store does not
 /// know, which touches nothing then).
-async fn operation_of(
-    conn: &mut SqliteConnection,
-    batch_id: BatchId,
-) -> Result<Operation, sqlx::Error> {
-    let text: Option<String> = sqlx::query_scalar("SELECT operation FROM batches WHERE id = ?1")
+async fn operation_of(conn: &mut Conn<'_>, batch_id: BatchId) -> Result<Operation, sqlx::Error> {
+    let text: Option<String> = on_conn!(conn, c => sqlx::query_scalar("SELECT operation FROM batches WHERE id = $1")
         .bind(batch_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+        .fetch_optional(c).await)?;
     Ok(text
         .as_deref()
         .and_then(Operation::parse)
@@ -226,12 +222,11 @@ impl Store {
     /// Endpoints that have pending items (for endpoints no longer in the
     /// configuration, whose items must still drain).
     pub async fn pending_endpoints(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
+        Ok(on_pool!(&self.reader, c => sqlx::query_scalar(
             "SELECT endpoint_id FROM items WHERE state = 'pending'
                  UNION SELECT endpoint_id FROM preloads WHERE state = 'pending'",
         )
-        .fetch_all(&self.reader)
-        .await?)
+        .fetch_all(c).await)?)
     }
 
     /// How ready one endpoint's items of one kind are. Both queries walk
@@ -243,30 +238,30 @@ impl Store {
         now: Timestamp,
         cap: usize,
     ) -> Result<Readiness, StoreError> {
-        let earliest_not_before: Option<Timestamp> = sqlx::query_scalar(
+        let earliest_not_before: Option<Timestamp> = on_pool!(&self.reader, c => sqlx::query_scalar(
             "SELECT not_before FROM items
-             WHERE state = 'pending' AND endpoint_id = ?1 AND kind = ?2
+             WHERE state = 'pending' AND endpoint_id = $1 AND kind = $2
              ORDER BY not_before LIMIT 1",
         )
         .bind(endpoint_id)
         .bind(kind.as_str())
-        .fetch_optional(&self.reader)
-        .await?;
-        let count = |sql: &'static str| {
-            sqlx::query_scalar::<_, i64>(sql)
+        .fetch_optional(c).await)?;
+        let count = |sql: &'static str| async move {
+            on_pool!(&self.reader, p => sqlx::query_scalar::<_, i64>(sql)
                 .bind(endpoint_id)
                 .bind(kind.as_str())
                 .bind(now)
                 .bind(cap as i64)
-                .fetch_one(&self.reader)
+                .fetch_one(p)
+                .await)
         };
         let eligible = if cap == 0 || earliest_not_before.is_none_or(|nb| nb > now) {
             0
         } else {
             count(
                 "SELECT count(*) FROM (SELECT 1 FROM items
-                  WHERE state = 'pending' AND endpoint_id = ?1 AND kind = ?2 AND not_before <= ?3
-                  LIMIT ?4)",
+                  WHERE state = 'pending' AND endpoint_id = $1 AND kind = $2 AND not_before <= $3
+                  LIMIT $4)",
             )
             .await?
         };
@@ -277,9 +272,9 @@ impl Store {
         } else {
             count(
                 "SELECT count(*) FROM (SELECT 1 FROM items
-                  WHERE state = 'pending' AND urgent = 1 AND endpoint_id = ?1 AND kind = ?2
-                    AND not_before <= ?3
-                  LIMIT ?4)",
+                  WHERE state = 'pending' AND urgent = 1 AND endpoint_id = $1 AND kind = $2
+                    AND not_before <= $3
+                  LIMIT $4)",
             )
             .await?
         };
@@ -294,8 +289,10 @@ impl Store {
         // From the read pool: for status and the batcher's quick look.
         // `cut_batch` checks again inside the writer's transaction, which
         // is what counts.
-        let mut conn = self.reader.acquire().await?;
-        Ok(quota_use(&mut conn, account).await?)
+        Ok(on_pool!(&self.reader, p => {
+            let mut conn = p.acquire().await?;
+            quota_use(&mut Conn::from(&mut *conn), account).await?
+        }))
     }
 
     /// Cuts the next batch of `endpoint_id`: oldest eligible items first,
@@ -318,35 +315,33 @@ impl Store {
     /// Every batch `sending` now (one walk of the `batches_state` index).
     pub async fn sending_batch_ids(&self) -> Result<Vec<BatchId>, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT id FROM batches WHERE state = 'sending' ORDER BY id")
-                .fetch_all(&self.reader)
-                .await?,
+            on_pool!(&self.reader, c => sqlx::query_scalar("SELECT id FROM batches WHERE state = 'sending' ORDER BY id")
+                .fetch_all(c).await)?,
         )
     }
 
     /// These batches, if still `sending`, with their items.
     pub async fn sending_batches(&self, batch_ids: &[BatchId]) -> Result<Vec<Batch>, StoreError> {
-        let ids: Vec<(BatchId, String, String)> = sqlx::query_as(
+        let sql = self.reader.with_id_lists(
             "SELECT id, endpoint_id, operation FROM batches
-             WHERE state = 'sending' AND id IN (SELECT value FROM json_each(?1)) ORDER BY id",
-        )
+             WHERE state = 'sending' AND id IN (SELECT value FROM json_each($1)) ORDER BY id",
+        );
+        let ids: Vec<(BatchId, String, String)> = on_pool!(&self.reader, c => sqlx::query_as(sql)
         .bind(ids_json(batch_ids)?)
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(c).await)?;
         let mut batches = Vec::with_capacity(ids.len());
         for (id, endpoint_id, operation) in ids {
             let operation = Operation::parse(&operation).unwrap_or(Operation::Purge);
-            let rows: Vec<(ItemId, String, String)> = match operation {
-                Operation::Purge => sqlx::query_as(
-                    "SELECT id, kind, url FROM items WHERE batch_id = ?1 AND state = 'sending' ORDER BY id",
-                ),
-                Operation::Preload => sqlx::query_as(
-                    "SELECT id, 'file', url FROM preloads WHERE batch_id = ?1 AND state = 'sending' ORDER BY id",
-                ),
-            }
-            .bind(id)
-            .fetch_all(&self.reader)
-            .await?;
+            let sql = match operation {
+                Operation::Purge => {
+                    "SELECT id, kind, url FROM items WHERE batch_id = $1 AND state = 'sending' ORDER BY id"
+                }
+                Operation::Preload => {
+                    "SELECT id, 'file', url FROM preloads WHERE batch_id = $1 AND state = 'sending' ORDER BY id"
+                }
+            };
+            let rows: Vec<(ItemId, String, String)> =
+                on_pool!(&self.reader, c => sqlx::query_as(sql).bind(id).fetch_all(c).await)?;
             let mut batch = Batch {
                 id,
                 endpoint_id,
@@ -389,26 +384,24 @@ impl Store {
             let (id, task, correlation, account, now) = args.clone();
             Box::pin(async move {
                 move_charge(conn, id, &account).await?;
-                sqlx::query(
-                    "UPDATE batches SET state = 'submitted', task_track_id = ?2, correlation_id = ?3,
-                            attempts = attempts + 1, sent_at = ?4, accepted_at = ?4, last_error = NULL
-                     WHERE id = ?1",
+                on_conn!(conn, c => sqlx::query(
+                    "UPDATE batches SET state = 'submitted', task_track_id = $2, correlation_id = $3,
+                            attempts = attempts + 1, sent_at = $4, accepted_at = $4, last_error = NULL
+                     WHERE id = $1",
                 )
                 .bind(id)
                 .bind(&task)
                 .bind(&correlation)
                 .bind(now)
-                .execute(&mut *conn)
-                .await?;
+                .execute(c).await.map(|r| r.rows_affected()))?;
                 let table = operation_of(conn, id).await?.table();
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE {table} SET state = 'submitted', attempts = attempts + 1, updated_at = ?2
-                     WHERE batch_id = ?1 AND state = 'sending'"
+                on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {table} SET state = 'submitted', attempts = attempts + 1, updated_at = $2
+                     WHERE batch_id = $1 AND state = 'sending'"
                 )))
                 .bind(id)
                 .bind(now)
-                .execute(&mut *conn)
-                .await?;
+                .execute(c).await.map(|r| r.rows_affected()))?;
                 Ok(())
             })
         })
@@ -430,12 +423,11 @@ impl Store {
         self.write(move |conn| {
             let (id, error, account, now) = args.clone();
             Box::pin(async move {
-                sqlx::query("UPDATE batches SET attempts = attempts + 1, last_error = ?2, sent_at = ?3 WHERE id = ?1")
+                on_conn!(conn, c => sqlx::query("UPDATE batches SET attempts = attempts + 1, last_error = $2, sent_at = $3 WHERE id = $1")
                     .bind(id)
                     .bind(&error)
                     .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+                    .execute(c).await.map(|r| r.rows_affected()))?;
                 if outcome == CallOutcome::Unknown {
                     charge_again(conn, &[id], &account).await?;
                 }
@@ -466,21 +458,27 @@ impl Store {
         self.write(move |conn| {
             let (account, files, directories, preloads) = args.clone();
             Box::pin(async move {
-                sqlx::query(
+                let sql = conn.pick(
                     "INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (subscription_id, day) DO UPDATE SET
                          files_used = max(files_used, excluded.files_used),
                          directories_used = max(directories_used, excluded.directories_used),
                          preloads_used = max(preloads_used, excluded.preloads_used)",
-                )
+                    "INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (subscription_id, day) DO UPDATE SET
+                         files_used = greatest(quota_days.files_used, excluded.files_used),
+                         directories_used = greatest(quota_days.directories_used, excluded.directories_used),
+                         preloads_used = greatest(quota_days.preloads_used, excluded.preloads_used)",
+                );
+                on_conn!(conn, c => sqlx::query(sql)
                 .bind(&account.subscription_id)
                 .bind(&account.day)
                 .bind(files)
                 .bind(directories)
                 .bind(preloads)
-                .execute(&mut *conn)
-                .await?;
+                .execute(c).await.map(|r| r.rows_affected()))?;
                 Ok(())
             })
         })
@@ -525,12 +523,11 @@ impl Store {
             let (id, operation, items, reason, not_before, now) = args.clone();
             Box::pin(async move {
                 refund(conn, id).await?;
-                sqlx::query("UPDATE batches SET state = 'released', last_error = ?2, finished_at = ?3 WHERE id = ?1")
+                on_conn!(conn, c => sqlx::query("UPDATE batches SET state = 'released', last_error = $2, finished_at = $3 WHERE id = $1")
                     .bind(id)
                     .bind(&reason)
                     .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+                    .execute(c).await.map(|r| r.rows_affected()))?;
                 match operation {
                     Operation::Purge => return_to_pending(conn, &items, &reason, not_before, now, false).await,
                     Operation::Preload => preloads::return_to_pending(conn, &items, &reason, not_before, now, false).await,
@@ -557,12 +554,11 @@ impl Store {
             let (reason, account, now) = args.clone();
             Box::pin(async move {
                 refund(conn, batch.id).await?;
-                sqlx::query("UPDATE batches SET state = 'split', attempts = attempts + 1, last_error = ?2, finished_at = ?3 WHERE id = ?1")
+                on_conn!(conn, c => sqlx::query("UPDATE batches SET state = 'split', attempts = attempts + 1, last_error = $2, finished_at = $3 WHERE id = $1")
                     .bind(batch.id)
                     .bind(&reason)
                     .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+                    .execute(c).await.map(|r| r.rows_affected()))?;
                 let mut all: Vec<(Kind, BatchItem)> = batch
                     .files
                     .iter()
@@ -595,37 +591,32 @@ impl Store {
             Box::pin(async move {
                 // Refused by the CDN: not counted.
                 refund(conn, id).await?;
-                sqlx::query("UPDATE batches SET state = 'failed', attempts = attempts + 1, last_error = ?2, finished_at = ?3 WHERE id = ?1")
+                on_conn!(conn, c => sqlx::query("UPDATE batches SET state = 'failed', attempts = attempts + 1, last_error = $2, finished_at = $3 WHERE id = $1")
                     .bind(id)
                     .bind(&reason)
                     .bind(now)
-                    .execute(&mut *conn)
-                    .await?;
+                    .execute(c).await.map(|r| r.rows_affected()))?;
                 let table = operation_of(conn, id).await?.table();
-                let mut failed = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE {table} SET state = 'failed', last_error = ?2, updated_at = ?3, finished_at = ?3
-                     WHERE batch_id = ?1 AND state = 'sending'"
+                let mut failed = on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {table} SET state = 'failed', last_error = $2, updated_at = $3, finished_at = $3
+                     WHERE batch_id = $1 AND state = 'sending'"
                 )))
                 .bind(id)
                 .bind(&reason)
                 .bind(now)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+                .execute(c).await.map(|r| r.rows_affected()))?;
                 if whole_endpoint {
                     // The endpoint is wrong: neither its purges nor its
                     // preloads can go.
                     for table in ["items", "preloads"] {
-                        failed += sqlx::query(sqlx::AssertSqlSafe(format!(
-                            "UPDATE {table} SET state = 'failed', last_error = ?2, updated_at = ?3, finished_at = ?3
-                             WHERE state = 'pending' AND endpoint_id = ?1"
+                        failed += on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "UPDATE {table} SET state = 'failed', last_error = $2, updated_at = $3, finished_at = $3
+                             WHERE state = 'pending' AND endpoint_id = $1"
                         )))
                         .bind(&endpoint)
                         .bind(&reason)
                         .bind(now)
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected();
+                        .execute(c).await.map(|r| r.rows_affected()))?;
                     }
                 }
                 Ok(failed)
@@ -635,12 +626,11 @@ impl Store {
     }
 
     pub async fn submitted_batches(&self) -> Result<Vec<SubmittedBatch>, StoreError> {
-        let rows: Vec<(BatchId, String, String, String, Timestamp)> = sqlx::query_as(
+        let rows: Vec<(BatchId, String, String, String, Timestamp)> = on_pool!(&self.reader, c => sqlx::query_as(
             "SELECT id, endpoint_id, operation, task_track_id, accepted_at FROM batches
              WHERE state = 'submitted' ORDER BY accepted_at",
         )
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(c).await)?;
         Ok(rows
             .into_iter()
             .map(
@@ -659,14 +649,13 @@ impl Store {
         &self,
         batch_id: BatchId,
     ) -> Result<Vec<SubmittedItem>, StoreError> {
-        let rows: Vec<(ItemId, String, String, i64)> = sqlx::query_as(
-            "SELECT id, kind, url, attempts FROM items WHERE batch_id = ?1 AND state = 'submitted'
+        let rows: Vec<(ItemId, String, String, i64)> = on_pool!(&self.reader, c => sqlx::query_as(
+            "SELECT id, kind, url, attempts FROM items WHERE batch_id = $1 AND state = 'submitted'
              UNION ALL
-             SELECT id, 'file', url, attempts FROM preloads WHERE batch_id = ?1 AND state = 'submitted'",
+             SELECT id, 'file', url, attempts FROM preloads WHERE batch_id = $1 AND state = 'submitted'",
         )
         .bind(batch_id)
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(c).await)?;
         Ok(rows
             .into_iter()
             .map(|(item_id, kind, url, attempts)| SubmittedItem {
@@ -696,28 +685,26 @@ impl Store {
                 for (item_id, result) in &results {
                     match result {
                         ItemResult::Succeeded => {
-                            sqlx::query(
-                                "UPDATE items SET state = 'succeeded', last_error = NULL, updated_at = ?2, finished_at = ?2
-                                 WHERE id = ?1 AND state = 'submitted'",
+                            on_conn!(conn, c => sqlx::query(
+                                "UPDATE items SET state = 'succeeded', last_error = NULL, updated_at = $2, finished_at = $2
+                                 WHERE id = $1 AND state = 'submitted'",
                             )
                             .bind(item_id)
                             .bind(now)
-                            .execute(&mut *conn)
-                            .await?;
+                            .execute(c).await.map(|r| r.rows_affected()))?;
                             // In the same transaction: no crash can fall
                             // between a purge's success and its preloads.
                             preloads::chain_after(conn, *item_id, now).await?;
                         }
                         ItemResult::Failed { reason } => {
-                            sqlx::query(
-                                "UPDATE items SET state = 'failed', last_error = ?2, updated_at = ?3, finished_at = ?3
-                                 WHERE id = ?1 AND state = 'submitted'",
+                            on_conn!(conn, c => sqlx::query(
+                                "UPDATE items SET state = 'failed', last_error = $2, updated_at = $3, finished_at = $3
+                                 WHERE id = $1 AND state = 'submitted'",
                             )
                             .bind(item_id)
                             .bind(reason)
                             .bind(now)
-                            .execute(&mut *conn)
-                            .await?;
+                            .execute(c).await.map(|r| r.rows_affected()))?;
                         }
                         ItemResult::Retry { not_before, reason } => {
                             return_to_pending(conn, &[*item_id], reason, *not_before, now, true).await?;
@@ -735,13 +722,12 @@ impl Store {
     pub async fn recover(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                let orphans: Vec<ItemId> = sqlx::query_scalar(
+                let orphans: Vec<ItemId> = on_conn!(conn, c => sqlx::query_scalar(
                     "SELECT i.id FROM items i LEFT JOIN batches b ON b.id = i.batch_id
                      WHERE i.state IN ('sending', 'submitted')
                        AND (b.id IS NULL OR b.state NOT IN ('sending', 'submitted'))",
                 )
-                .fetch_all(&mut *conn)
-                .await?;
+                .fetch_all(c).await)?;
                 if !orphans.is_empty() {
                     return_to_pending(conn, &orphans, "recovered after a restart", now, now, false)
                         .await?;
@@ -755,32 +741,37 @@ impl Store {
 }
 
 pub(super) async fn quota_use(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     account: &QuotaAccount,
 ) -> Result<QuotaUse, sqlx::Error> {
-    let used: Option<(i64, i64, i64)> = sqlx::query_as(
+    let used: Option<(i64, i64, i64)> = on_conn!(conn, c => sqlx::query_as(
         "SELECT files_used, directories_used, preloads_used FROM quota_days
-         WHERE subscription_id = ?1 AND day = ?2",
+         WHERE subscription_id = $1 AND day = $2",
     )
     .bind(&account.subscription_id)
     .bind(&account.day)
-    .fetch_optional(&mut *conn)
-    .await?;
+    .fetch_optional(c).await)?;
     // Under way: all `sending` batches. Those cut by the first schema
     // (charged_day NULL) reserved instead of charging: count them here.
     // (Preload batches are all charged: the first schema had none.)
     type InFlight = (i64, i64, i64, i64, i64);
-    let (in_flight_files, in_flight_directories, uncharged_files, uncharged_directories, in_flight_preloads): InFlight =
-        sqlx::query_as(
-            "SELECT coalesce(sum(CASE WHEN operation = 'purge' THEN files END), 0),
-                    coalesce(sum(CASE WHEN operation = 'purge' THEN directories END), 0),
-                    coalesce(sum(CASE WHEN charged_day IS NULL AND operation = 'purge' THEN files END), 0),
-                    coalesce(sum(CASE WHEN charged_day IS NULL AND operation = 'purge' THEN directories END), 0),
-                    coalesce(sum(CASE WHEN operation = 'preload' THEN files END), 0)
+    let (
+        in_flight_files,
+        in_flight_directories,
+        uncharged_files,
+        uncharged_directories,
+        in_flight_preloads,
+    ): InFlight = on_conn!(conn, c => sqlx::query_as(
+            "SELECT CAST(coalesce(sum(CASE WHEN operation = 'purge' THEN files END), 0) AS BIGINT),
+                    CAST(coalesce(sum(CASE WHEN operation = 'purge' THEN directories END), 0) AS BIGINT),
+                    CAST(coalesce(sum(CASE WHEN charged_day IS NULL AND operation = 'purge' THEN files END), 0)
+                         AS BIGINT),
+                    CAST(coalesce(sum(CASE WHEN charged_day IS NULL AND operation = 'purge' THEN directories END), 0)
+                         AS BIGINT),
+                    CAST(coalesce(sum(CASE WHEN operation = 'preload' THEN files END), 0) AS BIGINT)
              FROM batches WHERE state = 'sending'",
         )
-        .fetch_one(&mut *conn)
-        .await?;
+        .fetch_one(c).await)?;
     let (files_used, directories_used, preloads_used) = used.unwrap_or((0, 0, 0));
     let count = |n: i64| n.max(0) as u64;
     Ok(QuotaUse {
@@ -832,43 +823,48 @@ impl Cost {
 
 /// Adds (or, negative, refunds) URLs to a quota day; never below zero.
 async fn add_to_day(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     subscription_id: &str,
     day: &str,
     cost: Cost,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let sql = conn.pick(
         "INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
-         VALUES (?1, ?2, max(0, ?3), max(0, ?4), max(0, ?5))
+         VALUES ($1, $2, max(0, $3), max(0, $4), max(0, $5))
          ON CONFLICT (subscription_id, day) DO UPDATE SET
-             files_used = max(0, files_used + ?3),
-             directories_used = max(0, directories_used + ?4),
-             preloads_used = max(0, preloads_used + ?5)",
-    )
+             files_used = max(0, files_used + $3),
+             directories_used = max(0, directories_used + $4),
+             preloads_used = max(0, preloads_used + $5)",
+        "INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
+         VALUES ($1, $2, greatest(0, $3), greatest(0, $4), greatest(0, $5))
+         ON CONFLICT (subscription_id, day) DO UPDATE SET
+             files_used = greatest(0, quota_days.files_used + $3),
+             directories_used = greatest(0, quota_days.directories_used + $4),
+             preloads_used = greatest(0, quota_days.preloads_used + $5)",
+    );
+    on_conn!(conn, c => sqlx::query(sql)
     .bind(subscription_id)
     .bind(day)
     .bind(cost.files)
     .bind(cost.directories)
     .bind(cost.preloads)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The charge of a batch's current attempt, if charged: where, and what
 /// it cost.
 async fn current_charge(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     batch_id: BatchId,
 ) -> Result<Option<(QuotaAccount, Cost)>, sqlx::Error> {
     type Row = (Option<String>, Option<String>, String, i64, i64);
-    let row: Option<Row> = sqlx::query_as(
+    let row: Option<Row> = on_conn!(conn, c => sqlx::query_as(
         "SELECT charged_subscription, charged_day, operation, files, directories
-         FROM batches WHERE id = ?1",
+         FROM batches WHERE id = $1",
     )
     .bind(batch_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    .fetch_optional(c).await)?;
     Ok(match row {
         Some((Some(subscription_id), Some(day), operation, files, directories)) => Some((
             QuotaAccount {
@@ -884,41 +880,37 @@ async fn current_charge(
 /// Charges the next attempt of each batch on `account`'s day, leaving any
 /// earlier charge with the call it paid for.
 async fn charge_again(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     batch_ids: &[BatchId],
     account: &QuotaAccount,
 ) -> Result<(), sqlx::Error> {
     for id in batch_ids {
-        let size: Option<(String, i64, i64)> =
-            sqlx::query_as("SELECT operation, files, directories FROM batches WHERE id = ?1")
+        let size: Option<(String, i64, i64)> = on_conn!(conn, c => sqlx::query_as("SELECT operation, files, directories FROM batches WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
+                .fetch_optional(c).await)?;
         let Some((operation, files, directories)) = size else {
             continue;
         };
         let cost = Cost::of(&operation, files, directories);
         add_to_day(conn, &account.subscription_id, &account.day, cost).await?;
-        sqlx::query("UPDATE batches SET charged_subscription = ?2, charged_day = ?3 WHERE id = ?1")
+        on_conn!(conn, c => sqlx::query("UPDATE batches SET charged_subscription = $2, charged_day = $3 WHERE id = $1")
             .bind(id)
             .bind(&account.subscription_id)
             .bind(&account.day)
-            .execute(&mut *conn)
-            .await?;
+            .execute(c).await.map(|r| r.rows_affected()))?;
     }
     Ok(())
 }
 
 /// The CDN did not count the current attempt: give its charge back.
-async fn refund(conn: &mut SqliteConnection, batch_id: BatchId) -> Result<(), sqlx::Error> {
+async fn refund(conn: &mut Conn<'_>, batch_id: BatchId) -> Result<(), sqlx::Error> {
     if let Some((account, cost)) = current_charge(conn, batch_id).await? {
         add_to_day(conn, &account.subscription_id, &account.day, cost.negated()).await?;
-        sqlx::query(
-            "UPDATE batches SET charged_subscription = NULL, charged_day = NULL WHERE id = ?1",
+        on_conn!(conn, c => sqlx::query(
+            "UPDATE batches SET charged_subscription = NULL, charged_day = NULL WHERE id = $1",
         )
         .bind(batch_id)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     }
     Ok(())
 }
@@ -927,7 +919,7 @@ async fn refund(conn: &mut SqliteConnection, batch_id: BatchId) -> Result<(), sq
 /// earlier day (a batch held back by throttling over midnight) moves, and a
 /// batch never charged (cut by the first schema) is charged now.
 async fn move_charge(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     batch_id: BatchId,
     account: &QuotaAccount,
 ) -> Result<(), sqlx::Error> {
@@ -942,7 +934,7 @@ async fn move_charge(
 }
 
 async fn cut_batch(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     endpoint_id: &str,
     limits: &CutLimits,
     now: Timestamp,
@@ -965,12 +957,11 @@ async fn cut_batch(
             limits.max_directories,
         ),
     ] {
-        let urgent_waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM items WHERE state = 'pending' AND urgent = 1 AND kind = ?1",
+        let urgent_waiting: i64 = on_conn!(conn, c => sqlx::query_scalar(
+            "SELECT count(*) FROM items WHERE state = 'pending' AND urgent = 1 AND kind = $1",
         )
         .bind(kind.as_str())
-        .fetch_one(&mut *conn)
-        .await?;
+        .fetch_one(c).await)?;
         let lanes = crate::quota::lanes(
             per_day.saturating_sub(used),
             reserve,
@@ -1001,7 +992,7 @@ async fn cut_batch(
 
 /// Up to `max` eligible pending items of one lane, oldest first.
 async fn pick(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     endpoint_id: &str,
     kind: Kind,
     urgent: bool,
@@ -1015,22 +1006,21 @@ async fn pick(
     // partial index `items_pending_urgent` only for a literal `urgent = 1`.
     let sql = if urgent {
         "SELECT id, url FROM items
-         WHERE state = 'pending' AND urgent = 1 AND endpoint_id = ?1 AND kind = ?2
-           AND not_before <= ?3
-         ORDER BY not_before, id LIMIT ?4"
+         WHERE state = 'pending' AND urgent = 1 AND endpoint_id = $1 AND kind = $2
+           AND not_before <= $3
+         ORDER BY not_before, id LIMIT $4"
     } else {
         "SELECT id, url FROM items
-         WHERE state = 'pending' AND endpoint_id = ?1 AND kind = ?2 AND not_before <= ?3
+         WHERE state = 'pending' AND endpoint_id = $1 AND kind = $2 AND not_before <= $3
            AND urgent = 0
-         ORDER BY not_before, id LIMIT ?4"
+         ORDER BY not_before, id LIMIT $4"
     };
-    let rows: Vec<(ItemId, String)> = sqlx::query_as(sql)
+    let rows: Vec<(ItemId, String)> = on_conn!(conn, c => sqlx::query_as(sql)
         .bind(endpoint_id)
         .bind(kind.as_str())
         .bind(now)
         .bind(max as i64)
-        .fetch_all(&mut *conn)
-        .await?;
+        .fetch_all(c).await)?;
     Ok(rows
         .into_iter()
         .map(|(item_id, url)| BatchItem { item_id, url })
@@ -1041,7 +1031,7 @@ async fn pick(
 /// table), points them at it, and charges it to `account`: from now on
 /// the call may reach the CDN.
 pub(super) async fn insert_batch_of(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     endpoint_id: &str,
     operation: Operation,
     items: Vec<(Kind, BatchItem)>,
@@ -1061,29 +1051,31 @@ pub(super) async fn insert_batch_of(
             Kind::Directory => batch.directories.push(item),
         }
     }
-    let id: BatchId = sqlx::query_scalar(
+    let id: BatchId = on_conn!(conn, c => sqlx::query_scalar(
         "INSERT INTO batches (endpoint_id, state, not_before, files, directories, created_at, operation)
-         VALUES (?1, 'sending', ?2, ?3, ?4, ?2, ?5) RETURNING id",
+         VALUES ($1, 'sending', $2, $3, $4, $2, $5) RETURNING id",
     )
     .bind(endpoint_id)
     .bind(now)
     .bind(batch.files.len() as i64)
     .bind(batch.directories.len() as i64)
     .bind(operation.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_one(c).await)?;
     batch.id = id;
     charge_again(conn, &[id], account).await?;
     let table = operation.table();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE {table} SET state = 'sending', batch_id = ?1, updated_at = ?2
-         WHERE id IN (SELECT value FROM json_each(?3))"
-    )))
+    let mut sql = format!(
+        "UPDATE {table} SET state = 'sending', batch_id = $1, updated_at = $2
+         WHERE id IN (SELECT value FROM json_each($3))"
+    );
+    if conn.backend() == Backend::Postgres {
+        sql = id_lists_for_postgres(&sql);
+    }
+    on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(sql))
     .bind(id)
     .bind(now)
     .bind(ids_json(&batch.item_ids())?)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(batch)
 }
 
@@ -1100,7 +1092,7 @@ pub(super) async fn insert_batch_of(
 /// Merges stay one level deep: whatever followed a merged item follows
 /// its new root.
 pub(super) async fn return_to_pending(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     item_ids: &[ItemId],
     reason: &str,
     not_before: Timestamp,
@@ -1110,18 +1102,18 @@ pub(super) async fn return_to_pending(
     let ids = ids_json(item_ids)?;
     follow_twins(conn, &ids, reason, now).await?;
     repoint_followers(conn, &ids).await?;
-    sqlx::query(
-        "UPDATE items SET state = 'pending', not_before = ?2, last_error = ?3, updated_at = ?4,
-                batch_id = CASE WHEN ?5 THEN batch_id ELSE NULL END
-         WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('sending', 'submitted', 'failed')",
-    )
+    let sql = conn.with_id_lists(
+        "UPDATE items SET state = 'pending', not_before = $2, last_error = $3, updated_at = $4,
+                batch_id = CASE WHEN $5 THEN batch_id ELSE NULL END
+         WHERE id IN (SELECT value FROM json_each($1)) AND state IN ('sending', 'submitted', 'failed')",
+    );
+    on_conn!(conn, c => sqlx::query(sql)
     .bind(&ids)
     .bind(not_before)
     .bind(reason)
     .bind(now)
     .bind(keep_batch)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     follow_covering_directories(conn, &ids, now).await?;
     repoint_followers(conn, &ids).await?;
     absorb_under_returned_directories(conn, &ids, now).await
@@ -1130,111 +1122,111 @@ pub(super) async fn return_to_pending(
 /// Returned items whose URL has a pending twin (asked for again meanwhile),
 /// or that are among the returned twice, are merged into that one.
 async fn follow_twins(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     ids: &str,
     reason: &str,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
     // A pending twin exists: follow it.
-    sqlx::query(
-        "UPDATE items AS i SET state = 'merged', last_error = ?2, updated_at = ?3,
+    let sql = conn.with_id_lists(
+        "UPDATE items AS i SET state = 'merged', last_error = $2, updated_at = $3,
                 merge_reason = 'coalesced',
                 merged_into = (SELECT t.id FROM items t WHERE t.state = 'pending'
                                AND t.endpoint_id = i.endpoint_id AND t.url = i.url AND t.kind = i.kind)
-         WHERE i.id IN (SELECT value FROM json_each(?1))
+         WHERE i.id IN (SELECT value FROM json_each($1))
            AND i.state IN ('sending', 'submitted', 'failed')
            AND EXISTS (SELECT 1 FROM items t WHERE t.state = 'pending'
                        AND t.endpoint_id = i.endpoint_id AND t.url = i.url AND t.kind = i.kind)",
-    )
+    );
+    on_conn!(conn, c => sqlx::query(sql)
     .bind(ids)
     .bind(reason)
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     // The same URL twice among the returned: the newest carries it.
-    sqlx::query(
-        "UPDATE items AS i SET state = 'merged', last_error = ?2, updated_at = ?3,
+    let sql = conn.with_id_lists(
+        "UPDATE items AS i SET state = 'merged', last_error = $2, updated_at = $3,
                 merge_reason = 'coalesced',
                 merged_into = (SELECT max(t.id) FROM items t
-                               WHERE t.id IN (SELECT value FROM json_each(?1))
+                               WHERE t.id IN (SELECT value FROM json_each($1))
                                  AND t.state IN ('sending', 'submitted', 'failed')
                                  AND t.endpoint_id = i.endpoint_id AND t.url = i.url AND t.kind = i.kind)
-         WHERE i.id IN (SELECT value FROM json_each(?1))
+         WHERE i.id IN (SELECT value FROM json_each($1))
            AND i.state IN ('sending', 'submitted', 'failed')
            AND EXISTS (SELECT 1 FROM items t
-                       WHERE t.id IN (SELECT value FROM json_each(?1)) AND t.id > i.id
+                       WHERE t.id IN (SELECT value FROM json_each($1)) AND t.id > i.id
                          AND t.state IN ('sending', 'submitted', 'failed')
                          AND t.endpoint_id = i.endpoint_id AND t.url = i.url AND t.kind = i.kind)",
-    )
+    );
+    on_conn!(conn, c => sqlx::query(sql)
     .bind(ids)
     .bind(reason)
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Returned items under a pending directory follow the top-most one.
 async fn follow_covering_directories(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     ids: &str,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
     follow_covering_directory(conn, ids, now).await?;
     // Under a directory the planner chose, say so.
-    sqlx::query(
+    let sql = conn.with_id_lists(
         "UPDATE items SET merge_reason = 'promoted'
-         WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'merged'
+         WHERE id IN (SELECT value FROM json_each($1)) AND state = 'merged'
            AND merged_into IN (SELECT id FROM items WHERE promoted = 1)",
-    )
+    );
+    on_conn!(conn, c => sqlx::query(sql)
     .bind(ids)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 async fn follow_covering_directory(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     ids: &str,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE items AS i SET state = 'merged', updated_at = ?2, merge_reason = 'covered',
+    let sql = conn.with_id_lists(
+        "UPDATE items AS i SET state = 'merged', updated_at = $2, merge_reason = 'covered',
                 merged_into = (SELECT d.id FROM items d
                                WHERE d.state = 'pending' AND d.kind = 'directory'
                                  AND d.endpoint_id = i.endpoint_id AND d.id != i.id
                                  AND length(i.url) > length(d.url)
                                  AND substr(i.url, 1, length(d.url)) = d.url
                                ORDER BY length(d.url) LIMIT 1)
-         WHERE i.id IN (SELECT value FROM json_each(?1)) AND i.state = 'pending'
+         WHERE i.id IN (SELECT value FROM json_each($1)) AND i.state = 'pending'
            AND EXISTS (SELECT 1 FROM items d
                        WHERE d.state = 'pending' AND d.kind = 'directory'
                          AND d.endpoint_id = i.endpoint_id AND d.id != i.id
                          AND length(i.url) > length(d.url)
                          AND substr(i.url, 1, length(d.url)) = d.url)",
-    )
+    );
+    on_conn!(conn, c => sqlx::query(sql)
     .bind(ids)
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// A returned directory still pending absorbs what is pending under it.
 async fn absorb_under_returned_directories(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     ids: &str,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
-    let directories: Vec<(i64, String, String, bool)> = sqlx::query_as(
+    let sql = conn.with_id_lists(
         "SELECT id, endpoint_id, url, promoted FROM items
-         WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'pending' AND kind = 'directory'",
-    )
+         WHERE id IN (SELECT value FROM json_each($1)) AND state = 'pending' AND kind = 'directory'",
+    );
+    let directories: Vec<(i64, String, String, i64)> = on_conn!(conn, c => sqlx::query_as(sql)
     .bind(ids)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c).await)?;
     for (id, endpoint_id, url, promoted) in directories {
-        let reason = if promoted {
+        let reason = if promoted != 0 {
             MergeReason::Promoted
         } else {
             MergeReason::Covered
@@ -1246,15 +1238,15 @@ async fn absorb_under_returned_directories(
 
 /// Whatever was merged into one of `ids` that is now merged itself follows
 /// its root instead, so every merge stays one level deep.
-async fn repoint_followers(conn: &mut SqliteConnection, ids: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+async fn repoint_followers(conn: &mut Conn<'_>, ids: &str) -> Result<(), sqlx::Error> {
+    let sql = conn.with_id_lists(
         "UPDATE items SET merged_into = (SELECT m.merged_into FROM items m WHERE m.id = items.merged_into)
-         WHERE state = 'merged' AND merged_into IN (SELECT value FROM json_each(?1))
+         WHERE state = 'merged' AND merged_into IN (SELECT value FROM json_each($1))
            AND (SELECT m.state FROM items m WHERE m.id = items.merged_into) = 'merged'",
-    )
+    );
+    on_conn!(conn, c => sqlx::query(sql)
     .bind(ids)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -1262,27 +1254,25 @@ async fn repoint_followers(conn: &mut SqliteConnection, ids: &str) -> Result<(),
 /// URL succeeded) or `failed` (some did not, and the first reason is kept
 /// with it, so no batch reads `failed` without one).
 async fn close_if_done(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     batch_id: BatchId,
     now: Timestamp,
 ) -> Result<bool, sqlx::Error> {
     let operation = operation_of(conn, batch_id).await?;
     let table = operation.table();
-    let waiting: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {table} WHERE batch_id = ?1 AND state = 'submitted'"
+    let waiting: i64 = on_conn!(conn, c => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE batch_id = $1 AND state = 'submitted'"
     )))
     .bind(batch_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_one(c).await)?;
     if waiting > 0 {
         return Ok(false);
     }
-    let not_succeeded: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {table} WHERE batch_id = ?1 AND state != 'succeeded'"
+    let not_succeeded: i64 = on_conn!(conn, c => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {table} WHERE batch_id = $1 AND state != 'succeeded'"
     )))
     .bind(batch_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_one(c).await)?;
     let state = if not_succeeded == 0 {
         "succeeded"
     } else {
@@ -1292,21 +1282,20 @@ async fn close_if_done(
         Operation::Purge => "purged",
         Operation::Preload => "preloaded",
     };
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE batches SET state = ?2, finished_at = ?3,
-                last_error = CASE WHEN ?2 = 'failed' THEN coalesce(last_error,
-                    (SELECT count(*) FROM {table} WHERE batch_id = ?1 AND state != 'succeeded')
-                    || ' of ' || (SELECT count(*) FROM {table} WHERE batch_id = ?1)
+    on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE batches SET state = $2, finished_at = $3,
+                last_error = CASE WHEN $2 = 'failed' THEN coalesce(last_error,
+                    (SELECT count(*) FROM {table} WHERE batch_id = $1 AND state != 'succeeded')
+                    || ' of ' || (SELECT count(*) FROM {table} WHERE batch_id = $1)
                     || ' URLs not {done} by this call: '
-                    || coalesce((SELECT last_error FROM {table} WHERE batch_id = ?1 AND state != 'succeeded'
+                    || coalesce((SELECT last_error FROM {table} WHERE batch_id = $1 AND state != 'succeeded'
                                  AND last_error IS NOT NULL ORDER BY id LIMIT 1), 'no reason recorded'))
                 ELSE last_error END
-         WHERE id = ?1 AND state = 'submitted'"
+         WHERE id = $1 AND state = 'submitted'"
     )))
     .bind(batch_id)
     .bind(state)
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(true)
 }

@@ -2,6 +2,7 @@
 //! per hour over a recent span, each read by an index range (the last
 //! hour or day of rows, never the whole history).
 
+use super::db::{on_conn, on_pool};
 use super::{Store, StoreError, Timestamp};
 
 /// One API call for the `calls` table.
@@ -74,32 +75,34 @@ fn first_request_id_at(at: Timestamp) -> String {
 /// The newest calls that failed: the partial index `calls_errors`, from its end.
 pub(crate) const RECENT_ERRORS: &str =
     "SELECT at, operation, error_type, message, correlation_id FROM calls
-             WHERE outcome != 'accepted' ORDER BY id DESC LIMIT ?1";
+             WHERE outcome != 'accepted' ORDER BY id DESC LIMIT $1";
 
-/// Calls per slot and outcome since `?1`: a range of `calls_at`.
+/// Calls per slot and outcome since `$1`: a range of `calls_at`.
 pub(crate) const CALLS_BY_OUTCOME: &str =
-    "SELECT substr(at, 1, ?2), outcome, count(*) FROM calls WHERE at >= ?1
+    "SELECT substr(at, 1, CAST($2 AS INTEGER)), outcome, count(*) FROM calls WHERE at >= $1
                  GROUP BY 1, 2 ORDER BY 1";
 
-/// URLs asked for per slot since `?1`: requests from the first id of that time (their primary key), then their rows.
-pub(crate) const URLS_ENQUEUED: &str = "SELECT substr(r.received_at, 1, ?3), 'enqueued', count(*)
+/// URLs asked for per slot since `$1`: requests from the first id of that time (their primary key), then their rows.
+pub(crate) const URLS_ENQUEUED: &str =
+    "SELECT substr(r.received_at, 1, CAST($3 AS INTEGER)), 'enqueued', count(*)
              FROM requests r JOIN request_items ri ON ri.request_id = r.id
-             WHERE r.id >= ?2 AND r.received_at >= ?1
+             WHERE r.id >= $2 AND r.received_at >= $1
              GROUP BY 1 ORDER BY 1";
 
-/// Purges that succeeded per slot since `?1`: a range of the partial
+/// Purges that succeeded per slot since `$1`: a range of the partial
 /// index `items_finished` (`finished_at IS NOT NULL` lets SQLite use
 /// it). The state is counted, not searched: a search by state would walk
 /// every item that ever succeeded.
-pub(crate) const URLS_PURGED: &str =
-    "SELECT substr(finished_at, 1, ?2), 'purged', sum(state = 'succeeded')
-     FROM items WHERE finished_at IS NOT NULL AND finished_at >= ?1
+pub(crate) const URLS_PURGED: &str = "SELECT substr(finished_at, 1, CAST($2 AS INTEGER)), 'purged',
+            CAST(sum(CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT)
+     FROM items WHERE finished_at IS NOT NULL AND finished_at >= $1
      GROUP BY 1 ORDER BY 1";
 
-/// Purge files and directories accepted per hour since `?1`: a range of `batches_accepted`.
+/// Purge files and directories accepted per hour since `$1`: a range of `batches_accepted`.
 pub(crate) const QUOTA_THROUGH_THE_DAY: &str =
-    "SELECT substr(accepted_at, 1, 13), sum(files), sum(directories) FROM batches
-             WHERE accepted_at IS NOT NULL AND accepted_at >= ?1 AND operation = 'purge'
+    "SELECT substr(accepted_at, 1, 13), CAST(sum(files) AS BIGINT), CAST(sum(directories) AS BIGINT)
+             FROM batches
+             WHERE accepted_at IS NOT NULL AND accepted_at >= $1 AND operation = 'purge'
              GROUP BY 1 ORDER BY 1";
 
 impl Store {
@@ -127,14 +130,17 @@ impl Store {
         self.write(move |conn| {
             let json = json.clone();
             Box::pin(async move {
-                sqlx::query(
+                let sql = conn.pick(
                     "INSERT INTO calls (at, operation, outcome, error_type, message, correlation_id)
                      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
-                     FROM json_each(?1)",
-                )
+                     FROM json_each($1)",
+                    "INSERT INTO calls (at, operation, outcome, error_type, message, correlation_id)
+                     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
+                     FROM json_array_elements($1::json)",
+                );
+                on_conn!(conn, c => sqlx::query(sql)
                 .bind(&json)
-                .execute(&mut *conn)
-                .await?;
+                .execute(c).await.map(|r| r.rows_affected()))?;
                 Ok(())
             })
         })
@@ -151,10 +157,9 @@ impl Store {
             Option<String>,
             Option<String>,
         );
-        let rows: Vec<Row> = sqlx::query_as(RECENT_ERRORS)
+        let rows: Vec<Row> = on_pool!(&self.reader, c => sqlx::query_as(RECENT_ERRORS)
             .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
+            .fetch_all(c).await)?;
         Ok(rows
             .into_iter()
             .map(
@@ -178,29 +183,26 @@ impl Store {
         slot: Slot,
     ) -> Result<Counts, StoreError> {
         Ok(counts(
-            sqlx::query_as(CALLS_BY_OUTCOME)
+            on_pool!(&self.reader, c => sqlx::query_as(CALLS_BY_OUTCOME)
                 .bind(since)
                 .bind(slot.prefix())
-                .fetch_all(&self.reader)
-                .await?,
+                .fetch_all(c).await)?,
         ))
     }
 
     /// URLs asked for (`enqueued`) and URLs whose purge succeeded
     /// (`purged`) since `since`, per slot.
     pub async fn urls_flow(&self, since: Timestamp, slot: Slot) -> Result<Counts, StoreError> {
-        let mut rows: Vec<(String, String, i64)> = sqlx::query_as(URLS_ENQUEUED)
+        let mut rows: Vec<(String, String, i64)> = on_pool!(&self.reader, c => sqlx::query_as(URLS_ENQUEUED)
             .bind(since)
             .bind(first_request_id_at(since))
             .bind(slot.prefix())
-            .fetch_all(&self.reader)
-            .await?;
+            .fetch_all(c).await)?;
         rows.extend(
-            sqlx::query_as::<_, (String, String, i64)>(URLS_PURGED)
+            on_pool!(&self.reader, c => sqlx::query_as::<_, (String, String, i64)>(URLS_PURGED)
                 .bind(since)
                 .bind(slot.prefix())
-                .fetch_all(&self.reader)
-                .await?,
+                .fetch_all(c).await)?,
         );
         Ok(counts(rows))
     }
@@ -208,10 +210,9 @@ impl Store {
     /// Purge files and directories the CDN accepted since `since` (the
     /// quota day's start), per hour: how the day's quota was used.
     pub async fn quota_through_the_day(&self, since: Timestamp) -> Result<Counts, StoreError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(QUOTA_THROUGH_THE_DAY)
+        let rows: Vec<(String, i64, i64)> = on_pool!(&self.reader, c => sqlx::query_as(QUOTA_THROUGH_THE_DAY)
             .bind(since)
-            .fetch_all(&self.reader)
-            .await?;
+            .fetch_all(c).await)?;
         Ok(rows
             .into_iter()
             .flat_map(|(hour, files, directories)| {

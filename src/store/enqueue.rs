@@ -14,8 +14,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::db::{Conn, on_conn};
 use serde::Serialize;
-use sqlx::SqliteConnection;
 use time::OffsetDateTime;
 
 use super::{RequestId, Store, StoreError, Timestamp, timestamp};
@@ -121,7 +121,7 @@ struct FileRow<'r> {
 /// Requests stored together are concurrent: a directory in one covers the
 /// files of another, whichever arrived first.
 pub(super) async fn enqueue_many(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     requests: &[Arc<NewRequest>],
 ) -> Result<Vec<EnqueueOutcome>, sqlx::Error> {
     let rows: Vec<(&str, String, &str, Option<&str>, &str)> = requests
@@ -136,13 +136,16 @@ pub(super) async fn enqueue_many(
             )
         })
         .collect();
-    sqlx::query(
+    let sql = conn.pick(
         "INSERT INTO requests (id, received_at, source, label, priority)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?1)",
-    )
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each($1)",
+        "INSERT INTO requests (id, received_at, source, label, priority)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
+         FROM json_array_elements($1::json)",
+    );
+    on_conn!(conn, c => sqlx::query(sql)
     .bind(serde_json::to_string(&rows).map_err(encode_error)?)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
 
     let mut new = vec![0usize; requests.len()];
     for (index, request) in requests.iter().enumerate() {
@@ -191,7 +194,7 @@ pub(super) async fn enqueue_many(
 /// other items): a directory under a pending one links to it; a new one
 /// absorbs what is pending under it. Returns how many were new.
 async fn enqueue_directories(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     request: &NewRequest,
 ) -> Result<usize, sqlx::Error> {
     let now = Timestamp::new(request.received_at);
@@ -223,7 +226,7 @@ async fn enqueue_directories(
 /// Files: those under a pending directory link to it; the rest are
 /// inserted unless already pending, and linked to their item.
 async fn enqueue_files(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     requests: &[Arc<NewRequest>],
     files: &[FileRow<'_>],
     new: &mut [usize],
@@ -244,13 +247,17 @@ async fn enqueue_files(
         }
     }
     if !covered_links.is_empty() {
-        sqlx::query(
+        let sql = conn.pick(
             "INSERT OR IGNORE INTO request_items (request_id, item_id, position, requested_url, requested_kind)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?1)",
-        )
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each($1)",
+            "INSERT INTO request_items (request_id, item_id, position, requested_url, requested_kind)
+             SELECT value ->> 0, (value ->> 1)::bigint, (value ->> 2)::bigint, value ->> 3, value ->> 4
+             FROM json_array_elements($1::json)
+             ON CONFLICT DO NOTHING",
+        );
+        on_conn!(conn, c => sqlx::query(sql)
         .bind(serde_json::to_string(&covered_links).map_err(encode_error)?)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     }
     if remaining.is_empty() {
         return Ok(());
@@ -275,16 +282,21 @@ async fn enqueue_files(
     // URL in the list is the one inserted, so it is the first request that
     // named it that counts it as new. (`WHERE true` is required by SQLite's
     // grammar for an upsert on a SELECT.)
-    let inserted: Vec<(String, String)> = sqlx::query_as(
+    let sql = conn.pick(
         "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at)
          SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', value ->> 5, value ->> 5, value ->> 5
-         FROM json_each(?1) WHERE true
+         FROM json_each($1) WHERE true
          ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING
          RETURNING endpoint_id, url",
-    )
+        "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', value ->> 5, value ->> 5, value ->> 5
+         FROM json_array_elements($1::json)
+         ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING
+         RETURNING endpoint_id, url",
+    );
+    let inserted: Vec<(String, String)> = on_conn!(conn, c => sqlx::query_as(sql)
     .bind(&rows)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c).await)?;
     if !inserted.is_empty() {
         let mut first_asker: HashMap<(&str, &str), usize> = HashMap::new();
         for file in &remaining {
@@ -298,25 +310,28 @@ async fn enqueue_files(
             }
         }
     }
-    sqlx::query(
+    let sql = conn.pick(
         "INSERT OR IGNORE INTO request_items (request_id, item_id, position)
-         SELECT j.value ->> 4, i.id, j.value ->> 3 FROM json_each(?1) j
+         SELECT j.value ->> 4, i.id, j.value ->> 3 FROM json_each($1) j
          CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
                      AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1",
-    )
+        "INSERT INTO request_items (request_id, item_id, position)
+         SELECT j.value ->> 4, i.id, (j.value ->> 3)::bigint
+         FROM json_array_elements($1::json) AS j (value)
+         JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
+                     AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1
+         ON CONFLICT DO NOTHING",
+    );
+    on_conn!(conn, c => sqlx::query(sql)
     .bind(&rows)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The items that carry an urgent request's URLs (its own, or the
 /// directory a URL is merged into or covered by) are urgent, whoever else
 /// asked for them.
-async fn mark_urgent(
-    conn: &mut SqliteConnection,
-    requests: &[Arc<NewRequest>],
-) -> Result<(), sqlx::Error> {
+async fn mark_urgent(conn: &mut Conn<'_>, requests: &[Arc<NewRequest>]) -> Result<(), sqlx::Error> {
     let urgent: Vec<&str> = requests
         .iter()
         .filter(|r| r.priority == Priority::Urgent)
@@ -325,16 +340,21 @@ async fn mark_urgent(
     if urgent.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let sql = conn.pick(
         "UPDATE items SET urgent = 1
          WHERE state = 'pending' AND urgent = 0 AND id IN (
              SELECT CASE WHEN i.state = 'merged' THEN i.merged_into ELSE i.id END
              FROM request_items ri JOIN items i ON i.id = ri.item_id
-             WHERE ri.request_id IN (SELECT value FROM json_each(?1)))",
-    )
+             WHERE ri.request_id IN (SELECT value FROM json_each($1)))",
+        "UPDATE items SET urgent = 1
+         WHERE state = 'pending' AND urgent = 0 AND id IN (
+             SELECT CASE WHEN i.state = 'merged' THEN i.merged_into ELSE i.id END
+             FROM request_items ri JOIN items i ON i.id = ri.item_id
+             WHERE ri.request_id IN (SELECT value FROM json_array_elements_text($1::json)))",
+    );
+    on_conn!(conn, c => sqlx::query(sql)
     .bind(serde_json::to_string(&urgent).map_err(encode_error)?)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -344,7 +364,7 @@ fn encode_error(error: serde_json::Error) -> sqlx::Error {
 
 /// A pending directory of the same endpoint above `target`, if any.
 async fn covering_directory(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     target: &PurgeTarget,
 ) -> Result<Option<i64>, sqlx::Error> {
     let ancestors = ancestor_directories(&target.url);
@@ -352,54 +372,57 @@ async fn covering_directory(
         return Ok(None);
     }
     let ancestors = serde_json::to_string(&ancestors).map_err(encode_error)?;
-    sqlx::query_scalar(
-        "SELECT i.id FROM json_each(?2) a
-         CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = ?1
+    let sql = conn.pick(
+        "SELECT i.id FROM json_each($2) a
+         CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = $1
                            AND i.url = a.value AND i.kind = 'directory'
          ORDER BY length(i.url) LIMIT 1",
-    )
+        "SELECT i.id FROM json_array_elements_text($2::json) AS a (value)
+         JOIN items i ON i.state = 'pending' AND i.endpoint_id = $1
+                     AND i.url = a.value AND i.kind = 'directory'
+         ORDER BY length(i.url) LIMIT 1",
+    );
+    on_conn!(conn, c => sqlx::query_scalar(sql)
     .bind(&target.endpoint_id)
     .bind(ancestors)
-    .fetch_optional(&mut *conn)
-    .await
+    .fetch_optional(c).await)
 }
 
 /// Inserts a pending item, or finds the pending twin. Returns its id and
 /// whether it is new.
 async fn insert_or_find(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     target: &PurgeTarget,
     now: Timestamp,
 ) -> Result<(i64, bool), sqlx::Error> {
-    let inserted = sqlx::query(
+    let inserted: Option<i64> = on_conn!(conn, c => sqlx::query_scalar(
         "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at)
-         VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4)
-         ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING",
+         VALUES ($1, $2, $3, 'pending', $4, $4, $4)
+         ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING
+         RETURNING id",
     )
     .bind(&target.endpoint_id)
     .bind(target.kind.as_str())
     .bind(&target.url)
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    if inserted.rows_affected() == 1 {
-        return Ok((inserted.last_insert_rowid(), true));
+    .fetch_optional(c).await)?;
+    if let Some(id) = inserted {
+        return Ok((id, true));
     }
-    let id = sqlx::query_scalar(
-        "SELECT id FROM items WHERE state = 'pending' AND endpoint_id = ?1 AND url = ?2 AND kind = ?3",
+    let id = on_conn!(conn, c => sqlx::query_scalar(
+        "SELECT id FROM items WHERE state = 'pending' AND endpoint_id = $1 AND url = $2 AND kind = $3",
     )
     .bind(&target.endpoint_id)
     .bind(&target.url)
     .bind(target.kind.as_str())
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_one(c).await)?;
     Ok((id, false))
 }
 
 /// A pending directory covers every pending item under it: those are
 /// marked `merged` and will follow the directory's result.
 pub(super) async fn absorb_under(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     directory_id: i64,
     endpoint_id: &str,
     directory_url: &str,
@@ -409,63 +432,65 @@ pub(super) async fn absorb_under(
     // Every URL that starts with "…/dir/" sorts in ["…/dir/", "…/dir0"):
     // '0' is the character after '/'.
     let upper = format!("{}0", &directory_url[..directory_url.len() - 1]);
-    let absorbed = sqlx::query(
-        "UPDATE items SET state = 'merged', merged_into = ?1, updated_at = ?2, merge_reason = ?6
-         WHERE state = 'pending' AND endpoint_id = ?3 AND url > ?4 AND url < ?5 AND id != ?1",
-    )
+    // The range needs byte order: PostgreSQL compares text by the
+    // database's collation, in which '/' may weigh nothing.
+    let sql = conn.pick(
+        "UPDATE items SET state = 'merged', merged_into = $1, updated_at = $2, merge_reason = $6
+         WHERE state = 'pending' AND endpoint_id = $3 AND url > $4 AND url < $5 AND id != $1",
+        "UPDATE items SET state = 'merged', merged_into = $1, updated_at = $2, merge_reason = $6
+         WHERE state = 'pending' AND endpoint_id = $3
+           AND url COLLATE \"C\" > $4 AND url COLLATE \"C\" < $5 AND id != $1",
+    );
+    let absorbed = on_conn!(conn, c => sqlx::query(sql)
     .bind(directory_id)
     .bind(now)
     .bind(endpoint_id)
     .bind(directory_url)
     .bind(&upper)
     .bind(reason.as_str())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    .execute(c).await.map(|r| r.rows_affected()))?;
     // What an urgent item was waiting for now waits on this directory.
-    sqlx::query(
-        "UPDATE items SET urgent = 1 WHERE id = ?1 AND urgent = 0
-           AND EXISTS (SELECT 1 FROM items WHERE merged_into = ?1 AND urgent = 1)",
+    on_conn!(conn, c => sqlx::query(
+        "UPDATE items SET urgent = 1 WHERE id = $1 AND urgent = 0
+           AND EXISTS (SELECT 1 FROM items WHERE merged_into = $1 AND urgent = 1)",
     )
     .bind(directory_id)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     // Keep merges one level deep: whatever followed an absorbed item, a
     // file as much as a sub-directory (a retried URL merged into its
     // pending twin, say), now follows this directory directly. Leaving it
     // two deep made requests read `succeeded` while the directory was
     // still pending (issue 13).
-    sqlx::query(
-        "UPDATE items SET merged_into = ?1
+    on_conn!(conn, c => sqlx::query(
+        "UPDATE items SET merged_into = $1
          WHERE state = 'merged' AND merged_into IN
-             (SELECT id FROM items WHERE merged_into = ?1 AND state = 'merged')",
+             (SELECT id FROM items WHERE merged_into = $1 AND state = 'merged')",
     )
     .bind(directory_id)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(absorbed)
 }
 
 /// Links a URL of the request to its item; `covered` is the URL asked for
 /// when the item is a directory covering it.
 async fn link(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     request_id: &str,
     item_id: i64,
     position: usize,
     covered: Option<&PurgeTarget>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT OR IGNORE INTO request_items (request_id, item_id, position, requested_url, requested_kind)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+    on_conn!(conn, c => sqlx::query(
+        "INSERT INTO request_items (request_id, item_id, position, requested_url, requested_kind)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT DO NOTHING",
     )
     .bind(request_id)
     .bind(item_id)
     .bind(position as i64)
     .bind(covered.map(|t| t.url.as_str()))
     .bind(covered.map(|t| t.kind.as_str()))
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -473,7 +498,7 @@ async fn link(
 /// `files`, directory id). One statement, skipped when no directory of
 /// those endpoints is pending.
 async fn covered_files(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     files: &[FileRow<'_>],
 ) -> Result<Vec<(usize, i64)>, sqlx::Error> {
     let mut endpoints: Vec<&str> = files
@@ -482,14 +507,17 @@ async fn covered_files(
         .collect();
     endpoints.sort_unstable();
     endpoints.dedup();
-    let any_pending: bool = sqlx::query_scalar(
+    let sql = conn.pick(
         "SELECT EXISTS (SELECT 1 FROM items
                         WHERE state = 'pending' AND kind = 'directory'
-                          AND endpoint_id IN (SELECT value FROM json_each(?1)))",
-    )
+                          AND endpoint_id IN (SELECT value FROM json_each($1)))",
+        "SELECT EXISTS (SELECT 1 FROM items
+                        WHERE state = 'pending' AND kind = 'directory'
+                          AND endpoint_id IN (SELECT value FROM json_array_elements_text($1::json)))",
+    );
+    let any_pending: bool = on_conn!(conn, c => sqlx::query_scalar(sql)
     .bind(serde_json::to_string(&endpoints).map_err(encode_error)?)
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_one(c).await)?;
     if !any_pending {
         return Ok(Vec::new());
     }
@@ -502,14 +530,17 @@ async fn covered_files(
                 .map(move |ancestor| (index, file.target.endpoint_id.as_str(), ancestor))
         })
         .collect();
-    let rows: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT p.value ->> 0, i.id FROM json_each(?1) p
+    let sql = conn.pick(
+        "SELECT p.value ->> 0, i.id FROM json_each($1) p
          CROSS JOIN items i ON i.state = 'pending' AND i.kind = 'directory'
                      AND i.endpoint_id = p.value ->> 1 AND i.url = p.value ->> 2",
-    )
+        "SELECT (p.value ->> 0)::bigint, i.id FROM json_array_elements($1::json) AS p (value)
+         JOIN items i ON i.state = 'pending' AND i.kind = 'directory'
+                     AND i.endpoint_id = p.value ->> 1 AND i.url = p.value ->> 2",
+    );
+    let rows: Vec<(i64, i64)> = on_conn!(conn, c => sqlx::query_as(sql)
     .bind(serde_json::to_string(&probes).map_err(encode_error)?)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c).await)?;
     Ok(rows
         .into_iter()
         .map(|(index, id)| (index as usize, id))

@@ -79,6 +79,12 @@ impl DatabaseUrl {
     pub fn database(&self) -> &str {
         self.options.get_database().unwrap_or("postgres")
     }
+
+    /// The options to connect with, password included: for opening a
+    /// connection, never for printing.
+    pub fn connect_options(&self) -> &PgConnectOptions {
+        &self.options
+    }
 }
 
 impl fmt::Display for DatabaseUrl {
@@ -105,6 +111,24 @@ impl fmt::Debug for DatabaseUrl {
 /// connection (the server restarting, `pg_terminate_backend`) is
 /// `Unavailable` and retried; a serialization failure or a lock timeout
 /// is `Busy`; the rest is `Internal`. `what` says what was being done.
+/// True when `error` means the connection is gone or unusable (rather
+/// than a statement failing on a good connection): no SQLSTATE at all,
+/// or a connection exception (08), or the server shutting down (57P).
+pub(crate) fn is_connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        _ => false,
+    }
+}
+
 pub(crate) fn pg_error(what: &str, error: sqlx::Error) -> StoreError {
     let sqlstate = match &error {
         sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
@@ -115,6 +139,7 @@ pub(crate) fn pg_error(what: &str, error: sqlx::Error) -> StoreError {
         other => other.to_string(),
     };
     let reason = format!("{what}: {message}");
+    let lost = is_connection_lost(&error);
     let cause: super::Cause = Arc::new(error);
     match sqlstate.as_deref() {
         // 08: connection exception; 57P01..03: the server is shutting
@@ -134,9 +159,15 @@ pub(crate) fn pg_error(what: &str, error: sqlx::Error) -> StoreError {
             cause: Some(cause),
         },
         // No SQLSTATE: the connection itself failed (refused, reset,
-        // closed by the server, the pool timed out waiting for one).
-        None => StoreError::Unavailable {
+        // closed by the server, the pool timed out waiting for one)...
+        None if lost => StoreError::Unavailable {
             reason,
+            cause: Some(cause),
+        },
+        // ...or the statement's answer could not be read (a column of the
+        // wrong type): a bug, not an outage.
+        None => StoreError::Internal {
+            context: reason,
             cause: Some(cause),
         },
     }
@@ -157,6 +188,7 @@ pub enum FleetError {
 #[derive(Clone)]
 pub struct FleetDb {
     pool: PgPool,
+    options: PgConnectOptions,
     url: DatabaseUrl,
 }
 
@@ -180,7 +212,7 @@ impl FleetDb {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| pg_error(&format!("cannot connect to {url}"), e))?;
         sqlx::migrate!("./migrations/postgres")
@@ -189,8 +221,22 @@ impl FleetDb {
             .map_err(|e| StoreError::internal(format!("cannot migrate {url}"), e))?;
         Ok(FleetDb {
             pool,
+            options,
             url: url.clone(),
         })
+    }
+
+    /// A connection of its own, outside the pool: the store's writer
+    /// keeps one for its group transactions.
+    pub(crate) async fn connect_one(&self) -> Result<sqlx::PgConnection, sqlx::Error> {
+        use sqlx::ConnectOptions;
+        self.options.connect().await
+    }
+
+    /// The server and database, without the password: what `/v1/stats`
+    /// shows as the store's location.
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
     }
 
     pub fn pool(&self) -> &PgPool {

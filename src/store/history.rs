@@ -81,12 +81,12 @@ pub async fn read_history(
                 attempts, last_error, finished_at, priority, operation, preload_state,
                 preload_task_track_id, preload_error
          FROM history
-         WHERE (?1 IS NULL OR (CASE WHEN ?1 = 'merged' THEN state ELSE effective_state END) = ?1)
-           AND (?2 IS NULL OR received_at >= ?2)
-           AND (?3 IS NULL OR substr(url, 1, length(?3)) = ?3)
-           AND (?5 IS NULL OR request_id IN (SELECT id FROM requests WHERE label = ?5))
-           AND (?6 IS NULL OR request_id = ?6)
-         LIMIT ?4",
+         WHERE ($1 IS NULL OR (CASE WHEN $1 = 'merged' THEN state ELSE effective_state END) = $1)
+           AND ($2 IS NULL OR received_at >= $2)
+           AND ($3 IS NULL OR substr(url, 1, length($3)) = $3)
+           AND ($5 IS NULL OR request_id IN (SELECT id FROM requests WHERE label = $5))
+           AND ($6 IS NULL OR request_id = $6)
+         LIMIT $4",
     )
     .bind(&filter.state)
     .bind(&filter.since)

@@ -7,6 +7,7 @@
 
 mod batches;
 mod charts;
+mod db;
 mod enqueue;
 mod file_guard;
 pub mod fleet;
@@ -24,14 +25,11 @@ mod timestamp;
 mod waits;
 mod writer;
 
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqliteConnection};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
@@ -41,6 +39,7 @@ pub use batches::{
     QuotaUse, Readiness, SubmittedBatch, SubmittedItem,
 };
 pub use charts::{CallError, CallRecord, Counts, RecentError, Slot};
+pub use db::Backend;
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use history::{HistoryEntry, HistoryFilter, read_history};
 pub use ids::{BatchId, ItemId, RequestId};
@@ -197,6 +196,34 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// Bumps the store's change signal on every commit a node of the fleet
+/// announces, until the store is dropped. sqlx's listener reconnects by
+/// itself after a lost connection; notices sent meanwhile are lost, so a
+/// reconnect counts as a change too (waiters read the tables again).
+async fn listen_for_changes(
+    mut listener: sqlx::postgres::PgListener,
+    signals: std::sync::Weak<WriterSignals>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let received = tokio::select! {
+            received = listener.try_recv() => received,
+            () = stop.cancelled() => return,
+        };
+        let Some(signals) = signals.upgrade() else {
+            return;
+        };
+        match received {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "listening for the fleet's changes");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        signals.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 /// How every connection to the file is opened: WAL, the configured
 /// durability, foreign keys, and a wait for locks held by others.
 fn connect_options(settings: &StoreSettings) -> Result<SqliteConnectOptions, StoreError> {
@@ -304,15 +331,23 @@ pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
 #[derive(Clone)]
 pub struct Store {
     jobs: mpsc::Sender<Command>,
-    reader: SqlitePool,
+    reader: db::Pool,
     signals: Arc<WriterSignals>,
-    file: Arc<file_guard::DatabaseFile>,
-    path: PathBuf,
+    /// SQLite's file, watched for being replaced or made read-only;
+    /// `None` on PostgreSQL.
+    file: Option<Arc<file_guard::DatabaseFile>>,
+    /// The file's path, or the server and database (never a password).
+    location: String,
+    /// Stops the fleet's change listener when the last handle goes (or
+    /// at `close`); `None` on SQLite.
+    listening: Option<Arc<tokio_util::sync::DropGuard>>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store")
+            .field("location", &self.location)
+            .finish()
     }
 }
 
@@ -374,15 +409,64 @@ impl Store {
         );
         Ok(Store {
             jobs,
-            reader,
+            reader: db::Pool::Sqlite(reader),
             signals,
-            file,
-            path: path.to_owned(),
+            file: Some(file),
+            location: path.display().to_string(),
+            listening: None,
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Opens the store on a fleet's PostgreSQL database (already migrated
+    /// by [`fleet::FleetDb::connect`]): reads share the fleet's pool, and
+    /// the writer keeps a connection of its own. Every node's commits are
+    /// announced with `NOTIFY`, and a listener turns those from other
+    /// nodes into this store's change signal, so a `?wait` on one node
+    /// hears of a result recorded by the leader on another.
+    pub async fn open_postgres(fleet: &fleet::FleetDb) -> Result<Store, StoreError> {
+        let location = fleet.url().to_string();
+        let conn = fleet
+            .connect_one()
+            .await
+            .map_err(|e| fleet::pg_error(&format!("cannot connect to {location}"), e))?;
+        let (changed, _) = watch::channel(0);
+        let signals = Arc::new(WriterSignals {
+            failure: std::sync::Mutex::new(None),
+            changed,
+        });
+        let mut listener = sqlx::postgres::PgListener::connect_with(fleet.pool())
+            .await
+            .map_err(|e| fleet::pg_error("cannot listen for the fleet's changes", e))?;
+        listener
+            .listen(writer::CHANGES_CHANNEL)
+            .await
+            .map_err(|e| fleet::pg_error("cannot listen for the fleet's changes", e))?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(listen_for_changes(
+            listener,
+            Arc::downgrade(&signals),
+            stop.clone(),
+        ));
+        let (jobs, _task) = writer::spawn_postgres(fleet.clone(), conn, signals.clone());
+        Ok(Store {
+            jobs,
+            reader: db::Pool::Postgres(fleet.pool().clone()),
+            signals,
+            file: None,
+            location,
+            listening: Some(Arc::new(stop.drop_guard())),
+        })
+    }
+
+    /// Where the data is: the SQLite file's path, or the PostgreSQL
+    /// server and database (without the password).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Which database the store is on.
+    pub fn backend(&self) -> Backend {
+        self.reader.backend()
     }
 
     /// False after a write failed for lack of space or I/O, until one
@@ -406,7 +490,7 @@ impl Store {
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> Fn(&'c mut SqliteConnection) -> JobFuture<'c, T> + Send + 'static,
+        F: for<'c> Fn(&'c mut db::Conn<'c>) -> JobFuture<'c, T> + Send + 'static,
     {
         let (job, reply) = Job::new(work);
         self.jobs
@@ -436,16 +520,26 @@ impl Store {
     /// answers 503 and sending goes on; raising the cap (or freeing rows)
     /// lets writes through again.
     pub async fn set_max_size(&self, bytes: u64) -> Result<(), StoreError> {
-        self.write(move |conn| Box::pin(apply_max_size(conn, bytes)))
-            .await
+        self.write(move |conn| {
+            Box::pin(async move {
+                match conn {
+                    db::Conn::Sqlite(conn) => apply_max_size(conn, bytes).await,
+                    // The database's size is the server's business.
+                    db::Conn::Postgres(_) => Ok(()),
+                }
+            })
+        })
+        .await
     }
 
     /// For /readyz: the database file is the one opened and writable (see
     /// `file_guard`), and the writer commits.
     pub async fn probe_write(&self) -> Result<(), StoreError> {
-        self.signals
-            .check_file(&self.file)
-            .map_err(StoreError::unavailable)?;
+        if let Some(file) = &self.file {
+            self.signals
+                .check_file(file)
+                .map_err(StoreError::unavailable)?;
+        }
         self.empty_write().await
     }
 
@@ -460,9 +554,8 @@ impl Store {
     async fn empty_write(&self) -> Result<(), StoreError> {
         self.write(|conn| {
             Box::pin(async move {
-                sqlx::query("PRAGMA user_version")
-                    .execute(&mut *conn)
-                    .await?;
+                let sql = conn.pick("PRAGMA user_version", "SELECT 1");
+                db::on_conn!(conn, c => sqlx::query(sql).execute(c).await.map(|r| r.rows_affected()))?;
                 Ok(())
             })
         })
@@ -476,6 +569,9 @@ impl Store {
         let (reply, done) = tokio::sync::oneshot::channel();
         if self.jobs.send(Command::Stop(reply)).await.is_ok() {
             let _ = done.await;
+        }
+        if let Some(listening) = &self.listening {
+            listening.token().cancel();
         }
         self.reader.close().await;
     }

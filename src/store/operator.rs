@@ -1,8 +1,8 @@
 //! What an operator may do to items and preloads: send failed ones
 //! again, cancel pending ones.
 
+use super::db::{Conn, on_conn};
 use serde::Serialize;
-use sqlx::SqliteConnection;
 
 use super::batches::return_to_pending;
 use super::{ItemId, RequestId, Store, StoreError, Timestamp};
@@ -68,41 +68,37 @@ const ROOTS_OF_REQUEST: &str = "
     SELECT DISTINCT CASE WHEN i.state = 'merged' AND i.merged_into IS NOT NULL
                          THEN i.merged_into ELSE i.id END AS root
     FROM request_items ri JOIN items i ON i.id = ri.item_id
-    WHERE ri.request_id = ?1";
+    WHERE ri.request_id = $1";
 
 async fn retry(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     request_id: Option<&str>,
     now: Timestamp,
 ) -> Result<u64, sqlx::Error> {
     // A URL merged into a directory that failed is retried by retrying the
     // directory: its state is the URL's state (issue 13, bug 3).
     let ids: Vec<ItemId> = match request_id {
-        Some(request_id) => {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        Some(request_id) => on_conn!(conn, c => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                 "SELECT id FROM items WHERE state = 'failed' AND id IN ({ROOTS_OF_REQUEST})"
             )))
             .bind(request_id)
-            .fetch_all(&mut *conn)
-            .await?
-        }
+            .fetch_all(c).await)?,
         None => {
-            sqlx::query_scalar("SELECT id FROM items WHERE state = 'failed'")
-                .fetch_all(&mut *conn)
-                .await?
+            on_conn!(conn, c => sqlx::query_scalar("SELECT id FROM items WHERE state = 'failed'")
+                .fetch_all(c).await)?
         }
     };
     if ids.is_empty() {
         return Ok(0);
     }
     let json = serde_json::to_string(&ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query(
+    let sql = conn.with_id_lists(
         "UPDATE items SET attempts = 0, finished_at = NULL
-         WHERE id IN (SELECT value FROM json_each(?1))",
-    )
+         WHERE id IN (SELECT value FROM json_each($1))",
+    );
+    on_conn!(conn, c => sqlx::query(sql)
     .bind(&json)
-    .execute(&mut *conn)
-    .await?;
+    .execute(c).await.map(|r| r.rows_affected()))?;
     // Two failed generations of one URL become one pending item (the
     // others follow it): see `return_to_pending`.
     return_to_pending(conn, &ids, "sent again by an operator", now, now, true).await?;
@@ -116,21 +112,19 @@ async fn retry(
 /// it, or to something merged into it. Two requests for one URL, both
 /// cancelled, leave nothing to send (issue 13, bug 4).
 async fn cancel(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     request_id: &str,
     now: Timestamp,
 ) -> Result<Cancelled, sqlx::Error> {
-    sqlx::query("UPDATE requests SET cancelled_at = ?2 WHERE id = ?1 AND cancelled_at IS NULL")
+    on_conn!(conn, c => sqlx::query("UPDATE requests SET cancelled_at = $2 WHERE id = $1 AND cancelled_at IS NULL")
         .bind(request_id)
         .bind(now)
-        .execute(&mut *conn)
-        .await?;
-    let pending: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        .execute(c).await.map(|r| r.rows_affected()))?;
+    let pending: Vec<i64> = on_conn!(conn, c => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT id FROM items WHERE state = 'pending' AND id IN ({ROOTS_OF_REQUEST})"
     )))
     .bind(request_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c).await)?;
     if pending.is_empty() {
         return Ok(Cancelled {
             cancelled: 0,
@@ -138,22 +132,21 @@ async fn cancel(
         });
     }
     let json = serde_json::to_string(&pending).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let cancelled = sqlx::query(
-        "UPDATE items SET state = 'cancelled', finished_at = ?2, updated_at = ?2,
-                last_error = 'cancelled by an operator (request ' || ?1 || ')'
-         WHERE state = 'pending' AND id IN (SELECT value FROM json_each(?3))
+    let sql = conn.with_id_lists(
+        "UPDATE items SET state = 'cancelled', finished_at = $2, updated_at = $2,
+                last_error = 'cancelled by an operator (request ' || $1 || ')'
+         WHERE state = 'pending' AND id IN (SELECT value FROM json_each($3))
            AND NOT EXISTS (
                SELECT 1 FROM request_items ri JOIN requests r ON r.id = ri.request_id
                WHERE r.cancelled_at IS NULL
                  AND (ri.item_id = items.id
                       OR ri.item_id IN (SELECT f.id FROM items f WHERE f.merged_into = items.id)))",
-    )
+    );
+    let cancelled = on_conn!(conn, c => sqlx::query(sql)
     .bind(request_id)
     .bind(now)
     .bind(&json)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(Cancelled {
         cancelled,
         kept: (pending.len() as u64).saturating_sub(cancelled),

@@ -1,7 +1,7 @@
 //! What the quota planner reads and writes: the pending queue as it sees
 //! it, counts by lane, and promotions carried out.
 
-use sqlx::SqliteConnection;
+use super::db::{Conn, on_conn, on_pool};
 
 use super::enqueue::{MergeReason, absorb_under};
 use super::{Store, StoreError, Timestamp};
@@ -33,19 +33,19 @@ impl Store {
     /// A full read of the queue: for the planner when the day cannot hold
     /// the backlog, and for `GET /v1/plan`.
     pub async fn pending_for_plan(&self) -> Result<Vec<Pending>, StoreError> {
-        let rows: Vec<(String, String, String, bool)> = sqlx::query_as(
+        // Flags are 0/1 integers on both databases.
+        let rows: Vec<(String, String, String, i64)> = on_pool!(&self.reader, c => sqlx::query_as(
             "SELECT endpoint_id, kind, url, urgent FROM items
              WHERE state = 'pending' ORDER BY not_before, id",
         )
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(c).await)?;
         Ok(rows
             .into_iter()
             .map(|(endpoint_id, kind, url, urgent)| Pending {
                 endpoint_id,
                 kind: Kind::parse(&kind).unwrap_or(Kind::File),
                 url,
-                urgent,
+                urgent: urgent != 0,
             })
             .collect())
     }
@@ -53,18 +53,20 @@ impl Store {
     /// Streams every pending item through `survey`, without holding the
     /// queue in memory (the batcher's planner, on a queue of any size).
     pub async fn survey_pending(&self, survey: &mut Survey<'_>) -> Result<(), StoreError> {
-        let mut rows = sqlx::query_as::<_, (String, String, String, bool)>(
-            "SELECT endpoint_id, kind, url, urgent FROM items WHERE state = 'pending'",
-        )
-        .fetch(&self.reader);
-        while let Some((endpoint_id, kind, url, urgent)) = rows.try_next().await? {
-            survey.add(&Pending {
-                endpoint_id,
-                kind: Kind::parse(&kind).unwrap_or(Kind::File),
-                url,
-                urgent,
-            });
-        }
+        on_pool!(&self.reader, p => {
+            let mut rows = sqlx::query_as::<_, (String, String, String, i64)>(
+                "SELECT endpoint_id, kind, url, urgent FROM items WHERE state = 'pending'",
+            )
+            .fetch(p);
+            while let Some((endpoint_id, kind, url, urgent)) = rows.try_next().await? {
+                survey.add(&Pending {
+                    endpoint_id,
+                    kind: Kind::parse(&kind).unwrap_or(Kind::File),
+                    url,
+                    urgent: urgent != 0,
+                });
+            }
+        });
         Ok(())
     }
 
@@ -80,33 +82,34 @@ impl Store {
         let mut survey = Survey::new(rules);
         self.survey_pending(&mut survey).await?;
         let mut tally = Tally::new(survey, left, per_call);
-        let mut rows = sqlx::query_as::<_, (String, String, String, bool)>(
-            "SELECT endpoint_id, kind, url, urgent FROM items
-             WHERE state = 'pending' ORDER BY not_before, id",
-        )
-        .fetch(&self.reader);
-        while let Some((endpoint_id, kind, url, urgent)) = rows.try_next().await? {
-            tally.add(&Pending {
-                endpoint_id,
-                kind: Kind::parse(&kind).unwrap_or(Kind::File),
-                url,
-                urgent,
-            });
-        }
+        on_pool!(&self.reader, p => {
+            let mut rows = sqlx::query_as::<_, (String, String, String, i64)>(
+                "SELECT endpoint_id, kind, url, urgent FROM items
+                 WHERE state = 'pending' ORDER BY not_before, id",
+            )
+            .fetch(p);
+            while let Some((endpoint_id, kind, url, urgent)) = rows.try_next().await? {
+                tally.add(&Pending {
+                    endpoint_id,
+                    kind: Kind::parse(&kind).unwrap_or(Kind::File),
+                    url,
+                    urgent: urgent != 0,
+                });
+            }
+        });
         Ok(tally.finish())
     }
 
     /// Pending counts by kind and lane.
     pub async fn lane_counts(&self) -> Result<LaneCounts, StoreError> {
-        let (files, directories, urgent_files, urgent_directories): (i64, i64, i64, i64) =
-            sqlx::query_as(
-                "SELECT coalesce(sum(kind = 'file'), 0), coalesce(sum(kind = 'directory'), 0),
-                        coalesce(sum(kind = 'file' AND urgent = 1), 0),
-                        coalesce(sum(kind = 'directory' AND urgent = 1), 0)
+        let (files, directories, urgent_files, urgent_directories): (i64, i64, i64, i64) = on_pool!(&self.reader, c => sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE kind = 'file'),
+                        count(*) FILTER (WHERE kind = 'directory'),
+                        count(*) FILTER (WHERE kind = 'file' AND urgent = 1),
+                        count(*) FILTER (WHERE kind = 'directory' AND urgent = 1)
                  FROM items WHERE state = 'pending'",
             )
-            .fetch_one(&self.reader)
-            .await?;
+            .fetch_one(c).await)?;
         let count = |n: i64| n.max(0) as u64;
         Ok(LaneCounts {
             files: count(files),
@@ -120,12 +123,11 @@ impl Store {
     /// directories. One read of the partial index that holds only urgent
     /// pending items, so it is cheap on every batcher pass.
     pub async fn urgent_pending(&self) -> Result<UrgentPending, StoreError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        let rows: Vec<(String, String, i64)> = on_pool!(&self.reader, c => sqlx::query_as(
             "SELECT endpoint_id, kind, count(*) FROM items
              WHERE state = 'pending' AND urgent = 1 GROUP BY endpoint_id, kind",
         )
-        .fetch_all(&self.reader)
-        .await?;
+        .fetch_all(c).await)?;
         let mut urgent = UrgentPending::default();
         for (endpoint_id, kind, count) in rows {
             let count = count.max(0) as u64;
@@ -164,28 +166,26 @@ impl Store {
 }
 
 async fn promote_one(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     promotion: &Promotion,
     now: Timestamp,
 ) -> Result<u64, sqlx::Error> {
-    sqlx::query(
+    on_conn!(conn, c => sqlx::query(
         "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at, promoted)
-         VALUES (?1, 'directory', ?2, 'pending', ?3, ?3, ?3, 1)
+         VALUES ($1, 'directory', $2, 'pending', $3, $3, $3, 1)
          ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING",
     )
     .bind(&promotion.endpoint_id)
     .bind(&promotion.directory)
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    let id: i64 = sqlx::query_scalar(
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    let id: i64 = on_conn!(conn, c => sqlx::query_scalar(
         "SELECT id FROM items
-         WHERE state = 'pending' AND endpoint_id = ?1 AND url = ?2 AND kind = 'directory'",
+         WHERE state = 'pending' AND endpoint_id = $1 AND url = $2 AND kind = 'directory'",
     )
     .bind(&promotion.endpoint_id)
     .bind(&promotion.directory)
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_one(c).await)?;
     absorb_under(
         conn,
         id,

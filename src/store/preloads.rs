@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use sqlx::SqliteConnection;
+use super::db::{Conn, on_conn, on_pool};
 
 use super::batches::{self, BatchItem, ItemResult, Operation, PreloadLimits, Readiness};
 use super::enqueue::NewRequest;
@@ -128,25 +128,23 @@ impl Store {
         now: Timestamp,
         cap: usize,
     ) -> Result<Readiness, StoreError> {
-        let earliest_not_before: Option<Timestamp> = sqlx::query_scalar(
-            "SELECT not_before FROM preloads WHERE state = 'pending' AND endpoint_id = ?1
+        let earliest_not_before: Option<Timestamp> = on_pool!(&self.reader, c => sqlx::query_scalar(
+            "SELECT not_before FROM preloads WHERE state = 'pending' AND endpoint_id = $1
              ORDER BY not_before LIMIT 1",
         )
         .bind(endpoint_id)
-        .fetch_optional(&self.reader)
-        .await?;
+        .fetch_optional(c).await)?;
         let eligible: i64 = if cap == 0 || earliest_not_before.is_none_or(|nb| nb > now) {
             0
         } else {
-            sqlx::query_scalar(
+            on_pool!(&self.reader, c => sqlx::query_scalar(
                 "SELECT count(*) FROM (SELECT 1 FROM preloads
-                  WHERE state = 'pending' AND endpoint_id = ?1 AND not_before <= ?2 LIMIT ?3)",
+                  WHERE state = 'pending' AND endpoint_id = $1 AND not_before <= $2 LIMIT $3)",
             )
             .bind(endpoint_id)
             .bind(now)
             .bind(cap as i64)
-            .fetch_one(&self.reader)
-            .await?
+            .fetch_one(c).await)?
         };
         Ok(Readiness {
             eligible: eligible.max(0) as usize,
@@ -180,7 +178,8 @@ impl Store {
         } else {
             OPEN_PRELOAD_COUNTS
         };
-        let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(&self.reader).await?;
+        let rows: Vec<(String, i64)> =
+            on_pool!(&self.reader, c => sqlx::query_as(sql).fetch_all(c).await)?;
         let mut counts = PreloadCounts::default();
         for (state, count) in rows {
             let count = count.max(0) as u64;
@@ -194,16 +193,15 @@ impl Store {
                 _ => {}
             }
         }
-        let waiting: i64 = sqlx::query_scalar(WAITING_PRELOADS)
-            .fetch_one(&self.reader)
-            .await?;
+        let waiting: i64 = on_pool!(&self.reader, c => sqlx::query_scalar(WAITING_PRELOADS)
+            .fetch_one(c).await)?;
         counts.waiting = waiting.max(0) as u64;
         Ok(counts)
     }
 }
 
 async fn cut(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     endpoint_id: &str,
     limits: &PreloadLimits,
     now: Timestamp,
@@ -214,16 +212,15 @@ async fn cut(
     if max == 0 {
         return Ok(None);
     }
-    let rows: Vec<(ItemId, String)> = sqlx::query_as(
+    let rows: Vec<(ItemId, String)> = on_conn!(conn, c => sqlx::query_as(
         "SELECT id, url FROM preloads
-         WHERE state = 'pending' AND endpoint_id = ?1 AND not_before <= ?2
-         ORDER BY not_before, id LIMIT ?3",
+         WHERE state = 'pending' AND endpoint_id = $1 AND not_before <= $2
+         ORDER BY not_before, id LIMIT $3",
     )
     .bind(endpoint_id)
     .bind(now)
     .bind(max as i64)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c).await)?;
     if rows.is_empty() {
         return Ok(None);
     }
@@ -258,39 +255,39 @@ const WANTED_AFTER: &str = "
         JOIN requests r ON r.id = ri.request_id
         WHERE ri.preload = 1 AND r.cancelled_at IS NULL
           AND COALESCE(ri.requested_kind, i.kind) = 'file'
-          AND ri.item_id IN (SELECT ?1 UNION ALL
-                             SELECT f.id FROM items f WHERE f.merged_into = ?1 AND f.state = 'merged'))";
+          AND ri.item_id IN (SELECT $1 UNION ALL
+                             SELECT f.id FROM items f WHERE f.merged_into = $1 AND f.state = 'merged'))";
 
 /// Purge item `item_id` has just succeeded: a pending preload for each
 /// URL that wanted one (a pending twin, if any, carries it), linked to
 /// the request position that asked. Returns how many were linked.
 pub(super) async fn chain_after(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     item_id: ItemId,
     now: Timestamp,
 ) -> Result<u64, sqlx::Error> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(format!(
         "{WANTED_AFTER}
          INSERT INTO preloads (endpoint_id, url, state, not_before, after_item, created_at, updated_at)
-         SELECT DISTINCT endpoint_id, url, 'pending', ?2, ?1, ?2, ?2 FROM wanted WHERE true
+         SELECT DISTINCT endpoint_id, url, 'pending', $2, $1, $2, $2 FROM wanted WHERE true
          ON CONFLICT (endpoint_id, url) WHERE state = 'pending' DO NOTHING"
     )))
     .bind(item_id)
     .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    let linked = sqlx::query(sqlx::AssertSqlSafe(format!(
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    // SQLite's CROSS JOIN keeps `wanted` the outer loop; PostgreSQL has
+    // no CROSS JOIN with a condition, and plans the join itself.
+    let join = conn.pick("CROSS JOIN", "JOIN");
+    let linked = on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(format!(
         "{WANTED_AFTER}
          INSERT INTO request_preloads (request_id, position, preload_id)
          SELECT w.request_id, w.position, p.id FROM wanted w
-         CROSS JOIN preloads p ON p.state = 'pending' AND p.endpoint_id = w.endpoint_id AND p.url = w.url
+         {join} preloads p ON p.state = 'pending' AND p.endpoint_id = w.endpoint_id AND p.url = w.url
          WHERE true
          ON CONFLICT (request_id, position) DO UPDATE SET preload_id = excluded.preload_id"
     )))
     .bind(item_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(linked)
 }
 
@@ -299,47 +296,48 @@ pub(super) async fn chain_after(
 /// asked for on their own ([`NewRequest::preload_only`]). Returns, per
 /// request, how many preloads were new.
 pub(super) async fn enqueue_for(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     requests: &[Arc<NewRequest>],
 ) -> Result<Vec<usize>, sqlx::Error> {
     let mut new = vec![0usize; requests.len()];
     for (index, request) in requests.iter().enumerate() {
         if !request.preload_after_purge.is_empty() {
-            sqlx::query(
+            let sql = conn.pick(
                 "UPDATE request_items SET preload = 1
-                 WHERE request_id = ?1 AND position IN (SELECT value FROM json_each(?2))",
-            )
+                 WHERE request_id = $1 AND position IN (SELECT value FROM json_each($2))",
+                "UPDATE request_items SET preload = 1
+                 WHERE request_id = $1
+                   AND position IN (SELECT value::bigint FROM json_array_elements_text($2::json))",
+            );
+            on_conn!(conn, c => sqlx::query(sql)
             .bind(request.id.as_str())
             .bind(json(&request.preload_after_purge)?)
-            .execute(&mut *conn)
-            .await?;
+            .execute(c).await.map(|r| r.rows_affected()))?;
         }
         let now = Timestamp::new(request.received_at);
         let first = request.targets.len();
         for (offset, target) in request.preload_only.iter().enumerate() {
-            let inserted = sqlx::query(
+            let inserted = on_conn!(conn, c => sqlx::query(
                 "INSERT INTO preloads (endpoint_id, url, state, not_before, created_at, updated_at)
-                 VALUES (?1, ?2, 'pending', ?3, ?3, ?3)
+                 VALUES ($1, $2, 'pending', $3, $3, $3)
                  ON CONFLICT (endpoint_id, url) WHERE state = 'pending' DO NOTHING",
             )
             .bind(&target.endpoint_id)
             .bind(&target.url)
             .bind(now)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            .execute(c).await.map(|r| r.rows_affected()))?;
             new[index] += inserted as usize;
-            sqlx::query(
-                "INSERT OR REPLACE INTO request_preloads (request_id, position, preload_id)
-                 SELECT ?1, ?2, id FROM preloads
-                 WHERE state = 'pending' AND endpoint_id = ?3 AND url = ?4",
+            on_conn!(conn, c => sqlx::query(
+                "INSERT INTO request_preloads (request_id, position, preload_id)
+                 SELECT $1, $2, id FROM preloads
+                 WHERE state = 'pending' AND endpoint_id = $3 AND url = $4
+                 ON CONFLICT (request_id, position) DO UPDATE SET preload_id = excluded.preload_id",
             )
             .bind(request.id.as_str())
             .bind((first + offset) as i64)
             .bind(&target.endpoint_id)
             .bind(&target.url)
-            .execute(&mut *conn)
-            .await?;
+            .execute(c).await.map(|r| r.rows_affected()))?;
         }
     }
     Ok(new)
@@ -350,7 +348,7 @@ pub(super) async fn enqueue_for(
 /// returned one whose URL is pending already (asked for again meanwhile)
 /// hands its requests to that one and is marked `merged`.
 pub(super) async fn return_to_pending(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     ids: &[ItemId],
     reason: &str,
     not_before: Timestamp,
@@ -358,79 +356,73 @@ pub(super) async fn return_to_pending(
     keep_batch: bool,
 ) -> Result<(), sqlx::Error> {
     for id in ids {
-        let twin: Option<i64> = sqlx::query_scalar(
+        let twin: Option<i64> = on_conn!(conn, c => sqlx::query_scalar(
             "SELECT t.id FROM preloads p JOIN preloads t
                ON t.state = 'pending' AND t.endpoint_id = p.endpoint_id AND t.url = p.url AND t.id != p.id
-             WHERE p.id = ?1 AND p.state IN ('sending', 'submitted', 'failed')",
+             WHERE p.id = $1 AND p.state IN ('sending', 'submitted', 'failed')",
         )
         .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
+        .fetch_optional(c).await)?;
         if let Some(twin) = twin {
-            sqlx::query("UPDATE request_preloads SET preload_id = ?2 WHERE preload_id = ?1")
+            on_conn!(conn, c => sqlx::query("UPDATE request_preloads SET preload_id = $2 WHERE preload_id = $1")
                 .bind(id)
                 .bind(twin)
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query(
-                "UPDATE preloads SET state = 'merged', merged_into = ?2, last_error = ?3,
-                        updated_at = ?4, finished_at = ?4
-                 WHERE id = ?1",
+                .execute(c).await.map(|r| r.rows_affected()))?;
+            on_conn!(conn, c => sqlx::query(
+                "UPDATE preloads SET state = 'merged', merged_into = $2, last_error = $3,
+                        updated_at = $4, finished_at = $4
+                 WHERE id = $1",
             )
             .bind(id)
             .bind(twin)
             .bind(reason)
             .bind(now)
-            .execute(&mut *conn)
-            .await?;
+            .execute(c).await.map(|r| r.rows_affected()))?;
             continue;
         }
-        sqlx::query(
-            "UPDATE preloads SET state = 'pending', not_before = ?2, last_error = ?3, updated_at = ?4,
-                    finished_at = NULL, batch_id = CASE WHEN ?5 THEN batch_id ELSE NULL END
-             WHERE id = ?1 AND state IN ('sending', 'submitted', 'failed')",
+        on_conn!(conn, c => sqlx::query(
+            "UPDATE preloads SET state = 'pending', not_before = $2, last_error = $3, updated_at = $4,
+                    finished_at = NULL, batch_id = CASE WHEN $5 THEN batch_id ELSE NULL END
+             WHERE id = $1 AND state IN ('sending', 'submitted', 'failed')",
         )
         .bind(id)
         .bind(not_before)
         .bind(reason)
         .bind(now)
         .bind(keep_batch)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     }
     Ok(())
 }
 
 /// The tracker's results for a preload batch.
 pub(super) async fn record_results(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     results: &[(ItemId, ItemResult)],
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
     for (id, result) in results {
         match result {
             ItemResult::Succeeded => {
-                sqlx::query(
-                    "UPDATE preloads SET state = 'succeeded', last_error = NULL, updated_at = ?2,
-                            finished_at = ?2
-                     WHERE id = ?1 AND state = 'submitted'",
+                on_conn!(conn, c => sqlx::query(
+                    "UPDATE preloads SET state = 'succeeded', last_error = NULL, updated_at = $2,
+                            finished_at = $2
+                     WHERE id = $1 AND state = 'submitted'",
                 )
                 .bind(id)
                 .bind(now)
-                .execute(&mut *conn)
-                .await?;
+                .execute(c).await.map(|r| r.rows_affected()))?;
             }
             ItemResult::Failed { reason } => {
-                sqlx::query(
-                    "UPDATE preloads SET state = 'failed', last_error = ?2, updated_at = ?3,
-                            finished_at = ?3
-                     WHERE id = ?1 AND state = 'submitted'",
+                on_conn!(conn, c => sqlx::query(
+                    "UPDATE preloads SET state = 'failed', last_error = $2, updated_at = $3,
+                            finished_at = $3
+                     WHERE id = $1 AND state = 'submitted'",
                 )
                 .bind(id)
                 .bind(reason)
                 .bind(now)
-                .execute(&mut *conn)
-                .await?;
+                .execute(c).await.map(|r| r.rows_affected()))?;
             }
             ItemResult::Retry { not_before, reason } => {
                 return_to_pending(conn, &[*id], reason, *not_before, now, true).await?;
@@ -442,17 +434,13 @@ pub(super) async fn record_results(
 
 /// Startup recovery: preloads marked in flight whose batch is gone or
 /// finished go back to pending. Returns how many.
-pub(super) async fn recover(
-    conn: &mut SqliteConnection,
-    now: Timestamp,
-) -> Result<u64, sqlx::Error> {
-    let orphans: Vec<ItemId> = sqlx::query_scalar(
+pub(super) async fn recover(conn: &mut Conn<'_>, now: Timestamp) -> Result<u64, sqlx::Error> {
+    let orphans: Vec<ItemId> = on_conn!(conn, c => sqlx::query_scalar(
         "SELECT p.id FROM preloads p LEFT JOIN batches b ON b.id = p.batch_id
          WHERE p.state IN ('sending', 'submitted')
            AND (b.id IS NULL OR b.state NOT IN ('sending', 'submitted'))",
     )
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c).await)?;
     return_to_pending(conn, &orphans, "recovered after a restart", now, now, false).await?;
     Ok(orphans.len() as u64)
 }
@@ -460,24 +448,27 @@ pub(super) async fn recover(
 /// An operator's retry: the failed preloads of `request_id` (every failed
 /// one without it) go back to pending with a fresh count of attempts.
 pub(super) async fn retry(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     request_id: Option<&str>,
     now: Timestamp,
 ) -> Result<u64, sqlx::Error> {
-    let ids: Vec<ItemId> = sqlx::query_scalar(
+    let ids: Vec<ItemId> = on_conn!(conn, c => sqlx::query_scalar(
         "SELECT id FROM preloads WHERE state = 'failed'
-           AND (?1 IS NULL OR id IN (SELECT preload_id FROM request_preloads WHERE request_id = ?1))",
+           AND ($1 IS NULL OR id IN (SELECT preload_id FROM request_preloads WHERE request_id = $1))",
     )
     .bind(request_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c).await)?;
     if ids.is_empty() {
         return Ok(0);
     }
-    sqlx::query("UPDATE preloads SET attempts = 0 WHERE id IN (SELECT value FROM json_each(?1))")
+    let sql = conn.pick(
+        "UPDATE preloads SET attempts = 0 WHERE id IN (SELECT value FROM json_each($1))",
+        "UPDATE preloads SET attempts = 0
+         WHERE id IN (SELECT value::bigint FROM json_array_elements_text($1::json))",
+    );
+    on_conn!(conn, c => sqlx::query(sql)
         .bind(json(&ids)?)
-        .execute(&mut *conn)
-        .await?;
+        .execute(c).await.map(|r| r.rows_affected()))?;
     return_to_pending(conn, &ids, "sent again by an operator", now, now, true).await?;
     Ok(ids.len() as u64)
 }
@@ -485,30 +476,27 @@ pub(super) async fn retry(
 /// Cancels the pending preloads of `request_id` (already marked
 /// cancelled) that no live request wants. Returns `(cancelled, kept)`.
 pub(super) async fn cancel(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     request_id: &str,
     now: Timestamp,
 ) -> Result<(u64, u64), sqlx::Error> {
-    let pending: i64 = sqlx::query_scalar(
+    let pending: i64 = on_conn!(conn, c => sqlx::query_scalar(
         "SELECT count(*) FROM preloads WHERE state = 'pending'
-           AND id IN (SELECT preload_id FROM request_preloads WHERE request_id = ?1)",
+           AND id IN (SELECT preload_id FROM request_preloads WHERE request_id = $1)",
     )
     .bind(request_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    let cancelled = sqlx::query(
-        "UPDATE preloads SET state = 'cancelled', finished_at = ?2, updated_at = ?2,
-                last_error = 'cancelled by an operator (request ' || ?1 || ')'
+    .fetch_one(c).await)?;
+    let cancelled = on_conn!(conn, c => sqlx::query(
+        "UPDATE preloads SET state = 'cancelled', finished_at = $2, updated_at = $2,
+                last_error = 'cancelled by an operator (request ' || $1 || ')'
          WHERE state = 'pending'
-           AND id IN (SELECT preload_id FROM request_preloads WHERE request_id = ?1)
+           AND id IN (SELECT preload_id FROM request_preloads WHERE request_id = $1)
            AND NOT EXISTS (SELECT 1 FROM request_preloads rp JOIN requests r ON r.id = rp.request_id
                            WHERE rp.preload_id = preloads.id AND r.cancelled_at IS NULL)",
     )
     .bind(request_id)
     .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok((cancelled, (pending.max(0) as u64).saturating_sub(cancelled)))
 }
 

@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
+use super::db::{Backend, on_pool};
 use super::{Operation, PreloadState, RequestId, Store, StoreError};
+use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 /// An item's state (the `items.state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -244,7 +246,7 @@ impl From<HistoryRow> for ItemStatus {
 
 /// Pending items by kind: a range of `items_state`.
 pub(crate) const PENDING_BY_KIND: &str =
-    "SELECT coalesce(sum(kind = 'file'), 0), coalesce(sum(kind = 'directory'), 0)
+    "SELECT count(*) FILTER (WHERE kind = 'file'), count(*) FILTER (WHERE kind = 'directory')
      FROM items WHERE state = 'pending'";
 
 /// Items pending or in flight: ranges of `items_state`.
@@ -254,10 +256,12 @@ pub(crate) const OPEN_STATE_COUNTS: &str =
 
 /// Purges and preloads pending or in flight per endpoint: ranges of
 /// `items_state` and `preloads_state`.
-pub(crate) const BACKLOG_BY_ENDPOINT: &str = "SELECT endpoint_id, sum(state = 'pending'), sum(state IN ('sending', 'submitted'))
+pub(crate) const BACKLOG_BY_ENDPOINT: &str = "SELECT endpoint_id, count(*) FILTER (WHERE state = 'pending'),
+                    count(*) FILTER (WHERE state IN ('sending', 'submitted'))
              FROM (SELECT endpoint_id, state FROM items WHERE state IN ('pending', 'sending', 'submitted')
                    UNION ALL
                    SELECT endpoint_id, state FROM preloads WHERE state IN ('pending', 'sending', 'submitted'))
+                  AS open
              GROUP BY endpoint_id ORDER BY endpoint_id";
 
 /// The oldest pending arrival: the partial index `items_pending_age`
@@ -265,19 +269,20 @@ pub(crate) const BACKLOG_BY_ENDPOINT: &str = "SELECT endpoint_id, sum(state = 'p
 pub(crate) const OLDEST_PENDING: &str =
     "SELECT min(at) FROM (SELECT min(created_at) AS at FROM items WHERE state = 'pending'
                                   UNION ALL
-                                  SELECT min(created_at) FROM preloads WHERE state = 'pending')";
+                                  SELECT min(created_at) FROM preloads WHERE state = 'pending')
+                              AS oldest";
 
-/// One request's URLs: SQLite pushes `request_id = ?1` into both arms
+/// One request's URLs: SQLite pushes `request_id = $1` into both arms
 /// of the view.
 pub(crate) const REQUEST_URLS: &str =
     "SELECT url, kind, endpoint_id, effective_state, merged_into_url, merge_reason,
                     task_track_id, correlation_id, attempts, last_error, finished_at, operation,
                     preload_state, preload_task_track_id, preload_attempts, preload_error,
                     preload_finished_at
-             FROM history WHERE request_id = ?1";
+             FROM history WHERE request_id = $1";
 
-/// One page of requests with their summaries (`?1` label, `?2` before,
-/// `?3` limit, `?4` URL prefix). The URLs are read from the tables, the
+/// One page of requests with their summaries (`$1` label, `$2` before,
+/// `$3` limit, `$4` URL prefix). The URLs are read from the tables, the
 /// page's requests first, rather than from the `history` view: SQLite
 /// cannot push a join into that view (a `UNION ALL` with an `ORDER BY`),
 /// so it would build the whole history for every page (3.6 s with a
@@ -287,8 +292,8 @@ pub(crate) const REQUEST_URLS: &str =
 /// the view says for the columns used here; keep them alike.
 pub(crate) const REQUEST_SUMMARIES: &str = "WITH page AS (
                  SELECT id, received_at, source, label, cancelled_at FROM requests
-                 WHERE (?1 IS NULL OR label = ?1) AND (?2 IS NULL OR id < ?2)
-                 ORDER BY id DESC LIMIT ?3),
+                 WHERE ($1 IS NULL OR label = $1) AND ($2 IS NULL OR id < $2)
+                 ORDER BY id DESC LIMIT $3),
              urls AS (
                  SELECT ri.request_id AS request_id,
                         COALESCE(ri.requested_url, i.url) AS url,
@@ -312,13 +317,23 @@ pub(crate) const REQUEST_SUMMARIES: &str = "WITH page AS (
                  WHERE NOT EXISTS (SELECT 1 FROM request_items ri
                                    WHERE ri.request_id = rp.request_id AND ri.position = rp.position))
              SELECT p.id, p.received_at, p.source, p.label, count(u.request_id),
-                    coalesce(sum(u.effective_state NOT IN ('succeeded', 'failed', 'cancelled')
-                                 OR u.preload_state IN ('waiting', 'pending', 'sending', 'submitted')), 0),
-                    coalesce(sum(u.effective_state = 'failed'), 0),
-                    coalesce(sum(u.effective_state = 'cancelled'), 0),
-                    ?4 IS NULL OR coalesce(sum(substr(u.url, 1, length(?4)) = ?4), 0) > 0
+                    count(*) FILTER (WHERE u.effective_state NOT IN ('succeeded', 'failed', 'cancelled')
+                                     OR u.preload_state IN ('waiting', 'pending', 'sending', 'submitted')),
+                    count(*) FILTER (WHERE u.effective_state = 'failed'),
+                    count(*) FILTER (WHERE u.effective_state = 'cancelled'),
+                    $4 IS NULL OR count(*) FILTER (WHERE substr(u.url, 1, length($4)) = $4) > 0
              FROM page p LEFT JOIN urls u ON u.request_id = p.id
              GROUP BY p.id ORDER BY p.id DESC";
+
+/// [`REQUEST_SUMMARIES`] on PostgreSQL, which has no `CROSS JOIN` with a
+/// condition (and needs no hint), and groups by every column it shows
+/// (`page` is not a table with a key).
+static REQUEST_SUMMARIES_POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    REQUEST_SUMMARIES.replace("CROSS JOIN", "JOIN").replace(
+        "GROUP BY p.id ORDER BY",
+        "GROUP BY p.id, p.received_at, p.source, p.label ORDER BY",
+    )
+});
 
 impl Store {
     /// A request and each of its URLs, or `None` when the id is unknown.
@@ -326,18 +341,16 @@ impl Store {
         &self,
         id: &RequestId,
     ) -> Result<Option<RequestStatus>, StoreError> {
-        let request: Option<(String, String, String, Option<String>)> =
-            sqlx::query_as("SELECT id, received_at, source, label FROM requests WHERE id = ?1")
+        let request: Option<(String, String, String, Option<String>)> = on_pool!(&self.reader, c => sqlx::query_as("SELECT id, received_at, source, label FROM requests WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.reader)
-                .await?;
+                .fetch_optional(c).await)?;
         let Some((id, received_at, source, label)) = request else {
             return Ok(None);
         };
-        let mut items: Vec<ItemStatus> = sqlx::query_as::<_, HistoryRow>(REQUEST_URLS)
+        let mut items: Vec<ItemStatus> =
+            on_pool!(&self.reader, c => sqlx::query_as::<_, HistoryRow>(REQUEST_URLS)
             .bind(&id)
-            .fetch_all(&self.reader)
-            .await?
+            .fetch_all(c).await)?
             .into_iter()
             .map(ItemStatus::from)
             .collect();
@@ -378,7 +391,8 @@ impl Store {
     }
 
     async fn counts_of(&self, sql: &'static str) -> Result<StateCounts, StoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(&self.reader).await?;
+        let rows: Vec<(String, i64)> =
+            on_pool!(&self.reader, c => sqlx::query_as(sql).fetch_all(c).await)?;
         let mut counts = StateCounts::default();
         for (state, count) in rows {
             if let Some(state) = ItemState::parse(&state) {
@@ -391,9 +405,8 @@ impl Store {
     /// Purges and preloads waiting or in flight, per endpoint:
     /// `(endpoint, pending, in flight)`.
     pub async fn backlog_by_endpoint(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(BACKLOG_BY_ENDPOINT)
-            .fetch_all(&self.reader)
-            .await?;
+        let rows: Vec<(String, i64, i64)> = on_pool!(&self.reader, c => sqlx::query_as(BACKLOG_BY_ENDPOINT)
+            .fetch_all(c).await)?;
         Ok(rows
             .into_iter()
             .map(|(endpoint, pending, in_flight)| {
@@ -405,20 +418,20 @@ impl Store {
     /// How many purges and preloads are pending (walks the pending part
     /// of an index of each).
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(
+        let count: i64 = on_pool!(&self.reader, c => sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM items WHERE state = 'pending')
                   + (SELECT count(*) FROM preloads WHERE state = 'pending')",
         )
-        .fetch_one(&self.reader)
-        .await?;
+        .fetch_one(c).await)?;
         Ok(count.max(0) as u64)
     }
 
     /// When the oldest pending item (purge or preload) arrived.
     pub async fn oldest_pending(&self) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(OLDEST_PENDING)
-            .fetch_one(&self.reader)
-            .await?)
+        Ok(
+            on_pool!(&self.reader, c => sqlx::query_scalar(OLDEST_PENDING)
+            .fetch_one(c).await)?,
+        )
     }
 }
 
@@ -487,15 +500,18 @@ impl Store {
             i64,
             i64,
             i64,
-            i64,
+            bool,
         );
-        let rows: Vec<Row> = sqlx::query_as(REQUEST_SUMMARIES)
+        let sql = match self.reader.backend() {
+            Backend::Sqlite => REQUEST_SUMMARIES.into_sql_str(),
+            Backend::Postgres => AssertSqlSafe(REQUEST_SUMMARIES_POSTGRES.as_str()).into_sql_str(),
+        };
+        let rows: Vec<Row> = on_pool!(&self.reader, c => sqlx::query_as(sql)
             .bind(label)
             .bind(before)
             .bind(i64::from(limit))
             .bind(url_prefix)
-            .fetch_all(&self.reader)
-            .await?;
+            .fetch_all(c).await)?;
         Ok(rows
             .into_iter()
             .map(
@@ -517,7 +533,7 @@ impl Store {
                         urls: urls.max(0) as u64,
                         state,
                     };
-                    (summary, url_matches != 0)
+                    (summary, url_matches)
                 },
             )
             .collect())
@@ -525,9 +541,8 @@ impl Store {
 
     /// Pending items by kind: `(files, directories)`.
     pub async fn pending_by_kind(&self) -> Result<(u64, u64), StoreError> {
-        let (files, directories): (i64, i64) = sqlx::query_as(PENDING_BY_KIND)
-            .fetch_one(&self.reader)
-            .await?;
+        let (files, directories): (i64, i64) = on_pool!(&self.reader, c => sqlx::query_as(PENDING_BY_KIND)
+            .fetch_one(c).await)?;
         Ok((files.max(0) as u64, directories.max(0) as u64))
     }
 }

@@ -7,6 +7,7 @@
 
 use serde::Serialize;
 
+use super::db::{on_conn, on_pool};
 use super::{Store, StoreError};
 
 /// A reason to hold back what is pending, for one scope.
@@ -35,14 +36,13 @@ impl Store {
         self.write(move |conn| {
             let waits = waits.clone();
             Box::pin(async move {
-                sqlx::query("DELETE FROM waits").execute(&mut *conn).await?;
+                on_conn!(conn, c => sqlx::query("DELETE FROM waits").execute(c).await.map(|r| r.rows_affected()))?;
                 for wait in &waits {
-                    sqlx::query("INSERT INTO waits (scope, reason, until) VALUES (?1, ?2, ?3)")
+                    on_conn!(conn, c => sqlx::query("INSERT INTO waits (scope, reason, until) VALUES ($1, $2, $3)")
                         .bind(&wait.scope)
                         .bind(&wait.reason)
                         .bind(&wait.until)
-                        .execute(&mut *conn)
-                        .await?;
+                        .execute(c).await.map(|r| r.rows_affected()))?;
                 }
                 Ok(())
             })
@@ -51,10 +51,8 @@ impl Store {
     }
 
     pub async fn waits(&self) -> Result<Vec<Wait>, StoreError> {
-        let rows: Vec<(String, String, Option<String>)> =
-            sqlx::query_as("SELECT scope, reason, until FROM waits ORDER BY scope")
-                .fetch_all(&self.reader)
-                .await?;
+        let rows: Vec<(String, String, Option<String>)> = on_pool!(&self.reader, c => sqlx::query_as("SELECT scope, reason, until FROM waits ORDER BY scope")
+                .fetch_all(c).await)?;
         Ok(rows
             .into_iter()
             .map(|(scope, reason, until)| Wait {

@@ -22,10 +22,13 @@ use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::StoreError;
+use super::db::{Conn, on_conn};
 use super::enqueue::{EnqueueOutcome, NewRequest, enqueue_many};
 use super::file_guard::DatabaseFile;
+use super::fleet::{FleetDb, is_connection_lost, pg_error};
 use super::reserve::SpaceReserve;
 use super::{WriteConnector, is_disk_full, is_read_only};
+use sqlx::PgConnection;
 
 /// The most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -34,10 +37,7 @@ pub(crate) type JobFuture<'c, T> = BoxFuture<'c, Result<T, sqlx::Error>>;
 
 /// A job with its result type erased, so jobs of any type share one queue.
 pub(crate) trait ErasedJob: Send {
-    fn run<'c>(
-        &'c mut self,
-        conn: &'c mut SqliteConnection,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+    fn run<'c>(&'c mut self, conn: &'c mut Conn<'c>) -> BoxFuture<'c, Result<(), sqlx::Error>>;
     fn finish(self: Box<Self>, outcome: Result<(), StoreError>);
 }
 
@@ -64,12 +64,9 @@ impl<T, F> Job<T, F> {
 impl<T, F> ErasedJob for Job<T, F>
 where
     T: Send + 'static,
-    F: for<'c> Fn(&'c mut SqliteConnection) -> JobFuture<'c, T> + Send + 'static,
+    F: for<'c> Fn(&'c mut Conn<'c>) -> JobFuture<'c, T> + Send + 'static,
 {
-    fn run<'c>(
-        &'c mut self,
-        conn: &'c mut SqliteConnection,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    fn run<'c>(&'c mut self, conn: &'c mut Conn<'c>) -> BoxFuture<'c, Result<(), sqlx::Error>> {
         Box::pin(async move {
             self.output = Some((self.work)(conn).await?);
             Ok(())
@@ -238,12 +235,7 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
     let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() && jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
-        // A stop ends the loop once what came with it is committed.
-        if let Some(index) = group.iter().position(|c| matches!(c, Command::Stop(_)))
-            && let Command::Stop(reply) = group.remove(index)
-        {
-            stop = Some(reply);
-        }
+        stop = take_stop(&mut group);
         refuse_intents_if_the_file_objects(&file, &signals, &mut group);
         if short_of_space {
             short_of_space = !resume_if_there_is_room(&reserve, &signals, &mut group);
@@ -251,15 +243,15 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
         if group.is_empty() {
             continue;
         }
-        let mut result = run_group(&mut conn, &mut group).await;
+        let mut result = run_group(&mut Conn::Sqlite(&mut conn), &mut group).await;
         if result.as_ref().is_err_and(is_read_only) && file.check().is_ok() {
             // Opened while the file was read-only, and it no longer is.
-            rollback(&mut conn).await;
+            rollback(&mut Conn::Sqlite(&mut conn)).await;
             match connector.connect().await {
                 Ok(fresh) => {
                     tracing::info!("the database file is writable again: reopened it");
                     conn = fresh;
-                    result = run_group(&mut conn, &mut group).await;
+                    result = run_group(&mut Conn::Sqlite(&mut conn), &mut group).await;
                 }
                 Err(error) => tracing::warn!(%error, "cannot reopen the database for writing"),
             }
@@ -269,33 +261,19 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
             && release_reserve_for_a_full_disk(&reserve, &signals)
         {
             short_of_space = true;
-            rollback(&mut conn).await;
+            rollback(&mut Conn::Sqlite(&mut conn)).await;
             refuse_intents_for_lack_of_space(&reserve, &signals, &mut group);
             if group.is_empty() {
                 continue;
             }
-            result = run_group(&mut conn, &mut group).await;
+            result = run_group(&mut Conn::Sqlite(&mut conn), &mut group).await;
         }
-        if result.is_err() && group.len() > 1 {
-            // Run each command alone so that one failure stays its own.
-            rollback(&mut conn).await;
-            for command in group.drain(..) {
-                let mut single = vec![command];
-                let result = run_group(&mut conn, &mut single).await;
-                settle(&mut conn, &signals, single, result).await;
-            }
-        } else {
-            let commands = std::mem::take(&mut group);
-            settle(&mut conn, &signals, commands, result).await;
-        }
+        settle_group(&mut Conn::Sqlite(&mut conn), &signals, &mut group, result).await;
     }
     if let Some(reply) = stop {
         // Refuse what comes after the stop, then close the connection (the
         // last one checkpoints the WAL).
-        jobs.close();
-        while let Ok(command) = jobs.try_recv() {
-            command.finish(Err(StoreError::Closed));
-        }
+        refuse_the_rest(&mut jobs);
         if let Err(error) = sqlx::Connection::close(conn).await {
             tracing::warn!(%error, "closing the store's write connection");
         }
@@ -304,6 +282,125 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
         return;
     }
     tracing::debug!("store writer stopped: every handle is gone");
+}
+
+/// Answers a group that ran: on failure, each command runs again alone
+/// so that one failure stays its own.
+async fn settle_group(
+    conn: &mut Conn<'_>,
+    signals: &WriterSignals,
+    group: &mut Vec<Command>,
+    result: Result<(), sqlx::Error>,
+) {
+    if result.is_err() && group.len() > 1 {
+        rollback(conn).await;
+        for command in group.drain(..) {
+            let mut single = vec![command];
+            let result = run_group(conn, &mut single).await;
+            settle(conn, signals, single, result).await;
+        }
+    } else {
+        let commands = std::mem::take(group);
+        settle(conn, signals, commands, result).await;
+    }
+}
+
+/// Takes a stop out of `group`, if one came: the loop ends once what came
+/// with it is committed.
+fn take_stop(group: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
+    let index = group.iter().position(|c| matches!(c, Command::Stop(_)))?;
+    match group.remove(index) {
+        Command::Stop(reply) => Some(reply),
+        _ => None,
+    }
+}
+
+/// Refuses what comes after a stop.
+fn refuse_the_rest(jobs: &mut mpsc::Receiver<Command>) {
+    jobs.close();
+    while let Ok(command) = jobs.try_recv() {
+        command.finish(Err(StoreError::Closed));
+    }
+}
+
+pub(crate) fn spawn_postgres(
+    db: FleetDb,
+    conn: PgConnection,
+    signals: Arc<WriterSignals>,
+) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
+    let (sender, receiver) = mpsc::channel(4096);
+    let task = tokio::spawn(run_postgres(db, Some(conn), receiver, signals));
+    (sender, task)
+}
+
+/// The writer loop on PostgreSQL: the same groups as on SQLite, one
+/// transaction each, without the file's concerns. A connection that is
+/// lost (the server restarting, `pg_terminate_backend`) fails its group
+/// with `Unavailable`, which ingest answers with 503: the group is not
+/// run again on a new connection, because a lost `COMMIT` may or may not
+/// have committed, and answering "accepted" for what is not known to be
+/// stored is the one answer that must never be wrong. The next group
+/// connects anew; until one can, every command is answered at once
+/// with the reason.
+async fn run_postgres(
+    db: FleetDb,
+    mut conn: Option<PgConnection>,
+    mut jobs: mpsc::Receiver<Command>,
+    signals: Arc<WriterSignals>,
+) {
+    let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
+    let mut stop: Option<oneshot::Sender<()>> = None;
+    while stop.is_none() && jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
+        stop = take_stop(&mut group);
+        if group.is_empty() {
+            continue;
+        }
+        let connection = match conn.as_mut() {
+            Some(connection) => connection,
+            None => match db.connect_one().await {
+                Ok(fresh) => {
+                    tracing::info!("reconnected to PostgreSQL");
+                    conn.insert(fresh)
+                }
+                Err(error) => {
+                    let error = pg_error("cannot reach PostgreSQL", error);
+                    note_failure(&signals, &error);
+                    for command in group.drain(..) {
+                        command.finish(Err(error.clone()));
+                    }
+                    continue;
+                }
+            },
+        };
+        match run_group(&mut Conn::Postgres(&mut *connection), &mut group).await {
+            Err(error) if is_connection_lost(&error) => {
+                let error = pg_error("lost the connection to PostgreSQL", error);
+                note_failure(&signals, &error);
+                conn = None;
+                for command in group.drain(..) {
+                    command.finish(Err(error.clone()));
+                }
+            }
+            result => {
+                settle_group(
+                    &mut Conn::Postgres(connection),
+                    &signals,
+                    &mut group,
+                    result,
+                )
+                .await
+            }
+        }
+    }
+    if let Some(reply) = stop {
+        refuse_the_rest(&mut jobs);
+        if let Some(conn) = conn
+            && let Err(error) = sqlx::Connection::close(conn).await
+        {
+            tracing::warn!(%error, "closing the store's write connection");
+        }
+        let _ = reply.send(());
+    }
 }
 
 /// On "disk full", if the disk (not `store.max_size_bytes`) is what is
@@ -397,7 +494,7 @@ fn refuse_intents_if_the_file_objects(
 /// signals. Only enqueues, which grow the database, decide whether the
 /// store counts as writable: a small job can still commit on a full disk.
 async fn settle(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn<'_>,
     signals: &WriterSignals,
     commands: Vec<Command>,
     result: Result<(), sqlx::Error>,
@@ -414,12 +511,21 @@ async fn settle(
         }
         Err(error) => {
             rollback(conn).await;
-            let error = StoreError::from(error);
+            let error = store_error(conn, error);
             note_failure(signals, &error);
             for command in commands {
                 command.finish(Err(error.clone()));
             }
         }
+    }
+}
+
+/// `error` in the store's kinds, by the rules of the connection's
+/// database (SQLite's result codes, PostgreSQL's SQLSTATEs).
+fn store_error(conn: &Conn<'_>, error: sqlx::Error) -> StoreError {
+    match conn {
+        Conn::Sqlite(_) => StoreError::from(error),
+        Conn::Postgres(_) => pg_error("a write to PostgreSQL failed", error),
     }
 }
 
@@ -430,12 +536,31 @@ fn note_failure(signals: &WriterSignals, error: &StoreError) {
     tracing::warn!(%error, "store write failed");
 }
 
-async fn run_group(conn: &mut SqliteConnection, group: &mut [Command]) -> Result<(), sqlx::Error> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+/// The advisory lock every write transaction of a fleet takes first, so
+/// the fleet's writes are serialized as one SQLite file's are: the
+/// checks that keep the queue deduplicated ("is this URL already pending,
+/// or covered by a pending directory?") read what every other node
+/// committed before them. Held to the end of the transaction. The number
+/// is "purgeq" in ASCII, so it reads as ours in `pg_locks`.
+pub(crate) const FLEET_WRITE_LOCK: i64 = 0x7075_7267_6571;
+
+/// The channel a fleet's commits are announced on (`NOTIFY`), so every
+/// node's waiters and the leader's batcher hear of writes made elsewhere.
+pub(crate) const CHANGES_CHANNEL: &str = "purgeq_changes";
+
+async fn run_group(conn: &mut Conn<'_>, group: &mut [Command]) -> Result<(), sqlx::Error> {
+    let begin = conn.pick("BEGIN IMMEDIATE", "BEGIN");
+    on_conn!(conn, c => sqlx::query(begin).execute(c).await.map(|_| ()))?;
+    if let Conn::Postgres(c) = conn {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FLEET_WRITE_LOCK)
+            .execute(&mut **c)
+            .await?;
+    }
     let mut start = 0;
     while start < group.len() {
         if let Command::Job(job) = &mut group[start] {
-            job.run(conn).await?;
+            job.run(&mut conn.reborrow()).await?;
             start += 1;
             continue;
         }
@@ -461,14 +586,21 @@ async fn run_group(conn: &mut SqliteConnection, group: &mut [Command]) -> Result
         }
         start += run;
     }
-    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    if let Conn::Postgres(c) = conn {
+        // Delivered at commit, to every node listening (this one too).
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANGES_CHANNEL)
+            .execute(&mut **c)
+            .await?;
+    }
+    on_conn!(conn, c => sqlx::query("COMMIT").execute(c).await.map(|_| ()))?;
     Ok(())
 }
 
-async fn rollback(conn: &mut SqliteConnection) {
+async fn rollback(conn: &mut Conn<'_>) {
     // Fails harmlessly when SQLite already rolled back on its own (as it
-    // does after SQLITE_FULL).
-    if let Err(error) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+    // does after SQLITE_FULL), or PostgreSQL's connection is gone.
+    if let Err(error) = on_conn!(conn, c => sqlx::query("ROLLBACK").execute(c).await.map(|_| ())) {
         tracing::debug!(%error, "rollback after a failed group");
     }
 }
