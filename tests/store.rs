@@ -46,7 +46,7 @@ fn request(targets: Vec<PurgeTarget>) -> NewRequest {
 /// PostgreSQL database. `open` can be called again (a reopen).
 enum Place {
     File(tempfile::TempDir),
-    Postgres(TestDatabase),
+    Postgres(Box<TestDatabase>),
 }
 
 impl Place {
@@ -55,7 +55,9 @@ impl Place {
     }
 
     async fn postgres(test: &str) -> Option<Place> {
-        TestDatabase::create(test).await.map(Place::Postgres)
+        TestDatabase::create(test)
+            .await
+            .map(|db| Place::Postgres(Box::new(db)))
     }
 
     async fn open(&self) -> Store {
