@@ -184,3 +184,81 @@ async fn a_leader_paused_inside_a_write_cannot_hold_off_failover() {
     assert!(write.commit().await.is_err());
     done(db, fleet).await;
 }
+
+/// The store's writer checks the fence: while node a writes as leader
+/// under term 1, its pipeline's writes commit; once b took the lease over,
+/// the same writes are refused (retryable, saying why) and nothing is
+/// recorded, while intents are still stored (every node ingests).
+#[tokio::test]
+async fn the_store_refuses_a_deposed_leaders_writes_but_not_its_intents() {
+    use purgeq::store::{CutLimits, NewRequest, QuotaAccount, RequestId, Store, Timestamp};
+    use purgeq::target::{Kind, Priority, PurgeTarget};
+    let Some((db, fleet)) =
+        fleet("the_store_refuses_a_deposed_leaders_writes_but_not_its_intents").await
+    else {
+        return;
+    };
+    let store = Store::open_postgres(&fleet).await.expect("open");
+    let post = |url: &str| NewRequest {
+        id: RequestId::generate(),
+        received_at: time::OffsetDateTime::now_utc(),
+        source: "test".into(),
+        label: None,
+        priority: Priority::Normal,
+        targets: vec![PurgeTarget {
+            endpoint_id: "ep".into(),
+            kind: Kind::File,
+            url: url.into(),
+        }],
+        preload_after_purge: Vec::new(),
+        preload_only: Vec::new(),
+    };
+    let limits = CutLimits {
+        max_files: 10,
+        max_directories: 10,
+        account: QuotaAccount {
+            subscription_id: "sub".into(),
+            day: "2026-12-03".into(),
+        },
+        files_per_day: 2_000,
+        directories_per_day: 500,
+        reserve_files: 0,
+        reserve_directories: 0,
+    };
+    let now = || Timestamp::new(time::OffsetDateTime::now_utc());
+    let (a, b) = (node("a"), node("b"));
+    fleet.claim(&a, None, TTL).await.unwrap();
+    store.lead_as(Some((&a, term(1))));
+    store
+        .enqueue(post("http://e.com/1"))
+        .await
+        .expect("enqueue");
+    let batch = store.cut_batch("ep", limits.clone(), now()).await;
+    assert!(matches!(batch, Ok(Some(_))), "{batch:?}");
+
+    tokio::time::sleep(LAPSE).await;
+    fleet.claim(&b, None, TTL).await.unwrap();
+    store
+        .enqueue(post("http://e.com/2"))
+        .await
+        .expect("intents go on");
+    let refused = store
+        .cut_batch("ep", limits, now())
+        .await
+        .expect_err("fenced");
+    assert!(refused.is_retryable(), "{refused:?}");
+    assert!(
+        refused
+            .to_string()
+            .contains("no longer leads the fleet under term 1"),
+        "{refused}"
+    );
+    let counts = store.state_counts().await.expect("counts");
+    assert_eq!(
+        (counts.pending, counts.sending),
+        (1, 1),
+        "nothing cut under term 1"
+    );
+    store.close().await;
+    db.drop_now().await;
+}

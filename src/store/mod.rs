@@ -341,6 +341,9 @@ pub struct Store {
     /// Stops the fleet's change listener when the last handle goes (or
     /// at `close`); `None` on SQLite.
     listening: Option<Arc<tokio_util::sync::DropGuard>>,
+    /// Whom this node writes as while it leads a fleet (see
+    /// [`writer::Fence`]); always `None` on SQLite.
+    fence: writer::SharedFence,
 }
 
 impl std::fmt::Debug for Store {
@@ -414,6 +417,7 @@ impl Store {
             file: Some(file),
             location: path.display().to_string(),
             listening: None,
+            fence: Default::default(),
         })
     }
 
@@ -447,7 +451,9 @@ impl Store {
             Arc::downgrade(&signals),
             stop.clone(),
         ));
-        let (jobs, _task) = writer::spawn_postgres(fleet.clone(), conn, signals.clone());
+        let fence = writer::SharedFence::default();
+        let (jobs, _task) =
+            writer::spawn_postgres(fleet.clone(), conn, signals.clone(), fence.clone());
         Ok(Store {
             jobs,
             reader: db::Pool::Postgres(fleet.pool().clone()),
@@ -455,7 +461,28 @@ impl Store {
             file: None,
             location,
             listening: Some(Arc::new(stop.drop_guard())),
+            fence,
         })
+    }
+
+    /// This node leads the fleet as `node` under `term` (`None`: it does
+    /// not lead): from now on, the pipeline's writes commit only while the
+    /// lease row says so, checked in each write's own transaction.
+    pub fn lead_as(&self, leader: Option<(&crate::fleet::NodeName, crate::fleet::Term)>) {
+        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) =
+            leader.map(|(node, term)| writer::Fence {
+                node: node.as_str().to_owned(),
+                term: term.get(),
+            });
+    }
+
+    /// This node stops leading under `term`, unless it leads under
+    /// another term by now (a stale stop must not lift a newer fence).
+    pub fn stop_leading_as(&self, term: crate::fleet::Term) {
+        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
+        if fence.as_ref().is_some_and(|f| f.term == term.get()) {
+            *fence = None;
+        }
     }
 
     /// Where the data is: the SQLite file's path, or the PostgreSQL

@@ -243,7 +243,7 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
         if group.is_empty() {
             continue;
         }
-        let mut result = run_group(&mut Conn::Sqlite(&mut conn), &mut group).await;
+        let mut result = run_group(&mut Conn::Sqlite(&mut conn), &mut group, None).await;
         if result.as_ref().is_err_and(is_read_only) && file.check().is_ok() {
             // Opened while the file was read-only, and it no longer is.
             rollback(&mut Conn::Sqlite(&mut conn)).await;
@@ -251,7 +251,7 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
                 Ok(fresh) => {
                     tracing::info!("the database file is writable again: reopened it");
                     conn = fresh;
-                    result = run_group(&mut Conn::Sqlite(&mut conn), &mut group).await;
+                    result = run_group(&mut Conn::Sqlite(&mut conn), &mut group, None).await;
                 }
                 Err(error) => tracing::warn!(%error, "cannot reopen the database for writing"),
             }
@@ -266,9 +266,16 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
             if group.is_empty() {
                 continue;
             }
-            result = run_group(&mut Conn::Sqlite(&mut conn), &mut group).await;
+            result = run_group(&mut Conn::Sqlite(&mut conn), &mut group, None).await;
         }
-        settle_group(&mut Conn::Sqlite(&mut conn), &signals, &mut group, result).await;
+        settle_group(
+            &mut Conn::Sqlite(&mut conn),
+            &signals,
+            &mut group,
+            result,
+            None,
+        )
+        .await;
     }
     if let Some(reply) = stop {
         // Refuse what comes after the stop, then close the connection (the
@@ -291,12 +298,13 @@ async fn settle_group(
     signals: &WriterSignals,
     group: &mut Vec<Command>,
     result: Result<(), sqlx::Error>,
+    fence: Option<&Fence>,
 ) {
     if result.is_err() && group.len() > 1 {
         rollback(conn).await;
         for command in group.drain(..) {
             let mut single = vec![command];
-            let result = run_group(conn, &mut single).await;
+            let result = run_group(conn, &mut single, fence).await;
             settle(conn, signals, single, result).await;
         }
     } else {
@@ -327,9 +335,10 @@ pub(crate) fn spawn_postgres(
     db: FleetDb,
     conn: PgConnection,
     signals: Arc<WriterSignals>,
+    fence: SharedFence,
 ) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(4096);
-    let task = tokio::spawn(run_postgres(db, Some(conn), receiver, signals));
+    let task = tokio::spawn(run_postgres(db, Some(conn), receiver, signals, fence));
     (sender, task)
 }
 
@@ -347,6 +356,7 @@ async fn run_postgres(
     mut conn: Option<PgConnection>,
     mut jobs: mpsc::Receiver<Command>,
     signals: Arc<WriterSignals>,
+    fence: SharedFence,
 ) {
     let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
     let mut stop: Option<oneshot::Sender<()>> = None;
@@ -355,11 +365,16 @@ async fn run_postgres(
         if group.is_empty() {
             continue;
         }
+        let fence = fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let fence = fence.as_ref();
         let connection = match conn.as_mut() {
             Some(connection) => connection,
             None => match db.connect_one().await {
                 Ok(fresh) => {
+                    // Reachable again: the outage's reason no longer holds
+                    // (the next write says if something else is wrong).
                     tracing::info!("reconnected to PostgreSQL");
+                    signals.recovered();
                     conn.insert(fresh)
                 }
                 Err(error) => {
@@ -372,7 +387,7 @@ async fn run_postgres(
                 }
             },
         };
-        match run_group(&mut Conn::Postgres(&mut *connection), &mut group).await {
+        match run_group(&mut Conn::Postgres(&mut *connection), &mut group, fence).await {
             Err(error) if is_connection_lost(&error) => {
                 let error = pg_error("lost the connection to PostgreSQL", error);
                 note_failure(&signals, &error);
@@ -387,6 +402,7 @@ async fn run_postgres(
                     &signals,
                     &mut group,
                     result,
+                    fence,
                 )
                 .await
             }
@@ -523,6 +539,16 @@ async fn settle(
 /// `error` in the store's kinds, by the rules of the connection's
 /// database (SQLite's result codes, PostgreSQL's SQLSTATEs).
 fn store_error(conn: &Conn<'_>, error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Configuration(inner) = &error
+        && let Some(fenced) = inner.downcast_ref::<Fenced>()
+    {
+        // Retryable, and no sign the store is unwell: the leader loop
+        // stops this node's pipeline, which stops asking.
+        return StoreError::Busy {
+            reason: fenced.to_string(),
+            cause: Arc::new(error),
+        };
+    }
     match conn {
         Conn::Sqlite(_) => StoreError::from(error),
         Conn::Postgres(_) => pg_error("a write to PostgreSQL failed", error),
@@ -548,7 +574,34 @@ pub(crate) const FLEET_WRITE_LOCK: i64 = 0x7075_7267_6571;
 /// node's waiters and the leader's batcher hear of writes made elsewhere.
 pub(crate) const CHANGES_CHANNEL: &str = "purgeq_changes";
 
-async fn run_group(conn: &mut Conn<'_>, group: &mut [Command]) -> Result<(), sqlx::Error> {
+/// The leader a node writes as (`node`, `term`): see [`Fence`].
+pub(crate) type SharedFence = Arc<std::sync::Mutex<Option<Fence>>>;
+
+/// Set while this node leads a fleet: every group with a job in it (the
+/// pipeline's writes: cutting batches, recording calls and results)
+/// first checks, inside its own transaction and under a share lock on
+/// the lease row, that this node still holds the lease under `term`. A
+/// leader that was paused or cut off and comes back cannot write under
+/// its old term; intents (any node takes those) are not checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fence {
+    pub node: String,
+    pub term: i64,
+}
+
+/// A group refused by the fence.
+#[derive(Debug, thiserror::Error)]
+#[error("this node ({node}) no longer leads the fleet under term {term}: the write is refused")]
+pub(crate) struct Fenced {
+    node: String,
+    term: i64,
+}
+
+async fn run_group(
+    conn: &mut Conn<'_>,
+    group: &mut [Command],
+    fence: Option<&Fence>,
+) -> Result<(), sqlx::Error> {
     let begin = conn.pick("BEGIN IMMEDIATE", "BEGIN");
     on_conn!(conn, c => sqlx::query(begin).execute(c).await.map(|_| ()))?;
     if let Conn::Postgres(c) = conn {
@@ -556,6 +609,23 @@ async fn run_group(conn: &mut Conn<'_>, group: &mut [Command]) -> Result<(), sql
             .bind(FLEET_WRITE_LOCK)
             .execute(&mut **c)
             .await?;
+        if let Some(fence) = fence
+            && group.iter().any(|c| matches!(c, Command::Job(_)))
+        {
+            let held = sqlx::query(
+                "SELECT 1 FROM fleet_leader WHERE id = 1 AND node = $1 AND term = $2 FOR SHARE",
+            )
+            .bind(&fence.node)
+            .bind(fence.term)
+            .fetch_optional(&mut **c)
+            .await?;
+            if held.is_none() {
+                return Err(sqlx::Error::Configuration(Box::new(Fenced {
+                    node: fence.node.clone(),
+                    term: fence.term,
+                })));
+            }
+        }
     }
     let mut start = 0;
     while start < group.len() {
