@@ -119,6 +119,8 @@ pub struct Derived {
     pub base_url: Option<Url>,
     /// `quota.utc_offset`, parsed: where quota days begin.
     pub quota_offset: QuotaOffset,
+    /// `store.url`, parsed: the fleet's PostgreSQL database, when set.
+    pub store_url: Option<crate::store::fleet::DatabaseUrl>,
     /// `fleet.node_name`, parsed, or the host name when it is not set.
     /// `None` only before validation: read it with [`Settings::node_name`].
     pub node_name: Option<crate::fleet::NodeName>,
@@ -157,6 +159,11 @@ pub enum Synchronous {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
     pub path: PathBuf,
+    /// `postgres://user@host:port/db`: fleet mode, the store on a shared
+    /// PostgreSQL database instead of the file at `path`. A secret, since
+    /// the URL may hold a password: never shown (read it parsed, from
+    /// [`Derived::store_url`], whose `Display` leaves the password out).
+    pub url: Option<Secret>,
     pub synchronous: Synchronous,
     /// Largest size of the database file; 0 for no cap.
     pub max_size_bytes: u64,
@@ -170,6 +177,7 @@ impl Default for StoreSettings {
     fn default() -> Self {
         Self {
             path: PathBuf::from("purgeq.db"),
+            url: None,
             synchronous: Synchronous::Full,
             max_size_bytes: 0,
             reserve_bytes: 8 * 1024 * 1024,
@@ -595,6 +603,16 @@ impl Settings {
             .map_err(|e| fail(vec![e.to_string()]))?;
         let (mut settings, mut problems) = deserialize_sections(&raw, env);
         settings.derived.source = path.map(Path::to_owned);
+        // Which store is meant must be unambiguous: a file, or a fleet's
+        // database. `store.path` has a default, so only a path the
+        // operator wrote counts here.
+        if settings.store.url.is_some() && raw.get::<config::Value>("store.path").is_ok() {
+            problems.push(
+                "store.url and store.path are both set: store.url puts the store on PostgreSQL \
+                 (fleet mode), store.path on a SQLite file; remove one of them"
+                    .to_owned(),
+            );
+        }
         // Every problem at once: what could not be read, and what is wrong
         // with what could (a section that could not be read is checked as
         // its defaults, which are valid).
@@ -614,6 +632,13 @@ impl Settings {
 
         if self.store.path.as_os_str().is_empty() {
             problems.push("store.path: must not be empty".to_owned());
+        }
+        if let Some(url) = &self.store.url {
+            use secrecy::ExposeSecret;
+            match crate::store::fleet::DatabaseUrl::parse(url.0.expose_secret()) {
+                Ok(url) => self.derived.store_url = Some(url),
+                Err(error) => problems.push(error.to_string()),
+            }
         }
         self.validate_ingest(&mut problems);
         self.validate_limits(&mut problems);

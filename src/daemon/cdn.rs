@@ -66,13 +66,36 @@ pub(super) fn build_client(
     settings: &Settings,
     emulator: Option<&BuiltInEmulator>,
 ) -> Result<CdnClient, DaemonError> {
-    let (base_url, subscription_id, credentials) =
-        match emulator {
-            Some(emulator) => (
-                emulator.handle.base_url(),
-                emulator.handle.subscription_id().to_owned(),
-                emulator.credentials.clone(),
-            ),
+    ClientSource::new(emulator).build(settings)
+}
+
+/// What a CDN client is built from: the built-in emulator's address and
+/// credentials, fixed for the process, or the configured service's, read
+/// from the settings of the moment. Cloneable, so a fleet's leader loop
+/// builds a client of its own at each election.
+#[derive(Clone)]
+pub(super) struct ClientSource {
+    emulator: Option<(Url, String, Credentials)>,
+}
+
+impl ClientSource {
+    pub(super) fn new(emulator: Option<&BuiltInEmulator>) -> ClientSource {
+        ClientSource {
+            emulator: emulator.map(|e| {
+                (
+                    e.handle.base_url(),
+                    e.handle.subscription_id().to_owned(),
+                    e.credentials.clone(),
+                )
+            }),
+        }
+    }
+
+    pub(super) fn build(&self, settings: &Settings) -> Result<CdnClient, DaemonError> {
+        let (base_url, subscription_id, credentials) = match &self.emulator {
+            Some((url, subscription, credentials)) => {
+                (url.clone(), subscription.clone(), credentials.clone())
+            }
             None => (
                 settings.derived.base_url.clone().unwrap_or_else(|| {
                     Url::parse(DEFAULT_BASE_URL).unwrap_or_else(|_| unreachable!("constant URL"))
@@ -83,8 +106,9 @@ pub(super) fn build_client(
                 })?,
             ),
         };
-    let mut client_settings = ClientSettings::new(base_url, subscription_id, credentials);
-    client_settings.request_timeout = settings.cdn.request_timeout;
-    client_settings.connect_timeout = settings.cdn.connect_timeout;
-    CdnClient::new(client_settings).map_err(|e| DaemonError::Other(e.to_string()))
+        let mut client_settings = ClientSettings::new(base_url, subscription_id, credentials);
+        client_settings.request_timeout = settings.cdn.request_timeout;
+        client_settings.connect_timeout = settings.cdn.connect_timeout;
+        CdnClient::new(client_settings).map_err(|e| DaemonError::Other(e.to_string()))
+    }
 }

@@ -24,6 +24,7 @@
 
 mod cdn;
 mod heartbeat;
+mod leader;
 pub mod listeners;
 pub mod systemd;
 
@@ -97,7 +98,7 @@ pub struct Daemon {
     use_emulator: bool,
     emulator: Option<BuiltInEmulator>,
     store: Store,
-    pipeline: Pipeline,
+    pipeline: Sender,
     addresses: Addresses,
     stop_serving: CancellationToken,
     servers: TaskTracker,
@@ -116,8 +117,14 @@ impl Daemon {
         } else {
             settings
         });
-        let store = Store::open(&settings.store).await?;
-        tracing::info!(path = %settings.store.path.display(), "store open");
+        let (store, fleet_db) = match &settings.derived.store_url {
+            Some(url) => {
+                let db = crate::store::fleet::FleetDb::connect(url).await?;
+                (Store::open_postgres(&db).await?, Some(db))
+            }
+            None => (Store::open(&settings.store).await?, None),
+        };
+        tracing::info!(location = %store.location(), "store open");
         let emulator = if use_emulator {
             Some(announce_emulator(
                 cdn::start_emulator(&settings).await?,
@@ -127,18 +134,62 @@ impl Daemon {
         } else {
             None
         };
-        let client = cdn::build_client(&settings, emulator.as_ref())?;
+        let clients = cdn::ClientSource::new(emulator.as_ref());
         // One clock for every part that reads the time.
         let clock = options.clock.unwrap_or_else(clock::system);
         let (settings_tx, settings_rx) = watch::channel(settings.clone());
-        let pipeline =
-            Pipeline::start(store.clone(), settings_rx.clone(), client, clock.clone()).await?;
-        // One host on SQLite: it always sends. The sender side is dropped;
-        // the receiver keeps the last value for every reader.
-        let (_, fleet) = watch::channel(crate::fleet::FleetStatus::of(
-            &settings.node_name(),
-            &crate::fleet::Role::Standalone,
-        ));
+        let node = settings.node_name();
+        let (pipeline, fleet) = match fleet_db {
+            // One host on SQLite: it always sends. The sender side of the
+            // fleet status is dropped; the receiver keeps its value.
+            None => {
+                let client = clients.build(&settings)?;
+                let pipeline =
+                    Pipeline::start(store.clone(), settings_rx.clone(), client, clock.clone())
+                        .await?;
+                let (_, fleet) = watch::channel(crate::fleet::FleetStatus::of(
+                    &node,
+                    &crate::fleet::Role::Standalone,
+                ));
+                (Sender::Standalone(pipeline), fleet)
+            }
+            // A fleet: the leader loop starts the pipeline if and while
+            // this node leads.
+            Some(db) => {
+                let (fleet_tx, fleet) = watch::channel(crate::fleet::FleetStatus::of(
+                    &node,
+                    &crate::fleet::Role::Follower { leader: None },
+                ));
+                let sending = Arc::new(leader::Sending::default());
+                let current = Arc::new(tokio::sync::Mutex::new(None));
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(leader::run(
+                    leader::LeaderParts {
+                        db,
+                        store: store.clone(),
+                        node: node.clone(),
+                        timing: crate::fleet::LeaseTiming::DEFAULT,
+                        settings: settings_rx.clone(),
+                        clients,
+                        clock: clock.clone(),
+                        sending: sending.clone(),
+                        fleet: fleet_tx,
+                        pipeline: current.clone(),
+                    },
+                    stop.clone(),
+                ));
+                tracing::info!(node = %node, "fleet mode: this node ingests; it sends while it leads");
+                (
+                    Sender::Fleet {
+                        sending,
+                        current,
+                        stop,
+                        task,
+                    },
+                    fleet,
+                )
+            }
+        };
         let state = IngestState {
             fleet,
             store: store.clone(),
@@ -245,7 +296,9 @@ impl Daemon {
         }
         let next = Arc::new(next);
         self.settings.send_replace(next.clone());
-        self.pipeline.settings_changed(&current, &next, client);
+        self.pipeline
+            .settings_changed(&current, &next, client)
+            .await;
         tracing::info!("configuration reloaded");
         Ok(())
     }
@@ -389,10 +442,65 @@ async fn bind(settings: &Settings, activated: systemd::Activated) -> Result<Boun
     })
 }
 
+/// What sends: the pipeline of a standalone host, or a fleet node's
+/// leader loop, which runs one while this node leads.
+enum Sender {
+    Standalone(Pipeline),
+    Fleet {
+        sending: Arc<leader::Sending>,
+        current: Arc<tokio::sync::Mutex<Option<Pipeline>>>,
+        stop: CancellationToken,
+        task: JoinHandle<()>,
+    },
+}
+
+impl Sender {
+    fn report(&self) -> Arc<dyn crate::report::PipelineReport> {
+        match self {
+            Sender::Standalone(pipeline) => pipeline.report(),
+            Sender::Fleet { sending, .. } => sending.clone(),
+        }
+    }
+
+    /// A reload reaches the pipeline running now; a pipeline started
+    /// later reads the new settings itself.
+    async fn settings_changed(
+        &self,
+        old: &Settings,
+        new: &Settings,
+        client: crate::cdn::CdnClient,
+    ) {
+        match self {
+            Sender::Standalone(pipeline) => pipeline.settings_changed(old, new, client),
+            Sender::Fleet { current, .. } => {
+                if let Some(pipeline) = current.lock().await.as_ref() {
+                    pipeline.settings_changed(old, new, client);
+                }
+            }
+        }
+    }
+
+    /// Stops sending; a fleet node then gives the lease back.
+    async fn shutdown(self, timeout: std::time::Duration) {
+        match self {
+            Sender::Standalone(pipeline) => pipeline.shutdown(timeout).await,
+            Sender::Fleet { stop, task, .. } => {
+                stop.cancel();
+                let _ = task.await;
+            }
+        }
+    }
+}
+
 /// Keys a reload cannot apply: said, not silently ignored.
 fn warn_restart_only(current: &Settings, next: &Settings) {
     for (what, changed) in [
         ("store.path", next.store.path != current.store.path),
+        (
+            "store.url",
+            next.derived.store_url.as_ref().map(ToString::to_string)
+                != current.derived.store_url.as_ref().map(ToString::to_string),
+        ),
         (
             "fleet.node_name",
             next.fleet.node_name != current.fleet.node_name,

@@ -121,9 +121,18 @@ impl TestDaemon {
     }
 
     pub fn write_config(&self, extra: &str) {
+        // A test that brings its own `[store]` (fleet mode's store.url)
+        // gets no SQLite file.
+        let store = if extra.contains("[store]") {
+            String::new()
+        } else {
+            format!(
+                "[store]\npath = \"{}\"\n",
+                self.dir.path().join("purgeq.db").display()
+            )
+        };
         let text = format!(
-            "[store]\npath = \"{}\"\n[ingest]\nsocket = \"{}\"\nhttp = \"{}\"\n[log]\nlevel = \"info,purgeq=debug\"\n{extra}",
-            self.dir.path().join("purgeq.db").display(),
+            "{store}[ingest]\nsocket = \"{}\"\nhttp = \"{}\"\n[log]\nlevel = \"info,purgeq=debug\"\n{extra}",
             self.socket.display(),
             self.http
         );

@@ -1,0 +1,263 @@
+//! Fleet mode: which node sends, and the pipeline only while it may.
+//!
+//! Every node of a fleet ingests and answers reads; one, the leader, runs
+//! the batcher, sender and tracker, because the CDN's rate limit and daily
+//! quota belong to the subscription. [`run`] is the loop that decides it:
+//! every `renew_every` it claims the lease (`store::fleet`), applies
+//! [`transition`] and acts on the answer:
+//!
+//! - **Elected**: the store writes as this node under the new term (the
+//!   fence), then the pipeline starts, which first recovers what a
+//!   former leader left `sending` or `submitted`, exactly as a restart.
+//! - **Renewed**: the lease is trusted again for `ttl - margin`.
+//! - **Deposed**, or the lease no longer trusted (PostgreSQL unreachable,
+//!   the process paused): the pipeline stops at once (no new call), and
+//!   the fence stays until its last task has ended, so a late write under
+//!   the old term (a call that was on the wire) is refused by the
+//!   database, not merely by this process. The next leader sends that
+//!   call's batch again.
+//!
+//! The loop also publishes the node's [`FleetStatus`] (`/v1/stats`,
+//! `/metrics`, `purgeq status`), and [`Sending`] is the pipeline report
+//! the rest of the daemon holds, whoever leads.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::cdn::ClientSource;
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::fleet::{FleetStatus, Lease, LeaseTiming, NodeName, Role, Term, Transition, transition};
+use crate::pipeline::Pipeline;
+use crate::report::{PipelineReport, PipelineStatus, SenderState, SenderStatus};
+use crate::store::Store;
+use crate::store::fleet::FleetDb;
+
+/// The pipeline report of a fleet node: the running pipeline's while this
+/// node leads, a quiet one while it follows (it is ready, and sends
+/// nothing; `fleet` in `/v1/stats` says who does).
+#[derive(Default)]
+pub(crate) struct Sending {
+    current: Mutex<Option<Arc<dyn PipelineReport>>>,
+}
+
+impl Sending {
+    fn set(&self, report: Option<Arc<dyn PipelineReport>>) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = report;
+    }
+
+    fn current(&self) -> Option<Arc<dyn PipelineReport>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl PipelineReport for Sending {
+    fn status(&self) -> PipelineStatus {
+        match self.current() {
+            Some(report) => report.status(),
+            None => PipelineStatus {
+                sender: SenderStatus {
+                    state: SenderState::Running,
+                    paused_reason: None,
+                    paused_for_seconds: None,
+                    throttled_for_seconds: None,
+                    throttled_total: 0,
+                    batches_in_flight: 0,
+                    last_error: None,
+                    last_error_at: None,
+                    calls: Default::default(),
+                },
+                quota: None,
+                endpoints_paused: Default::default(),
+            },
+        }
+    }
+
+    /// The leader hears of intents ingested elsewhere through the store's
+    /// change signal (`NOTIFY`); here only this node's own.
+    fn wake(&self) {
+        if let Some(report) = self.current() {
+            report.wake();
+        }
+    }
+
+    fn added(&self, count: usize) {
+        if let Some(report) = self.current() {
+            report.added(count);
+        }
+    }
+
+    fn alive(&self) -> bool {
+        self.current().is_none_or(|report| report.alive())
+    }
+}
+
+/// What the loop needs: the fleet's database, the node, and what a
+/// pipeline is started with.
+pub(crate) struct LeaderParts {
+    pub db: FleetDb,
+    pub store: Store,
+    pub node: NodeName,
+    pub timing: LeaseTiming,
+    pub settings: watch::Receiver<Arc<Settings>>,
+    pub clients: ClientSource,
+    pub clock: SharedClock,
+    pub sending: Arc<Sending>,
+    pub fleet: watch::Sender<FleetStatus>,
+    /// The running pipeline, shared with the daemon (a reload reaches it).
+    pub pipeline: Arc<tokio::sync::Mutex<Option<Pipeline>>>,
+}
+
+/// Claims, renews, and starts or stops the pipeline, until `stop`; then
+/// stops the pipeline gracefully (within `shutdown_timeout`) and gives
+/// the lease back, so another node takes over without waiting for it to
+/// lapse.
+pub(crate) async fn run(parts: LeaderParts, stop: CancellationToken) {
+    let mut lease: Option<Lease> = None;
+    let mut changes = parts.store.subscribe();
+    loop {
+        let asked_at = Instant::now();
+        let held = lease.map(|l| l.term);
+        match parts.db.claim(&parts.node, held, parts.timing.ttl).await {
+            Ok(claim) => match transition(held, &claim) {
+                Transition::Elected { term } => {
+                    if let Some(old) = held {
+                        stop_sending(&parts, old, "the lease was taken over in between").await;
+                    }
+                    lease = Some(Lease::new(term, asked_at, parts.timing));
+                    if let Err(error) = start_sending(&parts, term).await {
+                        // Not leading after all: give the lease back so
+                        // that a node that can lead does.
+                        tracing::error!(%error, term = term.get(), "cannot start sending as the fleet's leader");
+                        let _ = parts.db.release(&parts.node, term).await;
+                        lease = None;
+                        publish(&parts, Role::Follower { leader: None });
+                    }
+                }
+                Transition::Renewed { term } => {
+                    lease = Some(Lease::new(term, asked_at, parts.timing));
+                }
+                Transition::Deposed { holder } => {
+                    tracing::warn!(
+                        leader = ?holder.as_ref().map(|(n, t)| (n.as_str(), t.get())),
+                        "another node leads the fleet now: stopped sending"
+                    );
+                    if let Some(old) = held {
+                        stop_sending(&parts, old, "deposed").await;
+                    }
+                    lease = None;
+                    publish(&parts, Role::Follower { leader: holder });
+                }
+                Transition::Following { holder } => {
+                    publish(&parts, Role::Follower { leader: holder });
+                }
+            },
+            Err(error) => tracing::warn!(%error, "cannot reach the fleet's lease"),
+        }
+        // Until the next claim: wake the leader's batcher on other nodes'
+        // commits, and stop sending the moment the lease is not trusted.
+        let next = asked_at + parts.timing.renew_every;
+        loop {
+            let untrusted_at = lease.map(|l| Instant::now() + l.remaining(Instant::now()));
+            let wake_at = untrusted_at.map_or(next, |at| at.min(next));
+            tokio::select! {
+                () = stop.cancelled() => {
+                    leave(&parts, lease).await;
+                    return;
+                }
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        leave(&parts, lease).await;
+                        return;
+                    }
+                    parts.sending.wake();
+                    continue;
+                }
+                () = tokio::time::sleep_until(wake_at.into()) => {}
+            }
+            if let Some(current) = lease
+                && !current.is_trusted(Instant::now())
+            {
+                tracing::error!(
+                    term = current.term.get(),
+                    "the fleet's lease could not be renewed in time: stopped sending"
+                );
+                lease = None;
+                stop_sending(&parts, current.term, "lease not renewed").await;
+                publish(&parts, Role::Follower { leader: None });
+            }
+            if Instant::now() >= next {
+                break;
+            }
+        }
+    }
+}
+
+/// Leads under `term`: the fence first, so that the pipeline's first
+/// write (recovering a former leader's batches) is already checked.
+async fn start_sending(parts: &LeaderParts, term: Term) -> Result<(), String> {
+    parts.store.lead_as(Some((&parts.node, term)));
+    let settings = parts.settings.borrow().clone();
+    let client = parts.clients.build(&settings).map_err(|e| e.to_string())?;
+    let pipeline = Pipeline::start(
+        parts.store.clone(),
+        parts.settings.clone(),
+        client,
+        parts.clock.clone(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    parts.sending.set(Some(pipeline.report()));
+    *parts.pipeline.lock().await = Some(pipeline);
+    tracing::info!(term = term.get(), node = %parts.node, "this node leads the fleet: sending");
+    publish(parts, Role::Leader { term });
+    Ok(())
+}
+
+/// Stops the pipeline at once: no new batch, no new call. Calls on the
+/// wire are not waited for here; whatever they bring back cannot be
+/// recorded under `term` (the fence is lifted only once the pipeline's
+/// tasks have ended), and the next leader sends their batches again.
+async fn stop_sending(parts: &LeaderParts, term: Term, why: &str) {
+    parts.sending.set(None);
+    let Some(pipeline) = parts.pipeline.lock().await.take() else {
+        parts.store.stop_leading_as(term);
+        return;
+    };
+    tracing::info!(why, "stopping the pipeline: this node no longer leads");
+    let store = parts.store.clone();
+    let timeout = parts.settings.borrow().daemon.shutdown_timeout;
+    tokio::spawn(async move {
+        pipeline.shutdown(timeout).await;
+        store.stop_leading_as(term);
+    });
+}
+
+/// At shutdown: the pipeline stops as on a standalone host (calls on the
+/// wire finish and are recorded), then the lease is given back.
+async fn leave(parts: &LeaderParts, lease: Option<Lease>) {
+    parts.sending.set(None);
+    let timeout = parts.settings.borrow().daemon.shutdown_timeout;
+    if let Some(pipeline) = parts.pipeline.lock().await.take() {
+        pipeline.shutdown(timeout).await;
+    }
+    if let Some(lease) = lease {
+        match parts.db.release(&parts.node, lease.term).await {
+            Ok(_) => tracing::info!("gave the fleet's lease back"),
+            Err(error) => tracing::warn!(%error, "could not give the fleet's lease back"),
+        }
+    }
+    parts.store.lead_as(None);
+}
+
+fn publish(parts: &LeaderParts, role: Role) {
+    parts
+        .fleet
+        .send_replace(FleetStatus::of(&parts.node, &role));
+}

@@ -1,0 +1,325 @@
+//! Fleet mode (issue 18), as a user runs it: three `purgeq serve`
+//! processes on one fresh PostgreSQL database, one emulator as the
+//! subscription's CDN. Skipped, saying so, without a server (unless
+//! `PURGEQ_REQUIRE_POSTGRES` is set, as in CI).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::postgres::TestDatabase;
+use common::*;
+use purgeq::cdn::emulator::{EmulatorHandle, Knobs, TaskKind};
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+/// A node's configuration: the shared database, its own name, and the
+/// emulator as the CDN.
+fn node_config(db: &TestDatabase, name: &str, emulator: &EmulatorHandle, extra: &str) -> String {
+    format!(
+        "[store]\nurl = \"{}\"\n[fleet]\nnode_name = \"{name}\"\n{}\
+         [tracker]\npoll_interval = \"100ms\"\n{extra}",
+        db.url,
+        cdn_section(emulator, KEY_VALUE)
+    )
+}
+
+async fn start_nodes(db: &TestDatabase, emulator: &EmulatorHandle, extra: &str) -> Vec<TestDaemon> {
+    let mut nodes = Vec::new();
+    for name in ["node-1", "node-2", "node-3"] {
+        nodes.push(TestDaemon::start(&node_config(db, name, emulator, extra)).await);
+    }
+    nodes
+}
+
+/// Each node's `fleet` object, once exactly one node leads and every
+/// other names it.
+async fn one_leader(nodes: &[&TestDaemon], within: Duration) -> (usize, Vec<Value>) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut fleets = Vec::new();
+        for node in nodes {
+            fleets.push(node.stats().await["fleet"].clone());
+        }
+        let leaders: Vec<usize> = (0..fleets.len())
+            .filter(|&i| fleets[i]["role"] == "leader")
+            .collect();
+        if let [leader] = leaders[..] {
+            let name = fleets[leader]["node"].clone();
+            if fleets.iter().all(|f| f["leader"] == name) {
+                return (leader, fleets);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single leader within {within:?}: {fleets:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How often the emulator was asked to purge each URL.
+fn purges(emulator: &EmulatorHandle) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for entry in emulator.journal() {
+        if entry.operation == TaskKind::Purge {
+            for url in entry.files.into_iter().chain(entry.directories) {
+                *seen.entry(url).or_default() += 1;
+            }
+        }
+    }
+    seen
+}
+
+fn host(i: usize) -> &'static str {
+    ENDPOINTS[i % 3].1
+}
+
+/// Posts `urls` to `node`; the request's id.
+async fn post(node: &TestDaemon, urls: &[String]) -> String {
+    let (status, body) = node.post("/v1/purges", &json!({ "urls": urls })).await;
+    assert_eq!(status, 202, "{body}");
+    body["id"].as_str().expect("id").to_owned()
+}
+
+/// Every node's URLs purged, the shared ones once, and the emulator's
+/// rate limit (below the three nodes' configured rates together, above
+/// one node's) never answered `RequestThrottled`: the fleet sends as one.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_are_one_queue_and_one_rate_budget() {
+    let Some(db) = TestDatabase::create("three_nodes_are_one_queue_and_one_rate_budget").await
+    else {
+        return;
+    };
+    let emulator = emulator(Knobs {
+        requests_per_second: 8.0,
+        burst: 8,
+        ..fast_knobs()
+    })
+    .await;
+    // Each node may send 5 calls a second: 15 together, over the 8 the
+    // subscription allows; one node alone stays under it. A 3 s linger:
+    // the shared URLs are posted on every node while they are pending
+    // (dedup is against what is pending; one posted after its purge
+    // succeeded is purged again, as on a single host).
+    let nodes = start_nodes(
+        &db,
+        &emulator,
+        "[sender]\nrequests_per_second = 5\nburst = 5\n\
+         [batch]\nlinger = \"3s\"\nmax_files = 5\n",
+    )
+    .await;
+    let all: Vec<&TestDaemon> = nodes.iter().collect();
+    let (leader, fleets) = one_leader(&all, Duration::from_secs(15)).await;
+    let term = fleets[leader]["term"].as_i64().expect("a term");
+    assert!(term >= 1);
+
+    let mut requests = Vec::new();
+    let mut expected = Vec::new();
+    // First the shared URLs, each round on every node: at most 4 per
+    // endpoint, under a full batch (5), so they wait out the linger and
+    // are pending when the other nodes post them.
+    for r in 0..4 {
+        let shared: Vec<String> = (0..3)
+            .map(|u| format!("http://{}/shared/r{r}/u{u}.css", host(u)))
+            .collect();
+        expected.extend(shared.iter().cloned());
+        for (n, node) in nodes.iter().enumerate() {
+            requests.push((n, post(node, &shared).await));
+        }
+    }
+    for (n, node) in nodes.iter().enumerate() {
+        for r in 0..4 {
+            let own: Vec<String> = (0..5)
+                .map(|u| format!("http://{}/node{n}/r{r}/u{u}.js", host(u)))
+                .collect();
+            expected.extend(own.iter().cloned());
+            requests.push((n, post(node, &own).await));
+        }
+    }
+    // Every request reads `succeeded` on the node it was posted to: the
+    // leader recorded the results; the others' ?wait heard of them.
+    for (n, id) in &requests {
+        let (status, view) = nodes[*n].get(&format!("/v1/purges/{id}?wait=60")).await;
+        assert_eq!(status, 200, "{view}");
+        assert_eq!(view["state"], "succeeded", "{view:#}");
+    }
+    let seen = purges(&emulator);
+    for url in &expected {
+        assert_eq!(
+            seen.get(url),
+            Some(&1),
+            "{url} purged {:?} times",
+            seen.get(url)
+        );
+    }
+    assert_eq!(seen.len(), expected.len(), "nothing else purged");
+    let stats = emulator.stats();
+    assert_eq!(stats.get("RequestThrottled"), None, "{stats:?}");
+    // Every node reads the same history.
+    for node in &nodes {
+        let stats = node.stats().await;
+        assert_eq!(
+            items(&stats, "succeeded"),
+            expected.len() as u64,
+            "{stats:#}"
+        );
+    }
+    // The leader says so on /metrics; a follower does not.
+    for (n, node) in nodes.iter().enumerate() {
+        let text = node
+            .client()
+            .get(format!("http://{}/metrics", node.http))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let expected = if n == leader { 1 } else { 0 };
+        assert!(
+            text.lines()
+                .any(|l| l == format!("purgeq_fleet_leader {expected}")),
+            "node {n}: {text}"
+        );
+    }
+    drop(nodes);
+    db.drop_now().await;
+}
+
+/// The leader is killed (`kill -9`) while it drains: another node leads
+/// within 10 s, a request posted to a follower is answered `succeeded` by
+/// `?wait`, and every URL accepted before the kill is purged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_leader_is_replaced_within_ten_seconds() {
+    let Some(db) = TestDatabase::create("a_killed_leader_is_replaced_within_ten_seconds").await
+    else {
+        return;
+    };
+    let emulator = emulator(fast_knobs()).await;
+    // Slow sending, so the kill lands mid-drain.
+    let mut nodes = start_nodes(
+        &db,
+        &emulator,
+        "[sender]\nrequests_per_second = 4\nburst = 1\n[batch]\nlinger = \"100ms\"\nmax_files = 2\n",
+    )
+    .await;
+    let all: Vec<&TestDaemon> = nodes.iter().collect();
+    let (leader, _) = one_leader(&all, Duration::from_secs(15)).await;
+    let follower = (leader + 1) % 3;
+    let urls: Vec<String> = (0..40)
+        .map(|u| format!("http://{}/drain/u{u}.js", host(u)))
+        .collect();
+    let before = post(&nodes[follower], &urls).await;
+    // Let the leader start sending, then kill it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while purges(&emulator).is_empty() {
+        assert!(Instant::now() < deadline, "the leader never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nodes[leader].kill9();
+    let killed_at = Instant::now();
+    let survivors: Vec<&TestDaemon> = (0..3).filter(|&i| i != leader).map(|i| &nodes[i]).collect();
+    let (_, fleets) = one_leader(&survivors, Duration::from_secs(10)).await;
+    let took = killed_at.elapsed();
+    assert!(took < Duration::from_secs(10), "failover took {took:?}");
+    eprintln!("failover: a new leader after {took:?}: {fleets:?}");
+
+    let after = post(
+        &nodes[follower],
+        &["http://a.example.com/after.js".to_owned()],
+    )
+    .await;
+    for id in [&before, &after] {
+        let (status, view) = nodes[follower]
+            .get(&format!("/v1/purges/{id}?wait=90"))
+            .await;
+        assert_eq!(status, 200, "{view}");
+        assert_eq!(view["state"], "succeeded", "{view:#}");
+    }
+    let seen = purges(&emulator);
+    for url in &urls {
+        assert!(seen.contains_key(url), "{url} never purged");
+    }
+    // The killed node comes back as a follower: it does not lead again
+    // under its old term, and reads what the new leader did.
+    nodes[leader].launch().await;
+    let all: Vec<&TestDaemon> = nodes.iter().collect();
+    let (now_leading, fleets) = one_leader(&all, Duration::from_secs(15)).await;
+    assert_ne!(now_leading, leader, "{fleets:?}");
+    drop(nodes);
+    db.drop_now().await;
+}
+
+/// PostgreSQL's connections are killed (`pg_terminate_backend`, as a
+/// server restart does) while a node ingests: a request it cannot commit
+/// is answered 503 with `Retry-After`, never 202; the node reconnects by
+/// itself, and every request answered 202 is purged.
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_connections_are_503s_then_work_resumes_with_nothing_lost() {
+    let Some(db) =
+        TestDatabase::create("lost_connections_are_503s_then_work_resumes_with_nothing_lost").await
+    else {
+        return;
+    };
+    let emulator = emulator(fast_knobs()).await;
+    let node = TestDaemon::start(&node_config(
+        &db,
+        "node-1",
+        &emulator,
+        "[batch]\nlinger = \"100ms\"\n",
+    ))
+    .await;
+    one_leader(&[&node], Duration::from_secs(15)).await;
+    let mut admin = sqlx::PgConnection::connect_with(db.url.connect_options())
+        .await
+        .expect("admin");
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for round in 0..30 {
+        if round % 10 == 5 {
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_all(&mut admin)
+            .await
+            .expect("terminate");
+            assert!(!killed.is_empty());
+        }
+        let url = format!("http://a.example.com/outage/{round}.js");
+        let response = node
+            .client()
+            .post(format!("http://{}/v1/purges", node.http))
+            .json(&json!({ "urls": [&url] }))
+            .send()
+            .await
+            .expect("an answer");
+        match response.status().as_u16() {
+            202 => accepted.push(url),
+            503 => {
+                assert!(response.headers().contains_key("retry-after"));
+                refused += 1;
+            }
+            other => panic!("{other}: {}", response.text().await.unwrap_or_default()),
+        }
+    }
+    assert!(
+        accepted.len() >= 25,
+        "{} accepted, {refused} refused",
+        accepted.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = purges(&emulator);
+        let missing: Vec<&String> = accepted.iter().filter(|u| !seen.contains_key(*u)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never purged: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(node);
+    db.drop_now().await;
+}
