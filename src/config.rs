@@ -1218,6 +1218,30 @@ mod tests {
     }
 
     #[test]
+    fn store_url_selects_postgres_never_shows_its_password_and_excludes_store_path() {
+        let settings = load_text(
+            "[store]\nurl = \"postgres://deploy:s3cret@db.internal:5432/purgeq\"\n",
+            &[],
+        )
+        .expect("fleet");
+        let url = settings.derived.store_url.as_ref().expect("parsed");
+        assert_eq!(url.to_string(), "postgres://deploy@db.internal:5432/purgeq");
+        assert!(!format!("{settings:?}").contains("s3cret"));
+        let error = load_text(
+            "[store]\npath = \"x.db\"\nurl = \"postgres://deploy:s3cret@db/purgeq\"\n",
+            &[],
+        )
+        .expect_err("both");
+        let text = error.to_string();
+        assert!(text.contains("store.url and store.path are both set"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let error = load_text("[store]\nurl = \"mysql://root:hunter2@db/x\"\n", &[])
+            .expect_err("not postgres");
+        assert!(error.to_string().contains("store.url"), "{error}");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+
+    #[test]
     fn the_sample_configuration_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/purgeq.toml");
         let settings = Settings::load(Some(&path), &HashMap::new()).expect("sample config");
