@@ -3,6 +3,8 @@
 //! they say (issue 12, item 8: `received_at > datetime('now', '-1 day')`
 //! compared `…T…Z` text with `… …` text and returned every row).
 
+mod common;
+
 use purgeq::config::StoreSettings;
 use purgeq::store::{CutLimits, ItemResult, NewRequest, QuotaAccount, Store, Timestamp};
 use purgeq::target::{Kind, PurgeTarget};
@@ -112,6 +114,62 @@ async fn every_sql_example_in_the_readme_runs_and_means_what_it_says() {
             assert_eq!(rows.len(), 1, "only the failure of the last day: {query}");
         }
     }
+}
+
+/// Every query of a `psql -X "postgres://…" -c "QUERY"` line (the Fleet
+/// section).
+fn readme_psql_queries() -> Vec<String> {
+    README
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("psql -X \"postgres://")?;
+            let (_, query) = rest.split_once("\" -c \"")?;
+            Some(query.strip_suffix('"')?.to_owned())
+        })
+        .collect()
+}
+
+/// The Fleet section's `psql` examples run against a fleet's database
+/// (the same tables and views as SQLite's, and the lease).
+#[tokio::test]
+async fn every_psql_example_in_the_readme_runs() {
+    let Some(db) =
+        common::postgres::TestDatabase::create("every_psql_example_in_the_readme_runs").await
+    else {
+        return;
+    };
+    let fleet = purgeq::store::fleet::FleetDb::connect(&db.url)
+        .await
+        .expect("connect");
+    let node = purgeq::fleet::NodeName::parse("deploy-1").expect("name");
+    fleet
+        .claim(&node, None, std::time::Duration::from_secs(6))
+        .await
+        .expect("claim");
+    let store = Store::open_postgres(&fleet).await.expect("open");
+    failed_request(
+        &store,
+        "http://e.com/new.js",
+        time::OffsetDateTime::now_utc(),
+    )
+    .await;
+    let queries = readme_psql_queries();
+    assert!(
+        queries.len() >= 4,
+        "the README's psql queries were not found: {queries:?}"
+    );
+    let mut conn = sqlx::PgConnection::connect_with(db.url.connect_options())
+        .await
+        .expect("psql");
+    for query in &queries {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query.clone()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert!(!rows.is_empty(), "{query} found nothing");
+    }
+    store.close().await;
+    db.drop_now().await;
 }
 
 /// The README's shell block under "Posting intents", with the commands
