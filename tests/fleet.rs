@@ -323,3 +323,58 @@ async fn lost_connections_are_503s_then_work_resumes_with_nothing_lost() {
     drop(node);
     db.drop_now().await;
 }
+
+/// A leader stopped (SIGSTOP) past its lease is replaced; resumed
+/// (SIGCONT), it stops sending on its own at once and follows, and its
+/// pipeline records nothing under the old term: every URL ends
+/// `succeeded` exactly as the new leader recorded it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_leader_comes_back_as_a_follower_and_writes_nothing() {
+    let Some(db) =
+        TestDatabase::create("a_paused_leader_comes_back_as_a_follower_and_writes_nothing").await
+    else {
+        return;
+    };
+    let emulator = emulator(fast_knobs()).await;
+    let nodes = start_nodes(
+        &db,
+        &emulator,
+        "[sender]\nrequests_per_second = 4\nburst = 1\n[batch]\nlinger = \"100ms\"\nmax_files = 2\n",
+    )
+    .await;
+    let all: Vec<&TestDaemon> = nodes.iter().collect();
+    let (old, fleets) = one_leader(&all, Duration::from_secs(15)).await;
+    let old_term = fleets[old]["term"].as_i64().expect("term");
+    let follower = (old + 1) % 3;
+    let urls: Vec<String> = (0..20)
+        .map(|u| format!("http://{}/paused/u{u}.js", host(u)))
+        .collect();
+    let id = post(&nodes[follower], &urls).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while purges(&emulator).is_empty() {
+        assert!(Instant::now() < deadline, "the leader never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nodes[old].signal("STOP");
+    let others: Vec<&TestDaemon> = (0..3).filter(|&i| i != old).map(|i| &nodes[i]).collect();
+    let (_, fleets) = one_leader(&others, Duration::from_secs(10)).await;
+    let new_term = fleets[0]["term"].as_i64().expect("term");
+    assert!(new_term > old_term, "{fleets:?}");
+    nodes[old].signal("CONT");
+    // Back, it sees its lease lapsed and follows the new leader.
+    let (now_leading, fleets) = one_leader(&all, Duration::from_secs(10)).await;
+    assert_ne!(now_leading, old, "{fleets:?}");
+    assert_eq!(fleets[old]["role"], "follower", "{fleets:?}");
+    let (status, view) = nodes[follower]
+        .get(&format!("/v1/purges/{id}?wait=90"))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["state"], "succeeded", "{view:#}");
+    let logs = nodes[old].logs();
+    assert!(
+        logs.contains("stopped sending") || logs.contains("no longer leads"),
+        "the old leader did not say it stopped:\n{logs}"
+    );
+    drop(nodes);
+    db.drop_now().await;
+}

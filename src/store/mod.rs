@@ -73,8 +73,10 @@ pub enum StoreError {
         cause: Option<Cause>,
     },
     /// Another connection (an operator's `sqlite3` holding a write
-    /// transaction) kept the lock past the busy timeout: nothing is wrong
-    /// with the store, try again shortly.
+    /// transaction, a PostgreSQL lock past its timeout) kept the lock, or
+    /// a fleet node's write was refused because it no longer leads:
+    /// nothing is wrong with the store, try again shortly (`reason` says
+    /// which).
     Busy { reason: String, cause: Cause },
     /// The writer task is gone (shutting down).
     Closed,
@@ -91,9 +93,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Unavailable { reason, .. } => {
                 write!(f, "the store cannot write: {reason}")
             }
-            StoreError::Busy { reason, .. } => {
-                write!(f, "the database is locked by another connection: {reason}")
-            }
+            StoreError::Busy { reason, .. } => write!(f, "the write must wait: {reason}"),
             StoreError::Closed => f.write_str("the store is shutting down"),
             StoreError::Internal { context, .. } => write!(f, "store error: {context}"),
         }
