@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
-#[allow(dead_code)] // each benchmark uses part of the helpers
 mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_purgeq");

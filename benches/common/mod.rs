@@ -1,5 +1,8 @@
 //! Helpers shared by the benchmarks.
 
+// Each benchmark uses part of the helpers.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,14 +36,36 @@ impl BenchDaemon {
         sections: &str,
     ) -> BenchDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
+        let db = db.map_or_else(|| dir.path().join("purgeq.db"), PathBuf::from);
+        let store = format!("[store]\npath = \"{}\"\n{store_extra}", db.display());
+        Self::start_in(binary, dir, &store, ingest_extra, sections)
+    }
+
+    /// As [`BenchDaemon::start`], with `store` as the whole `[store]`
+    /// section (fleet mode's `url`).
+    pub fn start_with_store(
+        binary: &str,
+        store: &str,
+        ingest_extra: &str,
+        sections: &str,
+    ) -> BenchDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(binary, dir, store, ingest_extra, sections)
+    }
+
+    fn start_in(
+        binary: &str,
+        dir: tempfile::TempDir,
+        store: &str,
+        ingest_extra: &str,
+        sections: &str,
+    ) -> BenchDaemon {
         let socket = dir.path().join("purgeq.sock");
         let config = dir.path().join("purgeq.toml");
-        let db = db.map_or_else(|| dir.path().join("purgeq.db"), PathBuf::from);
         std::fs::write(
             &config,
             format!(
-                "[store]\npath = \"{}\"\n{store_extra}[ingest]\nsocket = \"{}\"\nhttp = \"\"\n{ingest_extra}{sections}",
-                db.display(),
+                "{store}[ingest]\nsocket = \"{}\"\nhttp = \"\"\n{ingest_extra}{sections}",
                 socket.display()
             ),
         )

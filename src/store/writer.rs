@@ -360,6 +360,7 @@ async fn run_postgres(
 ) {
     let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
     let mut stop: Option<oneshot::Sender<()>> = None;
+    let mut growth = Growth::default();
     while stop.is_none() && jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
         stop = take_stop(&mut group);
         if group.is_empty() {
@@ -397,14 +398,18 @@ async fn run_postgres(
                 }
             }
             result => {
+                let new_items = if result.is_ok() { new_items(&group) } else { 0 };
                 settle_group(
-                    &mut Conn::Postgres(connection),
+                    &mut Conn::Postgres(&mut *connection),
                     &signals,
                     &mut group,
                     result,
                     fence,
                 )
-                .await
+                .await;
+                if growth.added(new_items) {
+                    analyze(connection).await;
+                }
             }
         }
     }
@@ -416,6 +421,67 @@ async fn run_postgres(
             tracing::warn!(%error, "closing the store's write connection");
         }
         let _ = reply.send(());
+    }
+}
+
+/// Items the enqueues of a committed group added.
+fn new_items(group: &[Command]) -> u64 {
+    group
+        .iter()
+        .map(|c| match c {
+            Command::Enqueue {
+                output: Some(outcome),
+                ..
+            } => outcome.new as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// When the queue has grown enough that PostgreSQL's statistics may lie.
+///
+/// Without statistics (a fleet database that grew from empty faster than
+/// autovacuum, which looks once a minute, analyzes it) PostgreSQL links
+/// each URL through the `items_state` range of every pending item of its
+/// endpoint instead of the unique `items_pending` index: measured at 370
+/// single-URL requests/s, p50 163 ms, with 400,000 pending (BENCHMARKS.md).
+/// So the writer analyzes the queue's tables itself after 10,000 new
+/// items, then after twice as many each time: a handful of `ANALYZE`s
+/// over any growth, none in a steady state, which autovacuum keeps.
+#[derive(Debug, Default)]
+struct Growth {
+    since: u64,
+    next: u64,
+}
+
+impl Growth {
+    const FIRST: u64 = 10_000;
+
+    /// `n` more items; true when it is time to analyze.
+    fn added(&mut self, n: u64) -> bool {
+        if self.next == 0 {
+            self.next = Self::FIRST;
+        }
+        self.since += n;
+        if self.since < self.next {
+            return false;
+        }
+        self.since = 0;
+        self.next = self.next.saturating_mul(2);
+        true
+    }
+}
+
+/// `ANALYZE` of the tables enqueue reads, outside any transaction; a
+/// failure only means the plans wait for autovacuum.
+async fn analyze(conn: &mut PgConnection) {
+    let started = std::time::Instant::now();
+    match sqlx::query("ANALYZE items, request_items, preloads")
+        .execute(&mut *conn)
+        .await
+    {
+        Ok(_) => tracing::debug!(took = ?started.elapsed(), "analyzed the queue's tables"),
+        Err(error) => tracing::warn!(%error, "could not analyze the queue's tables"),
     }
 }
 
@@ -672,5 +738,21 @@ async fn rollback(conn: &mut Conn<'_>) {
     // does after SQLITE_FULL), or PostgreSQL's connection is gone.
     if let Err(error) = on_conn!(conn, c => sqlx::query("ROLLBACK").execute(c).await.map(|_| ())) {
         tracing::debug!(%error, "rollback after a failed group");
+    }
+}
+
+#[cfg(test)]
+mod growth_tests {
+    use super::Growth;
+
+    #[test]
+    fn statistics_are_refreshed_after_growth_then_ever_more_rarely() {
+        let mut growth = Growth::default();
+        assert!(!growth.added(9_999));
+        assert!(growth.added(1), "10,000 new items");
+        assert!(!growth.added(19_999));
+        assert!(growth.added(1), "20,000 more");
+        let analyses = (0..1_000).filter(|_| growth.added(1_000)).count();
+        assert_eq!(analyses, 4, "40k, 80k, 160k, 320k more over 1,000,000");
     }
 }

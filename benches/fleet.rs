@@ -1,0 +1,301 @@
+//! Fleet benchmark (issue 18): `cargo bench --bench fleet`.
+//!
+//! Needs a PostgreSQL server (`PURGEQ_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each run creates a
+//! fresh database and drops it after. Starts the real daemon binary
+//! (release build) and measures, over the Unix socket:
+//!
+//! 1. one node on SQLite beside one node on PostgreSQL, same run, sending
+//!    held back: 1,000-URL requests from 4 clients (URLs/s), and
+//!    single-URL requests from 64 clients for 10 s (requests/s, p50, p99);
+//! 2. three PostgreSQL nodes ingesting at once (single-URL requests, 32
+//!    clients each): requests/s together, p99;
+//! 3. failover: the leader killed (`kill -9`), time until another node's
+//!    `/v1/stats` says it leads, and until its first purge call was
+//!    answered (its own `sender.calls`), median of 5 runs.
+//!
+//! `PURGEQ_BENCH_SCALE=0.1` shrinks the counts.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::Connection;
+
+mod common;
+
+const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
+const HELD: &str = "[batch]\nlinger = \"1000h\"\nmax_files = 1000000000\nmax_directories = 1000000000\n\
+                    [quota]\npromote = \"never\"\n[log]\nlevel = \"warn\"\n\
+                    [[cdn.endpoints]]\nid = \"bench\"\nhosts = [\"bench.example.com\"]\n";
+
+fn scale(n: usize) -> usize {
+    let factor: f64 = std::env::var("PURGEQ_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    ((n as f64 * factor) as usize).max(1)
+}
+
+fn server() -> String {
+    std::env::var("PURGEQ_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database on the server; its URL.
+async fn create_database(name: &str) -> String {
+    let mut admin = sqlx::PgConnection::connect(&server())
+        .await
+        .expect("a PostgreSQL server (PURGEQ_TEST_DATABASE_URL)");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("drop");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create");
+    let server = server();
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+async fn drop_database(name: &str) {
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&server()).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await;
+    }
+}
+
+fn pg_node(url: &str, name: &str, sections: &str) -> common::BenchDaemon {
+    common::BenchDaemon::start_with_store(
+        BIN,
+        &format!("[store]\nurl = \"{url}\"\n[fleet]\nnode_name = \"{name}\"\n"),
+        "",
+        sections,
+    )
+}
+
+fn client(socket: &Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .unix_socket(socket.to_owned())
+        .pool_max_idle_per_host(128)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
+async fn post(client: &reqwest::Client, urls: Vec<String>) -> Duration {
+    let started = Instant::now();
+    let response = client
+        .post("http://localhost/v1/purges")
+        .json(&json!({ "urls": urls }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+    started.elapsed()
+}
+
+async fn get(socket: &Path, path: &str) -> serde_json::Value {
+    client(socket)
+        .get(format!("http://localhost{path}"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+fn urls(prefix: &str, from: usize, count: usize) -> Vec<String> {
+    (from..from + count)
+        .map(|i| format!("http://bench.example.com/{prefix}/{}/{i}.js", i % 97))
+        .collect()
+}
+
+async fn batch_ingest(socket: &Path, requests_per_client: usize, prefix: &str) -> f64 {
+    let client = client(socket);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let client = client.clone();
+        let prefix = format!("{prefix}{c}");
+        tasks.push(tokio::spawn(async move {
+            for r in 0..requests_per_client {
+                post(&client, urls(&prefix, r * 1000, 1000)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client");
+    }
+    (4 * requests_per_client * 1000) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Single-URL requests from `clients` clients on each socket at once for
+/// `duration`: (requests/s, p50, p99, count), all sockets together.
+async fn single_url(
+    sockets: &[&Path],
+    clients: usize,
+    duration: Duration,
+    prefix: &str,
+) -> (f64, Duration, Duration, usize) {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for (s, socket) in sockets.iter().enumerate() {
+        let client = client(socket);
+        for c in 0..clients {
+            let client = client.clone();
+            let prefix = format!("{prefix}{s}-{c}");
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    latencies.push(post(&client, urls(&prefix, i, 1)).await);
+                    i += 1;
+                }
+                latencies
+            }));
+        }
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("client"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    (
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        at(0.50),
+        at(0.99),
+        latencies.len(),
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The index of the node whose `/v1/stats` says it leads, once exactly
+/// one of `sockets` does.
+async fn leader_of(sockets: &[&Path], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut leaders = Vec::new();
+        for (i, socket) in sockets.iter().enumerate() {
+            if get(socket, "/v1/stats").await["fleet"]["role"] == "leader" {
+                leaders.push(i);
+            }
+        }
+        if let [one] = leaders[..] {
+            return one;
+        }
+        assert!(Instant::now() < deadline, "no single leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let requests = scale(100);
+    let single = Duration::from_secs_f64(10.0 * scale(10) as f64 / 10.0);
+
+    // 1. One node on each store, same run.
+    let sqlite = common::BenchDaemon::start(BIN, "", "", HELD);
+    let db = create_database("purgeq_bench_one").await;
+    let pg = pg_node(&db, "bench-1", HELD);
+    leader_of(&[&pg.socket], Duration::from_secs(20)).await;
+    println!(
+        "== one node, {requests} x 1,000-URL requests from 4 clients; single-URL requests from 64 clients for {single:?}"
+    );
+    for (name, socket) in [("SQLite", &sqlite.socket), ("PostgreSQL", &pg.socket)] {
+        let rate = batch_ingest(socket, requests, "batch").await;
+        let (rps, p50, p99, n) = single_url(&[socket], 64, single, "one").await;
+        println!(
+            "{name:>10}: batch {rate:>9.0} URLs/s | single {rps:>7.0} req/s, p50 {:.1} ms, p99 {:.1} ms ({n} requests)",
+            ms(p50),
+            ms(p99)
+        );
+    }
+    drop(sqlite);
+    drop(pg);
+    drop_database("purgeq_bench_one").await;
+
+    // 2. Three nodes ingesting at once.
+    let db = create_database("purgeq_bench_three").await;
+    let nodes: Vec<common::BenchDaemon> = (1..=3)
+        .map(|i| pg_node(&db, &format!("bench-{i}"), HELD))
+        .collect();
+    let sockets: Vec<&Path> = nodes.iter().map(|n| n.socket.as_path()).collect();
+    leader_of(&sockets, Duration::from_secs(20)).await;
+    let (rps, p50, p99, n) = single_url(&sockets, 32, single, "three").await;
+    println!(
+        "== three PostgreSQL nodes at once, 32 clients each: {rps:.0} req/s together, p50 {:.1} ms, p99 {:.1} ms ({n} requests)",
+        ms(p50),
+        ms(p99)
+    );
+    drop(nodes);
+    drop_database("purgeq_bench_three").await;
+
+    // 3. Failover, median of 5: kill -9 the leader, time until another
+    // node leads and makes its first purge call.
+    let mut times = Vec::new();
+    let sending = "[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 2\nburst = 1\n\
+                   [log]\nlevel = \"warn\"\n";
+    for run in 0..5 {
+        let name = format!("purgeq_bench_failover_{run}");
+        let db = create_database(&name).await;
+        let mut nodes: Vec<common::BenchDaemon> = (1..=3)
+            .map(|i| pg_node(&db, &format!("bench-{i}"), sending))
+            .collect();
+        let sockets: Vec<std::path::PathBuf> = nodes.iter().map(|n| n.socket.clone()).collect();
+        let refs: Vec<&Path> = sockets.iter().map(|p| p.as_path()).collect();
+        let leader = leader_of(&refs, Duration::from_secs(20)).await;
+        let client = client(refs[(leader + 1) % 3]);
+        post(
+            &client,
+            (0..200)
+                .map(|i| format!("http://www.example.com/failover/{i}.js"))
+                .collect(),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = nodes[leader].child.kill();
+        let _ = nodes[leader].child.wait();
+        let killed = Instant::now();
+        let rest: Vec<&Path> = (0..3).filter(|&i| i != leader).map(|i| refs[i]).collect();
+        let new = leader_of(&rest, Duration::from_secs(30)).await;
+        let elected = killed.elapsed();
+        // The new leader's pipeline started at its election: its first
+        // purge call shows in its own call counts.
+        loop {
+            let stats = get(rest[new], "/v1/stats").await;
+            let called = stats["sender"]["calls"]
+                .as_object()
+                .is_some_and(|calls| calls.keys().any(|k| k.starts_with("purge:")));
+            if called {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sent = killed.elapsed();
+        println!("failover run {run}: new leader after {elected:.2?}, sending after {sent:.2?}");
+        times.push(sent);
+        drop(nodes);
+        drop_database(&name).await;
+    }
+    times.sort();
+    println!(
+        "== failover (kill -9 -> the new leader sends): median {:.2?} of {}",
+        times[times.len() / 2],
+        times.len()
+    );
+}
