@@ -378,3 +378,72 @@ async fn a_paused_leader_comes_back_as_a_follower_and_writes_nothing() {
     drop(nodes);
     db.drop_now().await;
 }
+
+/// The day's quota belongs to the subscription: three nodes, each posting
+/// more than the day allows, together send exactly what it allows, and
+/// the emulator never refuses a call for quota. The rest waits, pending,
+/// for the next quota day.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_share_one_quota_and_never_overspend_it() {
+    let Some(db) = TestDatabase::create("three_nodes_share_one_quota_and_never_overspend_it").await
+    else {
+        return;
+    };
+    const DAY: u64 = 30;
+    let emulator = emulator(Knobs {
+        files_per_day: DAY,
+        ..fast_knobs()
+    })
+    .await;
+    let nodes = start_nodes(
+        &db,
+        &emulator,
+        &format!(
+            "[batch]\nlinger = \"100ms\"\nmax_files = 4\n\
+             [quota]\nfiles_per_day = {DAY}\npromote = \"never\"\n"
+        ),
+    )
+    .await;
+    let all: Vec<&TestDaemon> = nodes.iter().collect();
+    let (leader, _) = one_leader(&all, Duration::from_secs(15)).await;
+    for (n, node) in nodes.iter().enumerate() {
+        for r in 0..4 {
+            let urls: Vec<String> = (0..5)
+                .map(|u| format!("http://{}/quota/n{n}/r{r}/{u}.js", host(u)))
+                .collect();
+            post(node, &urls).await;
+        }
+    }
+    // 60 files asked for, 30 allowed: wait until the day is spent and
+    // nothing is in flight.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = nodes[leader].stats().await;
+        if items(&stats, "succeeded") == DAY
+            && items(&stats, "sending") == 0
+            && items(&stats, "submitted") == 0
+        {
+            assert_eq!(items(&stats, "pending"), 60 - DAY, "{stats:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let purged: usize = purges(&emulator).values().sum();
+    assert_eq!(purged as u64, DAY, "exactly the day's quota was sent");
+    let stats = emulator.stats();
+    assert_eq!(stats.get("QuotaExceeded"), None, "{stats:?}");
+    // Every node says why the rest waits (the leader wrote it to the
+    // shared `waits` table).
+    for node in &nodes {
+        let stats = node.stats().await;
+        assert!(
+            stats["waiting"]
+                .as_array()
+                .is_some_and(|w| w.iter().any(|w| w["scope"] == "quota:file")),
+            "{stats:#}"
+        );
+    }
+    drop(nodes);
+    db.drop_now().await;
+}
