@@ -261,7 +261,7 @@ impl Store {
             count(
                 "SELECT count(*) FROM (SELECT 1 FROM items
                   WHERE state = 'pending' AND endpoint_id = $1 AND kind = $2 AND not_before <= $3
-                  LIMIT $4)",
+                  LIMIT $4) AS eligible",
             )
             .await?
         };
@@ -274,7 +274,7 @@ impl Store {
                 "SELECT count(*) FROM (SELECT 1 FROM items
                   WHERE state = 'pending' AND urgent = 1 AND endpoint_id = $1 AND kind = $2
                     AND not_before <= $3
-                  LIMIT $4)",
+                  LIMIT $4) AS eligible",
             )
             .await?
         };

@@ -139,7 +139,7 @@ impl Store {
         } else {
             on_pool!(&self.reader, c => sqlx::query_scalar(
                 "SELECT count(*) FROM (SELECT 1 FROM preloads
-                  WHERE state = 'pending' AND endpoint_id = $1 AND not_before <= $2 LIMIT $3)",
+                  WHERE state = 'pending' AND endpoint_id = $1 AND not_before <= $2 LIMIT $3) AS eligible",
             )
             .bind(endpoint_id)
             .bind(now)
