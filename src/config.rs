@@ -1233,7 +1233,10 @@ mod tests {
         )
         .expect_err("both");
         let text = error.to_string();
-        assert!(text.contains("store.url and store.path are both set"), "{text}");
+        assert!(
+            text.contains("store.url and store.path are both set"),
+            "{text}"
+        );
         assert!(!text.contains("s3cret"), "{text}");
         let error = load_text("[store]\nurl = \"mysql://root:hunter2@db/x\"\n", &[])
             .expect_err("not postgres");
