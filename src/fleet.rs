@@ -257,6 +257,11 @@ impl Lease {
         now < self.trusted_until
     }
 
+    /// When the leader stops trusting the lease (and sending).
+    pub fn trusted_until(&self) -> Instant {
+        self.trusted_until
+    }
+
     /// How long from `now` the lease stays trusted (zero once lapsed).
     pub fn remaining(&self, now: Instant) -> Duration {
         self.trusted_until.saturating_duration_since(now)

@@ -164,8 +164,7 @@ pub(crate) async fn run(parts: LeaderParts, stop: CancellationToken) {
         // commits, and stop sending the moment the lease is not trusted.
         let next = asked_at + parts.timing.renew_every;
         loop {
-            let untrusted_at = lease.map(|l| Instant::now() + l.remaining(Instant::now()));
-            let wake_at = untrusted_at.map_or(next, |at| at.min(next));
+            let wake_at = lease.map_or(next, |l| l.trusted_until().min(next));
             tokio::select! {
                 () = stop.cancelled() => {
                     leave(&parts, lease).await;

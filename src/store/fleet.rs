@@ -324,19 +324,33 @@ impl FleetDb {
     ) -> Result<Transaction<'static, Postgres>, FleetError> {
         let fail = |e| pg_error("cannot start a leader's write", e);
         let mut tx = self.pool.begin().await.map_err(fail)?;
-        let held = sqlx::query(
-            "SELECT 1 FROM fleet_leader WHERE id = 1 AND node = $1 AND term = $2 FOR SHARE",
-        )
-        .bind(node.as_str())
-        .bind(term.get())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(fail)?;
-        match held {
-            Some(_) => Ok(tx),
-            None => Err(FleetError::Fenced(term)),
+        match holds_lease(&mut tx, node.as_str(), term.get())
+            .await
+            .map_err(fail)?
+        {
+            true => Ok(tx),
+            false => Err(FleetError::Fenced(term)),
         }
     }
+}
+
+/// Whether `node` holds the lease under `term`, checked inside the
+/// caller's transaction with a share lock on the lease row: a takeover
+/// (which updates the row) waits for that transaction to end, so nothing
+/// it writes can land under a term that is no longer the current one.
+pub(crate) async fn holds_lease(
+    conn: &mut sqlx::PgConnection,
+    node: &str,
+    term: i64,
+) -> Result<bool, sqlx::Error> {
+    let held = sqlx::query(
+        "SELECT 1 FROM fleet_leader WHERE id = 1 AND node = $1 AND term = $2 FOR SHARE",
+    )
+    .bind(node)
+    .bind(term)
+    .fetch_optional(conn)
+    .await?;
+    Ok(held.is_some())
 }
 
 async fn read_holder(

@@ -25,7 +25,7 @@ use super::StoreError;
 use super::db::{Conn, on_conn};
 use super::enqueue::{EnqueueOutcome, NewRequest, enqueue_many};
 use super::file_guard::DatabaseFile;
-use super::fleet::{FleetDb, is_connection_lost, pg_error};
+use super::fleet::{FleetDb, holds_lease, is_connection_lost, pg_error};
 use super::reserve::SpaceReserve;
 use super::{WriteConnector, is_disk_full, is_read_only};
 use sqlx::PgConnection;
@@ -138,6 +138,14 @@ pub(crate) struct WriterSignals {
 }
 
 impl WriterSignals {
+    /// No failure yet, no commit yet.
+    pub(crate) fn new() -> WriterSignals {
+        WriterSignals {
+            failure: std::sync::Mutex::new(None),
+            changed: watch::channel(0).0,
+        }
+    }
+
     fn set_failure(&self, failure: Option<Failure>) -> Option<Failure> {
         std::mem::replace(
             &mut *self.failure.lock().unwrap_or_else(|p| p.into_inner()),
@@ -677,20 +685,12 @@ async fn run_group(
             .await?;
         if let Some(fence) = fence
             && group.iter().any(|c| matches!(c, Command::Job(_)))
+            && !holds_lease(c, &fence.node, fence.term).await?
         {
-            let held = sqlx::query(
-                "SELECT 1 FROM fleet_leader WHERE id = 1 AND node = $1 AND term = $2 FOR SHARE",
-            )
-            .bind(&fence.node)
-            .bind(fence.term)
-            .fetch_optional(&mut **c)
-            .await?;
-            if held.is_none() {
-                return Err(sqlx::Error::Configuration(Box::new(Fenced {
-                    node: fence.node.clone(),
-                    term: fence.term,
-                })));
-            }
+            return Err(sqlx::Error::Configuration(Box::new(Fenced {
+                node: fence.node.clone(),
+                term: fence.term,
+            })));
         }
     }
     let mut start = 0;
