@@ -3,9 +3,11 @@
 //!
 //! The schemas are alike column for column (`migrations/` and
 //! `migrations/postgres/`), so most statements are written once and run on
-//! either. What differs is a handful of dialect words (`json_each` against
-//! `json_array_elements`, `strftime` against `to_char`), chosen with
-//! [`Conn::pick`], and the Rust types sqlx checks: PostgreSQL decodes a
+//! either. What differs is a handful of statements (`json_each` against
+//! `json_array_elements`, `max()` against `greatest()`, a byte-order
+//! `COLLATE "C"`), written out twice and chosen with [`Conn::pick`], the
+//! id lists rewritten by [`id_lists_for_postgres`], and the Rust types
+//! sqlx checks: PostgreSQL decodes a
 //! column only as its own type, so every integer the store reads is a
 //! `BIGINT` (counts, `CAST(... AS BIGINT)` for sums and lengths), and flags
 //! are 0/1 integers rather than booleans, as on SQLite.

@@ -39,7 +39,6 @@ pub use batches::{
     QuotaUse, Readiness, SubmittedBatch, SubmittedItem,
 };
 pub use charts::{CallError, CallRecord, Counts, RecentError, Slot};
-pub use db::Backend;
 pub use enqueue::{EnqueueOutcome, NewRequest};
 pub use history::{HistoryEntry, HistoryFilter, read_history};
 pub use ids::{BatchId, ItemId, RequestId};
@@ -389,11 +388,7 @@ impl Store {
         let file = Arc::new(file_guard::DatabaseFile::new(path).map_err(|e| {
             StoreError::cannot(format_args!("cannot inspect {}", path.display()), e)
         })?);
-        let (changed, _) = watch::channel(0);
-        let signals = Arc::new(WriterSignals {
-            failure: std::sync::Mutex::new(None),
-            changed,
-        });
+        let signals = Arc::new(WriterSignals::new());
         // A file that is already unwritable is reported, not fatal: the
         // daemon runs, refuses intents and says why in /readyz, rather
         // than exit and be restarted in a loop by systemd.
@@ -433,11 +428,7 @@ impl Store {
             .connect_one()
             .await
             .map_err(|e| fleet::pg_error(&format!("cannot connect to {location}"), e))?;
-        let (changed, _) = watch::channel(0);
-        let signals = Arc::new(WriterSignals {
-            failure: std::sync::Mutex::new(None),
-            changed,
-        });
+        let signals = Arc::new(WriterSignals::new());
         let mut listener = sqlx::postgres::PgListener::connect_with(fleet.pool())
             .await
             .map_err(|e| fleet::pg_error("cannot listen for the fleet's changes", e))?;
@@ -489,11 +480,6 @@ impl Store {
     /// server and database (without the password).
     pub fn location(&self) -> &str {
         &self.location
-    }
-
-    /// Which database the store is on.
-    pub fn backend(&self) -> Backend {
-        self.reader.backend()
     }
 
     /// False after a write failed for lack of space or I/O, until one

@@ -28,38 +28,43 @@ pub struct LaneCounts {
     pub urgent_directories: u64,
 }
 
+/// The pending queue in the batcher's order.
+const PENDING_OLDEST_FIRST: &str = "SELECT endpoint_id, kind, url, urgent FROM items
+     WHERE state = 'pending' ORDER BY not_before, id";
+
+/// The pending queue, in whatever order the index gives.
+const PENDING_ANY_ORDER: &str =
+    "SELECT endpoint_id, kind, url, urgent FROM items WHERE state = 'pending'";
+
 impl Store {
     /// Every pending item, oldest first (the order the batcher takes them).
     /// A full read of the queue: for the planner when the day cannot hold
     /// the backlog, and for `GET /v1/plan`.
     pub async fn pending_for_plan(&self) -> Result<Vec<Pending>, StoreError> {
-        // Flags are 0/1 integers on both databases.
-        let rows: Vec<(String, String, String, i64)> = on_pool!(&self.reader, c => sqlx::query_as(
-            "SELECT endpoint_id, kind, url, urgent FROM items
-             WHERE state = 'pending' ORDER BY not_before, id",
-        )
-        .fetch_all(c).await)?;
-        Ok(rows
-            .into_iter()
-            .map(|(endpoint_id, kind, url, urgent)| Pending {
-                endpoint_id,
-                kind: Kind::parse(&kind).unwrap_or(Kind::File),
-                url,
-                urgent: urgent != 0,
-            })
-            .collect())
+        let mut pending = Vec::new();
+        self.each_pending(PENDING_OLDEST_FIRST, |p| pending.push(p))
+            .await?;
+        Ok(pending)
     }
 
     /// Streams every pending item through `survey`, without holding the
     /// queue in memory (the batcher's planner, on a queue of any size).
     pub async fn survey_pending(&self, survey: &mut Survey<'_>) -> Result<(), StoreError> {
+        self.each_pending(PENDING_ANY_ORDER, |p| survey.add(&p))
+            .await
+    }
+
+    /// Streams the pending items `sql` selects through `add`, one row at a
+    /// time (flags are 0/1 integers on both databases).
+    async fn each_pending(
+        &self,
+        sql: &'static str,
+        mut add: impl FnMut(Pending),
+    ) -> Result<(), StoreError> {
         on_pool!(&self.reader, p => {
-            let mut rows = sqlx::query_as::<_, (String, String, String, i64)>(
-                "SELECT endpoint_id, kind, url, urgent FROM items WHERE state = 'pending'",
-            )
-            .fetch(p);
+            let mut rows = sqlx::query_as::<_, (String, String, String, i64)>(sql).fetch(p);
             while let Some((endpoint_id, kind, url, urgent)) = rows.try_next().await? {
-                survey.add(&Pending {
+                add(Pending {
                     endpoint_id,
                     kind: Kind::parse(&kind).unwrap_or(Kind::File),
                     url,
@@ -82,21 +87,8 @@ impl Store {
         let mut survey = Survey::new(rules);
         self.survey_pending(&mut survey).await?;
         let mut tally = Tally::new(survey, left, per_call);
-        on_pool!(&self.reader, p => {
-            let mut rows = sqlx::query_as::<_, (String, String, String, i64)>(
-                "SELECT endpoint_id, kind, url, urgent FROM items
-                 WHERE state = 'pending' ORDER BY not_before, id",
-            )
-            .fetch(p);
-            while let Some((endpoint_id, kind, url, urgent)) = rows.try_next().await? {
-                tally.add(&Pending {
-                    endpoint_id,
-                    kind: Kind::parse(&kind).unwrap_or(Kind::File),
-                    url,
-                    urgent: urgent != 0,
-                });
-            }
-        });
+        self.each_pending(PENDING_OLDEST_FIRST, |p| tally.add(&p))
+            .await?;
         Ok(tally.finish())
     }
 
