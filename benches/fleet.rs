@@ -19,10 +19,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use sqlx::Connection;
 
 mod common;
+
+use common::{Latencies, batch_ingest, client, post, single_url};
 
 const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
 const HELD: &str = "[batch]\nlinger = \"1000h\"\nmax_files = 1000000000\nmax_directories = 1000000000\n\
@@ -81,105 +82,6 @@ fn pg_node(url: &str, name: &str, sections: &str) -> common::BenchDaemon {
     )
 }
 
-fn client(socket: &Path) -> reqwest::Client {
-    reqwest::Client::builder()
-        .unix_socket(socket.to_owned())
-        .pool_max_idle_per_host(128)
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("client")
-}
-
-async fn post(client: &reqwest::Client, urls: Vec<String>) -> Duration {
-    let started = Instant::now();
-    let response = client
-        .post("http://localhost/v1/purges")
-        .json(&json!({ "urls": urls }))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), 202, "{:?}", response.text().await);
-    started.elapsed()
-}
-
-async fn get(socket: &Path, path: &str) -> serde_json::Value {
-    client(socket)
-        .get(format!("http://localhost{path}"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
-}
-
-fn urls(prefix: &str, from: usize, count: usize) -> Vec<String> {
-    (from..from + count)
-        .map(|i| format!("http://bench.example.com/{prefix}/{}/{i}.js", i % 97))
-        .collect()
-}
-
-async fn batch_ingest(socket: &Path, requests_per_client: usize, prefix: &str) -> f64 {
-    let client = client(socket);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..4 {
-        let client = client.clone();
-        let prefix = format!("{prefix}{c}");
-        tasks.push(tokio::spawn(async move {
-            for r in 0..requests_per_client {
-                post(&client, urls(&prefix, r * 1000, 1000)).await;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("client");
-    }
-    (4 * requests_per_client * 1000) as f64 / started.elapsed().as_secs_f64()
-}
-
-/// Single-URL requests from `clients` clients on each socket at once for
-/// `duration`: (requests/s, p50, p99, count), all sockets together.
-async fn single_url(
-    sockets: &[&Path],
-    clients: usize,
-    duration: Duration,
-    prefix: &str,
-) -> (f64, Duration, Duration, usize) {
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut tasks = Vec::new();
-    for (s, socket) in sockets.iter().enumerate() {
-        let client = client(socket);
-        for c in 0..clients {
-            let client = client.clone();
-            let prefix = format!("{prefix}{s}-{c}");
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut i = 0;
-                while Instant::now() < deadline {
-                    latencies.push(post(&client, urls(&prefix, i, 1)).await);
-                    i += 1;
-                }
-                latencies
-            }));
-        }
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("client"));
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    (
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        at(0.50),
-        at(0.99),
-        latencies.len(),
-    )
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -191,7 +93,7 @@ async fn leader_of(sockets: &[&Path], within: Duration) -> usize {
     loop {
         let mut leaders = Vec::new();
         for (i, socket) in sockets.iter().enumerate() {
-            if get(socket, "/v1/stats").await["fleet"]["role"] == "leader" {
+            if common::get(&client(socket), "/v1/stats").await["fleet"]["role"] == "leader" {
                 leaders.push(i);
             }
         }
@@ -217,12 +119,14 @@ async fn main() {
         "== one node, {requests} x 1,000-URL requests from 4 clients; single-URL requests from 64 clients for {single:?}"
     );
     for (name, socket) in [("SQLite", &sqlite.socket), ("PostgreSQL", &pg.socket)] {
-        let rate = batch_ingest(socket, requests, "batch").await;
-        let (rps, p50, p99, n) = single_url(&[socket], 64, single, "one").await;
+        let rate = batch_ingest(socket, 4, requests, "batch").await;
+        let one = single_url(&[socket], 64, single, "one").await;
         println!(
-            "{name:>10}: batch {rate:>9.0} URLs/s | single {rps:>7.0} req/s, p50 {:.1} ms, p99 {:.1} ms ({n} requests)",
-            ms(p50),
-            ms(p99)
+            "{name:>10}: batch {rate:>9.0} URLs/s | single {:>7.0} req/s, p50 {:.1} ms, p99 {:.1} ms ({} requests)",
+            one.per_second,
+            ms(one.p50),
+            ms(one.p99),
+            one.count
         );
     }
     drop(sqlite);
@@ -236,9 +140,14 @@ async fn main() {
         .collect();
     let sockets: Vec<&Path> = nodes.iter().map(|n| n.socket.as_path()).collect();
     leader_of(&sockets, Duration::from_secs(20)).await;
-    let (rps, p50, p99, n) = single_url(&sockets, 32, single, "three").await;
+    let Latencies {
+        per_second,
+        p50,
+        p99,
+        count,
+    } = single_url(&sockets, 32, single, "three").await;
     println!(
-        "== three PostgreSQL nodes at once, 32 clients each: {rps:.0} req/s together, p50 {:.1} ms, p99 {:.1} ms ({n} requests)",
+        "== three PostgreSQL nodes at once, 32 clients each: {per_second:.0} req/s together, p50 {:.1} ms, p99 {:.1} ms ({count} requests)",
         ms(p50),
         ms(p99)
     );
@@ -259,9 +168,8 @@ async fn main() {
         let sockets: Vec<std::path::PathBuf> = nodes.iter().map(|n| n.socket.clone()).collect();
         let refs: Vec<&Path> = sockets.iter().map(|p| p.as_path()).collect();
         let leader = leader_of(&refs, Duration::from_secs(20)).await;
-        let client = client(refs[(leader + 1) % 3]);
         post(
-            &client,
+            &client(refs[(leader + 1) % 3]),
             (0..200)
                 .map(|i| format!("http://www.example.com/failover/{i}.js"))
                 .collect(),
@@ -277,7 +185,7 @@ async fn main() {
         // The new leader's pipeline started at its election: its first
         // purge call shows in its own call counts.
         loop {
-            let stats = get(rest[new], "/v1/stats").await;
+            let stats = common::get(&client(rest[new]), "/v1/stats").await;
             let called = stats["sender"]["calls"]
                 .as_object()
                 .is_some_and(|calls| calls.keys().any(|k| k.starts_with("purge:")));

@@ -24,6 +24,8 @@ use serde_json::json;
 
 mod common;
 
+use common::{Latencies, batch_ingest, client, get, single_url, urls};
+
 const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
 
 fn scale(n: usize) -> usize {
@@ -71,68 +73,9 @@ impl Daemon {
     }
 }
 
-fn client(socket: &Path) -> reqwest::Client {
-    reqwest::Client::builder()
-        .unix_socket(socket.to_owned())
-        .pool_max_idle_per_host(128)
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("client")
-}
-
 /// `GET /v1/stats`.
 async fn stats(daemon: &Daemon) -> serde_json::Value {
-    client(&daemon.socket)
-        .get("http://localhost/v1/stats")
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json")
-}
-
-async fn post(client: &reqwest::Client, urls: Vec<String>) -> Duration {
-    let started = Instant::now();
-    let response = client
-        .post("http://localhost/v1/purges")
-        .json(&json!({ "urls": urls }))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(response.status(), 202, "{:?}", response.text().await);
-    started.elapsed()
-}
-
-fn urls(prefix: &str, from: usize, count: usize) -> Vec<String> {
-    (from..from + count)
-        .map(|i| format!("http://bench.example.com/{prefix}/{}/{i}.js", i % 97))
-        .collect()
-}
-
-/// 1,000-URL requests from `clients` clients; returns URLs/s.
-async fn batch_ingest(
-    daemon: &Daemon,
-    clients: usize,
-    requests_per_client: usize,
-    prefix: &str,
-) -> f64 {
-    let client = client(&daemon.socket);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let client = client.clone();
-        let prefix = format!("{prefix}{c}");
-        tasks.push(tokio::spawn(async move {
-            for r in 0..requests_per_client {
-                post(&client, urls(&prefix, r * 1000, 1000)).await;
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("client");
-    }
-    (clients * requests_per_client * 1000) as f64 / started.elapsed().as_secs_f64()
+    get(&client(&daemon.socket), "/v1/stats").await
 }
 
 /// The same rows, straight into the same schema with plain SQLite:
@@ -147,43 +90,6 @@ fn ceiling(total: usize) -> Option<f64> {
         .output()
         .ok()?;
     String::from_utf8_lossy(&output.stdout).trim().parse().ok()
-}
-
-/// Single-URL requests from `clients` concurrent clients for `duration`.
-async fn single_url(
-    daemon: &Daemon,
-    clients: usize,
-    duration: Duration,
-) -> (f64, Duration, Duration, usize) {
-    let client = client(&daemon.socket);
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut i = 0;
-            while Instant::now() < deadline {
-                latencies.push(post(&client, urls(&format!("single{c}"), i, 1)).await);
-                i += 1;
-            }
-            latencies
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("client"));
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    (
-        latencies.len() as f64 / elapsed.as_secs_f64(),
-        at(0.50),
-        at(0.99),
-        latencies.len(),
-    )
 }
 
 /// What an overload run saw.
@@ -262,8 +168,8 @@ async fn main() {
     let daemon = Daemon::start("full");
     let per_client = scale(50);
     // Warm-up: connections, statement cache.
-    batch_ingest(&daemon, 4, 2, "warm").await;
-    let rate = batch_ingest(&daemon, 4, per_client, "batch").await;
+    batch_ingest(&daemon.socket, 4, 2, "warm").await;
+    let rate = batch_ingest(&daemon.socket, 4, per_client, "batch").await;
     let ceiling = ceiling(4 * per_client * 1000);
     println!(
         "batch ingest, 1,000-URL requests, 4 clients, synchronous=full: {:.0} URLs/s ({} URLs)",
@@ -285,8 +191,18 @@ async fn main() {
         common::cpu_seconds(std::process::id()),
         Instant::now(),
     );
-    let (rps, p50, p99, count) =
-        single_url(&daemon, 64, Duration::from_secs(scale(10) as u64)).await;
+    let Latencies {
+        per_second: rps,
+        p50,
+        p99,
+        count,
+    } = single_url(
+        &[&daemon.socket],
+        64,
+        Duration::from_secs(scale(10) as u64),
+        "single",
+    )
+    .await;
     let wall = started.elapsed().as_secs_f64();
     println!(
         "single-URL requests, 64 clients, synchronous=full: {rps:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({count} requests)",
@@ -331,7 +247,7 @@ async fn main() {
     let idle = daemon.rss_kib();
     let target = scale(1_000_000);
     let per_client = (target / 1000 / 4).max(1);
-    batch_ingest(&daemon, 4, per_client, "mem").await;
+    batch_ingest(&daemon.socket, 4, per_client, "mem").await;
     let pending = &stats(&daemon).await["items"]["pending"];
     println!(
         "resident memory: {:.1} MB idle, {:.1} MB with {} pending items",

@@ -19,21 +19,12 @@ use serde_json::{Value, json};
 
 mod common;
 
+use common::get;
+
 const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
 const RATE: f64 = 10.0;
 const BURST: u32 = 5;
 const LINGER_MS: u64 = 500;
-
-async fn get(client: &reqwest::Client, path: &str) -> Value {
-    client
-        .get(format!("http://localhost{path}"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
-}
 
 #[tokio::main]
 async fn main() {

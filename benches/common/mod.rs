@@ -113,3 +113,121 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     };
     (field(11) + field(12)) as f64 / 100.0
 }
+
+/// A client of the daemon's Unix socket, with room for many connections.
+pub fn client(socket: &std::path::Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .unix_socket(socket.to_owned())
+        .pool_max_idle_per_host(128)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
+/// `GET path`, as JSON.
+pub async fn get(client: &reqwest::Client, path: &str) -> serde_json::Value {
+    client
+        .get(format!("http://localhost{path}"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Posts `urls` as one intent, expects 202; how long the answer took.
+pub async fn post(client: &reqwest::Client, urls: Vec<String>) -> Duration {
+    let started = Instant::now();
+    let response = client
+        .post("http://localhost/v1/purges")
+        .json(&serde_json::json!({ "urls": urls }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+    started.elapsed()
+}
+
+/// `count` distinct file URLs under `prefix`, spread over 97 directories.
+pub fn urls(prefix: &str, from: usize, count: usize) -> Vec<String> {
+    (from..from + count)
+        .map(|i| format!("http://bench.example.com/{prefix}/{}/{i}.js", i % 97))
+        .collect()
+}
+
+/// 1,000-URL requests from `clients` clients, `requests_per_client`
+/// each; returns URLs/s.
+pub async fn batch_ingest(
+    socket: &std::path::Path,
+    clients: usize,
+    requests_per_client: usize,
+    prefix: &str,
+) -> f64 {
+    let client = client(socket);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = client.clone();
+        let prefix = format!("{prefix}{c}");
+        tasks.push(tokio::spawn(async move {
+            for r in 0..requests_per_client {
+                post(&client, urls(&prefix, r * 1000, 1000)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client");
+    }
+    (clients * requests_per_client * 1000) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// What a run of single-URL requests saw, all sockets together.
+pub struct Latencies {
+    pub per_second: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub count: usize,
+}
+
+/// Single-URL requests from `clients` concurrent clients on each of
+/// `sockets` at once, for `duration`.
+pub async fn single_url(
+    sockets: &[&std::path::Path],
+    clients: usize,
+    duration: Duration,
+    prefix: &str,
+) -> Latencies {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for (s, socket) in sockets.iter().enumerate() {
+        let client = client(socket);
+        for c in 0..clients {
+            let client = client.clone();
+            let prefix = format!("{prefix}{s}-{c}");
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    latencies.push(post(&client, urls(&prefix, i, 1)).await);
+                    i += 1;
+                }
+                latencies
+            }));
+        }
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("client"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Latencies {
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        count: latencies.len(),
+    }
+}
