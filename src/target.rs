@@ -131,6 +131,14 @@ pub enum TargetError {
     MissingSlashes(String),
     #[error("the host {0:?} contains white space")]
     SpaceInHost(String),
+    #[error(
+        "the URL has a fragment (#{0}): a browser never sends a fragment to a server, so the CDN would purge the URL without it; write a literal '#' as %23"
+    )]
+    Fragment(String),
+    #[error(
+        "the path contains a '*': purge URLs are exact, not patterns; to purge everything under a path, post it as a directory (in \"directories\", or ending with '/'); write a literal '*' as %2A"
+    )]
+    AsteriskInPath,
     #[error("no configured CDN endpoint serves host {0:?}")]
     NoEndpointForHost(String),
 }
@@ -180,6 +188,11 @@ pub fn normalize(raw: &str, max_length: usize) -> Result<Url, TargetError> {
     if raw.chars().any(char::is_control) {
         return Err(TargetError::ControlCharacter);
     }
+    // Checked on the text: the parser drops a fragment silently, and
+    // `…/c#.html` would purge `…/c`, a URL nobody asked for.
+    if let Some((_, fragment)) = raw.split_once('#') {
+        return Err(TargetError::Fragment(fragment.to_owned()));
+    }
     check_dot_segments(raw)?;
     check_authority_text(raw)?;
     let mut url = Url::parse(raw).map_err(|e| TargetError::NotAbsolute(e.to_string()))?;
@@ -218,6 +231,11 @@ pub fn normalize(raw: &str, max_length: usize) -> Result<Url, TargetError> {
     url.set_path(&path);
     if url.path().split('/').any(|segment| segment == "..") {
         return Err(TargetError::DotDotSegment);
+    }
+    // Someone who writes `/*` means "everything"; sent as written it is a
+    // file named `*` and purges nothing they wanted.
+    if url.path().contains('*') {
+        return Err(TargetError::AsteriskInPath);
     }
     check_escapes(url.path())?;
     check_escapes(url.query().unwrap_or_default())?;
@@ -567,7 +585,6 @@ mod tests {
             ("http://example.com:80/a", "http://example.com/a"),
             ("https://example.com:443/a", "https://example.com/a"),
             ("http://example.com:8080/a", "http://example.com:8080/a"),
-            ("http://example.com/a#frag", "http://example.com/a"),
             ("http://example.com/a/./b/c", "http://example.com/a/b/c"),
             ("http://example.com/a/./", "http://example.com/a/"),
             (
@@ -652,6 +669,51 @@ mod tests {
         assert_eq!(
             norm("http://*.example.com/x.js"),
             Err(TargetError::WildcardHost("*.example.com".into()))
+        );
+    }
+
+    #[test]
+    fn fragments_and_asterisks_are_refused_not_dropped() {
+        // Issue 29, items 4 and 5: `c#.html` purged `c`; `/*` purged a file
+        // named `*`.
+        assert_eq!(
+            norm("http://www.example.com/c#.html"),
+            Err(TargetError::Fragment(".html".into()))
+        );
+        assert_eq!(
+            norm("http://example.com/a#"),
+            Err(TargetError::Fragment(String::new()))
+        );
+        for raw in [
+            "http://www.example.com/*",
+            "http://www.example.com/img/*.png",
+            "http://www.example.com/a*b/",
+        ] {
+            assert_eq!(norm(raw), Err(TargetError::AsteriskInPath), "{raw}");
+        }
+        // The escaped forms are the literal characters, and are kept.
+        assert_eq!(
+            norm("http://example.com/c%23.html").as_deref(),
+            Ok("http://example.com/c%23.html")
+        );
+        assert_eq!(
+            norm("http://example.com/%2a").as_deref(),
+            Ok("http://example.com/%2A")
+        );
+        assert_eq!(
+            norm("http://example.com/q?x=*").as_deref(),
+            Ok("http://example.com/q?x=*")
+        );
+        let message = norm("http://example.com/c#x")
+            .expect_err("refused")
+            .to_string();
+        assert!(message.contains("%23"), "{message}");
+        let message = norm("http://example.com/*")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            message.contains("%2A") && message.contains("directory"),
+            "{message}"
         );
     }
 
