@@ -435,3 +435,87 @@ async fn wait_with_json_prints_one_document_of_the_documented_shape() {
         assert_eq!(item["state"], "succeeded");
     }
 }
+
+/// Issue 29, item 1: with the README's `index = ["index.html"]`, a change
+/// to the root `public/index.html` became a *directory* purge of the site
+/// root, and every other URL of the deploy was merged into it. The page at
+/// a directory's URL is one object: it is purged as a file, and
+/// `--dry-run` names every URL with its kind.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_file_purges_its_page_never_the_directory() {
+    let emulator = emulator(fast_knobs()).await;
+    let host = ENDPOINTS[0].1;
+    let daemon = HeldDaemon::start(
+        &format!(
+            "{}[[deploy.map]]\npath = \"public/\"\nurl = \"http://{host}/\"\n\
+             index = [\"index.html\"]\n",
+            cdn_section(&emulator, KEY_VALUE)
+        ),
+        &[],
+    )
+    .await;
+    let repo = tempfile::tempdir().expect("repo");
+    let repo_dir = repo.path();
+    git(repo_dir, &["init", "-q", "-b", "main"]);
+    write(repo_dir, "public/index.html", "home");
+    write(repo_dir, "public/app.js", "1");
+    write(repo_dir, "public/docs/index.html", "docs");
+    git(repo_dir, &["add", "-A"]);
+    git(repo_dir, &["commit", "-q", "-m", "first"]);
+    write(repo_dir, "public/index.html", "home 2");
+    write(repo_dir, "public/app.js", "2");
+    write(repo_dir, "public/docs/index.html", "docs 2");
+    git(repo_dir, &["commit", "-q", "-am", "second"]);
+    let socket = daemon.socket().to_str().expect("utf-8").to_owned();
+    let config = daemon.config.to_str().expect("utf-8").to_owned();
+    let repo_arg = repo_dir.to_str().expect("utf-8");
+    let enqueue = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["enqueue", "--git", "HEAD~1..HEAD", "--repo", repo_arg])
+            .args(["--config", &config, "--socket", &socket])
+            .args(extra)
+            .output()
+            .expect("enqueue")
+    };
+
+    let output = enqueue(&["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for path in ["", "index.html", "app.js", "docs/", "docs/index.html"] {
+        assert!(
+            stdout.contains(&format!("  file       http://{host}/{path}\n")),
+            "{path:?} is listed as a file:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains("directory  "), "{stdout}");
+    assert!(stdout.contains("5 files, 0 directories"), "{stdout}");
+
+    let output = enqueue(&["--wait", "--quiet"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (_, stats) = daemon.get("/v1/stats").await;
+    let (_, requests) = daemon.get("/v1/purges?limit=1").await;
+    let id = requests["requests"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}")).await;
+    let items = view["items"].as_array().expect("items");
+    assert_eq!(items.len(), 5, "{view}");
+    for item in items {
+        assert_eq!(item["kind"], "file", "{item}");
+        assert!(item["merged_into"].is_null(), "nothing merged: {item}");
+        assert_eq!(item["state"], "succeeded", "{item}");
+    }
+    assert_eq!(
+        stats["quota"]["directories_used"], 0,
+        "no directory purge: {stats}"
+    );
+}

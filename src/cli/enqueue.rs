@@ -9,6 +9,7 @@ use serde_json::json;
 use super::client::{Daemon, DaemonArgs, call};
 use super::{EXIT_DATAERR, EXIT_USAGE};
 use super::{follow, paths};
+use crate::target::{Kind, Requested};
 
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
@@ -81,8 +82,8 @@ pub struct EnqueueArgs {
     /// With --git: the repository (default: the current directory).
     #[arg(long, value_name = "DIR", requires = "git", default_value = ".")]
     pub repo: std::path::PathBuf,
-    /// With --git: list every URL, and every changed file no map covers,
-    /// on standard error.
+    /// With --git or --manifest: list every URL, and every changed file no
+    /// map covers, on standard error.
     #[arg(long, short = 'v')]
     pub verbose: bool,
     /// URLs to purge (or paths, with --paths), or - to read them from
@@ -168,10 +169,23 @@ fn manifest_urls(
     };
     let base =
         url::Url::parse(base).map_err(|e| (EXIT_USAGE, format!("--base-url {base:?}: {e}")))?;
-    paths
+    let urls = paths
         .iter()
         .map(|path| paths::url_for_path(&base, path).map_err(|e| (EXIT_DATAERR, e)))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    if !args.json {
+        eprintln!(
+            "--manifest: {} changed paths, {} URLs",
+            paths.len(),
+            urls.len()
+        );
+    }
+    if args.verbose {
+        for url in &urls {
+            eprintln!("  purge    {url}");
+        }
+    }
+    Ok(urls)
 }
 
 /// What the arguments name: the URLs to post.
@@ -229,6 +243,41 @@ fn read_urls(args: &EnqueueArgs) -> Result<Vec<String>, (u8, String)> {
         }
     }
     Ok(urls)
+}
+
+/// How the daemon is to read the URLs of this invocation.
+///
+/// What `--git` and `--manifest` produce are files, every one, the URL of
+/// an index file's directory included: the page at `https://h/docs/` is
+/// one cached object, and posting it under `urls` made it a *directory*
+/// purge of the whole subtree (at the root, the whole site; issue 29,
+/// item 1).
+fn requested(args: &EnqueueArgs) -> Requested {
+    if args.directory {
+        Requested::Directory
+    } else if args.git.is_some() || args.manifest.is_some() {
+        Requested::File
+    } else {
+        Requested::ByTrailingSlash
+    }
+}
+
+/// The kind the daemon will give `url` when asked as `requested`: what
+/// `--dry-run` and `--verbose` print beside each URL.
+fn kind_of(url: &str, requested: Requested) -> Kind {
+    match requested {
+        Requested::File => Kind::File,
+        Requested::Directory => Kind::Directory,
+        Requested::ByTrailingSlash
+            if url
+                .split(['?', '#'])
+                .next()
+                .is_some_and(|p| p.ends_with('/')) =>
+        {
+            Kind::Directory
+        }
+        Requested::ByTrailingSlash => Kind::File,
+    }
 }
 
 /// Returns the process exit code.
@@ -299,10 +348,10 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
 
 /// The `POST /v1/purges` body for `urls`.
 fn intent(args: &EnqueueArgs, urls: &[String]) -> serde_json::Value {
-    let mut body = if args.directory {
-        json!({ "directories": urls })
-    } else {
-        json!({ "urls": urls })
+    let mut body = match requested(args) {
+        Requested::Directory => json!({ "directories": urls }),
+        Requested::File => json!({ "files": urls }),
+        Requested::ByTrailingSlash => json!({ "urls": urls }),
     };
     let label = args.label.clone().or_else(|| default_label(args));
     if let Some(label) = label {
@@ -449,6 +498,20 @@ async fn dry_run(
             .json(&intent(args, urls)),
     )
     .await?;
+    if !args.json {
+        // Every URL with the kind it would be purged as, before the plan's
+        // counts: "1 directories" alone hid a whole-site purge.
+        let requested = requested(args);
+        let mut listing = format!("would post {}:\n", follow::urls(urls.len() as u64));
+        for url in urls {
+            listing.push_str(&format!(
+                "  {:<9}  {}\n",
+                kind_of(url, requested).as_str(),
+                super::out::printable(url)
+            ));
+        }
+        super::out::write(listing.as_bytes());
+    }
     Ok(super::plan::print(plan, args.json))
 }
 
@@ -487,11 +550,7 @@ fn split_for_the_daemon(
             ),
         ));
     };
-    let requested = if args.directory {
-        crate::target::Requested::Directory
-    } else {
-        crate::target::Requested::ByTrailingSlash
-    };
+    let requested = requested(args);
     let refused: Vec<String> = urls
         .iter()
         .enumerate()
