@@ -198,9 +198,13 @@ fn the_readme_shell_examples_do_what_they_say() {
     };
     git(&["init", "-q"]);
     std::fs::write(repo.join("README"), "site\n").expect("write");
-    git(&["add", "README"]);
-    git(&["commit", "-qm", "first"]);
     std::fs::create_dir(repo.join("docs")).expect("mkdir");
+    // Renamed in the last commit: its old URL must be purged too (issue
+    // 29, item 7: with rename detection git lists only the new name).
+    std::fs::write(repo.join("docs/old-name.js"), "renamed\n").expect("write");
+    git(&["add", "README", "docs"]);
+    git(&["commit", "-qm", "first"]);
+    git(&["mv", "docs/old-name.js", "docs/new-name.js"]);
     for name in ["c#.html", "a b?.css", "100%.txt", "中.js"] {
         std::fs::write(repo.join("docs").join(name), name).expect("write");
     }
@@ -300,6 +304,8 @@ fn the_readme_shell_examples_do_what_they_say() {
             "http://www.example.com/docs/100%25.txt",
             "http://www.example.com/docs/a%20b%3F.css",
             "http://www.example.com/docs/c%23.html",
+            "http://www.example.com/docs/new-name.js",
+            "http://www.example.com/docs/old-name.js",
         ]
     );
 }
