@@ -1,7 +1,7 @@
 //! purgeq: durable, rate-limited cache purges for Azure China CDN.
 //!
 //! Modules, leaves first (each uses only those above it; no cycles):
-//! - [`clock`], [`rate`], [`quota`], [`target`], [`report`], [`fleet`],
+//! - [`clock`], [`rate`], [`quota`], [`ledger`], [`target`], [`report`], [`fleet`],
 //!   [`http_server`], [`signals`]: injectable time, the token bucket, quota
 //!   days; URL normalization and routing; the pipeline's typed status; the
 //!   connection server; signal streams. Leaves: they use no other module;
@@ -25,6 +25,7 @@ pub mod daemon;
 pub mod fleet;
 pub mod http_server;
 pub mod ingest;
+pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

@@ -138,3 +138,101 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
     assert_eq!(journal, 600);
     pipeline.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Issue 29, item 3: another client of the subscription has spent 90 of
+/// the day's 100 files. The CDN refuses purgeq's first call ("Daily file
+/// quota exceeded: 90 of 100 used"); that refusal must not mark the
+/// directory quota spent, and the 10 files the CDN still allows go out
+/// today with the directories.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_quota_refusal_spends_neither_the_directories_nor_what_is_left() {
+    let emulator = emulator(purgeq::cdn::emulator::Knobs {
+        files_per_day: 100,
+        directories_per_day: 50,
+        ..fast_knobs()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("purgeq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 100\nburst = 10\n\
+             [tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = 100\ndirectories_per_day = 50\n\
+             utc_offset = \"+08:00\"\npromote = \"never\"\n\
+             [[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]\n",
+            dir.path().join("purgeq.db").display(),
+            ENDPOINTS[0].0,
+            ENDPOINTS[0].1
+        ),
+    )
+    .expect("config");
+    let settings = Arc::new(Settings::load(Some(&config), &HashMap::new()).expect("settings"));
+    let store = Store::open(&settings.store).await.expect("store");
+    let client = || {
+        CdnClient::new(ClientSettings::new(
+            emulator.base_url(),
+            SUBSCRIPTION,
+            Credentials {
+                key_id: KeyId::new(KEY_ID),
+                key_value: KeyValue::new(KEY_VALUE),
+            },
+        ))
+        .expect("client")
+    };
+    // The other client of the subscription.
+    let theirs: Vec<String> = (0..90)
+        .map(|i| format!("http://{}/theirs/{i}", ENDPOINTS[0].1))
+        .collect();
+    client()
+        .add_purge(ENDPOINTS[0].0, &theirs, &[])
+        .await
+        .expect("the other client's purge");
+
+    let clock = ShiftedClock::new(time::Duration::ZERO);
+    let (_settings_tx, settings_rx) = tokio::sync::watch::channel(settings.clone());
+    let pipeline = Pipeline::start(store.clone(), settings_rx, client(), clock.clone())
+        .await
+        .expect("pipeline");
+    let target = |kind, path: String| PurgeTarget {
+        endpoint_id: ENDPOINTS[0].0.to_owned(),
+        kind,
+        url: format!("http://{}/{path}", ENDPOINTS[0].1),
+    };
+    let targets = (0..30)
+        .map(|i| target(Kind::File, format!("ours/{i}")))
+        .chain((0..3).map(|i| target(Kind::Directory, format!("dir{i}/"))))
+        .collect();
+    store
+        .enqueue(NewRequest {
+            id: purgeq::store::RequestId::generate(),
+            received_at: time::OffsetDateTime::now_utc(),
+            source: "test".into(),
+            label: None,
+            priority: purgeq::target::Priority::Normal,
+            targets,
+            preload_after_purge: Vec::new(),
+            preload_only: Vec::new(),
+        })
+        .await
+        .expect("enqueue");
+    pipeline.report().wake();
+
+    // 10 files and the 3 directories today; 20 files wait.
+    wait_sent(&store, 13).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sent(&store).await, 13);
+    assert_eq!(store.state_counts().await.expect("counts").pending, 20);
+    let quota = wait_quota(&pipeline, |q| q.files_waiting == 20).await;
+    assert_eq!(quota.files_left, 0, "{quota:#?}");
+    assert_eq!(quota.directories_used, 3, "{quota:#?}");
+    assert_eq!(quota.directories_left, 47, "{quota:#?}");
+    let journal = emulator.journal();
+    let ours: usize = journal
+        .iter()
+        .map(|e| e.files.iter().filter(|u| u.contains("/ours/")).count())
+        .sum();
+    let directories: usize = journal.iter().map(|e| e.directories.len()).sum();
+    assert_eq!((ours, directories), (10, 3), "what the CDN accepted");
+    pipeline.shutdown(Duration::from_secs(5)).await;
+}

@@ -476,12 +476,25 @@ async fn the_ledger_never_counts_less_than_the_cdn(q: Queue) {
     q.store
         .quota_day_spent(
             &account(DAY),
-            purgeq::store::Operation::Purge,
-            (2_000, 500, 1_000),
+            purgeq::ledger::on_quota_refusal(
+                purgeq::ledger::Refusal {
+                    preload: false,
+                    files: refused.files.len() as u64,
+                    directories: refused.directories.len() as u64,
+                    message: "quota exceeded",
+                },
+                purgeq::ledger::PerDay {
+                    files: 2_000,
+                    directories: 500,
+                    preloads: 1_000,
+                },
+            ),
         )
         .await
         .expect("spent");
-    assert_eq!(used(&q, DAY).await.0, 2_000);
+    // Only the refused kind (the batch held files only) is spent: the
+    // directory count stays true (issue 29, item 3).
+    assert_eq!(used(&q, DAY).await, (2_000, 0));
     assert!(q.try_cut().await.is_none());
 }
 

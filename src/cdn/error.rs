@@ -249,6 +249,15 @@ impl CdnError {
         }
     }
 
+    /// `ErrorInfo.Message`, when the service sent the documented body: the
+    /// quota ledger reads the refused kind and the CDN's count from it.
+    pub fn api_message(&self) -> Option<&str> {
+        match self {
+            CdnError::Api { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
     /// The `Retry-After` the service asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

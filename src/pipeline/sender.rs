@@ -396,15 +396,23 @@ impl Failed<'_> {
         ))
         .await?;
         let quota = &self.shared.settings().quota;
-        let per_day = (
-            quota.files_per_day,
-            quota.directories_per_day,
-            quota.preloads_per_day,
+        let per_day = crate::ledger::PerDay {
+            files: quota.files_per_day,
+            directories: quota.directories_per_day,
+            preloads: quota.preloads_per_day,
+        };
+        let message = self.error.api_message().unwrap_or_default();
+        let correction = crate::ledger::on_quota_refusal(
+            crate::ledger::Refusal {
+                preload: self.batch.operation == Operation::Preload,
+                files: self.batch.files.len() as u64,
+                directories: self.batch.directories.len() as u64,
+                message,
+            },
+            per_day,
         );
         durably("the spent quota day", || {
-            self.shared
-                .store
-                .quota_day_spent(&self.account, self.batch.operation, per_day)
+            self.shared.store.quota_day_spent(&self.account, correction)
         })
         .await?;
         Ok(Next::Done)

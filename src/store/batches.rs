@@ -437,23 +437,22 @@ impl Store {
         .await
     }
 
-    /// The CDN refused a call for quota: the ledger was wrong (another
-    /// client of the subscription, or a count lost), so the day is taken
-    /// as spent. Nothing is sent again before the next quota day.
-    ///
-    /// `per_day` is the day's budget of the kind the CDN refused: files and
-    /// directories for a purge, preloads for a preload (the other budgets
-    /// are left as they are).
+    /// The CDN refused a call for quota: the ledger was low (another
+    /// client of the subscription, or a count lost). Each count is raised
+    /// to at least what `correction` says (see [`crate::ledger`]: only the
+    /// refused kind, to the CDN's own count when it gives one); the others
+    /// are left as they are.
     pub async fn quota_day_spent(
         &self,
         account: &QuotaAccount,
-        operation: Operation,
-        per_day: (u64, u64, u64),
+        correction: crate::ledger::Correction,
     ) -> Result<(), StoreError> {
-        let (files, directories, preloads) = match operation {
-            Operation::Purge => (per_day.0 as i64, per_day.1 as i64, 0),
-            Operation::Preload => (0, 0, per_day.2 as i64),
-        };
+        let at_least = |count: Option<u64>| i64::try_from(count.unwrap_or(0)).unwrap_or(i64::MAX);
+        let (files, directories, preloads) = (
+            at_least(correction.files),
+            at_least(correction.directories),
+            at_least(correction.preloads),
+        );
         let args = (account.clone(), files, directories, preloads);
         self.write(move |conn| {
             let (account, files, directories, preloads) = args.clone();
