@@ -114,8 +114,13 @@ pub struct Derived {
     pub router: Router,
     /// The TCP bearer token, from `ingest.token` or `ingest.token_file`.
     pub tcp_token: Option<Secret>,
-    /// `None` when no credentials are configured (the emulator is used).
+    /// `None` when no credentials are configured (the emulator is used),
+    /// and always for a [`Reader::Client`], which reads no secret.
     pub credentials: Option<Credentials>,
+    /// Credentials are configured, so the daemon talks to the real CDN
+    /// (its endpoints, not the built-in emulator's): what a client needs
+    /// to know of them.
+    pub credentials_configured: bool,
     pub base_url: Option<Url>,
     /// `quota.utc_offset`, parsed: where quota days begin.
     pub quota_offset: QuotaOffset,
@@ -124,6 +129,21 @@ pub struct Derived {
     /// `fleet.node_name`, parsed, or the host name when it is not set.
     /// `None` only before validation: read it with [`Settings::node_name`].
     pub node_name: Option<crate::fleet::NodeName>,
+    /// Who reads the settings: a client leaves the secret files unread.
+    pub reader: Reader,
+    /// The host names a TCP request's `Host` may carry besides addresses
+    /// and localhost (`ingest::browser`): `ingest.allowed_hosts`, lower-case,
+    /// and this machine's name.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// Who loads the settings: the daemon (and `check-config`, `endpoints`)
+/// reads every secret file; a client command reads none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reader {
+    #[default]
+    Daemon,
+    Client,
 }
 
 /// Facts about the process, not settings: read from its environment once,
@@ -209,6 +229,10 @@ pub struct IngestSettings {
     /// A client must send complete request headers within this time.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// Host names TCP clients may use besides IP addresses and localhost
+    /// (and this machine's name): anything else is refused, so a web page
+    /// cannot reach the API through DNS rebinding.
+    pub allowed_hosts: Vec<String>,
     /// And its whole body within this time after the headers.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
@@ -228,6 +252,7 @@ impl Default for IngestSettings {
             max_connections: 1024,
             max_pending: 1_000_000,
             header_timeout: Duration::from_secs(10),
+            allowed_hosts: Vec::new(),
             body_timeout: Duration::from_secs(30),
         }
     }
@@ -572,6 +597,26 @@ impl Settings {
         path: Option<&Path>,
         env: &HashMap<String, String>,
     ) -> Result<Settings, ConfigError> {
+        Settings::load_as(path, env, Reader::Daemon)
+    }
+
+    /// [`Settings::load`] for a client command (`status`, `enqueue`,
+    /// `history`): the secret files are not read. They are the daemon's
+    /// (the README makes `cdn.key_value_file` readable by root alone), and a
+    /// client needs neither; a non-root operator's `status` exited 78 with
+    /// "credentials are partly configured" (issue 29, item 8).
+    pub fn load_for_client(
+        path: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        Settings::load_as(path, env, Reader::Client)
+    }
+
+    fn load_as(
+        path: Option<&Path>,
+        env: &HashMap<String, String>,
+        reader: Reader,
+    ) -> Result<Settings, ConfigError> {
         let fail = |problems: Vec<String>| ConfigError {
             source: path.map(Path::to_owned),
             problems,
@@ -603,6 +648,7 @@ impl Settings {
             .map_err(|e| fail(vec![e.to_string()]))?;
         let (mut settings, mut problems) = deserialize_sections(&raw, env);
         settings.derived.source = path.map(Path::to_owned);
+        settings.derived.reader = reader;
         // Which store is meant must be unambiguous: a file, or a fleet's
         // database. `store.path` has a default, so only a path the
         // operator wrote counts here.
@@ -646,7 +692,7 @@ impl Settings {
         match parse_utc_offset(&self.quota.utc_offset) {
             Some(offset) => self.derived.quota_offset = QuotaOffset(offset),
             None => problems.push(format!(
-                "quota.utc_offset: {:?} is not an offset like \"+08:00\"",
+                "quota.utc_offset: {:?} is not an offset like \"+08:00\" (from -14:00 to +14:00)",
                 self.quota.utc_offset
             )),
         }
@@ -738,6 +784,18 @@ impl Settings {
         }
         self.derived.socket_path =
             (!self.ingest.socket.is_empty()).then(|| PathBuf::from(&self.ingest.socket));
+        self.derived.allowed_hosts = host_name()
+            .map(|name| name.to_ascii_lowercase())
+            .into_iter()
+            .collect();
+        for (index, name) in self.ingest.allowed_hosts.iter().enumerate() {
+            match HostPattern::parse(name) {
+                Ok(HostPattern::Exact(name)) => self.derived.allowed_hosts.push(name),
+                _ => problems.push(format!(
+                    "ingest.allowed_hosts[{index}]: {name:?} is not a host name (no port, no '*')"
+                )),
+            }
+        }
         if !self.ingest.http.is_empty() {
             match self.ingest.http.parse::<SocketAddr>() {
                 Ok(addr) => self.derived.http_addr = Some(addr),
@@ -761,14 +819,23 @@ impl Settings {
         if self.ingest.token.is_some() && self.ingest.token_file.is_some() {
             problems.push("ingest: set token or token_file, not both".to_owned());
         }
+        let client = self.derived.reader == Reader::Client;
         self.derived.tcp_token = match (&self.ingest.token, &self.ingest.token_file) {
             (Some(token), _) => Some(token.clone()),
+            // A client reads the token file when it can (to send it over
+            // TCP), and does without when it may not.
+            (None, Some(path)) if client => std::fs::read_to_string(path)
+                .ok()
+                .map(|text| text.trim().to_owned())
+                .filter(|text| !text.is_empty())
+                .map(Secret::new),
             (None, Some(path)) => read_secret(path, "ingest.token_file", problems).map(Secret::new),
             (None, None) => None,
         };
         if let Some(addr) = self.derived.http_addr
             && !addr.ip().is_loopback()
             && self.derived.tcp_token.is_none()
+            && !(client && self.ingest.token_file.is_some())
         {
             problems.push(format!(
                 "ingest.http: {addr} is reachable from other hosts; set ingest.token or ingest.token_file \
@@ -861,7 +928,17 @@ impl Settings {
             }
         }
         self.derived.router = route_endpoints(&self.cdn.endpoints, problems);
-        self.derived.credentials = credentials_of(&self.cdn, env, problems);
+        self.derived.credentials = match self.derived.reader {
+            Reader::Daemon => credentials_of(&self.cdn, env, problems),
+            Reader::Client => None,
+        };
+        self.derived.credentials_configured = self.derived.credentials.is_some()
+            || (self.derived.reader == Reader::Client
+                && !self.cdn.subscription_id.is_empty()
+                && !self.cdn.key_id.is_empty()
+                && (self.cdn.key_value.is_some()
+                    || self.cdn.key_value_file.is_some()
+                    || env.contains_key("CREDENTIALS_DIRECTORY")));
     }
 
     /// The directories the daemon will create files in exist. Checked by
@@ -925,7 +1002,7 @@ impl Settings {
     /// True when real credentials are configured; otherwise `serve` uses
     /// the built-in emulator.
     pub fn has_credentials(&self) -> bool {
-        self.derived.credentials.is_some()
+        self.derived.credentials_configured
     }
 }
 
@@ -1045,15 +1122,19 @@ fn explain(key: &str, message: &str, env: &HashMap<String, String>) -> String {
 /// A host name that cannot name a node (the system will not say, or it
 /// has a space) is not the operator's mistake: "localhost" stands in.
 fn this_host() -> crate::fleet::NodeName {
+    host_name()
+        .and_then(|name| crate::fleet::NodeName::parse(&name).ok())
+        .unwrap_or_else(crate::fleet::NodeName::localhost)
+}
+
+/// `gethostname(2)`, when the system says.
+fn host_name() -> Option<String> {
     let mut buffer = [0u8; 256];
     // SAFETY: the buffer is valid for its whole length, which is passed.
     let rc = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
     let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
-    let name = String::from_utf8_lossy(&buffer[..end]);
-    (rc == 0)
-        .then(|| crate::fleet::NodeName::parse(&name).ok())
-        .flatten()
-        .unwrap_or_else(crate::fleet::NodeName::localhost)
+    let name = String::from_utf8_lossy(&buffer[..end]).trim().to_owned();
+    (rc == 0 && !name.is_empty()).then_some(name)
 }
 
 /// A secret's text from a file, trimmed; problems are recorded, never the
@@ -1078,7 +1159,11 @@ pub fn parse_utc_offset(text: &str) -> Option<time::UtcOffset> {
         return Some(time::UtcOffset::UTC);
     }
     let format = time::macros::format_description!("[offset_hour sign:mandatory]:[offset_minute]");
-    time::UtcOffset::parse(text, format).ok()
+    // Civil offsets run from -12:00 to +14:00; `time` takes up to ±25:59,
+    // and "+25:00" made the quota day tomorrow's (issue 29, item 9).
+    time::UtcOffset::parse(text, format)
+        .ok()
+        .filter(|offset| offset.whole_minutes().abs() <= 14 * 60)
 }
 
 /// The host router of `[[cdn.endpoints]]`: every host parsed, each routed
@@ -1383,5 +1468,10 @@ mod tests {
         );
         assert_eq!(parse_utc_offset("Z"), Some(time::UtcOffset::UTC));
         assert_eq!(parse_utc_offset("8"), None);
+        for beyond in ["+25:00", "+14:01", "-15:00"] {
+            assert_eq!(parse_utc_offset(beyond), None, "{beyond}");
+        }
+        assert!(parse_utc_offset("+14:00").is_some());
+        assert!(parse_utc_offset("-12:00").is_some());
     }
 }

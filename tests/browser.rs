@@ -197,3 +197,144 @@ async fn the_status_page_in_a_real_browser() {
     drop(chrome);
     daemon.stop().await;
 }
+
+/// A page served from elsewhere (a foreign origin, as any site the
+/// operator visits), answering every request with `html`.
+async fn foreign_site(html: String) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let html = html.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{html}",
+                    html.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Issue 28, item 4: a page the operator opens must not act on the
+/// loopback API. In real Chromium, from a foreign origin: a plain form
+/// post to `/v1/retry-failed`, and `no-cors` fetches (no preflight) that
+/// cancel a pending request and post an intent as `text/plain`; then DNS
+/// rebinding (`evil.example` resolved to 127.0.0.1) reading the page and
+/// the API. Nothing is retried, cancelled or queued; the rebinding name
+/// gets 421. The CLI over the same TCP listener still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_page_cannot_act_on_the_api() {
+    let Some(binary) = browser::chromium() else {
+        assert!(
+            std::env::var_os("PURGEQ_REQUIRE_BROWSER").is_none(),
+            "PURGEQ_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)"
+        );
+        eprintln!("SKIPPED a_foreign_page_cannot_act_on_the_api: no chromium");
+        return;
+    };
+    let emulator = emulator(Knobs {
+        fail_urls_containing: Some("broken".into()),
+        completion_delay: Duration::from_millis(50),
+        ..fast_knobs()
+    })
+    .await;
+    let config = format!(
+        "{}[batch]\nlinger = \"50ms\"\n[sender]\nmax_attempts = 1\n[tracker]\npoll_interval = \"100ms\"\n\
+         [quota]\nfiles_per_day = 1\npromote = \"never\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    let host = ENDPOINTS[0].1;
+    let (_, failed) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": [format!("http://{host}/broken.js")] }),
+        )
+        .await;
+    let failed = failed["id"].as_str().expect("id").to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{failed}?wait=30")).await;
+    assert_eq!(view["state"], "failed", "{view}");
+    let (_, waiting) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": [format!("http://{host}/tomorrow.js")] }),
+        )
+        .await;
+    let waiting = waiting["id"].as_str().expect("id").to_owned();
+
+    let api = format!("http://{}", daemon.http());
+    let html = format!(
+        "<!doctype html><title>cat pictures</title>\
+         <form method=post action=\"{api}/v1/retry-failed\"><input name=all value=1><button>win</button></form>"
+    );
+    let foreign = foreign_site(html).await;
+    let rules = "--host-resolver-rules=MAP evil.example 127.0.0.1";
+    let mut chrome = browser::Browser::launch_with(&binary, &[rules]).await;
+    chrome
+        .open(&format!("http://localhost:{}/", foreign.port()))
+        .await;
+    // No-cors fetches: the browser sends them without asking first.
+    let sent = chrome
+        .eval(&format!(
+            "Promise.all([\
+               fetch('{api}/v1/purges/{waiting}/cancel', {{method: 'POST', mode: 'no-cors'}}),\
+               fetch('{api}/v1/purges', {{method: 'POST', mode: 'no-cors', \
+                 body: JSON.stringify({{urls: ['http://{host}/forged.js']}})}}),\
+             ]).then(() => 'sent', e => 'error: ' + e)"
+        ))
+        .await;
+    assert_eq!(sent, json!("sent"));
+    chrome.click_and_wait("button").await;
+    let answer = chrome.eval("document.body.innerText").await;
+    assert!(
+        answer
+            .as_str()
+            .is_some_and(|t| t.contains("CrossSiteRequest")),
+        "the form post was refused: {answer}"
+    );
+
+    let (_, view) = daemon.get(&format!("/v1/purges/{failed}")).await;
+    assert_eq!(view["state"], "failed", "not retried: {view}");
+    let (_, view) = daemon.get(&format!("/v1/purges/{waiting}")).await;
+    assert_eq!(
+        (&view["counts"]["cancelled"], &view["counts"]["pending"]),
+        (&json!(0), &json!(1)),
+        "not cancelled: {view}"
+    );
+    let (_, list) = daemon.get("/v1/purges?limit=10").await;
+    assert_eq!(
+        list["requests"].as_array().map(Vec::len),
+        Some(2),
+        "nothing was queued: {list}"
+    );
+
+    // DNS rebinding: a name of the attacker's that resolves to loopback.
+    let port = daemon.http().port();
+    chrome.open(&format!("http://evil.example:{port}/")).await;
+    let text = chrome.eval("document.body.innerText").await;
+    assert!(
+        text.as_str().is_some_and(|t| t.contains("UnknownHost")),
+        "the status page is not served to a rebinding name: {text}"
+    );
+    let status = chrome.eval("fetch('/v1/stats').then(r => r.status)").await;
+    assert_eq!(status, json!(421));
+
+    // The CLI over the same listener still acts.
+    let output = std::process::Command::new(BIN)
+        .args(["retry", &failed, "--http", &daemon.http().to_string()])
+        .output()
+        .expect("purgeq retry");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -333,7 +333,7 @@ async fn a_body_that_dribbles_in_is_cut_off_with_408() {
     let mut stream = TcpStream::connect(daemon.http()).expect("connect");
     stream
         .write_all(
-            b"POST /v1/purges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+            b"POST /v1/purges HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
               Content-Length: 100\r\n\r\n{\"urls\": [",
         )
         .expect("write");
@@ -365,7 +365,7 @@ async fn a_declared_oversize_body_is_refused_at_once() {
     let mut stream = TcpStream::connect(daemon.http()).expect("connect");
     stream
         .write_all(
-            b"POST /v1/purges HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+            b"POST /v1/purges HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
               Content-Length: 99999999999\r\n\r\n{\"urls\": [",
         )
         .expect("write");

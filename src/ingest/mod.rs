@@ -6,6 +6,7 @@
 
 pub mod azure;
 pub mod body_deadline;
+pub mod browser;
 pub mod error;
 mod intake;
 pub mod plan;
@@ -313,6 +314,10 @@ pub fn router(state: IngestState, extra: Router<IngestState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browser::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -61,7 +61,8 @@ pub fn check(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     if let Some(origin) = header("origin") {
         let host = header(header::HOST.as_str()).unwrap_or_default();
         let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-        if origin != "null" && origin_host != host {
+        // `null` (a sandboxed frame, a file: page) names no host at all.
+        if origin == "null" || origin_host != host {
             return Err(forbidden(&format!("a page of {origin} may not act here")));
         }
     }
@@ -115,6 +116,8 @@ mod tests {
             ("host", "127.0.0.1:8088"),
         ]);
         assert!(check(&evil, body.as_bytes()).is_err());
+        let null = headers(&[("origin", "null"), ("host", "127.0.0.1:8088")]);
+        assert!(check(&null, body.as_bytes()).is_err(), "Origin: null");
         assert!(check(&ours, b"csrf=0000").is_err(), "a wrong token");
         assert!(check(&ours, b"").is_err(), "no token");
         assert_ne!(token_for(&[1; 32]), token_for(&[2; 32]));

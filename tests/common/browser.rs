@@ -35,6 +35,12 @@ pub struct Browser {
 
 impl Browser {
     pub async fn launch(binary: &Path) -> Browser {
+        Browser::launch_with(binary, &[]).await
+    }
+
+    /// With more command-line switches (`--host-resolver-rules=…` to point
+    /// a name at loopback, as a DNS-rebinding attacker would).
+    pub async fn launch_with(binary: &Path, extra: &[&str]) -> Browser {
         let profile = tempfile::tempdir().expect("profile dir");
         let mut child = Command::new(binary)
             .args([
@@ -49,6 +55,7 @@ impl Browser {
                 "--remote-debugging-port=0",
                 "--window-size=1280,1800",
             ])
+            .args(extra)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())
