@@ -709,3 +709,43 @@ async fn long_lists_are_split_listed_and_estimated() {
     assert_eq!(code, 0);
     assert!(out.contains("drains:    1 call, "), "{out}");
 }
+
+/// Issue 29, item 8: the README makes `cdn.key_value_file` readable by
+/// root alone; a non-root operator's `status`, `history` and `enqueue`
+/// exited 78 with "credentials are partly configured". Client commands
+/// leave the daemon's secret files unread. (Tests run as root, who reads
+/// any file: a key file the operator cannot open is stood in for by one
+/// that is not there, which fails the same read.)
+#[tokio::test(flavor = "multi_thread")]
+async fn client_commands_do_not_need_the_cdn_key() {
+    let emulator = emulator(fast_knobs()).await;
+    let config = format!(
+        "{}[batch]\nlinger = \"50ms\"\n[tracker]\npoll_interval = \"100ms\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    let operators = daemon.dir.path().join("operator.toml");
+    let text = std::fs::read_to_string(&daemon.config).expect("config");
+    let text = text.replace(
+        &format!("key_value = \"{KEY_VALUE}\""),
+        "key_value_file = \"/nonexistent/cdn-key-value\"",
+    );
+    assert!(text.contains("key_value_file"), "{text}");
+    std::fs::write(&operators, text).expect("write");
+    let config = operators.to_str().expect("utf-8");
+    let host = ENDPOINTS[0].1;
+    let url = format!("http://{host}/operator.js");
+
+    let (code, out, err) = run(&["enqueue", "--config", config, "--wait", &url]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&["status", "--config", config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("sending:"), "{out}");
+    let (code, out, err) = run(&["history", "--config", config]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("operator.js"), "{out}");
+    // The daemon itself still needs the key: check-config reads it.
+    let (code, _, err) = run(&["check-config", "--config", config]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("cdn.key_value_file"), "{err}");
+}

@@ -48,7 +48,11 @@ impl Daemon {
             let token = match &args.token {
                 Some(token) => Some(token.clone()),
                 // The configuration's own token, when it can be read.
-                None => args.config.load().ok().and_then(|s| s.ingest.token_text()),
+                None => args
+                    .config
+                    .load_for_client()
+                    .ok()
+                    .and_then(|s| s.ingest.token_text()),
             };
             let mut headers = reqwest::header::HeaderMap::new();
             if let Some(token) = token {
@@ -77,7 +81,7 @@ impl Daemon {
             None => {
                 let settings = args
                     .config
-                    .load()
+                    .load_for_client()
                     .map_err(|e| (crate::config::EXIT_CONFIG, e.to_string()))?;
                 match (&settings.derived.socket_path, settings.derived.http_addr) {
                     (Some(path), _) => path.clone(),

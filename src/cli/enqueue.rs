@@ -110,7 +110,7 @@ fn through_maps(
     let settings = args
         .daemon
         .config
-        .load()
+        .load_for_client()
         .map_err(|e| (crate::config::EXIT_CONFIG, e.to_string()))?;
     if settings.deploy.map.is_empty() {
         return Err((
@@ -526,7 +526,7 @@ fn split_for_the_daemon(
 ) -> Result<Vec<Vec<String>>, (u8, String)> {
     // Routed as the daemon routes: without credentials, it serves the
     // built-in emulator's endpoints.
-    let settings = args.daemon.config.load().ok().map(|s| {
+    let settings = args.daemon.config.load_for_client().ok().map(|s| {
         if s.has_credentials() {
             s
         } else {

@@ -46,7 +46,7 @@ pub struct HistoryArgs {
 pub async fn run(args: HistoryArgs) -> u8 {
     let path = match &args.db {
         Some(path) => path.clone(),
-        None => match args.config.load() {
+        None => match args.config.load_for_client() {
             Ok(settings) => settings.store.path.clone(),
             Err(error) => {
                 eprintln!("purgeq: {error}");

@@ -101,6 +101,13 @@ impl ConfigArgs {
     pub fn load(&self) -> Result<Settings, ConfigError> {
         Settings::load(self.path().as_deref(), &config::process_env())
     }
+
+    /// For a command that only talks to the daemon or reads the store:
+    /// the daemon's secret files are left unread (see
+    /// [`Settings::load_for_client`]).
+    pub fn load_for_client(&self) -> Result<Settings, ConfigError> {
+        Settings::load_for_client(self.path().as_deref(), &config::process_env())
+    }
 }
 
 /// `purgeq completions SHELL`.
