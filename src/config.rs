@@ -215,6 +215,10 @@ pub struct IngestSettings {
     /// TCP listen address; empty disables it.
     pub http: String,
     pub max_body_bytes: usize,
+    /// Request bodies held in memory at once, over every listener: past
+    /// it, new bodies get 503 with Retry-After (`ingest::body_budget`).
+    /// Read at start.
+    pub max_body_bytes_in_flight: usize,
     pub max_urls_per_request: usize,
     pub max_url_length: usize,
     /// Bearer token TCP clients must send; required when `http` is not
@@ -245,6 +249,7 @@ impl Default for IngestSettings {
             socket_mode: "0660".to_owned(),
             http: "127.0.0.1:8088".to_owned(),
             max_body_bytes: 8 * 1024 * 1024,
+            max_body_bytes_in_flight: 32 * 1024 * 1024,
             max_urls_per_request: 10_000,
             max_url_length: 2048,
             token: None,
@@ -882,6 +887,13 @@ impl Settings {
         }
         if self.tracker.poll_interval.is_zero() {
             problems.push("tracker.poll_interval: must be more than 0s".to_owned());
+        }
+        if self.ingest.max_body_bytes_in_flight < self.ingest.max_body_bytes {
+            problems.push(format!(
+                "ingest.max_body_bytes_in_flight: {} is less than ingest.max_body_bytes ({}): a body \
+                 of the largest size could never be taken",
+                self.ingest.max_body_bytes_in_flight, self.ingest.max_body_bytes
+            ));
         }
         if self.ingest.header_timeout.is_zero() {
             problems.push("ingest.header_timeout: must be more than 0s".to_owned());

@@ -382,3 +382,135 @@ async fn a_declared_oversize_body_is_refused_at_once() {
     );
     assert!(started.elapsed() < Duration::from_secs(5), "at once");
 }
+
+/// `VmRSS` and `VmHWM` (the peak) of a process, in MiB.
+fn memory_mib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("a /proc field")
+            / 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// One slow upload: headers for an 8 MB body (declared, or chunked), then
+/// `sent` bytes of it in 64 KiB pieces, and never the rest. Returns the
+/// connection (held open) and what the daemon answered, if it did.
+fn slow_upload(addr: std::net::SocketAddr, chunked: bool, sent: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    let length = if chunked {
+        "Transfer-Encoding: chunked\r\n".to_owned()
+    } else {
+        "Content-Length: 8300000\r\n".to_owned()
+    };
+    let head = format!(
+        "POST /v1/purges HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{length}\r\n"
+    );
+    if stream.write_all(head.as_bytes()).is_err() {
+        return stream;
+    }
+    let piece = vec![b' '; 64 * 1024];
+    let mut written = 0;
+    while written < sent {
+        let framed = if chunked {
+            let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+            framed.extend_from_slice(&piece);
+            framed.extend_from_slice(b"\r\n");
+            framed
+        } else {
+            piece.clone()
+        };
+        // Refused (503) and closed by the daemon: the client stops.
+        if stream.write_all(&framed).is_err() {
+            break;
+        }
+        written += piece.len();
+    }
+    stream
+}
+
+/// Issue 28, item 5: 100 clients each sending an 8 MB body and never
+/// finishing took the daemon from 84 MB to 839 MB. With
+/// `ingest.max_body_bytes_in_flight` (32 MiB by default) the peak stays
+/// bounded, the refused uploads are answered 503 at once, a small intent
+/// is still taken, and the memory comes back afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_slow_large_bodies_keep_memory_bounded() {
+    let daemon = TestDaemon::start(ROUTES).await;
+    let pid = daemon.pid();
+    // Warm up: one ordinary request, so the baseline is a working daemon.
+    let (status, _) = daemon
+        .post(
+            "/v1/purges",
+            &json!({"urls": ["http://a.example.com/warm.js"]}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (before, _) = memory_mib(pid);
+
+    let addr = daemon.http;
+    let uploads: Vec<TcpStream> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..100)
+            .map(|i| scope.spawn(move || slow_upload(addr, i % 2 == 1, 8_000_000)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("upload thread"))
+            .collect()
+    });
+    // Every upload that could not be held was answered at once.
+    let mut refused = 0;
+    for mut stream in uploads.iter().map(|s| s.try_clone().expect("clone")) {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut answer = [0u8; 64];
+        if let Ok(n) = stream.read(&mut answer)
+            && String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 503")
+        {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 90, "{refused} of 100 uploads refused with 503");
+
+    // Others are still served while the held uploads wait.
+    let mut served = false;
+    for _ in 0..20 {
+        let (status, body) = daemon
+            .post(
+                "/v1/purges",
+                &json!({"urls": ["http://a.example.com/meanwhile.js"]}),
+            )
+            .await;
+        if status == 202 {
+            served = true;
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "a small intent was taken during the uploads");
+    let (during, peak) = memory_mib(pid);
+    drop(uploads);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (after, _) = memory_mib(pid);
+    eprintln!("RSS MiB: before {before}, during {during}, peak {peak}, after {after}");
+    assert!(
+        peak < before + 150,
+        "peak {peak} MiB, from {before} MiB: 100 x 8 MB would be 800"
+    );
+    assert!(
+        after <= before + 40,
+        "after {after} MiB, from {before} MiB: the memory came back"
+    );
+}

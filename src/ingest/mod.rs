@@ -5,6 +5,7 @@
 //! service can point at the daemon instead.
 
 pub mod azure;
+pub mod body_budget;
 pub mod body_deadline;
 pub mod browser;
 pub mod error;
@@ -303,6 +304,7 @@ async fn unknown_method(method: Method, uri: axum::http::Uri) -> axum::response:
 pub fn router(state: IngestState, extra: Router<IngestState>) -> Router {
     // The body limit is enforced by axum; over it, the handlers answer 413.
     let body_limit = state.settings().ingest.max_body_bytes;
+    let budget = body_budget::Budget::new(state.settings().ingest.max_body_bytes_in_flight);
     let mut router = Router::new();
     for Route { path, handler, .. } in routes() {
         router = router.route(path, handler);
@@ -323,6 +325,9 @@ pub fn router(state: IngestState, extra: Router<IngestState>) -> Router {
             state.clone(),
             body_deadline::limit_body_time,
         ))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            body_budget::charge_bodies(budget.clone(), request, next)
+        }))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             refuse_declared_oversize,

@@ -61,7 +61,9 @@ pub struct PreloadBody {
 /// to our error JSON.
 pub fn body_or_error(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
-        if super::body_deadline::timed_out(&rejection) {
+        if super::body_budget::over_budget(&rejection) {
+            super::body_budget::refusal()
+        } else if super::body_deadline::timed_out(&rejection) {
             ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "RequestTimeout",
