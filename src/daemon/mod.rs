@@ -92,6 +92,9 @@ pub struct Addresses {
 /// A running daemon.
 pub struct Daemon {
     settings: watch::Sender<Arc<Settings>>,
+    /// The settings the daemon started with: what the restart-only keys
+    /// still are, however many reloads came since.
+    started_with: Arc<Settings>,
     config_path: Option<PathBuf>,
     log: Option<LogHandle>,
     process: Process,
@@ -233,6 +236,7 @@ impl Daemon {
         }
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "purgeq ready");
         Ok(Daemon {
+            started_with: settings.clone(),
             settings: settings_tx,
             config_path: options.config_path,
             log: options.log,
@@ -284,7 +288,9 @@ impl Daemon {
         if !self.use_emulator && !next.has_credentials() {
             return Err("the new configuration has no CDN credentials".to_owned());
         }
-        warn_restart_only(&current, &next);
+        // Against the settings in effect for them, not the last reload's:
+        // reverting a change said it changed again (issue 29, item 12).
+        warn_restart_only(&self.started_with, &next);
         let client = cdn::build_client(&next, self.emulator.as_ref()).map_err(|e| e.to_string())?;
         if let Some(log) = &self.log {
             log.set_level(&logging::filter_of(&next, &self.process));
@@ -493,8 +499,17 @@ impl Sender {
 }
 
 /// Keys a reload cannot apply: said, not silently ignored.
-fn warn_restart_only(current: &Settings, next: &Settings) {
-    for (what, changed) in [
+fn warn_restart_only(started_with: &Settings, next: &Settings) {
+    for what in restart_only_changes(started_with, next) {
+        tracing::warn!("{what} changed: it takes effect at the next restart");
+    }
+}
+
+/// The restart-only keys whose value in `next` differs from the one the
+/// daemon runs with.
+fn restart_only_changes(started_with: &Settings, next: &Settings) -> Vec<&'static str> {
+    let current = started_with;
+    [
         ("store.path", next.store.path != current.store.path),
         (
             "store.url",
@@ -507,9 +522,28 @@ fn warn_restart_only(current: &Settings, next: &Settings) {
         ),
         ("ingest.socket", next.ingest.socket != current.ingest.socket),
         ("ingest.http", next.ingest.http != current.ingest.http),
-    ] {
-        if changed {
-            tracing::warn!("{what} changed: it takes effect at the next restart");
-        }
+        (
+            "ingest.max_body_bytes_in_flight",
+            next.ingest.max_body_bytes_in_flight != current.ingest.max_body_bytes_in_flight,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(what, changed)| changed.then_some(what))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 29, item 12: a reload compares with what runs, so a change
+    /// reverted by a second reload is no longer reported.
+    #[test]
+    fn a_reverted_change_is_not_reported() {
+        let started = Settings::default();
+        let mut moved = Settings::default();
+        moved.ingest.http = "127.0.0.1:9999".to_owned();
+        assert_eq!(restart_only_changes(&started, &moved), ["ingest.http"]);
+        assert!(restart_only_changes(&started, &Settings::default()).is_empty());
     }
 }
