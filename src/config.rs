@@ -230,13 +230,17 @@ pub struct IngestSettings {
     /// Past this many pending URLs, new intents are refused (503 with
     /// Retry-After); 0 for no limit.
     pub max_pending: u64,
-    /// A client must send complete request headers within this time.
-    #[serde(with = "humantime_serde")]
-    pub header_timeout: Duration,
     /// Host names TCP clients may use besides IP addresses and localhost
     /// (and this machine's name): anything else is refused, so a web page
     /// cannot reach the API through DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// The longest intake waits for the store before it answers 503 with
+    /// Retry-After (a black-holed PostgreSQL, a locked or stalled SQLite).
+    #[serde(with = "humantime_serde")]
+    pub store_timeout: Duration,
+    /// A client must send complete request headers within this time.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// And its whole body within this time after the headers.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
@@ -258,6 +262,7 @@ impl Default for IngestSettings {
             max_pending: 1_000_000,
             header_timeout: Duration::from_secs(10),
             allowed_hosts: Vec::new(),
+            store_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(30),
         }
     }
@@ -897,6 +902,9 @@ impl Settings {
         }
         if self.ingest.header_timeout.is_zero() {
             problems.push("ingest.header_timeout: must be more than 0s".to_owned());
+        }
+        if self.ingest.store_timeout.is_zero() {
+            problems.push("ingest.store_timeout: must be more than 0s".to_owned());
         }
         if self.ingest.body_timeout.is_zero() {
             problems.push("ingest.body_timeout: must be more than 0s".to_owned());

@@ -447,3 +447,90 @@ async fn three_nodes_share_one_quota_and_never_overspend_it() {
     drop(nodes);
     db.drop_now().await;
 }
+
+/// Issue 28, item 3: with the path from a node to PostgreSQL silently
+/// dropping packets, `POST /v1/purges` got no answer for 40 s, and the
+/// intent was committed after the network healed, unknown to its client.
+/// Now intake answers 503 with `Retry-After` within `ingest.store_timeout`,
+/// saying nothing was stored, and that intent is never stored later; once
+/// the network heals the node takes intents again by itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_black_holed_database_gets_a_503_in_time_and_stores_nothing_late() {
+    let Some(db) =
+        TestDatabase::create("a_black_holed_database_gets_a_503_in_time_and_stores_nothing_late")
+            .await
+    else {
+        return;
+    };
+    let emulator = emulator(fast_knobs()).await;
+    let server = db.url.connect_options();
+    let upstream = format!("{}:{}", server.get_host(), server.get_port())
+        .parse()
+        .expect("the test server's address");
+    let proxy = common::proxy::Proxy::start(upstream).await;
+    let through_proxy = format!(
+        "postgres://{}@{}/{}",
+        server.get_username(),
+        proxy.addr,
+        db.url.database()
+    );
+    let config = format!(
+        "[store]\nurl = \"{through_proxy}\"\n[fleet]\nnode_name = \"cut-off\"\n{}\
+         [batch]\nlinger = \"100ms\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let node =
+        TestDaemon::start_with_env(&config, &[("PURGEQ__INGEST__STORE_TIMEOUT", "2s")]).await;
+    one_leader(&[&node], Duration::from_secs(15)).await;
+    let post = |url: &str| {
+        let request = node
+            .client()
+            .post(format!("http://{}/v1/purges", node.http))
+            .timeout(Duration::from_secs(15))
+            .json(&json!({ "urls": [url] }));
+        async move { request.send().await }
+    };
+    let before = post("http://a.example.com/before.js")
+        .await
+        .expect("an answer");
+    assert_eq!(before.status(), 202);
+
+    proxy.black_hole();
+    let late = "http://a.example.com/during-the-outage.js";
+    let response = post(late)
+        .await
+        .expect("an answer before the client's own 15 s timeout");
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("json");
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("nothing was stored"), "{message}");
+
+    proxy.heal();
+    // The node takes intents again by itself (its writer reconnects).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = post("http://a.example.com/after.js").await.expect("answer");
+        if response.status() == 202 {
+            break;
+        }
+        assert_eq!(response.status(), 503);
+        assert!(Instant::now() < deadline, "never took intents again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The refused intent was not stored behind its client's back.
+    let mut admin = sqlx::PgConnection::connect_with(db.url.connect_options())
+        .await
+        .expect("admin");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE url = $1")
+        .bind(late)
+        .fetch_one(&mut admin)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0, "the intent answered 503 was stored later");
+    drop(node);
+    db.drop_now().await;
+}

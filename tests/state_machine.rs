@@ -348,6 +348,70 @@ async fn a_locked_database_is_a_retryable_error() {
     assert!(q.try_cut().await.is_some());
 }
 
+/// Issue 28, item 3, on SQLite: an operator's `sqlite3` holds the write
+/// lock. An intent is answered within its deadline, told nothing was
+/// stored, and is not stored once the lock is released; the next intent
+/// is.
+#[tokio::test]
+async fn an_intent_past_its_deadline_is_never_stored_later() {
+    let q = Queue::new().await;
+    let mut holder = q.sql().await;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+    let request = |url: &str| NewRequest {
+        id: purgeq::store::RequestId::generate(),
+        received_at: time::OffsetDateTime::now_utc(),
+        source: "test".into(),
+        label: None,
+        priority: purgeq::target::Priority::Normal,
+        targets: vec![file(url)],
+        preload_after_purge: Vec::new(),
+        preload_only: Vec::new(),
+    };
+    let error = q
+        .store
+        .enqueue_within(
+            request("http://e.com/late.js"),
+            std::time::Duration::from_millis(300),
+        )
+        .await
+        .expect_err("the lock outlasts the deadline");
+    assert!(
+        matches!(
+            error,
+            StoreError::TimedOut {
+                withdrawn: true,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("nothing was stored"), "{error}");
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("unlock");
+    q.store
+        .enqueue_within(
+            request("http://e.com/next.js"),
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("stored once the lock is gone");
+    assert_eq!(
+        q.scalar("SELECT count(*) FROM items WHERE url = 'http://e.com/late.js'")
+            .await,
+        0
+    );
+    assert_eq!(
+        q.scalar("SELECT count(*) FROM items WHERE url = 'http://e.com/next.js'")
+            .await,
+        1
+    );
+}
+
 /// Bug 8: attempts counted cuts, so releases used up the attempts and one
 /// `Failed` was final.
 async fn attempts_count_accepted_calls_not_cuts(q: Queue) {

@@ -71,6 +71,14 @@ impl From<StoreError> for ApiError {
                     format!("{error}; nothing was accepted, try again later"),
                 )
             },
+            StoreError::TimedOut { .. } => Self {
+                retry_after_secs: Some(5),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "StoreUnavailable",
+                    format!("{error}; try again later"),
+                )
+            },
             StoreError::Internal { .. } => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Internal",

@@ -176,7 +176,10 @@ impl IngestState {
         );
         request.preload_after_purge = preload_after_purge;
         request.preload_only = ask.preload_only;
-        let outcome = self.store.enqueue(request).await?;
+        let outcome = self
+            .store
+            .enqueue_within(request, settings.ingest.store_timeout)
+            .await?;
         if outcome.preloads > 0 {
             crate::metrics::preloads_asked(outcome.preloads);
         }

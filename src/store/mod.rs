@@ -79,6 +79,14 @@ pub enum StoreError {
     Busy { reason: String, cause: Cause },
     /// The writer task is gone (shutting down).
     Closed,
+    /// The store did not answer an intent within its deadline
+    /// (`ingest.store_timeout`). `withdrawn`: it was withdrawn before its
+    /// commit, so it is not and never will be stored; otherwise it may
+    /// have been (see `writer::Ticket`).
+    TimedOut {
+        after: std::time::Duration,
+        withdrawn: bool,
+    },
     /// A bug or a broken database: not worth retrying.
     Internal {
         context: String,
@@ -94,6 +102,15 @@ impl std::fmt::Display for StoreError {
             }
             StoreError::Busy { reason, .. } => write!(f, "the write must wait: {reason}"),
             StoreError::Closed => f.write_str("the store is shutting down"),
+            StoreError::TimedOut { after, withdrawn } => write!(
+                f,
+                "the store did not answer within {after:?} (ingest.store_timeout); {}",
+                if *withdrawn {
+                    "nothing was stored"
+                } else {
+                    "the intent may still be stored: a retry with the same URLs is deduplicated"
+                }
+            ),
             StoreError::Internal { context, .. } => write!(f, "store error: {context}"),
         }
     }
@@ -108,7 +125,7 @@ impl std::error::Error for StoreError {
                 cause.as_ref()
             }
             StoreError::Busy { cause, .. } => Some(cause),
-            StoreError::Closed => None,
+            StoreError::Closed | StoreError::TimedOut { .. } => None,
         };
         cause.map(|c| &**c as &(dyn std::error::Error + 'static))
     }
@@ -121,7 +138,7 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable { .. } | StoreError::Busy { .. }
+            StoreError::Unavailable { .. } | StoreError::Busy { .. } | StoreError::TimedOut { .. }
         )
     }
 
@@ -522,10 +539,50 @@ impl Store {
                 request,
                 output: None,
                 reply,
+                ticket: Default::default(),
             })
             .await
             .map_err(|_| StoreError::Closed)?;
         receiver.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::enqueue`], answered within `deadline` whatever the
+    /// database does (black-holed, locked, a stalled disk). Past it the
+    /// intent is withdrawn if the writer has not begun it — then nothing
+    /// is stored, ever — and the error says which: "nothing was stored",
+    /// or "may still be stored" when its transaction had already begun
+    /// (a retry with the same URLs is then deduplicated against it).
+    pub async fn enqueue_within(
+        &self,
+        request: NewRequest,
+        deadline: std::time::Duration,
+    ) -> Result<EnqueueOutcome, StoreError> {
+        let ticket: Arc<writer::Ticket> = Default::default();
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        let command = Command::Enqueue {
+            request: Arc::new(request),
+            output: None,
+            reply,
+            ticket: ticket.clone(),
+        };
+        let answer = async {
+            self.jobs
+                .send(command)
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            receiver.await.map_err(|_| StoreError::Closed)?
+        };
+        match tokio::time::timeout(deadline, answer).await {
+            Ok(result) => result,
+            Err(_) => {
+                let error = StoreError::TimedOut {
+                    after: deadline,
+                    withdrawn: ticket.withdraw(),
+                };
+                tracing::warn!("an intent was answered 503: {error}");
+                Err(error)
+            }
+        }
     }
 
     /// Caps the database size (`store.max_size_bytes`; 0: no cap beyond

@@ -33,6 +33,11 @@ use sqlx::PgConnection;
 /// The most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// The longest a PostgreSQL group (or a connection attempt) may go
+/// unanswered before the connection is taken as lost: far beyond a busy
+/// server's commit, far below what TCP takes to give up on a black hole.
+const PG_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 pub(crate) type JobFuture<'c, T> = BoxFuture<'c, Result<T, sqlx::Error>>;
 
 /// A job with its result type erased, so jobs of any type share one queue.
@@ -92,7 +97,91 @@ pub(crate) enum Command {
         request: Arc<NewRequest>,
         output: Option<EnqueueOutcome>,
         reply: oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
+        ticket: Arc<Ticket>,
     },
+}
+
+/// Who decides an intent's fate when its client stops waiting. The writer
+/// takes the ticket when the intent's group begins and seals it just
+/// before `COMMIT`; the client withdraws it when its deadline passes.
+/// Until the seal the client wins, and the writer then leaves the intent
+/// out (rolling back and running the rest again), so a client told
+/// "nothing was stored" can rely on it: a withdrawn intent is never
+/// committed later (issue 28, item 3). A sealed intent may commit after
+/// its client gave up; the client is told so.
+#[derive(Debug, Default)]
+pub(crate) struct Ticket(std::sync::atomic::AtomicU8);
+
+impl Ticket {
+    const WAITING: u8 = 0;
+    const TAKEN: u8 = 1;
+    const SEALED: u8 = 2;
+    const WITHDRAWN: u8 = 3;
+
+    /// The writer's, as a group begins: false when the client withdrew it.
+    pub(crate) fn take(&self) -> bool {
+        self.step(|state| match state {
+            Ticket::WAITING => Some(Ticket::TAKEN),
+            Ticket::TAKEN | Ticket::SEALED => Some(state),
+            _ => None,
+        })
+    }
+
+    /// The writer's, just before `COMMIT`: false when the client withdrew
+    /// it meanwhile.
+    pub(crate) fn seal(&self) -> bool {
+        self.step(|state| match state {
+            Ticket::TAKEN | Ticket::SEALED => Some(Ticket::SEALED),
+            _ => None,
+        })
+    }
+
+    /// The client's, when it stops waiting: true when the intent was not
+    /// sealed (and now never will be).
+    pub(crate) fn withdraw(&self) -> bool {
+        self.step(|state| match state {
+            Ticket::WAITING | Ticket::TAKEN | Ticket::WITHDRAWN => Some(Ticket::WITHDRAWN),
+            _ => None,
+        })
+    }
+
+    fn step(&self, next: impl Fn(u8) -> Option<u8>) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, next)
+            .is_ok()
+    }
+}
+
+/// A group held an intent whose client withdrew it before the commit.
+#[derive(Debug, thiserror::Error)]
+#[error("an intent's client stopped waiting before it was committed")]
+struct Withdrawn;
+
+/// Seals the tickets of the group's intents, or fails the group when one
+/// was withdrawn (it is then rolled back and each command runs alone).
+fn seal_intents(group: &[Command]) -> Result<(), sqlx::Error> {
+    let all_sealed = group
+        .iter()
+        .filter_map(|command| match command {
+            Command::Enqueue { ticket, .. } => Some(ticket),
+            Command::Job(_) | Command::Stop(_) => None,
+        })
+        .all(|ticket| ticket.seal());
+    if all_sealed {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Configuration(Box::new(Withdrawn)))
+    }
+}
+
+/// Drops from `group` the intents whose clients have stopped waiting, and
+/// takes the tickets of the rest: from here on they may commit.
+fn drop_withdrawn(group: &mut Vec<Command>) {
+    group.retain(|command| match command {
+        Command::Enqueue { ticket, .. } => ticket.take(),
+        Command::Job(_) | Command::Stop(_) => true,
+    });
 }
 
 impl Command {
@@ -244,6 +333,7 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() && jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
         stop = take_stop(&mut group);
+        drop_withdrawn(&mut group);
         refuse_intents_if_the_file_objects(&file, &signals, &mut group);
         if short_of_space {
             short_of_space = !resume_if_there_is_room(&reserve, &signals, &mut group);
@@ -371,6 +461,7 @@ async fn run_postgres(
     let mut growth = Growth::default();
     while stop.is_none() && jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
         stop = take_stop(&mut group);
+        drop_withdrawn(&mut group);
         if group.is_empty() {
             continue;
         }
@@ -378,7 +469,10 @@ async fn run_postgres(
         let fence = fence.as_ref();
         let connection = match conn.as_mut() {
             Some(connection) => connection,
-            None => match db.connect_one().await {
+            None => match tokio::time::timeout(PG_DEADLINE, db.connect_one())
+                .await
+                .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut))
+            {
                 Ok(fresh) => {
                     // Reachable again: the outage's reason no longer holds
                     // (the next write says if something else is wrong).
@@ -396,7 +490,28 @@ async fn run_postgres(
                 }
             },
         };
-        match run_group(&mut Conn::Postgres(&mut *connection), &mut group, fence).await {
+        let ran = tokio::time::timeout(
+            PG_DEADLINE,
+            run_group(&mut Conn::Postgres(&mut *connection), &mut group, fence),
+        )
+        .await;
+        let Ok(ran) = ran else {
+            // No answer at all: a black-holed network looks like this, and
+            // TCP would wait many minutes to say so. The connection is
+            // dropped (a COMMIT sent may or may not have landed, as for a
+            // lost connection), the group is answered, the next connects anew.
+            let error = StoreError::Unavailable {
+                reason: format!("PostgreSQL did not answer within {PG_DEADLINE:?}"),
+                cause: None,
+            };
+            note_failure(&signals, &error);
+            conn = None;
+            for command in group.drain(..) {
+                command.finish(Err(error.clone()));
+            }
+            continue;
+        };
+        match ran {
             Err(error) if is_connection_lost(&error) => {
                 let error = pg_error("lost the connection to PostgreSQL", error);
                 note_failure(&signals, &error);
@@ -729,6 +844,7 @@ async fn run_group(
             .execute(&mut **c)
             .await?;
     }
+    seal_intents(group)?;
     on_conn!(conn, c => sqlx::query("COMMIT").execute(c).await.map(|_| ()))?;
     Ok(())
 }
@@ -754,5 +870,38 @@ mod growth_tests {
         assert!(growth.added(1), "20,000 more");
         let analyses = (0..1_000).filter(|_| growth.added(1_000)).count();
         assert_eq!(analyses, 4, "40k, 80k, 160k, 320k more over 1,000,000");
+    }
+}
+
+#[cfg(test)]
+mod ticket_tests {
+    use super::Ticket;
+
+    /// Every order of the writer's and the client's moves: the client is
+    /// told "nothing was stored" (withdraw() is true) exactly when the
+    /// writer will not commit it (seal() is false).
+    #[test]
+    fn the_client_and_the_writer_never_both_win() {
+        type Step = fn(&Ticket) -> bool;
+        let take: Step = Ticket::take;
+        let seal: Step = Ticket::seal;
+        let withdraw: Step = Ticket::withdraw;
+        let rows: [(&[Step], &[bool]); 5] = [
+            // Withdrawn while waiting: never taken.
+            (&[withdraw, take], &[true, false]),
+            // Taken, then withdrawn before the commit: not sealed.
+            (&[take, withdraw, seal], &[true, true, false]),
+            // Sealed first: the client is told it may be stored.
+            (&[take, seal, withdraw], &[true, true, false]),
+            // A group run again after a failed commit keeps its seal.
+            (&[take, seal, take, seal], &[true, true, true, true]),
+            // Withdrawing twice says the same.
+            (&[withdraw, withdraw], &[true, true]),
+        ];
+        for (steps, expected) in rows {
+            let ticket = Ticket::default();
+            let got: Vec<bool> = steps.iter().map(|step| step(&ticket)).collect();
+            assert_eq!(got, expected);
+        }
     }
 }

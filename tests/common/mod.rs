@@ -7,6 +7,7 @@
 
 pub mod held;
 pub mod postgres;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
