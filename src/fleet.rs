@@ -268,6 +268,65 @@ impl Lease {
     }
 }
 
+/// Whether the pipeline of this node may make a CDN call now: the trust
+/// deadline of the lease it was started under, moved on at each renewal.
+/// The sender and the tracker ask just before each call, so a leader that
+/// was paused, or whose renewals hang, stops calling at the deadline
+/// itself — not when its lease loop next gets to run (a paused leader sent
+/// within milliseconds of `SIGCONT`, issue 28). On a standalone host it
+/// always allows.
+#[derive(Debug)]
+pub struct Trust(std::sync::Mutex<TrustState>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrustState {
+    Always,
+    Until(Instant),
+    Revoked,
+}
+
+impl Trust {
+    /// A standalone host: no lease to lose.
+    pub fn always() -> std::sync::Arc<Trust> {
+        std::sync::Arc::new(Trust(std::sync::Mutex::new(TrustState::Always)))
+    }
+
+    /// A leader's, trusted until `lease`'s deadline.
+    pub fn of(lease: &Lease) -> std::sync::Arc<Trust> {
+        std::sync::Arc::new(Trust(std::sync::Mutex::new(TrustState::Until(
+            lease.trusted_until(),
+        ))))
+    }
+
+    fn set(&self, next: impl FnOnce(TrustState) -> TrustState) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *state = next(*state);
+    }
+
+    /// A renewal: trusted until `lease`'s new deadline (never after a
+    /// revocation: a pipeline once stopped stays stopped).
+    pub fn renew(&self, lease: &Lease) {
+        self.set(|state| match state {
+            TrustState::Until(_) => TrustState::Until(lease.trusted_until()),
+            other => other,
+        });
+    }
+
+    /// Deposed or stopping: no call from now on.
+    pub fn revoke(&self) {
+        self.set(|_| TrustState::Revoked);
+    }
+
+    /// Whether a call may start at `now`.
+    pub fn allows(&self, now: Instant) -> bool {
+        match *self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            TrustState::Always => true,
+            TrustState::Until(deadline) => now < deadline,
+            TrustState::Revoked => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +337,33 @@ mod tests {
 
     fn node(name: &str) -> NodeName {
         NodeName::parse(name).unwrap()
+    }
+
+    #[test]
+    fn a_pipeline_may_call_only_within_its_lease() {
+        let timing = LeaseTiming::DEFAULT;
+        let start = Instant::now();
+        let lease = Lease::new(term(3), start, timing);
+        let trust = Trust::of(&lease);
+        let deadline = lease.trusted_until();
+        let rows = [
+            (start, true),
+            (deadline - Duration::from_millis(1), true),
+            // The deadline itself, and a process resumed long after it.
+            (deadline, false),
+            (deadline + Duration::from_secs(12), false),
+        ];
+        for (now, allowed) in rows {
+            assert_eq!(trust.allows(now), allowed, "{:?}", now - start);
+        }
+        let renewed = Lease::new(term(3), start + Duration::from_secs(2), timing);
+        trust.renew(&renewed);
+        assert!(trust.allows(deadline), "renewed");
+        trust.revoke();
+        assert!(!trust.allows(start), "revoked");
+        trust.renew(&renewed);
+        assert!(!trust.allows(start), "a revoked pipeline stays stopped");
+        assert!(Trust::always().allows(start + Duration::from_secs(1_000_000)));
     }
 
     #[test]

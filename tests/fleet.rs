@@ -534,3 +534,122 @@ async fn a_black_holed_database_gets_a_503_in_time_and_stores_nothing_late() {
     drop(node);
     db.drop_now().await;
 }
+
+/// When `at` (the emulator's RFC 3339 time) is.
+fn journal_time(at: &str) -> std::time::SystemTime {
+    humantime::parse_rfc3339(at).expect("an RFC 3339 time")
+}
+
+/// Issue 28, item 1, as the fault drill ran it: two nodes, the sender at
+/// 3 calls/s, the leader `SIGSTOP`ped past its lease three times while it
+/// drains, then `SIGCONT`. Before: the resumed leader sent within
+/// milliseconds of `SIGCONT` (duplicate URLs), recorded a result under its
+/// old term 44 s later (a batch back from `succeeded` to `submitted`, with
+/// `finished_at` before `accepted_at`) and the stuck batches were polled
+/// for ever. Checked: no call from a node between its pause and the
+/// moment it could lead again; no batch finished before it was accepted;
+/// nothing left `submitted`; every URL purged; and once the queue is
+/// empty, no more progress calls.
+#[tokio::test(flavor = "multi_thread")]
+async fn paused_leaders_make_no_call_and_no_write_after_their_lease() {
+    let Some(db) =
+        TestDatabase::create("paused_leaders_make_no_call_and_no_write_after_their_lease").await
+    else {
+        return;
+    };
+    let emulator = emulator(Knobs {
+        completion_delay: Duration::from_millis(300),
+        ..fast_knobs()
+    })
+    .await;
+    let extra = "[sender]\nrequests_per_second = 3\nburst = 1\n\
+                 [batch]\nlinger = \"100ms\"\nmax_files = 2\n";
+    let nodes = vec![
+        TestDaemon::start(&node_config(&db, "node-1", &emulator, extra)).await,
+        TestDaemon::start(&node_config(&db, "node-2", &emulator, extra)).await,
+    ];
+    let all: Vec<&TestDaemon> = nodes.iter().collect();
+    one_leader(&all, Duration::from_secs(15)).await;
+    let urls: Vec<String> = (0..150)
+        .map(|u| format!("http://{}/drill/u{u}.js", host(u)))
+        .collect();
+    let id = post(&nodes[0], &urls).await;
+
+    // (node name, paused at, could lead again from)
+    let mut quiet: Vec<(String, std::time::SystemTime, Option<std::time::SystemTime>)> = Vec::new();
+    for _ in 0..3 {
+        let (leader, fleets) = one_leader(&all, Duration::from_secs(20)).await;
+        let name = fleets[leader]["node"].as_str().expect("name").to_owned();
+        let sent_before = emulator.journal().len();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while emulator.journal().len() == sent_before {
+            assert!(Instant::now() < deadline, "{name} never sent");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The other node could lead again only once this one pauses.
+        let paused_at = std::time::SystemTime::now();
+        if let Some(last) = quiet.last_mut() {
+            last.2 = Some(paused_at);
+        }
+        nodes[leader].signal("STOP");
+        let other = 1 - leader;
+        one_leader(&[&nodes[other]], Duration::from_secs(15)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        nodes[leader].signal("CONT");
+        quiet.push((name, paused_at, None));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    let (status, view) = nodes[0].get(&format!("/v1/purges/{id}?wait=120")).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        view["state"], "succeeded",
+        "nothing lost: {:#}",
+        view["counts"]
+    );
+
+    // No call from a node after its lease lapsed: between its pause (plus
+    // a call already on the wire) and the moment it could lead again.
+    let on_the_wire = Duration::from_millis(300);
+    for entry in emulator.journal() {
+        let at = journal_time(&entry.at);
+        for (name, paused_at, until) in &quiet {
+            let inside = at > *paused_at + on_the_wire && until.is_none_or(|u| at < u);
+            assert!(
+                !(inside && entry.client.contains(&format!("(node {name})"))),
+                "{name} called at {} after its pause at {}: {entry:?}",
+                entry.at,
+                humantime::format_rfc3339_millis(*paused_at)
+            );
+        }
+    }
+    // No write of an old term: nothing finished before it was accepted,
+    // and nothing left to poll.
+    let mut admin = sqlx::PgConnection::connect_with(db.url.connect_options())
+        .await
+        .expect("admin");
+    let backwards: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM batches WHERE finished_at IS NOT NULL AND finished_at < accepted_at",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("count");
+    assert_eq!(
+        backwards, 0,
+        "a batch recorded as finished before it was accepted"
+    );
+    let open: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM batches WHERE state IN ('sending', 'submitted')")
+            .fetch_one(&mut admin)
+            .await
+            .expect("count");
+    assert_eq!(open, 0, "batches still open with an empty queue");
+    // Progress calls come back to zero once the queue is empty.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let polled = emulator.stats().get("progress").copied().unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = emulator.stats().get("progress").copied().unwrap_or(0);
+    assert_eq!(later, polled, "progress calls with nothing in flight");
+    drop(nodes);
+    db.drop_now().await;
+}

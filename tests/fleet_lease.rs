@@ -187,7 +187,7 @@ async fn a_leader_paused_inside_a_write_cannot_hold_off_failover() {
 
 /// The store's writer checks the fence: while node a writes as leader
 /// under term 1, its pipeline's writes commit; once b took the lease over,
-/// the same writes are refused (retryable, saying why) and nothing is
+/// the same writes are refused (for good, saying why) and nothing is
 /// recorded, while intents are still stored (every node ingests).
 #[tokio::test]
 async fn the_store_refuses_a_deposed_leaders_writes_but_not_its_intents() {
@@ -228,12 +228,12 @@ async fn the_store_refuses_a_deposed_leaders_writes_but_not_its_intents() {
     let now = || Timestamp::new(time::OffsetDateTime::now_utc());
     let (a, b) = (node("a"), node("b"));
     fleet.claim(&a, None, TTL).await.unwrap();
-    store.lead_as(Some((&a, term(1))));
+    let term_1 = store.fenced(&a, term(1));
     store
         .enqueue(post("http://e.com/1"))
         .await
         .expect("enqueue");
-    let batch = store.cut_batch("ep", limits.clone(), now()).await;
+    let batch = term_1.cut_batch("ep", limits.clone(), now()).await;
     assert!(matches!(batch, Ok(Some(_))), "{batch:?}");
 
     tokio::time::sleep(LAPSE).await;
@@ -242,11 +242,13 @@ async fn the_store_refuses_a_deposed_leaders_writes_but_not_its_intents() {
         .enqueue(post("http://e.com/2"))
         .await
         .expect("intents go on");
-    let refused = store
-        .cut_batch("ep", limits, now())
+    let refused = term_1
+        .cut_batch("ep", limits.clone(), now())
         .await
         .expect_err("fenced");
-    assert!(refused.is_retryable(), "{refused:?}");
+    // Final, not retryable (issue 28): the term is over for good, and an
+    // old pipeline that kept "trying again" kept a deposed leader writing.
+    assert!(!refused.is_retryable(), "{refused:?}");
     assert!(
         refused
             .to_string()
@@ -259,6 +261,20 @@ async fn the_store_refuses_a_deposed_leaders_writes_but_not_its_intents() {
         (1, 1),
         "nothing cut under term 1"
     );
+
+    // The fence is the write's own term, not what the node believes now:
+    // a leads again (term 3), and a write of its term-1 pipeline is still
+    // refused, while its term-3 pipeline writes.
+    tokio::time::sleep(LAPSE).await;
+    let claim = fleet.claim(&a, None, TTL).await.unwrap();
+    assert_eq!(claim.won, Some(term(3)), "{claim:?}");
+    let stale = term_1.cut_batch("ep", limits.clone(), now()).await;
+    assert!(matches!(stale, Err(StoreError::Fenced { .. })), "{stale:?}");
+    let current = store
+        .fenced(&a, term(3))
+        .cut_batch("ep", limits, now())
+        .await;
+    assert!(matches!(current, Ok(Some(_))), "{current:?}");
     store.close().await;
     db.drop_now().await;
 }

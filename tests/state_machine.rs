@@ -468,6 +468,40 @@ async fn a_failed_batch_keeps_a_reason(q: Queue) {
     assert!(error.contains("the CDN said Failed"), "{error}");
 }
 
+/// Issue 28: a deposed leader recorded a batch's acceptance 44 s late,
+/// after the batch had finished under its successor: it went from
+/// `succeeded` back to `submitted` and was polled for ever. A final batch
+/// stays final, and is charged nothing more.
+async fn a_final_batch_never_goes_back_to_submitted(q: Queue) {
+    q.post(vec![file("http://e.com/a"), file("http://e.com/b")])
+        .await;
+    let batch = q.cut().await;
+    q.accept(&batch).await;
+    q.finish(&batch, purgeq::store::ItemResult::Succeeded).await;
+    let before = used(&q, DAY).await;
+    // The old leader's late record of the same call.
+    q.accept(&batch).await;
+    assert_eq!(
+        q.scalar("SELECT count(*) FROM batches WHERE state = 'succeeded'")
+            .await,
+        1
+    );
+    assert_eq!(
+        q.scalar("SELECT count(*) FROM items WHERE state = 'succeeded'")
+            .await,
+        2
+    );
+    assert!(
+        q.store
+            .submitted_batches()
+            .await
+            .expect("submitted")
+            .is_empty(),
+        "nothing left to poll"
+    );
+    assert_eq!(used(&q, DAY).await, before, "no charge moved or added");
+}
+
 async fn used(q: &Queue, day: &str) -> (u64, u64) {
     let quota = q.store.quota_use(&account(day)).await.expect("quota");
     (quota.files_used, quota.files_reserved)
@@ -782,6 +816,7 @@ on_both_backends!(
     attempts_count_accepted_calls_not_cuts,
     returned_items_keep_the_coverage_rule,
     a_failed_batch_keeps_a_reason,
+    a_final_batch_never_goes_back_to_submitted,
     the_ledger_never_counts_less_than_the_cdn,
     retention_keeps_a_request_until_all_of_it_is_finished,
     a_url_returned_under_a_promoted_directory_says_promoted,

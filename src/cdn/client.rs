@@ -44,6 +44,9 @@ pub struct ClientSettings {
     pub credentials: Credentials,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// `purgeq/VERSION`, and the fleet node's name where there is one: the
+    /// CDN's logs (and the emulator's journal) then say which host called.
+    pub user_agent: String,
 }
 
 impl ClientSettings {
@@ -58,6 +61,7 @@ impl ClientSettings {
             credentials,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            user_agent: concat!("purgeq/", env!("CARGO_PKG_VERSION")).to_owned(),
         }
     }
 }
@@ -106,7 +110,7 @@ impl CdnClient {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
-            .user_agent(concat!("purgeq/", env!("CARGO_PKG_VERSION")))
+            .user_agent(settings.user_agent.as_str())
             .build()
             .map_err(|e| ClientBuildError(e.to_string()))?;
         Ok(Self {

@@ -109,6 +109,11 @@ impl ClientSource {
         let mut client_settings = ClientSettings::new(base_url, subscription_id, credentials);
         client_settings.request_timeout = settings.cdn.request_timeout;
         client_settings.connect_timeout = settings.cdn.connect_timeout;
+        client_settings.user_agent = format!(
+            "purgeq/{} (node {})",
+            env!("CARGO_PKG_VERSION"),
+            settings.node_name()
+        );
         CdnClient::new(client_settings).map_err(|e| DaemonError::Other(e.to_string()))
     }
 }

@@ -6,16 +6,20 @@
 //! every `renew_every` it claims the lease (`store::fleet`), applies
 //! [`transition`] and acts on the answer:
 //!
-//! - **Elected**: the store writes as this node under the new term (the
-//!   fence), then the pipeline starts, which first recovers what a
-//!   former leader left `sending` or `submitted`, exactly as a restart.
-//! - **Renewed**: the lease is trusted again for `ttl - margin`.
+//! - **Elected**: a pipeline starts with a store handle fenced to the new
+//!   term (`Store::fenced`: each of its writes commits only while the
+//!   lease row names this node and *that* term) and a [`Trust`] that ends
+//!   with the lease; it first recovers what a former leader left
+//!   `sending` or `submitted`, exactly as a restart.
+//! - **Renewed**: the lease, and the pipeline's trust, last `ttl - margin`
+//!   more. A renewal is waited for no longer than the lease is trusted.
 //! - **Deposed**, or the lease no longer trusted (PostgreSQL unreachable,
-//!   the process paused): the pipeline stops at once (no new call), and
-//!   the fence stays until its last task has ended, so a late write under
-//!   the old term (a call that was on the wire) is refused by the
-//!   database, not merely by this process. The next leader sends that
-//!   call's batch again.
+//!   the process paused): the trust is revoked (the sender and tracker ask
+//!   it just before every call, so a paused process that resumes makes no
+//!   call even before this loop runs again) and the pipeline stops. A write
+//!   it still makes (a call that was on the wire) is refused by the
+//!   database for its term, whatever this node leads by then; the next
+//!   leader sends that call's batch again.
 //!
 //! The loop also publishes the node's [`FleetStatus`] (`/v1/stats`,
 //! `/metrics`, `purgeq status`), and [`Sending`] is the pipeline report
@@ -30,7 +34,9 @@ use tokio_util::sync::CancellationToken;
 use super::cdn::ClientSource;
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::fleet::{FleetStatus, Lease, LeaseTiming, NodeName, Role, Term, Transition, transition};
+use crate::fleet::{
+    FleetStatus, Lease, LeaseTiming, NodeName, Role, Term, Transition, Trust, transition,
+};
 use crate::pipeline::Pipeline;
 use crate::report::{PipelineReport, PipelineStatus, SenderState, SenderStatus};
 use crate::store::Store;
@@ -120,28 +126,55 @@ pub(crate) struct LeaderParts {
 /// lapse.
 pub(crate) async fn run(parts: LeaderParts, stop: CancellationToken) {
     let mut lease: Option<Lease> = None;
+    // The running pipeline's right to call the CDN (see `Trust`).
+    let mut trust: Option<Arc<Trust>> = None;
     let mut changes = parts.store.subscribe();
     loop {
         let asked_at = Instant::now();
         let held = lease.map(|l| l.term);
-        match parts.db.claim(&parts.node, held, parts.timing.ttl).await {
-            Ok(claim) => match transition(held, &claim) {
+        // A leader waits for its renewal no longer than it trusts its
+        // lease: a claim stuck in a pool or a dead connection must not
+        // keep it leading past its deadline (it overlapped its successor
+        // by 0.9 s, issue 28).
+        let claim = parts.db.claim(&parts.node, held, parts.timing.ttl);
+        let claimed = match lease {
+            Some(current) => tokio::time::timeout_at(current.trusted_until().into(), claim)
+                .await
+                .ok(),
+            None => Some(claim.await),
+        };
+        match claimed {
+            Some(Ok(claim)) => match transition(held, &claim) {
                 Transition::Elected { term } => {
                     if let Some(old) = held {
-                        stop_sending(&parts, old, "the lease was taken over in between").await;
+                        stop_sending(
+                            &parts,
+                            old,
+                            trust.take(),
+                            "the lease was taken over in between",
+                        )
+                        .await;
                     }
-                    lease = Some(Lease::new(term, asked_at, parts.timing));
-                    if let Err(error) = start_sending(&parts, term).await {
-                        // Not leading after all: give the lease back so
-                        // that a node that can lead does.
-                        tracing::error!(%error, term = term.get(), "cannot start sending as the fleet's leader");
-                        let _ = parts.db.release(&parts.node, term).await;
-                        lease = None;
-                        publish(&parts, Role::Follower { leader: None });
+                    let won = Lease::new(term, asked_at, parts.timing);
+                    lease = Some(won);
+                    match start_sending(&parts, &won).await {
+                        Ok(right) => trust = Some(right),
+                        Err(error) => {
+                            // Not leading after all: give the lease back so
+                            // that a node that can lead does.
+                            tracing::error!(%error, term = term.get(), "cannot start sending as the fleet's leader");
+                            let _ = parts.db.release(&parts.node, term).await;
+                            lease = None;
+                            publish(&parts, Role::Follower { leader: None });
+                        }
                     }
                 }
                 Transition::Renewed { term } => {
-                    lease = Some(Lease::new(term, asked_at, parts.timing));
+                    let renewed = Lease::new(term, asked_at, parts.timing);
+                    if let Some(right) = &trust {
+                        right.renew(&renewed);
+                    }
+                    lease = Some(renewed);
                 }
                 Transition::Deposed { holder } => {
                     tracing::warn!(
@@ -149,7 +182,7 @@ pub(crate) async fn run(parts: LeaderParts, stop: CancellationToken) {
                         "another node leads the fleet now: stopped sending"
                     );
                     if let Some(old) = held {
-                        stop_sending(&parts, old, "deposed").await;
+                        stop_sending(&parts, old, trust.take(), "deposed").await;
                     }
                     lease = None;
                     publish(&parts, Role::Follower { leader: holder });
@@ -158,7 +191,8 @@ pub(crate) async fn run(parts: LeaderParts, stop: CancellationToken) {
                     publish(&parts, Role::Follower { leader: holder });
                 }
             },
-            Err(error) => tracing::warn!(%error, "cannot reach the fleet's lease"),
+            Some(Err(error)) => tracing::warn!(%error, "cannot reach the fleet's lease"),
+            None => tracing::warn!("the fleet's lease was not renewed before its trust deadline"),
         }
         // Until the next claim: wake the leader's batcher on other nodes'
         // commits, and stop sending the moment the lease is not trusted.
@@ -188,7 +222,7 @@ pub(crate) async fn run(parts: LeaderParts, stop: CancellationToken) {
                     "the fleet's lease could not be renewed in time: stopped sending"
                 );
                 lease = None;
-                stop_sending(&parts, current.term, "lease not renewed").await;
+                stop_sending(&parts, current.term, trust.take(), "lease not renewed").await;
                 publish(&parts, Role::Follower { leader: None });
             }
             if Instant::now() >= next {
@@ -198,17 +232,20 @@ pub(crate) async fn run(parts: LeaderParts, stop: CancellationToken) {
     }
 }
 
-/// Leads under `term`: the fence first, so that the pipeline's first
-/// write (recovering a former leader's batches) is already checked.
-async fn start_sending(parts: &LeaderParts, term: Term) -> Result<(), String> {
-    parts.store.lead_as(Some((&parts.node, term)));
+/// Leads under `lease`: the pipeline gets a store fenced to the term (its
+/// first write, recovering a former leader's batches, is already checked)
+/// and a [`Trust`] that ends with the lease. Returns that trust.
+async fn start_sending(parts: &LeaderParts, lease: &Lease) -> Result<Arc<Trust>, String> {
+    let term = lease.term;
+    let trust = Trust::of(lease);
     let settings = parts.settings.borrow().clone();
     let client = parts.clients.build(&settings).map_err(|e| e.to_string())?;
-    let pipeline = Pipeline::start(
-        parts.store.clone(),
+    let pipeline = Pipeline::start_with_trust(
+        parts.store.fenced(&parts.node, term),
         parts.settings.clone(),
         client,
         parts.clock.clone(),
+        trust.clone(),
     )
     .await
     .map_err(|e| e.to_string())?;
@@ -216,25 +253,30 @@ async fn start_sending(parts: &LeaderParts, term: Term) -> Result<(), String> {
     *parts.pipeline.lock().await = Some(pipeline);
     tracing::info!(term = term.get(), node = %parts.node, "this node leads the fleet: sending");
     publish(parts, Role::Leader { term });
-    Ok(())
+    Ok(trust)
 }
 
-/// Stops the pipeline at once: no new batch, no new call. Calls on the
-/// wire are not waited for here; whatever they bring back cannot be
-/// recorded under `term` (the fence is lifted only once the pipeline's
-/// tasks have ended), and the next leader sends their batches again.
-async fn stop_sending(parts: &LeaderParts, term: Term, why: &str) {
+/// Stops the pipeline at once: its trust is revoked first, so no call
+/// starts from here on, then its tasks are stopped. Calls already on the
+/// wire are not waited for; whatever they bring back cannot be recorded,
+/// because every write of that pipeline is fenced to `term`, which has
+/// ended. The next leader sends their batches again.
+async fn stop_sending(parts: &LeaderParts, term: Term, trust: Option<Arc<Trust>>, why: &str) {
+    if let Some(trust) = trust {
+        trust.revoke();
+    }
     parts.sending.set(None);
     let Some(pipeline) = parts.pipeline.lock().await.take() else {
-        parts.store.stop_leading_as(term);
         return;
     };
-    tracing::info!(why, "stopping the pipeline: this node no longer leads");
-    let store = parts.store.clone();
+    tracing::info!(
+        why,
+        term = term.get(),
+        "stopping the pipeline: this node no longer leads"
+    );
     let timeout = parts.settings.borrow().daemon.shutdown_timeout;
     tokio::spawn(async move {
         pipeline.shutdown(timeout).await;
-        store.stop_leading_as(term);
     });
 }
 
@@ -252,7 +294,6 @@ async fn leave(parts: &LeaderParts, lease: Option<Lease>) {
             Err(error) => tracing::warn!(%error, "could not give the fleet's lease back"),
         }
     }
-    parts.store.lead_as(None);
 }
 
 fn publish(parts: &LeaderParts, role: Role) {

@@ -63,7 +63,10 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable { .. } | StoreError::Busy { .. } | StoreError::Closed => Self {
+            StoreError::Unavailable { .. }
+            | StoreError::Busy { .. }
+            | StoreError::Closed
+            | StoreError::Fenced { .. } => Self {
                 retry_after_secs: Some(5),
                 ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -38,6 +38,9 @@ use gate::Gate;
 /// What the pipeline shares between its tasks.
 pub(crate) struct Shared {
     store: Store,
+    /// Whether a CDN call may start now (a fleet leader's lease; always on
+    /// a standalone host).
+    trust: Arc<crate::fleet::Trust>,
     clock: SharedClock,
     gate: Gate,
     /// The daemon's settings channel: read when needed, never copied.
@@ -84,6 +87,15 @@ pub(crate) struct Shared {
 pub(crate) struct BatchClaim {
     shared: Arc<Shared>,
     id: BatchId,
+}
+
+impl Shared {
+    /// True when this pipeline may not call the CDN any more: its lease
+    /// is past its trust deadline, or it was deposed. Asked just before
+    /// each call.
+    fn lease_lapsed(&self) -> bool {
+        !self.trust.allows(std::time::Instant::now())
+    }
 }
 
 impl Drop for BatchClaim {
@@ -330,6 +342,26 @@ impl Pipeline {
         client: CdnClient,
         clock: SharedClock,
     ) -> Result<Pipeline, StoreError> {
+        Pipeline::start_with_trust(
+            store,
+            settings,
+            client,
+            clock,
+            crate::fleet::Trust::always(),
+        )
+        .await
+    }
+
+    /// A fleet leader's pipeline: `store` is fenced to its term
+    /// ([`Store::fenced`]), and no CDN call starts once `trust` no longer
+    /// allows it (the lease's own deadline, checked just before each call).
+    pub async fn start_with_trust(
+        store: Store,
+        settings: watch::Receiver<Arc<Settings>>,
+        client: CdnClient,
+        clock: SharedClock,
+        trust: Arc<crate::fleet::Trust>,
+    ) -> Result<Pipeline, StoreError> {
         let current = settings.borrow().clone();
         let now = Timestamp::new(clock.now_utc());
         let recovered = store.recover(now).await?;
@@ -340,6 +372,7 @@ impl Pipeline {
             );
         }
         let shared = Arc::new(Shared {
+            trust,
             gate: Gate::new(&current.sender),
             batch_slots: Arc::new(Semaphore::new(current.sender.concurrency.max(1))),
             batch_slot_count: current.sender.concurrency.max(1),

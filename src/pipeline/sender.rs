@@ -171,6 +171,13 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
                     return Ok(());
                 }
             };
+            if shared.lease_lapsed() {
+                // Not ours to send any more: the batch stays `sending`,
+                // and the next leader sends it (nothing is recorded here,
+                // and the fence would refuse it anyway).
+                tracing::warn!(batch = %batch.id, "the fleet's lease is not trusted: this call is not made");
+                return Ok(());
+            }
             let client = shared.client();
             let started = tokio::time::Instant::now();
             let result = match batch.operation {

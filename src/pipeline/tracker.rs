@@ -181,6 +181,9 @@ async fn poll(shared: &Arc<Shared>, batch: &SubmittedBatch) -> Result<Asked, Sto
         // giving up.
         return Ok(Asked::No);
     };
+    if shared.lease_lapsed() {
+        return Ok(Asked::No);
+    }
     let started = Instant::now();
     let client = shared.client();
     let result = match batch.operation {

@@ -383,17 +383,23 @@ impl Store {
         self.write(move |conn| {
             let (id, task, correlation, account, now) = args.clone();
             Box::pin(async move {
-                move_charge(conn, id, &account).await?;
-                on_conn!(conn, c => sqlx::query(
+                // Only a batch still being sent: one that reached a final
+                // state (another leader's copy of the call finished) never
+                // goes back to `submitted` (issue 28).
+                let updated = on_conn!(conn, c => sqlx::query(
                     "UPDATE batches SET state = 'submitted', task_track_id = $2, correlation_id = $3,
                             attempts = attempts + 1, sent_at = $4, accepted_at = $4, last_error = NULL
-                     WHERE id = $1",
+                     WHERE id = $1 AND state = 'sending'",
                 )
                 .bind(id)
                 .bind(&task)
                 .bind(&correlation)
                 .bind(now)
                 .execute(c).await.map(|r| r.rows_affected()))?;
+                if updated == 0 {
+                    return Ok(());
+                }
+                move_charge(conn, id, &account).await?;
                 let table = operation_of(conn, id).await?.table();
                 on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE {table} SET state = 'submitted', attempts = attempts + 1, updated_at = $2
@@ -684,7 +690,7 @@ impl Store {
                 for (item_id, result) in &results {
                     match result {
                         ItemResult::Succeeded => {
-                            on_conn!(conn, c => sqlx::query(
+                            let updated = on_conn!(conn, c => sqlx::query(
                                 "UPDATE items SET state = 'succeeded', last_error = NULL, updated_at = $2, finished_at = $2
                                  WHERE id = $1 AND state = 'submitted'",
                             )
@@ -693,7 +699,11 @@ impl Store {
                             .execute(c).await.map(|r| r.rows_affected()))?;
                             // In the same transaction: no crash can fall
                             // between a purge's success and its preloads.
-                            preloads::chain_after(conn, *item_id, now).await?;
+                            // Only for this success: a result recorded
+                            // twice chains nothing twice.
+                            if updated > 0 {
+                                preloads::chain_after(conn, *item_id, now).await?;
+                            }
                         }
                         ItemResult::Failed { reason } => {
                             on_conn!(conn, c => sqlx::query(

@@ -79,6 +79,9 @@ pub enum StoreError {
     Busy { reason: String, cause: Cause },
     /// The writer task is gone (shutting down).
     Closed,
+    /// A fleet pipeline's write made under a term that has ended: refused
+    /// for good (another node leads), so not worth retrying.
+    Fenced { reason: String },
     /// The store did not answer an intent within its deadline
     /// (`ingest.store_timeout`). `withdrawn`: it was withdrawn before its
     /// commit, so it is not and never will be stored; otherwise it may
@@ -102,6 +105,7 @@ impl std::fmt::Display for StoreError {
             }
             StoreError::Busy { reason, .. } => write!(f, "the write must wait: {reason}"),
             StoreError::Closed => f.write_str("the store is shutting down"),
+            StoreError::Fenced { reason } => f.write_str(reason),
             StoreError::TimedOut { after, withdrawn } => write!(
                 f,
                 "the store did not answer within {after:?} (ingest.store_timeout); {}",
@@ -125,7 +129,7 @@ impl std::error::Error for StoreError {
                 cause.as_ref()
             }
             StoreError::Busy { cause, .. } => Some(cause),
-            StoreError::Closed | StoreError::TimedOut { .. } => None,
+            StoreError::Closed | StoreError::TimedOut { .. } | StoreError::Fenced { .. } => None,
         };
         cause.map(|c| &**c as &(dyn std::error::Error + 'static))
     }
@@ -357,9 +361,9 @@ pub struct Store {
     /// Stops the fleet's change listener when the last handle goes (or
     /// at `close`); `None` on SQLite.
     listening: Option<Arc<tokio_util::sync::DropGuard>>,
-    /// Whom this node writes as while it leads a fleet (see
-    /// [`writer::Fence`]); always `None` on SQLite.
-    fence: writer::SharedFence,
+    /// The leadership this handle's writes are made under (see
+    /// [`Store::fenced`]); `None` for every handle but a fleet pipeline's.
+    fence: Option<writer::Fence>,
 }
 
 impl std::fmt::Debug for Store {
@@ -429,7 +433,7 @@ impl Store {
             file: Some(file),
             location: path.display().to_string(),
             listening: None,
-            fence: Default::default(),
+            fence: None,
         })
     }
 
@@ -459,9 +463,7 @@ impl Store {
             Arc::downgrade(&signals),
             stop.clone(),
         ));
-        let fence = writer::SharedFence::default();
-        let (jobs, _task) =
-            writer::spawn_postgres(fleet.clone(), conn, signals.clone(), fence.clone());
+        let (jobs, _task) = writer::spawn_postgres(fleet.clone(), conn, signals.clone());
         Ok(Store {
             jobs,
             reader: db::Pool::Postgres(fleet.pool().clone()),
@@ -469,27 +471,23 @@ impl Store {
             file: None,
             location,
             listening: Some(Arc::new(stop.drop_guard())),
-            fence,
+            fence: None,
         })
     }
 
-    /// This node leads the fleet as `node` under `term` (`None`: it does
-    /// not lead): from now on, the pipeline's writes commit only while the
-    /// lease row says so, checked in each write's own transaction.
-    pub fn lead_as(&self, leader: Option<(&crate::fleet::NodeName, crate::fleet::Term)>) {
-        *self.fence.lock().unwrap_or_else(|p| p.into_inner()) =
-            leader.map(|(node, term)| writer::Fence {
+    /// A handle whose writes are made as `node` leading under `term`: each
+    /// commits only while the fleet's lease row says so, checked in the
+    /// write's own transaction (see [`writer::Fence`]). The pipeline of a
+    /// fleet's leader is given one per election, so whatever it still
+    /// writes after its term ended is refused, whatever the node believes
+    /// by then.
+    pub fn fenced(&self, node: &crate::fleet::NodeName, term: crate::fleet::Term) -> Store {
+        Store {
+            fence: Some(writer::Fence {
                 node: node.as_str().to_owned(),
                 term: term.get(),
-            });
-    }
-
-    /// This node stops leading under `term`, unless it leads under
-    /// another term by now (a stale stop must not lift a newer fence).
-    pub fn stop_leading_as(&self, term: crate::fleet::Term) {
-        let mut fence = self.fence.lock().unwrap_or_else(|p| p.into_inner());
-        if fence.as_ref().is_some_and(|f| f.term == term.get()) {
-            *fence = None;
+            }),
+            ..self.clone()
         }
     }
 
@@ -522,7 +520,7 @@ impl Store {
         T: Send + 'static,
         F: for<'c> Fn(&'c mut db::Conn<'c>) -> JobFuture<'c, T> + Send + 'static,
     {
-        let (job, reply) = Job::new(work);
+        let (job, reply) = Job::new(work, self.fence.clone());
         self.jobs
             .send(Command::Job(Box::new(job)))
             .await

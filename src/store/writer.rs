@@ -44,22 +44,29 @@ pub(crate) type JobFuture<'c, T> = BoxFuture<'c, Result<T, sqlx::Error>>;
 pub(crate) trait ErasedJob: Send {
     fn run<'c>(&'c mut self, conn: &'c mut Conn<'c>) -> BoxFuture<'c, Result<(), sqlx::Error>>;
     fn finish(self: Box<Self>, outcome: Result<(), StoreError>);
+    /// The leadership the job was made under, if it was (see [`Fence`]).
+    fn fence(&self) -> Option<&Fence>;
 }
 
 pub(crate) struct Job<T, F> {
     work: F,
     output: Option<T>,
     reply: oneshot::Sender<Result<T, StoreError>>,
+    fence: Option<Fence>,
 }
 
 impl<T, F> Job<T, F> {
-    pub(crate) fn new(work: F) -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
+    pub(crate) fn new(
+        work: F,
+        fence: Option<Fence>,
+    ) -> (Self, oneshot::Receiver<Result<T, StoreError>>) {
         let (reply, receiver) = oneshot::channel();
         (
             Self {
                 work,
                 output: None,
                 reply,
+                fence,
             },
             receiver,
         )
@@ -76,6 +83,10 @@ where
             self.output = Some((self.work)(conn).await?);
             Ok(())
         })
+    }
+
+    fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 
     fn finish(self: Box<Self>, outcome: Result<(), StoreError>) {
@@ -341,7 +352,7 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
         if group.is_empty() {
             continue;
         }
-        let mut result = run_group(&mut Conn::Sqlite(&mut conn), &mut group, None).await;
+        let mut result = run_group(&mut Conn::Sqlite(&mut conn), &mut group).await;
         if result.as_ref().is_err_and(is_read_only) && file.check().is_ok() {
             // Opened while the file was read-only, and it no longer is.
             rollback(&mut Conn::Sqlite(&mut conn)).await;
@@ -349,7 +360,7 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
                 Ok(fresh) => {
                     tracing::info!("the database file is writable again: reopened it");
                     conn = fresh;
-                    result = run_group(&mut Conn::Sqlite(&mut conn), &mut group, None).await;
+                    result = run_group(&mut Conn::Sqlite(&mut conn), &mut group).await;
                 }
                 Err(error) => tracing::warn!(%error, "cannot reopen the database for writing"),
             }
@@ -364,16 +375,9 @@ async fn run(mut conn: SqliteConnection, mut jobs: mpsc::Receiver<Command>, part
             if group.is_empty() {
                 continue;
             }
-            result = run_group(&mut Conn::Sqlite(&mut conn), &mut group, None).await;
+            result = run_group(&mut Conn::Sqlite(&mut conn), &mut group).await;
         }
-        settle_group(
-            &mut Conn::Sqlite(&mut conn),
-            &signals,
-            &mut group,
-            result,
-            None,
-        )
-        .await;
+        settle_group(&mut Conn::Sqlite(&mut conn), &signals, &mut group, result).await;
     }
     if let Some(reply) = stop {
         // Refuse what comes after the stop, then close the connection (the
@@ -396,13 +400,12 @@ async fn settle_group(
     signals: &WriterSignals,
     group: &mut Vec<Command>,
     result: Result<(), sqlx::Error>,
-    fence: Option<&Fence>,
 ) {
     if result.is_err() && group.len() > 1 {
         rollback(conn).await;
         for command in group.drain(..) {
             let mut single = vec![command];
-            let result = run_group(conn, &mut single, fence).await;
+            let result = run_group(conn, &mut single).await;
             settle(conn, signals, single, result).await;
         }
     } else {
@@ -433,10 +436,9 @@ pub(crate) fn spawn_postgres(
     db: FleetDb,
     conn: PgConnection,
     signals: Arc<WriterSignals>,
-    fence: SharedFence,
 ) -> (mpsc::Sender<Command>, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(4096);
-    let task = tokio::spawn(run_postgres(db, Some(conn), receiver, signals, fence));
+    let task = tokio::spawn(run_postgres(db, Some(conn), receiver, signals));
     (sender, task)
 }
 
@@ -454,7 +456,6 @@ async fn run_postgres(
     mut conn: Option<PgConnection>,
     mut jobs: mpsc::Receiver<Command>,
     signals: Arc<WriterSignals>,
-    fence: SharedFence,
 ) {
     let mut group: Vec<Command> = Vec::with_capacity(MAX_GROUP);
     let mut stop: Option<oneshot::Sender<()>> = None;
@@ -465,8 +466,6 @@ async fn run_postgres(
         if group.is_empty() {
             continue;
         }
-        let fence = fence.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let fence = fence.as_ref();
         let connection = match conn.as_mut() {
             Some(connection) => connection,
             None => match tokio::time::timeout(PG_DEADLINE, db.connect_one())
@@ -492,7 +491,7 @@ async fn run_postgres(
         };
         let ran = tokio::time::timeout(
             PG_DEADLINE,
-            run_group(&mut Conn::Postgres(&mut *connection), &mut group, fence),
+            run_group(&mut Conn::Postgres(&mut *connection), &mut group),
         )
         .await;
         let Ok(ran) = ran else {
@@ -527,7 +526,6 @@ async fn run_postgres(
                     &signals,
                     &mut group,
                     result,
-                    fence,
                 )
                 .await;
                 if growth.added(new_items) {
@@ -731,11 +729,11 @@ fn store_error(conn: &Conn<'_>, error: sqlx::Error) -> StoreError {
     if let sqlx::Error::Configuration(inner) = &error
         && let Some(fenced) = inner.downcast_ref::<Fenced>()
     {
-        // Retryable, and no sign the store is unwell: the leader loop
-        // stops this node's pipeline, which stops asking.
-        return StoreError::Busy {
+        // Final: the term is over for good, so trying again is pointless
+        // (an old pipeline's "trying again" loop kept a deposed leader
+        // writing, issue 28). No sign the store is unwell either.
+        return StoreError::Fenced {
             reason: fenced.to_string(),
-            cause: Arc::new(error),
         };
     }
     match conn {
@@ -763,15 +761,14 @@ pub(crate) const FLEET_WRITE_LOCK: i64 = 0x7075_7267_6571;
 /// node's waiters and the leader's batcher hear of writes made elsewhere.
 pub(crate) const CHANGES_CHANNEL: &str = "purgeq_changes";
 
-/// The leader a node writes as (`node`, `term`): see [`Fence`].
-pub(crate) type SharedFence = Arc<std::sync::Mutex<Option<Fence>>>;
-
-/// Set while this node leads a fleet: every group with a job in it (the
-/// pipeline's writes: cutting batches, recording calls and results)
-/// first checks, inside its own transaction and under a share lock on
-/// the lease row, that this node still holds the lease under `term`. A
-/// leader that was paused or cut off and comes back cannot write under
-/// its old term; intents (any node takes those) are not checked.
+/// The leadership a pipeline's write is made under: the node and the term
+/// its pipeline was started for (`Store::fenced`). Every group with such a
+/// write first checks, inside its own transaction and under a share lock
+/// on the lease row, that the lease row still names that node and term.
+/// The term is the write's own, not whatever the node believes now: a
+/// leader that was paused or cut off, and whose old pipeline still has a
+/// write to make (a call that was on the wire), is refused whatever it
+/// leads by then. Intents and operator actions carry no fence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Fence {
     pub node: String,
@@ -786,11 +783,21 @@ pub(crate) struct Fenced {
     term: i64,
 }
 
-async fn run_group(
-    conn: &mut Conn<'_>,
-    group: &mut [Command],
-    fence: Option<&Fence>,
-) -> Result<(), sqlx::Error> {
+/// The distinct fences of `group`'s jobs.
+fn fences(group: &[Command]) -> Vec<&Fence> {
+    let mut fences: Vec<&Fence> = Vec::new();
+    for command in group {
+        if let Command::Job(job) = command
+            && let Some(fence) = job.fence()
+            && !fences.contains(&fence)
+        {
+            fences.push(fence);
+        }
+    }
+    fences
+}
+
+async fn run_group(conn: &mut Conn<'_>, group: &mut [Command]) -> Result<(), sqlx::Error> {
     let begin = conn.pick("BEGIN IMMEDIATE", "BEGIN");
     on_conn!(conn, c => sqlx::query(begin).execute(c).await.map(|_| ()))?;
     if let Conn::Postgres(c) = conn {
@@ -798,14 +805,13 @@ async fn run_group(
             .bind(FLEET_WRITE_LOCK)
             .execute(&mut **c)
             .await?;
-        if let Some(fence) = fence
-            && group.iter().any(|c| matches!(c, Command::Job(_)))
-            && !holds_lease(c, &fence.node, fence.term).await?
-        {
-            return Err(sqlx::Error::Configuration(Box::new(Fenced {
-                node: fence.node.clone(),
-                term: fence.term,
-            })));
+        for fence in fences(group) {
+            if !holds_lease(c, &fence.node, fence.term).await? {
+                return Err(sqlx::Error::Configuration(Box::new(Fenced {
+                    node: fence.node.clone(),
+                    term: fence.term,
+                })));
+            }
         }
     }
     let mut start = 0;

@@ -300,6 +300,14 @@ async fn get_endpoint(
     ))
 }
 
+/// The caller's `User-Agent`, for the journal.
+fn user_agent(headers: &HeaderMap) -> &str {
+    headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
 async fn add_purge(
     AxumState(state): AxumState<Shared>,
     Path((sid, eid)): Path<(String, String)>,
@@ -322,7 +330,7 @@ async fn add_purge(
             message,
         ));
     }
-    let task_track_id = state.accept(&eid, purge, &correlation_id);
+    let task_track_id = state.accept(&eid, purge, &correlation_id, user_agent(&headers));
     let accepted = wire::PurgeAcceptedBody {
         succeeded: true,
         is_async: true,
@@ -381,7 +389,7 @@ async fn add_preload(
             message,
         ));
     }
-    let task_track_id = state.accept_preload(&eid, files, &correlation_id);
+    let task_track_id = state.accept_preload(&eid, files, &correlation_id, user_agent(&headers));
     let accepted = wire::PurgeAcceptedBody {
         succeeded: true,
         is_async: true,

@@ -41,6 +41,10 @@ pub struct JournalEntry {
     /// edge with the old file.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub purge_finished: Vec<bool>,
+    /// The caller's `User-Agent` (purgeq says which fleet node it is):
+    /// which host sent a call, for drills that pause one.
+    #[serde(default)]
+    pub client: String,
 }
 
 /// A purge or preload the emulator accepted, with each URL's fate decided
@@ -263,7 +267,13 @@ impl State {
 
     /// Records an accepted purge: charges the quota, decides each URL's
     /// fate, journals it. Returns the new TaskTrackId.
-    pub fn accept(&self, endpoint_id: &str, purge: PurgeBody, correlation_id: &str) -> String {
+    pub fn accept(
+        &self,
+        endpoint_id: &str,
+        purge: PurgeBody,
+        correlation_id: &str,
+        client: &str,
+    ) -> String {
         let task_track_id = uuid::Uuid::new_v4().to_string();
         let mut inner = self.lock();
         inner.files_used += purge.files.len() as u64;
@@ -297,6 +307,7 @@ impl State {
             correlation_id: correlation_id.to_owned(),
             operation: TaskKind::Purge,
             purge_finished: Vec::new(),
+            client: client.to_owned(),
         });
         if let Some(path) = self.state_file() {
             inner
@@ -328,6 +339,7 @@ impl State {
         endpoint_id: &str,
         files: Vec<String>,
         correlation_id: &str,
+        client: &str,
     ) -> String {
         let task_track_id = uuid::Uuid::new_v4().to_string();
         let mut inner = self.lock();
@@ -373,6 +385,7 @@ impl State {
             correlation_id: correlation_id.to_owned(),
             operation: TaskKind::Preload,
             purge_finished,
+            client: client.to_owned(),
         });
         if let Some(path) = self.state_file() {
             save(path, &inner);
