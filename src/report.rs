@@ -44,7 +44,8 @@ pub struct QuotaStatus {
     pub day: String,
     pub utc_offset: String,
     pub files_per_day: u64,
-    /// Every call the CDN may have counted, those under way included.
+    /// What the CDN certainly counted (accepted calls), and the calls
+    /// under way: what sending is held to.
     pub files_used: u64,
     /// The part of `files_used` under way now.
     pub files_reserved: u64,
@@ -73,6 +74,14 @@ pub struct QuotaStatus {
     pub preloads_reserved: u64,
     #[serde(default)]
     pub preloads_left: u64,
+    /// What the CDN may also have counted (unknown outcomes sent again):
+    /// shown, never holding sending back (see `crate::ledger`).
+    #[serde(default)]
+    pub files_uncertain: u64,
+    #[serde(default)]
+    pub directories_uncertain: u64,
+    #[serde(default)]
+    pub preloads_uncertain: u64,
 }
 
 /// An endpoint left alone for a while (`EndpointNotInActiveState`).

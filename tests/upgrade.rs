@@ -350,3 +350,55 @@ async fn a_fourth_schema_database_upgrades_to_the_status_page_in_place() {
     );
     store.close().await;
 }
+
+/// The schema released with the status page (0001–0005) gains the
+/// ledger's uncertain counts (issue 28): the day's counts are kept as the
+/// certain part, and nothing is uncertain yet.
+#[tokio::test]
+async fn a_fifth_schema_database_upgrades_to_the_two_part_ledger_in_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut conn = released_database(
+        dir.path(),
+        &[
+            "0001_initial.sql",
+            "0002_truthful_states.sql",
+            "0003_quota_planner.sql",
+            "0004_preloads.sql",
+            "0005_calls.sql",
+        ],
+    )
+    .await;
+    sqlx::raw_sql(
+        "INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
+             VALUES ('sub', '2026-12-04', 1950, 12, 30), ('sub', '2026-12-05', 7, 0, 0);",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("rows of the fifth schema");
+    conn.close().await.expect("close");
+    let store = Store::open(&StoreSettings {
+        path: dir.path().join("purgeq.db"),
+        ..StoreSettings::default()
+    })
+    .await
+    .expect("upgrade");
+    let day = |day: &str| purgeq::store::QuotaAccount {
+        subscription_id: "sub".into(),
+        day: day.into(),
+    };
+    let old = store.quota_use(&day("2026-12-04")).await.expect("quota");
+    assert_eq!(
+        (old.files_used, old.directories_used, old.preloads_used),
+        (1950, 12, 30)
+    );
+    assert_eq!(
+        (
+            old.files_uncertain,
+            old.directories_uncertain,
+            old.preloads_uncertain
+        ),
+        (0, 0, 0)
+    );
+    let today = store.quota_use(&day("2026-12-05")).await.expect("quota");
+    assert_eq!(today.files_used, 7);
+}

@@ -499,6 +499,9 @@ impl PipelineReport for Reporter {
                 .quota
                 .preloads_per_day
                 .saturating_sub(q.preloads_used),
+            files_uncertain: q.files_uncertain,
+            directories_uncertain: q.directories_uncertain,
+            preloads_uncertain: q.preloads_uncertain,
         });
         let endpoints_paused = shared
             .endpoint_pauses

@@ -130,12 +130,16 @@ pub struct CutLimits {
     pub reserve_directories: u64,
 }
 
-/// The day's quota as the ledger counts it.
+/// The day's quota as the ledger counts it, in two parts (issue 28).
 ///
-/// `files_used` counts every call the CDN may have counted: accepted ones,
-/// ones under way (charged when cut), and ones whose outcome was never
-/// known (a timeout, a crash), since the CDN counts a re-send again.
-/// `files_reserved` is the part of it under way now.
+/// `files_used` is what the CDN certainly counted (accepted calls) and the
+/// calls under way (charged when cut): what sending is held to.
+/// `files_reserved` is the part of it under way now. `files_uncertain` is
+/// what the CDN may also have counted: calls whose outcome was never known
+/// (a timeout, a dropped connection, a crash mid-call) and that were sent
+/// again. It is shown, and never holds sending back: the CDN's quota
+/// refusal, which costs nothing, is the truth and settles it (see
+/// [`crate::ledger`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QuotaUse {
     pub day: String,
@@ -148,6 +152,12 @@ pub struct QuotaUse {
     pub preloads_used: u64,
     #[serde(default)]
     pub preloads_reserved: u64,
+    #[serde(default)]
+    pub files_uncertain: u64,
+    #[serde(default)]
+    pub directories_uncertain: u64,
+    #[serde(default)]
+    pub preloads_uncertain: u64,
 }
 
 /// How much of a preload batch may be cut: `batch.max_preload_files` and
@@ -415,8 +425,8 @@ impl Store {
     }
 
     /// A call failed and will be tried again: count it and keep the reason.
-    /// When its outcome is unknown the CDN may have counted it: the charge
-    /// stays with that call and the next one is charged anew.
+    /// When its outcome is unknown the CDN may have counted it: its charge
+    /// becomes uncertain, and the next attempt is charged anew.
     pub async fn batch_attempt_failed(
         &self,
         batch: &Batch,
@@ -435,6 +445,7 @@ impl Store {
                     .bind(now)
                     .execute(c).await.map(|r| r.rows_affected()))?;
                 if outcome == CallOutcome::Unknown {
+                    doubt(conn, id).await?;
                     charge_again(conn, &[id], &account).await?;
                 }
                 Ok(())
@@ -463,19 +474,31 @@ impl Store {
         self.write(move |conn| {
             let (account, files, directories, preloads) = args.clone();
             Box::pin(async move {
+                // A kind the CDN refused has its count settled: what it may
+                // have counted is in the CDN's own number now.
                 let sql = conn.pick(
                     "INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (subscription_id, day) DO UPDATE SET
                          files_used = max(files_used, excluded.files_used),
                          directories_used = max(directories_used, excluded.directories_used),
-                         preloads_used = max(preloads_used, excluded.preloads_used)",
+                         preloads_used = max(preloads_used, excluded.preloads_used),
+                         files_uncertain = CASE WHEN excluded.files_used > 0 THEN 0 ELSE files_uncertain END,
+                         directories_uncertain =
+                             CASE WHEN excluded.directories_used > 0 THEN 0 ELSE directories_uncertain END,
+                         preloads_uncertain = CASE WHEN excluded.preloads_used > 0 THEN 0 ELSE preloads_uncertain END",
                     "INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (subscription_id, day) DO UPDATE SET
                          files_used = greatest(quota_days.files_used, excluded.files_used),
                          directories_used = greatest(quota_days.directories_used, excluded.directories_used),
-                         preloads_used = greatest(quota_days.preloads_used, excluded.preloads_used)",
+                         preloads_used = greatest(quota_days.preloads_used, excluded.preloads_used),
+                         files_uncertain =
+                             CASE WHEN excluded.files_used > 0 THEN 0 ELSE quota_days.files_uncertain END,
+                         directories_uncertain =
+                             CASE WHEN excluded.directories_used > 0 THEN 0 ELSE quota_days.directories_uncertain END,
+                         preloads_uncertain =
+                             CASE WHEN excluded.preloads_used > 0 THEN 0 ELSE quota_days.preloads_uncertain END",
                 );
                 on_conn!(conn, c => sqlx::query(sql)
                 .bind(&account.subscription_id)
@@ -492,8 +515,8 @@ impl Store {
 
     /// Batches left `sending` by a run that is gone (a crash) or by a
     /// sender that gave up (the store failed under it): their last call
-    /// may have reached the CDN, which counts the re-send again, so each is
-    /// charged once more before it is sent again.
+    /// may have reached the CDN, so its charge becomes uncertain, and each
+    /// is charged anew before it is sent again.
     pub async fn adopt_sending(
         &self,
         batch_ids: &[BatchId],
@@ -502,7 +525,12 @@ impl Store {
         let args = (batch_ids.to_vec(), account.clone());
         self.write(move |conn| {
             let (ids, account) = args.clone();
-            Box::pin(async move { charge_again(conn, &ids, &account).await })
+            Box::pin(async move {
+                for id in &ids {
+                    doubt(conn, *id).await?;
+                }
+                charge_again(conn, &ids, &account).await
+            })
         })
         .await
     }
@@ -753,8 +781,11 @@ pub(super) async fn quota_use(
     conn: &mut Conn<'_>,
     account: &QuotaAccount,
 ) -> Result<QuotaUse, sqlx::Error> {
-    let used: Option<(i64, i64, i64)> = on_conn!(conn, c => sqlx::query_as(
-        "SELECT files_used, directories_used, preloads_used FROM quota_days
+    type Day = (i64, i64, i64, i64, i64, i64);
+    let used: Option<Day> = on_conn!(conn, c => sqlx::query_as(
+        "SELECT files_used, directories_used, preloads_used,
+                files_uncertain, directories_uncertain, preloads_uncertain
+         FROM quota_days
          WHERE subscription_id = $1 AND day = $2",
     )
     .bind(&account.subscription_id)
@@ -781,7 +812,14 @@ pub(super) async fn quota_use(
              FROM batches WHERE state = 'sending'",
         )
         .fetch_one(c).await)?;
-    let (files_used, directories_used, preloads_used) = used.unwrap_or((0, 0, 0));
+    let (
+        files_used,
+        directories_used,
+        preloads_used,
+        files_uncertain,
+        directories_uncertain,
+        preloads_uncertain,
+    ) = used.unwrap_or_default();
     let count = |n: i64| n.max(0) as u64;
     Ok(QuotaUse {
         day: account.day.clone(),
@@ -791,6 +829,9 @@ pub(super) async fn quota_use(
         directories_reserved: count(in_flight_directories),
         preloads_used: count(preloads_used),
         preloads_reserved: count(in_flight_preloads),
+        files_uncertain: count(files_uncertain),
+        directories_uncertain: count(directories_uncertain),
+        preloads_uncertain: count(preloads_uncertain),
     })
 }
 
@@ -908,6 +949,34 @@ async fn charge_again(
             .bind(&account.day)
             .execute(c).await.map(|r| r.rows_affected()))?;
     }
+    Ok(())
+}
+
+/// The current attempt's outcome will never be known: its charge moves
+/// from the day's certain count to its uncertain one (the batch is then
+/// charged anew for its next attempt).
+async fn doubt(conn: &mut Conn<'_>, batch_id: BatchId) -> Result<(), sqlx::Error> {
+    let Some((account, cost)) = current_charge(conn, batch_id).await? else {
+        return Ok(());
+    };
+    add_to_day(conn, &account.subscription_id, &account.day, cost.negated()).await?;
+    on_conn!(conn, c => sqlx::query(
+        "UPDATE quota_days SET files_uncertain = files_uncertain + $3,
+                directories_uncertain = directories_uncertain + $4,
+                preloads_uncertain = preloads_uncertain + $5
+         WHERE subscription_id = $1 AND day = $2",
+    )
+    .bind(&account.subscription_id)
+    .bind(&account.day)
+    .bind(cost.files)
+    .bind(cost.directories)
+    .bind(cost.preloads)
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    on_conn!(conn, c => sqlx::query(
+        "UPDATE batches SET charged_subscription = NULL, charged_day = NULL WHERE id = $1",
+    )
+    .bind(batch_id)
+    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
