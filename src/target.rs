@@ -11,6 +11,18 @@ use std::fmt;
 
 use url::Url;
 
+/// A character that changes how the text around it is shown without being
+/// seen itself: the C0/C1 controls, and the bidirectional formatting marks
+/// (U+202E turns "gpj.exe" into what reads as "exe.jpg"). Labels refuse
+/// them, and what prints stored text escapes them.
+pub fn is_deceptive(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
 /// File or directory, as the API distinguishes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {

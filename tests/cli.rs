@@ -482,6 +482,15 @@ async fn labels_states_and_ids_are_checked_and_counted_alike() {
         .await;
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("label"), "{body}");
+    // Issue 28: a text-direction mark disguises what follows it.
+    let (status, body) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": ["http://www.example.com/x.js"], "label": "deploy \u{202e}7 yolpedr" }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("text-direction"), "{body}");
 
     let (_, first) = daemon
         .post(

@@ -322,6 +322,105 @@ async fn with_a_token_the_page_asks_for_it_and_shows_nothing_before() {
     daemon.stop().await;
 }
 
+/// Issue 28: the session cookie was a fixed HMAC of the token (the same
+/// for every login, no expiry, no logout), the form token one per process,
+/// and 300 wrong tokens took 2.7 s. Now each login gets a random session,
+/// a logout ends it, a form token works only in its own session, and
+/// wrong tokens are throttled (429 with Retry-After), the right one too
+/// while the address waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_per_login_end_at_logout_and_wrong_tokens_are_throttled() {
+    let token = "another-long-test-token-for-the-page";
+    let daemon = common::held::HeldDaemon::start("", &[("ingest.token", token)]).await;
+    let base = format!("http://{}", daemon.http());
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let login = |value: &str| {
+        browser
+            .post(format!("{base}/ui/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", "same-origin")
+            .body(format!("token={value}"))
+            .send()
+    };
+    let session_of = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .expect("a session cookie")
+            .to_owned()
+    };
+    let first = session_of(&login(token).await.expect("POST"));
+    let second = session_of(&login(token).await.expect("POST"));
+    assert_ne!(first, second, "a new session per login");
+    let open = |session: String| {
+        browser
+            .get(format!("{base}/"))
+            .header("cookie", session)
+            .send()
+    };
+    let page = open(first.clone()).await.expect("GET");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("body");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the logout form's token")
+        .to_owned();
+    assert!(html.contains("Log out"), "{html}");
+    // The first session's token does not act in the second.
+    let crossed = browser
+        .post(format!("{base}/ui/logout"))
+        .header("cookie", &second)
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(crossed.status(), 403);
+    assert_eq!(open(second.clone()).await.expect("GET").status(), 200);
+    // Logging out ends that session only.
+    let out = browser
+        .post(format!("{base}/ui/logout"))
+        .header("cookie", &first)
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(out.status(), 303);
+    assert!(
+        out.headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("Max-Age=0")),
+        "the cookie is forgotten"
+    );
+    assert_eq!(open(first).await.expect("GET").status(), 401);
+    assert_eq!(open(second).await.expect("GET").status(), 200);
+
+    // Wrong tokens: five a minute from one address, then 429.
+    for _ in 0..5 {
+        assert_eq!(login("wrong").await.expect("POST").status(), 401);
+    }
+    let throttled = login("wrong").await.expect("POST");
+    assert_eq!(throttled.status(), 429);
+    assert!(throttled.headers().contains_key("retry-after"));
+    assert_eq!(
+        login(token).await.expect("POST").status(),
+        429,
+        "the right token waits too: the throttle does not reveal it"
+    );
+    daemon.stop().await;
+}
+
 /// The CDN's error answers are listed with their type, message and
 /// correlation id (from the `calls` table, so they outlive a restart).
 #[tokio::test(flavor = "multi_thread")]

@@ -37,13 +37,13 @@ macro_rules! outln {
 /// such (issue 12). Intake refuses them in labels; rows stored before that
 /// are escaped here.
 pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains(char::is_control) {
+    if !text.contains(crate::target::is_deceptive) {
         return std::borrow::Cow::Borrowed(text);
     }
     std::borrow::Cow::Owned(
         text.chars()
             .map(|c| {
-                if c.is_control() {
+                if crate::target::is_deceptive(c) {
                     c.escape_default().to_string()
                 } else {
                     c.to_string()

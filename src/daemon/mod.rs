@@ -201,6 +201,7 @@ impl Daemon {
             metrics: crate::metrics::install(),
             backlog: Default::default(),
             clock: clock.clone(),
+            sessions: Default::default(),
         };
         let router = ingest::router(state.clone(), crate::ui::routes(state));
 

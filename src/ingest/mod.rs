@@ -11,6 +11,7 @@ pub mod browser;
 pub mod error;
 mod intake;
 pub mod plan;
+pub mod sessions;
 pub mod v1;
 
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct IngestState {
     /// This node's place in the fleet, as it changes (`/v1/stats`,
     /// `/metrics`).
     pub fleet: watch::Receiver<crate::fleet::FleetStatus>,
+    /// The status page's login sessions and the wrong-token throttle.
+    pub sessions: Arc<sessions::Sessions>,
 }
 
 /// An estimate of the pending backlog, for `ingest.max_pending`: counting

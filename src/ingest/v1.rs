@@ -191,9 +191,10 @@ fn check_label(label: Option<&str>) -> Result<(), ApiError> {
     if label.len() > 256 {
         return Err(ApiError::bad_request("label: at most 256 bytes"));
     }
-    if let Some(c) = label.chars().find(|c| c.is_control()) {
+    if let Some(c) = label.chars().find(|c| crate::target::is_deceptive(*c)) {
         return Err(ApiError::bad_request(format!(
-            "label: contains the control character {:?}; labels are one line of printable text",
+            "label: contains the control or text-direction character {:?}; labels are one line of \
+             printable text",
             c
         )));
     }

@@ -6,7 +6,9 @@
 //! A foreign page open in the same browser must not be able to press them
 //! (cross-site request forgery). Two defences, both required:
 //! - every form carries [`form_token`], a value derived from a secret
-//!   drawn at process start; a foreign page cannot read our pages (the
+//!   drawn at process start and, when the page was opened in a login
+//!   session, from that session's id (so a token seen in one session is
+//!   worth nothing in another); a foreign page cannot read our pages (the
 //!   same-origin policy; `frame-ancestors 'none'` keeps it from framing
 //!   them), so it cannot know the value;
 //! - the browser's own word on where the request comes from:
@@ -30,15 +32,22 @@ fn secret() -> &'static [u8; 32] {
     SECRET.get_or_init(rand::random)
 }
 
-/// The hidden value every action form carries.
-pub fn form_token() -> String {
-    token_for(secret())
+/// The hidden value every action form carries, for the page opened with
+/// `headers` (its session, if it has one).
+pub fn form_token(headers: &HeaderMap) -> String {
+    token_for(
+        secret(),
+        super::auth::session_cookie(headers)
+            .as_deref()
+            .unwrap_or(""),
+    )
 }
 
-fn token_for(secret: &[u8; 32]) -> String {
+fn token_for(secret: &[u8; 32], session: &str) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-    mac.update(b"purgeq status page actions");
+    mac.update(b"purgeq status page actions\0");
+    mac.update(session.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
 
@@ -70,7 +79,7 @@ pub fn check(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
         .find(|(key, _)| key == "csrf")
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
-    let expected = form_token();
+    let expected = form_token(headers);
     if sent.len() == expected.len() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
@@ -92,7 +101,7 @@ mod tests {
 
     #[test]
     fn only_our_own_form_may_act() {
-        let body = format!("csrf={}", form_token());
+        let body = format!("csrf={}", form_token(&HeaderMap::new()));
         let ours = headers(&[
             ("sec-fetch-site", "same-origin"),
             ("host", "127.0.0.1:8088"),
@@ -120,6 +129,16 @@ mod tests {
         assert!(check(&null, body.as_bytes()).is_err(), "Origin: null");
         assert!(check(&ours, b"csrf=0000").is_err(), "a wrong token");
         assert!(check(&ours, b"").is_err(), "no token");
-        assert_ne!(token_for(&[1; 32]), token_for(&[2; 32]));
+        assert_ne!(token_for(&[1; 32], ""), token_for(&[2; 32], ""));
+        // Bound to the session: another session's token does not act.
+        assert_ne!(token_for(&[1; 32], "a"), token_for(&[1; 32], "b"));
+        let mut in_session = ours.clone();
+        in_session.insert("cookie", "purgeq_session=abc".parse().expect("cookie"));
+        assert!(
+            check(&in_session, body.as_bytes()).is_err(),
+            "a token from no session"
+        );
+        let bound = format!("csrf={}", form_token(&in_session));
+        assert!(check(&in_session, bound.as_bytes()).is_ok());
     }
 }

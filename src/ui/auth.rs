@@ -4,10 +4,12 @@
 //! who can connect may look, as with the API. Over TCP with a token (a
 //! non-loopback bind requires one), a browser cannot send the bearer
 //! header, so the page asks for the token ([`super::login_page`], which
-//! shows nothing else), and `POST /ui/login` with the right one sets a
-//! session cookie: a value derived from the token (never the token
-//! itself), `HttpOnly` and `SameSite=Strict`, good until the token changes.
-//! No page, script or data is served without one or the other.
+//! shows nothing else), and `POST /ui/login` with the right one opens a
+//! session ([`crate::ingest::sessions`]): a random id in a cookie (`HttpOnly`,
+//! `SameSite=Strict`), good for 12 hours or until `POST /ui/logout`.
+//! Wrong tokens are throttled per address and overall (429 with
+//! `Retry-After`). No page, script or data is served without a bearer
+//! token or a session.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -19,10 +21,9 @@ use crate::http_server::Peer;
 use crate::ingest::IngestState;
 
 const COOKIE: &str = "purgeq_session";
-const PURPOSE: &str = "purgeq status page session";
 
 /// The cookie named [`COOKIE`], if the request carries one.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(super) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -61,24 +62,19 @@ pub async fn guard(State(state): State<IngestState>, request: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|p| token.matches(p));
-    let session = session_cookie(headers).is_some_and(|c| {
-        let expected = token.derive(PURPOSE);
-        c.len() == expected.len()
-            && bool::from(subtle::ConstantTimeEq::ct_eq(
-                c.as_bytes(),
-                expected.as_bytes(),
-            ))
-    });
+    let session = session_cookie(headers)
+        .is_some_and(|id| state.sessions.is_open(&id, std::time::Instant::now()));
     if bearer || session {
         return next.run(request).await;
     }
     login(StatusCode::UNAUTHORIZED, None)
 }
 
-/// `POST /ui/login`: the right token sets the session cookie and goes to
-/// the page; a wrong one asks again.
+/// `POST /ui/login`: the right token opens a session and goes to the page;
+/// a wrong one asks again, and too many wrong ones wait.
 pub async fn post_login(
     State(state): State<IngestState>,
+    peer: Option<axum::Extension<Peer>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -94,26 +90,71 @@ pub async fn post_login(
             Some("log in from this daemon's own page"),
         );
     }
+    let client = match peer.map(|axum::Extension(peer)| peer) {
+        Some(Peer::Tcp(addr)) => Some(addr.ip()),
+        _ => None,
+    };
+    let now = std::time::Instant::now();
+    let sessions = &state.sessions;
+    if let Err(wait) = sessions.throttle().check(client, now) {
+        let seconds = wait.as_secs().max(1);
+        let mut response = login(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(&format!("too many wrong tokens: try again in {seconds} s")),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, seconds.into());
+        return response;
+    }
     let presented = url::form_urlencoded::parse(&body)
         .find(|(key, _)| key == "token")
         .map(|(_, value)| value.into_owned())
         .unwrap_or_default();
     if !token.matches(presented.trim()) {
-        tracing::info!("a wrong token was entered on the status page's login");
+        sessions.throttle().failed(client, now);
+        tracing::info!(client = ?client, "a wrong token was entered on the status page's login");
         return login(
             StatusCode::UNAUTHORIZED,
             Some("that is not this daemon's token"),
         );
     }
+    sessions.throttle().succeeded(client);
+    let id = sessions.open(now);
     let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        token.derive(PURPOSE)
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        crate::ingest::sessions::SESSION_TTL.as_secs()
     );
     (
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, "/".to_owned()),
             (header::SET_COOKIE, cookie),
+        ],
+    )
+        .into_response()
+}
+
+/// `POST /ui/logout`: ends the session and forgets the cookie.
+pub async fn post_logout(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(error) = super::actions::check(&headers, &body) {
+        return error.into_response();
+    }
+    if let Some(id) = session_cookie(&headers) {
+        state.sessions.close(&id);
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/".to_owned()),
+            (
+                header::SET_COOKIE,
+                format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            ),
         ],
     )
         .into_response()

@@ -38,6 +38,7 @@ pub fn routes_with(state: IngestState) -> Router<IngestState> {
 fn routes() -> Router<IngestState> {
     Router::new()
         .route("/ui/login", axum::routing::post(super::auth::post_login))
+        .route("/ui/logout", axum::routing::post(super::auth::post_logout))
         .route("/", get(status))
         .route("/ui/requests/{id}", get(request))
         .route(
@@ -76,8 +77,18 @@ fn html(body: String) -> Response {
         .into_response()
 }
 
+/// The page's viewer, from the request's headers.
+fn viewer(state: &IngestState, headers: &HeaderMap) -> super::Viewer {
+    super::Viewer {
+        csrf: super::actions::form_token(headers),
+        session: super::auth::session_cookie(headers)
+            .is_some_and(|id| state.sessions.is_open(&id, std::time::Instant::now())),
+    }
+}
+
 async fn status(
     State(state): State<IngestState>,
+    headers: HeaderMap,
     filter: Result<Query<ListFilter>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     enabled(&state)?;
@@ -96,7 +107,13 @@ async fn status(
         )
         .await?;
     let recent = super::listing::select(window, &filter);
-    Ok(html(super::status_page(&stats, &charts, &recent, &filter)))
+    Ok(html(super::status_page(
+        &stats,
+        &charts,
+        &recent,
+        &filter,
+        &viewer(&state, &headers),
+    )))
 }
 
 /// The charts' counts: six reads, each an index range over the last hour
@@ -125,6 +142,7 @@ async fn chart_data(state: &IngestState) -> Result<super::ChartData, ApiError> {
 
 async fn request(
     State(state): State<IngestState>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     enabled(&state)?;
@@ -138,6 +156,7 @@ async fn request(
     Ok(html(super::request_page(
         &status,
         state.settings().ui.read_only,
+        &viewer(&state, &headers),
     )))
 }
 

@@ -46,6 +46,11 @@ pub fn escape(text: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             c if c.is_control() => out.push('\u{fffd}'),
+            // Shown, not obeyed: a stored U+202E would reverse the text
+            // after it.
+            c if crate::target::is_deceptive(c) => {
+                out.push_str(&format!("&lt;U+{:04X}&gt;", u32::from(c)))
+            }
             c => out.push(c),
         }
     }
@@ -70,9 +75,17 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
+/// Who looks at a page: the form token its buttons carry, and whether it
+/// was opened in a login session (then the header has a logout button).
+#[derive(Debug, Clone, Default)]
+pub struct Viewer {
+    pub csrf: String,
+    pub session: bool,
+}
+
 /// A whole page around `main`, refreshed every 5 s by the script.
-fn page(title: &str, main: &str) -> String {
-    page_with(title, main, 5)
+fn page(title: &str, main: &str, viewer: &Viewer) -> String {
+    page_with(title, main, 5, Some(viewer))
 }
 
 /// The page that asks for the bearer token (a non-loopback bind): no data
@@ -88,17 +101,27 @@ pub fn login_page(problem: Option<&str>) -> String {
          <label>Token <input type=\"password\" name=\"token\" autocomplete=\"current-password\" required></label> \
          <button>Open the status page</button></form>\n</section>\n"
     );
-    page_with("purgeq: token needed", &main, 0)
+    page_with("purgeq: token needed", &main, 0, None)
 }
 
-fn page_with(title: &str, main: &str, refresh: u32) -> String {
+fn page_with(title: &str, main: &str, refresh: u32, viewer: Option<&Viewer>) -> String {
+    let logout = viewer
+        .filter(|v| v.session)
+        .map(|v| {
+            format!(
+                " <form method=\"post\" action=\"/ui/logout\" class=\"logout\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>Log out</button></form>",
+                escape(&v.csrf)
+            )
+        })
+        .unwrap_or_default();
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{}</title>\n<link rel=\"stylesheet\" href=\"/ui/style.css\">\n\
          <link rel=\"icon\" href=\"/ui/favicon.svg\" type=\"image/svg+xml\">\n\
          <script src=\"/ui/app.js\" defer></script>\n</head>\n<body>\n\
-         <header><a href=\"/\" class=\"brand\">purgeq</a> <span>cache purges for Azure China CDN</span></header>\n\
+         <header><a href=\"/\" class=\"brand\">purgeq</a> <span>cache purges for Azure China CDN</span>{logout}</header>\n\
          <main id=\"main\" data-refresh=\"{refresh}\">\n{main}</main>\n\
          <footer>JSON: <a href=\"/v1/stats\">/v1/stats</a> · <a href=\"/v1/purges\">/v1/purges</a> · \
          <a href=\"/v1/openapi.json\">API</a></footer>\n</body>\n</html>\n",
@@ -128,6 +151,7 @@ pub fn status_page(
     charts: &ChartData,
     recent: &listing::Listing,
     filter: &listing::Filter,
+    viewer: &Viewer,
 ) -> String {
     let mut main = String::new();
     main.push_str(&sending_section(stats));
@@ -138,7 +162,7 @@ pub fn status_page(
     main.push_str(&charts_section(charts));
     main.push_str(&errors_section(&charts.errors));
     main.push_str(&requests_section(recent, filter));
-    page("purgeq status", &main)
+    page("purgeq status", &main, viewer)
 }
 
 /// `GET /`'s query string as the filter form sends it (see
@@ -574,7 +598,7 @@ fn action_buttons(request: &RequestStatus, token: &str) -> String {
 }
 
 /// One request: every URL's fate, and (unless `read_only`) the buttons.
-pub fn request_page(request: &RequestStatus, read_only: bool) -> String {
+pub fn request_page(request: &RequestStatus, read_only: bool, viewer: &Viewer) -> String {
     let mut main = format!(
         "<p><a href=\"/\">← status</a></p>\n<section aria-labelledby=\"request\">\
          <h2 id=\"request\">Request {}</h2>\n<p>{} · received {} from {}{} · {} URLs</p>\n",
@@ -590,7 +614,7 @@ pub fn request_page(request: &RequestStatus, read_only: bool) -> String {
         request.items.len(),
     );
     if !read_only {
-        main.push_str(&action_buttons(request, &actions::form_token()));
+        main.push_str(&action_buttons(request, &viewer.csrf));
     }
     main.push_str(
         "<table class=\"items\"><thead><tr><th scope=\"col\">URL</th><th scope=\"col\">State</th>\
@@ -602,7 +626,7 @@ pub fn request_page(request: &RequestStatus, read_only: bool) -> String {
         main.push_str(&item_row(item));
     }
     main.push_str("</tbody></table>\n</section>\n");
-    page(&format!("purgeq request {}", request.id), &main)
+    page(&format!("purgeq request {}", request.id), &main, viewer)
 }
 
 fn item_row(item: &ItemStatus) -> String {
@@ -651,6 +675,7 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
         assert_eq!(escape("a\u{1b}[31mb"), "a\u{fffd}[31mb");
+        assert_eq!(escape("gpj.\u{202e}exe"), "gpj.&lt;U+202E&gt;exe");
     }
 
     #[test]
