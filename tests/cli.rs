@@ -758,3 +758,19 @@ async fn client_commands_do_not_need_the_cdn_key() {
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("cdn.key_value_file"), "{err}");
 }
+
+/// Issue 29, item 12: `history --db /nonexistent` said "the store cannot
+/// write" for a read-only command; `history --request bogus` printed an
+/// empty table and exited 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn history_says_what_it_could_not_read() {
+    let (code, _, err) = run(&["history", "--db", "/nonexistent/purgeq.db"]);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("cannot read the history"), "{err}");
+    assert!(!err.contains("cannot write"), "{err}");
+    let daemon = HeldDaemon::start("[batch]\nlinger = \"1h\"\n", &[]).await;
+    let db = daemon.db_path().to_str().expect("utf-8").to_owned();
+    let (code, out, err) = run(&["history", "--db", &db, "--request", "bogus"]);
+    assert_eq!(code, 66, "{out}{err}");
+    assert!(err.contains("no request with id \"bogus\""), "{err}");
+}

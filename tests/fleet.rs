@@ -653,3 +653,60 @@ async fn paused_leaders_make_no_call_and_no_write_after_their_lease() {
     drop(nodes);
     db.drop_now().await;
 }
+
+/// Issue 29, item 2: with a fleet configuration `purgeq history` read
+/// `./purgeq.db` (a host moved from standalone showed its old history as
+/// the fleet's) and `check-config` printed `store: purgeq.db`. Both now
+/// use the configured PostgreSQL, and `--db postgres://…` works too.
+#[tokio::test(flavor = "multi_thread")]
+async fn history_and_check_config_read_the_fleets_database() {
+    let Some(db) = TestDatabase::create("history_and_check_config_read_the_fleets_database").await
+    else {
+        return;
+    };
+    let emulator = emulator(fast_knobs()).await;
+    let node = TestDaemon::start(&node_config(
+        &db,
+        "node-1",
+        &emulator,
+        "[batch]\nlinger = \"50ms\"\n",
+    ))
+    .await;
+    one_leader(&[&node], Duration::from_secs(15)).await;
+    let id = post(&node, &["http://a.example.com/fleet-history.js".to_owned()]).await;
+    let (_, view) = node.get(&format!("/v1/purges/{id}?wait=30")).await;
+    assert_eq!(view["state"], "succeeded", "{view}");
+    // A stale standalone database in the working directory, as on a host
+    // moved to the fleet: never read.
+    let cwd = tempfile::tempdir().expect("cwd");
+    std::fs::write(cwd.path().join("purgeq.db"), b"not this one").expect("stale file");
+    let config = node.config.to_str().expect("utf-8").to_owned();
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .current_dir(cwd.path())
+            .output()
+            .expect("run")
+    };
+    let output = run(&["history", "--config", &config]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("fleet-history.js"), "{stdout}");
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    let output = run(&["history", "--db", &db.url.to_string(), "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("fleet-history.js"));
+    let output = run(&["check-config", "--config", &config]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("store:     {} (fleet mode, node node-1)", db.url)),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    drop(node);
+    db.drop_now().await;
+}

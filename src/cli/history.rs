@@ -1,5 +1,6 @@
-//! `purgeq history`: the history, read straight from the database file
-//! (read-only), so it works while the daemon is down.
+//! `purgeq history`: the history, read straight from the database
+//! (read-only), so it works while the daemon is down: the configured store,
+//! a SQLite file or a fleet's PostgreSQL (`store.url`), or `--db`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,23 +37,48 @@ pub struct HistoryArgs {
     /// One JSON object per line instead of columns.
     #[arg(long)]
     pub json: bool,
-    /// The database (default: store.path of the configuration).
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    /// The database: a SQLite file, or a postgres:// URL (default: the
+    /// configuration's store, store.url or store.path).
+    #[arg(long, value_name = "PATH|URL")]
+    pub db: Option<String>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
 
+/// Where the history is read from.
+enum Source {
+    File(PathBuf),
+    Postgres(crate::store::fleet::DatabaseUrl),
+}
+
+/// `--db`, or the configuration's store: in fleet mode its PostgreSQL
+/// (issue 29, item 2: `history` read `./purgeq.db` there, silently).
+fn source(args: &HistoryArgs) -> Result<Source, (u8, String)> {
+    if let Some(db) = &args.db {
+        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            return crate::store::fleet::DatabaseUrl::parse(db)
+                .map(Source::Postgres)
+                .map_err(|e| (super::EXIT_USAGE, format!("--db: {e}")));
+        }
+        return Ok(Source::File(PathBuf::from(db)));
+    }
+    let settings = args
+        .config
+        .load_for_client()
+        .map_err(|e| (crate::config::EXIT_CONFIG, e.to_string()))?;
+    Ok(match &settings.derived.store_url {
+        Some(url) => Source::Postgres(url.clone()),
+        None => Source::File(settings.store.path.clone()),
+    })
+}
+
 pub async fn run(args: HistoryArgs) -> u8 {
-    let path = match &args.db {
-        Some(path) => path.clone(),
-        None => match args.config.load_for_client() {
-            Ok(settings) => settings.store.path.clone(),
-            Err(error) => {
-                eprintln!("purgeq: {error}");
-                return crate::config::EXIT_CONFIG;
-            }
-        },
+    let source = match source(&args) {
+        Ok(source) => source,
+        Err((code, message)) => {
+            eprintln!("purgeq: {message}");
+            return code;
+        }
     };
     let filter = HistoryFilter {
         state: args.state.clone(),
@@ -67,13 +93,34 @@ pub async fn run(args: HistoryArgs) -> u8 {
         request_id: args.request.as_deref().map(str::to_ascii_lowercase),
         limit: args.limit,
     };
-    let entries = match read_history(&path, &filter).await {
+    let read = match &source {
+        Source::File(path) => read_history(path, &filter).await,
+        Source::Postgres(url) => crate::store::read_history_postgres(url, &filter).await,
+    };
+    let entries = match read {
         Ok(entries) => entries,
         Err(error) => {
-            eprintln!("purgeq: {error}");
+            // A read-only command: "the store cannot write" was the wrong
+            // words (issue 29, item 12).
+            let reason = match &error {
+                crate::store::StoreError::Unavailable { reason, .. } => reason.clone(),
+                other => other.to_string(),
+            };
+            eprintln!("purgeq: cannot read the history: {reason}");
             return EXIT_UNAVAILABLE;
         }
     };
+    if entries.is_empty()
+        && let Some(id) = &args.request
+        && args.state.is_none()
+        && args.since.is_none()
+        && args.url_prefix.is_none()
+        && args.label.is_none()
+    {
+        // An empty table and exit 0 said nothing of a mistyped id.
+        eprintln!("purgeq: no request with id {:?}", printable(id));
+        return super::EXIT_NOINPUT;
+    }
     if args.json {
         for entry in &entries {
             match serde_json::to_string(entry) {

@@ -167,7 +167,12 @@ pub fn check_config(args: &ConfigArgs) -> Result<(), ConfigError> {
         |p| p.display().to_string(),
     );
     crate::outln!("configuration OK ({source})");
-    crate::outln!("  store:     {}", settings.store.path.display());
+    // What will be used: a fleet's PostgreSQL (without its password), or
+    // the SQLite file (issue 29, item 2: a fleet printed `purgeq.db`).
+    match &settings.derived.store_url {
+        Some(url) => crate::outln!("  store:     {url} (fleet mode, node {})", settings.node_name()),
+        None => crate::outln!("  store:     {}", settings.store.path.display()),
+    }
     if let Some(socket) = &settings.derived.socket_path {
         crate::outln!(
             "  socket:    {} (mode {:o})",

@@ -1,5 +1,7 @@
-//! Reading the history straight from the database file, read-only, for
-//! `purgeq history`: it works whether or not the daemon runs.
+//! Reading the history straight from the database, read-only, for
+//! `purgeq history`: it works whether or not the daemon runs. A SQLite
+//! file, or a fleet's PostgreSQL database (`store.url`): the `history`
+//! view is the same on both.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -75,25 +77,69 @@ pub async fn read_history(
         .connect()
         .await
         .map_err(|e| StoreError::cannot(format_args!("cannot open {}", path.display()), e))?;
-    Ok(sqlx::query_as(
-        "SELECT received_at, request_id, source, url, kind, endpoint_id,
-                effective_state AS state, merged_into_url, merge_reason, task_track_id, correlation_id,
-                attempts, last_error, finished_at, priority, operation, preload_state,
-                preload_task_track_id, preload_error
-         FROM history
-         WHERE ($1 IS NULL OR (CASE WHEN $1 = 'merged' THEN state ELSE effective_state END) = $1)
-           AND ($2 IS NULL OR received_at >= $2)
-           AND ($3 IS NULL OR substr(url, 1, length($3)) = $3)
-           AND ($5 IS NULL OR request_id IN (SELECT id FROM requests WHERE label = $5))
-           AND ($6 IS NULL OR request_id = $6)
-         LIMIT $4",
-    )
-    .bind(&filter.state)
-    .bind(&filter.since)
-    .bind(&filter.url_prefix)
-    .bind(i64::from(filter.limit))
-    .bind(&filter.label)
-    .bind(&filter.request_id)
-    .fetch_all(&mut conn)
-    .await?)
+    Ok(sqlx::query_as(HISTORY_SQLITE)
+        .bind(&filter.state)
+        .bind(&filter.since)
+        .bind(&filter.url_prefix)
+        .bind(i64::from(filter.limit))
+        .bind(&filter.label)
+        .bind(&filter.request_id)
+        .fetch_all(&mut conn)
+        .await?)
 }
+
+/// [`read_history`] on a fleet's PostgreSQL database, in a read-only
+/// transaction.
+pub async fn read_history_postgres(
+    url: &super::fleet::DatabaseUrl,
+    filter: &HistoryFilter,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect_with(url.connect_options())
+        .await
+        .map_err(|e| super::fleet::pg_error(&format!("cannot connect to {url}"), e))?;
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(|e| super::fleet::pg_error("cannot read the history", e))?;
+    sqlx::query("SET TRANSACTION READ ONLY")
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| super::fleet::pg_error("cannot read the history", e))?;
+    sqlx::query_as(HISTORY_POSTGRES)
+        .bind(&filter.state)
+        .bind(&filter.since)
+        .bind(&filter.url_prefix)
+        .bind(i64::from(filter.limit))
+        .bind(&filter.label)
+        .bind(&filter.request_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| super::fleet::pg_error("cannot read the history", e))
+}
+
+const HISTORY_SQLITE: &str = "SELECT received_at, request_id, source, url, kind, endpoint_id,
+        effective_state AS state, merged_into_url, merge_reason, task_track_id, correlation_id,
+        attempts, last_error, finished_at, priority, operation, preload_state,
+        preload_task_track_id, preload_error
+ FROM history
+ WHERE ($1 IS NULL OR (CASE WHEN $1 = 'merged' THEN state ELSE effective_state END) = $1)
+   AND ($2 IS NULL OR received_at >= $2)
+   AND ($3 IS NULL OR substr(url, 1, length($3)) = $3)
+   AND ($5 IS NULL OR request_id IN (SELECT id FROM requests WHERE label = $5))
+   AND ($6 IS NULL OR request_id = $6)
+ LIMIT $4";
+
+/// The same, with the parameters typed (PostgreSQL cannot infer the type
+/// of a parameter that is only compared with NULL).
+const HISTORY_POSTGRES: &str = "SELECT received_at, request_id, source, url, kind, endpoint_id,
+        effective_state AS state, merged_into_url, merge_reason, task_track_id, correlation_id,
+        attempts, last_error, finished_at, priority, operation, preload_state,
+        preload_task_track_id, preload_error
+ FROM history
+ WHERE ($1::text IS NULL OR (CASE WHEN $1::text = 'merged' THEN state ELSE effective_state END) = $1::text)
+   AND ($2::text IS NULL OR received_at >= $2::text)
+   AND ($3::text IS NULL OR substr(url, 1, length($3::text)) = $3::text)
+   AND ($5::text IS NULL OR request_id IN (SELECT id FROM requests WHERE label = $5::text))
+   AND ($6::text IS NULL OR request_id = $6::text)
+ LIMIT $4";

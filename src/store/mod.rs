@@ -40,7 +40,7 @@ pub use batches::{
 };
 pub use charts::{CallError, CallRecord, Counts, RecentError, Slot};
 pub use enqueue::{EnqueueOutcome, NewRequest};
-pub use history::{HistoryEntry, HistoryFilter, read_history};
+pub use history::{HistoryEntry, HistoryFilter, read_history, read_history_postgres};
 pub use ids::{BatchId, ItemId, RequestId};
 pub use operator::Cancelled;
 pub use plan::{LaneCounts, UrgentPending};
