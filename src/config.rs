@@ -659,6 +659,9 @@ impl Settings {
         let (mut settings, mut problems) = deserialize_sections(&raw, env);
         settings.derived.source = path.map(Path::to_owned);
         settings.derived.reader = reader;
+        if let Some(path) = path {
+            settings.resolve_relative_paths(path, env);
+        }
         // Which store is meant must be unambiguous: a file, or a fleet's
         // database. `store.path` has a default, so only a path the
         // operator wrote counts here.
@@ -679,6 +682,47 @@ impl Settings {
             Ok(settings)
         } else {
             Err(fail(problems))
+        }
+    }
+
+    /// Paths written in the configuration file are relative to the file's
+    /// directory, not to wherever a command runs: `purgeq status --config
+    /// /etc/purgeq/purgeq.toml` run from elsewhere could not find a socket
+    /// named `purgeq.sock` there (issue 29, item 13). Only paths the file
+    /// itself sets move; defaults and `PURGEQ__…` variables stay relative
+    /// to the working directory, and absolute paths are kept as they are.
+    fn resolve_relative_paths(&mut self, file: &Path, env: &HashMap<String, String>) {
+        let Some(base) = file.parent() else { return };
+        let written: Option<config::Config> = config::Config::builder()
+            .add_source(config::File::from(file).format(config::FileFormat::Toml))
+            .build()
+            .ok();
+        let from_file = |key: &str, variable: &str| {
+            !env.contains_key(variable)
+                && written
+                    .as_ref()
+                    .is_some_and(|w| w.get::<config::Value>(key).is_ok())
+        };
+        let resolve = |path: &Path| -> PathBuf {
+            if path.is_relative() && !path.as_os_str().is_empty() {
+                base.join(path)
+            } else {
+                path.to_owned()
+            }
+        };
+        if from_file("store.path", "PURGEQ__STORE__PATH") {
+            self.store.path = resolve(&self.store.path);
+        }
+        if from_file("ingest.socket", "PURGEQ__INGEST__SOCKET") && !self.ingest.socket.is_empty() {
+            self.ingest.socket = resolve(Path::new(&self.ingest.socket))
+                .to_string_lossy()
+                .into_owned();
+        }
+        if from_file("ingest.token_file", "PURGEQ__INGEST__TOKEN_FILE") {
+            self.ingest.token_file = self.ingest.token_file.as_deref().map(resolve);
+        }
+        if from_file("cdn.key_value_file", "PURGEQ__CDN__KEY_VALUE_FILE") {
+            self.cdn.key_value_file = self.cdn.key_value_file.as_deref().map(resolve);
         }
     }
 
@@ -1294,6 +1338,47 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::load(Some(&path), &env)
+    }
+
+    /// Issue 29, item 13.
+    #[test]
+    fn relative_paths_in_the_file_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("purgeq.toml");
+        std::fs::write(dir.path().join("key"), "k3y\n").expect("key");
+        std::fs::write(
+            &path,
+            "[store]\npath = \"data/purgeq.db\"\n[ingest]\nsocket = \"purgeq.sock\"\n\
+             [cdn]\nsubscription_id = \"s\"\nkey_id = \"k\"\nkey_value_file = \"key\"\n",
+        )
+        .expect("write");
+        let settings = Settings::load(Some(&path), &HashMap::new()).expect("valid");
+        assert_eq!(settings.store.path, dir.path().join("data/purgeq.db"));
+        assert_eq!(
+            PathBuf::from(&settings.ingest.socket),
+            dir.path().join("purgeq.sock")
+        );
+        assert_eq!(
+            settings.cdn.key_value_file.as_deref(),
+            Some(dir.path().join("key").as_path())
+        );
+        assert!(settings.has_credentials(), "the key file was found");
+        // A variable stays relative to the working directory; absolute
+        // paths are kept.
+        let env: HashMap<String, String> = [
+            ("PURGEQ__STORE__PATH".to_owned(), "here.db".to_owned()),
+            (
+                "PURGEQ__INGEST__SOCKET".to_owned(),
+                "/run/x.sock".to_owned(),
+            ),
+        ]
+        .into();
+        let settings = Settings::load(Some(&path), &env).expect("valid");
+        assert_eq!(settings.store.path, PathBuf::from("here.db"));
+        assert_eq!(settings.ingest.socket, "/run/x.sock");
+        // Without a file, nothing moves.
+        let defaults = Settings::load(None, &HashMap::new()).expect("defaults");
+        assert_eq!(defaults.ingest.socket, "purgeq.sock");
     }
 
     #[test]

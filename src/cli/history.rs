@@ -48,7 +48,7 @@ pub struct HistoryArgs {
 /// Where the history is read from.
 enum Source {
     File(PathBuf),
-    Postgres(crate::store::fleet::DatabaseUrl),
+    Postgres(Box<crate::store::fleet::DatabaseUrl>),
 }
 
 /// `--db`, or the configuration's store: in fleet mode its PostgreSQL
@@ -57,7 +57,7 @@ fn source(args: &HistoryArgs) -> Result<Source, (u8, String)> {
     if let Some(db) = &args.db {
         if db.starts_with("postgres://") || db.starts_with("postgresql://") {
             return crate::store::fleet::DatabaseUrl::parse(db)
-                .map(Source::Postgres)
+                .map(|url| Source::Postgres(Box::new(url)))
                 .map_err(|e| (super::EXIT_USAGE, format!("--db: {e}")));
         }
         return Ok(Source::File(PathBuf::from(db)));
@@ -67,7 +67,7 @@ fn source(args: &HistoryArgs) -> Result<Source, (u8, String)> {
         .load_for_client()
         .map_err(|e| (crate::config::EXIT_CONFIG, e.to_string()))?;
     Ok(match &settings.derived.store_url {
-        Some(url) => Source::Postgres(url.clone()),
+        Some(url) => Source::Postgres(Box::new(url.clone())),
         None => Source::File(settings.store.path.clone()),
     })
 }

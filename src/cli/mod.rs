@@ -10,6 +10,7 @@ pub mod enqueue;
 pub mod follow;
 pub mod git;
 pub mod history;
+mod man;
 pub mod manifest;
 pub mod out;
 pub mod paths;
@@ -136,7 +137,10 @@ pub fn man_page(subcommand: Option<&str>) -> std::io::Result<()> {
     command.build();
     let mut text = Vec::new();
     match subcommand {
-        None => clap_mangen::Man::new(command).render(&mut text)?,
+        None => {
+            clap_mangen::Man::new(command).render(&mut text)?;
+            text.extend_from_slice(man::extra_sections(None).as_bytes());
+        }
         Some(name) => {
             let Some(sub) = command.find_subcommand(name) else {
                 return Err(std::io::Error::new(
@@ -152,6 +156,7 @@ pub fn man_page(subcommand: Option<&str>) -> std::io::Result<()> {
                 .name(format!("purgeq-{name}"))
                 .bin_name(format!("purgeq {name}"));
             clap_mangen::Man::new(page).render(&mut text)?;
+            text.extend_from_slice(man::extra_sections(Some(name)).as_bytes());
         }
     }
     out::write(&text);
@@ -170,7 +175,10 @@ pub fn check_config(args: &ConfigArgs) -> Result<(), ConfigError> {
     // What will be used: a fleet's PostgreSQL (without its password), or
     // the SQLite file (issue 29, item 2: a fleet printed `purgeq.db`).
     match &settings.derived.store_url {
-        Some(url) => crate::outln!("  store:     {url} (fleet mode, node {})", settings.node_name()),
+        Some(url) => crate::outln!(
+            "  store:     {url} (fleet mode, node {})",
+            settings.node_name()
+        ),
         None => crate::outln!("  store:     {}", settings.store.path.display()),
     }
     if let Some(socket) = &settings.derived.socket_path {
