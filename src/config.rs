@@ -814,14 +814,31 @@ impl Settings {
                     continue;
                 }
             };
-            if !self.cdn.endpoints.is_empty()
-                && let Err(error) = self.derived.router.target(
-                    url.as_str(),
-                    crate::target::Requested::Directory,
-                    self.ingest.max_url_length,
-                )
-            {
-                problems.push(format!("{key}.url: {error}"));
+            // Without [[cdn.endpoints]], the built-in emulator's hosts are
+            // the ones served: a map must name one of them (issue 29, item
+            // 11: any host was accepted then).
+            let demo;
+            let router = if self.cdn.endpoints.is_empty() {
+                demo = demo_router();
+                &demo
+            } else {
+                &self.derived.router
+            };
+            if let Err(error) = router.target(
+                url.as_str(),
+                crate::target::Requested::Directory,
+                self.ingest.max_url_length,
+            ) {
+                let hint = if self.cdn.endpoints.is_empty() {
+                    format!(
+                        " (no [[cdn.endpoints]] are configured, so the built-in emulator's hosts are \
+                         served: {})",
+                        DEMO_HOSTS.join(", ")
+                    )
+                } else {
+                    String::new()
+                };
+                problems.push(format!("{key}.url: {error}{hint}"));
             }
         }
     }
@@ -1046,14 +1063,7 @@ impl Settings {
                 hosts: DEMO_HOSTS.iter().map(|h| h.to_string()).collect(),
                 preload_after_purge: false,
             });
-            for host in DEMO_HOSTS {
-                if let Ok(pattern) = HostPattern::parse(host) {
-                    let _ = self
-                        .derived
-                        .router
-                        .add(pattern, DEMO_ENDPOINT_ID.to_owned());
-                }
-            }
+            self.derived.router = demo_router();
         }
         self
     }
@@ -1092,20 +1102,41 @@ fn deserialize_sections(
             }
         };
         // The path inside the section (`linger`, `endpoints[1].hosts`):
-        // the `config` crate names only the section.
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(value) => value,
-            Err(error) => {
-                let path = error.path().to_string();
-                let key = if path == "." || path.is_empty() {
-                    name.to_owned()
-                } else {
-                    format!("{name}.{path}")
-                };
-                problems.push(explain(&key, &error.into_inner().to_string(), env));
-                T::default()
+        // the `config` crate names only the section. A key that cannot be
+        // read is reported and left out, and the rest of the section is
+        // read again, so its other keys are still checked (issue 29, item
+        // 11: `burst = -1` hid `max_attempts = 0`).
+        let mut table = value.clone().into_table().ok();
+        let mut value = value;
+        for _ in 0..32 {
+            match serde_path_to_error::deserialize::<_, T>(value) {
+                Ok(value) => return value,
+                Err(error) => {
+                    let path = error.path().to_string();
+                    let key = if path == "." || path.is_empty() {
+                        name.to_owned()
+                    } else {
+                        format!("{name}.{path}")
+                    };
+                    problems.push(explain(&key, &error.into_inner().to_string(), env));
+                    // The section's own key the error is under.
+                    let top = path
+                        .split(['.', '['])
+                        .next()
+                        .filter(|t| !t.is_empty() && *t != "?")
+                        .map(str::to_owned);
+                    let removed = match (table.as_mut(), top) {
+                        (Some(table), Some(top)) => table.remove(&top).is_some(),
+                        _ => false,
+                    };
+                    match table.as_ref().filter(|_| removed) {
+                        Some(rest) => value = config::Value::new(None, rest.clone()),
+                        None => return T::default(),
+                    }
+                }
             }
         }
+        T::default()
     }
     let mut problems = Vec::new();
     const SECTIONS: [&str; 13] = [
@@ -1176,10 +1207,32 @@ fn explain(key: &str, message: &str, env: &HashMap<String, String>) -> String {
     if env.contains_key(&variable) {
         text.push_str(&format!(" (from the environment variable {variable})"));
     }
+    // "enum Promote does not have variant constructor sometimes" named
+    // Rust internals, not the choices.
+    if let Some((_, value)) = message.split_once(" does not have variant constructor ") {
+        let choices = match key {
+            "quota.promote" => " (write \"auto\" or \"never\")",
+            "log.format" => " (write \"auto\", \"plain\" or \"json\")",
+            "store.synchronous" => " (write \"full\" or \"normal\")",
+            _ => "",
+        };
+        text = format!("{key}: {value:?} is not one of its values{choices}");
+    }
     if message.contains("expected a duration") {
         text.push_str("; write a duration as text with a unit: \"5s\", \"250ms\", \"2h\"");
     }
     text
+}
+
+/// The built-in emulator's hosts, routed to its one endpoint.
+fn demo_router() -> Router {
+    let mut router = Router::default();
+    for host in DEMO_HOSTS {
+        if let Ok(pattern) = HostPattern::parse(host) {
+            let _ = router.add(pattern, DEMO_ENDPOINT_ID.to_owned());
+        }
+    }
+    router
 }
 
 /// This host's name (`gethostname(2)`), the default `fleet.node_name`.

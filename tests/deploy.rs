@@ -519,3 +519,38 @@ async fn an_index_file_purges_its_page_never_the_directory() {
         "no directory purge: {stats}"
     );
 }
+
+/// Issue 29, item 11: one type error hid the other problems of its
+/// section, an unknown enum value named Rust internals, and without
+/// `[[cdn.endpoints]]` a map to any host was accepted.
+#[test]
+fn check_config_reports_every_problem_at_once_in_its_words() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("purgeq.toml");
+    std::fs::write(
+        &config,
+        "[sender]\nburst = -1\nmax_attempts = 0\n[quota]\npromote = \"sometimes\"\n\
+         [[deploy.map]]\npath = \"public/\"\nurl = \"https://www.elsewhere.org/\"\n",
+    )
+    .expect("config");
+    let output = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check-config");
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "sender.burst: invalid type",
+        "sender.max_attempts: must be at least 1",
+        "quota.promote: \"sometimes\" is not one of its values (write \"auto\" or \"never\")",
+        "deploy.map[0].url: no configured CDN endpoint serves host \"www.elsewhere.org\" \
+         (no [[cdn.endpoints]] are configured, so the built-in emulator's hosts are served",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "{expected}\n--- stderr\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("variant constructor"), "{stderr}");
+}

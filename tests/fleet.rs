@@ -698,7 +698,11 @@ async fn history_and_check_config_read_the_fleets_database() {
     assert!(stdout.contains("fleet-history.js"), "{stdout}");
     assert!(stdout.contains("succeeded"), "{stdout}");
     let output = run(&["history", "--db", &db.url.to_string(), "--json"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("fleet-history.js"));
     let output = run(&["check-config", "--config", &config]);
     let stdout = String::from_utf8_lossy(&output.stdout);
