@@ -7,8 +7,9 @@
 //! and what is left today:
 //!
 //! - which directories to purge instead of their files ([`promotions`]):
-//!   the deepest directories that together cover what does not fit, each
-//!   covering at least `quota.promote_min_files` pending files, never a
+//!   the deepest directories that together cover what does not fit,
+//!   those covering at least `quota.promote_min_files` pending files first
+//!   and smaller ones for what would otherwise wait a day, never a
 //!   host's root unless `quota.promote_to_root`, and no more than the
 //!   directory quota left after the directories clients asked for;
 //! - what goes today and what waits for the next quota day, per endpoint,
@@ -316,18 +317,32 @@ impl<'r> Survey<'r> {
         if need == 0 || budget == 0 {
             return Vec::new();
         }
-        choose(&self.candidates(), need, budget)
+        let min_files = rules.promote_min_files;
+        let (main, small): (Vec<Candidate>, Vec<Candidate>) = self
+            .candidates()
+            .into_iter()
+            .partition(|c| c.files >= min_files);
+        let mut chosen = choose(&main, need, budget);
+        // What still does not fit, when the directory quota has room: the
+        // smaller directories too, deepest first. Otherwise a deploy that
+        // arrived in several requests (its first files sent as files before
+        // the rest came) left a few files per directory for the next day
+        // with the day's directories unused (issue 29, item 6).
+        let covered: usize = chosen.iter().map(|p| p.files).sum();
+        let room = budget.saturating_sub(chosen.len());
+        if covered < need && room > 0 {
+            top_up(&mut chosen, small, need - covered, room);
+        }
+        chosen
     }
 
-    /// Every directory that covers at least `promote_min_files` pending
-    /// files: most files first; then deeper (less collateral); then by
-    /// name, so the choice does not depend on hash order.
+    /// Every directory that covers a pending file: most files first; then
+    /// deeper (less collateral); then by name, so the choice does not
+    /// depend on hash order.
     fn candidates(self) -> Vec<Candidate> {
-        let min_files = self.rules.promote_min_files;
         let mut candidates: Vec<Candidate> = self
             .directories
             .into_iter()
-            .filter(|(_, (_, files))| *files >= min_files)
             .map(|((endpoint_id, directory), (depth, files))| Candidate {
                 endpoint_id,
                 directory,
@@ -388,6 +403,39 @@ fn choose(candidates: &[Candidate], need: usize, budget: usize) -> Vec<Promotion
         }
     }
     promoted(best.1)
+}
+
+/// Adds directories of `small` (each under `promote_min_files`) to
+/// `chosen`: the deepest first (a file's own directory before the one
+/// above it, least collateral), none inside or around one chosen, until
+/// `need` more files are covered or `budget` more directories used.
+fn top_up(chosen: &mut Vec<Promotion>, mut small: Vec<Candidate>, need: usize, budget: usize) {
+    small.sort_by(|a, b| {
+        b.depth
+            .cmp(&a.depth)
+            .then(b.files.cmp(&a.files))
+            .then_with(|| (&a.endpoint_id, &a.directory).cmp(&(&b.endpoint_id, &b.directory)))
+    });
+    let (mut covered, mut added) = (0, 0);
+    for candidate in small {
+        if covered >= need || added >= budget {
+            break;
+        }
+        let overlaps = chosen.iter().any(|p| {
+            p.endpoint_id == candidate.endpoint_id
+                && (covers(&p.directory, &candidate.directory)
+                    || covers(&candidate.directory, &p.directory))
+        });
+        if !overlaps {
+            covered += candidate.files;
+            added += 1;
+            chosen.push(Promotion {
+                endpoint_id: candidate.endpoint_id,
+                directory: candidate.directory,
+                files: candidate.files,
+            });
+        }
+    }
 }
 
 fn promoted(chosen: Vec<&Candidate>) -> Vec<Promotion> {
@@ -528,11 +576,56 @@ mod tests {
         let chosen = promotions(&pending, left, &rules);
         assert_eq!(chosen.len(), 1);
         assert_eq!(chosen[0].directory, "https://www.example.com/assets/");
+        // None covers 46: the smaller ones still cover what would wait for
+        // the next day while the directory quota has room, the deepest
+        // first (issue 29, item 6).
         rules.promote_min_files = 46;
-        assert!(promotions(&pending, left, &rules).is_empty());
+        let chosen = promotions(&pending, left, &rules);
+        assert_eq!(chosen.len(), 5, "{chosen:?}");
+        assert!(
+            chosen
+                .iter()
+                .all(|p| p.files == 9 && p.directory.contains("/d"))
+        );
+        // With no directory to spare, nothing.
+        let no_room = Left {
+            files: 0,
+            directories: 0,
+        };
+        assert!(promotions(&pending, no_room, &rules).is_empty());
         rules.promote_min_files = 10;
         rules.promote = Promote::Never;
         assert!(promotions(&pending, left, &rules).is_empty());
+    }
+
+    /// Issue 29, item 6: 2,600 files in 26 directories posted in six
+    /// requests of 500: the first 2,000 went as files before the rest
+    /// came, leaving a few files in some directories; 7 files waited for
+    /// the next day with 493 directories of the day unused. Whatever is
+    /// left after the files that went, every pending file is covered today.
+    #[test]
+    fn a_deploy_in_several_requests_is_covered_as_in_one() {
+        let rules = QuotaSettings::default();
+        let room = Left {
+            files: 0,
+            directories: 500,
+        };
+        // What the six requests left after 2,000 files went: most
+        // directories with many files, seven with one or two.
+        let mut pending: Vec<Pending> = Vec::new();
+        for d in 0..19 {
+            for f in 0..31 {
+                pending.push(file(&format!("https://www.example.com/d{d:02}/f{f}.js")));
+            }
+        }
+        for d in 19..26 {
+            pending.push(file(&format!("https://www.example.com/d{d:02}/last.js")));
+        }
+        let chosen = promotions(&pending, room, &rules);
+        let covered: usize = chosen.iter().map(|p| p.files).sum();
+        assert_eq!(covered, pending.len(), "{chosen:#?}");
+        let plan = plan(&pending, room, &rules, PER_CALL);
+        assert_eq!(plan.waiting_files, 0, "{plan:#?}");
     }
 
     #[test]
