@@ -28,10 +28,23 @@ impl LogHandle {
 
 /// The filter in force: `RUST_LOG` when set, else `log.level`.
 pub fn filter_of(settings: &Settings, process: &Process) -> String {
-    process
-        .rust_log
-        .clone()
-        .unwrap_or_else(|| settings.log.level.clone())
+    quiet_notices(
+        process
+            .rust_log
+            .clone()
+            .unwrap_or_else(|| settings.log.level.clone()),
+    )
+}
+
+/// PostgreSQL's notices ("relation … already exists, skipping", from the
+/// fleet schema's `IF NOT EXISTS` at every start) are not news: sqlx logs
+/// them at INFO. Kept at WARN unless the filter names sqlx itself.
+fn quiet_notices(filter: String) -> String {
+    if filter.contains("sqlx") {
+        filter
+    } else {
+        format!("{filter},sqlx::postgres::notice=warn")
+    }
 }
 
 /// Installs the global subscriber. Call once, at startup.
@@ -64,4 +77,23 @@ pub fn init(settings: &Settings, process: &Process) -> LogHandle {
         .with(output)
         .try_init();
     LogHandle(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quiet_notices;
+
+    #[test]
+    fn postgres_notices_stay_quiet_unless_sqlx_is_asked_for() {
+        assert_eq!(
+            quiet_notices("info".into()),
+            "info,sqlx::postgres::notice=warn"
+        );
+        assert_eq!(
+            quiet_notices("info,purgeq=debug".into()),
+            "info,purgeq=debug,sqlx::postgres::notice=warn"
+        );
+        assert_eq!(quiet_notices("sqlx=debug".into()), "sqlx=debug");
+        assert!(tracing_subscriber::EnvFilter::try_new(quiet_notices("info".into())).is_ok());
+    }
 }

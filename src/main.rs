@@ -51,8 +51,12 @@ async fn main() -> ExitCode {
 }
 
 /// Logging for commands other than `serve` (which follows its config).
+/// Colours only on a terminal: `purgeq emulate > log` wrote escape codes
+/// into the file (issue 29, item 16).
 fn init_plain_logging() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -774,3 +774,45 @@ async fn history_says_what_it_could_not_read() {
     assert_eq!(code, 66, "{out}{err}");
     assert!(err.contains("no request with id \"bogus\""), "{err}");
 }
+
+/// Issue 29, item 16: `purgeq emulate > log` wrote ANSI colour codes into
+/// the file.
+#[test]
+fn the_emulators_log_has_no_colour_codes_when_redirected() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let log = std::fs::File::create(dir.path().join("emulate.log")).expect("log");
+    let mut child = std::process::Command::new(BIN)
+        .args(["emulate", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("emulate");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(dir.path().join("emulate.log")).expect("read");
+        if !text.is_empty() || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!text.is_empty(), "the emulator logged nothing");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}
+
+/// Issue 29, item 16: a URL with a space was refused on standard input but
+/// accepted as an argument.
+#[test]
+fn a_url_with_a_space_is_refused_however_it_is_given() {
+    let url = "http://www.example.com/a b.js";
+    let (code, _, err) = run(&["enqueue", url, "--socket", "/nonexistent.sock"]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("white space"), "{err}");
+    let (code, _, err) = run_with_stdin(
+        &["enqueue", "-", "--socket", "/nonexistent.sock"],
+        format!("{url}\n").as_bytes(),
+    );
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("white space"), "{err}");
+}

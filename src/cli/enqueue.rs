@@ -232,6 +232,18 @@ fn read_urls(args: &EnqueueArgs) -> Result<Vec<String>, (u8, String)> {
             .collect();
     }
     if !from_stdin {
+        // As on standard input: a URL has no white space (one argument
+        // `'…/a b.js'` was accepted here and refused there, issue 29).
+        if let Some(url) = args
+            .urls
+            .iter()
+            .find(|u| u.trim().contains(char::is_whitespace))
+        {
+            return Err(bad_data(format!(
+                "{url:?} contains white space: a URL has none (write a space as %20; use \
+                 --base-url with --paths for file names)"
+            )));
+        }
         return Ok(args.urls.clone());
     }
     let mut urls = Vec::new();
