@@ -63,7 +63,7 @@ async fn status_show_and_history_tell_what_happened() {
         "{out}"
     );
     assert!(
-        out.contains("finished:  2 succeeded, 1 failed, 0 merged, 0 cancelled"),
+        out.contains("finished:  2 succeeded, 1 failed, 0 cancelled"),
         "{out}"
     );
     assert!(out.contains("files and"), "{out}");
@@ -815,4 +815,39 @@ fn a_url_with_a_space_is_refused_however_it_is_given() {
     );
     assert_eq!(code, 65, "{err}");
     assert!(err.contains("white space"), "{err}");
+}
+
+/// Issue 29, item 10: `status` said the backlog "drains … (within today's
+/// quota)" beside "waiting for quota … spent" (the day's rest held back
+/// for urgent intents), and counted merged URLs still in flight as
+/// finished.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_does_not_contradict_itself() {
+    let emulator = emulator(fast_knobs()).await;
+    let config = format!(
+        "{}[batch]\nlinger = \"50ms\"\n[tracker]\npoll_interval = \"100ms\"\n\
+         [quota]\nfiles_per_day = 4\nurgent_reserve_files = 2\npromote = \"never\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = HeldDaemon::start(&config, &[]).await;
+    let socket = daemon.socket().to_str().expect("utf-8").to_owned();
+    let urls: Vec<String> = (0..4)
+        .map(|i| format!("http://{}/held/{i}.js", ENDPOINTS[0].1))
+        .collect();
+    let (status, _) = daemon.post("/v1/purges", &json!({ "files": urls })).await;
+    assert_eq!(status, 202);
+    daemon
+        .wait_for("two sent, two held", Duration::from_secs(20), |s| {
+            items(s, "succeeded") == 2 && items(s, "pending") == 2
+        })
+        .await;
+    let (code, out, err) = run(&["status", "--socket", &socket]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("waiting:   waiting for quota"), "{out}");
+    assert!(!out.contains("within today's quota"), "{out}");
+    assert!(out.contains("needs 1 more quota day"), "{out}");
+    assert!(
+        !out.contains("merged,"),
+        "merged URLs are not 'finished': {out}"
+    );
 }

@@ -45,10 +45,18 @@ pub fn render_status(stats: &StatsView) -> String {
     out.push_str(&backlog_lines(stats));
     out.push_str(&drain_line(&stats.drain));
     let items = &stats.items;
+    // Merged URLs follow another item, which may still be in flight: not
+    // "finished" (issue 29, item 10).
     out.push_str(&format!(
-        "finished:  {} succeeded, {} failed, {} merged, {} cancelled\n",
-        items.succeeded, items.failed, items.merged, items.cancelled
+        "finished:  {} succeeded, {} failed, {} cancelled\n",
+        items.succeeded, items.failed, items.cancelled
     ));
+    if items.merged > 0 {
+        out.push_str(&format!(
+            "merged:    {} URLs purged through another item (a directory, or a newer copy)\n",
+            items.merged
+        ));
+    }
     out.push_str(&preload_line(&stats.preloads));
     if let Some(quota) = &stats.pipeline.quota {
         out.push_str(&quota_lines(quota));

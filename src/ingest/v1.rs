@@ -397,12 +397,30 @@ async fn drain_estimate(
 ) -> Result<crate::quota::Drain, ApiError> {
     let settings = state.settings();
     let pending = state.store.pending_by_kind().await?;
+    // What normal work may still use today: the urgent reserve is not
+    // theirs. (`status` said "within today's quota" beside "waiting for
+    // quota … spent (held back for urgent intents)", issue 29, item 10.)
+    let normal = |left: u64, reserve: u64| crate::quota::lanes(left, reserve, 0).normal;
     let left = pipeline.quota.as_ref().map_or(
         (
-            settings.quota.files_per_day,
-            settings.quota.directories_per_day,
+            normal(
+                settings.quota.files_per_day,
+                settings.quota.urgent_reserve_files,
+            ),
+            normal(
+                settings.quota.directories_per_day,
+                settings.quota.urgent_reserve_directories,
+            ),
         ),
-        |q| (q.files_left, q.directories_left),
+        |q| {
+            (
+                normal(q.files_left, settings.quota.urgent_reserve_files),
+                normal(
+                    q.directories_left,
+                    settings.quota.urgent_reserve_directories,
+                ),
+            )
+        },
     );
     Ok(crate::quota::drain(
         pending,
