@@ -199,6 +199,11 @@ async fn retry_sends_failed_urls_again_and_cancel_spares_shared_ones() {
     assert_eq!(view["state"], "succeeded", "{view:#}");
     let (code, out, _) = run(&["retry", "--failed", "--socket", &socket]);
     assert_eq!((code, out.trim()), (0, "0 failed URLs sent again"));
+    // Issue 29, item 16: one request with nothing to retry says so, as
+    // `cancel` does with nothing to cancel.
+    let (code, _, err) = run(&["retry", &id, "--socket", &socket]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("nothing to retry"), "{err}");
     let (code, _, _) = run(&["retry", "--socket", &socket]);
     assert_eq!(code, 2, "an id or --failed is required");
 
@@ -850,4 +855,23 @@ async fn status_does_not_contradict_itself() {
         !out.contains("merged,"),
         "merged URLs are not 'finished': {out}"
     );
+}
+
+/// Issue 29, item 16: a refusal named the first bad URL twice (in the
+/// message and in the list below it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_names_each_bad_url_once() {
+    let daemon = HeldDaemon::start("[batch]\nlinger = \"1h\"\n", &[]).await;
+    let socket = daemon.socket().to_str().expect("utf-8").to_owned();
+    let (code, _, err) = run(&[
+        "enqueue",
+        "--socket",
+        &socket,
+        "http://www.example.com/ok.js",
+        "http://www.example.com/bad#frag",
+    ]);
+    assert_eq!(code, 65, "{err}");
+    assert_eq!(err.matches("www.example.com/bad").count(), 1, "{err}");
+    assert!(err.contains("1 of 2 URLs refused, nothing was accepted"), "{err}");
+    assert!(err.contains("fragment"), "{err}");
 }

@@ -71,6 +71,15 @@ pub async fn retry(args: RetryArgs) -> u8 {
         .ok()
         .and_then(|a| a["retried"].as_u64())
         .unwrap_or(0);
+    // As `cancel`: an action on one request that found nothing to do says
+    // so and exits 65, so a script does not believe it re-sent something
+    // (issue 29, item 16). The sweep (`--failed`) finding nothing is fine.
+    if let (Some(id), Ok(_)) = (&args.id, &result)
+        && retried == 0
+    {
+        eprintln!("purgeq: nothing to retry: request {id} has no failed URL");
+        return super::EXIT_DATAERR;
+    }
     let code = finish(result, |answer| {
         let n = answer["retried"].as_u64().unwrap_or(0);
         if n == 1 {

@@ -120,11 +120,19 @@ impl Daemon {
 /// The daemon's error JSON, printed as the daemon worded it.
 fn describe_error(status: reqwest::StatusCode, body: &Value) -> String {
     let error = &body["error"];
+    let details = error["details"].as_array().filter(|d| !d.is_empty());
     let mut text = match error["message"].as_str() {
+        // The details list every refused URL, the first included: the
+        // message's "first: …" would name it twice (issue 29, item 16).
+        Some(message) if details.is_some() => format!(
+            "{} (HTTP {}):",
+            message.split("; first: ").next().unwrap_or(message),
+            status.as_u16()
+        ),
         Some(message) => format!("{message} (HTTP {})", status.as_u16()),
         None => format!("the daemon answered HTTP {}", status.as_u16()),
     };
-    if let Some(details) = error["details"].as_array() {
+    if let Some(details) = details {
         for detail in details {
             text.push_str(&format!(
                 "\n  {} {}: {}",
