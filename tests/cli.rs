@@ -778,6 +778,32 @@ async fn history_says_what_it_could_not_read() {
     let (code, out, err) = run(&["history", "--db", &db, "--request", "bogus"]);
     assert_eq!(code, 66, "{out}{err}");
     assert!(err.contains("no request with id \"bogus\""), "{err}");
+    // The prefix is normalized like the URLs it is compared with.
+    let (status, _) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": ["http://www.example.com/d/x.js"] }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (code, out, err) = run(&[
+        "history",
+        "--db",
+        &db,
+        "--url-prefix",
+        "HTTP://WWW.Example.COM/d/",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("http://www.example.com/d/x.js"), "{out}");
+    let (code, _, err) = run(&[
+        "history",
+        "--db",
+        &db,
+        "--url-prefix",
+        "http://www.example.com/c#",
+    ]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("fragment"), "{err}");
 }
 
 /// Issue 29, item 16: `purgeq emulate > log` wrote ANSI colour codes into
@@ -872,6 +898,9 @@ async fn a_refusal_names_each_bad_url_once() {
     ]);
     assert_eq!(code, 65, "{err}");
     assert_eq!(err.matches("www.example.com/bad").count(), 1, "{err}");
-    assert!(err.contains("1 of 2 URLs refused, nothing was accepted"), "{err}");
+    assert!(
+        err.contains("1 of 2 URLs refused, nothing was accepted"),
+        "{err}"
+    );
     assert!(err.contains("fragment"), "{err}");
 }

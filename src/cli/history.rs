@@ -80,6 +80,22 @@ pub async fn run(args: HistoryArgs) -> u8 {
             return code;
         }
     };
+    // The prefix is compared with stored URLs, which are normalized: so is
+    // the prefix, when it is a URL (`HTTPS://WWW.Example.com/` matches;
+    // a `#` is refused as it is at intake).
+    let url_prefix = match args.url_prefix.as_deref() {
+        Some(prefix) if prefix.contains("://") => {
+            match crate::target::normalize(prefix, usize::MAX / 8) {
+                Ok(url) => Some(url.to_string()),
+                Err(error @ crate::target::TargetError::Fragment(_)) => {
+                    eprintln!("purgeq: --url-prefix {prefix:?}: {error}");
+                    return super::EXIT_USAGE;
+                }
+                Err(_) => Some(prefix.to_owned()),
+            }
+        }
+        other => other.map(str::to_owned),
+    };
     let filter = HistoryFilter {
         state: args.state.clone(),
         since: args.since.map(|since| {
@@ -88,7 +104,7 @@ pub async fn run(args: HistoryArgs) -> u8 {
                     - time::Duration::try_from(since).unwrap_or(time::Duration::MAX),
             )
         }),
-        url_prefix: args.url_prefix.clone(),
+        url_prefix,
         label: args.label.clone(),
         request_id: args.request.as_deref().map(str::to_ascii_lowercase),
         limit: args.limit,
