@@ -74,6 +74,9 @@ async fn tcp_clients_need_the_token_and_the_socket_does_not() {
         .await
         .expect("post");
     assert_eq!(response.status(), 401);
+    // Issue 29, item 12: a wrong token is told it is wrong, not missing.
+    let said = response.text().await.expect("body");
+    assert!(said.contains("not this daemon's ingest.token"), "{said}");
     let response = tcp
         .post(&url)
         .bearer_auth(token)

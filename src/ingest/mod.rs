@@ -393,10 +393,16 @@ async fn require_token(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "));
             if !presented.is_some_and(|p| token.matches(p)) {
+                // A wrong token is not a missing one (issue 29, item 12).
+                let message = if presented.is_some() {
+                    "the bearer token sent is not this daemon's ingest.token"
+                } else {
+                    "TCP clients must send Authorization: Bearer TOKEN (the daemon's ingest.token)"
+                };
                 let mut response = error::ApiError::new(
                     axum::http::StatusCode::UNAUTHORIZED,
                     "Unauthorized",
-                    "TCP clients must send Authorization: Bearer TOKEN (the daemon's ingest.token)",
+                    message,
                 )
                 .into_response();
                 response.headers_mut().insert(
