@@ -247,7 +247,7 @@ async fn a_file_quota_refusal_spends_neither_the_directories_nor_what_is_left() 
 /// costs nothing). Faults drawn from a fixed seed.
 #[tokio::test(flavor = "multi_thread")]
 async fn under_faults_the_ledger_tracks_the_cdn_and_the_whole_day_is_used() {
-    const DAY: u64 = 300;
+    const DAY: u64 = 2_000;
     let emulator = emulator(purgeq::cdn::emulator::Knobs {
         files_per_day: DAY,
         error_500_rate: 0.12,
@@ -266,7 +266,7 @@ async fn under_faults_the_ledger_tracks_the_cdn_and_the_whole_day_is_used() {
     std::fs::write(
         &config,
         format!(
-            "[store]\npath = \"{}\"\n[batch]\nlinger = \"50ms\"\nmax_files = 10\n\
+            "[store]\npath = \"{}\"\n[batch]\nlinger = \"50ms\"\nmax_files = 50\n\
              [sender]\nrequests_per_second = 100\nburst = 10\nmax_attempts = 50\n\
              [tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = {DAY}\n\
              utc_offset = \"+08:00\"\npromote = \"never\"\n\
@@ -377,6 +377,95 @@ async fn under_faults_the_ledger_tracks_the_cdn_and_the_whole_day_is_used() {
     assert!(
         ledger.files_used + ledger.files_uncertain >= cdn,
         "certain and uncertain together below the CDN's {cdn}: {ledger:?}"
+    );
+    pipeline.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Issue 28, item 2: a `202` whose body cannot be read was re-sent as if
+/// it had failed, and the CDN counted it twice. It was accepted (that is
+/// what `202` means): it is recorded as done, charged as certain, noted as
+/// not tracked, and sent once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_202_is_accepted_once_and_not_sent_again() {
+    let emulator = emulator(purgeq::cdn::emulator::Knobs {
+        malformed_rate: 1.0,
+        ..fast_knobs()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("purgeq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 100\n\
+             [tracker]\npoll_interval = \"100ms\"\n[quota]\npromote = \"never\"\n\
+             [[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]\n",
+            dir.path().join("purgeq.db").display(),
+            ENDPOINTS[0].0,
+            ENDPOINTS[0].1
+        ),
+    )
+    .expect("config");
+    let settings = Arc::new(Settings::load(Some(&config), &HashMap::new()).expect("settings"));
+    let store = Store::open(&settings.store).await.expect("store");
+    let client = CdnClient::new(ClientSettings::new(
+        emulator.base_url(),
+        SUBSCRIPTION,
+        Credentials {
+            key_id: KeyId::new(KEY_ID),
+            key_value: KeyValue::new(KEY_VALUE),
+        },
+    ))
+    .expect("client");
+    let (_settings_tx, settings_rx) = tokio::sync::watch::channel(settings.clone());
+    let pipeline = Pipeline::start(
+        store.clone(),
+        settings_rx,
+        client,
+        ShiftedClock::new(time::Duration::ZERO),
+    )
+    .await
+    .expect("pipeline");
+    let id = purgeq::store::RequestId::generate();
+    store
+        .enqueue(NewRequest {
+            id: id.clone(),
+            received_at: time::OffsetDateTime::now_utc(),
+            source: "test".into(),
+            label: None,
+            priority: purgeq::target::Priority::Normal,
+            targets: (0..3)
+                .map(|i| PurgeTarget {
+                    endpoint_id: ENDPOINTS[0].0.to_owned(),
+                    kind: Kind::File,
+                    url: format!("http://{}/cut-short/{i}.js", ENDPOINTS[0].1),
+                })
+                .collect(),
+            preload_after_purge: Vec::new(),
+            preload_only: Vec::new(),
+        })
+        .await
+        .expect("enqueue");
+    pipeline.report().wake();
+    wait_sent(&store, 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let journal = emulator.journal();
+    assert_eq!(journal.len(), 1, "sent once: {journal:?}");
+    assert_eq!(journal[0].files.len(), 3);
+    let status = store
+        .request_status(&id)
+        .await
+        .expect("status")
+        .expect("request");
+    for item in &status.items {
+        let note = item.error.as_deref().unwrap_or_default();
+        assert!(note.contains("not tracked"), "{item:?}");
+    }
+    let quota = pipeline.report().status().quota.expect("quota");
+    assert_eq!(
+        (quota.files_used, quota.files_uncertain),
+        (3, 0),
+        "{quota:?}"
     );
     pipeline.shutdown(Duration::from_secs(5)).await;
 }

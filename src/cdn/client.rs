@@ -287,7 +287,7 @@ fn accepted(called: Called<wire::PurgeAcceptedBody>) -> Result<Called<PurgeAccep
     if !called.value.succeeded {
         return Err(CdnError::MalformedResponse {
             status: StatusCode::ACCEPTED.as_u16(),
-            snippet: "202 with \"Succeeded\": false and no ErrorInfo".to_owned(),
+            snippet: super::error::NOT_SUCCEEDED_202.to_owned(),
             correlation_id: called.correlation_id,
             retry_after: None,
         });

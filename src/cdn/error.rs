@@ -181,6 +181,10 @@ pub enum TransportFailure {
     Other,
 }
 
+/// The snippet of a `202` whose body reads `"Succeeded": false` without an
+/// `ErrorInfo`: readable, and not an acceptance.
+pub const NOT_SUCCEEDED_202: &str = "202 with \"Succeeded\": false and no ErrorInfo";
+
 /// A failed CDN call. Its text never contains the key value: nothing here
 /// ever sees it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -247,6 +251,17 @@ impl CdnError {
             CdnError::Api { error_type, .. } => Some(error_type),
             _ => None,
         }
+    }
+
+    /// A `202 Accepted` whose body could not be read (cut short, not JSON):
+    /// the documentation says `202` means the call was taken, so it was,
+    /// and counted; only its `TaskTrackId` is lost. Not a `202` that says
+    /// `"Succeeded": false` ([`NOT_SUCCEEDED_202`]).
+    pub fn accepted_but_unreadable(&self) -> bool {
+        matches!(
+            self,
+            CdnError::MalformedResponse { status: 202, snippet, .. } if snippet != NOT_SUCCEEDED_202
+        )
     }
 
     /// `ErrorInfo.Message`, when the service sent the documented body: the

@@ -7,6 +7,7 @@
 //! | class | what happens ([`on_error`]) |
 //! |---|---|
 //! | accepted | batch and items `submitted` (the quota was charged at the cut) |
+//! | accepted, answer unreadable (`202`) | batch and items `succeeded`, noted "not tracked"; never sent again |
 //! | throttled | the gate closes for every caller; this batch waits and retries |
 //! | transient | retried with exponential back-off; re-sending is safe |
 //! | clock skew | corrected by the client; if it persists, as transient |
@@ -14,12 +15,15 @@
 //! | endpoint inactive | the endpoint rests a while, items back to pending |
 //! | endpoint misconfigured | the endpoint's items fail with the reason |
 //! | bad item | the batch is split in halves until the bad URLs stand alone |
-//! | quota exceeded | the ledger takes the day as spent, items back to pending |
+//! | quota exceeded | the refused kind corrected ([`crate::ledger`]), items back to pending |
 //!
-//! The ledger counts what the CDN may have counted: a call whose outcome
-//! is unknown (timeout, unreadable answer) keeps its charge and the next
-//! attempt is charged anew; an answer that proves a refusal changes
-//! nothing, and a batch that is not sent again gives its charge back.
+//! The ledger has two parts: what the CDN certainly counted (accepted
+//! calls, and calls under way) and what it may have counted. A call whose
+//! outcome is unknown (a timeout, a dropped connection) moves its charge
+//! to the uncertain part and the next attempt is charged anew; uncertain
+//! charges never hold sending back. An answer that proves a refusal
+//! changes nothing, and a batch that is not sent again gives its charge
+//! back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -200,6 +204,9 @@ fn send(shared: Arc<Shared>, batch: Batch) -> BoxFuture<'static, Result<(), Stor
             drop(permit);
             let error = match result {
                 Ok(accepted) => return record_accepted(&shared, &batch, accepted, took).await,
+                Err(error) if error.accepted_but_unreadable() => {
+                    return record_untracked(&shared, &batch, &error, took).await;
+                }
                 Err(error) => error,
             };
             shared.record_call(
@@ -259,6 +266,40 @@ async fn record_accepted(
         "{} call accepted", batch.operation
     );
     shared.wake_tracker.notify_one();
+    Ok(())
+}
+
+/// The CDN answered `202` with a body that could not be read: the call was
+/// taken, so it is recorded as such (charged as certain) and never sent
+/// again blindly; see `Store::batch_accepted_untracked` (issue 28).
+async fn record_untracked(
+    shared: &Arc<Shared>,
+    batch: &Batch,
+    error: &CdnError,
+    took: Duration,
+) -> Result<(), StoreError> {
+    let now_ts = shared.now_ts();
+    let account = shared.quota_account();
+    durably("the accepted, untracked call", || {
+        shared
+            .store
+            .batch_accepted_untracked(batch, error.correlation_id(), &account, now_ts)
+    })
+    .await?;
+    shared.gate.on_success();
+    shared.record_call(call_label(batch.operation), "accepted", took, None);
+    tracing::warn!(
+        endpoint = %batch.endpoint_id,
+        batch = %batch.id,
+        operation = %batch.operation,
+        files = batch.files.len(),
+        directories = batch.directories.len(),
+        correlation_id = error.correlation_id().unwrap_or("-"),
+        error = %error,
+        "{} call accepted (HTTP 202) with an unreadable answer: recorded as done, not tracked, not sent again",
+        batch.operation
+    );
+    shared.wake_batcher.notify_one();
     Ok(())
 }
 

@@ -65,6 +65,15 @@ async fn operation_of(conn: &mut Conn<'_>, batch_id: BatchId) -> Result<Operatio
         .unwrap_or(Operation::Purge))
 }
 
+/// The history's note on a URL whose call the CDN accepted (`202`) with an
+/// answer that could not be read: purged, but not followed to the end.
+pub const UNTRACKED: &str = "accepted by the CDN (HTTP 202), not tracked: its answer could not be read, \
+     so there is no TaskTrackId to follow; not sent again, which would purge and count it twice";
+
+/// How long a preload chained on an untracked purge waits: the purge's end
+/// cannot be seen, and a preload sent before it can warm the old file.
+pub const UNTRACKED_PRELOAD_DELAY: time::Duration = time::Duration::minutes(5);
+
 /// One URL in a batch. In a preload batch, `item_id` is the id of a
 /// `preloads` row (the batch's [`Operation`] says which table).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -418,6 +427,68 @@ impl Store {
                 .bind(id)
                 .bind(now)
                 .execute(c).await.map(|r| r.rows_affected()))?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The CDN answered `202 Accepted` but its body could not be read: the
+    /// call was taken (and counted: the charge is certain), only its
+    /// `TaskTrackId` is lost, so its progress cannot be followed. Sending
+    /// it again would purge and count it twice; instead the batch and its
+    /// items end `succeeded` at once, with [`UNTRACKED`] as their note in
+    /// the history. Preloads chained on these purges wait
+    /// [`UNTRACKED_PRELOAD_DELAY`] (the purge's end cannot be seen).
+    pub async fn batch_accepted_untracked(
+        &self,
+        batch: &Batch,
+        correlation_id: Option<&str>,
+        account: &QuotaAccount,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let args = (
+            batch.id,
+            batch.operation,
+            batch.item_ids(),
+            correlation_id.map(str::to_owned),
+            account.clone(),
+            now,
+        );
+        self.write(move |conn| {
+            let (id, operation, items, correlation, account, now) = args.clone();
+            Box::pin(async move {
+                let updated = on_conn!(conn, c => sqlx::query(
+                    "UPDATE batches SET state = 'succeeded', task_track_id = NULL, correlation_id = $2,
+                            attempts = attempts + 1, sent_at = $3, accepted_at = $3, finished_at = $3,
+                            last_error = $4
+                     WHERE id = $1 AND state = 'sending'",
+                )
+                .bind(id)
+                .bind(&correlation)
+                .bind(now)
+                .bind(UNTRACKED)
+                .execute(c).await.map(|r| r.rows_affected()))?;
+                if updated == 0 {
+                    return Ok(());
+                }
+                move_charge(conn, id, &account).await?;
+                let table = operation.table();
+                on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {table} SET state = 'succeeded', attempts = attempts + 1, last_error = $2,
+                            updated_at = $3, finished_at = $3
+                     WHERE batch_id = $1 AND state = 'sending'"
+                )))
+                .bind(id)
+                .bind(UNTRACKED)
+                .bind(now)
+                .execute(c).await.map(|r| r.rows_affected()))?;
+                if operation == Operation::Purge {
+                    let later = Timestamp::new(now.get() + UNTRACKED_PRELOAD_DELAY);
+                    for item in &items {
+                        preloads::chain_after_at(conn, *item, now, later).await?;
+                    }
+                }
                 Ok(())
             })
         })

@@ -266,14 +266,25 @@ pub(super) async fn chain_after(
     item_id: ItemId,
     now: Timestamp,
 ) -> Result<u64, sqlx::Error> {
+    chain_after_at(conn, item_id, now, now).await
+}
+
+/// [`chain_after`], the preloads eligible only from `not_before`.
+pub(super) async fn chain_after_at(
+    conn: &mut Conn<'_>,
+    item_id: ItemId,
+    now: Timestamp,
+    not_before: Timestamp,
+) -> Result<u64, sqlx::Error> {
     on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(format!(
         "{WANTED_AFTER}
          INSERT INTO preloads (endpoint_id, url, state, not_before, after_item, created_at, updated_at)
-         SELECT DISTINCT endpoint_id, url, 'pending', $2, $1, $2, $2 FROM wanted WHERE true
+         SELECT DISTINCT endpoint_id, url, 'pending', $3, $1, $2, $2 FROM wanted WHERE true
          ON CONFLICT (endpoint_id, url) WHERE state = 'pending' DO NOTHING"
     )))
     .bind(item_id)
     .bind(now)
+    .bind(not_before)
     .execute(c).await.map(|r| r.rows_affected()))?;
     // SQLite's CROSS JOIN keeps `wanted` the outer loop; PostgreSQL has
     // no CROSS JOIN with a condition, and plans the join itself.
