@@ -469,3 +469,128 @@ async fn an_unreadable_202_is_accepted_once_and_not_sent_again() {
     );
     pipeline.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Issue 31: a backlog waiting for the next quota day was surveyed (every
+/// pending URL read) every few seconds for the whole spent day. The
+/// planner surveys only when what it depends on changed: the count stays
+/// flat while the backlog waits, and moves when an intent arrives or the
+/// day turns. (Counted, not timed.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_behind_a_spent_day_is_not_surveyed_again_and_again() {
+    let emulator = emulator(fast_knobs()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("purgeq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 100\n\
+             [tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = 5\ndirectories_per_day = 1\n\
+             utc_offset = \"+08:00\"\n\
+             [[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]\n",
+            dir.path().join("purgeq.db").display(),
+            ENDPOINTS[0].0,
+            ENDPOINTS[0].1
+        ),
+    )
+    .expect("config");
+    let settings = Arc::new(Settings::load(Some(&config), &HashMap::new()).expect("settings"));
+    let store = Store::open(&settings.store).await.expect("store");
+    let client = CdnClient::new(ClientSettings::new(
+        emulator.base_url(),
+        SUBSCRIPTION,
+        Credentials {
+            key_id: KeyId::new(KEY_ID),
+            key_value: KeyValue::new(KEY_VALUE),
+        },
+    ))
+    .expect("client");
+    let clock = ShiftedClock::new(time::Duration::ZERO);
+    let (_settings_tx, settings_rx) = tokio::sync::watch::channel(settings.clone());
+    let pipeline = Pipeline::start(store.clone(), settings_rx, client, clock.clone())
+        .await
+        .expect("pipeline");
+    let post = |urls: Vec<String>| {
+        let store = store.clone();
+        async move {
+            store
+                .enqueue(NewRequest {
+                    id: purgeq::store::RequestId::generate(),
+                    received_at: time::OffsetDateTime::now_utc(),
+                    source: "test".into(),
+                    label: None,
+                    priority: purgeq::target::Priority::Normal,
+                    targets: urls
+                        .into_iter()
+                        .map(|url| PurgeTarget {
+                            endpoint_id: ENDPOINTS[0].0.to_owned(),
+                            kind: Kind::File,
+                            url,
+                        })
+                        .collect(),
+                    preload_after_purge: Vec::new(),
+                    preload_only: Vec::new(),
+                })
+                .await
+                .expect("enqueue")
+        }
+    };
+    let backlog: Vec<String> = (0..300)
+        .map(|i| format!("http://{}/d{:02}/f{i}.js", ENDPOINTS[0].1, i % 30))
+        .collect();
+    post(backlog).await;
+    pipeline.report().wake();
+    // The day spent (5 files and the one directory), the rest waiting.
+    wait_quota(&pipeline, |q| {
+        q.files_left == 0 && q.directories_left == 0 && q.files_waiting > 0
+    })
+    .await;
+    // Settled: no call under way.
+    wait_quota(&pipeline, |q| {
+        q.files_reserved == 0 && q.directories_reserved == 0
+    })
+    .await;
+    // The planner's own promotion changes the queue once more; after that
+    // nothing changes. (Before: a survey at every recheck, for ever.)
+    let mut settled = pipeline.surveys();
+    for round in 0.. {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let now = pipeline.surveys();
+        if now == settled {
+            break;
+        }
+        assert!(round < 3, "still surveying: {now} surveys");
+        settled = now;
+    }
+    assert!(settled >= 1, "the planner surveyed the deploy");
+    // Two more of the batcher's quota rechecks (5 s each), nothing new.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        pipeline.surveys(),
+        settled,
+        "surveyed again with nothing new"
+    );
+
+    // A new intent: one more look.
+    post(vec![format!("http://{}/d99/new.js", ENDPOINTS[0].1)]).await;
+    pipeline.report().added(1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pipeline.surveys() == settled {
+        assert!(
+            Instant::now() < deadline,
+            "an intent did not lead to a survey"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The day turns: the backlog moves again.
+    let before_midnight = pipeline.surveys();
+    clock.set_shift(time::Duration::days(1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pipeline.surveys() == before_midnight {
+        assert!(
+            Instant::now() < deadline,
+            "a new day did not lead to a survey"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pipeline.shutdown(Duration::from_secs(5)).await;
+}

@@ -167,7 +167,18 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
     let mut counts = shared.store.lane_counts().await?;
     let file_lane = quota::lanes(left.files, rules.urgent_reserve_files, counts.urgent_files);
     let over = counts.files - counts.urgent_files > file_lane.normal;
-    if over && rules.promote == crate::config::Promote::Auto {
+    // The survey reads every pending URL: only when its inputs changed
+    // since the last one (issue 31: a backlog waiting for the next quota
+    // day was surveyed every few seconds, a core's worth of work for the
+    // 14 hours of a spent day).
+    let inputs = SurveyInputs {
+        counts,
+        left,
+        rules: Arc::as_ptr(&settings) as usize,
+        added: shared.added_since_survey(),
+    };
+    if over && rules.promote == crate::config::Promote::Auto && shared.survey_needed(&inputs) {
+        shared.count_survey();
         let mut survey = planner::Survey::new(rules);
         shared.store.survey_pending(&mut survey).await?;
         let promotions = survey.promotions(left);
@@ -186,6 +197,19 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
     }
     shared.status().quota_waiting = waiting_for_quota(&counts, left, rules);
     Ok(())
+}
+
+/// What the planner's survey depends on: when none of it changed, the
+/// survey would choose what it chose last time (nothing, or directories
+/// already promoted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SurveyInputs {
+    pub counts: crate::store::LaneCounts,
+    pub left: planner::Left,
+    /// The settings' identity: a reload makes a new one.
+    pub rules: usize,
+    /// Intents added since the last survey.
+    pub added: u64,
 }
 
 /// Pending items that today's quota cannot take, files and directories:

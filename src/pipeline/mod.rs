@@ -75,6 +75,11 @@ pub(crate) struct Shared {
     /// and how long that took, and how many items were added since.
     planned_at: Mutex<Option<(Instant, Duration)>>,
     added_since_planning: std::sync::atomic::AtomicU64,
+    /// Intents added since the planner last surveyed the queue, what it
+    /// last surveyed, and how many surveys it made (see `batcher`).
+    added_since_survey: std::sync::atomic::AtomicU64,
+    last_survey: Mutex<Option<batcher::SurveyInputs>>,
+    surveys: std::sync::atomic::AtomicU64,
     /// The waits last written to the store (`None` before the first
     /// write, which also clears what a previous run left).
     published_waits: Mutex<Option<Vec<crate::store::Wait>>>,
@@ -229,6 +234,29 @@ impl Shared {
         let added = self.added_since_planning.load(Ordering::Relaxed);
         let batch = (self.settings().batch.max_files as u64).max(1);
         elapsed >= min_gap && (added >= batch || elapsed >= PLANNING_INTERVAL)
+    }
+
+    fn added_since_survey(&self) -> u64 {
+        self.added_since_survey.load(Ordering::Relaxed)
+    }
+
+    /// Whether the planner must survey the queue for `inputs`: not when
+    /// they are what it last surveyed (then it is noted as surveyed now).
+    fn survey_needed(&self, inputs: &batcher::SurveyInputs) -> bool {
+        let mut last = self.last_survey.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() == Some(inputs) {
+            return false;
+        }
+        *last = Some(*inputs);
+        self.added_since_survey.store(0, Ordering::Relaxed);
+        if let Some(last) = last.as_mut() {
+            last.added = 0;
+        }
+        true
+    }
+
+    fn count_survey(&self) {
+        self.surveys.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The planner looked at the queue, starting at `started`.
@@ -393,6 +421,9 @@ impl Pipeline {
             adoption_requested: AtomicBool::new(false),
             planned_at: Mutex::new(None),
             added_since_planning: std::sync::atomic::AtomicU64::new(0),
+            added_since_survey: std::sync::atomic::AtomicU64::new(0),
+            last_survey: Mutex::new(None),
+            surveys: std::sync::atomic::AtomicU64::new(0),
             published_waits: Mutex::new(None),
             call_log: call_log::CallLog::default(),
         });
@@ -407,6 +438,12 @@ impl Pipeline {
 
     /// The handle the ingest API reads status from and wakes the batcher
     /// through.
+    /// How many times the quota planner has read the whole pending queue:
+    /// a backlog that cannot move (a spent day) must not keep it busy.
+    pub fn surveys(&self) -> u64 {
+        self.shared.surveys.load(Ordering::Relaxed)
+    }
+
     pub fn report(&self) -> Arc<dyn PipelineReport> {
         Arc::new(Reporter(self.shared.clone()))
     }
@@ -543,6 +580,9 @@ impl PipelineReport for Reporter {
     fn added(&self, count: usize) {
         self.0
             .added_since_planning
+            .fetch_add(count as u64, Ordering::Relaxed);
+        self.0
+            .added_since_survey
             .fetch_add(count as u64, Ordering::Relaxed);
         self.0.wake_batcher.notify_one();
     }
