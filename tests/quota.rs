@@ -54,6 +54,103 @@ async fn wait_quota(
     }
 }
 
+/// A pipeline in this process on a fresh store, the emulator as its CDN:
+/// `sections` are the configuration's own (`[quota]`, `[batch]`, …; the
+/// store and the first endpoint are added).
+struct Held {
+    _dir: tempfile::TempDir,
+    /// Kept: the pipeline reads the settings as long as it runs.
+    _settings: tokio::sync::watch::Sender<Arc<Settings>>,
+    store: Store,
+    pipeline: Pipeline,
+    clock: Arc<ShiftedClock>,
+}
+
+impl Held {
+    async fn start(
+        emulator: &purgeq::cdn::emulator::EmulatorHandle,
+        sections: &str,
+        request_timeout: Option<Duration>,
+    ) -> Held {
+        let dir = tempfile::tempdir().expect("tmp");
+        let config = dir.path().join("purgeq.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[store]\npath = \"{}\"\n{sections}[[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]\n",
+                dir.path().join("purgeq.db").display(),
+                ENDPOINTS[0].0,
+                ENDPOINTS[0].1
+            ),
+        )
+        .expect("config");
+        let settings = Arc::new(Settings::load(Some(&config), &HashMap::new()).expect("settings"));
+        let store = Store::open(&settings.store).await.expect("store");
+        let mut client_settings = ClientSettings::new(
+            emulator.base_url(),
+            SUBSCRIPTION,
+            Credentials {
+                key_id: KeyId::new(KEY_ID),
+                key_value: KeyValue::new(KEY_VALUE),
+            },
+        );
+        if let Some(timeout) = request_timeout {
+            client_settings.request_timeout = timeout;
+        }
+        let client = CdnClient::new(client_settings).expect("client");
+        let clock = ShiftedClock::new(time::Duration::ZERO);
+        let (settings_tx, settings_rx) = tokio::sync::watch::channel(settings);
+        let pipeline = Pipeline::start(store.clone(), settings_rx, client, clock.clone())
+            .await
+            .expect("pipeline");
+        Held {
+            _dir: dir,
+            _settings: settings_tx,
+            store,
+            pipeline,
+            clock,
+        }
+    }
+
+    /// Stores one request for `targets` (kind, path under the first
+    /// endpoint's host) and wakes the pipeline.
+    async fn post(
+        &self,
+        targets: impl IntoIterator<Item = (Kind, String)>,
+    ) -> purgeq::store::RequestId {
+        let id = purgeq::store::RequestId::generate();
+        let targets: Vec<PurgeTarget> = targets
+            .into_iter()
+            .map(|(kind, path)| PurgeTarget {
+                endpoint_id: ENDPOINTS[0].0.to_owned(),
+                kind,
+                url: format!("http://{}/{path}", ENDPOINTS[0].1),
+            })
+            .collect();
+        let added = targets.len();
+        self.store
+            .enqueue(NewRequest {
+                id: id.clone(),
+                received_at: time::OffsetDateTime::now_utc(),
+                source: "test".into(),
+                label: None,
+                priority: purgeq::target::Priority::Normal,
+                targets,
+                preload_after_purge: Vec::new(),
+                preload_only: Vec::new(),
+            })
+            .await
+            .expect("enqueue");
+        self.pipeline.report().added(added);
+        id
+    }
+}
+
+/// `count` files named `prefix/N.js`.
+fn files(prefix: &str, count: u64) -> impl Iterator<Item = (Kind, String)> + use<'_> {
+    (0..count).map(move |i| (Kind::File, format!("{prefix}/{i}.js")))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_quota_of_250_files_sends_600_over_three_days() {
     let emulator = emulator(fast_knobs()).await;
@@ -152,78 +249,39 @@ async fn a_file_quota_refusal_spends_neither_the_directories_nor_what_is_left() 
         ..fast_knobs()
     })
     .await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let config = dir.path().join("purgeq.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = \"{}\"\n[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 100\nburst = 10\n\
-             [tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = 100\ndirectories_per_day = 50\n\
-             utc_offset = \"+08:00\"\npromote = \"never\"\n\
-             [[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]\n",
-            dir.path().join("purgeq.db").display(),
-            ENDPOINTS[0].0,
-            ENDPOINTS[0].1
-        ),
-    )
-    .expect("config");
-    let settings = Arc::new(Settings::load(Some(&config), &HashMap::new()).expect("settings"));
-    let store = Store::open(&settings.store).await.expect("store");
-    let client = || {
-        CdnClient::new(ClientSettings::new(
-            emulator.base_url(),
-            SUBSCRIPTION,
-            Credentials {
-                key_id: KeyId::new(KEY_ID),
-                key_value: KeyValue::new(KEY_VALUE),
-            },
-        ))
-        .expect("client")
-    };
     // The other client of the subscription.
     let theirs: Vec<String> = (0..90)
         .map(|i| format!("http://{}/theirs/{i}", ENDPOINTS[0].1))
         .collect();
-    client()
-        .add_purge(ENDPOINTS[0].0, &theirs, &[])
-        .await
-        .expect("the other client's purge");
-
-    let clock = ShiftedClock::new(time::Duration::ZERO);
-    let (_settings_tx, settings_rx) = tokio::sync::watch::channel(settings.clone());
-    let pipeline = Pipeline::start(store.clone(), settings_rx, client(), clock.clone())
-        .await
-        .expect("pipeline");
-    let target = |kind, path: String| PurgeTarget {
-        endpoint_id: ENDPOINTS[0].0.to_owned(),
-        kind,
-        url: format!("http://{}/{path}", ENDPOINTS[0].1),
-    };
-    let targets = (0..30)
-        .map(|i| target(Kind::File, format!("ours/{i}")))
-        .chain((0..3).map(|i| target(Kind::Directory, format!("dir{i}/"))))
-        .collect();
-    store
-        .enqueue(NewRequest {
-            id: purgeq::store::RequestId::generate(),
-            received_at: time::OffsetDateTime::now_utc(),
-            source: "test".into(),
-            label: None,
-            priority: purgeq::target::Priority::Normal,
-            targets,
-            preload_after_purge: Vec::new(),
-            preload_only: Vec::new(),
-        })
-        .await
-        .expect("enqueue");
-    pipeline.report().wake();
+    CdnClient::new(ClientSettings::new(
+        emulator.base_url(),
+        SUBSCRIPTION,
+        Credentials {
+            key_id: KeyId::new(KEY_ID),
+            key_value: KeyValue::new(KEY_VALUE),
+        },
+    ))
+    .expect("client")
+    .add_purge(ENDPOINTS[0].0, &theirs, &[])
+    .await
+    .expect("the other client's purge");
+    let held = Held::start(
+        &emulator,
+        "[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 100\nburst = 10\n\
+         [tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = 100\ndirectories_per_day = 50\n\
+         utc_offset = \"+08:00\"\npromote = \"never\"\n",
+        None,
+    )
+    .await;
+    held.post(files("ours", 30).chain((0..3).map(|i| (Kind::Directory, format!("dir{i}/")))))
+        .await;
 
     // 10 files and the 3 directories today; 20 files wait.
-    wait_sent(&store, 13).await;
+    wait_sent(&held.store, 13).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(sent(&store).await, 13);
-    assert_eq!(store.state_counts().await.expect("counts").pending, 20);
-    let quota = wait_quota(&pipeline, |q| q.files_waiting == 20).await;
+    assert_eq!(sent(&held.store).await, 13);
+    assert_eq!(held.store.state_counts().await.expect("counts").pending, 20);
+    let quota = wait_quota(&held.pipeline, |q| q.files_waiting == 20).await;
     assert_eq!(quota.files_left, 0, "{quota:#?}");
     assert_eq!(quota.directories_used, 3, "{quota:#?}");
     assert_eq!(quota.directories_left, 47, "{quota:#?}");
@@ -234,7 +292,7 @@ async fn a_file_quota_refusal_spends_neither_the_directories_nor_what_is_left() 
         .sum();
     let directories: usize = journal.iter().map(|e| e.directories.len()).sum();
     assert_eq!((ours, directories), (10, 3), "what the CDN accepted");
-    pipeline.shutdown(Duration::from_secs(5)).await;
+    held.pipeline.shutdown(Duration::from_secs(5)).await;
 }
 
 /// Issue 28, item 2: under the fault drill's mix (12 % HTML 500s, 12 %
@@ -261,60 +319,17 @@ async fn under_faults_the_ledger_tracks_the_cdn_and_the_whole_day_is_used() {
         ..fast_knobs()
     })
     .await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let config = dir.path().join("purgeq.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = \"{}\"\n[batch]\nlinger = \"50ms\"\nmax_files = 50\n\
-             [sender]\nrequests_per_second = 100\nburst = 10\nmax_attempts = 50\n\
-             [tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = {DAY}\n\
-             utc_offset = \"+08:00\"\npromote = \"never\"\n\
-             [[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]\n",
-            dir.path().join("purgeq.db").display(),
-            ENDPOINTS[0].0,
-            ENDPOINTS[0].1
-        ),
+    let held = Held::start(
+        &emulator,
+        "[batch]\nlinger = \"50ms\"\nmax_files = 50\n\
+         [sender]\nrequests_per_second = 100\nburst = 10\nmax_attempts = 50\n\
+         [tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = 2000\n\
+         utc_offset = \"+08:00\"\npromote = \"never\"\n",
+        Some(Duration::from_millis(700)),
     )
-    .expect("config");
-    let settings = Arc::new(Settings::load(Some(&config), &HashMap::new()).expect("settings"));
-    let store = Store::open(&settings.store).await.expect("store");
-    let mut client_settings = ClientSettings::new(
-        emulator.base_url(),
-        SUBSCRIPTION,
-        Credentials {
-            key_id: KeyId::new(KEY_ID),
-            key_value: KeyValue::new(KEY_VALUE),
-        },
-    );
-    client_settings.request_timeout = Duration::from_millis(700);
-    let client = CdnClient::new(client_settings).expect("client");
-    let (_settings_tx, settings_rx) = tokio::sync::watch::channel(settings.clone());
-    let clock = ShiftedClock::new(time::Duration::ZERO);
-    let pipeline = Pipeline::start(store.clone(), settings_rx, client, clock)
-        .await
-        .expect("pipeline");
-    let targets = (0..DAY + 100)
-        .map(|i| PurgeTarget {
-            endpoint_id: ENDPOINTS[0].0.to_owned(),
-            kind: Kind::File,
-            url: format!("http://{}/drill/{i}.js", ENDPOINTS[0].1),
-        })
-        .collect();
-    store
-        .enqueue(NewRequest {
-            id: purgeq::store::RequestId::generate(),
-            received_at: time::OffsetDateTime::now_utc(),
-            source: "test".into(),
-            label: None,
-            priority: purgeq::target::Priority::Normal,
-            targets,
-            preload_after_purge: Vec::new(),
-            preload_only: Vec::new(),
-        })
-        .await
-        .expect("enqueue");
-    pipeline.report().wake();
+    .await;
+    let (store, pipeline) = (&held.store, &held.pipeline);
+    held.post(files("drill", DAY + 100)).await;
 
     // What the CDN counted: every call it took, answered readably or not.
     let counted = || -> u64 {
@@ -378,7 +393,7 @@ async fn under_faults_the_ledger_tracks_the_cdn_and_the_whole_day_is_used() {
         ledger.files_used + ledger.files_uncertain >= cdn,
         "certain and uncertain together below the CDN's {cdn}: {ledger:?}"
     );
-    pipeline.shutdown(Duration::from_secs(5)).await;
+    held.pipeline.shutdown(Duration::from_secs(5)).await;
 }
 
 /// Issue 28, item 2: a `202` whose body cannot be read was re-sent as if
@@ -392,62 +407,16 @@ async fn an_unreadable_202_is_accepted_once_and_not_sent_again() {
         ..fast_knobs()
     })
     .await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let config = dir.path().join("purgeq.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = \"{}\"\n[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 100\n\
-             [tracker]\npoll_interval = \"100ms\"\n[quota]\npromote = \"never\"\n\
-             [[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]\n",
-            dir.path().join("purgeq.db").display(),
-            ENDPOINTS[0].0,
-            ENDPOINTS[0].1
-        ),
+    let held = Held::start(
+        &emulator,
+        "[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 100\n\
+         [tracker]\npoll_interval = \"100ms\"\n[quota]\npromote = \"never\"\n",
+        None,
     )
-    .expect("config");
-    let settings = Arc::new(Settings::load(Some(&config), &HashMap::new()).expect("settings"));
-    let store = Store::open(&settings.store).await.expect("store");
-    let client = CdnClient::new(ClientSettings::new(
-        emulator.base_url(),
-        SUBSCRIPTION,
-        Credentials {
-            key_id: KeyId::new(KEY_ID),
-            key_value: KeyValue::new(KEY_VALUE),
-        },
-    ))
-    .expect("client");
-    let (_settings_tx, settings_rx) = tokio::sync::watch::channel(settings.clone());
-    let pipeline = Pipeline::start(
-        store.clone(),
-        settings_rx,
-        client,
-        ShiftedClock::new(time::Duration::ZERO),
-    )
-    .await
-    .expect("pipeline");
-    let id = purgeq::store::RequestId::generate();
-    store
-        .enqueue(NewRequest {
-            id: id.clone(),
-            received_at: time::OffsetDateTime::now_utc(),
-            source: "test".into(),
-            label: None,
-            priority: purgeq::target::Priority::Normal,
-            targets: (0..3)
-                .map(|i| PurgeTarget {
-                    endpoint_id: ENDPOINTS[0].0.to_owned(),
-                    kind: Kind::File,
-                    url: format!("http://{}/cut-short/{i}.js", ENDPOINTS[0].1),
-                })
-                .collect(),
-            preload_after_purge: Vec::new(),
-            preload_only: Vec::new(),
-        })
-        .await
-        .expect("enqueue");
-    pipeline.report().wake();
-    wait_sent(&store, 3).await;
+    .await;
+    let (store, pipeline) = (&held.store, &held.pipeline);
+    let id = held.post(files("cut-short", 3)).await;
+    wait_sent(store, 3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let journal = emulator.journal();
     assert_eq!(journal.len(), 1, "sent once: {journal:?}");
@@ -467,7 +436,7 @@ async fn an_unreadable_202_is_accepted_once_and_not_sent_again() {
         (3, 0),
         "{quota:?}"
     );
-    pipeline.shutdown(Duration::from_secs(5)).await;
+    held.pipeline.shutdown(Duration::from_secs(5)).await;
 }
 
 /// Issue 31: a backlog waiting for the next quota day was surveyed (every
@@ -478,74 +447,24 @@ async fn an_unreadable_202_is_accepted_once_and_not_sent_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backlog_behind_a_spent_day_is_not_surveyed_again_and_again() {
     let emulator = emulator(fast_knobs()).await;
-    let dir = tempfile::tempdir().expect("tmp");
-    let config = dir.path().join("purgeq.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = \"{}\"\n[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 100\n\
-             [tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = 5\ndirectories_per_day = 1\n\
-             utc_offset = \"+08:00\"\n\
-             [[cdn.endpoints]]\nid = \"{}\"\nhosts = [\"{}\"]\n",
-            dir.path().join("purgeq.db").display(),
-            ENDPOINTS[0].0,
-            ENDPOINTS[0].1
-        ),
+    let held = Held::start(
+        &emulator,
+        "[batch]\nlinger = \"50ms\"\n[sender]\nrequests_per_second = 100\n\
+         [tracker]\npoll_interval = \"100ms\"\n[quota]\nfiles_per_day = 5\ndirectories_per_day = 1\n\
+         utc_offset = \"+08:00\"\n",
+        None,
     )
-    .expect("config");
-    let settings = Arc::new(Settings::load(Some(&config), &HashMap::new()).expect("settings"));
-    let store = Store::open(&settings.store).await.expect("store");
-    let client = CdnClient::new(ClientSettings::new(
-        emulator.base_url(),
-        SUBSCRIPTION,
-        Credentials {
-            key_id: KeyId::new(KEY_ID),
-            key_value: KeyValue::new(KEY_VALUE),
-        },
-    ))
-    .expect("client");
-    let clock = ShiftedClock::new(time::Duration::ZERO);
-    let (_settings_tx, settings_rx) = tokio::sync::watch::channel(settings.clone());
-    let pipeline = Pipeline::start(store.clone(), settings_rx, client, clock.clone())
-        .await
-        .expect("pipeline");
-    let post = |urls: Vec<String>| {
-        let store = store.clone();
-        async move {
-            store
-                .enqueue(NewRequest {
-                    id: purgeq::store::RequestId::generate(),
-                    received_at: time::OffsetDateTime::now_utc(),
-                    source: "test".into(),
-                    label: None,
-                    priority: purgeq::target::Priority::Normal,
-                    targets: urls
-                        .into_iter()
-                        .map(|url| PurgeTarget {
-                            endpoint_id: ENDPOINTS[0].0.to_owned(),
-                            kind: Kind::File,
-                            url,
-                        })
-                        .collect(),
-                    preload_after_purge: Vec::new(),
-                    preload_only: Vec::new(),
-                })
-                .await
-                .expect("enqueue")
-        }
-    };
-    let backlog: Vec<String> = (0..300)
-        .map(|i| format!("http://{}/d{:02}/f{i}.js", ENDPOINTS[0].1, i % 30))
-        .collect();
-    post(backlog).await;
-    pipeline.report().wake();
+    .await;
+    let (pipeline, clock) = (&held.pipeline, &held.clock);
+    held.post((0..300).map(|i| (Kind::File, format!("d{:02}/f{i}.js", i % 30))))
+        .await;
     // The day spent (5 files and the one directory), the rest waiting.
-    wait_quota(&pipeline, |q| {
+    wait_quota(pipeline, |q| {
         q.files_left == 0 && q.directories_left == 0 && q.files_waiting > 0
     })
     .await;
     // Settled: no call under way.
-    wait_quota(&pipeline, |q| {
+    wait_quota(pipeline, |q| {
         q.files_reserved == 0 && q.directories_reserved == 0
     })
     .await;
@@ -571,8 +490,7 @@ async fn a_backlog_behind_a_spent_day_is_not_surveyed_again_and_again() {
     );
 
     // A new intent: one more look.
-    post(vec![format!("http://{}/d99/new.js", ENDPOINTS[0].1)]).await;
-    pipeline.report().added(1);
+    held.post([(Kind::File, "d99/new.js".to_owned())]).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while pipeline.surveys() == settled {
         assert!(
@@ -592,5 +510,5 @@ async fn a_backlog_behind_a_spent_day_is_not_surveyed_again_and_again() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    pipeline.shutdown(Duration::from_secs(5)).await;
+    held.pipeline.shutdown(Duration::from_secs(5)).await;
 }

@@ -114,14 +114,7 @@ pub struct OverBudget;
 
 /// True when `error` (or an error it wraps) is [`OverBudget`].
 pub fn over_budget(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if error.is::<OverBudget>() {
-            return true;
-        }
-        current = error.source();
-    }
-    false
+    super::error::caused_by::<OverBudget>(error)
 }
 
 /// The answer to a request the budget cannot take.

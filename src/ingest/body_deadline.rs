@@ -29,14 +29,7 @@ pub struct BodyTimedOut(pub Duration);
 
 /// True when `error` (or an error it wraps) is a [`BodyTimedOut`].
 pub fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if error.is::<BodyTimedOut>() {
-            return true;
-        }
-        current = error.source();
-    }
-    false
+    super::error::caused_by::<BodyTimedOut>(error)
 }
 
 struct Deadline {

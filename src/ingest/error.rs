@@ -8,6 +8,22 @@ use serde::Serialize;
 
 use crate::store::StoreError;
 
+/// True when `error`, or an error it wraps, is a `T`: how a body's own
+/// failure (its deadline, the memory budget) is told apart under axum's
+/// rejection.
+pub fn caused_by<T: std::error::Error + 'static>(
+    error: &(dyn std::error::Error + 'static),
+) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<T>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
 /// One refused URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Detail {
