@@ -11,6 +11,15 @@ use time::OffsetDateTime;
 
 pub trait Clock: Send + Sync + 'static {
     fn now_utc(&self) -> OffsetDateTime;
+
+    /// A signal that changes when this clock is moved other than by time
+    /// passing (a test jumping past midnight), so that whoever sleeps
+    /// until a moment on it wakes. `None`: it only ever moves with time
+    /// (the system clock; a step of it is caught by the batcher's hourly
+    /// look, see `pipeline::batcher`).
+    fn moved(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        None
+    }
 }
 
 /// The operating system's clock.
@@ -27,21 +36,24 @@ impl Clock for SystemClock {
 ///
 /// Tests use it to simulate a host whose clock is wrong, or to jump forward
 /// across a day boundary.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShiftedClock {
     shift_ms: AtomicI64,
+    moved: tokio::sync::watch::Sender<()>,
 }
 
 impl ShiftedClock {
     pub fn new(shift: time::Duration) -> Arc<Self> {
         Arc::new(Self {
             shift_ms: AtomicI64::new(shift.whole_milliseconds() as i64),
+            moved: tokio::sync::watch::channel(()).0,
         })
     }
 
     pub fn set_shift(&self, shift: time::Duration) {
         self.shift_ms
             .store(shift.whole_milliseconds() as i64, Ordering::SeqCst);
+        self.moved.send_replace(());
     }
 }
 
@@ -49,6 +61,10 @@ impl Clock for ShiftedClock {
     fn now_utc(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
             + time::Duration::milliseconds(self.shift_ms.load(Ordering::SeqCst))
+    }
+
+    fn moved(&self) -> Option<tokio::sync::watch::Receiver<()>> {
+        Some(self.moved.subscribe())
     }
 }
 

@@ -225,15 +225,28 @@ impl Shared {
     /// queue each; and never more than a tenth of the time, however large
     /// the queue (a look at a million items takes a while).
     fn planning_due(&self) -> bool {
+        self.planning_due_in().is_zero()
+    }
+
+    /// How long until the planner may look again (zero: now). A pass that
+    /// skips planning looks again then, so the plan (and what `/v1/stats`
+    /// says waits for the next day) is never left stale behind a batcher
+    /// that sleeps until something changes.
+    fn planning_due_in(&self) -> Duration {
         let planned_at = *self.planned_at.lock().unwrap_or_else(|p| p.into_inner());
         let Some((at, cost)) = planned_at else {
-            return true;
+            return Duration::ZERO;
         };
         let elapsed = at.elapsed();
         let min_gap = cost * 10;
         let added = self.added_since_planning.load(Ordering::Relaxed);
         let batch = (self.settings().batch.max_files as u64).max(1);
-        elapsed >= min_gap && (added >= batch || elapsed >= PLANNING_INTERVAL)
+        let due_after = if added >= batch {
+            min_gap
+        } else {
+            min_gap.max(PLANNING_INTERVAL)
+        };
+        due_after.saturating_sub(elapsed)
     }
 
     fn added_since_survey(&self) -> u64 {
