@@ -66,6 +66,8 @@ def main():
     parser.add_argument("--binary", default="target/release/purgeq")
     parser.add_argument("--pending", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--windows", type=int, default=1,
+                        help="measure this many windows in a row; the last is reported")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as dir:
         port = free_port()
@@ -114,6 +116,10 @@ def main():
                     break
                 time.sleep(1)
             time.sleep(10)
+            for window in range(args.windows - 1):
+                before = cpu_seconds(daemon.pid)
+                time.sleep(args.seconds)
+                print(f"  window {window + 1}: {cpu_seconds(daemon.pid) - before:.2f} s")
             before = cpu_seconds(daemon.pid)
             time.sleep(args.seconds)
             used = cpu_seconds(daemon.pid) - before
