@@ -231,8 +231,9 @@ pub struct IngestSettings {
     /// Retry-After); 0 for no limit.
     pub max_pending: u64,
     /// Host names TCP clients may use besides IP addresses and localhost
-    /// (and this machine's name): anything else is refused, so a web page
-    /// cannot reach the API through DNS rebinding.
+    /// (and this machine's name) on a listener without a token: anything
+    /// else is refused, so a web page cannot reach the API through DNS
+    /// rebinding. With a token any name works (`ingest::browser`).
     pub allowed_hosts: Vec<String>,
     /// The longest intake waits for the store before it answers 503 with
     /// Retry-After (a black-holed PostgreSQL, a locked or stalled SQLite).

@@ -16,12 +16,15 @@
 //! - **DNS rebinding.** A page of `evil.example` whose name then resolves
 //!   to 127.0.0.1 is same-origin with itself, so the browser lets it read
 //!   the answers. It cannot change the `Host` header, which names
-//!   `evil.example`: over TCP, a request is served only for a `Host` the
-//!   daemon answers to — an IP address (a page cannot be *of* an address
-//!   it does not serve), `localhost` and `*.localhost` (which browsers
-//!   resolve to loopback themselves), this machine's host name, and
-//!   `ingest.allowed_hosts`. The Unix socket is out of a browser's reach:
-//!   it is not checked for `Host`.
+//!   `evil.example`: over TCP without a token (the default loopback
+//!   listener), a request is served only for a `Host` the daemon answers
+//!   to — an IP address (a page cannot be *of* an address it does not
+//!   serve), `localhost` and `*.localhost` (which browsers resolve to
+//!   loopback themselves), this machine's host name, and
+//!   `ingest.allowed_hosts`. With `ingest.token` a rebinding page finds
+//!   only 401s and the login page, so any name of the host may be used.
+//!   The Unix socket is out of a browser's reach: it is not checked for
+//!   `Host`.
 //!
 //! The CLI, curl and scripts written for the CDN's API send no `Origin` or
 //! `Sec-Fetch-*` and post JSON: none of this touches them.
@@ -40,6 +43,11 @@ pub struct Facts<'a> {
     pub page: bool,
     /// Over TCP (a browser cannot open the Unix socket).
     pub over_tcp: bool,
+    /// The TCP listener asks for `ingest.token`: then a rebinding page
+    /// finds only 401s and a login page (it cannot send the token, and the
+    /// browser keeps the page's session cookie for the real name), so the
+    /// `Host` is not checked, and clients may use any name of the host.
+    pub token_required: bool,
     pub host: Option<&'a str>,
     pub origin: Option<&'a str>,
     pub sec_fetch_site: Option<&'a str>,
@@ -69,8 +77,8 @@ pub struct Refusal {
 ///
 /// | request | over | refused with |
 /// |---|---|---|
-/// | `Host: evil.example` (any method) | TCP | 421, a name the daemon does not serve |
-/// | `Host: evil.example` | Unix socket | — |
+/// | `Host: evil.example` (any method) | TCP without a token | 421, a name the daemon does not serve |
+/// | `Host: evil.example` | TCP with `ingest.token`, or the Unix socket | — (the token or the socket's mode decides) |
 /// | `POST`, `Sec-Fetch-Site: cross-site` or `same-site` | any | 403 |
 /// | `POST`, `Origin: null` | any | 403 |
 /// | `POST`, `Origin` of another host than `Host` | any | 403 |
@@ -79,6 +87,7 @@ pub struct Refusal {
 /// | `GET`, any `Origin` or `Sec-Fetch-Site`, allowed `Host` | any | — |
 pub fn judge(facts: Facts<'_>, allowed: &[String]) -> Result<(), Refusal> {
     if facts.over_tcp
+        && !facts.token_required
         && let Some(host) = facts.host
     {
         let name = host_without_port(host);
@@ -198,6 +207,7 @@ pub async fn guard(
                 request.extensions().get::<crate::http_server::Peer>(),
                 Some(crate::http_server::Peer::Tcp(_))
             ),
+            token_required: state.settings().derived.tcp_token.is_some(),
             host: header(axum::http::header::HOST),
             origin: header(axum::http::header::ORIGIN),
             sec_fetch_site: header(axum::http::HeaderName::from_static("sec-fetch-site")),
@@ -271,6 +281,13 @@ mod tests {
             ..post("evil.example")
         };
         assert_eq!(status(unix), None);
+        // A listener that asks for the token: any name of the host (the
+        // token decides, and a rebinding page has none).
+        let with_token = Facts {
+            token_required: true,
+            ..post("deploy-1.example.com:8088")
+        };
+        assert_eq!(status(with_token), None);
         // No Host at all (HTTP/1.0 tools): no browser sends that.
         let bare = Facts {
             host: None,
