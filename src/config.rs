@@ -63,18 +63,6 @@ impl Secret {
         Self(secrecy::SecretString::from(value.into()))
     }
 
-    /// A value derived from the secret for `purpose` (HMAC-SHA256, hex):
-    /// proves knowledge of the secret without carrying it (the status
-    /// page's session cookie), and changes when the secret does.
-    pub fn derive(&self, purpose: &str) -> String {
-        use hmac::{KeyInit, Mac};
-        use secrecy::ExposeSecret;
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.expose_secret().as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-        mac.update(purpose.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
-    }
-
     /// Constant-time comparison, so response timing reveals nothing.
     pub fn matches(&self, candidate: &str) -> bool {
         use secrecy::ExposeSecret;

@@ -260,11 +260,9 @@ impl Shared {
         if last.as_ref() == Some(inputs) {
             return false;
         }
-        *last = Some(*inputs);
+        // Noted as the next survey will see it: nothing added since.
+        *last = Some(batcher::SurveyInputs { added: 0, ..*inputs });
         self.added_since_survey.store(0, Ordering::Relaxed);
-        if let Some(last) = last.as_mut() {
-            last.added = 0;
-        }
         true
     }
 
@@ -449,14 +447,14 @@ impl Pipeline {
         Ok(Pipeline { shared, tasks })
     }
 
-    /// The handle the ingest API reads status from and wakes the batcher
-    /// through.
     /// How many times the quota planner has read the whole pending queue:
     /// a backlog that cannot move (a spent day) must not keep it busy.
     pub fn surveys(&self) -> u64 {
         self.shared.surveys.load(Ordering::Relaxed)
     }
 
+    /// The handle the ingest API reads status from and wakes the batcher
+    /// through.
     pub fn report(&self) -> Arc<dyn PipelineReport> {
         Arc::new(Reporter(self.shared.clone()))
     }
