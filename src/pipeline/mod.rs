@@ -261,7 +261,10 @@ impl Shared {
             return false;
         }
         // Noted as the next survey will see it: nothing added since.
-        *last = Some(batcher::SurveyInputs { added: 0, ..*inputs });
+        *last = Some(batcher::SurveyInputs {
+            added: 0,
+            ..*inputs
+        });
         self.added_since_survey.store(0, Ordering::Relaxed);
         true
     }

@@ -1027,10 +1027,9 @@ async fn charge_again(
 /// from the day's certain count to its uncertain one (the batch is then
 /// charged anew for its next attempt).
 async fn doubt(conn: &mut Conn<'_>, batch_id: BatchId) -> Result<(), sqlx::Error> {
-    let Some((account, cost)) = current_charge(conn, batch_id).await? else {
+    let Some((account, cost)) = refund(conn, batch_id).await? else {
         return Ok(());
     };
-    add_to_day(conn, &account.subscription_id, &account.day, cost.negated()).await?;
     on_conn!(conn, c => sqlx::query(
         "UPDATE quota_days SET files_uncertain = files_uncertain + $3,
                 directories_uncertain = directories_uncertain + $4,
@@ -1043,17 +1042,17 @@ async fn doubt(conn: &mut Conn<'_>, batch_id: BatchId) -> Result<(), sqlx::Error
     .bind(cost.directories)
     .bind(cost.preloads)
     .execute(c).await.map(|r| r.rows_affected()))?;
-    on_conn!(conn, c => sqlx::query(
-        "UPDATE batches SET charged_subscription = NULL, charged_day = NULL WHERE id = $1",
-    )
-    .bind(batch_id)
-    .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// The CDN did not count the current attempt: give its charge back.
-async fn refund(conn: &mut Conn<'_>, batch_id: BatchId) -> Result<(), sqlx::Error> {
-    if let Some((account, cost)) = current_charge(conn, batch_id).await? {
+/// Returns what was refunded, and where.
+async fn refund(
+    conn: &mut Conn<'_>,
+    batch_id: BatchId,
+) -> Result<Option<(QuotaAccount, Cost)>, sqlx::Error> {
+    let charge = current_charge(conn, batch_id).await?;
+    if let Some((account, cost)) = &charge {
         add_to_day(conn, &account.subscription_id, &account.day, cost.negated()).await?;
         on_conn!(conn, c => sqlx::query(
             "UPDATE batches SET charged_subscription = NULL, charged_day = NULL WHERE id = $1",
@@ -1061,7 +1060,7 @@ async fn refund(conn: &mut Conn<'_>, batch_id: BatchId) -> Result<(), sqlx::Erro
         .bind(batch_id)
         .execute(c).await.map(|r| r.rows_affected()))?;
     }
-    Ok(())
+    Ok(charge)
 }
 
 /// An accepted call counts on the day the CDN took it: a charge made on an

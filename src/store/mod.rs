@@ -531,13 +531,23 @@ impl Store {
     /// Hands a request to the writer, which stores it with whatever other
     /// requests are waiting.
     async fn submit_enqueue(&self, request: Arc<NewRequest>) -> Result<EnqueueOutcome, StoreError> {
+        self.submit_enqueue_with(request, Default::default()).await
+    }
+
+    /// Hands a request to the writer with `ticket`, by which its client
+    /// may withdraw it (see [`writer::Ticket`]).
+    async fn submit_enqueue_with(
+        &self,
+        request: Arc<NewRequest>,
+        ticket: Arc<writer::Ticket>,
+    ) -> Result<EnqueueOutcome, StoreError> {
         let (reply, receiver) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Command::Enqueue {
                 request,
                 output: None,
                 reply,
-                ticket: Default::default(),
+                ticket,
             })
             .await
             .map_err(|_| StoreError::Closed)?;
@@ -556,20 +566,7 @@ impl Store {
         deadline: std::time::Duration,
     ) -> Result<EnqueueOutcome, StoreError> {
         let ticket: Arc<writer::Ticket> = Default::default();
-        let (reply, receiver) = tokio::sync::oneshot::channel();
-        let command = Command::Enqueue {
-            request: Arc::new(request),
-            output: None,
-            reply,
-            ticket: ticket.clone(),
-        };
-        let answer = async {
-            self.jobs
-                .send(command)
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            receiver.await.map_err(|_| StoreError::Closed)?
-        };
+        let answer = self.submit_enqueue_with(Arc::new(request), ticket.clone());
         match tokio::time::timeout(deadline, answer).await {
             Ok(result) => result,
             Err(_) => {

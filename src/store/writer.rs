@@ -489,37 +489,33 @@ async fn run_postgres(
                 }
             },
         };
-        let ran = tokio::time::timeout(
+        let ran = match tokio::time::timeout(
             PG_DEADLINE,
             run_group(&mut Conn::Postgres(&mut *connection), &mut group),
         )
-        .await;
-        let Ok(ran) = ran else {
+        .await
+        {
             // No answer at all: a black-holed network looks like this, and
-            // TCP would wait many minutes to say so. The connection is
-            // dropped (a COMMIT sent may or may not have landed, as for a
-            // lost connection), the group is answered, the next connects anew.
-            let error = StoreError::Unavailable {
+            // TCP would wait many minutes to say so. Handled as a lost
+            // connection (a COMMIT sent may or may not have landed).
+            Err(_) => Err(StoreError::Unavailable {
                 reason: format!("PostgreSQL did not answer within {PG_DEADLINE:?}"),
                 cause: None,
-            };
-            note_failure(&signals, &error);
-            conn = None;
-            for command in group.drain(..) {
-                command.finish(Err(error.clone()));
+            }),
+            Ok(Err(error)) if is_connection_lost(&error) => {
+                Err(pg_error("lost the connection to PostgreSQL", error))
             }
-            continue;
+            Ok(result) => Ok(result),
         };
         match ran {
-            Err(error) if is_connection_lost(&error) => {
-                let error = pg_error("lost the connection to PostgreSQL", error);
+            Err(error) => {
                 note_failure(&signals, &error);
                 conn = None;
                 for command in group.drain(..) {
                     command.finish(Err(error.clone()));
                 }
             }
-            result => {
+            Ok(result) => {
                 let new_items = if result.is_ok() { new_items(&group) } else { 0 };
                 settle_group(
                     &mut Conn::Postgres(&mut *connection),
