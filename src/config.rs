@@ -883,12 +883,11 @@ impl Settings {
         self.derived.tcp_token = match (&self.ingest.token, &self.ingest.token_file) {
             (Some(token), _) => Some(token.clone()),
             // A client reads the token file when it can (to send it over
-            // TCP), and does without when it may not.
-            (None, Some(path)) if client => std::fs::read_to_string(path)
-                .ok()
-                .map(|text| text.trim().to_owned())
-                .filter(|text| !text.is_empty())
-                .map(Secret::new),
+            // TCP), and does without when it may not: its problems are not
+            // the client's.
+            (None, Some(path)) if client => {
+                read_secret(path, "ingest.token_file", &mut Vec::new()).map(Secret::new)
+            }
             (None, Some(path)) => read_secret(path, "ingest.token_file", problems).map(Secret::new),
             (None, None) => None,
         };

@@ -82,22 +82,23 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable { .. }
             | StoreError::Busy { .. }
             | StoreError::Closed
-            | StoreError::Fenced { .. } => Self {
-                retry_after_secs: Some(5),
-                ..Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "StoreUnavailable",
-                    format!("{error}; nothing was accepted, try again later"),
-                )
-            },
-            StoreError::TimedOut { .. } => Self {
-                retry_after_secs: Some(5),
-                ..Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "StoreUnavailable",
-                    format!("{error}; try again later"),
-                )
-            },
+            | StoreError::Fenced { .. }
+            | StoreError::TimedOut { .. } => {
+                // A timed-out intent says itself whether it was stored.
+                let then = if matches!(error, StoreError::TimedOut { .. }) {
+                    "; try again later"
+                } else {
+                    "; nothing was accepted, try again later"
+                };
+                Self {
+                    retry_after_secs: Some(5),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "StoreUnavailable",
+                        format!("{error}{then}"),
+                    )
+                }
+            }
             StoreError::Internal { .. } => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Internal",

@@ -11,6 +11,7 @@ use sqlx::ConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 
 use super::StoreError;
+use super::db::{Conn, on_conn};
 
 /// Which history rows to read.
 #[derive(Debug, Clone, Default)]
@@ -77,15 +78,7 @@ pub async fn read_history(
         .connect()
         .await
         .map_err(|e| StoreError::cannot(format_args!("cannot open {}", path.display()), e))?;
-    Ok(sqlx::query_as(HISTORY_SQLITE)
-        .bind(&filter.state)
-        .bind(&filter.since)
-        .bind(&filter.url_prefix)
-        .bind(i64::from(filter.limit))
-        .bind(&filter.label)
-        .bind(&filter.request_id)
-        .fetch_all(&mut conn)
-        .await?)
+    Ok(select(&mut Conn::Sqlite(&mut conn), filter).await?)
 }
 
 /// [`read_history`] on a fleet's PostgreSQL database, in a read-only
@@ -106,40 +99,38 @@ pub async fn read_history_postgres(
         .execute(&mut *tx)
         .await
         .map_err(|e| super::fleet::pg_error("cannot read the history", e))?;
-    sqlx::query_as(HISTORY_POSTGRES)
+    select(&mut Conn::Postgres(&mut tx), filter)
+        .await
+        .map_err(|e| super::fleet::pg_error("cannot read the history", e))
+}
+
+/// The rows of `filter`, on either database.
+async fn select(
+    conn: &mut Conn<'_>,
+    filter: &HistoryFilter,
+) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+    on_conn!(conn, c => sqlx::query_as(HISTORY)
         .bind(&filter.state)
         .bind(&filter.since)
         .bind(&filter.url_prefix)
         .bind(i64::from(filter.limit))
         .bind(&filter.label)
         .bind(&filter.request_id)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| super::fleet::pg_error("cannot read the history", e))
+        .fetch_all(c)
+        .await)
 }
 
-const HISTORY_SQLITE: &str = "SELECT received_at, request_id, source, url, kind, endpoint_id,
+/// The parameters are cast to text: PostgreSQL cannot infer the type of a
+/// parameter that is only compared with NULL, and SQLite reads the same.
+const HISTORY: &str = "SELECT received_at, request_id, source, url, kind, endpoint_id,
         effective_state AS state, merged_into_url, merge_reason, task_track_id, correlation_id,
         attempts, last_error, finished_at, priority, operation, preload_state,
         preload_task_track_id, preload_error
  FROM history
- WHERE ($1 IS NULL OR (CASE WHEN $1 = 'merged' THEN state ELSE effective_state END) = $1)
-   AND ($2 IS NULL OR received_at >= $2)
-   AND ($3 IS NULL OR substr(url, 1, length($3)) = $3)
-   AND ($5 IS NULL OR request_id IN (SELECT id FROM requests WHERE label = $5))
-   AND ($6 IS NULL OR request_id = $6)
- LIMIT $4";
-
-/// The same, with the parameters typed (PostgreSQL cannot infer the type
-/// of a parameter that is only compared with NULL).
-const HISTORY_POSTGRES: &str = "SELECT received_at, request_id, source, url, kind, endpoint_id,
-        effective_state AS state, merged_into_url, merge_reason, task_track_id, correlation_id,
-        attempts, last_error, finished_at, priority, operation, preload_state,
-        preload_task_track_id, preload_error
- FROM history
- WHERE ($1::text IS NULL OR (CASE WHEN $1::text = 'merged' THEN state ELSE effective_state END) = $1::text)
-   AND ($2::text IS NULL OR received_at >= $2::text)
-   AND ($3::text IS NULL OR substr(url, 1, length($3::text)) = $3::text)
-   AND ($5::text IS NULL OR request_id IN (SELECT id FROM requests WHERE label = $5::text))
-   AND ($6::text IS NULL OR request_id = $6::text)
+ WHERE (CAST($1 AS TEXT) IS NULL
+        OR (CASE WHEN CAST($1 AS TEXT) = 'merged' THEN state ELSE effective_state END) = CAST($1 AS TEXT))
+   AND (CAST($2 AS TEXT) IS NULL OR received_at >= CAST($2 AS TEXT))
+   AND (CAST($3 AS TEXT) IS NULL OR substr(url, 1, length(CAST($3 AS TEXT))) = CAST($3 AS TEXT))
+   AND (CAST($5 AS TEXT) IS NULL OR request_id IN (SELECT id FROM requests WHERE label = CAST($5 AS TEXT)))
+   AND (CAST($6 AS TEXT) IS NULL OR request_id = CAST($6 AS TEXT))
  LIMIT $4";

@@ -34,6 +34,11 @@ pub(super) fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
+/// Whether the request carries an open session's cookie.
+pub(super) fn in_session(state: &IngestState, headers: &HeaderMap) -> bool {
+    session_cookie(headers).is_some_and(|id| state.sessions.is_open(&id, std::time::Instant::now()))
+}
+
 fn login(status: StatusCode, problem: Option<&str>) -> Response {
     (
         status,
@@ -62,8 +67,7 @@ pub async fn guard(State(state): State<IngestState>, request: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|p| token.matches(p));
-    let session = session_cookie(headers)
-        .is_some_and(|id| state.sessions.is_open(&id, std::time::Instant::now()));
+    let session = in_session(&state, headers);
     if bearer || session {
         return next.run(request).await;
     }

@@ -81,8 +81,7 @@ fn html(body: String) -> Response {
 fn viewer(state: &IngestState, headers: &HeaderMap) -> super::Viewer {
     super::Viewer {
         csrf: super::actions::form_token(headers),
-        session: super::auth::session_cookie(headers)
-            .is_some_and(|id| state.sessions.is_open(&id, std::time::Instant::now())),
+        session: super::auth::in_session(state, headers),
     }
 }
 
