@@ -100,6 +100,19 @@ pub enum Requested {
     ByTrailingSlash,
 }
 
+impl Requested {
+    /// The kind a URL asked for this way is purged as, from whether its
+    /// path ends with `/`.
+    pub fn kind(self, path_ends_with_slash: bool) -> Kind {
+        match self {
+            Requested::File => Kind::File,
+            Requested::Directory => Kind::Directory,
+            Requested::ByTrailingSlash if path_ends_with_slash => Kind::Directory,
+            Requested::ByTrailingSlash => Kind::File,
+        }
+    }
+}
+
 /// A normalized, classified and routed URL: ready to be stored.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PurgeTarget {
@@ -394,12 +407,7 @@ pub fn classify(
     max_length: usize,
 ) -> Result<(Url, Kind), TargetError> {
     let mut url = normalize(raw, max_length)?;
-    let kind = match requested {
-        Requested::File => Kind::File,
-        Requested::Directory => Kind::Directory,
-        Requested::ByTrailingSlash if url.path().ends_with('/') => Kind::Directory,
-        Requested::ByTrailingSlash => Kind::File,
-    };
+    let kind = requested.kind(url.path().ends_with('/'));
     if kind == Kind::Directory {
         if url.query().is_some() {
             return Err(TargetError::DirectoryWithQuery);

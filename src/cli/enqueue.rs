@@ -232,17 +232,10 @@ fn read_urls(args: &EnqueueArgs) -> Result<Vec<String>, (u8, String)> {
             .collect();
     }
     if !from_stdin {
-        // As on standard input: a URL has no white space (one argument
-        // `'…/a b.js'` was accepted here and refused there, issue 29).
-        if let Some(url) = args
-            .urls
-            .iter()
-            .find(|u| u.trim().contains(char::is_whitespace))
-        {
-            return Err(bad_data(format!(
-                "{url:?} contains white space: a URL has none (write a space as %20; use \
-                 --base-url with --paths for file names)"
-            )));
+        // As on standard input (one argument `'…/a b.js'` was accepted
+        // here and refused there, issue 29).
+        for url in &args.urls {
+            paths::no_white_space(url.trim()).map_err(bad_data)?;
         }
         return Ok(args.urls.clone());
     }
@@ -274,22 +267,14 @@ fn requested(args: &EnqueueArgs) -> Requested {
     }
 }
 
-/// The kind the daemon will give `url` when asked as `requested`: what
-/// `--dry-run` and `--verbose` print beside each URL.
+/// The kind the daemon will give `url` when asked as `requested` (the
+/// rule of `target::classify`): what `--dry-run` prints beside each URL.
 fn kind_of(url: &str, requested: Requested) -> Kind {
-    match requested {
-        Requested::File => Kind::File,
-        Requested::Directory => Kind::Directory,
-        Requested::ByTrailingSlash
-            if url
-                .split(['?', '#'])
-                .next()
-                .is_some_and(|p| p.ends_with('/')) =>
-        {
-            Kind::Directory
-        }
-        Requested::ByTrailingSlash => Kind::File,
-    }
+    requested.kind(
+        url.split('?')
+            .next()
+            .is_some_and(|path| path.ends_with('/')),
+    )
 }
 
 /// Returns the process exit code.

@@ -127,12 +127,19 @@ pub fn url_from_line(line: &str) -> Result<Option<String>, String> {
     if text.is_empty() {
         return Ok(None);
     }
-    if text.contains(char::is_whitespace) {
+    no_white_space(text)?;
+    Ok(Some(text.to_owned()))
+}
+
+/// A URL has no white space, however it was given (a line of standard
+/// input, an argument): refused with what to write instead.
+pub fn no_white_space(url: &str) -> Result<(), String> {
+    if url.contains(char::is_whitespace) {
         return Err(format!(
-            "{text:?} contains white space: a URL has none (write a space as %20; use --base-url with --paths for file names)"
+            "{url:?} contains white space: a URL has none (write a space as %20; use --base-url with --paths for file names)"
         ));
     }
-    Ok(Some(text.to_owned()))
+    Ok(())
 }
 
 #[cfg(test)]
