@@ -625,15 +625,26 @@ impl Settings {
             .filter(|(k, _)| k.starts_with("PURGEQ__"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let mut builder = config::Config::builder();
-        if let Some(path) = path {
-            if !path.exists() {
+        // The file on its own, read once: the settings are it with the
+        // variables on top, and which paths it wrote is asked of it alone.
+        let written = match path {
+            Some(path) if !path.exists() => {
                 return Err(fail(vec![format!(
                     "the file {} does not exist",
                     path.display()
                 )]));
             }
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            Some(path) => Some(
+                config::Config::builder()
+                    .add_source(config::File::from(path).format(config::FileFormat::Toml))
+                    .build()
+                    .map_err(|e| fail(vec![e.to_string()]))?,
+            ),
+            None => None,
+        };
+        let mut builder = config::Config::builder();
+        if let Some(written) = &written {
+            builder = builder.add_source(written.clone());
         }
         let raw = builder
             .add_source(
@@ -648,8 +659,8 @@ impl Settings {
         let (mut settings, mut problems) = deserialize_sections(&raw, env);
         settings.derived.source = path.map(Path::to_owned);
         settings.derived.reader = reader;
-        if let Some(path) = path {
-            settings.resolve_relative_paths(path, env);
+        if let (Some(path), Some(written)) = (path, &written) {
+            settings.resolve_relative_paths(path, written, env);
         }
         // Which store is meant must be unambiguous: a file, or a fleet's
         // database. `store.path` has a default, so only a path the
@@ -680,17 +691,15 @@ impl Settings {
     /// named `purgeq.sock` there (issue 29, item 13). Only paths the file
     /// itself sets move; defaults and `PURGEQ__…` variables stay relative
     /// to the working directory, and absolute paths are kept as they are.
-    fn resolve_relative_paths(&mut self, file: &Path, env: &HashMap<String, String>) {
+    fn resolve_relative_paths(
+        &mut self,
+        file: &Path,
+        written: &config::Config,
+        env: &HashMap<String, String>,
+    ) {
         let Some(base) = file.parent() else { return };
-        let written: Option<config::Config> = config::Config::builder()
-            .add_source(config::File::from(file).format(config::FileFormat::Toml))
-            .build()
-            .ok();
         let from_file = |key: &str, variable: &str| {
-            !env.contains_key(variable)
-                && written
-                    .as_ref()
-                    .is_some_and(|w| w.get::<config::Value>(key).is_ok())
+            !env.contains_key(variable) && written.get::<config::Value>(key).is_ok()
         };
         let resolve = |path: &Path| -> PathBuf {
             if path.is_relative() && !path.as_os_str().is_empty() {
