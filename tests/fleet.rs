@@ -463,17 +463,7 @@ async fn a_black_holed_database_gets_a_503_in_time_and_stores_nothing_late() {
         return;
     };
     let emulator = emulator(fast_knobs()).await;
-    let server = db.url.connect_options();
-    let upstream = format!("{}:{}", server.get_host(), server.get_port())
-        .parse()
-        .expect("the test server's address");
-    let proxy = common::proxy::Proxy::start(upstream).await;
-    let through_proxy = format!(
-        "postgres://{}@{}/{}",
-        server.get_username(),
-        proxy.addr,
-        db.url.database()
-    );
+    let (proxy, through_proxy) = proxied(&db).await;
     let config = format!(
         "[store]\nurl = \"{through_proxy}\"\n[fleet]\nnode_name = \"cut-off\"\n{}\
          [batch]\nlinger = \"100ms\"\n",
@@ -538,6 +528,54 @@ async fn a_black_holed_database_gets_a_503_in_time_and_stores_nothing_late() {
 /// When `at` (the emulator's RFC 3339 time) is.
 fn journal_time(at: &str) -> std::time::SystemTime {
     humantime::parse_rfc3339(at).expect("an RFC 3339 time")
+}
+
+/// What every fault drill ends by checking, once every URL is purged: no
+/// write of an old term (no batch finished before it was accepted, the
+/// trace a late write leaves), no batch left open, and no progress call
+/// once the queue is empty (a stale batch was polled for ever).
+async fn assert_clean_end(db: &TestDatabase, emulator: &EmulatorHandle) {
+    let mut admin = sqlx::PgConnection::connect_with(db.url.connect_options())
+        .await
+        .expect("admin");
+    let backwards: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM batches WHERE finished_at IS NOT NULL AND finished_at < accepted_at",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("count");
+    assert_eq!(
+        backwards, 0,
+        "a batch recorded as finished before it was accepted"
+    );
+    let open: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM batches WHERE state IN ('sending', 'submitted')")
+            .fetch_one(&mut admin)
+            .await
+            .expect("count");
+    assert_eq!(open, 0, "batches still open with an empty queue");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let polled = emulator.stats().get("progress").copied().unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = emulator.stats().get("progress").copied().unwrap_or(0);
+    assert_eq!(later, polled, "progress calls with nothing in flight");
+}
+
+/// A proxy (see `common::proxy`) in front of the test's PostgreSQL, and
+/// the database's URL through it.
+async fn proxied(db: &TestDatabase) -> (common::proxy::Proxy, String) {
+    let server = db.url.connect_options();
+    let upstream = format!("{}:{}", server.get_host(), server.get_port())
+        .parse()
+        .expect("the test server's address");
+    let proxy = common::proxy::Proxy::start(upstream).await;
+    let url = format!(
+        "postgres://{}@{}/{}",
+        server.get_username(),
+        proxy.addr,
+        db.url.database()
+    );
+    (proxy, url)
 }
 
 /// Issue 28, item 1, as the fault drill ran it: two nodes, the sender at
@@ -623,33 +661,7 @@ async fn paused_leaders_make_no_call_and_no_write_after_their_lease() {
             );
         }
     }
-    // No write of an old term: nothing finished before it was accepted,
-    // and nothing left to poll.
-    let mut admin = sqlx::PgConnection::connect_with(db.url.connect_options())
-        .await
-        .expect("admin");
-    let backwards: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM batches WHERE finished_at IS NOT NULL AND finished_at < accepted_at",
-    )
-    .fetch_one(&mut admin)
-    .await
-    .expect("count");
-    assert_eq!(
-        backwards, 0,
-        "a batch recorded as finished before it was accepted"
-    );
-    let open: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM batches WHERE state IN ('sending', 'submitted')")
-            .fetch_one(&mut admin)
-            .await
-            .expect("count");
-    assert_eq!(open, 0, "batches still open with an empty queue");
-    // Progress calls come back to zero once the queue is empty.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let polled = emulator.stats().get("progress").copied().unwrap_or(0);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let later = emulator.stats().get("progress").copied().unwrap_or(0);
-    assert_eq!(later, polled, "progress calls with nothing in flight");
+    assert_clean_end(&db, &emulator).await;
     drop(nodes);
     db.drop_now().await;
 }
@@ -715,22 +727,12 @@ async fn history_and_check_config_read_the_fleets_database() {
     db.drop_now().await;
 }
 
-/// A node's configuration with its own path to the database: through
-/// `proxy`, which the test can black-hole.
-fn proxied_node_config(
-    db: &TestDatabase,
-    proxy: &common::proxy::Proxy,
-    name: &str,
-    emulator: &EmulatorHandle,
-    extra: &str,
-) -> String {
-    let server = db.url.connect_options();
+/// A node's configuration with its own path to the database: `url`,
+/// through a proxy the test can black-hole (see [`proxied`]).
+fn proxied_node_config(url: &str, name: &str, emulator: &EmulatorHandle, extra: &str) -> String {
     format!(
-        "[store]\nurl = \"postgres://{}@{}/{}\"\n[fleet]\nnode_name = \"{name}\"\n{}\
+        "[store]\nurl = \"{url}\"\n[fleet]\nnode_name = \"{name}\"\n{}\
          [tracker]\npoll_interval = \"100ms\"\n{extra}",
-        server.get_username(),
-        proxy.addr,
-        db.url.database(),
         cdn_section(emulator, KEY_VALUE)
     )
 }
@@ -756,28 +758,15 @@ async fn partitioned_and_killed_leaders_make_no_call_past_their_lease() {
         ..fast_knobs()
     })
     .await;
-    let server = db.url.connect_options();
-    let upstream: std::net::SocketAddr = format!("{}:{}", server.get_host(), server.get_port())
-        .parse()
-        .expect("the test server's address");
-    let proxies = [
-        common::proxy::Proxy::start(upstream).await,
-        common::proxy::Proxy::start(upstream).await,
-    ];
+    let (first, first_url) = proxied(&db).await;
+    let (second, second_url) = proxied(&db).await;
+    let proxies = [first, second];
     let extra = "[sender]\nrequests_per_second = 3\nburst = 1\n\
                  [batch]\nlinger = \"100ms\"\nmax_files = 2\n";
     let mut nodes = vec![
+        TestDaemon::start(&proxied_node_config(&first_url, "node-1", &emulator, extra)).await,
         TestDaemon::start(&proxied_node_config(
-            &db,
-            &proxies[0],
-            "node-1",
-            &emulator,
-            extra,
-        ))
-        .await,
-        TestDaemon::start(&proxied_node_config(
-            &db,
-            &proxies[1],
+            &second_url,
             "node-2",
             &emulator,
             extra,
@@ -845,30 +834,7 @@ async fn partitioned_and_killed_leaders_make_no_call_past_their_lease() {
             humantime::format_rfc3339_millis(cut_at)
         );
     }
-    let mut admin = sqlx::PgConnection::connect_with(db.url.connect_options())
-        .await
-        .expect("admin");
-    let backwards: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM batches WHERE finished_at IS NOT NULL AND finished_at < accepted_at",
-    )
-    .fetch_one(&mut admin)
-    .await
-    .expect("count");
-    assert_eq!(backwards, 0);
-    let open: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM batches WHERE state IN ('sending', 'submitted')")
-            .fetch_one(&mut admin)
-            .await
-            .expect("count");
-    assert_eq!(open, 0, "batches still open with an empty queue");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let polled = emulator.stats().get("progress").copied().unwrap_or(0);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        emulator.stats().get("progress").copied().unwrap_or(0),
-        polled,
-        "progress calls with nothing in flight"
-    );
+    assert_clean_end(&db, &emulator).await;
     drop(nodes);
     db.drop_now().await;
 }
