@@ -373,28 +373,22 @@ async fn sessions_are_per_login_end_at_logout_and_wrong_tokens_are_throttled() {
         .expect("the logout form's token")
         .to_owned();
     assert!(html.contains("Log out"), "{html}");
+    // The logout button, pressed in `session` with the form token `csrf`.
+    let log_out = |session: &str| {
+        browser
+            .post(format!("{base}/ui/logout"))
+            .header("cookie", session)
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"))
+            .send()
+    };
     // The first session's token does not act in the second.
-    let crossed = browser
-        .post(format!("{base}/ui/logout"))
-        .header("cookie", &second)
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={csrf}"))
-        .send()
-        .await
-        .expect("POST");
+    let crossed = log_out(&second).await.expect("POST");
     assert_eq!(crossed.status(), 403);
     assert_eq!(open(second.clone()).await.expect("GET").status(), 200);
     // Logging out ends that session only.
-    let out = browser
-        .post(format!("{base}/ui/logout"))
-        .header("cookie", &first)
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("csrf={csrf}"))
-        .send()
-        .await
-        .expect("POST");
+    let out = log_out(&first).await.expect("POST");
     assert_eq!(out.status(), 303);
     assert!(
         out.headers()
