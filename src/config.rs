@@ -271,6 +271,10 @@ pub struct CdnSettings {
     pub request_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How often each endpoint's cache policy is read again (also at start
+    /// and on SIGHUP); `0s`: never read, nothing assumed from cache rules.
+    #[serde(with = "humantime_serde")]
+    pub cache_rules_refresh: Duration,
     pub endpoints: Vec<EndpointSettings>,
 }
 
@@ -284,6 +288,7 @@ impl Default for CdnSettings {
             key_value_file: None,
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            cache_rules_refresh: Duration::from_secs(15 * 60),
             endpoints: Vec::new(),
         }
     }

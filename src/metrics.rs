@@ -31,6 +31,7 @@ pub const SENDER_PAUSED: &str = "purgeq_sender_paused";
 pub const PRELOADS: &str = "purgeq_preloads";
 pub const PRELOADS_REQUESTED: &str = "purgeq_preloads_requested_total";
 pub const FLEET_LEADER: &str = "purgeq_fleet_leader";
+pub const EXPIRED: &str = "purgeq_urls_expired_total";
 
 /// The process-wide recorder, installed on first use. Several daemons in
 /// one process (tests holding them) share it; the queue gauges are set from
@@ -75,6 +76,10 @@ fn describe() {
     describe_counter!(ENQUEUED_URLS, "URLs accepted from clients");
     describe_counter!(ENQUEUED_REQUESTS, "Requests accepted from clients");
     describe_counter!(
+        EXPIRED,
+        "URLs that needed no purge: the endpoint's cache rules say every copy cached before the request has expired"
+    );
+    describe_counter!(
         REFUSED,
         "Client requests answered with an error, by error type (BacklogFull, StoreUnavailable, InvalidUrl...)"
     );
@@ -116,6 +121,11 @@ pub fn api_call(operation: &'static str, outcome: &str, duration: Duration) {
 
 pub fn preloads_asked(urls: usize) {
     counter!(PRELOADS_REQUESTED).increment(urls as u64);
+}
+
+/// URLs ended `expired` (no purge, no quota).
+pub fn expired(urls: u64) {
+    counter!(EXPIRED).increment(urls);
 }
 
 pub fn throttled() {

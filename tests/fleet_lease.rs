@@ -212,6 +212,7 @@ async fn the_store_refuses_a_deposed_leaders_writes_but_not_its_intents() {
         }],
         preload_after_purge: Vec::new(),
         preload_only: Vec::new(),
+        cache_facts: Default::default(),
     };
     let limits = CutLimits {
         max_files: 10,

@@ -138,6 +138,7 @@ impl Held {
                 targets,
                 preload_after_purge: Vec::new(),
                 preload_only: Vec::new(),
+                cache_facts: Default::default(),
             })
             .await
             .expect("enqueue");
@@ -203,6 +204,7 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
             targets,
             preload_after_purge: Vec::new(),
             preload_only: Vec::new(),
+            cache_facts: Default::default(),
         })
         .await
         .expect("enqueue");

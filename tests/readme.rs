@@ -39,6 +39,7 @@ async fn failed_request(store: &Store, url: &str, received_at: time::OffsetDateT
             }],
             preload_after_purge: Vec::new(),
             preload_only: Vec::new(),
+            cache_facts: Default::default(),
         })
         .await
         .expect("enqueue");

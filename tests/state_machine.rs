@@ -113,6 +113,7 @@ impl Queue {
                 targets,
                 preload_after_purge: Vec::new(),
                 preload_only: Vec::new(),
+                cache_facts: Default::default(),
             })
             .await
             .expect("enqueue");
@@ -369,6 +370,7 @@ async fn an_intent_past_its_deadline_is_never_stored_later() {
         targets: vec![file(url)],
         preload_after_purge: Vec::new(),
         preload_only: Vec::new(),
+        cache_facts: Default::default(),
     };
     let error = q
         .store

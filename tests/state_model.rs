@@ -176,6 +176,7 @@ impl Harness {
                         targets,
                         preload_after_purge: Vec::new(),
                         preload_only: Vec::new(),
+                        cache_facts: Default::default(),
                     })
                     .await
                     .expect("enqueue");

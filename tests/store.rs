@@ -39,6 +39,7 @@ fn request(targets: Vec<PurgeTarget>) -> NewRequest {
         targets,
         preload_after_purge: Vec::new(),
         preload_only: Vec::new(),
+        cache_facts: Default::default(),
     }
 }
 
@@ -269,6 +270,149 @@ async fn close_waits_for_the_last_commit(place: Place) {
     );
 }
 
+/// Issue 32: what the cache rules say is stored with the items on both
+/// backends. Query variants link to the object the edge caches, a second
+/// intent moves a file's expiry to its own, `expire_due` ends what is due
+/// (and nothing else) as `expired`, and a policy that stops ignoring
+/// `Cache-Control` takes every pending expiry away.
+async fn cache_facts_expire_what_the_rules_allow(place: Place) {
+    use purgeq::cdn::cache_rules::{CachePolicy, CacheRule, Policies, RuleType};
+    let store = place.open().await;
+    let policy = CachePolicy {
+        rules: vec![CacheRule {
+            rule_type: RuleType::Suffix,
+            items: vec![".html".into()],
+            ttl_secs: 60,
+        }],
+        ignore_cache_control: true,
+        ignore_query_string: true,
+        ignore_cookie: false,
+    };
+    let policies = Policies::default();
+    policies.set(
+        "ep",
+        purgeq::cdn::cache_rules::KnownPolicy {
+            policy: policy.clone(),
+            fetched_at: String::new(),
+            refresh_error: None,
+        },
+    );
+    // Whole seconds: stored times keep milliseconds.
+    let t0 = (time::OffsetDateTime::now_utc() - time::Duration::minutes(10))
+        .replace_nanosecond(0)
+        .expect("valid");
+    let post = |urls: &[&str], at: time::OffsetDateTime| {
+        let mut request = request(urls.iter().map(|u| file(u)).collect());
+        request.received_at = at;
+        request.cache_facts = policies.facts(&mut request.targets, at);
+        request
+    };
+    let first = post(
+        &[
+            "http://e.com/a.html?v=1",
+            "http://e.com/a.html?v=2",
+            "http://e.com/b.js",
+        ],
+        t0,
+    );
+    let first_id = first.id.clone();
+    let outcome = store.enqueue(first).await.expect("enqueue");
+    assert_eq!((outcome.urls, outcome.new), (3, 2), "a.html once, b.js");
+    // A second intent for a.html five minutes later: its copies live on.
+    store
+        .enqueue(post(
+            &["http://e.com/a.html"],
+            t0 + time::Duration::minutes(5),
+        ))
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        store.next_expiry().await.expect("next"),
+        Some(t0 + time::Duration::minutes(6))
+    );
+    // Not due yet at t0 + 2 min; due at t0 + 6 min.
+    assert_eq!(
+        store
+            .expire_due(t0 + time::Duration::minutes(2))
+            .await
+            .expect("expire"),
+        0
+    );
+    assert_eq!(
+        store
+            .expire_due(t0 + time::Duration::minutes(6))
+            .await
+            .expect("expire"),
+        1
+    );
+    let status = store
+        .request_status(&first_id)
+        .await
+        .expect("read")
+        .expect("request");
+    let states: Vec<(ItemState, Option<&str>)> = status
+        .items
+        .iter()
+        .map(|i| (i.state, i.merge_reason.as_deref()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (ItemState::Expired, Some("query_ignored")),
+            (ItemState::Expired, Some("query_ignored")),
+            (ItemState::Pending, None),
+        ]
+    );
+    assert!(
+        status.items[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("Suffix .html, TTL 60 s")
+    );
+    assert_eq!(store.next_expiry().await.expect("next"), None);
+
+    // A new intent under the same policy, then the policy changes to
+    // honour Cache-Control: the pending file no longer expires.
+    store
+        .enqueue(post(&["http://e.com/c.html"], t0))
+        .await
+        .expect("enqueue");
+    assert!(store.next_expiry().await.expect("next").is_some());
+    let honouring = CachePolicy {
+        ignore_cache_control: false,
+        ..policy.clone()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    assert!(
+        store
+            .save_cache_policy("ep", &honouring, now)
+            .await
+            .expect("save")
+    );
+    assert!(
+        !store
+            .save_cache_policy("ep", &honouring, now)
+            .await
+            .expect("save")
+    );
+    assert_eq!(store.next_expiry().await.expect("next"), None);
+    assert_eq!(store.expire_due(now).await.expect("expire"), 0);
+    // Back to ignoring it: the expiry comes back from the intent's time.
+    assert!(
+        store
+            .save_cache_policy("ep", &policy, now)
+            .await
+            .expect("save")
+    );
+    assert_eq!(
+        store.next_expiry().await.expect("next"),
+        Some(t0 + time::Duration::minutes(1))
+    );
+    let kept = store.cache_policies().await.expect("kept");
+    assert_eq!(kept.get("ep").map(|k| &k.policy), Some(&policy));
+}
+
 /// Each test above, once per backend: `sqlite::NAME` on a file,
 /// `postgres::NAME` on a fresh database (skipped, saying so, without a
 /// server unless `PURGEQ_REQUIRE_POSTGRES` is set).
@@ -297,6 +441,7 @@ on_both_backends!(():
     a_pending_directory_covers_and_absorbs_what_is_under_it,
     accepted_requests_survive_a_reopen,
     close_waits_for_the_last_commit,
+    cache_facts_expire_what_the_rules_allow,
 );
 on_both_backends!((flavor = "multi_thread"):
     concurrent_requests_stored_together_count_each_url_new_once,

@@ -402,3 +402,121 @@ async fn a_fifth_schema_database_upgrades_to_the_two_part_ledger_in_place() {
     let today = store.quota_use(&day("2026-12-05")).await.expect("quota");
     assert_eq!(today.files_used, 7);
 }
+
+/// The sixth schema (issue 28's ledger) gains the cache rules and the
+/// `expired` state (issue 32). SQLite rebuilds `items` for its new CHECK:
+/// every item, link, merge and preload must come through, and the
+/// foreign keys must still hold (a DROP of `items` with foreign keys on
+/// would have cascaded to `request_items`).
+#[tokio::test]
+async fn a_sixth_schema_database_upgrades_to_cache_rules_in_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut conn = released_database(
+        dir.path(),
+        &[
+            "0001_initial.sql",
+            "0002_truthful_states.sql",
+            "0003_quota_planner.sql",
+            "0004_preloads.sql",
+            "0005_calls.sql",
+            "0006_uncertain_charges.sql",
+        ],
+    )
+    .await;
+    sqlx::raw_sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO requests (id, received_at, source) VALUES
+             ('r1', '2026-12-01T00:00:00.000Z', 'test'),
+             ('r2', '2026-12-01T00:00:01.000Z', 'test');
+         INSERT INTO items (id, endpoint_id, kind, url, state, not_before, created_at, updated_at,
+                            finished_at, merged_into, merge_reason, urgent) VALUES
+             (1, 'e', 'directory', 'https://h/d/', 'succeeded', '2026-12-01T00:00:00.000Z',
+              '2026-12-01T00:00:00.000Z', '2026-12-01T00:00:05.000Z', '2026-12-01T00:00:05.000Z', NULL, NULL, 1),
+             (2, 'e', 'file', 'https://h/d/a.js', 'merged', '2026-12-01T00:00:00.000Z',
+              '2026-12-01T00:00:00.000Z', '2026-12-01T00:00:00.000Z', NULL, 1, 'promoted', 0),
+             (3, 'e', 'file', 'https://h/b.js', 'pending', '2026-12-01T00:00:01.000Z',
+              '2026-12-01T00:00:01.000Z', '2026-12-01T00:00:01.000Z', NULL, NULL, NULL, 0),
+             (4, 'e', 'file', 'https://h/c.js', 'failed', '2026-12-01T00:00:01.000Z',
+              '2026-12-01T00:00:01.000Z', '2026-12-01T00:00:02.000Z', '2026-12-01T00:00:02.000Z', NULL, NULL, 0);
+         INSERT INTO request_items (request_id, item_id, position, requested_url, requested_kind, preload) VALUES
+             ('r1', 1, 0, NULL, NULL, 0),
+             ('r1', 2, 1, NULL, NULL, 1),
+             ('r1', 1, 2, 'https://h/d/e.js', 'file', 0),
+             ('r2', 3, 0, NULL, NULL, 0),
+             ('r2', 4, 1, NULL, NULL, 0);
+         INSERT INTO preloads (id, endpoint_id, url, state, not_before, after_item, created_at, updated_at)
+             VALUES (1, 'e', 'https://h/d/a.js', 'pending', '2026-12-01T00:00:05.000Z', 1,
+                     '2026-12-01T00:00:05.000Z', '2026-12-01T00:00:05.000Z');
+         INSERT INTO request_preloads (request_id, position, preload_id) VALUES ('r1', 1, 1);",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("rows of the sixth schema");
+    conn.close().await.expect("close");
+    let path = dir.path().join("purgeq.db");
+    let store = Store::open(&StoreSettings {
+        path: path.clone(),
+        ..StoreSettings::default()
+    })
+    .await
+    .expect("upgrade");
+
+    let r1 = store
+        .request_status(&RequestId::parse("r1"))
+        .await
+        .expect("read")
+        .expect("r1 kept");
+    let urls: Vec<(&str, ItemState, Option<&str>)> = r1
+        .items
+        .iter()
+        .map(|i| (i.url.as_str(), i.state, i.merge_reason.as_deref()))
+        .collect();
+    assert_eq!(
+        urls,
+        vec![
+            ("https://h/d/", ItemState::Succeeded, None),
+            ("https://h/d/a.js", ItemState::Succeeded, Some("promoted")),
+            ("https://h/d/e.js", ItemState::Succeeded, Some("covered")),
+        ]
+    );
+    assert_eq!(
+        r1.items[1].preload_state.map(|p| p.as_str()),
+        Some("pending")
+    );
+    let r2 = store
+        .request_status(&RequestId::parse("r2"))
+        .await
+        .expect("read")
+        .expect("r2 kept");
+    assert_eq!(r2.state, RequestState::InProgress);
+    assert_eq!(r2.items[1].state, ItemState::Failed);
+    store.close().await;
+
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("reopen");
+    let counts: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM request_items),
+                (SELECT count(*) FROM preloads WHERE after_item = 1)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("counts");
+    assert_eq!(counts, (4, 5, 1));
+    let broken: Vec<(String, i64, String, i64)> = sqlx::query_as("PRAGMA foreign_key_check")
+        .fetch_all(&mut conn)
+        .await
+        .expect("foreign_key_check");
+    assert!(broken.is_empty(), "{broken:?}");
+    let indexes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'items'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("indexes");
+    assert_eq!(indexes, 9, "every index of items, and the expiry one");
+    sqlx::query("UPDATE items SET state = 'expired' WHERE id = 3")
+        .execute(&mut conn)
+        .await
+        .expect("the new state is allowed");
+}

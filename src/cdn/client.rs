@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use url::Url;
 
+use super::cache_rules::CachePolicy;
 use super::credentials::Credentials;
 use super::error::{CdnError, ErrorClass, TransportFailure};
 use super::signing;
@@ -199,6 +200,50 @@ impl CdnClient {
         let url = self.url(&["endpoints"]);
         let called = self.call(Method::GET, url, NO_BODY, StatusCode::OK).await?;
         Ok(endpoints(called))
+    }
+
+    /// `GET …/endpoints/{endpoint_id}/cacherules`: the endpoint's cache
+    /// policy. A body that does not read as a `CachePolicy` is a
+    /// malformed answer (the caller keeps the copy it had).
+    pub async fn get_cache_policy(
+        &self,
+        endpoint_id: &str,
+    ) -> Result<Called<CachePolicy>, CdnError> {
+        let url = self.url(&["endpoints", endpoint_id, "cacherules"]);
+        let called: Called<wire::CachePolicyBody> =
+            self.call(Method::GET, url, NO_BODY, StatusCode::OK).await?;
+        let policy =
+            CachePolicy::from_wire(&called.value).map_err(|e| CdnError::MalformedResponse {
+                status: StatusCode::OK.as_u16(),
+                snippet: format!("not a CachePolicy: {e}"),
+                correlation_id: called.correlation_id.clone(),
+                retry_after: None,
+            })?;
+        Ok(Called {
+            value: policy,
+            correlation_id: called.correlation_id,
+        })
+    }
+
+    /// `PUT …/endpoints/{endpoint_id}/cacherules`: replaces the policy.
+    pub async fn put_cache_policy(
+        &self,
+        endpoint_id: &str,
+        policy: &CachePolicy,
+    ) -> Result<Called<()>, CdnError> {
+        let url = self.url(&["endpoints", endpoint_id, "cacherules"]);
+        let called: Called<wire::ApiResponseBody> = self
+            .call(
+                Method::PUT,
+                url,
+                Some(&policy.to_wire()),
+                StatusCode::ACCEPTED,
+            )
+            .await?;
+        Ok(Called {
+            value: (),
+            correlation_id: called.correlation_id,
+        })
     }
 
     /// `{base}/subscriptions/{sid}/{segments…}?apiVersion=1.0`, each segment

@@ -4,6 +4,7 @@
 //! This module knows nothing about purgeq's queue; the pipeline decides what
 //! to do with each [`ErrorClass`].
 
+pub mod cache_rules;
 pub mod client;
 pub mod credentials;
 pub mod emulator;

@@ -182,3 +182,38 @@ pub fn api_version_problem(query: Option<&str>) -> Option<(&'static str, String)
         )),
     }
 }
+
+/// Body of `GET …/endpoints/{eid}/cacherules` (HTTP 200) and of its `PUT`:
+/// the Swagger's `CachePolicy`. Booleans and numbers travel as JSON
+/// strings there (`"true"`, `"300"`); [`crate::cdn::cache_rules`] reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CachePolicyBody {
+    #[serde(default)]
+    pub rules: Vec<CacheRuleBody>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_query_string: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_cookie: Option<String>,
+}
+
+/// One `CacheRule`: `Type` is `Suffix`, `Dir` or `FullUri`; `TTL` seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRuleBody {
+    #[serde(rename = "Items", default)]
+    pub items: Vec<String>,
+    #[serde(rename = "TTL", default)]
+    pub ttl: String,
+    #[serde(rename = "Type", default)]
+    pub rule_type: String,
+}
+
+/// An `APIResponse` that says only that the call was taken (the `202` of
+/// `PUT …/cacherules`: the change is synchronous, no task to follow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApiResponseBody {
+    pub succeeded: bool,
+}

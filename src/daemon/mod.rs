@@ -22,6 +22,7 @@
 //! (the rate gate, a credentials pause, the log level, the store's size
 //! limit) is told by the reload itself, before it returns.
 
+mod cache_rules;
 mod cdn;
 mod heartbeat;
 mod leader;
@@ -106,6 +107,8 @@ pub struct Daemon {
     stop_serving: CancellationToken,
     servers: TaskTracker,
     background: Vec<JoinHandle<()>>,
+    /// Wakes the cache-policy refresher (a reload reads them again).
+    refresh_policies: Arc<tokio::sync::Notify>,
     /// Our own socket file, removed at exit (a socket passed by systemd
     /// belongs to it and is left alone).
     socket_to_remove: Option<PathBuf>,
@@ -138,6 +141,7 @@ impl Daemon {
             None
         };
         let clients = cdn::ClientSource::new(emulator.as_ref());
+        let policy_clients = clients.clone();
         // One clock for every part that reads the time.
         let clock = options.clock.unwrap_or_else(clock::system);
         let (settings_tx, settings_rx) = watch::channel(settings.clone());
@@ -193,7 +197,11 @@ impl Daemon {
                 )
             }
         };
+        let policies = Arc::new(crate::cdn::cache_rules::Policies::default());
+        cache_rules::load_kept(&store, &policies).await;
+        let refresh_policies = Arc::new(tokio::sync::Notify::new());
         let state = IngestState {
+            policies: policies.clone(),
             fleet,
             store: store.clone(),
             settings: settings_rx.clone(),
@@ -222,12 +230,25 @@ impl Daemon {
                 stop_serving.clone(),
             ));
         }
-        let mut background = vec![tokio::spawn(crate::retention::run(
-            store.clone(),
-            settings_rx,
-            clock,
-            stop_serving.clone(),
-        ))];
+        let mut background = vec![
+            tokio::spawn(cache_rules::run(
+                cache_rules::Refresher {
+                    policies,
+                    store: store.clone(),
+                    settings: settings_rx.clone(),
+                    clients: policy_clients,
+                    clock: clock.clone(),
+                    now: refresh_policies.clone(),
+                },
+                stop_serving.clone(),
+            )),
+            tokio::spawn(crate::retention::run(
+                store.clone(),
+                settings_rx,
+                clock,
+                stop_serving.clone(),
+            )),
+        ];
         if options.process.notify_socket || systemd::watchdog_interval().is_some() {
             background.push(tokio::spawn(heartbeat::run(
                 store.clone(),
@@ -250,6 +271,7 @@ impl Daemon {
             stop_serving,
             servers,
             background,
+            refresh_policies,
             socket_to_remove: bound.socket_to_remove,
         })
     }
@@ -306,6 +328,7 @@ impl Daemon {
         self.pipeline
             .settings_changed(&current, &next, client)
             .await;
+        self.refresh_policies.notify_one();
         tracing::info!("configuration reloaded");
         Ok(())
     }

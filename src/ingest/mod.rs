@@ -45,6 +45,8 @@ pub struct IngestState {
     pub fleet: watch::Receiver<crate::fleet::FleetStatus>,
     /// The status page's login sessions and the wrong-token throttle.
     pub sessions: Arc<sessions::Sessions>,
+    /// The endpoints' cache policies, as last read.
+    pub policies: Arc<crate::cdn::cache_rules::Policies>,
 }
 
 /// An estimate of the pending backlog, for `ingest.max_pending`: counting
@@ -179,6 +181,9 @@ impl IngestState {
         );
         request.preload_after_purge = preload_after_purge;
         request.preload_only = ask.preload_only;
+        request.cache_facts = self
+            .policies
+            .facts(&mut request.targets, request.received_at);
         let outcome = self
             .store
             .enqueue_within(request, settings.ingest.store_timeout)

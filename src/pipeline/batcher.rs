@@ -101,11 +101,14 @@ async fn cut_what_can_go(
     known: &mut Vec<String>,
     rotation: &mut usize,
 ) -> Result<Option<Duration>, StoreError> {
+    // Before anything is cut, and whether or not anything may be sent:
+    // a URL whose older copies have all expired needs no purge (issue 32).
+    let expiry = expire_what_is_due(shared).await?;
     let quota = shared.store.quota_use(&shared.quota_account()).await?;
     shared.status().quota = Some(quota.clone());
     publish_waits(shared, &quota).await?;
     if let Some(wait) = gate_wait(shared) {
-        return Ok(Some(wait));
+        return Ok(Some(expiry.map_or(wait, |e| e.min(wait))));
     }
     if shared.adoption_due() && !adopt_unclaimed(shared, senders).await? {
         // Every slot is busy sending what a previous run left: woken when
@@ -113,8 +116,9 @@ async fn cut_what_can_go(
         return Ok(None);
     }
     let settings = shared.settings();
-    // Planning skipped for now: look again when it is due.
-    let mut next: Option<Duration> = None;
+    // Planning skipped for now: look again when it is due. The next
+    // expiry wakes the batcher too.
+    let mut next: Option<Duration> = expiry;
     if shared.planning_due() {
         let started = tokio::time::Instant::now();
         plan_the_day(shared, &quota).await?;
@@ -168,6 +172,32 @@ async fn cut_what_can_go(
         *known = shared.store.pending_endpoints().await?;
     }
     Ok(next)
+}
+
+/// Ends the pending files whose older copies have all expired; returns
+/// how long until the next one does (`None`: none will). One probe of an
+/// index when nothing is due.
+async fn expire_what_is_due(shared: &Arc<Shared>) -> Result<Option<Duration>, StoreError> {
+    let Some(next) = shared.store.next_expiry().await? else {
+        return Ok(None);
+    };
+    let now = shared.now();
+    if next > now {
+        return Ok(Some(until(now, next)));
+    }
+    let expired = shared.store.expire_due(now).await?;
+    if expired > 0 {
+        tracing::info!(
+            expired,
+            "URLs ended without a purge: their cached copies have expired"
+        );
+        crate::metrics::expired(expired);
+    }
+    Ok(shared
+        .store
+        .next_expiry()
+        .await?
+        .map(|next| until(now, next)))
 }
 
 /// Runs the quota planner when the normal files waiting do not fit in

@@ -19,6 +19,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{RequestId, Store, StoreError, Timestamp, timestamp};
+use crate::cdn::cache_rules::CacheFact;
 use crate::target::{Kind, Priority, PurgeTarget, ancestor_directories};
 
 /// A validated request, ready to store.
@@ -38,6 +39,9 @@ pub struct NewRequest {
     /// Files to preload without purging them (`POST /v1/preloads`); their
     /// positions in the request follow `targets`'.
     pub preload_only: Vec<PurgeTarget>,
+    /// What the endpoints' cache policies say about its files, by position
+    /// in `targets` ([`crate::cdn::cache_rules::Policies::facts`]).
+    pub cache_facts: HashMap<usize, CacheFact>,
 }
 
 impl NewRequest {
@@ -59,6 +63,7 @@ impl NewRequest {
             targets,
             preload_after_purge: Vec::new(),
             preload_only: Vec::new(),
+            cache_facts: HashMap::new(),
         }
     }
 }
@@ -111,6 +116,15 @@ struct FileRow<'r> {
     request: usize,
     position: usize,
     target: &'r PurgeTarget,
+    fact: Option<&'r CacheFact>,
+}
+
+impl FileRow<'_> {
+    /// The URL the client asked for, where the item carries it under the
+    /// object the edge caches.
+    fn asked_as(&self) -> Option<&str> {
+        self.fact.and_then(|f| f.asked_as.as_deref())
+    }
 }
 
 /// Stores several requests in the current transaction. Directories are
@@ -164,6 +178,7 @@ pub(super) async fn enqueue_many(
                     request,
                     position,
                     target,
+                    fact: r.cache_facts.get(&position),
                 })
         })
         .collect();
@@ -240,7 +255,7 @@ async fn enqueue_files(
                 requests[file.request].id.as_str(),
                 *directory_id,
                 file.position,
-                file.target.url.as_str(),
+                file.asked_as().unwrap_or(&file.target.url),
                 file.target.kind.as_str(),
             )),
             None => remaining.push(file),
@@ -263,10 +278,11 @@ async fn enqueue_files(
         return Ok(());
     }
 
-    let rows: Vec<(&str, &str, &str, usize, &str, String)> = remaining
+    let rows: Vec<FileJson<'_>> = remaining
         .iter()
         .map(|f| {
             let request = &requests[f.request];
+            let expires = f.fact.and_then(|fact| fact.expires.as_ref());
             (
                 f.target.endpoint_id.as_str(),
                 f.target.kind.as_str(),
@@ -274,6 +290,10 @@ async fn enqueue_files(
                 f.position,
                 request.id.as_str(),
                 timestamp(request.received_at),
+                f.asked_as(),
+                f.asked_as().map(|_| "query_ignored"),
+                expires.map(|(at, _)| timestamp(*at)),
+                expires.map(|(_, rule)| rule.as_str()),
             )
         })
         .collect();
@@ -283,13 +303,17 @@ async fn enqueue_files(
     // named it that counts it as new. (`WHERE true` is required by SQLite's
     // grammar for an upsert on a SELECT.)
     let sql = conn.pick(
-        "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at)
-         SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', value ->> 5, value ->> 5, value ->> 5
+        "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at,
+                            expires_at, expiry_rule)
+         SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', value ->> 5, value ->> 5, value ->> 5,
+                value ->> 8, value ->> 9
          FROM json_each($1) WHERE true
          ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING
          RETURNING endpoint_id, url",
-        "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at)
-         SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', value ->> 5, value ->> 5, value ->> 5
+        "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at,
+                            expires_at, expiry_rule)
+         SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', value ->> 5, value ->> 5, value ->> 5,
+                value ->> 8, value ->> 9
          FROM json_array_elements($1::json)
          ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING
          RETURNING endpoint_id, url",
@@ -311,12 +335,17 @@ async fn enqueue_files(
         }
     }
     let sql = conn.pick(
-        "INSERT OR IGNORE INTO request_items (request_id, item_id, position)
-         SELECT j.value ->> 4, i.id, j.value ->> 3 FROM json_each($1) j
+        "INSERT OR IGNORE INTO request_items (request_id, item_id, position, requested_url,
+                                             requested_kind, link_reason)
+         SELECT j.value ->> 4, i.id, j.value ->> 3, j.value ->> 6,
+                CASE WHEN j.value ->> 6 IS NOT NULL THEN 'file' END, j.value ->> 7
+         FROM json_each($1) j
          CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
                      AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1",
-        "INSERT INTO request_items (request_id, item_id, position)
-         SELECT j.value ->> 4, i.id, (j.value ->> 3)::bigint
+        "INSERT INTO request_items (request_id, item_id, position, requested_url,
+                                    requested_kind, link_reason)
+         SELECT j.value ->> 4, i.id, (j.value ->> 3)::bigint, j.value ->> 6,
+                CASE WHEN j.value ->> 6 IS NOT NULL THEN 'file' END, j.value ->> 7
          FROM json_array_elements($1::json) AS j (value)
          JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
                      AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1
@@ -324,6 +353,54 @@ async fn enqueue_files(
     );
     on_conn!(conn, c => sqlx::query(sql)
     .bind(&rows)
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    if remaining
+        .iter()
+        .any(|f| f.fact.is_some_and(|fact| fact.expires.is_some()))
+    {
+        extend_expiry(conn, &rows).await?;
+    }
+    Ok(())
+}
+
+/// A file row as the statements read it: endpoint, kind, URL, position,
+/// request, received at, URL asked for (query ignored), link reason,
+/// expires at, expiry rule.
+type FileJson<'r> = (
+    &'r str,
+    &'r str,
+    &'r str,
+    usize,
+    &'r str,
+    String,
+    Option<&'r str>,
+    Option<&'static str>,
+    Option<String>,
+    Option<&'r str>,
+);
+
+/// A new intent for a pending file moves its expiry to the newest
+/// intent's (copies cached between the two may be the old content too);
+/// an intent with no bound takes the bound away, so the URL is purged.
+async fn extend_expiry(conn: &mut Conn<'_>, rows: &str) -> Result<(), sqlx::Error> {
+    let sql = conn.pick(
+        "UPDATE items SET
+             expires_at = CASE WHEN items.expires_at IS NULL OR j.value ->> 8 IS NULL THEN NULL
+                               ELSE max(items.expires_at, j.value ->> 8) END,
+             expiry_rule = CASE WHEN j.value ->> 8 IS NULL THEN NULL ELSE j.value ->> 9 END
+         FROM json_each($1) j
+         WHERE items.state = 'pending' AND items.endpoint_id = j.value ->> 0
+           AND items.url = j.value ->> 2 AND items.kind = j.value ->> 1",
+        "UPDATE items SET
+             expires_at = CASE WHEN items.expires_at IS NULL OR j.value ->> 8 IS NULL THEN NULL
+                               ELSE greatest(items.expires_at, j.value ->> 8) END,
+             expiry_rule = CASE WHEN j.value ->> 8 IS NULL THEN NULL ELSE j.value ->> 9 END
+         FROM json_array_elements($1::json) AS j (value)
+         WHERE items.state = 'pending' AND items.endpoint_id = j.value ->> 0
+           AND items.url = j.value ->> 2 AND items.kind = j.value ->> 1",
+    );
+    on_conn!(conn, c => sqlx::query(sql)
+    .bind(rows)
     .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! is embedded in the binary.
 
 mod batches;
+mod cache_policies;
 mod charts;
 mod db;
 mod enqueue;

@@ -17,10 +17,14 @@ pub enum ItemState {
     Failed,
     Merged,
     Cancelled,
+    /// No purge was needed: every copy cached before the request outlived
+    /// the endpoint's TTL while it waited (issue 32). Final, and done for
+    /// `--wait`; nothing was charged.
+    Expired,
 }
 
 impl ItemState {
-    pub const ALL: [ItemState; 7] = [
+    pub const ALL: [ItemState; 8] = [
         ItemState::Pending,
         ItemState::Sending,
         ItemState::Submitted,
@@ -28,6 +32,7 @@ impl ItemState {
         ItemState::Failed,
         ItemState::Merged,
         ItemState::Cancelled,
+        ItemState::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +44,7 @@ impl ItemState {
             ItemState::Failed => "failed",
             ItemState::Merged => "merged",
             ItemState::Cancelled => "cancelled",
+            ItemState::Expired => "expired",
         }
     }
 
@@ -56,7 +62,7 @@ impl ItemState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            ItemState::Succeeded | ItemState::Failed | ItemState::Cancelled
+            ItemState::Succeeded | ItemState::Failed | ItemState::Cancelled | ItemState::Expired
         )
     }
 }
@@ -170,6 +176,10 @@ pub struct StateCounts {
     pub failed: u64,
     pub merged: u64,
     pub cancelled: u64,
+    /// Ended without a purge: the cache rules say every older copy
+    /// expired while it waited.
+    #[serde(default)]
+    pub expired: u64,
 }
 
 impl StateCounts {
@@ -193,6 +203,7 @@ impl StateCounts {
             ItemState::Failed => &mut self.failed,
             ItemState::Merged => &mut self.merged,
             ItemState::Cancelled => &mut self.cancelled,
+            ItemState::Expired => &mut self.expired,
         }
     }
 }
@@ -317,7 +328,7 @@ pub(crate) const REQUEST_SUMMARIES: &str = "WITH page AS (
                  WHERE NOT EXISTS (SELECT 1 FROM request_items ri
                                    WHERE ri.request_id = rp.request_id AND ri.position = rp.position))
              SELECT p.id, p.received_at, p.source, p.label, count(u.request_id),
-                    count(*) FILTER (WHERE u.effective_state NOT IN ('succeeded', 'failed', 'cancelled')
+                    count(*) FILTER (WHERE u.effective_state NOT IN ('succeeded', 'failed', 'cancelled', 'expired')
                                      OR u.preload_state IN ('waiting', 'pending', 'sending', 'submitted')),
                     count(*) FILTER (WHERE u.effective_state = 'failed'),
                     count(*) FILTER (WHERE u.effective_state = 'cancelled'),

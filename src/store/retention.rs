@@ -114,7 +114,7 @@ async fn remove_step(
     on_conn!(conn, c => sqlx::query(
         "INSERT INTO retention_doomed (id)
          SELECT id FROM items
-         WHERE state IN ('succeeded', 'failed', 'cancelled') AND finished_at < $1
+         WHERE state IN ('succeeded', 'failed', 'cancelled', 'expired') AND finished_at < $1
            AND NOT EXISTS (SELECT 1 FROM request_items ri
                            WHERE ri.item_id = items.id
                              AND ri.request_id IN (SELECT id FROM retention_open))

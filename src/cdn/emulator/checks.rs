@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::config::{EmulatedEndpoint, EmulatorConfig};
 use crate::cdn::signing;
-use crate::cdn::wire::PurgeBody;
+use crate::cdn::wire::{CachePolicyBody, PurgeBody};
 
 /// A refused request: status, documented type and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +194,20 @@ pub fn purge_body(
         }
     }
     Ok(purge)
+}
+
+/// Parses and checks a `CachePolicy` body as the Swagger defines it.
+pub fn cache_policy_body(headers: &HeaderMap, body: &[u8]) -> Result<CachePolicyBody, Rejection> {
+    json_media_type(headers)?;
+    let policy: CachePolicyBody = serde_json::from_slice(body).map_err(|e| {
+        Rejection::bad(
+            "ParameterInvalid",
+            format!("The body is not a CachePolicy: {e}."),
+        )
+    })?;
+    crate::cdn::cache_rules::CachePolicy::from_wire(&policy)
+        .map_err(|e| Rejection::bad("ParameterInvalid", format!("{e}.")))?;
+    Ok(policy)
 }
 
 /// Parses and checks a preload body (`{"Files": [...]}`, required, files

@@ -78,6 +78,10 @@ pub fn router(state: Shared) -> Router {
             "/subscriptions/{sid}/endpoints/{eid}/operations/{oid}",
             get(get_operation),
         )
+        .route(
+            "/subscriptions/{sid}/endpoints/{eid}/cacherules",
+            get(get_cache_rules).put(put_cache_rules),
+        )
         // The API's error shape for what it does not serve, never an
         // empty 404 or axum's plain-text 405.
         .fallback(unknown_route)
@@ -445,6 +449,48 @@ async fn get_operation(
         ));
     };
     Ok(with_outcome(Json(operation).into_response(), "operation"))
+}
+
+/// `GET …/cacherules`: the endpoint's `CachePolicy` (the default until
+/// one is set).
+async fn get_cache_rules(
+    AxumState(state): AxumState<Shared>,
+    Path((sid, eid)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Rejection> {
+    admit(&state, &method, &uri, &headers, &sid)?;
+    checks::endpoint(&state.config, &eid, &[])?;
+    Ok(with_outcome(
+        Json(state.cache_policy(&eid)).into_response(),
+        "cache_rules",
+    ))
+}
+
+/// `PUT …/cacherules`: replaces the policy; `202` with an `APIResponse`.
+/// A body the Swagger does not allow is refused as the service refuses
+/// parameters (`ParameterInvalid`, naming the field).
+async fn put_cache_rules(
+    AxumState(state): AxumState<Shared>,
+    Path((sid, eid)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    admit(&state, &method, &uri, &headers, &sid)?;
+    checks::endpoint(&state.config, &eid, &[])?;
+    let policy = checks::cache_policy_body(&headers, &body)?;
+    state.set_cache_policy(&eid, policy);
+    Ok(with_outcome(
+        (
+            StatusCode::ACCEPTED,
+            Json(wire::ApiResponseBody { succeeded: true }),
+        )
+            .into_response(),
+        "cache_rules_set",
+    ))
 }
 
 async fn unknown_route(uri: Uri) -> Rejection {

@@ -11,7 +11,7 @@ use governor::DefaultDirectRateLimiter;
 use serde::Serialize;
 
 use super::config::{EmulatorConfig, Knobs};
-use crate::cdn::wire::{PurgeBody, UrlStatusBody};
+use crate::cdn::wire::{CachePolicyBody, CacheRuleBody, PurgeBody, UrlStatusBody};
 
 /// The API's two asynchronous calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -97,6 +97,32 @@ struct Saved {
     #[serde(default)]
     preloads_used: u64,
     tasks: HashMap<String, Task>,
+    /// Cache policies set by `PUT …/cacherules`, by endpoint.
+    #[serde(default)]
+    cache_policies: HashMap<String, CachePolicyBody>,
+}
+
+/// The policy an endpoint has until one is set: pages for five minutes,
+/// static files for a day, the origin's `Cache-Control` and query strings
+/// honoured. Under it purgeq assumes nothing (every URL is purged).
+pub fn default_cache_policy() -> CachePolicyBody {
+    let rule = |items: &[&str], ttl: &str| CacheRuleBody {
+        items: items.iter().map(|s| (*s).to_owned()).collect(),
+        ttl: ttl.to_owned(),
+        rule_type: "Suffix".to_owned(),
+    };
+    CachePolicyBody {
+        rules: vec![
+            rule(&[".html", ".htm"], "300"),
+            rule(
+                &[".js", ".css", ".png", ".jpg", ".gif", ".svg", ".woff2"],
+                "86400",
+            ),
+        ],
+        ignore_cache_control: Some("false".to_owned()),
+        ignore_query_string: Some("false".to_owned()),
+        ignore_cookie: Some("false".to_owned()),
+    }
 }
 
 pub struct Inner {
@@ -107,6 +133,7 @@ pub struct Inner {
     directories_used: u64,
     preloads_used: u64,
     tasks: HashMap<String, Task>,
+    cache_policies: HashMap<String, CachePolicyBody>,
     journal: Vec<JournalEntry>,
     stats: BTreeMap<String, u64>,
     /// API calls that have drawn a fault so far (the seeded draw's index).
@@ -141,6 +168,7 @@ fn save(path: &Path, inner: &Inner) {
         directories_used: inner.directories_used,
         preloads_used: inner.preloads_used,
         tasks: inner.tasks.clone(),
+        cache_policies: inner.cache_policies.clone(),
     };
     let temporary = path.with_extension("tmp");
     let result = serde_json::to_vec(&saved)
@@ -180,6 +208,7 @@ impl State {
                 directories_used: saved.directories_used,
                 preloads_used: saved.preloads_used,
                 tasks: saved.tasks,
+                cache_policies: saved.cache_policies,
                 journal: Vec::new(),
                 stats: BTreeMap::new(),
                 fault_draws: 0,
@@ -316,6 +345,25 @@ impl State {
             save(path, &inner);
         }
         task_track_id
+    }
+
+    /// The endpoint's cache policy: the one last set, or the default.
+    pub fn cache_policy(&self, endpoint_id: &str) -> CachePolicyBody {
+        self.lock()
+            .cache_policies
+            .get(endpoint_id)
+            .cloned()
+            .unwrap_or_else(default_cache_policy)
+    }
+
+    /// Replaces the endpoint's cache policy (kept across restarts with the
+    /// state file, as the service keeps it).
+    pub fn set_cache_policy(&self, endpoint_id: &str, policy: CachePolicyBody) {
+        let mut inner = self.lock();
+        inner.cache_policies.insert(endpoint_id.to_owned(), policy);
+        if let Some(path) = self.state_file() {
+            save(path, &inner);
+        }
     }
 
     /// Checks the day's preload quota for this many URLs; charges nothing.

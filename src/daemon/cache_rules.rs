@@ -1,0 +1,111 @@
+//! Keeps each configured endpoint's cache policy: read from the CDN at
+//! start, every `cdn.cache_rules_refresh`, and on SIGHUP; the last good
+//! copy kept in the store, so a restart without the API still has it.
+//!
+//! A failed read changes nothing but the note of the failure (shown by
+//! `purgeq endpoints` and `/v1/endpoints`): the copy in force stays, and
+//! with no copy at all nothing is assumed (every URL is purged).
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::cdn::ClientSource;
+use crate::cdn::cache_rules::{KnownPolicy, Policies};
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::store::{Store, timestamp};
+
+/// What the refresher works with.
+pub(super) struct Refresher {
+    pub(super) policies: Arc<Policies>,
+    pub(super) store: Store,
+    pub(super) settings: watch::Receiver<Arc<Settings>>,
+    pub(super) clients: ClientSource,
+    pub(super) clock: SharedClock,
+    /// Notified on reload: read every policy again now.
+    pub(super) now: Arc<Notify>,
+}
+
+/// Loads the copies kept in the store (before intake opens, so the first
+/// intents are already read under them).
+pub(super) async fn load_kept(store: &Store, policies: &Policies) {
+    match store.cache_policies().await {
+        Ok(kept) => {
+            for (endpoint_id, known) in kept {
+                policies.set(&endpoint_id, known);
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the kept cache policies; reading them from the CDN");
+        }
+    }
+}
+
+pub(super) async fn run(refresher: Refresher, stop: CancellationToken) {
+    let mut settings = refresher.settings.clone();
+    loop {
+        let current = settings.borrow_and_update().clone();
+        let every = current.cdn.cache_rules_refresh;
+        if !every.is_zero() {
+            refresh_all(&refresher, &current).await;
+        }
+        let wait = if every.is_zero() {
+            std::time::Duration::from_secs(86_400 * 365)
+        } else {
+            every
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = refresher.now.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Reads every configured endpoint's policy once.
+async fn refresh_all(refresher: &Refresher, settings: &Settings) {
+    let client = match refresher.clients.build(settings) {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read cache policies");
+            return;
+        }
+    };
+    for endpoint_id in settings.derived.router.endpoint_ids() {
+        match client.get_cache_policy(&endpoint_id).await {
+            Ok(called) => {
+                let now = refresher.clock.now_utc();
+                let policy = called.value;
+                match refresher
+                    .store
+                    .save_cache_policy(&endpoint_id, &policy, now)
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::info!(%endpoint_id, policy = %policy, "cache policy read");
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%endpoint_id, %error, "cannot keep the cache policy in the store; using it anyway");
+                    }
+                }
+                refresher.policies.set(
+                    &endpoint_id,
+                    KnownPolicy {
+                        policy,
+                        fetched_at: timestamp(now),
+                        refresh_error: None,
+                    },
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%endpoint_id, %error, "cannot read the endpoint's cache policy; keeping the last copy");
+                refresher
+                    .policies
+                    .refresh_failed(&endpoint_id, error.to_string());
+            }
+        }
+    }
+}
