@@ -35,6 +35,10 @@ pub struct Pending {
     pub kind: Kind,
     pub url: String,
     pub urgent: bool,
+    /// Every copy cached before its intents expires before the next quota
+    /// day (the endpoint's cache rules): it needs no purge if it waits, so
+    /// it is not promoted and is spent on only with what the rest leave.
+    pub expires_soon: bool,
 }
 
 /// What is left of today's quota (the ledger's count, calls in flight
@@ -67,6 +71,10 @@ pub struct EndpointPlan {
     /// Left for the next quota day.
     pub waiting_files: u64,
     pub waiting_directories: u64,
+    /// Files the quota does not reach today that will need no purge: their
+    /// cached copies expire before the next quota day (they end `expired`).
+    #[serde(default)]
+    pub expiring_files: u64,
 }
 
 /// The whole day's plan.
@@ -78,6 +86,13 @@ pub struct Plan {
     pub left_after: Left,
     pub waiting_files: u64,
     pub waiting_directories: u64,
+    /// Summed over the endpoints: see [`EndpointPlan::expiring_files`].
+    #[serde(default)]
+    pub expiring_files: u64,
+    /// URLs pending as another URL's cached object (the endpoint ignores
+    /// query strings): purged once with it, each saving a file of quota.
+    #[serde(default)]
+    pub coalesced_urls: u64,
 }
 
 /// Batch limits: URLs per call.
@@ -114,6 +129,9 @@ pub struct Tally {
     directories: (u64, u64),
     per_call: PerCall,
     plan: Plan,
+    /// Normal files that expire before the next quota day, by endpoint:
+    /// spent on last, with what the rest leave.
+    expiring: Vec<String>,
 }
 
 impl Tally {
@@ -139,6 +157,7 @@ impl Tally {
                 left,
                 ..Plan::default()
             },
+            expiring: Vec::new(),
         }
     }
 
@@ -147,7 +166,12 @@ impl Tally {
         let absorbed = ancestor_directories(&item.url)
             .into_iter()
             .any(|d| self.promoted.contains(&(item.endpoint_id.clone(), d)));
-        if !absorbed {
+        if absorbed {
+            return;
+        }
+        if item.expires_soon && item.kind == Kind::File && !item.urgent {
+            self.expiring.push(item.endpoint_id.clone());
+        } else {
             self.spend(&item.endpoint_id, item.kind, item.urgent);
         }
     }
@@ -173,7 +197,9 @@ impl Tally {
         }
     }
 
-    /// The promoted directories join the queue last; then the totals.
+    /// The promoted directories join the queue last, then the files that
+    /// expire soon with what is left (those it does not reach are saved,
+    /// not waiting); then the totals.
     pub fn finish(mut self) -> Plan {
         for promotion in std::mem::take(&mut self.promotions) {
             self.spend(&promotion.endpoint_id, Kind::Directory, false);
@@ -183,6 +209,16 @@ impl Tally {
                 .or_default()
                 .promotions
                 .push(promotion);
+        }
+        for endpoint_id in std::mem::take(&mut self.expiring) {
+            let today = self.files.1 > 0;
+            self.files.1 = self.files.1.saturating_sub(1);
+            let endpoint = self.plan.endpoints.entry(endpoint_id).or_default();
+            if today {
+                endpoint.files += 1;
+            } else {
+                endpoint.expiring_files += 1;
+            }
         }
         let mut plan = self.plan;
         let (mut files, mut directories) = (0, 0);
@@ -197,6 +233,7 @@ impl Tally {
                 );
             plan.waiting_files += endpoint.waiting_files;
             plan.waiting_directories += endpoint.waiting_directories;
+            plan.expiring_files += endpoint.expiring_files;
             files += endpoint.files;
             directories += endpoint.directories;
         }
@@ -283,6 +320,8 @@ impl<'r> Survey<'r> {
             (Kind::Directory, true) => self.urgent_directories += 1,
             (Kind::Directory, false) => self.directories_asked += 1,
             (Kind::File, true) => self.urgent_files += 1,
+            // It needs no purge if it waits: no directory for it.
+            (Kind::File, false) if item.expires_soon => {}
             (Kind::File, false) => {
                 self.files += 1;
                 for (depth, directory) in ancestor_directories(&item.url).into_iter().enumerate() {
@@ -461,6 +500,7 @@ mod tests {
             kind: Kind::File,
             url: url.into(),
             urgent: false,
+            expires_soon: false,
         }
     }
 
@@ -677,6 +717,56 @@ mod tests {
         };
         let plan = super::plan(&pending, left, &rules, PER_CALL);
         assert_eq!(plan.endpoints[EP].files, 1);
+    }
+
+    /// Issue 32: a file whose copies expire before the next quota day is
+    /// not promoted and takes only what the rest leave; what the day does
+    /// not reach is saved, not waiting.
+    #[test]
+    fn files_that_expire_before_the_next_day_are_spent_on_last_and_never_promoted() {
+        let rules = QuotaSettings {
+            promote_min_files: 3,
+            ..QuotaSettings::default()
+        };
+        let expiring = |url: &str| Pending {
+            expires_soon: true,
+            ..file(url)
+        };
+        // (left files, expiring in /p/, others in /s/, expected:
+        //  files today, waiting, expiring saved, promoted directories)
+        let table = [
+            (10, 4, 3, 7, 0, 0, 0),
+            (5, 4, 3, 5, 0, 2, 0),
+            (3, 4, 3, 3, 0, 4, 0),
+            (2, 4, 6, 2, 0, 2, 1),
+            (2, 0, 4, 0, 0, 0, 1),
+        ];
+        for (left, expiring_n, others, today, waiting, saved, promoted) in table {
+            let mut pending: Vec<Pending> = (0..expiring_n)
+                .map(|i| expiring(&format!("https://h/p/{i}.html")))
+                .collect();
+            pending.extend((0..others).map(|i| file(&format!("https://h/s/{i}.js"))));
+            let plan = plan(
+                &pending,
+                Left {
+                    files: left,
+                    directories: 10,
+                },
+                &rules,
+                PER_CALL,
+            );
+            let endpoint = &plan.endpoints[EP];
+            let row = (left, expiring_n, others);
+            assert_eq!(endpoint.files, today, "{row:?}: {plan:?}");
+            assert_eq!(endpoint.waiting_files, waiting, "{row:?}");
+            assert_eq!(endpoint.expiring_files, saved, "{row:?}");
+            assert_eq!(plan.expiring_files, saved, "{row:?}");
+            assert_eq!(endpoint.promotions.len(), promoted, "{row:?}");
+            assert!(
+                endpoint.promotions.iter().all(|p| p.directory == "https://h/s/"),
+                "{row:?}: an expiring file's directory was promoted"
+            );
+        }
     }
 
     #[test]

@@ -261,6 +261,13 @@ async fn endpoints_prints_configuration_from_the_api() {
             "{out}"
         );
     }
+    // Each with its cache rules (the emulator's default policy).
+    assert_eq!(
+        out.matches("# cache rules: query strings kept, Cache-Control honoured; Suffix .html .htm 300 s")
+            .count(),
+        ENDPOINTS.len(),
+        "{out}"
+    );
     // What it prints is valid configuration.
     let printed = dir.path().join("printed.toml");
     std::fs::write(&printed, &out).expect("write");

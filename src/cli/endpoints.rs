@@ -84,7 +84,11 @@ pub async fn run(args: EndpointsArgs) -> u8 {
                 }
             }
             for (id, hosts, note) in &tables {
-                crate::outln!("\n{}", endpoint_table(id, hosts, Some(note)));
+                let rules = cache_rules_note(&client, id).await;
+                crate::outln!(
+                    "\n{}",
+                    endpoint_table(id, hosts, Some(&format!("{note}\n# {rules}")))
+                );
             }
             0
         }
@@ -96,6 +100,15 @@ pub async fn run(args: EndpointsArgs) -> u8 {
                 _ => EXIT_UNAVAILABLE,
             }
         }
+    }
+}
+
+/// The endpoint's cache policy in one comment line: what the daemon will
+/// assume from it (query variants coalesced, copies expired by TTL).
+async fn cache_rules_note(client: &CdnClient, endpoint_id: &str) -> String {
+    match client.get_cache_policy(endpoint_id).await {
+        Ok(called) => format!("cache rules: {}", called.value),
+        Err(error) => format!("cache rules: cannot be read ({error})"),
     }
 }
 

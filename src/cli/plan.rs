@@ -93,6 +93,18 @@ pub fn render(view: &PlanView) -> String {
                 today.waiting_files, today.waiting_directories
             ));
         }
+        if today.expiring_files > 0 {
+            out.push_str(&format!(
+                "  saved by the cache rules: {} files expire before the next quota day (no purge needed)\n",
+                today.expiring_files
+            ));
+        }
+    }
+    if plan.coalesced_urls > 0 {
+        out.push_str(&format!(
+            "saved by ignored query strings: {} URLs are purged as the cached object they share\n",
+            plan.coalesced_urls
+        ));
     }
     out
 }

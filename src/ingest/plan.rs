@@ -35,7 +35,12 @@ pub async fn get_plan(State(state): State<IngestState>) -> Result<Json<PlanView>
     let settings = state.settings();
     let plan = state
         .store
-        .plan(left_today(&state), &settings.quota, per_call(&settings))
+        .plan(
+            left_today(&state),
+            &settings.quota,
+            per_call(&settings),
+            next_day(&state),
+        )
         .await?;
     Ok(Json(view(&state, plan, false)))
 }
@@ -53,24 +58,37 @@ pub async fn post_plan(
     let settings = state.settings();
     intake::require_json(&headers)?;
     let body = body_or_error(body, settings.ingest.max_body_bytes)?;
-    let intent = parse_intent(&settings, &body)?;
+    let mut intent = parse_intent(&settings, &body)?;
+    // As intake will read them: query variants as their cached object,
+    // and whether their old copies expire before the next quota day.
+    let next_day = next_day(&state).get();
+    let facts = state
+        .policies
+        .facts(&mut intent.targets, state.clock.now_utc());
     let added: Vec<Pending> = intent
         .targets
         .into_iter()
-        .map(|target| Pending {
+        .enumerate()
+        .map(|(position, target)| Pending {
             endpoint_id: target.endpoint_id,
             kind: target.kind,
             url: target.url,
             urgent: intent.priority == Priority::Urgent,
+            expires_soon: facts
+                .get(&position)
+                .and_then(|f| f.expires.as_ref())
+                .is_some_and(|(at, _)| *at < next_day),
         })
         .collect();
-    plan_with(&state, &added, true).await.map(Json)
+    let coalesced = facts.values().filter(|f| f.asked_as.is_some()).count() as u64;
+    plan_with(&state, &added, coalesced, true).await.map(Json)
 }
 
 /// The plan for the queue as it is plus `added`, in memory.
 async fn plan_with(
     state: &IngestState,
     added: &[Pending],
+    coalesced_added: u64,
     dry_run: bool,
 ) -> Result<PlanView, ApiError> {
     let pending = state.store.pending_count().await?;
@@ -85,14 +103,24 @@ async fn plan_with(
         ));
     }
     let settings = state.settings();
-    let queue = planner::with_added(&state.store.pending_for_plan().await?, added);
-    let plan = planner::plan(
+    let queue = planner::with_added(
+        &state.store.pending_for_plan(next_day(state)).await?,
+        added,
+    );
+    let mut plan = planner::plan(
         &queue,
         left_today(state),
         &settings.quota,
         per_call(&settings),
     );
+    plan.coalesced_urls = state.store.coalesced_pending().await? + coalesced_added;
     Ok(view(state, plan, dry_run))
+}
+
+/// When the next quota day starts, by the daemon's clock.
+fn next_day(state: &IngestState) -> crate::store::Timestamp {
+    let offset = state.settings().derived.quota_offset.get();
+    crate::store::Timestamp::new(crate::quota::next_day_start(state.clock.now_utc(), offset))
 }
 
 /// What is left today as the batcher last read it (a whole day before its

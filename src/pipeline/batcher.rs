@@ -226,10 +226,23 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
         rules: Arc::as_ptr(&settings) as usize,
         added: shared.added_since_survey(),
     };
+    let now = shared.now();
+    let next_day = Timestamp::new(quota::next_day_start(
+        now,
+        settings.derived.quota_offset.get(),
+    ));
+    if over {
+        // The day cannot reach every file: those whose copies expire
+        // before it turns wait for their expiry, not for quota (issue 32).
+        let deferred = shared.store.defer_expiring(next_day).await?;
+        if deferred > 0 {
+            tracing::info!(deferred, "files left to expire: the day's quota cannot reach every file, and their cached copies expire before the next quota day");
+        }
+    }
     if over && rules.promote == crate::config::Promote::Auto && shared.survey_needed(&inputs) {
         shared.count_survey();
         let mut survey = planner::Survey::new(rules);
-        shared.store.survey_pending(&mut survey).await?;
+        shared.store.survey_pending(&mut survey, next_day).await?;
         let promotions = survey.promotions(left);
         if !promotions.is_empty() {
             for promotion in &promotions {
@@ -239,7 +252,7 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
             }
             shared
                 .store
-                .promote(promotions, Timestamp::new(shared.now()))
+                .promote(promotions, Timestamp::new(now))
                 .await?;
             counts = shared.store.lane_counts().await?;
         }

@@ -28,29 +28,67 @@ pub struct LaneCounts {
     pub urgent_directories: u64,
 }
 
-/// The pending queue in the batcher's order.
-const PENDING_OLDEST_FIRST: &str = "SELECT endpoint_id, kind, url, urgent FROM items
-     WHERE state = 'pending' ORDER BY not_before, id";
+/// The pending queue in the batcher's order (`$1`: when the next quota
+/// day starts; a file whose copies expire before then needs no purge).
+const PENDING_OLDEST_FIRST: &str = "SELECT endpoint_id, kind, url, urgent,
+            CASE WHEN expires_at IS NOT NULL AND expires_at < $1 THEN 1 ELSE 0 END
+     FROM items WHERE state = 'pending' ORDER BY not_before, id";
 
 /// The pending queue, in whatever order the index gives.
-const PENDING_ANY_ORDER: &str =
-    "SELECT endpoint_id, kind, url, urgent FROM items WHERE state = 'pending'";
+const PENDING_ANY_ORDER: &str = "SELECT endpoint_id, kind, url, urgent,
+            CASE WHEN expires_at IS NOT NULL AND expires_at < $1 THEN 1 ELSE 0 END
+     FROM items WHERE state = 'pending'";
 
 impl Store {
     /// Every pending item, oldest first (the order the batcher takes them).
     /// A full read of the queue: for the planner when the day cannot hold
     /// the backlog, and for `GET /v1/plan`.
-    pub async fn pending_for_plan(&self) -> Result<Vec<Pending>, StoreError> {
+    pub async fn pending_for_plan(&self, next_day: Timestamp) -> Result<Vec<Pending>, StoreError> {
         let mut pending = Vec::new();
-        self.each_pending(PENDING_OLDEST_FIRST, |p| pending.push(p))
+        self.each_pending(PENDING_OLDEST_FIRST, next_day, |p| pending.push(p))
             .await?;
         Ok(pending)
     }
 
+    /// URLs pending as another URL's cached object (their endpoint ignores
+    /// query strings): each is a file of quota saved. Walks the pending
+    /// items (as the plan does), probing each one's links.
+    pub async fn coalesced_pending(&self) -> Result<u64, StoreError> {
+        let count: i64 = on_pool!(&self.reader, c => sqlx::query_scalar(
+            "SELECT count(*) FROM items i JOIN request_items ri ON ri.item_id = i.id
+             WHERE i.state = 'pending' AND ri.link_reason = 'query_ignored'",
+        )
+        .fetch_one(c).await)?;
+        Ok(count.max(0) as u64)
+    }
+
+    /// Gives the files that expire before `next_day` no earlier a turn
+    /// than their expiry: the day's quota cannot reach every file, and
+    /// these need no purge if they wait (they end `expired`). Returns how
+    /// many were held back.
+    pub async fn defer_expiring(&self, next_day: Timestamp) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            Box::pin(async move {
+                on_conn!(conn, c => sqlx::query(
+                    "UPDATE items SET not_before = expires_at
+                     WHERE state = 'pending' AND kind = 'file' AND urgent = 0
+                       AND expires_at IS NOT NULL AND expires_at < $1 AND not_before < expires_at",
+                )
+                .bind(next_day)
+                .execute(c).await.map(|r| r.rows_affected()))
+            })
+        })
+        .await
+    }
+
     /// Streams every pending item through `survey`, without holding the
     /// queue in memory (the batcher's planner, on a queue of any size).
-    pub async fn survey_pending(&self, survey: &mut Survey<'_>) -> Result<(), StoreError> {
-        self.each_pending(PENDING_ANY_ORDER, |p| survey.add(&p))
+    pub async fn survey_pending(
+        &self,
+        survey: &mut Survey<'_>,
+        next_day: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.each_pending(PENDING_ANY_ORDER, next_day, |p| survey.add(&p))
             .await
     }
 
@@ -59,16 +97,20 @@ impl Store {
     async fn each_pending(
         &self,
         sql: &'static str,
+        next_day: Timestamp,
         mut add: impl FnMut(Pending),
     ) -> Result<(), StoreError> {
         on_pool!(&self.reader, p => {
-            let mut rows = sqlx::query_as::<_, (String, String, String, i64)>(sql).fetch(p);
-            while let Some((endpoint_id, kind, url, urgent)) = rows.try_next().await? {
+            let mut rows = sqlx::query_as::<_, (String, String, String, i64, i64)>(sql)
+                .bind(next_day)
+                .fetch(p);
+            while let Some((endpoint_id, kind, url, urgent, expires_soon)) = rows.try_next().await? {
                 add(Pending {
                     endpoint_id,
                     kind: Kind::parse(&kind).unwrap_or(Kind::File),
                     url,
                     urgent: urgent != 0,
+                    expires_soon: expires_soon != 0,
                 });
             }
         });
@@ -83,13 +125,16 @@ impl Store {
         left: Left,
         rules: &QuotaSettings,
         per_call: PerCall,
+        next_day: Timestamp,
     ) -> Result<Plan, StoreError> {
         let mut survey = Survey::new(rules);
-        self.survey_pending(&mut survey).await?;
+        self.survey_pending(&mut survey, next_day).await?;
         let mut tally = Tally::new(survey, left, per_call);
-        self.each_pending(PENDING_OLDEST_FIRST, |p| tally.add(&p))
+        self.each_pending(PENDING_OLDEST_FIRST, next_day, |p| tally.add(&p))
             .await?;
-        Ok(tally.finish())
+        let mut plan = tally.finish();
+        plan.coalesced_urls = self.coalesced_pending().await?;
+        Ok(plan)
     }
 
     /// Pending counts by kind and lane.
