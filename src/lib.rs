@@ -11,6 +11,8 @@
 //! - [`planner`]: how the day's quota is spent (pure: promotions, lanes);
 //! - [`logging`], [`store`]: log setup; every SQL statement and the
 //!   group-committing writer;
+//! - [`forecast`]: when a request is expected to be done (pure, over the
+//!   [`planner`]; its times written as the [`store`] writes them);
 //! - [`metrics`]: Prometheus, from the store and the [`report`];
 //! - [`ingest`]: the HTTP API;
 //! - [`pipeline`], [`retention`]: draining the queue, the clean-up task;
@@ -23,6 +25,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod fleet;
+pub mod forecast;
 pub mod http_server;
 pub mod ingest;
 pub mod ledger;

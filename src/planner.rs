@@ -763,7 +763,10 @@ mod tests {
             assert_eq!(plan.expiring_files, saved, "{row:?}");
             assert_eq!(endpoint.promotions.len(), promoted, "{row:?}");
             assert!(
-                endpoint.promotions.iter().all(|p| p.directory == "https://h/s/"),
+                endpoint
+                    .promotions
+                    .iter()
+                    .all(|p| p.directory == "https://h/s/"),
                 "{row:?}: an expiring file's directory was promoted"
             );
         }

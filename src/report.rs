@@ -60,6 +60,12 @@ pub struct QuotaStatus {
     /// quota day), as of the planner's last look.
     pub files_waiting: u64,
     pub directories_waiting: u64,
+    /// Pending files, and how many of them are urgent, as of the
+    /// planner's last look: what a new request queues behind.
+    #[serde(default)]
+    pub files_pending: u64,
+    #[serde(default)]
+    pub urgent_files_pending: u64,
     /// When the next quota day starts.
     pub next_day_at: String,
     /// Held back each day for urgent intents.

@@ -249,3 +249,90 @@ async fn a_restart_without_the_cdn_plans_with_the_kept_policy() {
         "{view}"
     );
 }
+
+/// Issue 32: a 2,600-file deploy under a 2,000-file day hears at once
+/// that 600 of its URLs wait for the next quota day, and that is what
+/// happens. With `--wait --until-today` the CLI says so and exits 3
+/// instead of waiting hours.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_forecast_of_a_deploy_larger_than_the_day_matches_what_happens() {
+    let emulator = emulator(knobs()).await;
+    let daemon = TestDaemon::start(&config(
+        &emulator,
+        "[sender]\nrequests_per_second = 200\nburst = 50\nconcurrency = 4\n\
+         [quota]\nfiles_per_day = 2000\npromote = \"never\"\n",
+    ))
+    .await;
+    let urls: Vec<String> = (0..2600)
+        .map(|i| format!("http://a.example.com/deploy/d{}/f{i}.js", i / 50))
+        .collect();
+    let (status, body) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
+    assert_eq!(status, 202, "{body}");
+    let forecast = &body["forecast"];
+    assert_eq!(forecast["expected"], "next_quota_day", "{body}");
+    assert_eq!(forecast["urls_today"], 2000, "{body}");
+    assert_eq!(forecast["urls_next_quota_day"], 600, "{body}");
+    assert_eq!(forecast["urls_promoted"], 0, "{body}");
+    assert!(forecast["estimated_done_at"].is_string(), "{body}");
+
+    // What happens: 2,000 purged today, 600 waiting.
+    daemon
+        .wait_for("2,000 purged", Duration::from_secs(120), |s| {
+            common::items(s, "succeeded") == 2000
+        })
+        .await;
+    let stats = daemon.stats().await;
+    assert_eq!(common::items(&stats, "pending"), 600, "{stats}");
+    assert_eq!(stats["quota"]["files_left"], 0, "{stats}");
+
+    // A later request through the CLI: all of it waits, and
+    // --until-today does not wait for it.
+    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let (code, out, err) = common::run_with_input(
+        &[
+            "enqueue",
+            "--socket",
+            &socket,
+            "--wait",
+            "--until-today",
+            "http://a.example.com/late.js",
+        ],
+        &[],
+        "",
+    );
+    assert_eq!(code, 3, "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("forecast: 1 URL waits for the next quota day"),
+        "{err}"
+    );
+    assert!(err.contains("--until-today"), "{err}");
+}
+
+/// With promotions allowed, the planner purges directories for what the
+/// day cannot take as files, and the forecast says so: today.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_forecast_counts_the_directories_the_planner_promotes() {
+    let emulator = emulator(knobs()).await;
+    let daemon = TestDaemon::start(&config(
+        &emulator,
+        "[sender]\nrequests_per_second = 200\nburst = 50\nconcurrency = 4\n\
+         [quota]\nfiles_per_day = 2000\n",
+    ))
+    .await;
+    let urls: Vec<String> = (0..2600)
+        .map(|i| format!("http://a.example.com/deploy/d{}/f{i}.js", i / 50))
+        .collect();
+    let (status, body) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
+    assert_eq!(status, 202, "{body}");
+    let forecast = &body["forecast"];
+    assert_eq!(forecast["expected"], "today", "{body}");
+    assert_eq!(forecast["urls_today"], 2600, "{body}");
+    assert_eq!(forecast["urls_next_quota_day"], 0, "{body}");
+    assert!(
+        forecast["urls_promoted"].as_u64().unwrap_or(0) >= 600,
+        "{body}"
+    );
+    let id = body["id"].as_str().expect("id");
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=60")).await;
+    assert_eq!(view["state"], "succeeded", "{view}");
+}

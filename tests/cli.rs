@@ -263,8 +263,10 @@ async fn endpoints_prints_configuration_from_the_api() {
     }
     // Each with its cache rules (the emulator's default policy).
     assert_eq!(
-        out.matches("# cache rules: query strings kept, Cache-Control honoured; Suffix .html .htm 300 s")
-            .count(),
+        out.matches(
+            "# cache rules: query strings kept, Cache-Control honoured; Suffix .html .htm 300 s"
+        )
+        .count(),
         ENDPOINTS.len(),
         "{out}"
     );

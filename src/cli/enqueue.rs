@@ -9,6 +9,7 @@ use serde_json::json;
 use super::client::{Daemon, DaemonArgs, call};
 use super::{EXIT_DATAERR, EXIT_USAGE};
 use super::{follow, paths};
+use crate::forecast::{Expected, Forecast};
 use crate::target::{Kind, Requested};
 
 #[derive(Debug, Args)]
@@ -30,6 +31,10 @@ pub struct EnqueueArgs {
     /// With --wait: give up after this many seconds (exit 75).
     #[arg(long, value_name = "SECS", default_value_t = 600.0, requires = "wait")]
     pub timeout: f64,
+    /// With --wait: when the daemon forecasts that some URLs wait for the
+    /// next quota day, say so and exit 3 at once instead of waiting hours.
+    #[arg(long, requires = "wait")]
+    pub until_today: bool,
     /// Print the daemon's JSON answer instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -303,6 +308,7 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
         return dry_run(args, &daemon, &parts).await;
     }
     let mut ids = Vec::with_capacity(parts.len());
+    let mut not_today = false;
     for part in &parts {
         let body = intent(args, part);
         let accepted = call(
@@ -314,6 +320,12 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
         )
         .await?;
         let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+        let forecast = accepted
+            .get("forecast")
+            .and_then(|f| serde_json::from_value::<Forecast>(f.clone()).ok());
+        not_today |= forecast
+            .as_ref()
+            .is_some_and(|f| f.expected == Expected::NextQuotaDay);
         if !args.wait {
             if args.json {
                 crate::outln!("{accepted}");
@@ -322,15 +334,28 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
             }
         } else if !args.json {
             eprintln!(
-                "accepted {} ({} new) as {id}; waiting for the CDN…",
+                "accepted {} ({} new) as {id}",
                 follow::urls(accepted["urls"].as_u64().unwrap_or(0)),
                 accepted["new"]
             );
+        }
+        if let Some(forecast) = forecast.filter(|_| !args.json && !args.quiet) {
+            eprintln!("{}", describe(&forecast));
         }
         ids.push(id);
     }
     if !args.wait {
         return Ok(0);
+    }
+    if args.until_today && not_today {
+        eprintln!(
+            "purgeq: some URLs wait for the next quota day; not waiting (--until-today). \
+             Follow them with `purgeq status` or GET /v1/purges/ID"
+        );
+        return Ok(EXIT_NOT_TODAY);
+    }
+    if !args.json && !args.quiet {
+        eprintln!("waiting for the CDN…");
     }
     // One request after the other; the worst end decides the exit code.
     let timeout = Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9));
@@ -341,6 +366,44 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
         worst = worst.max(code);
     }
     Ok(worst)
+}
+
+/// `enqueue --wait --until-today`: the daemon forecasts that some URLs
+/// wait for the next quota day.
+pub const EXIT_NOT_TODAY: u8 = 3;
+
+/// The forecast in one line, for the person who just posted.
+pub fn describe(forecast: &Forecast) -> String {
+    let starts = &forecast.next_quota_day_at;
+    let mut line = match forecast.expected {
+        Expected::Today => match &forecast.estimated_done_at {
+            Some(at) => format!("forecast: done today, by about {at}"),
+            None => "forecast: nothing to send".to_owned(),
+        },
+        Expected::NextQuotaDay => format!(
+            "forecast: {} {} for the next quota day (it starts {starts}); {} today",
+            follow::urls(forecast.urls_next_quota_day),
+            if forecast.urls_next_quota_day == 1 {
+                "waits"
+            } else {
+                "wait"
+            },
+            follow::urls(forecast.urls_today)
+        ),
+    };
+    if forecast.urls_promoted > 0 {
+        line.push_str(&format!(
+            "; {} through directories the planner promotes",
+            follow::urls(forecast.urls_promoted)
+        ));
+    }
+    if forecast.urls_expiring > 0 {
+        line.push_str(&format!(
+            "; {} need no purge (cached copies expire before the next quota day)",
+            follow::urls(forecast.urls_expiring)
+        ));
+    }
+    line
 }
 
 /// The `POST /v1/purges` body for `urls`.

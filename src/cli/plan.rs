@@ -100,6 +100,12 @@ pub fn render(view: &PlanView) -> String {
             ));
         }
     }
+    if let Some(forecast) = &view.forecast {
+        out.push_str(&format!(
+            "{}\n",
+            super::enqueue::describe(forecast).replacen("forecast:", "forecast for these URLs:", 1)
+        ));
+    }
     if plan.coalesced_urls > 0 {
         out.push_str(&format!(
             "saved by ignored query strings: {} URLs are purged as the cached object they share\n",

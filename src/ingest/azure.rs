@@ -185,18 +185,38 @@ pub async fn add_purge(
     Ok(accepted(&outcome))
 }
 
-/// The service's 202 for an accepted purge or preload.
-fn accepted(outcome: &crate::store::EnqueueOutcome) -> Response {
+/// The service's 202 for an accepted purge or preload. The Azure body
+/// has no room for the forecast: it travels in `X-Purgeq-Forecast`
+/// (`today` or `next_quota_day`) and `X-Purgeq-Forecast-Next-Quota-Day`
+/// (how many of its URLs wait for the next quota day).
+fn accepted(answer: &super::Accepted) -> Response {
     let accepted = wire::PurgeAcceptedBody {
         succeeded: true,
         is_async: true,
         async_info: wire::AsyncInfo {
-            task_track_id: outcome.id.to_string(),
+            task_track_id: answer.outcome.id.to_string(),
             task_status: "Processing".to_owned(),
         },
     };
-    with_correlation_id((StatusCode::ACCEPTED, Json(accepted)).into_response())
+    let mut response = (StatusCode::ACCEPTED, Json(accepted)).into_response();
+    if let Some(forecast) = &answer.forecast {
+        let expected = match forecast.expected {
+            crate::forecast::Expected::Today => "today",
+            crate::forecast::Expected::NextQuotaDay => "next_quota_day",
+        };
+        let headers = response.headers_mut();
+        headers.insert(FORECAST_HEADER, HeaderValue::from_static(expected));
+        headers.insert(
+            FORECAST_WAITING_HEADER,
+            HeaderValue::from(forecast.urls_next_quota_day),
+        );
+    }
+    with_correlation_id(response)
 }
+
+/// When an accepted purge is expected to be done (see [`accepted`]).
+pub const FORECAST_HEADER: &str = "x-purgeq-forecast";
+pub const FORECAST_WAITING_HEADER: &str = "x-purgeq-forecast-next-quota-day";
 
 /// `POST …/preloads`: queued like `POST /v1/preloads`.
 pub async fn add_preload(

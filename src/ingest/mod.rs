@@ -49,6 +49,16 @@ pub struct IngestState {
     pub policies: Arc<crate::cdn::cache_rules::Policies>,
 }
 
+/// An accepted request: what the store did, and when it is expected to be
+/// done (purges only).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Accepted {
+    #[serde(flatten)]
+    pub outcome: crate::store::EnqueueOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<crate::forecast::Forecast>,
+}
+
 /// An estimate of the pending backlog, for `ingest.max_pending`: counting
 /// a million pending rows on every request would cost more than the
 /// request, so the count is refreshed from the store at most once a second
@@ -144,7 +154,7 @@ impl IngestState {
         &self,
         ask: Ask,
         peer: &crate::http_server::Peer,
-    ) -> Result<crate::store::EnqueueOutcome, error::ApiError> {
+    ) -> Result<Accepted, error::ApiError> {
         let settings = self.settings();
         let max_pending = settings.ingest.max_pending;
         let count = (ask.targets.len() + ask.preload_only.len()) as u64;
@@ -184,6 +194,7 @@ impl IngestState {
         request.cache_facts = self
             .policies
             .facts(&mut request.targets, request.received_at);
+        let planned = self.as_planned(&request);
         let outcome = self
             .store
             .enqueue_within(request, settings.ingest.store_timeout)
@@ -194,7 +205,96 @@ impl IngestState {
         crate::metrics::enqueued(outcome.urls);
         self.backlog.added(outcome.new);
         self.pipeline.added(outcome.new);
-        Ok(outcome)
+        let forecast = if planned.is_empty() {
+            None
+        } else {
+            self.forecast(&planned).await
+        };
+        Ok(Accepted { outcome, forecast })
+    }
+
+    /// The request's purges as the planner sees them: whether each file's
+    /// older copies expire before the next quota day.
+    fn as_planned(&self, request: &crate::store::NewRequest) -> Vec<crate::planner::Pending> {
+        let next_day = self.next_day_at();
+        request
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(position, target)| crate::planner::Pending {
+                endpoint_id: target.endpoint_id.clone(),
+                kind: target.kind,
+                url: target.url.clone(),
+                urgent: request.priority == crate::target::Priority::Urgent,
+                expires_soon: request
+                    .cache_facts
+                    .get(&position)
+                    .and_then(|f| f.expires.as_ref())
+                    .is_some_and(|(at, _)| *at < next_day),
+            })
+            .collect()
+    }
+
+    fn next_day_at(&self) -> time::OffsetDateTime {
+        let offset = self.settings().derived.quota_offset.get();
+        crate::quota::next_day_start(self.clock.now_utc(), offset)
+    }
+
+    /// When `urls`, just accepted, are expected to be done. From the
+    /// sending pipeline's last look at the quota and the queue; on a fleet
+    /// follower (no pipeline here) from the shared store. `None` when the
+    /// store cannot say (the answer is still `202`: the request is in).
+    pub(crate) async fn forecast(
+        &self,
+        urls: &[crate::planner::Pending],
+    ) -> Option<crate::forecast::Forecast> {
+        let settings = self.settings();
+        let now = self.clock.now_utc();
+        let (left, files_pending, urgent_files_pending) = match self.pipeline_status().quota {
+            Some(q) => (
+                crate::planner::Left {
+                    files: q.files_left,
+                    directories: q.directories_left,
+                },
+                q.files_pending,
+                q.urgent_files_pending,
+            ),
+            None => {
+                let account = crate::store::QuotaAccount {
+                    subscription_id: settings.cdn.subscription_id.clone(),
+                    day: crate::quota::day_of(now, settings.derived.quota_offset.get()),
+                };
+                let used = self.store.quota_use(&account).await.ok()?;
+                let counts = self.store.lane_counts().await.ok()?;
+                (
+                    crate::planner::Left {
+                        files: settings.quota.files_per_day.saturating_sub(used.files_used),
+                        directories: settings
+                            .quota
+                            .directories_per_day
+                            .saturating_sub(used.directories_used),
+                    },
+                    counts.files,
+                    counts.urgent_files,
+                )
+            }
+        };
+        // What this request added is in the counts the moment it was
+        // stored; the planner's last look may predate it either way.
+        Some(crate::forecast::forecast(&crate::forecast::Inputs {
+            now,
+            next_day_at: self.next_day_at(),
+            rules: &settings.quota,
+            left,
+            files_pending,
+            urgent_files_pending,
+            directories_pending: 0,
+            urls,
+            calls_per_second: settings.sender.requests_per_second,
+            files_per_call: settings.batch.max_files,
+            linger: settings.batch.linger,
+            completion: settings.tracker.poll_interval,
+        }))
     }
 
     fn pipeline_status(&self) -> crate::report::PipelineStatus {

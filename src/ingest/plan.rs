@@ -27,6 +27,10 @@ pub struct PlanView {
     pub next_day_at: String,
     /// True for `POST /v1/plan`: the intent was not stored.
     pub dry_run: bool,
+    /// For `POST /v1/plan`: when the intent would be done, were it posted
+    /// now (what `POST /v1/purges` would answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<crate::forecast::Forecast>,
     #[serde(flatten)]
     pub plan: Plan,
 }
@@ -81,7 +85,9 @@ pub async fn post_plan(
         })
         .collect();
     let coalesced = facts.values().filter(|f| f.asked_as.is_some()).count() as u64;
-    plan_with(&state, &added, coalesced, true).await.map(Json)
+    let mut view = plan_with(&state, &added, coalesced, true).await?;
+    view.forecast = state.forecast(&added).await;
+    Ok(Json(view))
 }
 
 /// The plan for the queue as it is plus `added`, in memory.
@@ -103,10 +109,7 @@ async fn plan_with(
         ));
     }
     let settings = state.settings();
-    let queue = planner::with_added(
-        &state.store.pending_for_plan(next_day(state)).await?,
-        added,
-    );
+    let queue = planner::with_added(&state.store.pending_for_plan(next_day(state)).await?, added);
     let mut plan = planner::plan(
         &queue,
         left_today(state),
@@ -155,6 +158,7 @@ fn view(state: &IngestState, plan: Plan, dry_run: bool) -> PlanView {
         utc_offset: settings.quota.utc_offset.clone(),
         next_day_at: crate::store::timestamp(crate::quota::next_day_start(now, offset)),
         dry_run,
+        forecast: None,
         plan,
     }
 }

@@ -236,7 +236,10 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
         // before it turns wait for their expiry, not for quota (issue 32).
         let deferred = shared.store.defer_expiring(next_day).await?;
         if deferred > 0 {
-            tracing::info!(deferred, "files left to expire: the day's quota cannot reach every file, and their cached copies expire before the next quota day");
+            tracing::info!(
+                deferred,
+                "files left to expire: the day's quota cannot reach every file, and their cached copies expire before the next quota day"
+            );
         }
     }
     if over && rules.promote == crate::config::Promote::Auto && shared.survey_needed(&inputs) {
@@ -257,7 +260,9 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
             counts = shared.store.lane_counts().await?;
         }
     }
-    shared.status().quota_waiting = waiting_for_quota(&counts, left, rules);
+    let mut status = shared.status();
+    status.quota_waiting = waiting_for_quota(&counts, left, rules);
+    status.files_pending = (counts.files, counts.urgent_files);
     Ok(())
 }
 

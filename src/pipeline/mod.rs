@@ -149,6 +149,9 @@ struct Status {
     quota_exhausted_until: Option<OffsetDateTime>,
     /// Files and directories that today's quota cannot take.
     quota_waiting: (u64, u64),
+    /// Pending files (all, urgent) at the planner's last look: what a new
+    /// request's files queue behind (its forecast).
+    files_pending: (u64, u64),
     last_error: Option<(String, String)>,
     calls: HashMap<String, u64>,
 }
@@ -537,6 +540,8 @@ impl PipelineReport for Reporter {
             exhausted_until: status.quota_exhausted_until.map(timestamp),
             files_waiting: status.quota_waiting.0,
             directories_waiting: status.quota_waiting.1,
+            files_pending: status.files_pending.0,
+            urgent_files_pending: status.files_pending.1,
             next_day_at: timestamp(crate::quota::next_day_start(
                 shared.now(),
                 settings.derived.quota_offset.get(),
