@@ -13,7 +13,7 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::report::{PipelineReport, SenderState};
+use crate::report::SenderState;
 use crate::store::{ItemState, Store};
 
 pub const API_CALLS: &str = "purgeq_api_calls_total";
@@ -152,7 +152,7 @@ pub fn batch_cut(urls: usize) {
 pub async fn render(
     handle: &PrometheusHandle,
     store: &Store,
-    report: &dyn PipelineReport,
+    status: &crate::report::PipelineStatus,
     fleet: &crate::fleet::FleetStatus,
     now: time::OffsetDateTime,
 ) -> String {
@@ -182,7 +182,6 @@ pub async fn render(
         _ => 0.0,
     };
     gauge!(OLDEST_PENDING_AGE).set(age);
-    let status = report.status();
     if let Some(quota) = &status.quota {
         for (kind, used, left) in [
             ("file", quota.files_used, quota.files_left),

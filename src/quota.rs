@@ -62,6 +62,14 @@ pub fn lanes(left: u64, reserve: u64, urgent_waiting: u64) -> Lanes {
     }
 }
 
+/// How many of `pending` items (of which `urgent` are urgent) today's
+/// `left` cannot take, with `reserve` held back for urgent ones.
+pub fn waiting(pending: u64, urgent: u64, left: u64, reserve: u64) -> u64 {
+    let lanes = lanes(left, reserve, urgent);
+    urgent.saturating_sub(lanes.urgent)
+        + pending.saturating_sub(urgent).saturating_sub(lanes.normal)
+}
+
 /// See [`lanes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lanes {

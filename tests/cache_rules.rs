@@ -163,6 +163,30 @@ async fn urls_that_differ_only_in_their_query_are_one_purge_where_the_endpoint_i
     );
     assert_eq!(sent_for(ENDPOINTS[1].1).len(), 3, "{counts:?}");
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+
+    // The status page shows each endpoint's rules as read.
+    let page = daemon
+        .client()
+        .get("http://localhost/")
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    let section = page
+        .split("<h2 id=\"cache-rules\">")
+        .nth(1)
+        .expect("a cache rules section");
+    assert!(
+        section.contains(ENDPOINTS[0].0)
+            && section.contains("query strings ignored, Cache-Control honoured"),
+        "{section}"
+    );
+    assert!(
+        section.contains("query strings kept, Cache-Control honoured; Suffix .html .htm 300 s"),
+        "{section}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -816,3 +816,106 @@ mod hand_made_requests {
         .await;
     }
 }
+
+/// A signed request with a body of our choosing (for bodies the typed
+/// client cannot write).
+async fn signed_raw(
+    emulator: &EmulatorHandle,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let mut url = emulator.base_url();
+    url.set_path(path);
+    url.set_query(Some("apiVersion=1.0"));
+    let date = signing::format_request_date(time::OffsetDateTime::now_utc());
+    let authorization = signing::authorization(
+        &KeyId::new(KEY_ID),
+        &KeyValue::new(KEY_VALUE),
+        &signing::string_to_sign(method, &url, &date),
+    );
+    let response = reqwest::Client::new()
+        .request(method.parse().expect("method"), url)
+        .header(signing::DATE_HEADER, date)
+        .header("authorization", authorization)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("send");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// Issue 32: an endpoint's cache policy, as the Swagger's `CachePolicy`:
+/// a default until one is set, `PUT` replaces it (`202`), `GET` answers
+/// it with booleans and numbers as strings; a body the Swagger does not
+/// allow is refused naming the field, and changes nothing.
+#[tokio::test]
+async fn cache_policies_are_served_and_replaced_as_documented() {
+    use purgeq::cdn::cache_rules::{CachePolicy, CacheRule, RuleType};
+    let emulator = emulator().await;
+    let client = client(&emulator);
+    let default = client.get_cache_policy(EP_A).await.expect("get").value;
+    assert!(!default.ignore_cache_control && !default.ignore_query_string);
+    assert!(!default.rules.is_empty());
+
+    let policy = CachePolicy {
+        rules: vec![CacheRule {
+            rule_type: RuleType::Dir,
+            items: vec!["/static/".into()],
+            ttl_secs: 600,
+        }],
+        ignore_cache_control: true,
+        ignore_query_string: true,
+        ignore_cookie: false,
+    };
+    client.put_cache_policy(EP_A, &policy).await.expect("put");
+    assert_eq!(
+        client.get_cache_policy(EP_A).await.expect("get").value,
+        policy
+    );
+    // The other endpoint keeps its own.
+    assert_eq!(
+        client.get_cache_policy(EP_B).await.expect("get").value,
+        default
+    );
+    // On the wire: strings, as the Swagger has them.
+    let path = format!("/subscriptions/{SUBSCRIPTION}/endpoints/{EP_A}/cacherules");
+    let (status, body) = signed_raw(&emulator, "GET", &path, "").await;
+    assert_eq!(status, 200, "{body}");
+    let wire: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(wire["IgnoreQueryString"], "true", "{body}");
+    assert_eq!(wire["Rules"][0]["TTL"], "600", "{body}");
+
+    for (bad, field) in [
+        (
+            r#"{"Rules": [{"Items": ["/a/"], "TTL": "60", "Type": "Prefix"}]}"#,
+            "Rules[0].Type",
+        ),
+        (
+            r#"{"Rules": [{"Items": ["/a/"], "TTL": "soon", "Type": "Dir"}]}"#,
+            "Rules[0].TTL",
+        ),
+        (r#"{"IgnoreQueryString": "maybe"}"#, "IgnoreQueryString"),
+        (r#"{"Rules": "all"}"#, "not a CachePolicy"),
+    ] {
+        let (status, body) = signed_raw(&emulator, "PUT", &path, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body.contains("ParameterInvalid") && body.contains(field),
+            "{bad}: {body}"
+        );
+    }
+    assert_eq!(
+        client.get_cache_policy(EP_A).await.expect("get").value,
+        policy
+    );
+    // Unknown endpoints are refused as elsewhere.
+    let error = api_error(
+        client
+            .get_cache_policy("00000000-0000-4000-8000-000000000000")
+            .await,
+    );
+    assert_eq!(error_type(&error), "EndpointNotFound");
+}

@@ -434,7 +434,8 @@ async fn three_nodes_share_one_quota_and_never_overspend_it() {
     let stats = emulator.stats();
     assert_eq!(stats.get("QuotaExceeded"), None, "{stats:?}");
     // Every node says why the rest waits (the leader wrote it to the
-    // shared `waits` table).
+    // shared `waits` table), and shows the fleet's quota (issue 32:
+    // followers said `quota: null`).
     for node in &nodes {
         let stats = node.stats().await;
         assert!(
@@ -443,6 +444,33 @@ async fn three_nodes_share_one_quota_and_never_overspend_it() {
                 .is_some_and(|w| w.iter().any(|w| w["scope"] == "quota:file")),
             "{stats:#}"
         );
+        assert_eq!(stats["quota"]["files_used"], DAY, "{stats:#}");
+        assert_eq!(stats["quota"]["files_left"], 0, "{stats:#}");
+        assert_eq!(stats["quota"]["files_waiting"], 60 - DAY, "{stats:#}");
+        let metrics = node
+            .client()
+            .get(format!("http://{}/metrics", node.http))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            metrics.contains("purgeq_quota_left{kind=\"file\"} 0"),
+            "{metrics}"
+        );
+    }
+    // Any node forecasts from the shared quota: the day is spent.
+    for node in &nodes {
+        let (status, body) = node
+            .post(
+                "/v1/purges",
+                &serde_json::json!({ "urls": [format!("http://{}/late.js", host(0))] }),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["forecast"]["expected"], "next_quota_day", "{body}");
     }
     drop(nodes);
     db.drop_now().await;

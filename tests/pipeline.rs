@@ -363,7 +363,13 @@ async fn sigterm_with_a_call_on_the_wire_keeps_its_task_track_id() {
         ..fast_knobs()
     })
     .await;
-    let mut daemon = TestDaemon::start(&pipeline_config(&emulator, "")).await;
+    // Every call is slow, and the first slow one must be the purge: the
+    // cache policies are not read here.
+    let mut daemon = TestDaemon::start_with_env(
+        &pipeline_config(&emulator, ""),
+        &[("PURGEQ__CDN__CACHE_RULES_REFRESH", "0s")],
+    )
+    .await;
     let (status, _) = daemon
         .post(
             "/v1/purges",

@@ -242,7 +242,8 @@ impl IngestState {
 
     /// When `urls`, just accepted, are expected to be done. From the
     /// sending pipeline's last look at the quota and the queue; on a fleet
-    /// follower (no pipeline here) from the shared store. `None` when the
+    /// follower (no pipeline here), or before the pipeline's first look,
+    /// from the shared store. `None` when the
     /// store cannot say (the answer is still `202`: the request is in).
     pub(crate) async fn forecast(
         &self,
@@ -250,35 +251,17 @@ impl IngestState {
     ) -> Option<crate::forecast::Forecast> {
         let settings = self.settings();
         let now = self.clock.now_utc();
-        let (left, files_pending, urgent_files_pending) = match self.pipeline_status().quota {
-            Some(q) => (
-                crate::planner::Left {
-                    files: q.files_left,
-                    directories: q.directories_left,
-                },
-                q.files_pending,
-                q.urgent_files_pending,
-            ),
-            None => {
-                let account = crate::store::QuotaAccount {
-                    subscription_id: settings.cdn.subscription_id.clone(),
-                    day: crate::quota::day_of(now, settings.derived.quota_offset.get()),
-                };
-                let used = self.store.quota_use(&account).await.ok()?;
-                let counts = self.store.lane_counts().await.ok()?;
-                (
-                    crate::planner::Left {
-                        files: settings.quota.files_per_day.saturating_sub(used.files_used),
-                        directories: settings
-                            .quota
-                            .directories_per_day
-                            .saturating_sub(used.directories_used),
-                    },
-                    counts.files,
-                    counts.urgent_files,
-                )
-            }
+        let quota = match self.status().await.quota {
+            Some(quota) => quota,
+            // Before the batcher's first look: the shared store's count.
+            None => self.shared_quota().await?,
         };
+        let left = crate::planner::Left {
+            files: quota.files_left,
+            directories: quota.directories_left,
+        };
+        let (files_pending, urgent_files_pending) =
+            (quota.files_pending, quota.urgent_files_pending);
         // What this request added is in the counts the moment it was
         // stored; the planner's last look may predate it either way.
         Some(crate::forecast::forecast(&crate::forecast::Inputs {
@@ -299,6 +282,57 @@ impl IngestState {
 
     fn pipeline_status(&self) -> crate::report::PipelineStatus {
         self.pipeline.status()
+    }
+
+    /// The pipeline's status; on a fleet follower, which does not send and
+    /// so has no quota of its own to report, with the fleet's quota read
+    /// from the shared store (issue 32: followers said `quota: null`).
+    pub(crate) async fn status(&self) -> crate::report::PipelineStatus {
+        let mut status = self.pipeline_status();
+        if status.quota.is_none() && self.fleet.borrow().role == "follower" {
+            status.quota = self.shared_quota().await;
+        }
+        status
+    }
+
+    /// Today's quota as the shared store counts it. `None` when it cannot
+    /// be read (the page and `/v1/stats` then show none, as before).
+    async fn shared_quota(&self) -> Option<crate::report::QuotaStatus> {
+        let settings = self.settings();
+        let now = self.clock.now_utc();
+        let offset = settings.derived.quota_offset.get();
+        let account = crate::store::QuotaAccount {
+            subscription_id: settings.cdn.subscription_id.clone(),
+            day: crate::quota::day_of(now, offset),
+        };
+        let used = self.store.quota_use(&account).await.ok()?;
+        let counts = self.store.lane_counts().await.ok()?;
+        let rules = &settings.quota;
+        let waiting = (
+            crate::quota::waiting(
+                counts.files,
+                counts.urgent_files,
+                rules.files_per_day.saturating_sub(used.files_used),
+                rules.urgent_reserve_files,
+            ),
+            crate::quota::waiting(
+                counts.directories,
+                counts.urgent_directories,
+                rules
+                    .directories_per_day
+                    .saturating_sub(used.directories_used),
+                rules.urgent_reserve_directories,
+            ),
+        );
+        Some(used.status(
+            rules,
+            crate::store::QuotaContext {
+                exhausted_until: None,
+                waiting,
+                files_pending: (counts.files, counts.urgent_files),
+                next_day_at: crate::store::timestamp(crate::quota::next_day_start(now, offset)),
+            },
+        ))
     }
 
     fn not_ready_reason(&self) -> Option<String> {

@@ -455,7 +455,7 @@ pub enum Counting {
 /// The daemon's state on one page: what `/v1/stats` answers and the status
 /// page renders.
 pub async fn stats_view(state: &IngestState, counting: Counting) -> Result<StatsView, ApiError> {
-    let pipeline = state.pipeline_status();
+    let pipeline = state.status().await;
     let items = match counting {
         Counting::All => state.store.state_counts().await?,
         Counting::Open => state.store.open_state_counts().await?,
@@ -581,7 +581,7 @@ pub async fn metrics(State(state): State<IngestState>) -> Response {
             crate::metrics::render(
                 handle,
                 &state.store,
-                state.pipeline.as_ref(),
+                &state.status().await,
                 &fleet,
                 state.clock.now_utc(),
             )

@@ -286,10 +286,7 @@ fn waiting_for_quota(
     left: planner::Left,
     rules: &crate::config::QuotaSettings,
 ) -> (u64, u64) {
-    let waiting = |pending: u64, urgent: u64, left: u64, reserve: u64| {
-        let lanes = quota::lanes(left, reserve, urgent);
-        urgent.saturating_sub(lanes.urgent) + (pending - urgent).saturating_sub(lanes.normal)
-    };
+    let waiting = quota::waiting;
     (
         waiting(
             counts.files,

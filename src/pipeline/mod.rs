@@ -28,9 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::cdn::CdnClient;
 use crate::clock::SharedClock;
 use crate::config::Settings;
-use crate::report::{
-    EndpointRest, PipelineReport, PipelineStatus, QuotaStatus, SenderState, SenderStatus,
-};
+use crate::report::{EndpointRest, PipelineReport, PipelineStatus, SenderState, SenderStatus};
 use crate::store::Timestamp;
 use crate::store::{BatchId, QuotaAccount, QuotaUse, Store, StoreError, timestamp};
 use gate::Gate;
@@ -523,41 +521,19 @@ impl PipelineReport for Reporter {
         let in_flight = shared
             .batch_slot_count
             .saturating_sub(shared.batch_slots.available_permits());
-        let quota = status.quota.as_ref().map(|q| QuotaStatus {
-            day: q.day.clone(),
-            utc_offset: settings.quota.utc_offset.clone(),
-            files_per_day: settings.quota.files_per_day,
-            files_used: q.files_used,
-            files_reserved: q.files_reserved,
-            files_left: settings.quota.files_per_day.saturating_sub(q.files_used),
-            directories_per_day: settings.quota.directories_per_day,
-            directories_used: q.directories_used,
-            directories_reserved: q.directories_reserved,
-            directories_left: settings
-                .quota
-                .directories_per_day
-                .saturating_sub(q.directories_used),
-            exhausted_until: status.quota_exhausted_until.map(timestamp),
-            files_waiting: status.quota_waiting.0,
-            directories_waiting: status.quota_waiting.1,
-            files_pending: status.files_pending.0,
-            urgent_files_pending: status.files_pending.1,
-            next_day_at: timestamp(crate::quota::next_day_start(
-                shared.now(),
-                settings.derived.quota_offset.get(),
-            )),
-            urgent_reserve_files: settings.quota.urgent_reserve_files,
-            urgent_reserve_directories: settings.quota.urgent_reserve_directories,
-            preloads_per_day: settings.quota.preloads_per_day,
-            preloads_used: q.preloads_used,
-            preloads_reserved: q.preloads_reserved,
-            preloads_left: settings
-                .quota
-                .preloads_per_day
-                .saturating_sub(q.preloads_used),
-            files_uncertain: q.files_uncertain,
-            directories_uncertain: q.directories_uncertain,
-            preloads_uncertain: q.preloads_uncertain,
+        let quota = status.quota.as_ref().map(|q| {
+            q.status(
+                &settings.quota,
+                crate::store::QuotaContext {
+                    exhausted_until: status.quota_exhausted_until.map(timestamp),
+                    waiting: status.quota_waiting,
+                    files_pending: status.files_pending,
+                    next_day_at: timestamp(crate::quota::next_day_start(
+                        shared.now(),
+                        settings.derived.quota_offset.get(),
+                    )),
+                },
+            )
         });
         let endpoints_paused = shared
             .endpoint_pauses

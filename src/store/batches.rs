@@ -169,6 +169,59 @@ pub struct QuotaUse {
     pub preloads_uncertain: u64,
 }
 
+/// What the day's counts do not say about the day: the rest of a
+/// [`crate::report::QuotaStatus`].
+#[derive(Debug, Clone, Default)]
+pub struct QuotaContext {
+    pub exhausted_until: Option<String>,
+    /// Files and directories today's quota cannot take.
+    pub waiting: (u64, u64),
+    /// Pending files, all and urgent.
+    pub files_pending: (u64, u64),
+    pub next_day_at: String,
+}
+
+impl QuotaUse {
+    /// The day as `/v1/stats` shows it, under `rules` (the sending
+    /// pipeline's view, and a fleet follower's from the shared store: one
+    /// mapping, so the two cannot disagree).
+    pub fn status(
+        &self,
+        rules: &crate::config::QuotaSettings,
+        context: QuotaContext,
+    ) -> crate::report::QuotaStatus {
+        crate::report::QuotaStatus {
+            day: self.day.clone(),
+            utc_offset: rules.utc_offset.clone(),
+            files_per_day: rules.files_per_day,
+            files_used: self.files_used,
+            files_reserved: self.files_reserved,
+            files_left: rules.files_per_day.saturating_sub(self.files_used),
+            directories_per_day: rules.directories_per_day,
+            directories_used: self.directories_used,
+            directories_reserved: self.directories_reserved,
+            directories_left: rules
+                .directories_per_day
+                .saturating_sub(self.directories_used),
+            exhausted_until: context.exhausted_until,
+            files_waiting: context.waiting.0,
+            directories_waiting: context.waiting.1,
+            files_pending: context.files_pending.0,
+            urgent_files_pending: context.files_pending.1,
+            next_day_at: context.next_day_at,
+            urgent_reserve_files: rules.urgent_reserve_files,
+            urgent_reserve_directories: rules.urgent_reserve_directories,
+            preloads_per_day: rules.preloads_per_day,
+            preloads_used: self.preloads_used,
+            preloads_reserved: self.preloads_reserved,
+            preloads_left: rules.preloads_per_day.saturating_sub(self.preloads_used),
+            files_uncertain: self.files_uncertain,
+            directories_uncertain: self.directories_uncertain,
+            preloads_uncertain: self.preloads_uncertain,
+        }
+    }
+}
+
 /// How much of a preload batch may be cut: `batch.max_preload_files` and
 /// what the day's preload quota has left.
 #[derive(Debug, Clone)]

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use batches::{
     Batch, BatchItem, CallOutcome, CutLimits, ItemResult, Operation, PreloadLimits, QuotaAccount,
-    QuotaUse, Readiness, SubmittedBatch, SubmittedItem,
+    QuotaContext, QuotaUse, Readiness, SubmittedBatch, SubmittedItem,
 };
 pub use charts::{CallError, CallRecord, Counts, RecentError, Slot};
 pub use enqueue::{EnqueueOutcome, NewRequest};

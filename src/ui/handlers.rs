@@ -111,6 +111,7 @@ async fn status(
         &charts,
         &recent,
         &filter,
+        &state.policies.snapshot(),
         &viewer(&state, &headers),
     )))
 }

@@ -151,6 +151,7 @@ pub fn status_page(
     charts: &ChartData,
     recent: &listing::Listing,
     filter: &listing::Filter,
+    policies: &std::collections::BTreeMap<String, crate::cdn::cache_rules::KnownPolicy>,
     viewer: &Viewer,
 ) -> String {
     let mut main = String::new();
@@ -161,6 +162,7 @@ pub fn status_page(
     main.push_str(&backlog_section(stats));
     main.push_str(&charts_section(charts));
     main.push_str(&errors_section(&charts.errors));
+    main.push_str(&cache_rules_section(policies));
     main.push_str(&requests_section(recent, filter));
     page("purgeq status", &main, viewer)
 }
@@ -275,6 +277,41 @@ fn quota_section(quota: &QuotaStatus) -> String {
             "<p>The next quota day starts {}.</p>",
             time(&quota.next_day_at)
         );
+    }
+    out.push_str("</section>\n");
+    out
+}
+
+/// Each endpoint's cache rules as last read, and what purgeq assumes from
+/// them (query variants purged once; copies expired by TTL).
+fn cache_rules_section(
+    policies: &std::collections::BTreeMap<String, crate::cdn::cache_rules::KnownPolicy>,
+) -> String {
+    let mut out = String::from(
+        "<section aria-labelledby=\"cache-rules\"><h2 id=\"cache-rules\">Cache rules</h2>\n",
+    );
+    if policies.is_empty() {
+        out.push_str("<p>No endpoint's cache policy has been read yet: nothing is assumed, every URL is purged.</p>\n");
+    } else {
+        out.push_str(
+            "<table><caption>Per endpoint, as the CDN last answered</caption><thead><tr>\
+             <th scope=\"col\">Endpoint</th><th scope=\"col\">Policy</th>\
+             <th scope=\"col\">Read</th></tr></thead><tbody>\n",
+        );
+        for (endpoint, known) in policies {
+            let read = match &known.refresh_error {
+                Some(error) => format!("{} (the last refresh failed: {error})", known.fetched_at),
+                None => known.fetched_at.clone(),
+            };
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(endpoint),
+                escape(&known.policy.to_string()),
+                escape(&read)
+            );
+        }
+        out.push_str("</tbody></table>\n");
     }
     out.push_str("</section>\n");
     out
