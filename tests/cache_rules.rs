@@ -212,7 +212,10 @@ async fn a_url_whose_copies_have_expired_ends_without_a_purge_behind_a_spent_day
         "http://a.example.com/app.js".to_owned(),
         "http://b.example.com/page.html".to_owned(),
     ];
-    let (status, body) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
+    // Preloads asked: an expired URL is still preloaded.
+    let (status, body) = daemon
+        .post("/v1/purges", &json!({ "urls": urls, "preload": true }))
+        .await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().expect("id").to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -239,8 +242,28 @@ async fn a_url_whose_copies_have_expired_ends_without_a_purge_behind_a_spent_day
     assert_eq!(view["items"][1]["state"], "pending", "{view}");
     assert_eq!(view["items"][2]["state"], "pending", "{view}");
     assert_eq!(view["state"], "in_progress");
-    // Nothing was sent, nothing charged.
-    assert_eq!(emulator.journal().len(), calls_before);
+    // No purge was sent, nothing charged; the preload went.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, view) = daemon.get(&format!("/v1/purges/{id}")).await;
+        if view["items"][0]["preload_state"] == "succeeded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no preload: {view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let journal = emulator.journal();
+    let purges_after: Vec<_> = journal[calls_before..]
+        .iter()
+        .filter(|e| e.operation == purgeq::cdn::emulator::TaskKind::Purge)
+        .collect();
+    assert!(purges_after.is_empty(), "{purges_after:?}");
+    assert!(
+        journal[calls_before..]
+            .iter()
+            .any(|e| e.files == ["http://a.example.com/page.html"]),
+        "{journal:?}"
+    );
     let stats = daemon.stats().await;
     assert_eq!(stats["items"]["expired"], 1, "{stats}");
     assert_eq!(stats["quota"]["files_used"], 1, "{stats}");
@@ -359,4 +382,46 @@ async fn the_forecast_counts_the_directories_the_planner_promotes() {
     let id = body["id"].as_str().expect("id");
     let (_, view) = daemon.get(&format!("/v1/purges/{id}?wait=60")).await;
     assert_eq!(view["state"], "succeeded", "{view}");
+}
+
+/// A changed policy is read again on SIGHUP (not only every
+/// `cdn.cache_rules_refresh`), and kept in the store.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reads_the_policies_again() {
+    let emulator = emulator(knobs()).await;
+    let daemon = TestDaemon::start(&config(&emulator, "")).await;
+    policies_read(&daemon).await;
+    let kept = || async {
+        let url = format!("sqlite://{}?mode=ro", daemon.db_path().display());
+        let mut conn = SqliteConnection::connect(&url).await.expect("open");
+        let policy: String =
+            sqlx::query_scalar("SELECT policy FROM cache_policies WHERE endpoint_id = $1")
+                .bind(ENDPOINTS[0].0)
+                .fetch_one(&mut conn)
+                .await
+                .expect("kept");
+        policy
+    };
+    assert!(kept().await.contains(r#""IgnoreQueryString":"false""#));
+    set_policy(&emulator, 0, &ignoring_queries()).await;
+    daemon.signal("HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !kept().await.contains(r#""IgnoreQueryString":"true""#) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not read again after SIGHUP:\n{}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": ["http://a.example.com/y.js?v=1"] }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap();
+    let (_, view) = daemon.get(&format!("/v1/purges/{id}")).await;
+    assert_eq!(view["items"][0]["merge_reason"], "query_ignored", "{view}");
 }

@@ -4,7 +4,7 @@
 //!
 //! | end | exit |
 //! |---|---|
-//! | every URL succeeded | 0 |
+//! | every URL succeeded (or `expired`: no purge was needed) | 0 |
 //! | a URL failed or was cancelled | 1 |
 //! | sending is paused (credentials refused): said at once | 75 |
 //! | `--timeout` passed: the summary so far | 75 |
@@ -46,6 +46,7 @@ pub fn counts_text(status: &Value) -> String {
         .collect();
     let order = [
         "succeeded",
+        "expired",
         "failed",
         "cancelled",
         "pending",
@@ -115,7 +116,9 @@ impl Progress {
                 let count = |state: &str| status["counts"][state].as_u64().unwrap_or(0);
                 let total = status["items"].as_array().map_or(0, Vec::len) as u64;
                 bar.set_length(total);
-                bar.set_position(count("succeeded") + count("failed") + count("cancelled"));
+                bar.set_position(
+                    count("succeeded") + count("expired") + count("failed") + count("cancelled"),
+                );
                 let mut message =
                     format!("{} purged, {} failed", count("succeeded"), count("failed"));
                 if let Some(reason) = reasons.first() {

@@ -78,6 +78,18 @@ async fn refresh_all(refresher: &Refresher, settings: &Settings) {
             Ok(called) => {
                 let now = refresher.clock.now_utc();
                 let policy = called.value;
+                // In force for intake first, then kept (whose change also
+                // recomputes the pending expiries): an intent between the
+                // two is read under the new policy, and the recomputation
+                // covers it either way.
+                refresher.policies.set(
+                    &endpoint_id,
+                    KnownPolicy {
+                        policy: policy.clone(),
+                        fetched_at: timestamp(now),
+                        refresh_error: None,
+                    },
+                );
                 match refresher
                     .store
                     .save_cache_policy(&endpoint_id, &policy, now)
@@ -91,14 +103,6 @@ async fn refresh_all(refresher: &Refresher, settings: &Settings) {
                         tracing::warn!(%endpoint_id, %error, "cannot keep the cache policy in the store; using it anyway");
                     }
                 }
-                refresher.policies.set(
-                    &endpoint_id,
-                    KnownPolicy {
-                        policy,
-                        fetched_at: timestamp(now),
-                        refresh_error: None,
-                    },
-                );
             }
             Err(error) => {
                 tracing::warn!(%endpoint_id, %error, "cannot read the endpoint's cache policy; keeping the last copy");
