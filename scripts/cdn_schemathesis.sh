@@ -39,9 +39,11 @@ for _ in $(seq 100); do
 done
 
 # The operations the emulator implements; the others (endpoint changes,
-# cache rules, volume, bandwidth) are not part of what purgeq relies on.
+# volume, bandwidth) are not part of what purgeq relies on. The cache
+# rules are (issue 32): purgeq reads them, users and tests set them.
 operations=(Endpoints_GetEndpoints Endpoints_GetEndpoint Endpoints_PurgeContent
-    Endpoints_GetPurgeContent Endpoints_LoadContent Endpoints_GetPreloadContent ListOperation)
+    Endpoints_GetPurgeContent Endpoints_LoadContent Endpoints_GetPreloadContent ListOperation
+    Endpoints_GetCacheRule Endpoints_AddCacheRule)
 include=()
 for op in "${operations[@]}"; do include+=(--include-operation-id "$op"); done
 

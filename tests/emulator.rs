@@ -898,6 +898,7 @@ async fn cache_policies_are_served_and_replaced_as_documented() {
             "Rules[0].TTL",
         ),
         (r#"{"IgnoreQueryString": "maybe"}"#, "IgnoreQueryString"),
+        (r#"{"IgnoreCookie": null}"#, "IgnoreCookie"),
         (r#"{"Rules": "all"}"#, "not a CachePolicy"),
     ] {
         let (status, body) = signed_raw(&emulator, "PUT", &path, bad).await;

@@ -336,10 +336,11 @@ fn parse_ttl(text: &str) -> Option<u64> {
     (number.is_finite() && number >= 0.0 && number <= u64::MAX as f64).then_some(number as u64)
 }
 
-/// A switch: absent is `false`; otherwise `"true"` or `"false"`.
+/// A switch: absent is `false`; otherwise `"true"` or `"false"` (the
+/// Swagger's `format: boolean`; an empty string is neither).
 fn switch(field: &str, value: &Option<String>) -> Result<bool, PolicyError> {
     match value.as_deref().map(str::trim) {
-        None | Some("") => Ok(false),
+        None => Ok(false),
         Some(text) if text.eq_ignore_ascii_case("true") => Ok(true),
         Some(text) if text.eq_ignore_ascii_case("false") => Ok(false),
         Some(other) => Err(PolicyError {
@@ -535,6 +536,13 @@ mod tests {
                     ..CachePolicyBody::default()
                 },
                 "IgnoreQueryString",
+            ),
+            (
+                CachePolicyBody {
+                    ignore_cookie: Some(String::new()),
+                    ..CachePolicyBody::default()
+                },
+                "IgnoreCookie",
             ),
         ];
         for (body, field) in table {

@@ -199,6 +199,17 @@ pub fn purge_body(
 /// Parses and checks a `CachePolicy` body as the Swagger defines it.
 pub fn cache_policy_body(headers: &HeaderMap, body: &[u8]) -> Result<CachePolicyBody, Rejection> {
     json_media_type(headers)?;
+    // The switches are strings in the Swagger: a null is not "absent".
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(body) {
+        for name in ["IgnoreCacheControl", "IgnoreQueryString", "IgnoreCookie"] {
+            if fields.get(name).is_some_and(serde_json::Value::is_null) {
+                return Err(Rejection::bad(
+                    "ParameterInvalid",
+                    format!("{name}: null is not \"true\" or \"false\"."),
+                ));
+            }
+        }
+    }
     let policy: CachePolicyBody = serde_json::from_slice(body).map_err(|e| {
         Rejection::bad(
             "ParameterInvalid",
