@@ -68,6 +68,10 @@ pub struct Accepted {
 pub struct Backlog {
     pending: std::sync::atomic::AtomicU64,
     refreshed_at_ms: std::sync::atomic::AtomicU64,
+    /// A fleet follower's last read of the shared quota and queue counts,
+    /// and when: reused for a second, so a forecast per intent does not
+    /// count the shared queue per intent.
+    shared_quota: std::sync::Mutex<Option<(std::time::Instant, crate::report::QuotaStatus)>>,
 }
 
 impl Backlog {
@@ -298,6 +302,28 @@ impl IngestState {
     /// Today's quota as the shared store counts it. `None` when it cannot
     /// be read (the page and `/v1/stats` then show none, as before).
     async fn shared_quota(&self) -> Option<crate::report::QuotaStatus> {
+        let cached = self
+            .backlog
+            .shared_quota
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((at, quota)) = cached
+            && at.elapsed() < std::time::Duration::from_secs(1)
+        {
+            return Some(quota);
+        }
+        let quota = self.read_shared_quota().await?;
+        *self
+            .backlog
+            .shared_quota
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), quota.clone()));
+        Some(quota)
+    }
+
+    /// [`IngestState::shared_quota`], read now.
+    async fn read_shared_quota(&self) -> Option<crate::report::QuotaStatus> {
         let settings = self.settings();
         let now = self.clock.now_utc();
         let offset = settings.derived.quota_offset.get();
