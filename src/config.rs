@@ -113,7 +113,7 @@ pub struct Derived {
     /// `quota.utc_offset`, parsed: where quota days begin.
     pub quota_offset: QuotaOffset,
     /// `store.url`, parsed: the fleet's PostgreSQL database, when set.
-    pub store_url: Option<crate::store::fleet::DatabaseUrl>,
+    pub store_url: Option<crate::database_url::DatabaseUrl>,
     /// `fleet.node_name`, parsed, or the host name when it is not set.
     /// `None` only before validation: read it with [`Settings::node_name`].
     pub node_name: Option<crate::fleet::NodeName>,
@@ -738,7 +738,7 @@ impl Settings {
         }
         if let Some(url) = &self.store.url {
             use secrecy::ExposeSecret;
-            match crate::store::fleet::DatabaseUrl::parse(url.0.expose_secret()) {
+            match crate::database_url::DatabaseUrl::parse(url.0.expose_secret()) {
                 Ok(url) => self.derived.store_url = Some(url),
                 Err(error) => problems.push(error.to_string()),
             }

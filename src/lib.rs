@@ -2,6 +2,7 @@
 //!
 //! Modules, leaves first (each uses only those above it; no cycles):
 //! - [`clock`], [`rate`], [`quota`], [`ledger`], [`target`], [`report`], [`fleet`],
+//!   [`database_url`],
 //!   [`http_server`], [`signals`]: injectable time, the token bucket, quota
 //!   days; URL normalization and routing; the pipeline's typed status; the
 //!   connection server; signal streams. Leaves: they use no other module;
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod database_url;
 pub mod fleet;
 pub mod forecast;
 pub mod http_server;

@@ -28,8 +28,9 @@ use crate::clock::{self, SharedClock};
 /// The service's current address.
 pub const DEFAULT_BASE_URL: &str = "https://restapi.cdn.azure.cn";
 
-/// Every path carries this query parameter.
-pub const API_VERSION: &str = "1.0";
+/// Every path carries this query parameter (defined with the wire
+/// format, which checks it too).
+pub use super::wire::API_VERSION;
 
 /// The correlation header name (HTTP header names are case-insensitive).
 pub const CORRELATION_HEADER: &str = "x-correlation-id";

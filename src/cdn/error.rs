@@ -301,3 +301,55 @@ impl CdnError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference's "Errors" table (`azure-china-cdn-api.md`), row by
+    /// row, written out from the document rather than from the code: what
+    /// each documented type means to a sender. An unknown type is kept
+    /// verbatim and is transient, unless it names the quota (the service's
+    /// answer to a spent day is not documented).
+    #[test]
+    fn every_documented_type_is_classified_as_the_reference_says() {
+        let table: [(&str, ErrorClass); 21] = [
+            ("RequestThrottled", ErrorClass::Throttled),
+            ("CredentialInvalid", ErrorClass::Credentials),
+            ("MissingAuthorizationHeader", ErrorClass::Credentials),
+            ("InvalidAuthorizationHeader", ErrorClass::Credentials),
+            ("ApiKeyNotFound", ErrorClass::Credentials),
+            ("InvalidApiKey", ErrorClass::Credentials),
+            ("WrongSignature", ErrorClass::Credentials),
+            ("PermissionDenied", ErrorClass::Credentials),
+            ("SubscriptionNotFound", ErrorClass::Credentials),
+            ("AuthorizationHeaderExpired", ErrorClass::ClockSkew),
+            ("InvalidRequestDateHeader", ErrorClass::ClockSkew),
+            ("MissingRequestDateHeader", ErrorClass::ClockSkew),
+            ("EndpointNotInActiveState", ErrorClass::EndpointInactive),
+            ("EndpointNotFound", ErrorClass::EndpointMisconfigured),
+            (
+                "EndpointDoesNotBelongToSubscription",
+                ErrorClass::EndpointMisconfigured,
+            ),
+            ("ParameterMissing", ErrorClass::BadItem),
+            ("ParameterInvalid", ErrorClass::BadItem),
+            ("MaliciousItemPathDetected", ErrorClass::BadItem),
+            ("QuotaExceeded", ErrorClass::QuotaExceeded),
+            ("DailyQuotaLimitReached", ErrorClass::QuotaExceeded),
+            ("SomethingNew", ErrorClass::Transient),
+        ];
+        for (name, class) in table {
+            let parsed = ErrorType::parse(name);
+            assert_eq!(parsed.class(), class, "{name}");
+            assert_eq!(parsed.as_str(), name, "kept verbatim");
+        }
+        // Every documented type has its row.
+        for documented in ErrorType::DOCUMENTED {
+            assert!(
+                table.iter().any(|(name, _)| *name == documented.as_str()),
+                "{documented} has no row"
+            );
+        }
+    }
+}

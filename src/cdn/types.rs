@@ -45,17 +45,6 @@ impl UrlState {
     pub fn is_final(&self) -> bool {
         matches!(self, UrlState::Succeeded | UrlState::Failed)
     }
-
-    /// The API's own spelling.
-    pub fn as_wire(&self) -> &str {
-        match self {
-            UrlState::Waiting => "Waiting",
-            UrlState::Running => "Running",
-            UrlState::Succeeded => "Succeed",
-            UrlState::Failed => "Failed",
-            UrlState::Other(s) => s,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,6 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The API version every path carries (`?apiVersion=1.0`).
+pub const API_VERSION: &str = "1.0";
+
 /// Body of `POST …/purges`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -175,7 +178,7 @@ pub fn api_version_problem(query: Option<&str>) -> Option<(&'static str, String)
             "ParameterMissing",
             "Parameter 'apiVersion' is missing.".to_owned(),
         )),
-        Some(crate::cdn::client::API_VERSION) => None,
+        Some(API_VERSION) => None,
         Some(other) => Some((
             "ParameterInvalid",
             format!("apiVersion {other:?} is not supported."),

@@ -16,7 +16,6 @@
 //! longer than a few seconds.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +23,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::StoreError;
+pub use crate::database_url::{DatabaseUrl, DatabaseUrlError};
 use crate::fleet::{Claim, NodeName, Term};
 
 /// How long a paused session may sit inside a transaction before the
@@ -34,78 +34,6 @@ const IDLE_IN_TRANSACTION: &str = "3s";
 /// cannot get it within a second fails `Busy`, and is tried again at the
 /// next tick.
 const CLAIM_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
-
-/// A PostgreSQL address (`store.url`), parsed once. Its `Display` and
-/// `Debug` never show the password: they say which server, database and
-/// user, which is what an operator needs to read an error.
-#[derive(Clone)]
-pub struct DatabaseUrl {
-    options: PgConnectOptions,
-}
-
-/// Why a `store.url` was refused: names the key, never echoes the URL
-/// (it may hold a password).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("store.url is not a PostgreSQL URL (postgres://user@host:port/database): {reason}")]
-pub struct DatabaseUrlError {
-    reason: String,
-}
-
-impl DatabaseUrl {
-    /// Parses `postgres://…` (or `postgresql://…`). A password missing from
-    /// the URL comes from `PGPASSWORD`, as libpq does.
-    pub fn parse(text: &str) -> Result<DatabaseUrl, DatabaseUrlError> {
-        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
-            return Err(DatabaseUrlError {
-                reason: "it must start with postgres:// or postgresql://".into(),
-            });
-        }
-        // Every parse error sqlx returns here is a configuration error,
-        // and its words may quote part of the URL: say only that it failed.
-        let options = PgConnectOptions::from_str(text).map_err(|_| DatabaseUrlError {
-            reason: "it could not be parsed".into(),
-        })?;
-        Ok(DatabaseUrl { options })
-    }
-
-    /// The same address, for another database on the same server (tests
-    /// make a fresh database per test).
-    pub fn with_database(&self, database: &str) -> DatabaseUrl {
-        DatabaseUrl {
-            options: self.options.clone().database(database),
-        }
-    }
-
-    pub fn database(&self) -> &str {
-        self.options.get_database().unwrap_or("postgres")
-    }
-
-    /// The options to connect with, password included: for opening a
-    /// connection, never for printing.
-    pub fn connect_options(&self) -> &PgConnectOptions {
-        &self.options
-    }
-}
-
-impl fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let o = &self.options;
-        write!(
-            f,
-            "postgres://{}@{}:{}/{}",
-            o.get_username(),
-            o.get_host(),
-            o.get_port(),
-            self.database()
-        )
-    }
-}
-
-impl fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DatabaseUrl({self})")
-    }
-}
 
 /// Turns a PostgreSQL error into the store's kinds: a lost or refused
 /// connection (the server restarting, `pg_terminate_backend`) is
@@ -205,7 +133,7 @@ impl FleetDb {
     /// one applies them and the others find them applied.
     pub async fn connect(url: &DatabaseUrl) -> Result<FleetDb, StoreError> {
         let options = url
-            .options
+            .connect_options()
             .clone()
             .application_name("purgeq")
             .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION)]);
@@ -366,26 +294,4 @@ async fn read_holder(
     // A name or term the schema's checks should have kept out reads as
     // no holder rather than failing the caller's claim.
     Ok(NodeName::parse(&node).ok().zip(Term::new(term)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_url_shows_server_database_and_user_but_never_the_password() {
-        let url =
-            DatabaseUrl::parse("postgres://deploy:s3cret-pw@db.internal:6543/purgeq").unwrap();
-        let shown = format!("{url} {url:?}");
-        assert!(shown.contains("deploy@db.internal:6543/purgeq"), "{shown}");
-        assert!(!shown.contains("s3cret-pw"), "{shown}");
-    }
-
-    #[test]
-    fn a_url_that_is_not_postgres_is_refused_naming_the_key_not_the_url() {
-        let error = DatabaseUrl::parse("mysql://root:hunter2@localhost/db").unwrap_err();
-        let text = error.to_string();
-        assert!(text.contains("store.url"), "{text}");
-        assert!(!text.contains("hunter2"), "{text}");
-    }
 }

@@ -1,4 +1,5 @@
-//! The SQLite store: every SQL statement purgeq runs lives under this module.
+//! The store: SQLite on one host, PostgreSQL for a fleet ([`fleet`]); every
+//! SQL statement purgeq runs lives under this module.
 //!
 //! Writes go through one writer task ([`writer`]) that group-commits;
 //! reads use a separate read-only pool, so `GET` requests and `sqlite3`
@@ -16,9 +17,9 @@ mod history;
 mod ids;
 mod operator;
 mod plan;
-#[cfg(test)]
-mod plans;
 mod preloads;
+#[cfg(test)]
+mod query_plans;
 mod reads;
 mod reserve;
 mod retention;

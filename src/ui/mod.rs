@@ -4,7 +4,7 @@
 //!
 //! Every function here is pure: typed values in, HTML text out, so a test
 //! can check what a page says without a server. The handlers that fetch
-//! the values live in `ingest::ui`; the page needs nothing from the
+//! the values live in `ui::handlers`; the page needs nothing from the
 //! internet (its stylesheet and script are served from the binary, see
 //! [`STYLE`] and [`SCRIPT`]) and its first paint needs no JavaScript: the
 //! script only refreshes the page's `<main>` in place every few seconds
