@@ -3,69 +3,9 @@
 use serde::Serialize;
 
 use super::db::{Backend, on_pool};
+use super::model::ItemState;
 use super::{Operation, PreloadState, RequestId, Store, StoreError};
 use sqlx::{AssertSqlSafe, SqlSafeStr};
-
-/// An item's state (the `items.state` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ItemState {
-    Pending,
-    Sending,
-    Submitted,
-    Succeeded,
-    Failed,
-    Merged,
-    Cancelled,
-    /// No purge was needed: every copy cached before the request outlived
-    /// the endpoint's TTL while it waited (issue 32). Final, and done for
-    /// `--wait`; nothing was charged.
-    Expired,
-}
-
-impl ItemState {
-    pub const ALL: [ItemState; 8] = [
-        ItemState::Pending,
-        ItemState::Sending,
-        ItemState::Submitted,
-        ItemState::Succeeded,
-        ItemState::Failed,
-        ItemState::Merged,
-        ItemState::Cancelled,
-        ItemState::Expired,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ItemState::Pending => "pending",
-            ItemState::Sending => "sending",
-            ItemState::Submitted => "submitted",
-            ItemState::Succeeded => "succeeded",
-            ItemState::Failed => "failed",
-            ItemState::Merged => "merged",
-            ItemState::Cancelled => "cancelled",
-            ItemState::Expired => "expired",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<ItemState> {
-        Self::ALL.into_iter().find(|s| s.as_str() == text)
-    }
-
-    /// Nothing more will happen to an item in this state.
-    ///
-    /// `merged` is not final: a merged item follows another, and its end is
-    /// that item's end. Read as a URL's effective state (where merges are
-    /// resolved), `merged` means the resolution did not reach the end of
-    /// the chain, and calling that final made requests report `succeeded`
-    /// while their directory was pending (issue 13, bug 1).
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            ItemState::Succeeded | ItemState::Failed | ItemState::Cancelled | ItemState::Expired
-        )
-    }
-}
 
 /// One URL of a request, as the client sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
