@@ -37,6 +37,7 @@ pub(super) async fn run(shared: Arc<Shared>, senders: TaskTracker) {
     let _alive = super::AliveGuard::new(&shared.batcher_alive);
     let mut moved = shared.clock.moved();
     let mut rotation = 0usize;
+    let mut expiry = ExpiryWatch::default();
     let mut known = match shared.store.pending_endpoints().await {
         Ok(endpoints) => endpoints,
         Err(error) => {
@@ -48,7 +49,9 @@ pub(super) async fn run(shared: Arc<Shared>, senders: TaskTracker) {
         if shared.shutdown.is_cancelled() {
             return;
         }
-        let next = match cut_what_can_go(&shared, &senders, &mut known, &mut rotation).await {
+        let next = match cut_what_can_go(&shared, &senders, &mut known, &mut rotation, &mut expiry)
+            .await
+        {
             Ok(next) => next,
             Err(error) => {
                 tracing::warn!(%error, "batcher: store error; retrying in 5s");
@@ -100,10 +103,11 @@ async fn cut_what_can_go(
     senders: &TaskTracker,
     known: &mut Vec<String>,
     rotation: &mut usize,
+    watch: &mut ExpiryWatch,
 ) -> Result<Option<Duration>, StoreError> {
     // Before anything is cut, and whether or not anything may be sent:
     // a URL whose older copies have all expired needs no purge (issue 32).
-    let expiry = expire_what_is_due(shared).await?;
+    let expiry = expire_what_is_due(shared, watch).await?;
     let quota = shared.store.quota_use(&shared.quota_account()).await?;
     shared.status().quota = Some(quota.clone());
     publish_waits(shared, &quota).await?;
@@ -174,14 +178,44 @@ async fn cut_what_can_go(
     Ok(next)
 }
 
+/// How often at most the batcher looks for URLs whose cached copies have
+/// expired: it is woken by every intent, and a look per intent cost ingest
+/// a read per request for a rule that works in seconds.
+const EXPIRY_LOOK_GAP: Duration = Duration::from_secs(1);
+
+/// When the batcher last looked for expired URLs, and what it saw.
+#[derive(Debug, Default)]
+pub(super) struct ExpiryWatch {
+    looked_at: Option<tokio::time::Instant>,
+    /// The next pending file's expiry as of that look.
+    next: Option<OffsetDateTime>,
+}
+
 /// Ends the pending files whose older copies have all expired; returns
-/// how long until the next one does (`None`: none will). One probe of an
-/// index when nothing is due.
-async fn expire_what_is_due(shared: &Arc<Shared>) -> Result<Option<Duration>, StoreError> {
-    let Some(next) = shared.store.next_expiry().await? else {
+/// how long until the batcher should look again (`None`: nothing will
+/// expire). At most one look a second; a pass within that second asks to
+/// be woken when it ends, so what an intent added meanwhile is not missed.
+async fn expire_what_is_due(
+    shared: &Arc<Shared>,
+    watch: &mut ExpiryWatch,
+) -> Result<Option<Duration>, StoreError> {
+    let now = shared.now();
+    if let Some(looked_at) = watch.looked_at {
+        let since = looked_at.elapsed();
+        if since < EXPIRY_LOOK_GAP {
+            let gap_ends = EXPIRY_LOOK_GAP - since;
+            return Ok(Some(
+                watch
+                    .next
+                    .map_or(gap_ends, |next| until(now, next).max(gap_ends)),
+            ));
+        }
+    }
+    watch.looked_at = Some(tokio::time::Instant::now());
+    watch.next = shared.store.next_expiry().await?;
+    let Some(next) = watch.next else {
         return Ok(None);
     };
-    let now = shared.now();
     if next > now {
         return Ok(Some(until(now, next)));
     }
@@ -193,11 +227,8 @@ async fn expire_what_is_due(shared: &Arc<Shared>) -> Result<Option<Duration>, St
         );
         crate::metrics::expired(expired);
     }
-    Ok(shared
-        .store
-        .next_expiry()
-        .await?
-        .map(|next| until(now, next)))
+    watch.next = shared.store.next_expiry().await?;
+    Ok(watch.next.map(|next| until(now, next).max(EXPIRY_LOOK_GAP)))
 }
 
 /// Runs the quota planner when the normal files waiting do not fit in
@@ -231,9 +262,16 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
         now,
         settings.derived.quota_offset.get(),
     ));
-    if over {
-        // The day cannot reach every file: those whose copies expire
-        // before it turns wait for their expiry, not for quota (issue 32).
+    // The day cannot reach every file: those whose copies expire before it
+    // turns wait for their expiry, not for quota (issue 32). A write only
+    // when the expiry index says some file qualifies.
+    if over
+        && shared
+            .store
+            .next_expiry()
+            .await?
+            .is_some_and(|at| at < next_day.get())
+    {
         let deferred = shared.store.defer_expiring(next_day).await?;
         if deferred > 0 {
             tracing::info!(
