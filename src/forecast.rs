@@ -79,23 +79,7 @@ pub struct Inputs<'a> {
 
 /// The forecast for `inputs.urls`.
 pub fn forecast(inputs: &Inputs<'_>) -> Forecast {
-    let urgent = inputs.urls.iter().any(|u| u.urgent);
-    // The request's lane: urgent files may use the reserve.
-    let file_lanes = lanes(
-        inputs.left.files,
-        inputs.rules.urgent_reserve_files,
-        inputs.urgent_files_pending,
-    );
-    let (lane, ahead) = if urgent {
-        (file_lanes.urgent, inputs.urgent_files_pending)
-    } else {
-        (
-            file_lanes.normal,
-            inputs
-                .files_pending
-                .saturating_sub(inputs.urgent_files_pending),
-        )
-    };
+    let (lane, ahead) = lane_and_ahead(inputs);
     let mut room = lane.saturating_sub(ahead);
     let (files, expiring): (Vec<&Pending>, Vec<&Pending>) = inputs
         .urls
@@ -117,52 +101,78 @@ pub fn forecast(inputs: &Inputs<'_>) -> Forecast {
         .saturating_sub(inputs.directories_pending);
     let directories_today = directories.min(directory_room);
     waiting += directories - directories_today;
-
-    // What does not fit: the planner may purge its directories instead.
-    let mut promoted = 0;
-    if waiting > 0 && inputs.rules.promote == Promote::Auto {
-        let mut survey = Survey::new(inputs.rules);
-        for file in &files {
-            survey.add(file);
-        }
-        let left = Left {
-            files: sent_as_files,
-            directories: directory_room.saturating_sub(directories_today),
-        };
-        promoted = survey
-            .promotions(left)
-            .iter()
-            .map(|p| p.files as u64)
-            .sum::<u64>()
-            .min(files.len() as u64 - sent_as_files);
-        waiting -= promoted;
-    }
+    let promoted = if waiting > 0 {
+        promoted(
+            inputs.rules,
+            &files,
+            Left {
+                files: sent_as_files,
+                directories: directory_room - directories_today,
+            },
+        )
+        .min(files.len() as u64 - sent_as_files)
+    } else {
+        0
+    };
+    waiting -= promoted;
     // Files whose copies expire before the day turns take what is left.
     let expiring_sent = (expiring.len() as u64).min(room);
-    let urls_expiring = expiring.len() as u64 - expiring_sent;
     let urls_today = sent_as_files + directories_today + promoted + expiring_sent;
-
-    let expected = if waiting > 0 {
-        Expected::NextQuotaDay
-    } else {
-        Expected::Today
-    };
-    let estimated_done_at = (urls_today > 0).then(|| {
-        let files_before_done = ahead.min(lane) + sent_as_files + expiring_sent;
-        let calls = files_before_done.div_ceil(inputs.files_per_call.max(1) as u64) + 1;
-        let sending = Duration::from_secs_f64(calls as f64 / inputs.calls_per_second.max(0.001));
-        let at = inputs.now + sending + inputs.linger + inputs.completion;
-        crate::store::timestamp(at)
-    });
     Forecast {
-        expected,
+        expected: if waiting > 0 {
+            Expected::NextQuotaDay
+        } else {
+            Expected::Today
+        },
         urls_today,
         urls_next_quota_day: waiting,
-        urls_expiring,
+        urls_expiring: expiring.len() as u64 - expiring_sent,
         urls_promoted: promoted,
-        estimated_done_at,
+        estimated_done_at: (urls_today > 0)
+            .then(|| done_at(inputs, ahead.min(lane) + sent_as_files + expiring_sent)),
         next_quota_day_at: crate::store::timestamp(inputs.next_day_at),
     }
+}
+
+/// The request's lane of today's file quota (urgent files may use the
+/// reserve) and the files queued ahead of it in that lane.
+fn lane_and_ahead(inputs: &Inputs<'_>) -> (u64, u64) {
+    let file_lanes = lanes(
+        inputs.left.files,
+        inputs.rules.urgent_reserve_files,
+        inputs.urgent_files_pending,
+    );
+    if inputs.urls.iter().any(|u| u.urgent) {
+        (file_lanes.urgent, inputs.urgent_files_pending)
+    } else {
+        (
+            file_lanes.normal,
+            inputs
+                .files_pending
+                .saturating_sub(inputs.urgent_files_pending),
+        )
+    }
+}
+
+/// How many of `files` the planner would purge through directories, given
+/// what is `left` for them (none with `quota.promote = "never"`).
+fn promoted(rules: &QuotaSettings, files: &[&Pending], left: Left) -> u64 {
+    if rules.promote != Promote::Auto {
+        return 0;
+    }
+    let mut survey = Survey::new(rules);
+    for file in files {
+        survey.add(file);
+    }
+    survey.promotions(left).iter().map(|p| p.files as u64).sum()
+}
+
+/// When `files` more files (those ahead included) are sent at the
+/// configured rate and batch size, and the last call is done.
+fn done_at(inputs: &Inputs<'_>, files: u64) -> String {
+    let calls = files.div_ceil(inputs.files_per_call.max(1) as u64) + 1;
+    let sending = Duration::from_secs_f64(calls as f64 / inputs.calls_per_second.max(0.001));
+    crate::store::timestamp(inputs.now + sending + inputs.linger + inputs.completion)
 }
 
 #[cfg(test)]

@@ -157,6 +157,10 @@ async fn three_nodes_are_one_queue_and_one_rate_budget() {
     assert_eq!(seen.len(), expected.len(), "nothing else purged");
     let stats = emulator.stats();
     assert_eq!(stats.get("RequestThrottled"), None, "{stats:?}");
+    // Only the leader read the endpoints' cache policies (issue 32: every
+    // node reading them at start was throttled once here); the others
+    // load its copy from the shared store.
+    assert_eq!(stats.get("cache_rules"), Some(&3), "{stats:?}");
     // Every node reads the same history.
     for node in &nodes {
         let stats = node.stats().await;

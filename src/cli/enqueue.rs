@@ -320,28 +320,7 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
         )
         .await?;
         let id = accepted["id"].as_str().unwrap_or_default().to_owned();
-        let forecast = accepted
-            .get("forecast")
-            .and_then(|f| serde_json::from_value::<Forecast>(f.clone()).ok());
-        not_today |= forecast
-            .as_ref()
-            .is_some_and(|f| f.expected == Expected::NextQuotaDay);
-        if !args.wait {
-            if args.json {
-                crate::outln!("{accepted}");
-            } else {
-                crate::outln!("{id}");
-            }
-        } else if !args.json {
-            eprintln!(
-                "accepted {} ({} new) as {id}",
-                follow::urls(accepted["urls"].as_u64().unwrap_or(0)),
-                accepted["new"]
-            );
-        }
-        if let Some(forecast) = forecast.filter(|_| !args.json && !args.quiet) {
-            eprintln!("{}", describe(&forecast));
-        }
+        not_today |= announce(args, &id, &accepted);
         ids.push(id);
     }
     if !args.wait {
@@ -366,6 +345,35 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
         worst = worst.max(code);
     }
     Ok(worst)
+}
+
+/// Says what was accepted as `id`: the id (or the JSON) without `--wait`,
+/// a line on stderr with it; and the forecast on stderr. Returns whether
+/// the forecast has URLs waiting for the next quota day.
+fn announce(args: &EnqueueArgs, id: &str, accepted: &serde_json::Value) -> bool {
+    let forecast = accepted
+        .get("forecast")
+        .and_then(|f| serde_json::from_value::<Forecast>(f.clone()).ok());
+    if !args.wait {
+        if args.json {
+            crate::outln!("{accepted}");
+        } else {
+            crate::outln!("{id}");
+        }
+    } else if !args.json {
+        eprintln!(
+            "accepted {} ({} new) as {id}",
+            follow::urls(accepted["urls"].as_u64().unwrap_or(0)),
+            accepted["new"]
+        );
+    }
+    let not_today = forecast
+        .as_ref()
+        .is_some_and(|f| f.expected == Expected::NextQuotaDay);
+    if let Some(forecast) = forecast.filter(|_| !args.json && !args.quiet) {
+        eprintln!("{}", describe(&forecast));
+    }
+    not_today
 }
 
 /// `enqueue --wait --until-today`: the daemon forecasts that some URLs

@@ -47,6 +47,33 @@ pub fn print(answer: serde_json::Value, json: bool) -> u8 {
     }
 }
 
+/// What the cache rules saved, and the dry run's forecast.
+fn savings(view: &PlanView) -> String {
+    let plan = &view.plan;
+    let mut out = String::new();
+    for (endpoint, today) in &plan.endpoints {
+        if today.expiring_files > 0 {
+            out.push_str(&format!(
+                "endpoint {endpoint}: saved by the cache rules: {} files expire before the next quota day (no purge needed)\n",
+                today.expiring_files
+            ));
+        }
+    }
+    if let Some(forecast) = &view.forecast {
+        out.push_str(&format!(
+            "{}\n",
+            super::enqueue::describe(forecast).replacen("forecast:", "forecast for these URLs:", 1)
+        ));
+    }
+    if plan.coalesced_urls > 0 {
+        out.push_str(&format!(
+            "saved by ignored query strings: {} URLs are purged as the cached object they share\n",
+            plan.coalesced_urls
+        ));
+    }
+    out
+}
+
 /// The plan as a person reads it.
 pub fn render(view: &PlanView) -> String {
     let plan = &view.plan;
@@ -93,24 +120,7 @@ pub fn render(view: &PlanView) -> String {
                 today.waiting_files, today.waiting_directories
             ));
         }
-        if today.expiring_files > 0 {
-            out.push_str(&format!(
-                "  saved by the cache rules: {} files expire before the next quota day (no purge needed)\n",
-                today.expiring_files
-            ));
-        }
     }
-    if let Some(forecast) = &view.forecast {
-        out.push_str(&format!(
-            "{}\n",
-            super::enqueue::describe(forecast).replacen("forecast:", "forecast for these URLs:", 1)
-        ));
-    }
-    if plan.coalesced_urls > 0 {
-        out.push_str(&format!(
-            "saved by ignored query strings: {} URLs are purged as the cached object they share\n",
-            plan.coalesced_urls
-        ));
-    }
+    out.push_str(&savings(view));
     out
 }

@@ -200,6 +200,7 @@ impl Daemon {
         let policies = Arc::new(crate::cdn::cache_rules::Policies::default());
         cache_rules::load_kept(&store, &policies).await;
         let refresh_policies = Arc::new(tokio::sync::Notify::new());
+        let fleet_for_policies = fleet.clone();
         let state = IngestState {
             policies: policies.clone(),
             fleet,
@@ -230,32 +231,21 @@ impl Daemon {
                 stop_serving.clone(),
             ));
         }
-        let mut background = vec![
-            tokio::spawn(cache_rules::run(
-                cache_rules::Refresher {
-                    policies,
-                    store: store.clone(),
-                    settings: settings_rx.clone(),
-                    clients: policy_clients,
-                    clock: clock.clone(),
-                    now: refresh_policies.clone(),
-                },
-                stop_serving.clone(),
-            )),
-            tokio::spawn(crate::retention::run(
-                store.clone(),
-                settings_rx,
-                clock,
-                stop_serving.clone(),
-            )),
-        ];
-        if options.process.notify_socket || systemd::watchdog_interval().is_some() {
-            background.push(tokio::spawn(heartbeat::run(
-                store.clone(),
-                pipeline.report(),
-                stop_serving.clone(),
-            )));
-        }
+        let background = spawn_background(
+            cache_rules::Refresher {
+                policies,
+                store: store.clone(),
+                settings: settings_rx.clone(),
+                clients: policy_clients,
+                clock: clock.clone(),
+                now: refresh_policies.clone(),
+                fleet: fleet_for_policies,
+            },
+            clock,
+            (options.process.notify_socket || systemd::watchdog_interval().is_some())
+                .then(|| pipeline.report()),
+            &stop_serving,
+        );
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "purgeq ready");
         Ok(Daemon {
             started_with: settings.clone(),
@@ -361,6 +351,28 @@ impl Daemon {
         }
         tracing::info!("stopped");
     }
+}
+
+/// The tasks beside serving and sending: the cache-policy refresher,
+/// retention, and the systemd heartbeat when systemd listens (`report`).
+fn spawn_background(
+    refresher: cache_rules::Refresher,
+    clock: crate::clock::SharedClock,
+    report: Option<Arc<dyn crate::report::PipelineReport>>,
+    stop: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let (store, settings) = (refresher.store.clone(), refresher.settings.clone());
+    let mut background = vec![tokio::spawn(crate::retention::run(
+        store.clone(),
+        settings,
+        clock,
+        stop.clone(),
+    ))];
+    if let Some(report) = report {
+        background.push(tokio::spawn(heartbeat::run(store, report, stop.clone())));
+    }
+    background.push(tokio::spawn(cache_rules::run(refresher, stop.clone())));
+    background
 }
 
 /// Runs the daemon until SIGTERM or SIGINT: the binary's `serve`.

@@ -160,30 +160,11 @@ impl IngestState {
         peer: &crate::http_server::Peer,
     ) -> Result<Accepted, error::ApiError> {
         let settings = self.settings();
-        let max_pending = settings.ingest.max_pending;
-        let count = (ask.targets.len() + ask.preload_only.len()) as u64;
-        if max_pending > 0 {
-            let pending = self.backlog.estimate(&self.store).await;
-            if pending + count > max_pending {
-                return Err(error::ApiError {
-                    retry_after_secs: Some(30),
-                    ..error::ApiError::new(
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "BacklogFull",
-                        format!(
-                            "this request's {} would make {} waiting, over ingest.max_pending = {max_pending} \
-                             ({pending} waiting now); nothing was accepted, try again later",
-                            if count == 1 {
-                                "1 URL".to_owned()
-                            } else {
-                                format!("{count} URLs")
-                            },
-                            pending + count
-                        ),
-                    )
-                });
-            }
-        }
+        self.check_backlog(
+            &settings,
+            (ask.targets.len() + ask.preload_only.len()) as u64,
+        )
+        .await?;
         let preload_after_purge = ask.preload_after_purge(&settings);
         let mut request = crate::store::NewRequest::purge(
             crate::store::RequestId::generate(),
@@ -215,6 +196,35 @@ impl IngestState {
             self.forecast(&planned).await
         };
         Ok(Accepted { outcome, forecast })
+    }
+
+    /// Refuses a request that would take the backlog past
+    /// `ingest.max_pending` (0: no limit), with `Retry-After`.
+    async fn check_backlog(&self, settings: &Settings, count: u64) -> Result<(), error::ApiError> {
+        let max_pending = settings.ingest.max_pending;
+        if max_pending > 0 {
+            let pending = self.backlog.estimate(&self.store).await;
+            if pending + count > max_pending {
+                return Err(error::ApiError {
+                    retry_after_secs: Some(30),
+                    ..error::ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "BacklogFull",
+                        format!(
+                            "this request's {} would make {} waiting, over ingest.max_pending = {max_pending} \
+                             ({pending} waiting now); nothing was accepted, try again later",
+                            if count == 1 {
+                                "1 URL".to_owned()
+                            } else {
+                                format!("{count} URLs")
+                            },
+                            pending + count
+                        ),
+                    )
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The request's purges as the planner sees them: whether each file's

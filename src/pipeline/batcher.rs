@@ -262,23 +262,8 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
         now,
         settings.derived.quota_offset.get(),
     ));
-    // The day cannot reach every file: those whose copies expire before it
-    // turns wait for their expiry, not for quota (issue 32). A write only
-    // when the expiry index says some file qualifies.
-    if over
-        && shared
-            .store
-            .next_expiry()
-            .await?
-            .is_some_and(|at| at < next_day.get())
-    {
-        let deferred = shared.store.defer_expiring(next_day).await?;
-        if deferred > 0 {
-            tracing::info!(
-                deferred,
-                "files left to expire: the day's quota cannot reach every file, and their cached copies expire before the next quota day"
-            );
-        }
+    if over {
+        defer_what_expires(shared, next_day).await?;
     }
     if over && rules.promote == crate::config::Promote::Auto && shared.survey_needed(&inputs) {
         shared.count_survey();
@@ -301,6 +286,27 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
     let mut status = shared.status();
     status.quota_waiting = waiting_for_quota(&counts, left, rules);
     status.files_pending = (counts.files, counts.urgent_files);
+    Ok(())
+}
+
+/// The day cannot reach every file: those whose copies expire before it
+/// turns wait for their expiry, not for quota (issue 32). A write only
+/// when the expiry index says some file qualifies.
+async fn defer_what_expires(shared: &Arc<Shared>, next_day: Timestamp) -> Result<(), StoreError> {
+    let due_before_the_day_turns = shared
+        .store
+        .next_expiry()
+        .await?
+        .is_some_and(|at| at < next_day.get());
+    if due_before_the_day_turns {
+        let deferred = shared.store.defer_expiring(next_day).await?;
+        if deferred > 0 {
+            tracing::info!(
+                deferred,
+                "files left to expire: the day's quota cannot reach every file, and their cached copies expire before the next quota day"
+            );
+        }
+    }
     Ok(())
 }
 
