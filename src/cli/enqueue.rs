@@ -371,7 +371,7 @@ fn announce(args: &EnqueueArgs, id: &str, accepted: &serde_json::Value) -> bool 
         .as_ref()
         .is_some_and(|f| f.expected == Expected::NextQuotaDay);
     if let Some(forecast) = forecast.filter(|_| !args.json && !args.quiet) {
-        eprintln!("{}", describe(&forecast));
+        eprintln!("{}", super::plan::describe(&forecast));
     }
     not_today
 }
@@ -379,40 +379,6 @@ fn announce(args: &EnqueueArgs, id: &str, accepted: &serde_json::Value) -> bool 
 /// `enqueue --wait --until-today`: the daemon forecasts that some URLs
 /// wait for the next quota day.
 pub const EXIT_NOT_TODAY: u8 = 3;
-
-/// The forecast in one line, for the person who just posted.
-pub fn describe(forecast: &Forecast) -> String {
-    let starts = &forecast.next_quota_day_at;
-    let mut line = match forecast.expected {
-        Expected::Today => match &forecast.estimated_done_at {
-            Some(at) => format!("forecast: done today, by about {at}"),
-            None => "forecast: nothing to send".to_owned(),
-        },
-        Expected::NextQuotaDay => format!(
-            "forecast: {} {} for the next quota day (it starts {starts}); {} today",
-            follow::urls(forecast.urls_next_quota_day),
-            if forecast.urls_next_quota_day == 1 {
-                "waits"
-            } else {
-                "wait"
-            },
-            follow::urls(forecast.urls_today)
-        ),
-    };
-    if forecast.urls_promoted > 0 {
-        line.push_str(&format!(
-            "; {} through directories the planner promotes",
-            follow::urls(forecast.urls_promoted)
-        ));
-    }
-    if forecast.urls_expiring > 0 {
-        line.push_str(&format!(
-            "; {} need no purge (cached copies expire before the next quota day)",
-            follow::urls(forecast.urls_expiring)
-        ));
-    }
-    line
-}
 
 /// The `POST /v1/purges` body for `urls`.
 fn intent(args: &EnqueueArgs, urls: &[String]) -> serde_json::Value {

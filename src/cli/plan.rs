@@ -5,6 +5,7 @@
 use clap::Args;
 
 use super::client::{Daemon, DaemonArgs};
+use crate::forecast::{Expected, Forecast};
 use crate::ingest::PlanView;
 
 #[derive(Debug, Args)]
@@ -47,6 +48,40 @@ pub fn print(answer: serde_json::Value, json: bool) -> u8 {
     }
 }
 
+/// The forecast in one line, for the person who just posted.
+pub fn describe(forecast: &Forecast) -> String {
+    let starts = &forecast.next_quota_day_at;
+    let mut line = match forecast.expected {
+        Expected::Today => match &forecast.estimated_done_at {
+            Some(at) => format!("forecast: done today, by about {at}"),
+            None => "forecast: nothing to send".to_owned(),
+        },
+        Expected::NextQuotaDay => format!(
+            "forecast: {} {} for the next quota day (it starts {starts}); {} today",
+            super::follow::urls(forecast.urls_next_quota_day),
+            if forecast.urls_next_quota_day == 1 {
+                "waits"
+            } else {
+                "wait"
+            },
+            super::follow::urls(forecast.urls_today)
+        ),
+    };
+    if forecast.urls_promoted > 0 {
+        line.push_str(&format!(
+            "; {} through directories the planner promotes",
+            super::follow::urls(forecast.urls_promoted)
+        ));
+    }
+    if forecast.urls_expiring > 0 {
+        line.push_str(&format!(
+            "; {} need no purge (cached copies expire before the next quota day)",
+            super::follow::urls(forecast.urls_expiring)
+        ));
+    }
+    line
+}
+
 /// What the cache rules saved, and the dry run's forecast.
 fn savings(view: &PlanView) -> String {
     let plan = &view.plan;
@@ -62,7 +97,7 @@ fn savings(view: &PlanView) -> String {
     if let Some(forecast) = &view.forecast {
         out.push_str(&format!(
             "{}\n",
-            super::enqueue::describe(forecast).replacen("forecast:", "forecast for these URLs:", 1)
+            describe(forecast).replacen("forecast:", "forecast for these URLs:", 1)
         ));
     }
     if plan.coalesced_urls > 0 {

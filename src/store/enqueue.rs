@@ -16,57 +16,12 @@ use std::sync::Arc;
 
 use super::db::{Conn, on_conn};
 use serde::Serialize;
-use time::OffsetDateTime;
 
+use super::model::{MergeReason, NewRequest};
+use super::returns::absorb_under;
 use super::{RequestId, Store, StoreError, Timestamp, timestamp};
 use crate::cdn::cache_rules::CacheFact;
 use crate::target::{Kind, Priority, PurgeTarget, ancestor_directories};
-
-/// A validated request, ready to store.
-#[derive(Debug, Clone)]
-pub struct NewRequest {
-    pub id: RequestId,
-    pub received_at: OffsetDateTime,
-    pub source: String,
-    pub label: Option<String>,
-    /// Urgent requests' items are cut first and may use the reserve.
-    pub priority: Priority,
-    pub targets: Vec<PurgeTarget>,
-    /// Positions in `targets` of the files to preload once their purge
-    /// has succeeded (`"preload": true`, an endpoint's
-    /// `preload_after_purge`).
-    pub preload_after_purge: Vec<usize>,
-    /// Files to preload without purging them (`POST /v1/preloads`); their
-    /// positions in the request follow `targets`'.
-    pub preload_only: Vec<PurgeTarget>,
-    /// What the endpoints' cache policies say about its files, by position
-    /// in `targets` ([`crate::cdn::cache_rules::Policies::facts`]).
-    pub cache_facts: HashMap<usize, CacheFact>,
-}
-
-impl NewRequest {
-    /// A purge request (no preloads yet: see the preload fields).
-    pub fn purge(
-        id: RequestId,
-        received_at: OffsetDateTime,
-        source: String,
-        label: Option<String>,
-        priority: Priority,
-        targets: Vec<PurgeTarget>,
-    ) -> NewRequest {
-        NewRequest {
-            id,
-            received_at,
-            source,
-            label,
-            priority,
-            targets,
-            preload_after_purge: Vec::new(),
-            preload_only: Vec::new(),
-            cache_facts: HashMap::new(),
-        }
-    }
-}
 
 /// What the client hears back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,24 +45,6 @@ impl Store {
     /// statements for the whole group (see [`enqueue_many`]).
     pub async fn enqueue(&self, request: NewRequest) -> Result<EnqueueOutcome, StoreError> {
         self.submit_enqueue(Arc::new(request)).await
-    }
-}
-
-/// Why an item was merged into another (`items.merge_reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MergeReason {
-    /// A directory a client asked for covers it.
-    Covered,
-    /// The planner chose a directory over it to save the day's file quota.
-    Promoted,
-}
-
-impl MergeReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            MergeReason::Covered => "covered",
-            MergeReason::Promoted => "promoted",
-        }
     }
 }
 
@@ -559,58 +496,6 @@ async fn insert_or_find(
     .bind(target.kind.as_str())
     .fetch_one(c).await)?;
     Ok((id, false))
-}
-
-/// A pending directory covers every pending item under it: those are
-/// marked `merged` and will follow the directory's result.
-pub(super) async fn absorb_under(
-    conn: &mut Conn<'_>,
-    directory_id: i64,
-    endpoint_id: &str,
-    directory_url: &str,
-    reason: MergeReason,
-    now: Timestamp,
-) -> Result<u64, sqlx::Error> {
-    // Every URL that starts with "…/dir/" sorts in ["…/dir/", "…/dir0"):
-    // '0' is the character after '/'.
-    let upper = format!("{}0", &directory_url[..directory_url.len() - 1]);
-    // The range needs byte order: PostgreSQL compares text by the
-    // database's collation, in which '/' may weigh nothing.
-    let sql = conn.pick(
-        "UPDATE items SET state = 'merged', merged_into = $1, updated_at = $2, merge_reason = $6
-         WHERE state = 'pending' AND endpoint_id = $3 AND url > $4 AND url < $5 AND id != $1",
-        "UPDATE items SET state = 'merged', merged_into = $1, updated_at = $2, merge_reason = $6
-         WHERE state = 'pending' AND endpoint_id = $3
-           AND url COLLATE \"C\" > $4 AND url COLLATE \"C\" < $5 AND id != $1",
-    );
-    let absorbed = on_conn!(conn, c => sqlx::query(sql)
-    .bind(directory_id)
-    .bind(now)
-    .bind(endpoint_id)
-    .bind(directory_url)
-    .bind(&upper)
-    .bind(reason.as_str())
-    .execute(c).await.map(|r| r.rows_affected()))?;
-    // What an urgent item was waiting for now waits on this directory.
-    on_conn!(conn, c => sqlx::query(
-        "UPDATE items SET urgent = 1 WHERE id = $1 AND urgent = 0
-           AND EXISTS (SELECT 1 FROM items WHERE merged_into = $1 AND urgent = 1)",
-    )
-    .bind(directory_id)
-    .execute(c).await.map(|r| r.rows_affected()))?;
-    // Keep merges one level deep: whatever followed an absorbed item, a
-    // file as much as a sub-directory (a retried URL merged into its
-    // pending twin, say), now follows this directory directly. Leaving it
-    // two deep made requests read `succeeded` while the directory was
-    // still pending (issue 13).
-    on_conn!(conn, c => sqlx::query(
-        "UPDATE items SET merged_into = $1
-         WHERE state = 'merged' AND merged_into IN
-             (SELECT id FROM items WHERE merged_into = $1 AND state = 'merged')",
-    )
-    .bind(directory_id)
-    .execute(c).await.map(|r| r.rows_affected()))?;
-    Ok(absorbed)
 }
 
 /// Links a URL of the request to its item; `covered` is the URL asked for

@@ -8,6 +8,7 @@
 
 mod batches;
 mod cache_policies;
+mod charges;
 mod charts;
 mod db;
 mod enqueue;
@@ -24,6 +25,7 @@ mod query_plans;
 mod reads;
 mod reserve;
 mod retention;
+mod returns;
 mod timestamp;
 mod waits;
 mod writer;
@@ -38,14 +40,15 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
 pub use batches::{
-    Batch, BatchItem, CallOutcome, CutLimits, ItemResult, Operation, PreloadLimits, QuotaAccount,
-    QuotaContext, QuotaUse, Readiness, SubmittedBatch, SubmittedItem,
+    Batch, BatchItem, CallOutcome, CutLimits, ItemResult, PreloadLimits, Readiness, SubmittedBatch,
+    SubmittedItem,
 };
+pub use charges::{QuotaAccount, QuotaContext, QuotaUse};
 pub use charts::{CallError, CallRecord, Counts, RecentError, Slot};
-pub use enqueue::{EnqueueOutcome, NewRequest};
+pub use enqueue::EnqueueOutcome;
 pub use history::{HistoryEntry, HistoryFilter, read_history, read_history_postgres};
 pub use ids::{BatchId, ItemId, RequestId};
-pub use model::{ItemEvent, ItemState};
+pub use model::{ItemEvent, ItemState, NewRequest, Operation};
 pub use operator::Cancelled;
 pub use plan::{LaneCounts, UrgentPending};
 pub use preloads::{PreloadCounts, PreloadState};

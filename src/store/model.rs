@@ -4,7 +4,14 @@
 //! checks that every state it names is one of these (a typo in a quoted
 //! state is a query that silently matches nothing).
 
+use std::collections::HashMap;
+
 use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::RequestId;
+use crate::cdn::cache_rules::CacheFact;
+use crate::target::{Priority, PurgeTarget};
 
 /// An item's state (the `items.state` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -64,6 +71,112 @@ impl ItemState {
             self,
             ItemState::Succeeded | ItemState::Failed | ItemState::Cancelled | ItemState::Expired
         )
+    }
+}
+
+/// What a batch's call does. Purges carry `items` (files and
+/// directories); preloads carry rows of `preloads` (files only). One
+/// batch is one or the other, and every transition below reads and
+/// writes the table of its own operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Purge,
+    Preload,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Purge => "purge",
+            Operation::Preload => "preload",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Operation> {
+        match text {
+            "purge" => Some(Operation::Purge),
+            "preload" => Some(Operation::Preload),
+            _ => None,
+        }
+    }
+
+    /// The table that holds a batch's URLs.
+    pub(super) fn table(self) -> &'static str {
+        match self {
+            Operation::Purge => "items",
+            Operation::Preload => "preloads",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated request, ready to store.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub id: RequestId,
+    pub received_at: OffsetDateTime,
+    pub source: String,
+    pub label: Option<String>,
+    /// Urgent requests' items are cut first and may use the reserve.
+    pub priority: Priority,
+    pub targets: Vec<PurgeTarget>,
+    /// Positions in `targets` of the files to preload once their purge
+    /// has succeeded (`"preload": true`, an endpoint's
+    /// `preload_after_purge`).
+    pub preload_after_purge: Vec<usize>,
+    /// Files to preload without purging them (`POST /v1/preloads`); their
+    /// positions in the request follow `targets`'.
+    pub preload_only: Vec<PurgeTarget>,
+    /// What the endpoints' cache policies say about its files, by position
+    /// in `targets` ([`crate::cdn::cache_rules::Policies::facts`]).
+    pub cache_facts: HashMap<usize, CacheFact>,
+}
+
+impl NewRequest {
+    /// A purge request (no preloads yet: see the preload fields).
+    pub fn purge(
+        id: RequestId,
+        received_at: OffsetDateTime,
+        source: String,
+        label: Option<String>,
+        priority: Priority,
+        targets: Vec<PurgeTarget>,
+    ) -> NewRequest {
+        NewRequest {
+            id,
+            received_at,
+            source,
+            label,
+            priority,
+            targets,
+            preload_after_purge: Vec::new(),
+            preload_only: Vec::new(),
+            cache_facts: HashMap::new(),
+        }
+    }
+}
+
+/// Why an item was merged into another (`items.merge_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MergeReason {
+    /// A directory a client asked for covers it.
+    Covered,
+    /// The planner chose a directory over it to save the day's file quota.
+    Promoted,
+}
+
+impl MergeReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            MergeReason::Covered => "covered",
+            MergeReason::Promoted => "promoted",
+        }
     }
 }
 

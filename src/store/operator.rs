@@ -4,7 +4,7 @@
 use super::db::{Conn, on_conn};
 use serde::Serialize;
 
-use super::batches::return_to_pending;
+use super::returns::return_to_pending;
 use super::{ItemId, RequestId, Store, StoreError, Timestamp};
 
 /// The answer to a cancel.

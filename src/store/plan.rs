@@ -3,7 +3,8 @@
 
 use super::db::{Conn, on_conn, on_pool};
 
-use super::enqueue::{MergeReason, absorb_under};
+use super::model::MergeReason;
+use super::returns::absorb_under;
 use super::{Store, StoreError, Timestamp};
 use futures::TryStreamExt;
 

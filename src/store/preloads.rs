@@ -22,8 +22,9 @@ use std::sync::Arc;
 
 use super::db::{Conn, on_conn, on_pool};
 
-use super::batches::{self, BatchItem, ItemResult, Operation, PreloadLimits, Readiness};
-use super::enqueue::NewRequest;
+use super::batches::{self, BatchItem, ItemResult, PreloadLimits, Readiness};
+use super::model::NewRequest;
+use super::model::Operation;
 use super::{Batch, ItemId, Store, StoreError, Timestamp};
 use crate::target::Kind;
 
@@ -206,7 +207,7 @@ async fn cut(
     limits: &PreloadLimits,
     now: Timestamp,
 ) -> Result<Option<Batch>, sqlx::Error> {
-    let quota = batches::quota_use(conn, &limits.account).await?;
+    let quota = super::charges::quota_use(conn, &limits.account).await?;
     let left = limits.per_day.saturating_sub(quota.preloads_used);
     let max = (limits.max_files as u64).min(left);
     if max == 0 {

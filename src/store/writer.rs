@@ -23,9 +23,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::StoreError;
 use super::db::{Conn, on_conn};
-use super::enqueue::{EnqueueOutcome, NewRequest, enqueue_many};
+use super::enqueue::{EnqueueOutcome, enqueue_many};
 use super::file_guard::DatabaseFile;
 use super::fleet::{FleetDb, holds_lease, is_connection_lost, pg_error};
+use super::model::NewRequest;
 use super::reserve::SpaceReserve;
 use super::{WriteConnector, is_disk_full, is_read_only};
 use sqlx::PgConnection;
