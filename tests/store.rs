@@ -413,6 +413,40 @@ async fn cache_facts_expire_what_the_rules_allow(place: Place) {
     assert_eq!(kept.get("ep").map(|k| &k.policy), Some(&policy));
 }
 
+/// The page's and `GET /v1/purges`' summaries read the same on both
+/// backends (PostgreSQL has its own spelling of the statement).
+async fn request_summaries_read_alike(place: Place) {
+    let store = place.open().await;
+    let first = request(vec![file("http://e.com/s/a"), file("http://e.com/s/b")]);
+    let second = request(vec![dir("http://e.com/t/")]);
+    let (first_id, second_id) = (first.id.clone(), second.id.clone());
+    store.enqueue(first).await.expect("enqueue");
+    store.enqueue(second).await.expect("enqueue");
+    let page = store
+        .recent_requests(None, 10, None)
+        .await
+        .expect("summaries");
+    let seen: Vec<(String, u64, RequestState, bool)> = page
+        .iter()
+        .map(|(s, matched)| (s.id.clone(), s.urls, s.state, *matched))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (second_id.to_string(), 1, RequestState::InProgress, true),
+            (first_id.to_string(), 2, RequestState::InProgress, true),
+        ]
+    );
+    let matched: Vec<bool> = store
+        .recent_requests(None, 10, Some("http://e.com/s/"))
+        .await
+        .expect("summaries")
+        .into_iter()
+        .map(|(_, matched)| matched)
+        .collect();
+    assert_eq!(matched, vec![false, true]);
+}
+
 /// Each test above, once per backend: `sqlite::NAME` on a file,
 /// `postgres::NAME` on a fresh database (skipped, saying so, without a
 /// server unless `PURGEQ_REQUIRE_POSTGRES` is set).
@@ -442,6 +476,7 @@ on_both_backends!(():
     accepted_requests_survive_a_reopen,
     close_waits_for_the_last_commit,
     cache_facts_expire_what_the_rules_allow,
+    request_summaries_read_alike,
 );
 on_both_backends!((flavor = "multi_thread"):
     concurrent_requests_stored_together_count_each_url_new_once,
