@@ -19,10 +19,14 @@
 
 use std::sync::OnceLock;
 
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use hmac::{KeyInit, Mac};
 use subtle::ConstantTimeEq;
 
+use crate::ingest::IngestState;
 use crate::ingest::error::ApiError;
 
 /// Drawn once per process: tokens do not survive a restart, which only
@@ -85,6 +89,34 @@ pub fn check(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
     } else {
         Err(forbidden("the form's token is missing or stale"))
     }
+}
+
+/// `POST /ui/logout`: ends the session and forgets the cookie.
+pub async fn post_logout(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(error) = check(&headers, &body) {
+        return error.into_response();
+    }
+    if let Some(id) = super::auth::session_cookie(&headers) {
+        state.sessions.close(&id);
+    }
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/".to_owned()),
+            (
+                header::SET_COOKIE,
+                format!(
+                    "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0",
+                    super::auth::COOKIE
+                ),
+            ),
+        ],
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use crate::http_server::Peer;
 use crate::ingest::IngestState;
 
-const COOKIE: &str = "purgeq_session";
+pub(super) const COOKIE: &str = "purgeq_session";
 
 /// The cookie named [`COOKIE`], if the request carries one.
 pub(super) fn session_cookie(headers: &HeaderMap) -> Option<String> {
@@ -134,31 +134,6 @@ pub async fn post_login(
         [
             (header::LOCATION, "/".to_owned()),
             (header::SET_COOKIE, cookie),
-        ],
-    )
-        .into_response()
-}
-
-/// `POST /ui/logout`: ends the session and forgets the cookie.
-pub async fn post_logout(
-    State(state): State<IngestState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(error) = super::actions::check(&headers, &body) {
-        return error.into_response();
-    }
-    if let Some(id) = session_cookie(&headers) {
-        state.sessions.close(&id);
-    }
-    (
-        StatusCode::SEE_OTHER,
-        [
-            (header::LOCATION, "/".to_owned()),
-            (
-                header::SET_COOKIE,
-                format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-            ),
         ],
     )
         .into_response()

@@ -38,7 +38,10 @@ pub fn routes_with(state: IngestState) -> Router<IngestState> {
 fn routes() -> Router<IngestState> {
     Router::new()
         .route("/ui/login", axum::routing::post(super::auth::post_login))
-        .route("/ui/logout", axum::routing::post(super::auth::post_logout))
+        .route(
+            "/ui/logout",
+            axum::routing::post(super::actions::post_logout),
+        )
         .route("/", get(status))
         .route("/ui/requests/{id}", get(request))
         .route(
