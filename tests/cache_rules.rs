@@ -313,6 +313,13 @@ async fn the_forecast_of_a_deploy_larger_than_the_day_matches_what_happens() {
     let urls: Vec<String> = (0..2600)
         .map(|i| format!("http://a.example.com/deploy/d{}/f{i}.js", i / 50))
         .collect();
+    // A dry run (`enqueue --dry-run`) says the same before anything is
+    // stored.
+    let (status, plan) = daemon.post("/v1/plan", &json!({ "urls": urls })).await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["dry_run"], true, "{plan}");
+    assert_eq!(plan["forecast"]["expected"], "next_quota_day", "{plan}");
+    assert_eq!(plan["forecast"]["urls_next_quota_day"], 600, "{plan}");
     let (status, body) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
     assert_eq!(status, 202, "{body}");
     let forecast = &body["forecast"];
