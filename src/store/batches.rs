@@ -7,7 +7,7 @@
 use super::db::{Backend, Conn, id_lists_for_postgres, on_conn, on_pool};
 
 use super::charges::{QuotaAccount, QuotaUse, charge_again, doubt, move_charge, quota_use, refund};
-use super::db::ids_json;
+use super::db::json_list;
 use super::model::Operation;
 use super::returns::return_to_pending;
 use super::{BatchId, ItemId, Store, StoreError, Timestamp, preloads};
@@ -264,7 +264,7 @@ impl Store {
              WHERE state = 'sending' AND id IN (SELECT value FROM json_each($1)) ORDER BY id",
         );
         let ids: Vec<(BatchId, String, String)> = on_pool!(&self.reader, c => sqlx::query_as(sql)
-        .bind(ids_json(batch_ids)?)
+        .bind(json_list(batch_ids)?)
         .fetch_all(c).await)?;
         let mut batches = Vec::with_capacity(ids.len());
         for (id, endpoint_id, operation) in ids {
@@ -907,7 +907,7 @@ pub(super) async fn insert_batch_of(
     on_conn!(conn, c => sqlx::query(sqlx::AssertSqlSafe(sql))
     .bind(id)
     .bind(now)
-    .bind(ids_json(&batch.item_ids())?)
+    .bind(json_list(&batch.item_ids())?)
     .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(batch)
 }

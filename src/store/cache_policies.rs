@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use time::OffsetDateTime;
 
-use super::db::{on_conn, on_pool};
+use super::db::{json_list, on_conn, on_pool};
 use super::preloads::chain_after;
 use super::{ItemId, Store, StoreError, Timestamp, timestamp};
 use crate::cdn::cache_rules::{CachePolicy, KnownPolicy, fact_for};
@@ -176,7 +176,7 @@ async fn recompute_expiry(
     if updates.is_empty() {
         return Ok(());
     }
-    let json = serde_json::to_string(&updates).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let json = json_list(&updates)?;
     let sql = conn.pick(
         "UPDATE items SET expires_at = j.value ->> 1, expiry_rule = j.value ->> 2
          FROM json_each($1) j WHERE items.id = j.value ->> 0",

@@ -191,10 +191,10 @@ macro_rules! on_pool {
 
 pub(crate) use {on_conn, on_pool};
 
-/// An id list as the JSON array the statements unpack (`json_each`,
-/// `json_array_elements`).
-pub(super) fn ids_json<T: serde::Serialize>(ids: &[T]) -> Result<String, sqlx::Error> {
-    serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+/// A list (ids, or rows as tuples) as the JSON array the statements
+/// unpack (`json_each`, `json_array_elements`).
+pub(super) fn json_list<T: serde::Serialize>(values: &[T]) -> Result<String, sqlx::Error> {
+    serde_json::to_string(values).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::db::{Conn, on_conn};
+use super::db::{Conn, json_list, on_conn};
 use serde::Serialize;
 
 use super::model::{MergeReason, NewRequest};
@@ -95,7 +95,7 @@ pub(super) async fn enqueue_many(
          FROM json_array_elements($1::json)",
     );
     on_conn!(conn, c => sqlx::query(sql)
-    .bind(serde_json::to_string(&rows).map_err(encode_error)?)
+    .bind(json_list(&rows)?)
     .execute(c).await.map(|r| r.rows_affected()))?;
 
     let mut new = vec![0usize; requests.len()];
@@ -208,7 +208,7 @@ async fn enqueue_files(
              ON CONFLICT DO NOTHING",
         );
         on_conn!(conn, c => sqlx::query(sql)
-        .bind(serde_json::to_string(&covered_links).map_err(encode_error)?)
+        .bind(json_list(&covered_links)?)
         .execute(c).await.map(|r| r.rows_affected()))?;
     }
     if remaining.is_empty() {
@@ -268,16 +268,15 @@ fn file_rows_json(
             expires.map(|(_, rule)| rule.as_str()),
         )
     });
-    let json = if with_facts {
-        serde_json::to_string(&rows.collect::<Vec<FileJson<'_>>>())
+    if with_facts {
+        json_list(&rows.collect::<Vec<FileJson<'_>>>())
     } else {
-        serde_json::to_string(
+        json_list(
             &rows
                 .map(|r| (r.0, r.1, r.2, r.3, r.4, r.5))
                 .collect::<Vec<_>>(),
         )
-    };
-    json.map_err(encode_error)
+    }
 }
 
 /// Inserts the pending items `rows` name, unless already pending. Only
@@ -432,13 +431,9 @@ async fn mark_urgent(conn: &mut Conn<'_>, requests: &[Arc<NewRequest>]) -> Resul
              WHERE ri.request_id IN (SELECT value FROM json_array_elements_text($1::json)))",
     );
     on_conn!(conn, c => sqlx::query(sql)
-    .bind(serde_json::to_string(&urgent).map_err(encode_error)?)
+    .bind(json_list(&urgent)?)
     .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
-}
-
-fn encode_error(error: serde_json::Error) -> sqlx::Error {
-    sqlx::Error::Encode(Box::new(error))
 }
 
 /// A pending directory of the same endpoint above `target`, if any.
@@ -450,7 +445,7 @@ async fn covering_directory(
     if ancestors.is_empty() {
         return Ok(None);
     }
-    let ancestors = serde_json::to_string(&ancestors).map_err(encode_error)?;
+    let ancestors = json_list(&ancestors)?;
     let sql = conn.pick(
         "SELECT i.id FROM json_each($2) a
          CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = $1
@@ -543,7 +538,7 @@ async fn covered_files(
                           AND endpoint_id IN (SELECT value FROM json_array_elements_text($1::json)))",
     );
     let any_pending: bool = on_conn!(conn, c => sqlx::query_scalar(sql)
-    .bind(serde_json::to_string(&endpoints).map_err(encode_error)?)
+    .bind(json_list(&endpoints)?)
     .fetch_one(c).await)?;
     if !any_pending {
         return Ok(Vec::new());
@@ -566,7 +561,7 @@ async fn covered_files(
                      AND i.endpoint_id = p.value ->> 1 AND i.url = p.value ->> 2",
     );
     let rows: Vec<(i64, i64)> = on_conn!(conn, c => sqlx::query_as(sql)
-    .bind(serde_json::to_string(&probes).map_err(encode_error)?)
+    .bind(json_list(&probes)?)
     .fetch_all(c).await)?;
     Ok(rows
         .into_iter()

@@ -1,7 +1,7 @@
 //! What an operator may do to items and preloads: send failed ones
 //! again, cancel pending ones.
 
-use super::db::{Conn, on_conn};
+use super::db::{Conn, json_list, on_conn};
 use serde::Serialize;
 
 use super::returns::return_to_pending;
@@ -91,7 +91,7 @@ async fn retry(
     if ids.is_empty() {
         return Ok(0);
     }
-    let json = serde_json::to_string(&ids).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let json = json_list(&ids)?;
     let sql = conn.with_id_lists(
         "UPDATE items SET attempts = 0, finished_at = NULL
          WHERE id IN (SELECT value FROM json_each($1))",
@@ -131,7 +131,7 @@ async fn cancel(
             kept: 0,
         });
     }
-    let json = serde_json::to_string(&pending).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let json = json_list(&pending)?;
     let sql = conn.with_id_lists(
         "UPDATE items SET state = 'cancelled', finished_at = $2, updated_at = $2,
                 last_error = 'cancelled by an operator (request ' || $1 || ')'

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use super::db::{Conn, on_conn, on_pool};
+use super::db::{Conn, json_list, on_conn, on_pool};
 
 use super::batches::{self, BatchItem, ItemResult, PreloadLimits, Readiness};
 use super::model::NewRequest;
@@ -323,7 +323,7 @@ pub(super) async fn enqueue_for(
             );
             on_conn!(conn, c => sqlx::query(sql)
             .bind(request.id.as_str())
-            .bind(json(&request.preload_after_purge)?)
+            .bind(json_list(&request.preload_after_purge)?)
             .execute(c).await.map(|r| r.rows_affected()))?;
         }
         let now = Timestamp::new(request.received_at);
@@ -479,7 +479,7 @@ pub(super) async fn retry(
          WHERE id IN (SELECT value::bigint FROM json_array_elements_text($1::json))",
     );
     on_conn!(conn, c => sqlx::query(sql)
-        .bind(json(&ids)?)
+        .bind(json_list(&ids)?)
         .execute(c).await.map(|r| r.rows_affected()))?;
     return_to_pending(conn, &ids, "sent again by an operator", now, now, true).await?;
     Ok(ids.len() as u64)
@@ -510,8 +510,4 @@ pub(super) async fn cancel(
     .bind(now)
     .execute(c).await.map(|r| r.rows_affected()))?;
     Ok((cancelled, (pending.max(0) as u64).saturating_sub(cancelled)))
-}
-
-fn json<T: serde::Serialize>(values: &[T]) -> Result<String, sqlx::Error> {
-    serde_json::to_string(values).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }

@@ -4,7 +4,7 @@
 //! must hold afterwards, so a returned item may be merged instead, and a
 //! returned directory absorbs what is pending under it.
 
-use super::db::ids_json;
+use super::db::json_list;
 use super::db::{Conn, on_conn};
 use super::model::MergeReason;
 use super::{ItemId, Timestamp};
@@ -29,7 +29,7 @@ pub(super) async fn return_to_pending(
     now: Timestamp,
     keep_batch: bool,
 ) -> Result<(), sqlx::Error> {
-    let ids = ids_json(item_ids)?;
+    let ids = json_list(item_ids)?;
     follow_twins(conn, &ids, reason, now).await?;
     repoint_followers(conn, &ids).await?;
     let sql = conn.with_id_lists(
