@@ -179,7 +179,7 @@ impl IngestState {
         request.cache_facts = self
             .policies
             .facts(&mut request.targets, request.received_at);
-        let planned = self.as_planned(&request);
+        let planned = self.planned(&request.targets, &request.cache_facts, request.priority);
         let outcome = self
             .store
             .enqueue_within(request, settings.ingest.store_timeout)
@@ -227,21 +227,25 @@ impl IngestState {
         Ok(())
     }
 
-    /// The request's purges as the planner sees them: whether each file's
-    /// older copies expire before the next quota day.
-    fn as_planned(&self, request: &crate::store::NewRequest) -> Vec<crate::planner::Pending> {
+    /// A request's purges as the planner sees them (intake's, and a dry
+    /// run's): with `facts`, what the cache policies said of them, read as
+    /// whether each file's older copies expire before the next quota day.
+    pub(crate) fn planned(
+        &self,
+        targets: &[crate::target::PurgeTarget],
+        facts: &std::collections::HashMap<usize, crate::cdn::cache_rules::CacheFact>,
+        priority: crate::target::Priority,
+    ) -> Vec<crate::planner::Pending> {
         let next_day = self.next_day_at();
-        request
-            .targets
+        targets
             .iter()
             .enumerate()
             .map(|(position, target)| crate::planner::Pending {
                 endpoint_id: target.endpoint_id.clone(),
                 kind: target.kind,
                 url: target.url.clone(),
-                urgent: request.priority == crate::target::Priority::Urgent,
-                expires_soon: request
-                    .cache_facts
+                urgent: priority == crate::target::Priority::Urgent,
+                expires_soon: facts
                     .get(&position)
                     .and_then(|f| f.expires.as_ref())
                     .is_some_and(|(at, _)| *at < next_day),
@@ -249,7 +253,8 @@ impl IngestState {
             .collect()
     }
 
-    fn next_day_at(&self) -> time::OffsetDateTime {
+    /// When the next quota day starts, by the daemon's clock.
+    pub(crate) fn next_day_at(&self) -> time::OffsetDateTime {
         let offset = self.settings().derived.quota_offset.get();
         crate::quota::next_day_start(self.clock.now_utc(), offset)
     }
@@ -274,8 +279,6 @@ impl IngestState {
             files: quota.files_left,
             directories: quota.directories_left,
         };
-        let (files_pending, urgent_files_pending) =
-            (quota.files_pending, quota.urgent_files_pending);
         // What this request added is in the counts the moment it was
         // stored; the planner's last look may predate it either way.
         Some(crate::forecast::forecast(&crate::forecast::Inputs {
@@ -283,8 +286,8 @@ impl IngestState {
             next_day_at: self.next_day_at(),
             rules: &settings.quota,
             left,
-            files_pending,
-            urgent_files_pending,
+            files_pending: quota.files_pending,
+            urgent_files_pending: quota.urgent_files_pending,
             directories_pending: 0,
             urls,
             calls_per_second: settings.sender.requests_per_second,
@@ -344,27 +347,17 @@ impl IngestState {
         let used = self.store.quota_use(&account).await.ok()?;
         let counts = self.store.lane_counts().await.ok()?;
         let rules = &settings.quota;
-        let waiting = (
-            crate::quota::waiting(
-                counts.files,
-                counts.urgent_files,
-                rules.files_per_day.saturating_sub(used.files_used),
-                rules.urgent_reserve_files,
-            ),
-            crate::quota::waiting(
-                counts.directories,
-                counts.urgent_directories,
-                rules
-                    .directories_per_day
-                    .saturating_sub(used.directories_used),
-                rules.urgent_reserve_directories,
-            ),
-        );
+        let left = crate::planner::Left {
+            files: rules.files_per_day.saturating_sub(used.files_used),
+            directories: rules
+                .directories_per_day
+                .saturating_sub(used.directories_used),
+        };
         Some(used.status(
             rules,
             crate::store::QuotaContext {
                 exhausted_until: None,
-                waiting,
+                waiting: counts.waiting(left, rules),
                 files_pending: (counts.files, counts.urgent_files),
                 next_day_at: crate::store::timestamp(crate::quota::next_day_start(now, offset)),
             },

@@ -15,7 +15,6 @@ use super::error::ApiError;
 use super::intake;
 use super::v1::{body_or_error, parse_intent};
 use crate::planner::{self, Left, Pending, PerCall, Plan};
-use crate::target::Priority;
 
 /// The plan, with the day it is for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,25 +64,10 @@ pub async fn post_plan(
     let mut intent = parse_intent(&settings, &body)?;
     // As intake will read them: query variants as their cached object,
     // and whether their old copies expire before the next quota day.
-    let next_day = next_day(&state).get();
     let facts = state
         .policies
         .facts(&mut intent.targets, state.clock.now_utc());
-    let added: Vec<Pending> = intent
-        .targets
-        .into_iter()
-        .enumerate()
-        .map(|(position, target)| Pending {
-            endpoint_id: target.endpoint_id,
-            kind: target.kind,
-            url: target.url,
-            urgent: intent.priority == Priority::Urgent,
-            expires_soon: facts
-                .get(&position)
-                .and_then(|f| f.expires.as_ref())
-                .is_some_and(|(at, _)| *at < next_day),
-        })
-        .collect();
+    let added = state.planned(&intent.targets, &facts, intent.priority);
     let coalesced = facts.values().filter(|f| f.asked_as.is_some()).count() as u64;
     let mut view = plan_with(&state, &added, coalesced, true).await?;
     view.forecast = state.forecast(&added).await;
@@ -120,10 +104,9 @@ async fn plan_with(
     Ok(view(state, plan, dry_run))
 }
 
-/// When the next quota day starts, by the daemon's clock.
+/// When the next quota day starts, as the store compares times.
 fn next_day(state: &IngestState) -> crate::store::Timestamp {
-    let offset = state.settings().derived.quota_offset.get();
-    crate::store::Timestamp::new(crate::quota::next_day_start(state.clock.now_utc(), offset))
+    crate::store::Timestamp::new(state.next_day_at())
 }
 
 /// What is left today as the batcher last read it (a whole day before its

@@ -125,7 +125,7 @@ async fn cut_what_can_go(
     let mut next: Option<Duration> = expiry;
     if shared.planning_due() {
         let started = tokio::time::Instant::now();
-        plan_the_day(shared, &quota).await?;
+        plan_the_day(shared, &quota, watch.next).await?;
         shared.planned(started);
     } else {
         next = Some(shared.planning_due_in().max(Duration::from_millis(10)));
@@ -235,7 +235,11 @@ async fn expire_what_is_due(
 /// their lane of today's file quota, carries out the directories it
 /// chooses ([`crate::planner`]), and notes how many items wait for the
 /// next quota day. Reads the whole queue only when files do not fit.
-async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), StoreError> {
+async fn plan_the_day(
+    shared: &Arc<Shared>,
+    quota: &QuotaUse,
+    next_expiry: Option<OffsetDateTime>,
+) -> Result<(), StoreError> {
     let settings = shared.settings();
     let rules = &settings.quota;
     let left = planner::Left {
@@ -263,7 +267,7 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
         settings.derived.quota_offset.get(),
     ));
     if over {
-        defer_what_expires(shared, next_day).await?;
+        defer_what_expires(shared, next_expiry, next_day).await?;
     }
     if over && rules.promote == crate::config::Promote::Auto && shared.survey_needed(&inputs) {
         shared.count_survey();
@@ -284,21 +288,21 @@ async fn plan_the_day(shared: &Arc<Shared>, quota: &QuotaUse) -> Result<(), Stor
         }
     }
     let mut status = shared.status();
-    status.quota_waiting = waiting_for_quota(&counts, left, rules);
+    status.quota_waiting = counts.waiting(left, rules);
     status.files_pending = (counts.files, counts.urgent_files);
     Ok(())
 }
 
 /// The day cannot reach every file: those whose copies expire before it
 /// turns wait for their expiry, not for quota (issue 32). A write only
-/// when the expiry index says some file qualifies.
-async fn defer_what_expires(shared: &Arc<Shared>, next_day: Timestamp) -> Result<(), StoreError> {
-    let due_before_the_day_turns = shared
-        .store
-        .next_expiry()
-        .await?
-        .is_some_and(|at| at < next_day.get());
-    if due_before_the_day_turns {
+/// when some file qualifies: `next_expiry` is the expiry watch's last look
+/// (at most a second old; a file added since waits for the next planning).
+async fn defer_what_expires(
+    shared: &Arc<Shared>,
+    next_expiry: Option<OffsetDateTime>,
+    next_day: Timestamp,
+) -> Result<(), StoreError> {
+    if next_expiry.is_some_and(|at| at < next_day.get()) {
         let deferred = shared.store.defer_expiring(next_day).await?;
         if deferred > 0 {
             tracing::info!(
@@ -321,30 +325,6 @@ pub(super) struct SurveyInputs {
     pub rules: usize,
     /// Intents added since the last survey.
     pub added: u64,
-}
-
-/// Pending items that today's quota cannot take, files and directories:
-/// urgent ones beyond what is left, normal ones beyond their lane.
-fn waiting_for_quota(
-    counts: &crate::store::LaneCounts,
-    left: planner::Left,
-    rules: &crate::config::QuotaSettings,
-) -> (u64, u64) {
-    let waiting = quota::waiting;
-    (
-        waiting(
-            counts.files,
-            counts.urgent_files,
-            left.files,
-            rules.urgent_reserve_files,
-        ),
-        waiting(
-            counts.directories,
-            counts.urgent_directories,
-            left.directories,
-            rules.urgent_reserve_directories,
-        ),
-    )
 }
 
 /// How long sending is held by a pause or a throttle, if it is.

@@ -248,20 +248,22 @@ mod tests {
         "released",
     ];
 
+    /// Every event, in the table's column order.
+    const EVENTS: [ItemEvent; 9] = [
+        E::Cut,
+        E::Accepted,
+        E::AcceptedUntracked,
+        E::Succeeded,
+        E::Failed,
+        E::Returned,
+        E::Merged,
+        E::Cancelled,
+        E::Expired,
+    ];
+
     /// Every (state, event) pair: where it leads, or that it cannot happen.
     #[test]
     fn every_move_of_an_item_is_in_the_table() {
-        const EVENTS: [ItemEvent; 9] = [
-            E::Cut,
-            E::Accepted,
-            E::AcceptedUntracked,
-            E::Succeeded,
-            E::Failed,
-            E::Returned,
-            E::Merged,
-            E::Cancelled,
-            E::Expired,
-        ];
         // One row per state, one column per event in EVENTS' order.
         let n = None;
         let table: [(ItemState, [Option<ItemState>; 9]); 8] = [
@@ -329,32 +331,14 @@ mod tests {
     #[test]
     fn final_states_are_the_ones_nothing_leaves() {
         for state in ItemState::ALL {
-            let stuck = [
-                E::Cut,
-                E::Accepted,
-                E::AcceptedUntracked,
-                E::Succeeded,
-                E::Failed,
-                E::Returned,
-                E::Merged,
-                E::Cancelled,
-                E::Expired,
-            ]
-            .into_iter()
-            .all(|e| state.on(e).is_none());
+            let stuck = EVENTS.into_iter().all(|e| state.on(e).is_none());
             if state.is_final() {
                 assert!(
                     stuck || state == S::Failed,
                     "{state:?} is final but can move"
                 );
             }
-            assert_eq!(state.parse_back(), Some(state));
-        }
-    }
-
-    impl ItemState {
-        fn parse_back(self) -> Option<ItemState> {
-            ItemState::parse(self.as_str())
+            assert_eq!(ItemState::parse(state.as_str()), Some(state));
         }
     }
 

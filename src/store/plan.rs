@@ -29,6 +29,28 @@ pub struct LaneCounts {
     pub urgent_directories: u64,
 }
 
+impl LaneCounts {
+    /// Files and directories that today's `left` cannot take: urgent ones
+    /// beyond what is left, normal ones beyond their lane (the reserve is
+    /// not theirs).
+    pub fn waiting(&self, left: Left, rules: &QuotaSettings) -> (u64, u64) {
+        (
+            crate::quota::waiting(
+                self.files,
+                self.urgent_files,
+                left.files,
+                rules.urgent_reserve_files,
+            ),
+            crate::quota::waiting(
+                self.directories,
+                self.urgent_directories,
+                left.directories,
+                rules.urgent_reserve_directories,
+            ),
+        )
+    }
+}
+
 /// The pending queue in the batcher's order (`$1`: when the next quota
 /// day starts; a file whose copies expire before then needs no purge).
 const PENDING_OLDEST_FIRST: &str = "SELECT endpoint_id, kind, url, urgent,
