@@ -31,6 +31,17 @@ async fn released_database(dir: &std::path::Path, names: &[&str]) -> SqliteConne
     conn
 }
 
+/// Opens the released database at `path` with this build: its
+/// migrations run, the upgrade under test.
+async fn upgraded(path: &std::path::Path) -> Store {
+    Store::open(&StoreSettings {
+        path: path.to_owned(),
+        ..StoreSettings::default()
+    })
+    .await
+    .expect("upgrade")
+}
+
 /// request_id, url, merged_into_url, merge_reason, priority.
 type HistoryRow = (String, String, Option<String>, Option<String>, String);
 
@@ -70,12 +81,7 @@ async fn a_second_schema_database_upgrades_in_place() {
     conn.close().await.expect("close");
 
     let path = dir.path().join("purgeq.db");
-    let store = Store::open(&StoreSettings {
-        path: path.clone(),
-        ..StoreSettings::default()
-    })
-    .await
-    .expect("upgrade");
+    let store = upgraded(&path).await;
     let r1 = store
         .request_status(&RequestId::parse("r1"))
         .await
@@ -173,12 +179,7 @@ async fn a_third_schema_database_upgrades_to_preloads_in_place() {
     conn.close().await.expect("close");
 
     let path = dir.path().join("purgeq.db");
-    let store = Store::open(&StoreSettings {
-        path: path.clone(),
-        ..StoreSettings::default()
-    })
-    .await
-    .expect("upgrade");
+    let store = upgraded(&path).await;
     let state_of = |id: &'static str| {
         let store = &store;
         async move {
@@ -291,12 +292,7 @@ async fn a_fourth_schema_database_upgrades_to_the_status_page_in_place() {
     conn.close().await.expect("close");
 
     let path = dir.path().join("purgeq.db");
-    let store = Store::open(&StoreSettings {
-        path: path.clone(),
-        ..StoreSettings::default()
-    })
-    .await
-    .expect("upgrade");
+    let store = upgraded(&path).await;
     let listed = store.list_requests(None, None, 10).await.expect("list");
     let states: Vec<(String, u64, RequestState)> = listed
         .into_iter()
@@ -376,12 +372,7 @@ async fn a_fifth_schema_database_upgrades_to_the_two_part_ledger_in_place() {
     .await
     .expect("rows of the fifth schema");
     conn.close().await.expect("close");
-    let store = Store::open(&StoreSettings {
-        path: dir.path().join("purgeq.db"),
-        ..StoreSettings::default()
-    })
-    .await
-    .expect("upgrade");
+    let store = upgraded(&dir.path().join("purgeq.db")).await;
     let day = |day: &str| purgeq::store::QuotaAccount {
         subscription_id: "sub".into(),
         day: day.into(),
@@ -454,12 +445,7 @@ async fn a_sixth_schema_database_upgrades_to_cache_rules_in_place() {
     .expect("rows of the sixth schema");
     conn.close().await.expect("close");
     let path = dir.path().join("purgeq.db");
-    let store = Store::open(&StoreSettings {
-        path: path.clone(),
-        ..StoreSettings::default()
-    })
-    .await
-    .expect("upgrade");
+    let store = upgraded(&path).await;
 
     let r1 = store
         .request_status(&RequestId::parse("r1"))
