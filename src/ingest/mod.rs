@@ -306,7 +306,7 @@ impl IngestState {
     /// from the shared store (issue 32: followers said `quota: null`).
     pub(crate) async fn status(&self) -> crate::report::PipelineStatus {
         let mut status = self.pipeline_status();
-        if status.quota.is_none() && self.fleet.borrow().role == "follower" {
+        if status.quota.is_none() && !self.fleet.borrow().sends() {
             status.quota = self.shared_quota().await;
         }
         status
