@@ -42,6 +42,9 @@ pub struct Settings {
     pub deploy: DeploySettings,
     pub ui: UiSettings,
     pub fleet: FleetSettings,
+    /// `[[origin_cache]]`: caches in front of the origin, purged before
+    /// the CDN (issue 34).
+    pub origin_cache: Vec<OriginCacheSettings>,
     /// Derived by [`Settings::load`]: never read from the file.
     #[serde(skip)]
     pub derived: Derived,
@@ -123,6 +126,8 @@ pub struct Derived {
     /// and localhost (`ingest::browser`): `ingest.allowed_hosts`, lower-case,
     /// and this machine's name.
     pub allowed_hosts: Vec<String>,
+    /// Which `[[origin_cache]]` layers hold which hosts.
+    pub origin_routes: crate::origin_cache::LayerRoutes,
 }
 
 /// Who loads the settings: the daemon (and `check-config`, `endpoints`)
@@ -506,6 +511,48 @@ impl Default for UiSettings {
     }
 }
 
+/// `[[origin_cache]]`: one cache in front of the origin (Varnish, nginx
+/// with `ngx_cache_purge`, or any cache that takes `PURGE`). A URL's CDN
+/// purge waits until every layer holding its host has purged it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginCacheSettings {
+    /// Shown in the history, `status`, the page and `/metrics`; the name
+    /// an intent's `skip_origin_caches` gives.
+    pub name: String,
+    pub kind: crate::origin_cache::LayerKind,
+    /// Where purges are sent (`http://127.0.0.1:6081`): scheme, host and
+    /// port only. The URL's own host travels as `Host`.
+    pub url: String,
+    /// The URL hosts this layer caches (`*.example.com` allowed); empty:
+    /// every host an endpoint serves.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// How long one purge request may take.
+    #[serde(
+        default = "OriginCacheSettings::default_timeout",
+        with = "humantime_serde"
+    )]
+    pub timeout: Duration,
+    /// Purge requests in flight to this layer at once.
+    #[serde(default = "OriginCacheSettings::default_concurrency")]
+    pub concurrency: usize,
+    /// Its place in the file, for problems (an entry that could not be
+    /// read is left out, and the others keep their numbers).
+    #[serde(skip)]
+    pub index: usize,
+}
+
+impl OriginCacheSettings {
+    fn default_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    fn default_concurrency() -> usize {
+        8
+    }
+}
+
 /// `[fleet]`: this daemon's place among several sharing one database.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -763,6 +810,7 @@ impl Settings {
 
         self.validate_cdn(env, &mut problems);
         self.validate_deploy(&mut problems);
+        self.validate_origin_caches(&mut problems);
 
         match &self.fleet.node_name {
             Some(name) => match crate::fleet::NodeName::parse(name) {
@@ -844,6 +892,108 @@ impl Settings {
                 problems.push(format!("{key}.url: {error}{hint}"));
             }
         }
+    }
+
+    /// `[[origin_cache]]`: unique names, a known kind (serde refuses the
+    /// others), a base URL, hosts that an endpoint serves.
+    fn validate_origin_caches(&mut self, problems: &mut Vec<String>) {
+        let mut names = std::collections::HashSet::new();
+        let demo;
+        let router = if self.cdn.endpoints.is_empty() {
+            demo = demo_router();
+            &demo
+        } else {
+            &self.derived.router
+        };
+        for layer in &self.origin_cache {
+            let key = format!("origin_cache[{}]", layer.index);
+            let name_ok = !layer.name.is_empty()
+                && layer
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !name_ok {
+                problems.push(format!(
+                    "{key}.name: {:?} must be letters, digits, '-', '_' or '.'",
+                    layer.name
+                ));
+            } else if !names.insert(layer.name.as_str()) {
+                problems.push(format!("{key}.name: {:?} is used twice", layer.name));
+            }
+            match Url::parse(&layer.url) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.host().is_some()
+                        && url.path() == "/"
+                        && url.query().is_none()
+                        && url.username().is_empty() => {}
+                _ => problems.push(format!(
+                    "{key}.url: {:?} must be an http(s) address like \"http://127.0.0.1:6081\" \
+                     (no path, query or user)",
+                    layer.url
+                )),
+            }
+            if layer.timeout.is_zero() {
+                problems.push(format!("{key}.timeout: must be more than 0s"));
+            }
+            if layer.concurrency == 0 {
+                problems.push(format!("{key}.concurrency: must be at least 1"));
+            }
+            for (host_index, host) in layer.hosts.iter().enumerate() {
+                let probe = match HostPattern::parse(host) {
+                    Ok(HostPattern::Exact(name)) => name,
+                    Ok(HostPattern::Wildcard(suffix)) => format!("purgeq-check.{suffix}"),
+                    Err(why) => {
+                        problems.push(format!("{key}.hosts[{host_index}]: {host:?} {why}"));
+                        continue;
+                    }
+                };
+                if router.route(&probe).is_none() {
+                    problems.push(format!(
+                        "{key}.hosts[{host_index}]: {host:?} is served by no endpoint, so no purge \
+                         of it would ever reach this layer"
+                    ));
+                }
+            }
+        }
+        self.derived.origin_routes = crate::origin_cache::LayerRoutes::new(
+            self.origin_cache
+                .iter()
+                .map(|l| (l.name.as_str(), l.hosts.as_slice())),
+        );
+    }
+
+    /// What `check-config` says about `[[origin_cache]]` besides problems:
+    /// how directories reach each layer, and, in a fleet, a loopback
+    /// address that only the leader's own host would be purged at.
+    pub fn origin_cache_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for layer in &self.origin_cache {
+            if !layer.kind.purges_directories() {
+                notes.push(format!(
+                    "origin cache {}: a {} layer cannot purge a directory in one request; a \
+                     directory is purged there as each file purgeq knows under it",
+                    layer.name, layer.kind
+                ));
+            }
+            let loopback = Url::parse(&layer.url)
+                .ok()
+                .is_some_and(|url| match url.host() {
+                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                    Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+                    None => false,
+                });
+            if loopback && self.derived.store_url.is_some() {
+                notes.push(format!(
+                    "warning: origin cache {} is at a loopback address ({}) in a fleet: only the \
+                     leader's own host would be purged; name each host's cache by an address the \
+                     leader can reach",
+                    layer.name, layer.url
+                ));
+            }
+        }
+        notes
     }
 
     /// `[ingest]`: the socket's mode and path, the TCP address, the token
@@ -1117,6 +1267,8 @@ fn deserialize_sections(
                     let path = error.path().to_string();
                     let key = if path == "." || path.is_empty() {
                         name.to_owned()
+                    } else if path.starts_with('[') {
+                        format!("{name}{path}")
                     } else {
                         format!("{name}.{path}")
                     };
@@ -1141,7 +1293,7 @@ fn deserialize_sections(
         T::default()
     }
     let mut problems = Vec::new();
-    const SECTIONS: [&str; 13] = [
+    const SECTIONS: [&str; 14] = [
         "store",
         "ingest",
         "cdn",
@@ -1155,6 +1307,7 @@ fn deserialize_sections(
         "deploy",
         "ui",
         "fleet",
+        "origin_cache",
     ];
     if let Ok(top) = raw
         .clone()
@@ -1186,6 +1339,7 @@ fn deserialize_sections(
         deploy: section(raw, "deploy", env, &mut problems),
         ui: section(raw, "ui", env, &mut problems),
         fleet: section(raw, "fleet", env, &mut problems),
+        origin_cache: origin_caches(raw, env, &mut problems),
         derived: Derived::default(),
     };
     (settings, problems)
@@ -1216,6 +1370,9 @@ fn explain(key: &str, message: &str, env: &HashMap<String, String>) -> String {
             "quota.promote" => " (write \"auto\" or \"never\")",
             "log.format" => " (write \"auto\", \"plain\" or \"json\")",
             "store.synchronous" => " (write \"full\" or \"normal\")",
+            _ if key.starts_with("origin_cache[") && key.ends_with(".kind") => {
+                " (write \"varnish\", \"nginx\" or \"http\")"
+            }
             _ => "",
         };
         text = format!("{key}: {value:?} is not one of its values{choices}");
@@ -1224,6 +1381,46 @@ fn explain(key: &str, message: &str, env: &HashMap<String, String>) -> String {
         text.push_str("; write a duration as text with a unit: \"5s\", \"250ms\", \"2h\"");
     }
     text
+}
+
+/// `[[origin_cache]]`, one entry at a time: a mistake in one is reported
+/// with its index, and the others are still read and checked.
+fn origin_caches(
+    raw: &config::Config,
+    env: &HashMap<String, String>,
+    problems: &mut Vec<String>,
+) -> Vec<OriginCacheSettings> {
+    let entries = match raw.get::<config::Value>("origin_cache") {
+        Err(config::ConfigError::NotFound(_)) => return Vec::new(),
+        Err(error) => {
+            problems.push(format!("origin_cache: {error}"));
+            return Vec::new();
+        }
+        Ok(value) => match value.into_array() {
+            Ok(entries) => entries,
+            Err(_) => {
+                problems.push(
+                    "origin_cache: must be a list of tables, written [[origin_cache]]".to_owned(),
+                );
+                return Vec::new();
+            }
+        },
+    };
+    let mut layers = Vec::new();
+    for (index, entry) in entries.into_iter().enumerate() {
+        match serde_path_to_error::deserialize::<_, OriginCacheSettings>(entry) {
+            Ok(layer) => layers.push(OriginCacheSettings { index, ..layer }),
+            Err(error) => {
+                let path = error.path().to_string();
+                let key = match path.as_str() {
+                    "." | "" => format!("origin_cache[{index}]"),
+                    path => format!("origin_cache[{index}].{path}"),
+                };
+                problems.push(explain(&key, &error.into_inner().to_string(), env));
+            }
+        }
+    }
+    layers
 }
 
 /// The built-in emulator's hosts, routed to its one endpoint.

@@ -6,6 +6,8 @@
 //!   [`http_server`], [`signals`]: injectable time, the token bucket, quota
 //!   days; URL normalization and routing; the pipeline's typed status; the
 //!   connection server; signal streams. Leaves: they use no other module;
+//! - [`origin_cache`]: what the caches in front of the origin are asked,
+//!   and what their answers mean (pure, over [`target`]);
 //! - [`cdn`]: the API client and [`cdn::emulator`] (which serves through
 //!   [`http_server`]);
 //! - [`config`]: typed settings (credentials are [`cdn`] types);
@@ -33,6 +35,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;
+pub mod origin_cache;
 pub mod pipeline;
 pub mod planner;
 pub mod quota;

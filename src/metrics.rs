@@ -32,6 +32,9 @@ pub const PRELOADS: &str = "purgeq_preloads";
 pub const PRELOADS_REQUESTED: &str = "purgeq_preloads_requested_total";
 pub const FLEET_LEADER: &str = "purgeq_fleet_leader";
 pub const EXPIRED: &str = "purgeq_urls_expired_total";
+pub const ORIGIN_PURGES: &str = "purgeq_origin_purges_total";
+pub const ORIGIN_PENDING: &str = "purgeq_origin_pending";
+pub const ORIGIN_FAILING: &str = "purgeq_origin_failing";
 
 /// The process-wide recorder, installed on first use. Several daemons in
 /// one process (tests holding them) share it; the queue gauges are set from
@@ -83,6 +86,18 @@ fn describe() {
         REFUSED,
         "Client requests answered with an error, by error type (BacklogFull, StoreUnavailable, InvalidUrl...)"
     );
+    describe_counter!(
+        ORIGIN_PURGES,
+        "Purge requests to the caches in front of the origin, by layer and outcome (done, failed)"
+    );
+    describe_gauge!(
+        ORIGIN_PENDING,
+        "URLs an origin cache has yet to purge (their CDN purge waits), by layer"
+    );
+    describe_gauge!(
+        ORIGIN_FAILING,
+        "Of those, URLs whose purge at the layer failed at least once, by layer"
+    );
     describe_histogram!(BATCH_SIZE, "URLs per purge batch cut");
     describe_gauge!(ITEMS, "Items by state");
     describe_gauge!(
@@ -117,6 +132,11 @@ fn describe() {
 pub fn api_call(operation: &'static str, outcome: &str, duration: Duration) {
     counter!(API_CALLS, "operation" => operation, "outcome" => outcome.to_owned()).increment(1);
     histogram!(API_CALL_DURATION, "operation" => operation).record(duration.as_secs_f64());
+}
+
+/// One URL's purge at an origin cache, and how it went.
+pub fn origin_purge(layer: &str, outcome: &'static str) {
+    counter!(ORIGIN_PURGES, "layer" => layer.to_owned(), "outcome" => outcome).increment(1);
 }
 
 pub fn preloads_asked(urls: usize) {
@@ -155,6 +175,7 @@ pub async fn render(
     status: &crate::report::PipelineStatus,
     fleet: &crate::fleet::FleetStatus,
     now: time::OffsetDateTime,
+    origin_caches: &[crate::config::OriginCacheSettings],
 ) -> String {
     gauge!(FLEET_LEADER).set(if fleet.sends() { 1.0 } else { 0.0 });
     if let Ok(counts) = store.state_counts().await {
@@ -182,6 +203,15 @@ pub async fn render(
         _ => 0.0,
     };
     gauge!(OLDEST_PENDING_AGE).set(age);
+    if let Ok(counts) = store.origin_layer_counts().await {
+        // Every configured layer has its gauges, 0 when nothing waits.
+        for layer in origin_caches {
+            let count = counts.iter().find(|c| c.layer == layer.name);
+            let (pending, failing) = count.map_or((0, 0), |c| (c.pending, c.failing));
+            gauge!(ORIGIN_PENDING, "layer" => layer.name.clone()).set(pending as f64);
+            gauge!(ORIGIN_FAILING, "layer" => layer.name.clone()).set(failing as f64);
+        }
+    }
     if let Some(quota) = &status.quota {
         for (kind, used, left) in [
             ("file", quota.files_used, quota.files_left),

@@ -213,6 +213,8 @@ async fn the_store_refuses_a_deposed_leaders_writes_but_not_its_intents() {
         preload_after_purge: Vec::new(),
         preload_only: Vec::new(),
         cache_facts: Default::default(),
+        origin_purges: Vec::new(),
+        skip_origin_caches: Vec::new(),
     };
     let limits = CutLimits {
         max_files: 10,

@@ -139,6 +139,8 @@ impl Held {
                 preload_after_purge: Vec::new(),
                 preload_only: Vec::new(),
                 cache_facts: Default::default(),
+                origin_purges: Vec::new(),
+                skip_origin_caches: Vec::new(),
             })
             .await
             .expect("enqueue");
@@ -205,6 +207,8 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
             preload_after_purge: Vec::new(),
             preload_only: Vec::new(),
             cache_facts: Default::default(),
+            origin_purges: Vec::new(),
+            skip_origin_caches: Vec::new(),
         })
         .await
         .expect("enqueue");

@@ -40,6 +40,8 @@ async fn failed_request(store: &Store, url: &str, received_at: time::OffsetDateT
             preload_after_purge: Vec::new(),
             preload_only: Vec::new(),
             cache_facts: Default::default(),
+            origin_purges: Vec::new(),
+            skip_origin_caches: Vec::new(),
         })
         .await
         .expect("enqueue");

@@ -114,6 +114,8 @@ impl Queue {
                 preload_after_purge: Vec::new(),
                 preload_only: Vec::new(),
                 cache_facts: Default::default(),
+                origin_purges: Vec::new(),
+                skip_origin_caches: Vec::new(),
             })
             .await
             .expect("enqueue");
@@ -371,6 +373,8 @@ async fn an_intent_past_its_deadline_is_never_stored_later() {
         preload_after_purge: Vec::new(),
         preload_only: Vec::new(),
         cache_facts: Default::default(),
+        origin_purges: Vec::new(),
+        skip_origin_caches: Vec::new(),
     };
     let error = q
         .store

@@ -177,6 +177,8 @@ impl Harness {
                         preload_after_purge: Vec::new(),
                         preload_only: Vec::new(),
                         cache_facts: Default::default(),
+                        origin_purges: Vec::new(),
+                        skip_origin_caches: Vec::new(),
                     })
                     .await
                     .expect("enqueue");

@@ -40,6 +40,8 @@ fn request(targets: Vec<PurgeTarget>) -> NewRequest {
         preload_after_purge: Vec::new(),
         preload_only: Vec::new(),
         cache_facts: Default::default(),
+        origin_purges: Vec::new(),
+        skip_origin_caches: Vec::new(),
     }
 }
 

@@ -50,6 +50,11 @@ pub struct EnqueueArgs {
     /// purged, not preloaded. --wait then waits for the preloads too.
     #[arg(long)]
     pub preload: bool,
+    /// Do not purge these URLs at this origin cache (an [[origin_cache]]
+    /// name; repeat for several): their CDN purge no longer waits for it.
+    /// Recorded as skipped in the history, with this request named.
+    #[arg(long = "skip-origin-cache", value_name = "NAME")]
+    pub skip_origin_caches: Vec<String>,
     /// Store nothing: print the plan (as `purgeq plan`) as if these URLs
     /// were added.
     #[arg(long, conflicts_with = "wait")]
@@ -396,6 +401,9 @@ fn intent(args: &EnqueueArgs, urls: &[String]) -> serde_json::Value {
     }
     if args.preload {
         body["preload"] = json!(true);
+    }
+    if !args.skip_origin_caches.is_empty() {
+        body["skip_origin_caches"] = json!(args.skip_origin_caches);
     }
     body
 }

@@ -146,10 +146,11 @@ pub async fn run(args: HistoryArgs) -> u8 {
         }
         return 0;
     }
-    crate::outln!("RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR\tVIA\tPRELOAD");
+    // ORIGIN is last: scripts that cut the first columns keep working.
+    crate::outln!("RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR\tVIA\tPRELOAD\tORIGIN");
     for entry in &entries {
         crate::outln!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             entry.received_at,
             entry.state,
             entry.attempts,
@@ -157,7 +158,8 @@ pub async fn run(args: HistoryArgs) -> u8 {
             printable(&entry.url),
             printable(entry.last_error.as_deref().unwrap_or("")),
             via(entry),
-            preload(entry)
+            preload(entry),
+            printable(entry.origin_caches.as_deref().unwrap_or("-"))
         );
     }
     0

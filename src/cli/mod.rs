@@ -206,5 +206,20 @@ pub fn check_config(args: &ConfigArgs) -> Result<(), ConfigError> {
             settings.derived.router.hosts_of(&id).join(", ")
         );
     }
+    for layer in &settings.origin_cache {
+        let hosts = match layer.hosts.is_empty() {
+            true => "every host".to_owned(),
+            false => layer.hosts.join(", "),
+        };
+        crate::outln!(
+            "  origin:    {} ({}) at {} for {hosts}, purged before the CDN",
+            layer.name,
+            layer.kind,
+            layer.url
+        );
+    }
+    for note in settings.origin_cache_notes() {
+        crate::outln!("  {note}");
+    }
     Ok(())
 }

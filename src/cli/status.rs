@@ -158,7 +158,25 @@ fn backlog_lines(stats: &StatsView) -> String {
             backlog.pending, backlog.in_flight
         ));
     }
+    for layer in &stats.origin_caches {
+        out.push_str(&origin_line(layer));
+    }
     out
+}
+
+/// `origin:` one cache in front of the origin, and what it holds back.
+fn origin_line(layer: &crate::store::OriginLayerCounts) -> String {
+    let failing = match (&layer.last_error, layer.failing) {
+        (Some(error), failing) if failing > 0 => {
+            format!("; {failing} failing, last: {}", printable(error))
+        }
+        _ => String::new(),
+    };
+    format!(
+        "origin:    {}: {} URLs to purge before their CDN purge{failing}\n",
+        printable(&layer.layer),
+        layer.pending
+    )
 }
 
 /// `preloads:` counted apart from the purges; nothing when none was ever

@@ -109,6 +109,8 @@ pub(crate) struct Ask {
     pub preload_only: Vec<crate::target::PurgeTarget>,
     pub label: Option<String>,
     pub priority: crate::target::Priority,
+    /// Origin-cache layers not to purge for these URLs.
+    pub skip_origin_caches: Vec<String>,
 }
 
 impl Ask {
@@ -123,7 +125,27 @@ impl Ask {
             preload_only: Vec::new(),
             label,
             priority,
+            skip_origin_caches: Vec::new(),
         }
+    }
+
+    /// The origin-cache layers each target's purge waits for, as
+    /// `(position, layer)`: those in front of the URL's host.
+    fn origin_purges(&self, settings: &Settings) -> Vec<(usize, String)> {
+        let routes = &settings.derived.origin_routes;
+        if routes.is_empty() {
+            return Vec::new();
+        }
+        self.targets
+            .iter()
+            .enumerate()
+            .flat_map(|(position, target)| {
+                routes
+                    .for_host(&crate::origin_cache::host_of(&target.url))
+                    .into_iter()
+                    .map(move |layer| (position, layer.to_owned()))
+            })
+            .collect()
     }
 
     /// Positions of the files to preload after their purge: all of them
@@ -166,6 +188,7 @@ impl IngestState {
         )
         .await?;
         let preload_after_purge = ask.preload_after_purge(&settings);
+        let origin_purges = ask.origin_purges(&settings);
         let mut request = crate::store::NewRequest::purge(
             crate::store::RequestId::generate(),
             self.clock.now_utc(),
@@ -176,6 +199,8 @@ impl IngestState {
         );
         request.preload_after_purge = preload_after_purge;
         request.preload_only = ask.preload_only;
+        request.origin_purges = origin_purges;
+        request.skip_origin_caches = ask.skip_origin_caches;
         request.cache_facts = self
             .policies
             .facts(&mut request.targets, request.received_at);

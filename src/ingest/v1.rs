@@ -45,6 +45,11 @@ pub struct IntentBody {
     /// purged, not preloaded).
     #[serde(default)]
     pub preload: bool,
+    /// `[[origin_cache]]` layers not to purge for these URLs (a layer
+    /// known to be down, or emptied by hand): recorded as skipped in the
+    /// history, with the request named.
+    #[serde(default)]
+    pub skip_origin_caches: Vec<String>,
 }
 
 /// `POST /v1/preloads` body: files to preload without purging them.
@@ -91,6 +96,7 @@ pub async fn post_purges(
     let intent = parse_intent(&settings, &body)?;
     let ask = super::Ask {
         preload: intent.preload,
+        skip_origin_caches: intent.skip_origin_caches,
         ..super::Ask::purge(intent.targets, intent.label, intent.priority)
     };
     let outcome = state.accept(ask, &peer).await?;
@@ -146,6 +152,7 @@ pub struct Intent {
     pub label: Option<String>,
     pub priority: Priority,
     pub preload: bool,
+    pub skip_origin_caches: Vec<String>,
 }
 
 /// Reads a `POST /v1/purges` body: all of it is valid, or nothing is
@@ -155,6 +162,7 @@ pub fn parse_intent(settings: &Settings, body: &[u8]) -> Result<Intent, ApiError
     let body: IntentBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a valid purge intent: {e}")))?;
     check_label(body.label.as_deref())?;
+    check_skipped_layers(settings, &body.skip_origin_caches)?;
     let targets = intake::targets(
         settings,
         &[
@@ -180,7 +188,27 @@ pub fn parse_intent(settings: &Settings, body: &[u8]) -> Result<Intent, ApiError
         label: body.label,
         priority: body.priority,
         preload: body.preload,
+        skip_origin_caches: body.skip_origin_caches,
     })
+}
+
+/// Every layer a request skips must be configured: a misspelt name would
+/// otherwise skip nothing, silently.
+fn check_skipped_layers(settings: &Settings, names: &[String]) -> Result<(), ApiError> {
+    let routes = &settings.derived.origin_routes;
+    match names.iter().find(|name| !routes.knows(name)) {
+        None => Ok(()),
+        Some(name) => {
+            let known: Vec<&str> = routes.names().collect();
+            Err(ApiError::bad_request(format!(
+                "skip_origin_caches: {name:?} is not a configured origin cache ({})",
+                match known.is_empty() {
+                    true => "none are configured".to_owned(),
+                    false => format!("configured: {}", known.join(", ")),
+                }
+            )))
+        }
+    }
 }
 
 /// A label is printed by `show`, `history` and the status page: escape
@@ -372,6 +400,10 @@ pub struct StatsView {
     /// so `purgeq status` still reads a daemon from before it existed.
     #[serde(default)]
     pub fleet: Option<crate::fleet::FleetStatus>,
+    /// Each configured cache in front of the origin: URLs it has yet to
+    /// purge (their CDN purge waits), failing ones, the newest failure.
+    #[serde(default)]
+    pub origin_caches: Vec<crate::store::OriginLayerCounts>,
     #[serde(flatten)]
     pub pipeline: crate::report::PipelineStatus,
 }
@@ -487,9 +519,32 @@ pub async fn stats_view(state: &IngestState, counting: Counting) -> Result<Stats
         },
         waiting: state.store.waits().await?,
         drain: drain_estimate(state, &pipeline).await?,
+        origin_caches: origin_layers(state).await?,
         fleet: Some(state.fleet.borrow().clone()),
         pipeline,
     })
+}
+
+/// Every configured layer with what it has yet to purge (a layer no
+/// longer configured still shows while rows of it wait).
+async fn origin_layers(
+    state: &IngestState,
+) -> Result<Vec<crate::store::OriginLayerCounts>, ApiError> {
+    let settings = state.settings();
+    if settings.origin_cache.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut counts = state.store.origin_layer_counts().await?;
+    for layer in &settings.origin_cache {
+        if !counts.iter().any(|c| c.layer == layer.name) {
+            counts.push(crate::store::OriginLayerCounts {
+                layer: layer.name.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    counts.sort_by(|a, b| a.layer.cmp(&b.layer));
+    Ok(counts)
 }
 
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -584,6 +639,7 @@ pub async fn metrics(State(state): State<IngestState>) -> Response {
                 &state.status().await,
                 &fleet,
                 state.clock.now_utc(),
+                &state.settings().origin_cache,
             )
             .await,
         )

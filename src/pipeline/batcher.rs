@@ -87,7 +87,7 @@ fn earlier(a: Option<Duration>, b: Duration) -> Option<Duration> {
     Some(a.map_or(b, |a| a.min(b)))
 }
 
-fn until(from: OffsetDateTime, to: OffsetDateTime) -> Duration {
+pub(super) fn until(from: OffsetDateTime, to: OffsetDateTime) -> Duration {
     let gap = to - from;
     if gap.is_negative() {
         Duration::ZERO

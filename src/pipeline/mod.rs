@@ -11,6 +11,7 @@
 mod batcher;
 mod call_log;
 pub mod gate;
+mod origin;
 mod sender;
 mod tracker;
 
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     client: RwLock<Arc<CdnClient>>,
     wake_batcher: Notify,
     wake_tracker: Notify,
+    /// Wakes the origin stage: new intents may have layer purges to make.
+    wake_origin: Notify,
     shutdown: CancellationToken,
     /// One permit per batch under way (cut, not yet accepted or failed).
     batch_slots: Arc<Semaphore>,
@@ -57,6 +60,7 @@ pub(crate) struct Shared {
     /// Set while the batcher and the tracker loops run.
     batcher_alive: AtomicBool,
     tracker_alive: AtomicBool,
+    origin_alive: AtomicBool,
     /// Batches a sender task holds. A `sending` batch that nobody holds
     /// (left by a crash, or by a sender whose store write failed for good)
     /// is adopted by the batcher and sent again, without a restart.
@@ -425,11 +429,13 @@ impl Pipeline {
             clock,
             wake_batcher: Notify::new(),
             wake_tracker: Notify::new(),
+            wake_origin: Notify::new(),
             shutdown: CancellationToken::new(),
             endpoint_pauses: Mutex::new(HashMap::new()),
             status: Mutex::new(Status::default()),
             batcher_alive: AtomicBool::new(false),
             tracker_alive: AtomicBool::new(false),
+            origin_alive: AtomicBool::new(false),
             claimed: Mutex::new(HashSet::new()),
             adoption: tokio::sync::Mutex::new(()),
             adoption_checked: Mutex::new(None),
@@ -447,6 +453,7 @@ impl Pipeline {
         let tasks = TaskTracker::new();
         tasks.spawn(batcher::run(shared.clone(), tasks.clone()));
         tasks.spawn(tracker::run(shared.clone()));
+        tasks.spawn(origin::run(shared.clone()));
         tasks.spawn(call_log::run(shared.clone()));
         Ok(Pipeline { shared, tasks })
     }
@@ -570,6 +577,7 @@ impl PipelineReport for Reporter {
 
     fn wake(&self) {
         self.0.wake_batcher.notify_one();
+        self.0.wake_origin.notify_one();
     }
 
     fn added(&self, count: usize) {
@@ -580,9 +588,14 @@ impl PipelineReport for Reporter {
             .added_since_survey
             .fetch_add(count as u64, Ordering::Relaxed);
         self.0.wake_batcher.notify_one();
+        // A URL already pending may have had its layer purges started
+        // again (a new intent for it): wake the stage whatever `count`.
+        self.0.wake_origin.notify_one();
     }
 
     fn alive(&self) -> bool {
-        self.0.batcher_alive.load(Ordering::Relaxed) && self.0.tracker_alive.load(Ordering::Relaxed)
+        self.0.batcher_alive.load(Ordering::Relaxed)
+            && self.0.tracker_alive.load(Ordering::Relaxed)
+            && self.0.origin_alive.load(Ordering::Relaxed)
     }
 }

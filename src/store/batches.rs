@@ -117,7 +117,8 @@ pub struct Readiness {
     pub eligible: usize,
     /// How many of those are urgent (counted up to the same limit).
     pub urgent: usize,
-    /// The earliest `not_before` among all pending items, eligible or not.
+    /// The earliest `not_before` among all pending items, eligible or not
+    /// (but not those held for the origin caches: they have none yet).
     pub earliest_not_before: Option<Timestamp>,
 }
 
@@ -177,11 +178,13 @@ impl Store {
     ) -> Result<Readiness, StoreError> {
         let earliest_not_before: Option<Timestamp> = on_pool!(&self.reader, c => sqlx::query_scalar(
             "SELECT not_before FROM items
-             WHERE state = 'pending' AND endpoint_id = $1 AND kind = $2
+             WHERE state = 'pending' AND endpoint_id = $1 AND kind = $2 AND not_before < $3
              ORDER BY not_before LIMIT 1",
         )
         .bind(endpoint_id)
         .bind(kind.as_str())
+        // Held for the origin caches: not the batcher's until released.
+        .bind(super::origin_purges::HELD)
         .fetch_optional(c).await)?;
         let count = |sql: &'static str| async move {
             on_pool!(&self.reader, p => sqlx::query_scalar::<_, i64>(sql)

@@ -107,10 +107,13 @@ impl Store {
                          last_error = 'no purge needed: every copy cached before the request has expired ('
                                       || COALESCE(expiry_rule, 'cache rule') || ')'
                      WHERE state = 'pending' AND kind = 'file'
-                       AND expires_at IS NOT NULL AND expires_at <= $1
+                       AND expires_at IS NOT NULL AND expires_at <= $1 AND not_before <> $2
                      RETURNING id",
                 )
                 .bind(now)
+                // A file held for the origin caches has not expired: the
+                // CDN would fetch the old copy from them again.
+                .bind(super::origin_purges::HELD)
                 .fetch_all(c).await)?;
                 for id in &expired {
                     chain_after(conn, ItemId(*id), now).await?;

@@ -123,6 +123,14 @@ pub(super) async fn enqueue_many(
         enqueue_files(conn, requests, &files, &mut new).await?;
     }
     mark_urgent(conn, requests).await?;
+    if requests.iter().any(|r| !r.origin_purges.is_empty()) {
+        let now = requests
+            .iter()
+            .map(|r| Timestamp::new(r.received_at))
+            .max()
+            .unwrap_or_else(|| Timestamp::new(time::OffsetDateTime::now_utc()));
+        super::origin_purges::hold_for_origin(conn, requests, now).await?;
+    }
     let new_preloads = super::preloads::enqueue_for(conn, requests).await?;
 
     Ok(requests

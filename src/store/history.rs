@@ -57,6 +57,10 @@ pub struct HistoryEntry {
     pub preload_state: Option<String>,
     pub preload_task_track_id: Option<String>,
     pub preload_error: Option<String>,
+    /// Its purges at the caches in front of the origin, as
+    /// `varnish-1 done 2026-…Z, nginx-1 pending`; `None` where none hold
+    /// its host.
+    pub origin_caches: Option<String>,
 }
 
 /// Newest first.
@@ -109,7 +113,8 @@ async fn select(
     conn: &mut Conn<'_>,
     filter: &HistoryFilter,
 ) -> Result<Vec<HistoryEntry>, sqlx::Error> {
-    on_conn!(conn, c => sqlx::query_as(HISTORY)
+    let sql = conn.pick(HISTORY_SQLITE, HISTORY_POSTGRES);
+    on_conn!(conn, c => sqlx::query_as(sql)
         .bind(&filter.state)
         .bind(&filter.since)
         .bind(&filter.url_prefix)
@@ -122,10 +127,23 @@ async fn select(
 
 /// The parameters are cast to text: PostgreSQL cannot infer the type of a
 /// parameter that is only compared with NULL, and SQLite reads the same.
-const HISTORY: &str = "SELECT received_at, request_id, source, url, kind, endpoint_id,
+/// `origin_caches` sums up the URL's purges at the caches in front of the
+/// origin (those of the directory it was merged into, if it was), with
+/// each database's own string aggregate.
+macro_rules! history_select {
+    ($aggregate:literal) => {
+        concat!(
+            "SELECT received_at, request_id, source, url, kind, endpoint_id,
         effective_state AS state, merged_into_url, merge_reason, task_track_id, correlation_id,
         attempts, last_error, finished_at, priority, operation, preload_state,
-        preload_task_track_id, preload_error
+        preload_task_track_id, preload_error,
+        (SELECT ",
+            $aggregate,
+            "
+         FROM origin_purges o
+         WHERE operation = 'purge'
+           AND o.item_id = (SELECT COALESCE(x.merged_into, x.id) FROM items x WHERE x.id = history.item_id)
+        ) AS origin_caches
  FROM history
  WHERE (CAST($1 AS TEXT) IS NULL
         OR (CASE WHEN CAST($1 AS TEXT) = 'merged' THEN state ELSE effective_state END) = CAST($1 AS TEXT))
@@ -133,4 +151,14 @@ const HISTORY: &str = "SELECT received_at, request_id, source, url, kind, endpoi
    AND (CAST($3 AS TEXT) IS NULL OR substr(url, 1, length(CAST($3 AS TEXT))) = CAST($3 AS TEXT))
    AND (CAST($5 AS TEXT) IS NULL OR request_id IN (SELECT id FROM requests WHERE label = CAST($5 AS TEXT)))
    AND (CAST($6 AS TEXT) IS NULL OR request_id = CAST($6 AS TEXT))
- LIMIT $4";
+ LIMIT $4"
+        )
+    };
+}
+
+const HISTORY_SQLITE: &str = history_select!(
+    "group_concat(o.layer || ' ' || o.state || coalesce(' ' || o.done_at, ''), ', ')"
+);
+const HISTORY_POSTGRES: &str = history_select!(
+    "string_agg(o.layer || ' ' || o.state || coalesce(' ' || o.done_at, ''), ', ' ORDER BY o.id)"
+);

@@ -18,6 +18,7 @@ mod history;
 mod ids;
 mod model;
 mod operator;
+mod origin_purges;
 mod plan;
 mod preloads;
 #[cfg(test)]
@@ -48,8 +49,9 @@ pub use charts::{CallError, CallRecord, Counts, RecentError, Slot};
 pub use enqueue::EnqueueOutcome;
 pub use history::{HistoryEntry, HistoryFilter, read_history, read_history_postgres};
 pub use ids::{BatchId, ItemId, RequestId};
-pub use model::{ItemEvent, ItemState, NewRequest, Operation};
+pub use model::{ItemEvent, ItemState, NewRequest, Operation, OriginPurgeState};
 pub use operator::Cancelled;
+pub use origin_purges::{DuePurge, OriginLayerCounts, OriginLayerStatus, OriginOutcome};
 pub use plan::{LaneCounts, UrgentPending};
 pub use preloads::{PreloadCounts, PreloadState};
 pub use reads::{ItemStatus, RequestState, RequestStatus, RequestSummary, StateCounts};

@@ -74,6 +74,40 @@ impl ItemState {
     }
 }
 
+/// Where one URL's purge at one cache in front of the origin stands (the
+/// `origin_purges.state` column, issue 34).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginPurgeState {
+    /// Not confirmed yet: the URL's CDN purge waits.
+    Pending,
+    /// The layer answered that it no longer holds the URL.
+    Done,
+    /// Not asked, on purpose: an intent said so, the layer is no longer
+    /// configured, or the URL needs no purge any more.
+    Skipped,
+}
+
+impl OriginPurgeState {
+    pub const ALL: [OriginPurgeState; 3] = [
+        OriginPurgeState::Pending,
+        OriginPurgeState::Done,
+        OriginPurgeState::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginPurgeState::Pending => "pending",
+            OriginPurgeState::Done => "done",
+            OriginPurgeState::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<OriginPurgeState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
 /// What a batch's call does. Purges carry `items` (files and
 /// directories); preloads carry rows of `preloads` (files only). One
 /// batch is one or the other, and every transition below reads and
@@ -136,6 +170,13 @@ pub struct NewRequest {
     /// What the endpoints' cache policies say about its files, by position
     /// in `targets` ([`crate::cdn::cache_rules::Policies::facts`]).
     pub cache_facts: HashMap<usize, CacheFact>,
+    /// The `[[origin_cache]]` layers in front of each target's host, as
+    /// `(position in targets, layer)`: the target's CDN purge waits until
+    /// each has purged it (issue 34).
+    pub origin_purges: Vec<(usize, String)>,
+    /// Layers the request skips explicitly (recorded as `skipped` for its
+    /// URLs, with the request named).
+    pub skip_origin_caches: Vec<String>,
 }
 
 impl NewRequest {
@@ -158,6 +199,8 @@ impl NewRequest {
             preload_after_purge: Vec::new(),
             preload_only: Vec::new(),
             cache_facts: HashMap::new(),
+            origin_purges: Vec::new(),
+            skip_origin_caches: Vec::new(),
         }
     }
 }
@@ -351,6 +394,7 @@ mod tests {
             .map(|s| s.as_str())
             .chain(super::super::PreloadState::ALL.iter().map(|s| s.as_str()))
             .chain(BATCH_STATES)
+            .chain(OriginPurgeState::ALL.iter().map(|s| s.as_str()))
             .collect();
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store");
         let mut checked = 0;
@@ -364,7 +408,7 @@ mod tests {
                 checked += 1;
                 assert!(
                     known.contains(&literal.as_str()),
-                    "{}: state '{literal}' is no state of items, preloads or batches",
+                    "{}: state '{literal}' is no state of items, preloads, batches or origin purges",
                     path.display()
                 );
             }

@@ -246,7 +246,7 @@ async fn promote_one(
     .bind(&promotion.endpoint_id)
     .bind(&promotion.directory)
     .fetch_one(c).await)?;
-    absorb_under(
+    let absorbed = absorb_under(
         conn,
         id,
         &promotion.endpoint_id,
@@ -254,5 +254,9 @@ async fn promote_one(
         MergeReason::Promoted,
         now,
     )
-    .await
+    .await?;
+    // The directory is purged at the origin caches its files were to be
+    // purged at, before the CDN (issue 34).
+    super::origin_purges::inherit(conn, super::ItemId(id), now).await?;
+    Ok(absorbed)
 }

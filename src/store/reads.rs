@@ -47,6 +47,13 @@ pub struct ItemStatus {
     pub preload_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preload_finished_at: Option<String>,
+    /// Each cache in front of the origin that holds the URL's host
+    /// (`[[origin_cache]]`): its purge of the URL, done before the CDN's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub origin_caches: Vec<super::OriginLayerStatus>,
+    /// Its place in the request (to attach what other tables say of it).
+    #[serde(skip)]
+    pub position: Option<i64>,
 }
 
 /// A request's overall state, derived from its URLs.
@@ -168,6 +175,7 @@ struct HistoryRow {
     preload_attempts: Option<i64>,
     preload_error: Option<String>,
     preload_finished_at: Option<String>,
+    position: Option<i64>,
 }
 
 impl From<HistoryRow> for ItemStatus {
@@ -191,6 +199,8 @@ impl From<HistoryRow> for ItemStatus {
             preload_attempts: row.preload_attempts,
             preload_error: row.preload_error,
             preload_finished_at: row.preload_finished_at,
+            origin_caches: Vec::new(),
+            position: row.position,
         }
     }
 }
@@ -229,7 +239,7 @@ pub(crate) const REQUEST_URLS: &str =
     "SELECT url, kind, endpoint_id, effective_state, merged_into_url, merge_reason,
                     task_track_id, correlation_id, attempts, last_error, finished_at, operation,
                     preload_state, preload_task_track_id, preload_attempts, preload_error,
-                    preload_finished_at
+                    preload_finished_at, position
              FROM history WHERE request_id = $1";
 
 /// One page of requests with their summaries (`$1` label, `$2` before,
@@ -335,9 +345,23 @@ impl Store {
             .into_iter()
             .map(ItemStatus::from)
             .collect();
+        let mut origin = self.origin_of_request(&RequestId::parse(&id)).await?;
+        if !origin.is_empty() {
+            for item in items.iter_mut().filter(|i| i.operation == Operation::Purge) {
+                if let Some(layers) = item.position.and_then(|p| origin.remove(&p)) {
+                    item.origin_caches = layers;
+                }
+            }
+        }
         if items.iter().any(|i| i.state == ItemState::Pending) {
             let waits = self.waits().await?;
             for item in items.iter_mut().filter(|i| i.state == ItemState::Pending) {
+                // The caches in front of the origin come first: the CDN
+                // purge is not cut before they are done.
+                if let Some(held) = item.origin_caches.iter().find_map(|l| l.holds_back()) {
+                    item.waiting = Some(held);
+                    continue;
+                }
                 // A URL merged into a directory waits with the directory.
                 let kind = match &item.merged_into {
                     _ if item.operation == Operation::Preload => "preload",

@@ -160,6 +160,9 @@ pub fn status_page(
         main.push_str(&quota_section(quota));
     }
     main.push_str(&backlog_section(stats));
+    if !stats.origin_caches.is_empty() {
+        main.push_str(&origin_section(&stats.origin_caches));
+    }
     main.push_str(&charts_section(charts));
     main.push_str(&errors_section(&charts.errors));
     main.push_str(&cache_rules_section(policies));
@@ -314,6 +317,30 @@ fn cache_rules_section(
         out.push_str("</tbody></table>\n");
     }
     out.push_str("</section>\n");
+    out
+}
+
+/// The caches in front of the origin: what each has yet to purge before
+/// the CDN may, and why it fails when it does (issue 34).
+fn origin_section(layers: &[crate::store::OriginLayerCounts]) -> String {
+    let mut out = String::from(
+        "<section aria-labelledby=\"origin-caches\"><h2 id=\"origin-caches\">Origin caches</h2>\n\
+         <table><caption>Purged before the CDN: a URL's CDN purge waits for every layer in front of \
+         its origin</caption><thead><tr><th scope=\"col\">Layer</th>\
+         <th scope=\"col\">URLs to purge</th><th scope=\"col\">Failing</th>\
+         <th scope=\"col\">Last failure</th></tr></thead><tbody>\n",
+    );
+    for layer in layers {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            escape(&layer.layer),
+            layer.pending,
+            layer.failing,
+            escape(layer.last_error.as_deref().unwrap_or(""))
+        );
+    }
+    out.push_str("</tbody></table>\n</section>\n");
     out
 }
 
@@ -653,20 +680,56 @@ pub fn request_page(request: &RequestStatus, read_only: bool, viewer: &Viewer) -
     if !read_only {
         main.push_str(&action_buttons(request, &viewer.csrf));
     }
-    main.push_str(
+    // The origin caches' column only where some URL has layers in front
+    // of its origin (issue 34): each layer's purge, before the CDN's.
+    let layers = request.items.iter().any(|i| !i.origin_caches.is_empty());
+    main.push_str(&format!(
         "<table class=\"items\"><thead><tr><th scope=\"col\">URL</th><th scope=\"col\">State</th>\
          <th scope=\"col\">Via</th><th scope=\"col\">TaskTrackId</th><th scope=\"col\">Correlation id</th>\
          <th scope=\"col\">Attempts</th><th scope=\"col\">Error or wait</th><th scope=\"col\">Preload</th>\
-         </tr></thead><tbody>\n",
-    );
+         {}</tr></thead><tbody>\n",
+        if layers {
+            "<th scope=\"col\">Origin caches</th>"
+        } else {
+            ""
+        }
+    ));
     for item in &request.items {
-        main.push_str(&item_row(item));
+        main.push_str(&item_row(item, layers));
     }
     main.push_str("</tbody></table>\n</section>\n");
     page(&format!("purgeq request {}", request.id), &main, viewer)
 }
 
-fn item_row(item: &ItemStatus) -> String {
+/// One URL's purges at the caches in front of its origin, a line each:
+/// `varnish-1 done 10:00:01 (purged)`.
+fn origin_cell(item: &ItemStatus) -> String {
+    item.origin_caches
+        .iter()
+        .map(|layer| {
+            let detail = match layer.state {
+                crate::store::OriginPurgeState::Done => format!(
+                    " {} ({})",
+                    layer.done_at.as_deref().map(time).unwrap_or_default(),
+                    escape(layer.answer.as_deref().unwrap_or("purged"))
+                ),
+                _ => layer
+                    .error
+                    .as_deref()
+                    .map(|e| format!(": {}", escape(e)))
+                    .unwrap_or_default(),
+            };
+            format!(
+                "{} <span class=\"state s-{state}\">{state}</span>{detail}",
+                escape(&layer.layer),
+                state = layer.state.as_str()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
+fn item_row(item: &ItemStatus, layers: bool) -> String {
     let via = match (&item.merged_into, &item.merge_reason) {
         (Some(into), Some(reason)) => format!("{} ({})", escape(into), escape(reason)),
         (Some(into), None) => escape(into),
@@ -692,12 +755,17 @@ fn item_row(item: &ItemStatus) -> String {
     };
     format!(
         "<tr><td class=\"url\">{}</td><td><span class=\"state s-{state}\">{state}</span></td><td>{via}</td>\
-         <td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{note}</td><td>{preload}</td></tr>\n",
+         <td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{note}</td><td>{preload}</td>{origin}</tr>\n",
         escape(&item.url),
         escape(item.task_track_id.as_deref().unwrap_or("")),
         escape(item.correlation_id.as_deref().unwrap_or("")),
         item.attempts,
         state = item.state.as_str(),
+        origin = if layers {
+            format!("<td>{}</td>", origin_cell(item))
+        } else {
+            String::new()
+        },
     )
 }
 

@@ -1,0 +1,270 @@
+//! The origin stage: purges each URL at the caches in front of the origin
+//! (`[[origin_cache]]`) before its CDN purge may be cut (issue 34).
+//!
+//! It reads the due `origin_purges` rows, asks each layer with its own
+//! bound on requests in flight, and records every answer in one write.
+//! An item's last layer done releases it to the batcher, which is woken.
+//! A layer that fails keeps its URLs held, retried with back-off, with
+//! the reason where every status reads it; nothing is skipped unless an
+//! intent said so. It costs no CDN quota and runs beside the batcher, so
+//! it never slows intake or sending. Like every pipeline task, it runs on
+//! the fleet's leader only, with writes fenced to its term.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::Semaphore;
+
+use super::{AliveGuard, Shared};
+use crate::config::OriginCacheSettings;
+use crate::origin_cache::{Answer, LayerRequest, answer, request_for, retry_delay};
+use crate::store::{DuePurge, OriginOutcome, Timestamp};
+use crate::target::Kind;
+
+/// Rows read per pass: one pass's requests run together, each layer
+/// within its own `concurrency`.
+const PASS_SIZE: usize = 512;
+
+/// At most this many known files are purged for one directory at a layer
+/// without directory purges (the rest of the directory is the CDN's).
+const KNOWN_FILES_PER_DIRECTORY: usize = 1000;
+
+/// How long the stage sleeps with nothing due, unless woken.
+const IDLE_LOOK: Duration = Duration::from_secs(30);
+
+pub(super) async fn run(shared: Arc<Shared>) {
+    let _alive = AliveGuard::new(&shared.origin_alive);
+    let client = match http_client() {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the origin caches' HTTP client; origin purges stop");
+            return;
+        }
+    };
+    let mut slots: HashMap<String, (usize, Arc<Semaphore>)> = HashMap::new();
+    loop {
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
+        let wait = match pass(&shared, &client, &mut slots).await {
+            Ok(Some(wait)) => wait,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::warn!(%error, "origin caches: cannot read or record purges; trying again");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = shared.wake_origin.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The client for every layer: no redirect is followed (a purge answered
+/// with a redirect is not done, and never goes to another host), and the
+/// `User-Agent` names purgeq.
+fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!(
+            "purgeq/",
+            env!("CARGO_PKG_VERSION"),
+            " (origin cache purge)"
+        ))
+        .build()
+}
+
+/// One pass: the due rows, asked and recorded. `Ok(None)`: rows were
+/// handled, look again at once; `Ok(Some(wait))`: nothing was due, sleep
+/// that long unless woken.
+async fn pass(
+    shared: &Arc<Shared>,
+    client: &reqwest::Client,
+    slots: &mut HashMap<String, (usize, Arc<Semaphore>)>,
+) -> Result<Option<Duration>, crate::store::StoreError> {
+    let now = shared.now_ts();
+    let due = shared.store.origin_purges_due(now, PASS_SIZE).await?;
+    if due.is_empty() {
+        let next = shared.store.next_origin_purge().await?;
+        return Ok(Some(match next {
+            Some(at) => super::batcher::until(shared.now(), at.get())
+                .clamp(Duration::from_millis(10), IDLE_LOOK),
+            None => IDLE_LOOK,
+        }));
+    }
+    if shared.lease_lapsed() {
+        // A leader that lost its lease asks no layer: the next one will.
+        return Ok(Some(Duration::from_secs(1)));
+    }
+    let settings = shared.settings();
+    let mut work = FuturesUnordered::new();
+    let mut outcomes = Vec::with_capacity(due.len());
+    for row in due {
+        let Some(layer) = settings.origin_cache.iter().find(|l| l.name == row.layer) else {
+            outcomes.push((
+                row.id,
+                row.item_id,
+                OriginOutcome::Skipped {
+                    reason: format!("origin cache {} is no longer configured", row.layer),
+                },
+            ));
+            continue;
+        };
+        if row.item_state != "pending" {
+            outcomes.push((
+                row.id,
+                row.item_id,
+                OriginOutcome::Skipped {
+                    reason: format!("not needed: the URL is {}", row.item_state),
+                },
+            ));
+            continue;
+        }
+        let slot = slots
+            .entry(layer.name.clone())
+            .and_modify(|(size, slot)| {
+                if *size != layer.concurrency {
+                    *size = layer.concurrency;
+                    *slot = Arc::new(Semaphore::new(layer.concurrency.max(1)));
+                }
+            })
+            .or_insert_with(|| {
+                (
+                    layer.concurrency,
+                    Arc::new(Semaphore::new(layer.concurrency.max(1))),
+                )
+            })
+            .1
+            .clone();
+        let layer = layer.clone();
+        let shared = shared.clone();
+        let client = client.clone();
+        work.push(async move {
+            let outcome = purge_row(&shared, &client, &layer, &slot, &row).await;
+            (row, layer.name, outcome)
+        });
+    }
+    while let Some((row, layer, outcome)) = work.next().await {
+        let outcome = match outcome {
+            Ok(answer) => {
+                crate::metrics::origin_purge(&layer, "done");
+                OriginOutcome::Done { answer }
+            }
+            Err(reason) => {
+                crate::metrics::origin_purge(&layer, "failed");
+                let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
+                let at = Timestamp::new(shared.now() + retry_delay(attempts));
+                tracing::warn!(layer, url = %row.url, %reason, retry_at = %at, "origin cache purge failed");
+                OriginOutcome::Retry { reason, at }
+            }
+        };
+        outcomes.push((row.id, row.item_id, outcome));
+    }
+    let released = shared
+        .store
+        .record_origin_purges(outcomes, shared.now_ts())
+        .await?;
+    if released > 0 {
+        tracing::debug!(released, "origin caches purged; the CDN purges may go");
+        shared.wake_batcher.notify_one();
+    }
+    // More may be due (a full pass, a retry whose time came): look again.
+    Ok(None)
+}
+
+/// Purges one row's URL at its layer: `Ok(answer)` when done.
+async fn purge_row(
+    shared: &Shared,
+    client: &reqwest::Client,
+    layer: &OriginCacheSettings,
+    slot: &Semaphore,
+    row: &DuePurge,
+) -> Result<String, String> {
+    let request = request_for(layer.kind, row.kind, &row.url).map_err(|e| e.to_string())?;
+    if let Some(request) = request {
+        return send(client, layer, slot, &request).await.map(str::to_owned);
+    }
+    // A directory at a layer that purges files only: each file purgeq
+    // knows under it.
+    let files = shared
+        .store
+        .known_files_under(row.item_id, KNOWN_FILES_PER_DIRECTORY)
+        .await
+        .map_err(|e| format!("cannot read the files under it: {e}"))?;
+    if files.is_empty() {
+        return Ok("no file known under it".to_owned());
+    }
+    let count = files.len();
+    let results = futures::stream::iter(files)
+        .map(|file| async move {
+            match request_for(layer.kind, Kind::File, &file) {
+                Ok(Some(request)) => send(client, layer, slot, &request)
+                    .await
+                    .map_err(|e| format!("{file}: {e}")),
+                Ok(None) => Ok("purged"),
+                Err(error) => Err(error.to_string()),
+            }
+        })
+        .buffer_unordered(layer.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    match results.into_iter().find_map(Result::err) {
+        Some(error) => Err(error),
+        None => Ok(format!("{count} known files purged")),
+    }
+}
+
+/// Sends one request within the layer's bound; `Ok` with the answer's
+/// meaning when done, `Err` with why not.
+async fn send(
+    client: &reqwest::Client,
+    layer: &OriginCacheSettings,
+    slot: &Semaphore,
+    request: &LayerRequest,
+) -> Result<&'static str, String> {
+    let _permit = slot
+        .acquire()
+        .await
+        .map_err(|_| "shutting down".to_owned())?;
+    let method = reqwest::Method::from_bytes(request.method.as_bytes())
+        .map_err(|e| format!("method {}: {e}", request.method))?;
+    let target = format!(
+        "{}{}",
+        layer.url.trim_end_matches('/'),
+        request.path_and_query
+    );
+    let response = client
+        .request(method, &target)
+        .header(reqwest::header::HOST, &request.host)
+        .timeout(layer.timeout)
+        .send()
+        .await
+        .map_err(|e| describe(&e, layer.timeout))?;
+    match answer(layer.kind, response.status().as_u16()) {
+        Answer::Done(what) => Ok(what),
+        Answer::Retry(reason) => Err(reason),
+    }
+}
+
+/// A transport error in an operator's words: `connection refused`,
+/// `timed out after 5s`.
+fn describe(error: &reqwest::Error, timeout: Duration) -> String {
+    if error.is_timeout() {
+        return format!("timed out after {}", humantime::format_duration(timeout));
+    }
+    let mut source: &dyn std::error::Error = error;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    let text = source.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    match error.is_connect() {
+        true => format!("cannot connect: {}", text.to_ascii_lowercase()),
+        false => text.to_owned(),
+    }
+}
