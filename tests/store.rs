@@ -449,6 +449,111 @@ async fn request_summaries_read_alike(place: Place) {
     assert_eq!(matched, vec![false, true]);
 }
 
+/// Issue 34: a URL's CDN purge waits for every origin-cache layer in
+/// front of its host. Held items are not the batcher's; the last layer
+/// done releases one; a new intent starts its layers again; a directory
+/// the planner promotes is purged at its files' layers first.
+async fn origin_caches_hold_items_until_every_layer_is_done(place: Place) {
+    use purgeq::store::{OriginOutcome, Timestamp};
+    let store = place.open().await;
+    let (a, b) = ("http://e.com/p/a.css", "http://e.com/p/b.css");
+    let mut first = request(vec![file(a), file(b)]);
+    first.origin_purges = vec![
+        (0, "varnish".into()),
+        (0, "nginx".into()),
+        (1, "varnish".into()),
+    ];
+    store.enqueue(first).await.expect("enqueue");
+    let later =
+        |secs| Timestamp::new(time::OffsetDateTime::now_utc() + time::Duration::seconds(secs));
+    let ready = store
+        .readiness("ep", Kind::File, later(1), 100)
+        .await
+        .expect("readiness");
+    assert_eq!((ready.eligible, ready.earliest_not_before), (0, None));
+
+    let due = store.origin_purges_due(later(1), 100).await.expect("due");
+    assert_eq!(due.len(), 3, "{due:?}");
+    let outcomes = due
+        .iter()
+        .map(|row| {
+            let outcome = match (row.url.as_str(), row.layer.as_str()) {
+                (url, "nginx") if url == a => OriginOutcome::Retry {
+                    reason: "answered 503".into(),
+                    at: later(60),
+                },
+                _ => OriginOutcome::Done {
+                    answer: "purged".into(),
+                },
+            };
+            (row.id, row.item_id, outcome)
+        })
+        .collect();
+    let released = store
+        .record_origin_purges(outcomes, later(1))
+        .await
+        .expect("record");
+    assert_eq!(released, 1, "b is done at its one layer; a waits for nginx");
+    let ready = store
+        .readiness("ep", Kind::File, later(2), 100)
+        .await
+        .expect("readiness");
+    assert_eq!(ready.eligible, 1);
+
+    // b changes again: its layer purges it again before the CDN.
+    let mut again = request(vec![file(b)]);
+    again.origin_purges = vec![(0, "varnish".into())];
+    let again_id = again.id.clone();
+    store.enqueue(again).await.expect("enqueue");
+    let ready = store
+        .readiness("ep", Kind::File, later(2), 100)
+        .await
+        .expect("readiness");
+    assert_eq!(ready.eligible, 0, "b is held again");
+    let status = store
+        .request_status(&again_id)
+        .await
+        .expect("status")
+        .expect("known");
+    let layer = &status.items[0].origin_caches[0];
+    assert_eq!(
+        (layer.layer.as_str(), layer.state.as_str(), layer.attempts),
+        ("varnish", "pending", 0)
+    );
+
+    // The planner promotes /p/: the directory waits for both layers.
+    store
+        .promote(
+            vec![purgeq::planner::Promotion {
+                endpoint_id: "ep".into(),
+                directory: "http://e.com/p/".into(),
+                files: 2,
+            }],
+            later(3),
+        )
+        .await
+        .expect("promote");
+    let ready = store
+        .readiness("ep", Kind::Directory, later(4), 100)
+        .await
+        .expect("readiness");
+    assert_eq!(ready.eligible, 0, "the promoted directory is held");
+    let due = store.origin_purges_due(later(120), 100).await.expect("due");
+    let mut directory: Vec<(&str, &str)> = due
+        .iter()
+        .filter(|row| row.kind == Kind::Directory)
+        .map(|row| (row.layer.as_str(), row.item_state.as_str()))
+        .collect();
+    directory.sort_unstable();
+    assert_eq!(directory, [("nginx", "pending"), ("varnish", "pending")]);
+    assert!(
+        due.iter()
+            .filter(|row| row.kind == Kind::File)
+            .all(|row| row.item_state == "merged"),
+        "the files' own rows are left for the stage to close: {due:?}"
+    );
+}
+
 /// Each test above, once per backend: `sqlite::NAME` on a file,
 /// `postgres::NAME` on a fresh database (skipped, saying so, without a
 /// server unless `PURGEQ_REQUIRE_POSTGRES` is set).
@@ -479,6 +584,7 @@ on_both_backends!(():
     close_waits_for_the_last_commit,
     cache_facts_expire_what_the_rules_allow,
     request_summaries_read_alike,
+    origin_caches_hold_items_until_every_layer_is_done,
 );
 on_both_backends!((flavor = "multi_thread"):
     concurrent_requests_stored_together_count_each_url_new_once,

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod caches;
 pub mod held;
 pub mod postgres;
 pub mod proxy;
