@@ -5,6 +5,8 @@
 //! and every injected fault; and each check of the emulator is proven with a
 //! deliberately wrong request.
 
+mod common;
+
 use std::time::Duration;
 
 use purgeq::cdn::emulator::{EmulatedEndpoint, Emulator, EmulatorConfig, EmulatorHandle, Knobs};
@@ -919,4 +921,210 @@ async fn cache_policies_are_served_and_replaced_as_documented() {
             .await,
     );
     assert_eq!(error_type(&error), "EndpointNotFound");
+}
+
+/// Issue 33: the emulator is an edge too. Two nodes serve the endpoint's
+/// hosts from a test origin and keep what they fetched; an accepted purge
+/// reaches each node after the propagation delay (a file, or everything
+/// under a directory, scheme aside); a node the fault knob names keeps
+/// the old copy of the URLs it matches.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_serves_copies_until_a_purge_reaches_it() {
+    let origin = common::caches::TestOrigin::start().await;
+    let mut config = EmulatorConfig::new(
+        SUBSCRIPTION,
+        KEY_ID,
+        KeyValue::new(KEY_VALUE),
+        vec![EmulatedEndpoint::new(EP_A, &["a.example.com"])],
+    );
+    config.knobs = Knobs {
+        requests_per_second: 1000.0,
+        burst: 1000,
+        completion_delay: Duration::from_millis(100),
+        edge_propagation_delay: Duration::from_millis(300),
+        edge_drop_node: Some(1),
+        edge_drop_urls_containing: Some("dropped".into()),
+        ..Knobs::default()
+    };
+    config.edge = Some(purgeq::cdn::emulator::EdgeConfig {
+        origin: url::Url::parse(&format!("http://{}", origin.addr)).expect("url"),
+        listen: vec!["127.0.0.1:0".parse().expect("addr"); 2],
+        ttl: Duration::from_secs(3600),
+    });
+    let emulator = Emulator::start(config).await.expect("emulator");
+    let nodes = emulator.edge_addrs();
+    assert_eq!(nodes.len(), 2);
+    let http = reqwest::Client::new();
+    let get = |node: std::net::SocketAddr, path: &'static str| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .get(format!("http://{node}{path}"))
+                .header(reqwest::header::HOST, "a.example.com")
+                .send()
+                .await
+                .expect("GET at the edge");
+            let cache = response.headers()["x-cache"]
+                .to_str()
+                .expect("x-cache")
+                .to_owned();
+            (cache, response.text().await.expect("body"))
+        }
+    };
+    let paths = ["/a.css", "/dropped.css", "/d/x.js"];
+    for node in &nodes {
+        for path in paths {
+            assert_eq!(
+                get(*node, path).await,
+                ("MISS".into(), format!("v1 {path}"))
+            );
+            assert_eq!(get(*node, path).await, ("HIT".into(), format!("v1 {path}")));
+        }
+    }
+    // Another host is not the edge's.
+    let foreign = http
+        .get(format!("http://{}/a.css", nodes[0]))
+        .header(reqwest::header::HOST, "b.example.com")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(foreign.status(), 404);
+
+    origin.set_version(2);
+    let client = client(&emulator);
+    client
+        .add_purge(
+            EP_A,
+            &urls(&[
+                "https://a.example.com/a.css",
+                "https://a.example.com/dropped.css",
+            ]),
+            &urls(&["https://a.example.com/d/"]),
+        )
+        .await
+        .expect("accepted");
+    // Not yet arrived: the old copies.
+    assert_eq!(get(nodes[0], "/a.css").await.1, "v1 /a.css");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for (node, path, expected) in [
+        (0, "/a.css", "v2"),
+        (1, "/a.css", "v2"),
+        (0, "/d/x.js", "v2"),
+        (1, "/d/x.js", "v2"),
+        (0, "/dropped.css", "v2"),
+        // The fault: node 1 never got the purge of this URL.
+        (1, "/dropped.css", "v1"),
+    ] {
+        assert_eq!(
+            get(nodes[node], path).await.1,
+            format!("{expected} {path}"),
+            "node {node}"
+        );
+    }
+}
+
+/// The README's `purgeq emulate --edge-origin …` example does what it
+/// says: node 1 serves the site from the origin, and keeps the old copy of
+/// the URL its drop knob names after a purge reached node 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_edge_example_runs() {
+    let readme = include_str!("../README.md");
+    let block = readme
+        .split("**The emulator as an edge.**")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the README's edge example");
+    let command = block
+        .lines()
+        .take_while(|line| !line.starts_with("curl"))
+        .map(|line| line.trim_end_matches('\\').trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let origin = common::caches::TestOrigin::start().await;
+    let (api, edge) = (common::caches::free_port(), common::caches::free_port());
+    let mut args: Vec<String> = command
+        .split_whitespace()
+        .skip(1)
+        .map(|arg| arg.replace("http://127.0.0.1:8080", &format!("http://{}", origin.addr)))
+        .collect();
+    // The README's two seconds, made shorter for the test.
+    let delay = args
+        .iter()
+        .position(|a| a == "--edge-propagation-delay")
+        .expect("the example sets a propagation delay");
+    args[delay + 1] = "200ms".into();
+    args.extend([
+        "--listen".into(),
+        format!("127.0.0.1:{api}"),
+        "--edge-listen".into(),
+        format!("127.0.0.1:{edge}"),
+    ]);
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _emulator = Stop(
+        std::process::Command::new(common::BIN)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("purgeq emulate"),
+    );
+    let http = reqwest::Client::new();
+    let get = |port: u16, path: &'static str| {
+        let http = http.clone();
+        async move {
+            for _ in 0..200 {
+                if let Ok(response) = http
+                    .get(format!("http://127.0.0.1:{port}{path}"))
+                    .header(reqwest::header::HOST, "www.example.com")
+                    .send()
+                    .await
+                {
+                    return response.text().await.expect("body");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("node on port {port} never answered");
+        }
+    };
+    for port in [edge, edge + 1] {
+        assert_eq!(get(port, "/app.js").await, "v1 /app.js");
+        assert_eq!(get(port, "/site.css").await, "v1 /site.css");
+    }
+    origin.set_version(2);
+    let mut settings = ClientSettings::new(
+        url::Url::parse(&format!("http://127.0.0.1:{api}")).expect("url"),
+        "00000000-0000-0000-0000-000000000001",
+        Credentials {
+            key_id: KeyId::new("emulator-key-id"),
+            key_value: KeyValue::new("emulator-key-value"),
+        },
+    );
+    settings.request_timeout = Duration::from_secs(5);
+    CdnClient::new(settings)
+        .expect("client")
+        .add_purge(
+            "46fecf3c-e874-49aa-891d-0d4dc93213e0",
+            &urls(&[
+                "http://www.example.com/app.js",
+                "http://www.example.com/site.css",
+            ]),
+            &[],
+        )
+        .await
+        .expect("accepted");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(edge, "/app.js").await, "v2 /app.js");
+    assert_eq!(
+        get(edge + 1, "/app.js").await,
+        "v1 /app.js",
+        "node 1 dropped it"
+    );
+    assert_eq!(get(edge + 1, "/site.css").await, "v2 /site.css");
 }

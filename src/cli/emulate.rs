@@ -102,6 +102,31 @@ pub struct EmulateArgs {
     /// on every run) instead of at random.
     #[arg(long)]
     pub fault_seed: Option<u64>,
+    /// Be an edge too: nodes that serve the endpoints' hosts from this
+    /// origin (`http://127.0.0.1:8080`, answering directly; the site's
+    /// host is sent as Host), each purge the API accepts reaching them
+    /// after --edge-propagation-delay.
+    #[arg(long, value_name = "URL")]
+    pub edge_origin: Option<url::Url>,
+    /// How many edge nodes.
+    #[arg(long, default_value_t = 2)]
+    pub edge_nodes: usize,
+    /// Where the first edge node listens; node N listens on the port after
+    /// node N-1's (port 0: any free ports, logged).
+    #[arg(long, default_value = "127.0.0.1:18090")]
+    pub edge_listen: SocketAddr,
+    /// How long an edge node keeps a copy before fetching it again.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub edge_ttl: Duration,
+    /// How long an accepted purge takes to reach each edge node.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub edge_propagation_delay: Duration,
+    /// An edge node (from 0) that never receives purges (a fault).
+    #[arg(long)]
+    pub edge_drop_node: Option<usize>,
+    /// With --edge-drop-node: only the purges of URLs containing this text.
+    #[arg(long, requires = "edge_drop_node")]
+    pub edge_drop_urls_containing: Option<String>,
 }
 
 impl EmulateArgs {
@@ -137,11 +162,30 @@ impl EmulateArgs {
             drop_rate: self.drop_rate,
             malformed_rate: self.malformed_rate,
             fault_seed: self.fault_seed,
+            edge_propagation_delay: self.edge_propagation_delay,
+            edge_drop_node: self.edge_drop_node,
+            edge_drop_urls_containing: self.edge_drop_urls_containing,
         };
+        let edge = self
+            .edge_origin
+            .map(|origin| crate::cdn::emulator::EdgeConfig {
+                origin,
+                listen: (0..self.edge_nodes.max(1))
+                    .map(|n| {
+                        let port = match self.edge_listen.port() {
+                            0 => 0,
+                            port => port.saturating_add(n as u16),
+                        };
+                        SocketAddr::new(self.edge_listen.ip(), port)
+                    })
+                    .collect(),
+                ttl: self.edge_ttl,
+            });
         EmulatorConfig {
             listen: self.listen,
             max_clock_skew: self.max_clock_skew,
             knobs,
+            edge,
             ..EmulatorConfig::new(
                 self.subscription,
                 self.key_id,
@@ -161,6 +205,9 @@ pub async fn run(args: EmulateArgs) -> anyhow::Result<()> {
         subscription = %subscription,
         "CDN emulator listening"
     );
+    for (node, addr) in handle.edge_addrs().iter().enumerate() {
+        tracing::info!(node, %addr, "emulated edge node listening");
+    }
     crate::signals::terminated().await?;
     tracing::info!("CDN emulator stopping");
     handle.shutdown().await;

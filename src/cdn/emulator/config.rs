@@ -78,6 +78,9 @@ pub struct EmulatorConfig {
     /// restarts (the built-in emulator keeps it beside the database).
     /// `None`: in memory only.
     pub state_file: Option<std::path::PathBuf>,
+    /// The emulated edge: nodes serving the endpoints' hosts from an
+    /// origin, purged by what the API accepts. `None`: no edge.
+    pub edge: Option<super::edge::EdgeConfig>,
 }
 
 impl EmulatorConfig {
@@ -98,6 +101,7 @@ impl EmulatorConfig {
             max_clock_skew: Duration::from_secs(15 * 60),
             knobs: Knobs::default(),
             state_file: None,
+            edge: None,
         }
     }
 }
@@ -156,6 +160,16 @@ pub struct Knobs {
     /// alone, so a test that asserts on the faults cannot fail by chance
     /// (CI must be deterministic); unset, faults are random.
     pub fault_seed: Option<u64>,
+    /// How long an accepted purge takes to reach each node of the
+    /// emulated edge (when it has one): until then, the node serves its
+    /// old copy.
+    #[serde(with = "humantime_serde")]
+    pub edge_propagation_delay: Duration,
+    /// An edge node (from 0) that never receives purges: the fault edge
+    /// verification catches. With `edge_drop_urls_containing`, only the
+    /// purges of URLs containing that text.
+    pub edge_drop_node: Option<usize>,
+    pub edge_drop_urls_containing: Option<String>,
 }
 
 impl Default for Knobs {
@@ -181,6 +195,9 @@ impl Default for Knobs {
             drop_rate: 0.0,
             malformed_rate: 0.0,
             fault_seed: None,
+            edge_propagation_delay: Duration::from_secs(1),
+            edge_drop_node: None,
+            edge_drop_urls_containing: None,
         }
     }
 }

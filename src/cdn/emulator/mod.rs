@@ -13,6 +13,7 @@
 
 mod checks;
 mod config;
+mod edge;
 mod routes;
 mod state;
 
@@ -27,6 +28,7 @@ use crate::http_server::{self, Listener, ServeOptions};
 
 pub use checks::has_dot_dot_segment;
 pub use config::{EmulatedEndpoint, EmulatorConfig, Knobs};
+pub use edge::EdgeConfig;
 pub use state::{JournalEntry, TaskKind};
 
 pub struct Emulator;
@@ -41,8 +43,18 @@ impl Emulator {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(state::State::new(config));
         let shutdown = CancellationToken::new();
+        let edge = match &config.edge {
+            Some(edge) => Some(
+                edge::EdgeHandle::start(edge.clone(), config.endpoints.clone(), shutdown.clone())
+                    .await?,
+            ),
+            None => None,
+        };
+        let state = Arc::new(state::State::new(
+            config,
+            edge.as_ref().map(|e| e.edge.clone()),
+        ));
         let options = ServeOptions {
             // A test throttle storm opens many connections; a dropped
             // connection must not wait for a graceful close.
@@ -61,6 +73,7 @@ impl Emulator {
             state,
             shutdown,
             task: Some(task),
+            edge,
         })
     }
 }
@@ -71,9 +84,18 @@ pub struct EmulatorHandle {
     state: Arc<state::State>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    edge: Option<edge::EdgeHandle>,
 }
 
 impl EmulatorHandle {
+    /// The emulated edge's nodes, in order (empty without an edge).
+    pub fn edge_addrs(&self) -> Vec<SocketAddr> {
+        self.edge
+            .as_ref()
+            .map(|e| e.addrs.clone())
+            .unwrap_or_default()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }

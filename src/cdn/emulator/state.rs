@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use governor::DefaultDirectRateLimiter;
@@ -143,6 +143,8 @@ pub struct Inner {
 pub struct State {
     pub config: EmulatorConfig,
     inner: Mutex<Inner>,
+    /// The emulated edge, which accepted purges reach.
+    edge: Option<Arc<super::edge::Edge>>,
 }
 
 fn load(path: &Path) -> Saved {
@@ -196,7 +198,7 @@ fn limiter_for(knobs: &Knobs) -> DefaultDirectRateLimiter {
 }
 
 impl State {
-    pub fn new(config: EmulatorConfig) -> Self {
+    pub fn new(config: EmulatorConfig, edge: Option<Arc<super::edge::Edge>>) -> Self {
         let knobs = config.knobs.clone();
         let saved = config.state_file.as_deref().map(load).unwrap_or_default();
         Self {
@@ -214,6 +216,7 @@ impl State {
                 fault_draws: 0,
             }),
             config,
+            edge,
         }
     }
 
@@ -327,6 +330,9 @@ impl State {
             kind: TaskKind::Purge,
         };
         inner.tasks.insert(task_track_id.clone(), task);
+        if let Some(edge) = &self.edge {
+            edge.purge(&purge.files, &purge.directories, &inner.knobs);
+        }
         inner.journal.push(JournalEntry {
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             endpoint_id: endpoint_id.to_owned(),
