@@ -45,6 +45,8 @@ pub struct Settings {
     /// `[[origin_cache]]`: caches in front of the origin, purged before
     /// the CDN (issue 34).
     pub origin_cache: Vec<OriginCacheSettings>,
+    /// `[verify]`: after the CDN says done, check the edge (issue 33).
+    pub verify: VerifySettings,
     /// Derived by [`Settings::load`]: never read from the file.
     #[serde(skip)]
     pub derived: Derived,
@@ -553,6 +555,55 @@ impl OriginCacheSettings {
     }
 }
 
+/// `[verify]`: after a URL's purge (and preload) succeeded, probe the
+/// CDN's edge and compare what it serves with what the origin serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifySettings {
+    pub enabled: bool,
+    /// Where the origin answers directly (`http://10.0.0.5:8080`); the
+    /// URL's host is sent as `Host`. Empty: only the hosts of `origins`
+    /// (with the built-in emulator, this is also where its edge fetches).
+    pub origin: String,
+    /// Per-host origins, for sites with several: `host = "base URL"`.
+    pub origins: std::collections::BTreeMap<String, String>,
+    /// Edge addresses to probe (`host:port`); empty: the addresses the
+    /// URL's host resolves to (with the built-in emulator: its edge).
+    pub edges: Vec<String>,
+    /// How long a URL is probed before it is called stale.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Extra purges a URL still stale at half the deadline may cost (each
+    /// counted against the day's quota like any purge).
+    pub repurge: u32,
+    /// Probe requests per second, all edges and origins together.
+    pub probes_per_second: f64,
+    /// URLs verified at once.
+    pub concurrency: usize,
+    /// Files probed for a directory (of those purgeq knows under it).
+    pub sample: usize,
+    /// How long one probe may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            origin: String::new(),
+            origins: std::collections::BTreeMap::new(),
+            edges: Vec::new(),
+            deadline: Duration::from_secs(300),
+            repurge: 1,
+            probes_per_second: 20.0,
+            concurrency: 8,
+            sample: 20,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// `[fleet]`: this daemon's place among several sharing one database.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -811,6 +862,7 @@ impl Settings {
         self.validate_cdn(env, &mut problems);
         self.validate_deploy(&mut problems);
         self.validate_origin_caches(&mut problems);
+        self.validate_verify(&mut problems);
 
         match &self.fleet.node_name {
             Some(name) => match crate::fleet::NodeName::parse(name) {
@@ -961,6 +1013,56 @@ impl Settings {
                 .iter()
                 .map(|l| (l.name.as_str(), l.hosts.as_slice())),
         );
+    }
+
+    /// `[verify]`: base URLs for the origins, edge addresses, limits.
+    fn validate_verify(&self, problems: &mut Vec<String>) {
+        let verify = &self.verify;
+        let base_url = |key: String, text: &str, problems: &mut Vec<String>| match Url::parse(text)
+        {
+            Ok(url)
+                if matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.query().is_none() => {}
+            _ => problems.push(format!(
+                "{key}: {text:?} must be an http(s) base URL like \"http://10.0.0.5:8080\""
+            )),
+        };
+        if !verify.origin.is_empty() {
+            base_url("verify.origin".to_owned(), &verify.origin, problems);
+        }
+        for (host, origin) in &verify.origins {
+            base_url(format!("verify.origins.{host}"), origin, problems);
+        }
+        for (index, edge) in verify.edges.iter().enumerate() {
+            if crate::verify::parse_edge(edge).is_none() {
+                problems.push(format!(
+                    "verify.edges[{index}]: {edge:?} is not an address like \"203.0.113.10:80\""
+                ));
+            }
+        }
+        if verify.enabled && verify.origin.is_empty() && verify.origins.is_empty() {
+            problems.push(
+                "verify.enabled: set verify.origin (or verify.origins): what the edge serves is \
+                 compared with what the origin serves"
+                    .to_owned(),
+            );
+        }
+        if verify.deadline.is_zero() {
+            problems.push("verify.deadline: must be more than 0s".to_owned());
+        }
+        if verify.timeout.is_zero() {
+            problems.push("verify.timeout: must be more than 0s".to_owned());
+        }
+        if !(verify.probes_per_second.is_finite() && verify.probes_per_second > 0.0) {
+            problems.push("verify.probes_per_second: must be a positive number".to_owned());
+        }
+        if verify.concurrency == 0 {
+            problems.push("verify.concurrency: must be at least 1".to_owned());
+        }
+        if verify.sample == 0 {
+            problems.push("verify.sample: must be at least 1".to_owned());
+        }
     }
 
     /// What `check-config` says about `[[origin_cache]]` besides problems:
@@ -1293,7 +1395,7 @@ fn deserialize_sections(
         T::default()
     }
     let mut problems = Vec::new();
-    const SECTIONS: [&str; 14] = [
+    const SECTIONS: [&str; 15] = [
         "store",
         "ingest",
         "cdn",
@@ -1308,6 +1410,7 @@ fn deserialize_sections(
         "ui",
         "fleet",
         "origin_cache",
+        "verify",
     ];
     if let Ok(top) = raw
         .clone()
@@ -1340,6 +1443,7 @@ fn deserialize_sections(
         ui: section(raw, "ui", env, &mut problems),
         fleet: section(raw, "fleet", env, &mut problems),
         origin_cache: origin_caches(raw, env, &mut problems),
+        verify: section(raw, "verify", env, &mut problems),
         derived: Derived::default(),
     };
     (settings, problems)

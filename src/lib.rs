@@ -8,6 +8,8 @@
 //!   connection server; signal streams. Leaves: they use no other module;
 //! - [`origin_cache`]: what the caches in front of the origin are asked,
 //!   and what their answers mean (pure, over [`target`]);
+//! - [`verify`]: whether an edge serves what the origin serves, and what
+//!   follows (pure, a leaf);
 //! - [`cdn`]: the API client and [`cdn::emulator`] (which serves through
 //!   [`http_server`]);
 //! - [`config`]: typed settings (credentials are [`cdn`] types);
@@ -46,3 +48,4 @@ pub mod signals;
 pub mod store;
 pub mod target;
 pub mod ui;
+pub mod verify;

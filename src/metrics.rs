@@ -35,6 +35,9 @@ pub const EXPIRED: &str = "purgeq_urls_expired_total";
 pub const ORIGIN_PURGES: &str = "purgeq_origin_purges_total";
 pub const ORIGIN_PENDING: &str = "purgeq_origin_pending";
 pub const ORIGIN_FAILING: &str = "purgeq_origin_failing";
+pub const VERIFIED: &str = "purgeq_verifications_total";
+pub const TIME_TO_FRESH: &str = "purgeq_time_to_fresh_seconds";
+pub const VERIFYING: &str = "purgeq_verifications_pending";
 
 /// The process-wide recorder, installed on first use. Several daemons in
 /// one process (tests holding them) share it; the queue gauges are set from
@@ -53,6 +56,12 @@ fn install_recorder() -> Option<PrometheusHandle> {
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ],
         )
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(TIME_TO_FRESH.to_owned()),
+                &[1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0],
+            )
+        })
         .and_then(|b| {
             b.set_buckets_for_metric(
                 Matcher::Full(BATCH_SIZE.to_owned()),
@@ -98,6 +107,16 @@ fn describe() {
         ORIGIN_FAILING,
         "Of those, URLs whose purge at the layer failed at least once, by layer"
     );
+    describe_counter!(
+        VERIFIED,
+        "URLs verified at the edge, by result (fresh, stale, unverifiable)"
+    );
+    describe_histogram!(
+        TIME_TO_FRESH,
+        Unit::Seconds,
+        "From the intent to every edge serving the new content"
+    );
+    describe_gauge!(VERIFYING, "URLs being verified at the edge now");
     describe_histogram!(BATCH_SIZE, "URLs per purge batch cut");
     describe_gauge!(ITEMS, "Items by state");
     describe_gauge!(
@@ -132,6 +151,14 @@ fn describe() {
 pub fn api_call(operation: &'static str, outcome: &str, duration: Duration) {
     counter!(API_CALLS, "operation" => operation, "outcome" => outcome.to_owned()).increment(1);
     histogram!(API_CALL_DURATION, "operation" => operation).record(duration.as_secs_f64());
+}
+
+/// A URL's verification at the edge ended; `time_to_fresh` when fresh.
+pub fn verified(result: &'static str, time_to_fresh: Option<f64>) {
+    counter!(VERIFIED, "result" => result).increment(1);
+    if let Some(seconds) = time_to_fresh {
+        histogram!(TIME_TO_FRESH).record(seconds);
+    }
 }
 
 /// One URL's purge at an origin cache, and how it went.
@@ -203,6 +230,9 @@ pub async fn render(
         _ => 0.0,
     };
     gauge!(OLDEST_PENDING_AGE).set(age);
+    if let Ok(pending) = store.verifications_pending().await {
+        gauge!(VERIFYING).set(pending as f64);
+    }
     if let Ok(counts) = store.origin_layer_counts().await {
         // Every configured layer has its gauges, 0 when nothing waits.
         for layer in origin_caches {

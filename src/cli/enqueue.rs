@@ -21,7 +21,8 @@ pub struct EnqueueArgs {
     #[arg(long, short = 'd')]
     pub directory: bool,
     /// Follow the request until every URL has a final state; exit 1 if
-    /// any failed.
+    /// any failed. With [verify] on, until every URL is verified at the
+    /// edge: exit 4 if one ended stale or unverifiable.
     #[arg(long)]
     pub wait: bool,
     /// With --wait: no progress while waiting (on a terminal, a live bar;

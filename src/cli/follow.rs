@@ -6,6 +6,7 @@
 //! |---|---|
 //! | every URL succeeded (or `expired`: no purge was needed) | 0 |
 //! | a URL failed or was cancelled | 1 |
+//! | every purge succeeded, but a URL ended stale or unverifiable at the edge (`[verify]`) | 4 |
 //! | sending is paused (credentials refused): said at once | 75 |
 //! | `--timeout` passed: the summary so far | 75 |
 
@@ -275,6 +276,80 @@ fn report_final(status: &Value, json: bool) -> u8 {
                 );
             }
         }
+        verification_lines(&items);
     }
-    if state == "succeeded" { 0 } else { 1 }
+    match state {
+        "succeeded" if !all_fresh(status) => EXIT_NOT_FRESH,
+        "succeeded" => 0,
+        _ => 1,
+    }
+}
+
+/// `--wait`'s exit when every purge succeeded but verification at the
+/// edge found a URL stale or could not verify it (`[verify]`).
+pub const EXIT_NOT_FRESH: u8 = 4;
+
+/// Whether no URL ended stale or unverifiable at the edge (true where
+/// verification is off).
+fn all_fresh(status: &Value) -> bool {
+    status["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|item| {
+            !matches!(
+                item["verification"]["state"].as_str(),
+                Some("stale" | "unverifiable")
+            )
+        })
+}
+
+/// The summary of verification at the edge, and each URL not fresh with
+/// its edge and what differed.
+fn verification_lines(items: &[Value]) {
+    let verified: Vec<&Value> = items
+        .iter()
+        .filter(|item| item["verification"].is_object())
+        .collect();
+    if verified.is_empty() {
+        return;
+    }
+    let state = |s: &str| {
+        verified
+            .iter()
+            .filter(|i| i["verification"]["state"] == s)
+            .count()
+    };
+    let mut times: Vec<f64> = verified
+        .iter()
+        .filter_map(|i| i["verification"]["time_to_fresh_seconds"].as_f64())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let median = times
+        .get(times.len().saturating_sub(1) / 2)
+        .map(|t| format!(" (median {t:.1} s from intent to fresh)"))
+        .unwrap_or_default();
+    let repurges: i64 = verified
+        .iter()
+        .filter_map(|i| i["verification"]["repurges"].as_i64())
+        .sum();
+    crate::outln!(
+        "  at the edge: {} fresh{median}, {} stale, {} unverifiable; {repurges} re-purged",
+        state("fresh"),
+        state("stale"),
+        state("unverifiable")
+    );
+    for item in verified.iter().filter(|i| {
+        matches!(
+            i["verification"]["state"].as_str(),
+            Some("stale" | "unverifiable")
+        )
+    }) {
+        crate::outln!(
+            "  {}\t{}\t{}",
+            item["verification"]["state"].as_str().unwrap_or_default(),
+            printable(item["url"].as_str().unwrap_or_default()),
+            printable(item["verification"]["reason"].as_str().unwrap_or(""))
+        );
+    }
 }

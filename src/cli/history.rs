@@ -146,11 +146,14 @@ pub async fn run(args: HistoryArgs) -> u8 {
         }
         return 0;
     }
-    // ORIGIN is last: scripts that cut the first columns keep working.
-    crate::outln!("RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR\tVIA\tPRELOAD\tORIGIN");
+    // ORIGIN and EDGE are last: scripts that cut the first columns keep
+    // working.
+    crate::outln!(
+        "RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR\tVIA\tPRELOAD\tORIGIN\tEDGE"
+    );
     for entry in &entries {
         crate::outln!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             entry.received_at,
             entry.state,
             entry.attempts,
@@ -159,7 +162,8 @@ pub async fn run(args: HistoryArgs) -> u8 {
             printable(entry.last_error.as_deref().unwrap_or("")),
             via(entry),
             preload(entry),
-            printable(entry.origin_caches.as_deref().unwrap_or("-"))
+            printable(entry.origin_caches.as_deref().unwrap_or("-")),
+            entry.verification.as_deref().unwrap_or("-")
         );
     }
     0

@@ -50,6 +50,18 @@ pub(super) async fn start_emulator(settings: &Settings) -> Result<BuiltInEmulato
     let mut state_file = settings.store.path.clone().into_os_string();
     state_file.push(".emulator.json");
     config.state_file = Some(state_file.into());
+    // With verification on, the emulator is the edge too (two nodes on
+    // free ports, fetching from verify.origin), so the whole path, purge
+    // to fresh at the edge, can be seen on one machine.
+    if settings.verify.enabled
+        && let Ok(origin) = url::Url::parse(&settings.verify.origin)
+    {
+        config.edge = Some(crate::cdn::emulator::EdgeConfig {
+            origin,
+            listen: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0)); 2],
+            ttl: std::time::Duration::from_secs(3600),
+        });
+    }
     let handle = Emulator::start(config)
         .await
         .map_err(|e| DaemonError::Other(format!("cannot start the built-in CDN emulator: {e}")))?;

@@ -154,6 +154,9 @@ impl Daemon {
                 let pipeline =
                     Pipeline::start(store.clone(), settings_rx.clone(), client, clock.clone())
                         .await?;
+                if let Some(emulator) = &emulator {
+                    pipeline.use_emulated_edges(emulator.handle.edge_addrs());
+                }
                 let (_, fleet) = watch::channel(crate::fleet::FleetStatus::of(
                     &node,
                     &crate::fleet::Role::Standalone,
@@ -426,6 +429,9 @@ fn announce_emulator(
     let router = &settings.derived.router;
     for id in router.endpoint_ids() {
         tracing::info!(endpoint = %id, hosts = ?router.hosts_of(&id), "emulated endpoint");
+    }
+    for (node, addr) in emulator.handle.edge_addrs().iter().enumerate() {
+        tracing::info!(node, %addr, origin = %settings.verify.origin, "emulated edge node (verification probes it)");
     }
     emulator
 }

@@ -175,6 +175,27 @@ impl IngestState {
         self.settings.borrow().clone()
     }
 
+    /// A request as clients see it: with `[verify]` on, a URL whose purge
+    /// succeeded is pending until its verification ends.
+    pub async fn request_status(
+        &self,
+        id: &crate::store::RequestId,
+    ) -> Result<Option<crate::store::RequestStatus>, crate::store::StoreError> {
+        let Some(mut status) = self.store.request_status(id).await? else {
+            return Ok(None);
+        };
+        let settings = self.settings();
+        if settings.verify.enabled {
+            let window = settings
+                .verify
+                .deadline
+                .max(std::time::Duration::from_secs(600));
+            let since = crate::store::Timestamp::new(self.clock.now_utc() - window);
+            crate::store::expect_verification(&mut status, since);
+        }
+        Ok(Some(status))
+    }
+
     /// Stores a validated request from `peer`, then wakes the batcher.
     async fn accept(
         &self,

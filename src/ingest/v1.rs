@@ -365,10 +365,10 @@ pub async fn wait_for_final(
     let mut changes = state.store.subscribe();
     loop {
         changes.mark_unchanged();
-        let status =
-            state.store.request_status(id).await?.ok_or_else(|| {
-                ApiError::not_found(format!("no request with id {:?}", id.as_str()))
-            })?;
+        let status = state
+            .request_status(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no request with id {:?}", id.as_str())))?;
         if status.state.is_final() || tokio::time::Instant::now() >= deadline {
             return Ok(status);
         }
@@ -404,6 +404,10 @@ pub struct StatsView {
     /// purge (their CDN purge waits), failing ones, the newest failure.
     #[serde(default)]
     pub origin_caches: Vec<crate::store::OriginLayerCounts>,
+    /// Verification at the edge (`[verify]`): being probed now, time to
+    /// fresh over the last hour and day, what is stale. Absent when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freshness: Option<crate::store::FreshnessSummary>,
     #[serde(flatten)]
     pub pipeline: crate::report::PipelineStatus,
 }
@@ -520,6 +524,10 @@ pub async fn stats_view(state: &IngestState, counting: Counting) -> Result<Stats
         waiting: state.store.waits().await?,
         drain: drain_estimate(state, &pipeline).await?,
         origin_caches: origin_layers(state).await?,
+        freshness: match state.settings().verify.enabled {
+            true => Some(state.store.freshness(state.clock.now_utc()).await?),
+            false => None,
+        },
         fleet: Some(state.fleet.borrow().clone()),
         pipeline,
     })

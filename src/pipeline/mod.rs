@@ -14,6 +14,7 @@ pub mod gate;
 mod origin;
 mod sender;
 mod tracker;
+mod verify;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,6 +88,9 @@ pub(crate) struct Shared {
     published_waits: Mutex<Option<Vec<crate::store::Wait>>>,
     /// Calls not yet written for the status page's charts.
     call_log: call_log::CallLog,
+    /// The built-in emulator's edge nodes: what verification probes when
+    /// `verify.edges` names none.
+    emulated_edges: RwLock<Vec<std::net::SocketAddr>>,
 }
 
 /// A sender task's hold on a batch; let go when dropped, however the task
@@ -185,6 +189,25 @@ impl Shared {
             subscription_id: self.client().subscription_id().to_owned(),
             day: crate::quota::day_of(self.now(), self.settings().derived.quota_offset.get()),
         }
+    }
+
+    fn emulated_edges(&self) -> Vec<std::net::SocketAddr> {
+        self.emulated_edges
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `count` new items were stored: the planner and the stages look.
+    fn added(&self, count: usize) {
+        self.added_since_planning
+            .fetch_add(count as u64, Ordering::Relaxed);
+        self.added_since_survey
+            .fetch_add(count as u64, Ordering::Relaxed);
+        self.wake_batcher.notify_one();
+        // A URL already pending may have had its layer purges started
+        // again (a new intent for it): wake the stage whatever `count`.
+        self.wake_origin.notify_one();
     }
 
     /// Marks `id` as held by a sender task.
@@ -447,6 +470,7 @@ impl Pipeline {
             surveys: std::sync::atomic::AtomicU64::new(0),
             published_waits: Mutex::new(None),
             call_log: call_log::CallLog::default(),
+            emulated_edges: RwLock::new(Vec::new()),
         });
         // Batches a previous run left `sending` are adopted by the batcher
         // on its first pass (charged again, then sent again).
@@ -454,8 +478,19 @@ impl Pipeline {
         tasks.spawn(batcher::run(shared.clone(), tasks.clone()));
         tasks.spawn(tracker::run(shared.clone()));
         tasks.spawn(origin::run(shared.clone()));
+        tasks.spawn(verify::run(shared.clone()));
         tasks.spawn(call_log::run(shared.clone()));
         Ok(Pipeline { shared, tasks })
+    }
+
+    /// The built-in emulator's edge nodes, probed by verification when
+    /// `verify.edges` names none.
+    pub fn use_emulated_edges(&self, edges: Vec<std::net::SocketAddr>) {
+        *self
+            .shared
+            .emulated_edges
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = edges;
     }
 
     /// How many times the quota planner has read the whole pending queue:
@@ -581,16 +616,7 @@ impl PipelineReport for Reporter {
     }
 
     fn added(&self, count: usize) {
-        self.0
-            .added_since_planning
-            .fetch_add(count as u64, Ordering::Relaxed);
-        self.0
-            .added_since_survey
-            .fetch_add(count as u64, Ordering::Relaxed);
-        self.0.wake_batcher.notify_one();
-        // A URL already pending may have had its layer purges started
-        // again (a new intent for it): wake the stage whatever `count`.
-        self.0.wake_origin.notify_one();
+        self.0.added(count);
     }
 
     fn alive(&self) -> bool {

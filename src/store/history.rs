@@ -61,6 +61,9 @@ pub struct HistoryEntry {
     /// `varnish-1 done 2026-…Z, nginx-1 pending`; `None` where none hold
     /// its host.
     pub origin_caches: Option<String>,
+    /// Whether the edge serves the new content (`[verify]`): fresh,
+    /// stale, unverifiable or pending; `None` where it was not verified.
+    pub verification: Option<String>,
 }
 
 /// Newest first.
@@ -143,7 +146,14 @@ macro_rules! history_select {
          FROM origin_purges o
          WHERE operation = 'purge'
            AND o.item_id = (SELECT COALESCE(x.merged_into, x.id) FROM items x WHERE x.id = history.item_id)
-        ) AS origin_caches
+        ) AS origin_caches,
+        CASE (SELECT min(CASE v.state WHEN 'stale' THEN 1 WHEN 'unverifiable' THEN 2
+                                      WHEN 'pending' THEN 3 ELSE 4 END)
+              FROM verifications v
+              WHERE operation = 'purge'
+                AND v.item_id = (SELECT COALESCE(x.merged_into, x.id) FROM items x WHERE x.id = history.item_id))
+            WHEN 1 THEN 'stale' WHEN 2 THEN 'unverifiable' WHEN 3 THEN 'pending' WHEN 4 THEN 'fresh'
+        END AS verification
  FROM history
  WHERE (CAST($1 AS TEXT) IS NULL
         OR (CASE WHEN CAST($1 AS TEXT) = 'merged' THEN state ELSE effective_state END) = CAST($1 AS TEXT))

@@ -28,6 +28,7 @@ mod reserve;
 mod retention;
 mod returns;
 mod timestamp;
+mod verifications;
 mod waits;
 mod writer;
 
@@ -49,7 +50,7 @@ pub use charts::{CallError, CallRecord, Counts, RecentError, Slot};
 pub use enqueue::EnqueueOutcome;
 pub use history::{HistoryEntry, HistoryFilter, read_history, read_history_postgres};
 pub use ids::{BatchId, ItemId, RequestId};
-pub use model::{ItemEvent, ItemState, NewRequest, Operation, OriginPurgeState};
+pub use model::{ItemEvent, ItemState, NewRequest, Operation, OriginPurgeState, VerificationState};
 pub use operator::Cancelled;
 pub use origin_purges::{DuePurge, OriginLayerCounts, OriginLayerStatus, OriginOutcome};
 pub use plan::{LaneCounts, UrgentPending};
@@ -57,6 +58,10 @@ pub use preloads::{PreloadCounts, PreloadState};
 pub use reads::{ItemStatus, RequestState, RequestStatus, RequestSummary, StateCounts};
 pub use retention::Removed;
 pub use timestamp::Timestamp;
+pub use verifications::{
+    DueVerification, EdgeRecord, FreshnessSummary, REPURGE_SOURCE, RoundOutcome, StaleUrl,
+    TimeToFresh, VerificationView, expect_verification,
+};
 pub use waits::{Wait, why_pending};
 
 use crate::config::{StoreSettings, Synchronous};

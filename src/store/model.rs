@@ -108,6 +108,44 @@ impl OriginPurgeState {
     }
 }
 
+/// Where a URL's verification at the edge stands (the
+/// `verifications.state` column, issue 33).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerificationState {
+    /// Probing: the purge succeeded, the edges are not all fresh yet.
+    Pending,
+    /// Every edge serves what the origin serves.
+    Fresh,
+    /// An edge still served other content at the deadline.
+    Stale,
+    /// It could not be told (an edge or the origin unreachable, 5xx, a
+    /// redirect, a timeout): never called fresh.
+    Unverifiable,
+}
+
+impl VerificationState {
+    pub const ALL: [VerificationState; 4] = [
+        VerificationState::Pending,
+        VerificationState::Fresh,
+        VerificationState::Stale,
+        VerificationState::Unverifiable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerificationState::Pending => "pending",
+            VerificationState::Fresh => "fresh",
+            VerificationState::Stale => "stale",
+            VerificationState::Unverifiable => "unverifiable",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<VerificationState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
 /// What a batch's call does. Purges carry `items` (files and
 /// directories); preloads carry rows of `preloads` (files only). One
 /// batch is one or the other, and every transition below reads and
@@ -395,6 +433,7 @@ mod tests {
             .chain(super::super::PreloadState::ALL.iter().map(|s| s.as_str()))
             .chain(BATCH_STATES)
             .chain(OriginPurgeState::ALL.iter().map(|s| s.as_str()))
+            .chain(VerificationState::ALL.iter().map(|s| s.as_str()))
             .collect();
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store");
         let mut checked = 0;

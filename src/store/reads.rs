@@ -8,7 +8,7 @@ use super::{Operation, PreloadState, RequestId, Store, StoreError};
 use sqlx::SqlSafeStr;
 
 /// One URL of a request, as the client sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ItemStatus {
     pub url: String,
     pub kind: String,
@@ -51,6 +51,10 @@ pub struct ItemStatus {
     /// (`[[origin_cache]]`): its purge of the URL, done before the CDN's.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub origin_caches: Vec<super::OriginLayerStatus>,
+    /// Whether the CDN's edge serves the new content (`[verify]`, issue
+    /// 33): absent where verification is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<super::VerificationView>,
     /// Its place in the request (to attach what other tables say of it).
     #[serde(skip)]
     pub position: Option<i64>,
@@ -75,8 +79,13 @@ impl RequestState {
     /// own): a preload that failed after its purge succeeded leaves the
     /// request `succeeded`, and says so in its `preload_state`.
     pub fn of(items: &[ItemStatus]) -> RequestState {
-        let open =
-            |i: &ItemStatus| !i.state.is_final() || i.preload_state.is_some_and(|p| !p.is_final());
+        let open = |i: &ItemStatus| {
+            !i.state.is_final()
+                || i.preload_state.is_some_and(|p| !p.is_final())
+                || i.verification
+                    .as_ref()
+                    .is_some_and(|v| v.state == super::VerificationState::Pending)
+        };
         if items.iter().any(open) {
             RequestState::InProgress
         } else if items.iter().any(|i| i.state == ItemState::Failed) {
@@ -103,7 +112,7 @@ impl RequestState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestStatus {
     pub id: String,
     pub received_at: String,
@@ -200,6 +209,7 @@ impl From<HistoryRow> for ItemStatus {
             preload_error: row.preload_error,
             preload_finished_at: row.preload_finished_at,
             origin_caches: Vec::new(),
+            verification: None,
             position: row.position,
         }
     }
@@ -351,6 +361,12 @@ impl Store {
                 if let Some(layers) = item.position.and_then(|p| origin.remove(&p)) {
                     item.origin_caches = layers;
                 }
+            }
+        }
+        let mut verified = self.verification_of_request(&RequestId::parse(&id)).await?;
+        if !verified.is_empty() {
+            for item in items.iter_mut().filter(|i| i.operation == Operation::Purge) {
+                item.verification = item.position.and_then(|p| verified.remove(&p));
             }
         }
         if items.iter().any(|i| i.state == ItemState::Pending) {

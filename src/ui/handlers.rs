@@ -150,7 +150,7 @@ async fn request(
 ) -> Result<Response, ApiError> {
     enabled(&state)?;
     let id = RequestId::parse(&id);
-    let Some(status) = state.store.request_status(&id).await? else {
+    let Some(status) = state.request_status(&id).await? else {
         return Err(ApiError::not_found(format!(
             "no request with id {:?}",
             id.as_str()

@@ -163,6 +163,9 @@ pub fn status_page(
     if !stats.origin_caches.is_empty() {
         main.push_str(&origin_section(&stats.origin_caches));
     }
+    if let Some(freshness) = &stats.freshness {
+        main.push_str(&freshness_section(freshness));
+    }
     main.push_str(&charts_section(charts));
     main.push_str(&errors_section(&charts.errors));
     main.push_str(&cache_rules_section(policies));
@@ -341,6 +344,53 @@ fn origin_section(layers: &[crate::store::OriginLayerCounts]) -> String {
         );
     }
     out.push_str("</tbody></table>\n</section>\n");
+    out
+}
+
+/// Verification at the edge: time from intent to fresh, and what is
+/// stale now (issue 33).
+fn freshness_section(freshness: &crate::store::FreshnessSummary) -> String {
+    let seconds = |s: Option<f64>| s.map_or_else(|| "–".to_owned(), |s| format!("{s:.1} s"));
+    let mut out = String::from(
+        "<section aria-labelledby=\"freshness\"><h2 id=\"freshness\">Fresh at the edge</h2>\n",
+    );
+    let _ = writeln!(
+        out,
+        "<p>{} URLs being verified now.</p>\n<table><caption>From the intent to every edge serving \
+         the new content</caption><thead><tr><th scope=\"col\">Span</th><th scope=\"col\">Fresh</th>\
+         <th scope=\"col\">Median</th><th scope=\"col\">p95</th><th scope=\"col\">Stale</th>\
+         <th scope=\"col\">Unverifiable</th></tr></thead><tbody>",
+        freshness.pending
+    );
+    for (span, t) in [("Last hour", &freshness.hour), ("Last day", &freshness.day)] {
+        let _ = writeln!(
+            out,
+            "<tr><td>{span}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            t.fresh,
+            seconds(t.median_seconds),
+            seconds(t.p95_seconds),
+            t.stale,
+            t.unverifiable
+        );
+    }
+    out.push_str("</tbody></table>\n");
+    if freshness.stale_now.is_empty() {
+        out.push_str("<p>No URL is stale at the edge now.</p>\n");
+    } else {
+        out.push_str("<h3>Stale now</h3>\n<ul>\n");
+        for stale in &freshness.stale_now {
+            let _ = writeln!(
+                out,
+                "<li><span class=\"url\">{}</span>: {} ({})</li>",
+                escape(&stale.url),
+                escape(&stale.reason),
+                time(&stale.at)
+            );
+        }
+        out.push_str("</ul>\n");
+    }
+    out.push_str("</section>\n");
     out
 }
 
@@ -683,19 +733,25 @@ pub fn request_page(request: &RequestStatus, read_only: bool, viewer: &Viewer) -
     // The origin caches' column only where some URL has layers in front
     // of its origin (issue 34): each layer's purge, before the CDN's.
     let layers = request.items.iter().any(|i| !i.origin_caches.is_empty());
+    let verified = request.items.iter().any(|i| i.verification.is_some());
     main.push_str(&format!(
         "<table class=\"items\"><thead><tr><th scope=\"col\">URL</th><th scope=\"col\">State</th>\
          <th scope=\"col\">Via</th><th scope=\"col\">TaskTrackId</th><th scope=\"col\">Correlation id</th>\
          <th scope=\"col\">Attempts</th><th scope=\"col\">Error or wait</th><th scope=\"col\">Preload</th>\
-         {}</tr></thead><tbody>\n",
+         {}{}</tr></thead><tbody>\n",
         if layers {
             "<th scope=\"col\">Origin caches</th>"
+        } else {
+            ""
+        },
+        if verified {
+            "<th scope=\"col\">At the edge</th>"
         } else {
             ""
         }
     ));
     for item in &request.items {
-        main.push_str(&item_row(item, layers));
+        main.push_str(&item_row(item, layers, verified));
     }
     main.push_str("</tbody></table>\n</section>\n");
     page(&format!("purgeq request {}", request.id), &main, viewer)
@@ -729,7 +785,7 @@ fn origin_cell(item: &ItemStatus) -> String {
         .join("<br>")
 }
 
-fn item_row(item: &ItemStatus, layers: bool) -> String {
+fn item_row(item: &ItemStatus, layers: bool, verified: bool) -> String {
     let via = match (&item.merged_into, &item.merge_reason) {
         (Some(into), Some(reason)) => format!("{} ({})", escape(into), escape(reason)),
         (Some(into), None) => escape(into),
@@ -755,7 +811,7 @@ fn item_row(item: &ItemStatus, layers: bool) -> String {
     };
     format!(
         "<tr><td class=\"url\">{}</td><td><span class=\"state s-{state}\">{state}</span></td><td>{via}</td>\
-         <td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{note}</td><td>{preload}</td>{origin}</tr>\n",
+         <td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{note}</td><td>{preload}</td>{origin}{edge}</tr>\n",
         escape(&item.url),
         escape(item.task_track_id.as_deref().unwrap_or("")),
         escape(item.correlation_id.as_deref().unwrap_or("")),
@@ -766,6 +822,45 @@ fn item_row(item: &ItemStatus, layers: bool) -> String {
         } else {
             String::new()
         },
+        edge = if verified {
+            format!("<td>{}</td>", edge_cell(item))
+        } else {
+            String::new()
+        },
+    )
+}
+
+/// Whether the edge serves the new content: the state, the time to fresh
+/// or the reason, and each edge.
+fn edge_cell(item: &ItemStatus) -> String {
+    let Some(v) = &item.verification else {
+        return String::new();
+    };
+    let detail = match (v.time_to_fresh_seconds, &v.reason) {
+        (Some(seconds), _) => format!(" in {seconds:.1} s"),
+        (None, Some(reason)) => format!(": {}", escape(reason)),
+        (None, None) => String::new(),
+    };
+    let edges: Vec<String> = v
+        .edges
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} ({})",
+                escape(&e.edge),
+                e.state.as_str(),
+                escape(&e.served)
+            )
+        })
+        .collect();
+    format!(
+        "<span class=\"state s-{state}\">{state}</span>{detail}{}",
+        if edges.is_empty() {
+            String::new()
+        } else {
+            format!("<br>{}", edges.join("<br>"))
+        },
+        state = v.state.as_str()
     )
 }
 

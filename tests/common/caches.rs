@@ -75,6 +75,7 @@ pub struct TestOrigin {
     pub addr: SocketAddr,
     version: Arc<AtomicU64>,
     hits: Arc<AtomicU64>,
+    deleted: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -82,19 +83,39 @@ impl TestOrigin {
     pub async fn start() -> TestOrigin {
         let version = Arc::new(AtomicU64::new(1));
         let hits = Arc::new(AtomicU64::new(0));
+        let deleted: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the origin");
         let addr = listener.local_addr().expect("addr");
         let app = {
-            let (version, hits) = (version.clone(), hits.clone());
+            let (version, hits, deleted) = (version.clone(), hits.clone(), deleted.clone());
             axum::Router::new().fallback(move |uri: axum::http::Uri| {
-                let (version, hits) = (version.clone(), hits.clone());
+                let (version, hits, deleted) = (version.clone(), hits.clone(), deleted.clone());
                 async move {
                     hits.fetch_add(1, Ordering::Relaxed);
+                    let gone = deleted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(uri.path());
+                    let status = match gone {
+                        true => axum::http::StatusCode::NOT_FOUND,
+                        false => axum::http::StatusCode::OK,
+                    };
+                    let version = version.load(Ordering::Relaxed);
                     (
-                        [(axum::http::header::CACHE_CONTROL, "public, max-age=3600")],
-                        format!("v{} {}", version.load(Ordering::Relaxed), uri),
+                        status,
+                        [
+                            (
+                                axum::http::header::CACHE_CONTROL,
+                                "public, max-age=3600".to_owned(),
+                            ),
+                            (axum::http::header::ETAG, format!("\"v{version}\"")),
+                        ],
+                        match gone {
+                            true => format!("deleted {uri}"),
+                            false => format!("v{version} {uri}"),
+                        },
                     )
                 }
             })
@@ -106,6 +127,7 @@ impl TestOrigin {
             addr,
             version,
             hits,
+            deleted,
             task,
         }
     }
@@ -113,6 +135,14 @@ impl TestOrigin {
     /// A deploy: every path answers the new version from now on.
     pub fn set_version(&self, version: u64) {
         self.version.store(version, Ordering::Relaxed);
+    }
+
+    /// The file at `path` is deleted: the origin answers 404 for it.
+    pub fn delete(&self, path: &str) {
+        self.deleted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.to_owned());
     }
 
     pub fn hits(&self) -> u64 {
