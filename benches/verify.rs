@@ -17,10 +17,10 @@ use purgeq::cdn::KeyValue;
 use purgeq::cdn::emulator::{EdgeConfig, EmulatedEndpoint, Emulator, EmulatorConfig, Knobs};
 use serde_json::{Value, json};
 
-mod common;
 #[path = "../tests/common/caches.rs"]
 #[allow(dead_code)]
 mod caches;
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
 const HOST: &str = "bench.example.com";
@@ -146,7 +146,10 @@ async fn main() {
             if sent - sent_before >= 2000 {
                 break;
             }
-            assert!(started.elapsed() < Duration::from_secs(120), "sending stalled");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "sending stalled"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         println!(

@@ -554,6 +554,134 @@ async fn origin_caches_hold_items_until_every_layer_is_done(place: Place) {
     );
 }
 
+/// Issue 33: verification's rows on both backends: started for what
+/// succeeded (a directory through the file asked under it), due, recorded
+/// round by round, and read back per URL and for the page.
+async fn verification_rows_read_alike(place: Place) {
+    use purgeq::store::{
+        CutLimits, EdgeRecord, ItemResult, QuotaAccount, RoundOutcome, Timestamp, VerificationState,
+    };
+    let store = place.open().await;
+    let (a, b, d, x) = (
+        "http://e.com/v/a.css",
+        "http://e.com/v/b.css",
+        "http://e.com/d/",
+        "http://e.com/d/x.js",
+    );
+    let asked = request(vec![file(a), file(b), dir(d), file(x)]);
+    let id = asked.id.clone();
+    store.enqueue(asked).await.expect("enqueue");
+    let now = Timestamp::new(time::OffsetDateTime::now_utc());
+    let account = QuotaAccount {
+        subscription_id: "sub".into(),
+        day: "2026-12-05".into(),
+    };
+    let batch = store
+        .cut_batch(
+            "ep",
+            CutLimits {
+                max_files: 10,
+                max_directories: 10,
+                account: account.clone(),
+                files_per_day: 100,
+                directories_per_day: 100,
+                reserve_files: 0,
+                reserve_directories: 0,
+            },
+            Timestamp::parse("9999-12-31T00:00:00.000Z").expect("a time"),
+        )
+        .await
+        .expect("cut")
+        .expect("a batch");
+    store
+        .batch_accepted(&batch, "task", None, &account, now)
+        .await
+        .expect("accepted");
+    let results = batch
+        .files
+        .iter()
+        .chain(&batch.directories)
+        .map(|i| (i.item_id, ItemResult::Succeeded))
+        .collect();
+    store
+        .record_results(batch.id, results, now)
+        .await
+        .expect("succeeded");
+
+    let epoch = Timestamp::parse("2000-01-01T00:00:00.000Z").expect("a time");
+    let started = store
+        .start_verifications(epoch, now, 20, 100)
+        .await
+        .expect("start");
+    assert_eq!(started, 3, "a, b, and x for the directory");
+    let again = store
+        .start_verifications(epoch, now, 20, 100)
+        .await
+        .expect("start");
+    assert_eq!(again, 0, "started once");
+    let due = store.verifications_due(now, 10).await.expect("due");
+    let mut urls: Vec<&str> = due.iter().map(|d| d.url.as_str()).collect();
+    urls.sort_unstable();
+    assert_eq!(urls, [x, a, b]);
+    let edge = |state| EdgeRecord {
+        edge: "127.0.0.1:80".into(),
+        state,
+        served: "200".into(),
+        origin: "200".into(),
+        fresh_at: None,
+    };
+    for row in &due {
+        let (record, outcome) = match row.url.as_str() {
+            url if url == a => (
+                edge(VerificationState::Fresh),
+                RoundOutcome::Ended {
+                    state: VerificationState::Fresh,
+                    reason: None,
+                },
+            ),
+            url if url == b => (
+                edge(VerificationState::Stale),
+                RoundOutcome::Ended {
+                    state: VerificationState::Stale,
+                    reason: Some("edge 127.0.0.1:80 serves 200, ETag \"v1\"".into()),
+                },
+            ),
+            _ => (
+                edge(VerificationState::Stale),
+                RoundOutcome::Again {
+                    at: Timestamp::new(time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
+                },
+            ),
+        };
+        store
+            .record_round(row.id, vec![record], outcome, now)
+            .await
+            .expect("round");
+    }
+    let views = store.verification_of_request(&id).await.expect("views");
+    let state = |position: i64| views.get(&position).map(|v| v.state);
+    assert_eq!(state(0), Some(VerificationState::Fresh));
+    assert!(views[&0].time_to_fresh_seconds.is_some());
+    assert_eq!(state(1), Some(VerificationState::Stale));
+    assert!(
+        views[&1]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("v1"))
+    );
+    assert_eq!(state(2), Some(VerificationState::Pending), "the directory");
+    assert_eq!(views[&2].probed, vec![x.to_owned()]);
+    assert_eq!(state(3), Some(VerificationState::Pending), "x itself");
+    let summary = store
+        .freshness(time::OffsetDateTime::now_utc())
+        .await
+        .expect("freshness");
+    assert_eq!(summary.pending, 1);
+    assert_eq!((summary.hour.fresh, summary.hour.stale), (1, 1));
+    assert_eq!(summary.stale_now.len(), 1);
+    assert_eq!(summary.stale_now[0].url, b);
+}
+
 /// Each test above, once per backend: `sqlite::NAME` on a file,
 /// `postgres::NAME` on a fresh database (skipped, saying so, without a
 /// server unless `PURGEQ_REQUIRE_POSTGRES` is set).
@@ -585,6 +713,7 @@ on_both_backends!(():
     cache_facts_expire_what_the_rules_allow,
     request_summaries_read_alike,
     origin_caches_hold_items_until_every_layer_is_done,
+    verification_rows_read_alike,
 );
 on_both_backends!((flavor = "multi_thread"):
     concurrent_requests_stored_together_count_each_url_new_once,
