@@ -165,15 +165,10 @@ async fn round(
         });
         verdicts.push((edge_name, verdict));
     }
-    let elapsed = (now - row.started_at.get()).unsigned_abs();
     let next = decide(
         &verdicts,
         Progress {
-            elapsed: if (now - row.started_at.get()).is_negative() {
-                Duration::ZERO
-            } else {
-                elapsed
-            },
+            elapsed: super::batcher::until(row.started_at.get(), now),
             deadline: verify.deadline,
             repurges: u32::try_from(row.repurges).unwrap_or(u32::MAX),
             max_repurges: verify.repurge,
