@@ -13,7 +13,8 @@
 //! 2. single-URL requests from 64 concurrent clients: requests/s, p50/p99;
 //! 3. the daemon's resident memory with 1,000,000 pending items.
 //!
-//! `PURGEQ_BENCH_SCALE=0.1` shrinks every count (for a quick look).
+//! `PURGEQ_BENCH_SCALE=0.1` shrinks every count (for a quick look);
+//! `PURGEQ_BENCH_ORIGIN_CACHES=2` adds two origin-cache layers (down).
 
 use std::path::Path;
 use std::process::Command;
@@ -36,6 +37,24 @@ fn scale(n: usize) -> usize {
     ((n as f64 * factor) as usize).max(1)
 }
 
+/// `PURGEQ_BENCH_ORIGIN_CACHES=N`: N `[[origin_cache]]` layers, at an
+/// address nothing listens on, so every URL gets a row per layer and the
+/// origin stage retries them while intake is measured (a layer down
+/// during a deploy: the stage's busiest case, refusals being instant).
+fn origin_caches() -> String {
+    let layers: usize = std::env::var("PURGEQ_BENCH_ORIGIN_CACHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (0..layers)
+        .map(|n| {
+            format!(
+                "[[origin_cache]]\nname = \"layer-{n}\"\nkind = \"varnish\"\nurl = \"http://127.0.0.1:9\"\n"
+            )
+        })
+        .collect()
+}
+
 /// The daemon with sending held back: nothing is cut into batches.
 struct Daemon(common::BenchDaemon);
 
@@ -56,8 +75,11 @@ impl Daemon {
             BIN,
             &format!("synchronous = \"{synchronous}\"\n"),
             ingest_extra,
-            "[batch]\nlinger = \"1000h\"\nmax_files = 1000000000\nmax_directories = 1000000000\n\
-             [quota]\npromote = \"never\"\n[log]\nlevel = \"warn\"\n[[cdn.endpoints]]\nid = \"bench\"\nhosts = [\"bench.example.com\"]\n",
+            &format!(
+                "[batch]\nlinger = \"1000h\"\nmax_files = 1000000000\nmax_directories = 1000000000\n\
+                 [quota]\npromote = \"never\"\n[log]\nlevel = \"warn\"\n[[cdn.endpoints]]\nid = \"bench\"\nhosts = [\"bench.example.com\"]\n{}",
+                origin_caches()
+            ),
         ))
     }
 

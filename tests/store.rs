@@ -472,7 +472,10 @@ async fn origin_caches_hold_items_until_every_layer_is_done(place: Place) {
         .expect("readiness");
     assert_eq!((ready.eligible, ready.earliest_not_before), (0, None));
 
-    let due = store.origin_purges_due(later(1), 100).await.expect("due");
+    let due = store
+        .origin_purges_due(later(1), 100, &[])
+        .await
+        .expect("due");
     assert_eq!(due.len(), 3, "{due:?}");
     let outcomes = due
         .iter()
@@ -538,7 +541,10 @@ async fn origin_caches_hold_items_until_every_layer_is_done(place: Place) {
         .await
         .expect("readiness");
     assert_eq!(ready.eligible, 0, "the promoted directory is held");
-    let due = store.origin_purges_due(later(120), 100).await.expect("due");
+    let due = store
+        .origin_purges_due(later(120), 100, &[])
+        .await
+        .expect("due");
     let mut directory: Vec<(&str, &str)> = due
         .iter()
         .filter(|row| row.kind == Kind::Directory)

@@ -28,3 +28,7 @@ CREATE TABLE verifications (
 );
 CREATE INDEX verifications_due ON verifications (not_before) WHERE state = 'pending';
 CREATE INDEX verifications_finished ON verifications (finished_at) WHERE finished_at IS NOT NULL;
+-- "Stale now" asks whether a URL turned fresh since.
+CREATE INDEX verifications_url ON verifications (url);
+-- A succeeded item waits for the preload it asked for: found by item.
+CREATE INDEX preloads_after_item ON preloads (after_item) WHERE after_item IS NOT NULL;

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -45,11 +45,12 @@ pub(super) async fn run(shared: Arc<Shared>) {
         }
     };
     let mut slots: HashMap<String, (usize, Arc<Semaphore>)> = HashMap::new();
+    let mut outages = Outages::default();
     loop {
         if shared.shutdown.is_cancelled() {
             return;
         }
-        let wait = match pass(&shared, &client, &mut slots).await {
+        let wait = match pass(&shared, &client, &mut slots, &mut outages).await {
             Ok(Some(wait)) => wait,
             Ok(None) => continue,
             Err(error) => {
@@ -79,6 +80,61 @@ fn http_client() -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// Layers found unreachable (refused, timed out): not asked again, and
+/// their rows not read, until their back-off ends. One failed connection
+/// stands for the layer: with a layer down behind a large deploy, retrying
+/// every URL one by one kept the writer busy and halved intake (measured
+/// with `PURGEQ_BENCH_ORIGIN_CACHES=2 cargo bench --bench ingest`).
+#[derive(Debug, Default)]
+struct Outages {
+    layers: HashMap<String, (Instant, u32)>,
+}
+
+impl Outages {
+    /// The layers to leave alone now.
+    fn down(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.layers
+            .iter()
+            .filter(|(_, (until, _))| *until > now)
+            .map(|(layer, _)| layer.clone())
+            .collect()
+    }
+
+    /// How long until the first outage ends.
+    fn next_end(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.layers
+            .values()
+            .map(|(until, _)| until.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+            .min()
+    }
+
+    fn failed(&mut self, layer: &str) {
+        let entry = self
+            .layers
+            .entry(layer.to_owned())
+            .or_insert((Instant::now(), 0));
+        entry.1 += 1;
+        entry.0 = Instant::now() + retry_delay(entry.1);
+    }
+
+    fn answered(&mut self, layer: &str) {
+        self.layers.remove(layer);
+    }
+}
+
+/// Why a row is not done this pass.
+enum Failure {
+    /// The layer could not be reached: it stands for the layer.
+    Unreachable(String),
+    /// The layer answered, but not "done".
+    Answered(String),
+    /// Not asked: its layer was found unreachable earlier in this pass.
+    NotTried,
+}
+
 /// One pass: the due rows, asked and recorded. `Ok(None)`: rows were
 /// handled, look again at once; `Ok(Some(wait))`: nothing was due, sleep
 /// that long unless woken.
@@ -86,22 +142,29 @@ async fn pass(
     shared: &Arc<Shared>,
     client: &reqwest::Client,
     slots: &mut HashMap<String, (usize, Arc<Semaphore>)>,
+    outages: &mut Outages,
 ) -> Result<Option<Duration>, crate::store::StoreError> {
     let now = shared.now_ts();
-    let due = shared.store.origin_purges_due(now, PASS_SIZE).await?;
+    let down = outages.down();
+    let due = shared
+        .store
+        .origin_purges_due(now, PASS_SIZE, &down)
+        .await?;
     if due.is_empty() {
-        let next = shared.store.next_origin_purge().await?;
-        return Ok(Some(match next {
+        let next = shared.store.next_origin_purge(&down).await?;
+        let wait = match next {
             Some(at) => super::batcher::until(shared.now(), at.get())
                 .clamp(Duration::from_millis(10), IDLE_LOOK),
             None => IDLE_LOOK,
-        }));
+        };
+        return Ok(Some(outages.next_end().map_or(wait, |end| wait.min(end))));
     }
     if shared.lease_lapsed() {
         // A leader that lost its lease asks no layer: the next one will.
         return Ok(Some(Duration::from_secs(1)));
     }
     let settings = shared.settings();
+    let unreachable: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
     let mut work = FuturesUnordered::new();
     let mut outcomes = Vec::with_capacity(due.len());
     for row in due {
@@ -144,26 +207,36 @@ async fn pass(
         let layer = layer.clone();
         let shared = shared.clone();
         let client = client.clone();
+        let unreachable = unreachable.clone();
         work.push(async move {
-            let outcome = purge_row(&shared, &client, &layer, &slot, &row).await;
+            let outcome = purge_row(&shared, &client, &layer, &slot, &row, &unreachable).await;
             (row, layer.name, outcome)
         });
     }
+    let mut failed_layers = std::collections::HashSet::new();
     while let Some((row, layer, outcome)) = work.next().await {
-        let outcome = match outcome {
+        let reason = match outcome {
             Ok(answer) => {
                 crate::metrics::origin_purge(&layer, "done");
-                OriginOutcome::Done { answer }
+                outages.answered(&layer);
+                outcomes.push((row.id, row.item_id, OriginOutcome::Done { answer }));
+                continue;
             }
-            Err(reason) => {
-                crate::metrics::origin_purge(&layer, "failed");
-                let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
-                let at = Timestamp::new(shared.now() + retry_delay(attempts));
-                tracing::warn!(layer, url = %row.url, %reason, retry_at = %at, "origin cache purge failed");
-                OriginOutcome::Retry { reason, at }
+            Err(Failure::NotTried) => continue,
+            Err(Failure::Unreachable(reason)) => {
+                // One back-off step per pass, however many rows saw it.
+                if failed_layers.insert(layer.clone()) {
+                    outages.failed(&layer);
+                }
+                reason
             }
+            Err(Failure::Answered(reason)) => reason,
         };
-        outcomes.push((row.id, row.item_id, outcome));
+        crate::metrics::origin_purge(&layer, "failed");
+        let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
+        let at = Timestamp::new(shared.now() + retry_delay(attempts));
+        tracing::warn!(layer, url = %row.url, %reason, retry_at = %at, "origin cache purge failed");
+        outcomes.push((row.id, row.item_id, OriginOutcome::Retry { reason, at }));
     }
     let released = shared
         .store
@@ -184,10 +257,14 @@ async fn purge_row(
     layer: &OriginCacheSettings,
     slot: &Semaphore,
     row: &DuePurge,
-) -> Result<String, String> {
-    let request = request_for(layer.kind, row.kind, &row.url).map_err(|e| e.to_string())?;
+    unreachable: &std::sync::Mutex<std::collections::HashSet<String>>,
+) -> Result<String, Failure> {
+    let request = request_for(layer.kind, row.kind, &row.url)
+        .map_err(|e| Failure::Answered(e.to_string()))?;
     if let Some(request) = request {
-        return send(client, layer, slot, &request).await.map(str::to_owned);
+        return send(client, layer, slot, &request, unreachable)
+            .await
+            .map(str::to_owned);
     }
     // A directory at a layer that purges files only: each file purgeq
     // knows under it.
@@ -195,7 +272,7 @@ async fn purge_row(
         .store
         .known_files_under(row.item_id, KNOWN_FILES_PER_DIRECTORY)
         .await
-        .map_err(|e| format!("cannot read the files under it: {e}"))?;
+        .map_err(|e| Failure::Answered(format!("cannot read the files under it: {e}")))?;
     if files.is_empty() {
         return Ok("no file known under it".to_owned());
     }
@@ -203,36 +280,49 @@ async fn purge_row(
     let results = futures::stream::iter(files)
         .map(|file| async move {
             match request_for(layer.kind, Kind::File, &file) {
-                Ok(Some(request)) => send(client, layer, slot, &request)
+                Ok(Some(request)) => send(client, layer, slot, &request, unreachable)
                     .await
-                    .map_err(|e| format!("{file}: {e}")),
+                    .map_err(|failure| match failure {
+                        Failure::Answered(e) => Failure::Answered(format!("{file}: {e}")),
+                        other => other,
+                    }),
                 Ok(None) => Ok("purged"),
-                Err(error) => Err(error.to_string()),
+                Err(error) => Err(Failure::Answered(error.to_string())),
             }
         })
         .buffer_unordered(layer.concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
     match results.into_iter().find_map(Result::err) {
-        Some(error) => Err(error),
+        Some(failure) => Err(failure),
         None => Ok(format!("{count} known files purged")),
     }
 }
 
 /// Sends one request within the layer's bound; `Ok` with the answer's
-/// meaning when done, `Err` with why not.
+/// meaning when done. Not sent when the layer was found unreachable
+/// earlier in this pass; an unreachable layer is noted for the others.
 async fn send(
     client: &reqwest::Client,
     layer: &OriginCacheSettings,
     slot: &Semaphore,
     request: &LayerRequest,
-) -> Result<&'static str, String> {
+    unreachable: &std::sync::Mutex<std::collections::HashSet<String>>,
+) -> Result<&'static str, Failure> {
     let _permit = slot
         .acquire()
         .await
-        .map_err(|_| "shutting down".to_owned())?;
+        .map_err(|_| Failure::Answered("shutting down".to_owned()))?;
+    let down = |set: &std::sync::Mutex<std::collections::HashSet<String>>| {
+        set.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&layer.name)
+    };
+    if down(unreachable) {
+        return Err(Failure::NotTried);
+    }
     let method = reqwest::Method::from_bytes(request.method.as_bytes())
-        .map_err(|e| format!("method {}: {e}", request.method))?;
+        .map_err(|e| Failure::Answered(format!("method {}: {e}", request.method)))?;
     let target = format!(
         "{}{}",
         layer.url.trim_end_matches('/'),
@@ -243,11 +333,21 @@ async fn send(
         .header(reqwest::header::HOST, &request.host)
         .timeout(layer.timeout)
         .send()
-        .await
-        .map_err(|e| describe(&e, layer.timeout))?;
+        .await;
+    let response = match response {
+        Ok(response) => response,
+        Err(error) if error.is_connect() || error.is_timeout() => {
+            unreachable
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(layer.name.clone());
+            return Err(Failure::Unreachable(describe(&error, layer.timeout)));
+        }
+        Err(error) => return Err(Failure::Answered(describe(&error, layer.timeout))),
+    };
     match answer(layer.kind, response.status().as_u16()) {
         Answer::Done(what) => Ok(what),
-        Answer::Retry(reason) => Err(reason),
+        Answer::Retry(reason) => Err(Failure::Answered(reason)),
     }
 }
 

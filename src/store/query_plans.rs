@@ -20,11 +20,13 @@ use super::Store;
 use super::charts::{
     CALLS_BY_OUTCOME, QUOTA_THROUGH_THE_DAY, RECENT_ERRORS, URLS_ENQUEUED, URLS_PURGED,
 };
+use super::origin_purges::{HOLD_ITEMS, ITEMS_OF_REQUESTS, RELEASE_ITEMS};
 use super::preloads::{OPEN_PRELOAD_COUNTS, WAITING_PRELOADS};
 use super::reads::{
     BACKLOG_BY_ENDPOINT, OLDEST_PENDING, OPEN_STATE_COUNTS, PENDING_BY_KIND, REQUEST_SUMMARIES,
     REQUEST_URLS,
 };
+use super::verifications::{STALE_NOW, SUCCEEDED_UNVERIFIED};
 use crate::config::StoreSettings;
 
 /// What bounds a read.
@@ -92,6 +94,35 @@ const READS: &[(&str, &str, Bound, &[&str])] = &[
     ("URLs enqueued chart", URLS_ENQUEUED, Bound::History, &[]),
     ("URLs purged chart", URLS_PURGED, Bound::History, &[]),
     ("quota chart", QUOTA_THROUGH_THE_DAY, Bound::History, &[]),
+    // Not the page's, but run on every intent with origin caches, every
+    // origin-stage pass and every second of verification: bounded by
+    // the ids or the time window they are given (the JSON list is
+    // theirs), never by the backlog or the history (issues 33, 34).
+    (
+        "hold for origin caches",
+        HOLD_ITEMS,
+        Bound::History,
+        &["SCAN json_each"],
+    ),
+    (
+        "release from origin caches",
+        RELEASE_ITEMS,
+        Bound::History,
+        &["SCAN json_each"],
+    ),
+    (
+        "items of new requests",
+        ITEMS_OF_REQUESTS,
+        Bound::History,
+        &["SCAN json_each"],
+    ),
+    (
+        "succeeded, unverified",
+        SUCCEEDED_UNVERIFIED,
+        Bound::History,
+        &[],
+    ),
+    ("stale now", STALE_NOW, Bound::History, &[]),
 ];
 
 /// Why a plan's step may walk the whole history, if it may.

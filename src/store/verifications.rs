@@ -226,6 +226,28 @@ pub struct StaleUrl {
     pub at: String,
 }
 
+/// Items whose purge succeeded since `$1` and have no verification yet
+/// (none of `$2`'s re-purges; none with a preload still open), oldest
+/// first. `state || ''`: read through `items_finished` (what finished
+/// since `$1`), never `items_state` (every success ever): checked by
+/// `query_plans`.
+pub(super) const SUCCEEDED_UNVERIFIED: &str =
+    "SELECT i.id, i.kind, i.url, i.created_at FROM items i
+             WHERE i.finished_at >= $1 AND i.state || '' = 'succeeded'
+               AND NOT EXISTS (SELECT 1 FROM verifications v WHERE v.item_id = i.id)
+               AND NOT EXISTS (SELECT 1 FROM preloads p WHERE p.after_item = i.id
+                               AND p.state IN ('pending', 'sending', 'submitted'))
+               AND EXISTS (SELECT 1 FROM request_items ri JOIN requests r ON r.id = ri.request_id
+                           WHERE ri.item_id = i.id AND r.source <> $2)
+             ORDER BY i.finished_at LIMIT $3";
+
+/// URLs that ended stale since `$1` and were not found fresh since.
+pub(super) const STALE_NOW: &str = "SELECT v.url, v.reason, v.finished_at FROM verifications v
+             WHERE v.state = 'stale' AND v.finished_at >= $1
+               AND NOT EXISTS (SELECT 1 FROM verifications f WHERE f.url = v.url
+                               AND f.state = 'fresh' AND f.finished_at > v.finished_at)
+             ORDER BY v.finished_at DESC LIMIT 20";
+
 impl Store {
     /// Starts verifying the items whose purge succeeded since `since` and
     /// that have no verification yet: a file as itself, a directory as up
@@ -241,14 +263,7 @@ impl Store {
         limit: usize,
     ) -> Result<u64, StoreError> {
         let items: Vec<(i64, String, String, String)> = on_pool!(&self.reader, c => sqlx::query_as(
-            "SELECT i.id, i.kind, i.url, i.created_at FROM items i
-             WHERE i.state = 'succeeded' AND i.finished_at >= $1
-               AND NOT EXISTS (SELECT 1 FROM verifications v WHERE v.item_id = i.id)
-               AND NOT EXISTS (SELECT 1 FROM preloads p WHERE p.after_item = i.id
-                               AND p.state IN ('pending', 'sending', 'submitted'))
-               AND EXISTS (SELECT 1 FROM request_items ri JOIN requests r ON r.id = ri.request_id
-                           WHERE ri.item_id = i.id AND r.source <> $2)
-             ORDER BY i.finished_at LIMIT $3",
+            SUCCEEDED_UNVERIFIED,
         )
         .bind(since)
         .bind(REPURGE_SOURCE)
@@ -505,11 +520,7 @@ impl Store {
             summary
         };
         let stale: Vec<(String, Option<String>, String)> = on_pool!(&self.reader, c => sqlx::query_as(
-            "SELECT v.url, v.reason, v.finished_at FROM verifications v
-             WHERE v.state = 'stale' AND v.finished_at >= $1
-               AND NOT EXISTS (SELECT 1 FROM verifications f WHERE f.url = v.url
-                               AND f.state = 'fresh' AND f.finished_at > v.finished_at)
-             ORDER BY v.finished_at DESC LIMIT 20",
+            STALE_NOW,
         )
         .bind(day_ago)
         .fetch_all(c).await)?;
