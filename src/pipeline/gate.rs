@@ -72,6 +72,12 @@ pub struct Pause {
 
 pub struct Gate {
     limiter: RwLock<Arc<DefaultDirectRateLimiter>>,
+    /// Callers wait for the limiter one at a time, in the order they
+    /// came (tokio's mutex is fair): the limiter itself lets whichever
+    /// waiter wakes first win, and with a deep backlog at a low rate the
+    /// sender's tasks won every token while the tracker's progress
+    /// queries waited ten seconds and more (seen in `disk_full.py`).
+    turn: tokio::sync::Mutex<()>,
     calls: Arc<Semaphore>,
     throttle: Mutex<Throttle>,
     pause: watch::Sender<Option<Pause>>,
@@ -96,6 +102,7 @@ impl Gate {
     pub fn new(settings: &SenderSettings) -> Self {
         Self {
             limiter: RwLock::new(Arc::new(limiter_for(settings))),
+            turn: tokio::sync::Mutex::new(()),
             calls: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             throttle: Mutex::new(Throttle {
                 until: None,
@@ -150,7 +157,10 @@ impl Gate {
                 .clone();
             tokio::select! {
                 _ = shutdown.cancelled() => return Admission::Shutdown,
-                _ = limiter.until_ready() => {}
+                _ = async {
+                    let _turn = self.turn.lock().await;
+                    limiter.until_ready().await;
+                } => {}
             }
             if let Some(slot) = self.reserve_paced_slot() {
                 tokio::select! {
