@@ -587,6 +587,17 @@ pub struct VerifySettings {
     pub timeout: Duration,
 }
 
+impl VerifySettings {
+    /// How far back a succeeded purge is still verified: the deadline,
+    /// and never less than ten minutes (what finished while the daemon was
+    /// down is caught up). The verify stage starts URLs within it, and the
+    /// API holds a request in progress within it until they are started:
+    /// the two must agree, or `--wait` could return between them.
+    pub fn window(&self) -> Duration {
+        self.deadline.max(Duration::from_secs(600))
+    }
+}
+
 impl Default for VerifySettings {
     fn default() -> Self {
         Self {
@@ -884,6 +895,7 @@ impl Settings {
     /// configured: without them, the built-in emulator serves any
     /// `example.com` host and nothing else can be known).
     fn validate_deploy(&self, problems: &mut Vec<String>) {
+        let router = self.served_hosts();
         let mut paths = std::collections::HashSet::new();
         for (index, map) in self.deploy.map.iter().enumerate() {
             let key = format!("deploy.map[{index}]");
@@ -920,13 +932,6 @@ impl Settings {
             // Without [[cdn.endpoints]], the built-in emulator's hosts are
             // the ones served: a map must name one of them (issue 29, item
             // 11: any host was accepted then).
-            let demo;
-            let router = if self.cdn.endpoints.is_empty() {
-                demo = demo_router();
-                &demo
-            } else {
-                &self.derived.router
-            };
             if let Err(error) = router.target(
                 url.as_str(),
                 crate::target::Requested::Directory,
@@ -946,17 +951,20 @@ impl Settings {
         }
     }
 
+    /// The hosts `serve` will take intents for: the configured endpoints',
+    /// or, without [[cdn.endpoints]], the built-in emulator's.
+    fn served_hosts(&self) -> std::borrow::Cow<'_, Router> {
+        match self.cdn.endpoints.is_empty() {
+            true => std::borrow::Cow::Owned(demo_router()),
+            false => std::borrow::Cow::Borrowed(&self.derived.router),
+        }
+    }
+
     /// `[[origin_cache]]`: unique names, a known kind (serde refuses the
     /// others), a base URL, hosts that an endpoint serves.
     fn validate_origin_caches(&mut self, problems: &mut Vec<String>) {
         let mut names = std::collections::HashSet::new();
-        let demo;
-        let router = if self.cdn.endpoints.is_empty() {
-            demo = demo_router();
-            &demo
-        } else {
-            &self.derived.router
-        };
+        let router = self.served_hosts();
         for layer in &self.origin_cache {
             let key = format!("origin_cache[{}]", layer.index);
             let name_ok = !layer.name.is_empty()

@@ -381,24 +381,7 @@ fn check_config_refuses_bad_origin_caches() {
 /// `check-config` accepts, as it says.
 #[test]
 fn the_readme_example_checks() {
-    let readme = include_str!("../README.md");
-    let section = readme
-        .split("## Origin caches")
-        .nth(1)
-        .expect("the README's Origin caches section");
-    let example = section
-        .split("```toml\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("a toml example");
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("purgeq.toml");
-    std::fs::write(&path, example).expect("write");
-    let (code, out, err) = common::run_with_input(
-        &["check-config", "--config", path.to_str().expect("utf-8")],
-        &[],
-        "",
-    );
+    let (code, out, err) = common::check_readme_example("## Origin caches");
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("origin:    varnish-1 (varnish) at http://127.0.0.1:6081 for www.example.com")

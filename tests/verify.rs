@@ -402,20 +402,6 @@ async fn the_built_in_emulator_is_the_edge_on_one_machine() {
 /// accepts.
 #[test]
 fn the_readme_example_checks() {
-    let readme = include_str!("../README.md");
-    let example = readme
-        .split("## Fresh at the edge")
-        .nth(1)
-        .and_then(|rest| rest.split("```toml\n").nth(1))
-        .and_then(|rest| rest.split("```").next())
-        .expect("the README's [verify] example");
-    let dir = tempfile::tempdir().expect("tmp");
-    let path = dir.path().join("purgeq.toml");
-    std::fs::write(&path, example).expect("write");
-    let (code, out, err) = common::run_with_input(
-        &["check-config", "--config", path.to_str().expect("utf-8")],
-        &[],
-        "",
-    );
+    let (code, out, err) = common::check_readme_example("## Fresh at the edge");
     assert_eq!(code, 0, "{out}{err}");
 }

@@ -186,11 +186,8 @@ impl IngestState {
         };
         let settings = self.settings();
         if settings.verify.enabled {
-            let window = settings
-                .verify
-                .deadline
-                .max(std::time::Duration::from_secs(600));
-            let since = crate::store::Timestamp::new(self.clock.now_utc() - window);
+            let since =
+                crate::store::Timestamp::new(self.clock.now_utc() - settings.verify.window());
             crate::store::expect_verification(&mut status, since);
         }
         Ok(Some(status))

@@ -79,10 +79,7 @@ async fn pass(
     clients: &Clients,
 ) -> Result<Duration, crate::store::StoreError> {
     let now = shared.now();
-    // Purges that succeeded within the deadline (or ten minutes) are
-    // verified: after a restart, what finished meanwhile is caught up.
-    let window = verify.deadline.max(Duration::from_secs(600));
-    let since = Timestamp::new(now - window);
+    let since = Timestamp::new(now - verify.window());
     shared
         .store
         .start_verifications(since, Timestamp::new(now), verify.sample, START_BATCH)

@@ -416,3 +416,22 @@ pub fn run_with_input(
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// The first TOML example under `heading` in the README, as
+/// `purgeq check-config` reads it: exit code, stdout, stderr.
+pub fn check_readme_example(heading: &str) -> (i32, String, String) {
+    let example = include_str!("../../README.md")
+        .split(heading)
+        .nth(1)
+        .and_then(|rest| rest.split("```toml\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .unwrap_or_else(|| panic!("a toml example under {heading:?} in the README"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("purgeq.toml");
+    std::fs::write(&path, example).expect("write");
+    run_with_input(
+        &["check-config", "--config", path.to_str().expect("utf-8")],
+        &[],
+        "",
+    )
+}
