@@ -47,6 +47,8 @@ pub struct Settings {
     pub origin_cache: Vec<OriginCacheSettings>,
     /// `[verify]`: after the CDN says done, check the edge (issue 33).
     pub verify: VerifySettings,
+    /// `[tags]`: the registry behind purges by tag (issue 35).
+    pub tags: TagSettings,
     /// Derived by [`Settings::load`]: never read from the file.
     #[serde(skip)]
     pub derived: Derived,
@@ -615,6 +617,41 @@ impl Default for VerifySettings {
     }
 }
 
+/// `[tags]`: which URL carries which tags, so a purge can name a tag
+/// (issue 35). The registry is always there; these bound it and say
+/// where it learns from besides `POST /v1/tags`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TagSettings {
+    /// URLs the registry holds at most; past it, the least recently seen
+    /// are dropped (counted in `/metrics` and `/v1/stats`).
+    pub max_urls: u64,
+    /// Tags kept per URL (the first ones given).
+    pub max_tags_per_url: usize,
+    /// Response headers read for tags wherever purgeq fetches a URL
+    /// (edge verification's origin probe). Empty: none are read.
+    pub headers: Vec<String>,
+    /// The origin's access log to learn tags from, followed like
+    /// `tail -F`; written in the format of
+    /// `contrib/nginx/purgeq-tags-log.conf`.
+    pub access_log: Option<std::path::PathBuf>,
+}
+
+impl Default for TagSettings {
+    fn default() -> Self {
+        Self {
+            max_urls: 1_000_000,
+            max_tags_per_url: 64,
+            headers: vec![
+                "Cache-Tag".to_owned(),
+                "Surrogate-Key".to_owned(),
+                "xkey".to_owned(),
+            ],
+            access_log: None,
+        }
+    }
+}
+
 /// `[fleet]`: this daemon's place among several sharing one database.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -874,6 +911,7 @@ impl Settings {
         self.validate_deploy(&mut problems);
         self.validate_origin_caches(&mut problems);
         self.validate_verify(&mut problems);
+        self.validate_tags(&mut problems);
 
         match &self.fleet.node_name {
             Some(name) => match crate::fleet::NodeName::parse(name) {
@@ -1021,6 +1059,34 @@ impl Settings {
                 .iter()
                 .map(|l| (l.name.as_str(), l.hosts.as_slice())),
         );
+    }
+
+    /// `[tags]`: bounds, header names.
+    fn validate_tags(&self, problems: &mut Vec<String>) {
+        let tags = &self.tags;
+        if tags.max_urls == 0 {
+            problems.push("tags.max_urls: must be at least 1".to_owned());
+        }
+        if tags.max_tags_per_url == 0 {
+            problems.push("tags.max_tags_per_url: must be at least 1".to_owned());
+        }
+        for (index, name) in tags.headers.iter().enumerate() {
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push(format!(
+                    "tags.headers[{index}]: {name:?} is not a header name"
+                ));
+            }
+        }
+        if let Some(path) = tags
+            .access_log
+            .as_ref()
+            .filter(|p| p.as_os_str().is_empty() || p.is_relative())
+        {
+            problems.push(format!(
+                "tags.access_log: {} must be an absolute path",
+                path.display()
+            ));
+        }
     }
 
     /// `[verify]`: base URLs for the origins, edge addresses, limits.
@@ -1403,7 +1469,7 @@ fn deserialize_sections(
         T::default()
     }
     let mut problems = Vec::new();
-    const SECTIONS: [&str; 15] = [
+    const SECTIONS: [&str; 16] = [
         "store",
         "ingest",
         "cdn",
@@ -1419,6 +1485,7 @@ fn deserialize_sections(
         "fleet",
         "origin_cache",
         "verify",
+        "tags",
     ];
     if let Ok(top) = raw
         .clone()
@@ -1452,6 +1519,7 @@ fn deserialize_sections(
         fleet: section(raw, "fleet", env, &mut problems),
         origin_cache: origin_caches(raw, env, &mut problems),
         verify: section(raw, "verify", env, &mut problems),
+        tags: section(raw, "tags", env, &mut problems),
         derived: Derived::default(),
     };
     (settings, problems)

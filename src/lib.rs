@@ -46,6 +46,7 @@ pub mod report;
 pub mod retention;
 pub mod signals;
 pub mod store;
+pub mod tags;
 pub mod target;
 pub mod ui;
 pub mod verify;

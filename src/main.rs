@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         },
         Command::Enqueue(args) => cli::enqueue::run(args).await,
         Command::Preload(args) => cli::enqueue::preload(args).await,
+        Command::Tag(args) => cli::tag::run(args).await,
         Command::Status(args) => cli::status::status(args).await,
         Command::Show(args) => cli::status::show(args).await,
         Command::Plan(args) => cli::plan::run(args).await,

@@ -38,6 +38,10 @@ pub const ORIGIN_FAILING: &str = "purgeq_origin_failing";
 pub const VERIFIED: &str = "purgeq_verifications_total";
 pub const TIME_TO_FRESH: &str = "purgeq_time_to_fresh_seconds";
 pub const VERIFYING: &str = "purgeq_verifications_pending";
+pub const TAG_REGISTRY_URLS: &str = "purgeq_tag_registry_urls";
+pub const TAG_REGISTRY_DROPPED: &str = "purgeq_tag_registry_dropped_urls";
+pub const TAGS_FED: &str = "purgeq_tags_fed_urls_total";
+pub const TAG_LOG_LINES: &str = "purgeq_tag_log_lines_total";
 
 /// The process-wide recorder, installed on first use. Several daemons in
 /// one process (tests holding them) share it; the queue gauges are set from
@@ -117,6 +121,19 @@ fn describe() {
         "From the intent to every edge serving the new content"
     );
     describe_gauge!(VERIFYING, "URLs being verified at the edge now");
+    describe_gauge!(TAG_REGISTRY_URLS, "URLs the tag registry holds");
+    describe_gauge!(
+        TAG_REGISTRY_DROPPED,
+        "URLs the tag registry dropped to stay within tags.max_urls, since it began"
+    );
+    describe_counter!(
+        TAGS_FED,
+        "URLs whose tags this node set or forgot, by source (api, header, access_log)"
+    );
+    describe_counter!(
+        TAG_LOG_LINES,
+        "Access-log lines read for tags, by result (learned, nothing, bad)"
+    );
     describe_histogram!(BATCH_SIZE, "URLs per purge batch cut");
     describe_gauge!(ITEMS, "Items by state");
     describe_gauge!(
@@ -164,6 +181,25 @@ pub fn verified(result: &'static str, time_to_fresh: Option<f64>) {
 /// One URL's purge at an origin cache, and how it went.
 pub fn origin_purge(layer: &str, outcome: &'static str) {
     counter!(ORIGIN_PURGES, "layer" => layer.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// A feed of the tag registry from `POST /v1/tags`.
+pub fn tags_fed(outcome: &crate::store::FeedOutcome) {
+    tags_learned("api", outcome);
+}
+
+/// A feed of the tag registry from `source`.
+pub fn tags_learned(source: &'static str, outcome: &crate::store::FeedOutcome) {
+    counter!(TAGS_FED, "source" => source).increment(outcome.tagged + outcome.forgotten);
+}
+
+/// Access-log lines read: learned from, with nothing to learn, unreadable.
+pub fn tag_log_lines(learned: u64, nothing: u64, bad: u64) {
+    for (result, n) in [("learned", learned), ("nothing", nothing), ("bad", bad)] {
+        if n > 0 {
+            counter!(TAG_LOG_LINES, "result" => result).increment(n);
+        }
+    }
 }
 
 pub fn preloads_asked(urls: usize) {
@@ -232,6 +268,10 @@ pub async fn render(
     gauge!(OLDEST_PENDING_AGE).set(age);
     if let Ok(pending) = store.verifications_pending().await {
         gauge!(VERIFYING).set(pending as f64);
+    }
+    if let Ok(registry) = store.tag_registry_counts().await {
+        gauge!(TAG_REGISTRY_URLS).set(registry.urls as f64);
+        gauge!(TAG_REGISTRY_DROPPED).set(registry.dropped as f64);
     }
     if let Ok(counts) = store.origin_layer_counts().await {
         // Every configured layer has its gauges, 0 when nothing waits.

@@ -30,6 +30,10 @@ pub struct Seen {
     /// The body's SHA-256, hex (the first 16 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// The tags the answer's headers named (`tags.headers`; the origin's
+    /// answer only): fed to the tag registry, not stored with the round.
+    #[serde(skip)]
+    pub tags: Vec<String>,
 }
 
 impl Seen {
@@ -245,6 +249,7 @@ mod tests {
             last_modified: modified.map(str::to_owned),
             length: body.map(|(l, _)| l),
             hash: body.map(|(_, h)| h.to_owned()),
+            tags: Vec::new(),
         })
     }
 

@@ -215,6 +215,8 @@ async fn the_store_refuses_a_deposed_leaders_writes_but_not_its_intents() {
         cache_facts: Default::default(),
         origin_purges: Vec::new(),
         skip_origin_caches: Vec::new(),
+        tags: Vec::new(),
+        via_tag: Default::default(),
     };
     let limits = CutLimits {
         max_files: 10,

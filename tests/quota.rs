@@ -141,6 +141,8 @@ impl Held {
                 cache_facts: Default::default(),
                 origin_purges: Vec::new(),
                 skip_origin_caches: Vec::new(),
+                tags: Vec::new(),
+                via_tag: Default::default(),
             })
             .await
             .expect("enqueue");
@@ -209,6 +211,8 @@ async fn a_quota_of_250_files_sends_600_over_three_days() {
             cache_facts: Default::default(),
             origin_purges: Vec::new(),
             skip_origin_caches: Vec::new(),
+            tags: Vec::new(),
+            via_tag: Default::default(),
         })
         .await
         .expect("enqueue");

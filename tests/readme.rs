@@ -42,6 +42,8 @@ async fn failed_request(store: &Store, url: &str, received_at: time::OffsetDateT
             cache_facts: Default::default(),
             origin_purges: Vec::new(),
             skip_origin_caches: Vec::new(),
+            tags: Vec::new(),
+            via_tag: Default::default(),
         })
         .await
         .expect("enqueue");

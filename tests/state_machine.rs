@@ -116,6 +116,8 @@ impl Queue {
                 cache_facts: Default::default(),
                 origin_purges: Vec::new(),
                 skip_origin_caches: Vec::new(),
+                tags: Vec::new(),
+                via_tag: Default::default(),
             })
             .await
             .expect("enqueue");
@@ -375,6 +377,8 @@ async fn an_intent_past_its_deadline_is_never_stored_later() {
         cache_facts: Default::default(),
         origin_purges: Vec::new(),
         skip_origin_caches: Vec::new(),
+        tags: Vec::new(),
+        via_tag: Default::default(),
     };
     let error = q
         .store

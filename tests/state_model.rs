@@ -179,6 +179,8 @@ impl Harness {
                         cache_facts: Default::default(),
                         origin_purges: Vec::new(),
                         skip_origin_caches: Vec::new(),
+                        tags: Vec::new(),
+                        via_tag: Default::default(),
                     })
                     .await
                     .expect("enqueue");

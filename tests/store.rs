@@ -42,6 +42,8 @@ fn request(targets: Vec<PurgeTarget>) -> NewRequest {
         cache_facts: Default::default(),
         origin_purges: Vec::new(),
         skip_origin_caches: Vec::new(),
+        tags: Vec::new(),
+        via_tag: Default::default(),
     }
 }
 
@@ -688,6 +690,96 @@ async fn verification_rows_read_alike(place: Place) {
     assert_eq!(summary.stale_now[0].url, b);
 }
 
+/// Issue 35: the tag registry on both backends: a feed replaces a URL's
+/// tags, an empty list forgets it, a tag expands to its URLs, the bound
+/// drops the least recently seen and counts them; a request records its
+/// tags and the tag each URL came from.
+async fn the_tag_registry_reads_alike(place: Place) {
+    use purgeq::store::{TagFeed, TagSource, Timestamp};
+    let store = place.open().await;
+    let at = |s: i64| Timestamp::new(time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s));
+    let feed = |urls: &[(&str, &[&str])]| -> Vec<TagFeed> {
+        urls.iter()
+            .map(|(url, tags)| TagFeed {
+                url: url.to_string(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+            })
+            .collect()
+    };
+    let outcome = store
+        .feed_tags(
+            feed(&[
+                ("http://h/a", &["p1", "all"]),
+                ("http://h/b", &["p2", "all"]),
+                ("http://h/c", &["p1"]),
+            ]),
+            TagSource::Api,
+            3,
+            at(1),
+        )
+        .await
+        .expect("feed");
+    assert_eq!(
+        (outcome.tagged, outcome.forgotten, outcome.dropped),
+        (3, 0, 0)
+    );
+    // Re-tagged, forgotten, and one more past the bound of 3: the least
+    // recently seen (`c`, seen at 1) goes.
+    let outcome = store
+        .feed_tags(
+            feed(&[
+                ("http://h/a", &["p2"]),
+                ("http://h/b", &[]),
+                ("http://h/d", &["p1"]),
+                ("http://h/e", &["p1"]),
+            ]),
+            TagSource::Header,
+            3,
+            at(2),
+        )
+        .await
+        .expect("feed");
+    assert_eq!(
+        (outcome.tagged, outcome.forgotten, outcome.dropped),
+        (3, 1, 1)
+    );
+    let tags: Vec<String> = ["p1", "p2", "all", "none"].map(String::from).to_vec();
+    let found = store.urls_of_tags(&tags, 100).await.expect("expand");
+    assert_eq!(found["p1"], ["http://h/d", "http://h/e"]);
+    assert_eq!(found["p2"], ["http://h/a"]);
+    assert!(
+        !found.contains_key("all") && !found.contains_key("none"),
+        "{found:?}"
+    );
+    assert_eq!(store.tags_of_url("http://h/a").await.expect("tags"), ["p2"]);
+    let counts = store.tag_registry_counts().await.expect("counts");
+    assert_eq!((counts.urls, counts.dropped), (3, 1));
+
+    let mut tagged = request(vec![file("http://h/d"), file("http://h/e")]);
+    tagged.tags = vec![("p1".to_owned(), 2), ("none".to_owned(), 0)];
+    tagged.via_tag = [(0, "p1".to_owned()), (1, "p1".to_owned())]
+        .into_iter()
+        .collect();
+    let id = tagged.id.clone();
+    store.enqueue(tagged).await.expect("enqueue");
+    let status = store
+        .request_status(&id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(status.tags.get("p1"), Some(&2));
+    assert_eq!(status.tags.get("none"), Some(&0));
+    assert!(
+        status
+            .items
+            .iter()
+            .all(|i| i.via_tag.as_deref() == Some("p1")),
+        "{:?}",
+        status.items
+    );
+    store.close().await;
+}
+
 /// Each test above, once per backend: `sqlite::NAME` on a file,
 /// `postgres::NAME` on a fresh database (skipped, saying so, without a
 /// server unless `PURGEQ_REQUIRE_POSTGRES` is set).
@@ -720,6 +812,7 @@ on_both_backends!(():
     request_summaries_read_alike,
     origin_caches_hold_items_until_every_layer_is_done,
     verification_rows_read_alike,
+    the_tag_registry_reads_alike,
 );
 on_both_backends!((flavor = "multi_thread"):
     concurrent_requests_stored_together_count_each_url_new_once,

@@ -405,3 +405,48 @@ fn the_readme_example_checks() {
     let (code, out, err) = common::check_readme_example("## Fresh at the edge");
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// Issue 35: the origin's `Cache-Tag` header, read by verification's
+/// origin probe, teaches the tag registry; a purge of one of those tags
+/// then purges the URL again.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_origins_cache_tags_are_learned_and_purge_by_tag() {
+    let origin = TestOrigin::start().await;
+    let emulator = edge_emulator(&origin, Knobs::default()).await;
+    let paths = vec![
+        "/tag-alpha/tag-beta/page.html".to_owned(),
+        "/tag-alpha/other.html".to_owned(),
+        "/untagged.html".to_owned(),
+    ];
+    warm(&emulator, &paths).await;
+    origin.set_version(2);
+    let daemon = TestDaemon::start(&config(&emulator, &origin, "30s")).await;
+    let urls: Vec<String> = paths.iter().map(|p| format!("http://{HOST}{p}")).collect();
+    let (code, out, err) = enqueue_wait(&daemon, &urls);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}\n{}", daemon.logs());
+    let (status, alpha) = daemon.get("/v1/tags/tag-alpha").await;
+    assert_eq!(status, 200, "{alpha}");
+    let mut learned: Vec<&str> = alpha["urls"]
+        .as_array()
+        .expect("urls")
+        .iter()
+        .filter_map(|u| u.as_str())
+        .collect();
+    learned.sort_unstable();
+    assert_eq!(learned, [urls[1].as_str(), urls[0].as_str()], "{alpha}");
+    let (_, beta) = daemon.get("/v1/tags/tag-beta").await;
+    assert_eq!(beta["urls"], json!([urls[0]]), "{beta}");
+    assert_eq!(daemon.stats().await["tags"]["urls"], 2);
+
+    let (status, accepted) = daemon
+        .post("/v1/purges", &json!({ "tags": ["tag-beta"] }))
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().expect("id");
+    let done = request(&daemon, id).await;
+    assert_eq!(done["items"][0]["via_tag"], "tag-beta", "{done}");
+    assert_eq!(purges_of(&emulator, &urls[0]), 2, "purged again by its tag");
+    assert_eq!(purges_of(&emulator, &urls[1]), 1);
+    assert_eq!(purges_of(&emulator, &urls[2]), 1);
+    emulator.shutdown().await;
+}

@@ -97,9 +97,14 @@ pub struct EnqueueArgs {
     /// map covers, on standard error.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// Purge the URLs that carry this tag in the tag registry (repeat for
+    /// several; `purgeq tag` and POST /v1/tags feed it). With --dry-run:
+    /// list them.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
     /// URLs to purge (or paths, with --paths), or - to read them from
     /// standard input, one per line; `#` starts a comment.
-    #[arg(required_unless_present_any = ["git", "manifest"], value_name = "URL")]
+    #[arg(required_unless_present_any = ["git", "manifest", "tags"], value_name = "URL")]
     pub urls: Vec<String>,
 }
 
@@ -300,7 +305,13 @@ pub async fn run(args: EnqueueArgs) -> u8 {
 }
 
 async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
-    let urls = read_urls(args)?;
+    let urls = match args.urls.is_empty() && !args.tags.is_empty() {
+        true => Vec::new(),
+        false => read_urls(args)?,
+    };
+    if !args.tags.is_empty() {
+        return enqueue_tags(args, urls).await;
+    }
     if urls.is_empty() {
         if args.git.is_some() || args.manifest.is_some() {
             // Nothing this deploy changed is served by a map: not an error.
@@ -351,6 +362,87 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
         worst = worst.max(code);
     }
     Ok(worst)
+}
+
+/// `--tag`: one request with the tags (and any URLs given beside them);
+/// the daemon expands the tags. With --dry-run, each tag's URLs now are
+/// listed, and planned as files.
+async fn enqueue_tags(args: &EnqueueArgs, urls: Vec<String>) -> Result<u8, (u8, String)> {
+    let daemon = Daemon::locate(&args.daemon)?;
+    if args.dry_run {
+        let mut all = urls;
+        for tag in &args.tags {
+            let (tagged, truncated) = super::tag::urls_of_tag(&daemon, tag).await?;
+            if !args.json {
+                eprintln!(
+                    "tag {}: {}{}",
+                    super::out::printable(tag),
+                    follow::urls(tagged.len() as u64),
+                    if truncated {
+                        " (the first; more carry it)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            for url in tagged {
+                if !all.contains(&url) {
+                    all.push(url);
+                }
+            }
+        }
+        if all.is_empty() {
+            crate::outln!("no URL carries these tags: nothing would be purged");
+            return Ok(0);
+        }
+        return dry_run(args, &daemon, &[all]).await;
+    }
+    let mut body = if urls.is_empty() {
+        let mut body = intent(args, &[]);
+        for field in ["files", "directories", "urls"] {
+            if let Some(map) = body.as_object_mut() {
+                map.remove(field);
+            }
+        }
+        body
+    } else {
+        intent(args, &urls)
+    };
+    body["tags"] = json!(args.tags);
+    let accepted = call(
+        &daemon,
+        daemon
+            .client
+            .post(format!("{}/v1/purges", daemon.base))
+            .json(&body),
+    )
+    .await?;
+    if let Some(warning) = accepted["warning"].as_str().filter(|_| !args.json) {
+        eprintln!("purgeq: warning: {}", super::out::printable(warning));
+    }
+    if let Some(tags) = accepted["tags"]
+        .as_object()
+        .filter(|_| !args.json && !args.quiet)
+    {
+        for (tag, count) in tags {
+            eprintln!(
+                "tag {}: {}",
+                super::out::printable(tag),
+                follow::urls(count.as_u64().unwrap_or(0))
+            );
+        }
+    }
+    let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+    let not_today = announce(args, &id, &accepted);
+    if !args.wait {
+        return Ok(0);
+    }
+    if args.until_today && not_today {
+        return Ok(EXIT_NOT_TODAY);
+    }
+    let timeout = Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9));
+    let deadline = std::time::Instant::now() + timeout;
+    follow::follow(&daemon, &id, deadline, timeout, args.json, args.quiet).await
 }
 
 /// Says what was accepted as `id`: the id (or the JSON) without `--wait`,

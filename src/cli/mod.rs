@@ -17,6 +17,7 @@ pub mod paths;
 pub mod plan;
 pub mod serve;
 pub mod status;
+pub mod tag;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,9 @@ pub enum Command {
     Enqueue(enqueue::EnqueueArgs),
     /// Preload files (fetch them into the CDN's edge) without purging.
     Preload(enqueue::PreloadArgs),
+    /// Set the tags of URLs in the tag registry, so that `enqueue --tag`
+    /// purges them.
+    Tag(tag::TagArgs),
     /// One screen: sending state, backlog by endpoint, quota, last error.
     Status(status::StatusArgs),
     /// One request: each URL's state, TaskTrackId, attempts and error.

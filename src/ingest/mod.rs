@@ -12,6 +12,7 @@ pub mod error;
 mod intake;
 pub mod plan;
 pub mod sessions;
+pub mod tags;
 pub mod v1;
 
 use std::sync::Arc;
@@ -57,6 +58,15 @@ pub struct Accepted {
     pub outcome: crate::store::EnqueueOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forecast: Option<crate::forecast::Forecast>,
+    /// With `"tags"`: how many URLs each tag gave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<std::collections::BTreeMap<String, usize>>,
+    /// Tags the registry does not know (not an error).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_tags: Vec<String>,
+    /// What the client should know although the request was accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// An estimate of the pending backlog, for `ingest.max_pending`: counting
@@ -111,6 +121,10 @@ pub(crate) struct Ask {
     pub priority: crate::target::Priority,
     /// Origin-cache layers not to purge for these URLs.
     pub skip_origin_caches: Vec<String>,
+    /// The tags named, with how many URLs each gave.
+    pub tags: Vec<(String, usize)>,
+    /// The tag each target came from, by position.
+    pub via_tag: std::collections::HashMap<usize, String>,
 }
 
 impl Ask {
@@ -126,6 +140,8 @@ impl Ask {
             label,
             priority,
             skip_origin_caches: Vec::new(),
+            tags: Vec::new(),
+            via_tag: std::collections::HashMap::new(),
         }
     }
 
@@ -219,6 +235,8 @@ impl IngestState {
         request.preload_only = ask.preload_only;
         request.origin_purges = origin_purges;
         request.skip_origin_caches = ask.skip_origin_caches;
+        request.tags = ask.tags;
+        request.via_tag = ask.via_tag;
         request.cache_facts = self
             .policies
             .facts(&mut request.targets, request.received_at);
@@ -238,7 +256,13 @@ impl IngestState {
         } else {
             self.forecast(&planned).await
         };
-        Ok(Accepted { outcome, forecast })
+        Ok(Accepted {
+            outcome,
+            forecast,
+            tags: None,
+            unknown_tags: Vec::new(),
+            warning: None,
+        })
     }
 
     /// Refuses a request that would take the backlog past
@@ -472,6 +496,8 @@ pub fn routes() -> Vec<Route> {
             azure::query_purge,
         ),
         route(Method::POST, "/v1/preloads", v1::post_preloads),
+        route(Method::POST, "/v1/tags", tags::post_tags),
+        route(Method::GET, "/v1/tags/{tag}", tags::get_tag),
         route(
             Method::POST,
             "/subscriptions/{sid}/endpoints/{eid}/preloads",

@@ -50,6 +50,10 @@ pub struct IntentBody {
     /// history, with the request named.
     #[serde(default)]
     pub skip_origin_caches: Vec<String>,
+    /// Tags whose URLs to purge, as the tag registry holds them now
+    /// (issue 35): each becomes files, like `files`.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// `POST /v1/preloads` body: files to preload without purging them.
@@ -94,12 +98,39 @@ pub async fn post_purges(
     intake::require_json(&headers)?;
     let body = body_or_error(body, settings.ingest.max_body_bytes)?;
     let intent = parse_intent(&settings, &body)?;
-    let ask = super::Ask {
+    let mut targets = intent.targets;
+    let mut tagged = None;
+    if !intent.tags.is_empty() {
+        let (expanded, warning) =
+            super::tags::expand_tags(&state, &settings, &intent.tags, &targets).await?;
+        tagged = Some((expanded.per_tag, expanded.unknown, warning, {
+            let first = targets.len();
+            targets.extend(expanded.targets);
+            expanded
+                .via
+                .into_iter()
+                .enumerate()
+                .map(|(index, tag)| (first + index, tag))
+                .collect()
+        }));
+    }
+    let mut ask = super::Ask {
         preload: intent.preload,
         skip_origin_caches: intent.skip_origin_caches,
-        ..super::Ask::purge(intent.targets, intent.label, intent.priority)
+        ..super::Ask::purge(targets, intent.label, intent.priority)
     };
-    let outcome = state.accept(ask, &peer).await?;
+    let mut answer_tags = None;
+    if let Some((per_tag, unknown, warning, via_tag)) = tagged {
+        ask.tags = per_tag.iter().map(|(t, n)| (t.clone(), *n)).collect();
+        ask.via_tag = via_tag;
+        answer_tags = Some((per_tag, unknown, warning));
+    }
+    let mut outcome = state.accept(ask, &peer).await?;
+    if let Some((per_tag, unknown, warning)) = answer_tags {
+        outcome.tags = Some(per_tag);
+        outcome.unknown_tags = unknown;
+        outcome.warning = warning;
+    }
     Ok((StatusCode::ACCEPTED, Json(outcome)).into_response())
 }
 
@@ -153,6 +184,9 @@ pub struct Intent {
     pub priority: Priority,
     pub preload: bool,
     pub skip_origin_caches: Vec<String>,
+    /// Tags to expand through the registry (checked, not yet expanded:
+    /// this function reads no store).
+    pub tags: Vec<String>,
 }
 
 /// Reads a `POST /v1/purges` body: all of it is valid, or nothing is
@@ -163,6 +197,26 @@ pub fn parse_intent(settings: &Settings, body: &[u8]) -> Result<Intent, ApiError
         .map_err(|e| ApiError::bad_request(format!("the body is not a valid purge intent: {e}")))?;
     check_label(body.label.as_deref())?;
     check_skipped_layers(settings, &body.skip_origin_caches)?;
+    if body.tags.len() > super::tags::MAX_TAGS_PER_REQUEST {
+        return Err(ApiError::too_large(format!(
+            "the request names {} tags, more than {}; split it",
+            body.tags.len(),
+            super::tags::MAX_TAGS_PER_REQUEST
+        )));
+    }
+    super::tags::check_tags("tags", &body.tags)?;
+    let names_urls =
+        !(body.files.is_empty() && body.directories.is_empty() && body.urls.is_empty());
+    if !body.tags.is_empty() && !names_urls {
+        return Ok(Intent {
+            targets: Vec::new(),
+            label: body.label,
+            priority: body.priority,
+            preload: body.preload,
+            skip_origin_caches: body.skip_origin_caches,
+            tags: body.tags,
+        });
+    }
     let targets = intake::targets(
         settings,
         &[
@@ -189,6 +243,7 @@ pub fn parse_intent(settings: &Settings, body: &[u8]) -> Result<Intent, ApiError
         priority: body.priority,
         preload: body.preload,
         skip_origin_caches: body.skip_origin_caches,
+        tags: body.tags,
     })
 }
 
@@ -408,6 +463,9 @@ pub struct StatsView {
     /// fresh over the last hour and day, what is stale. Absent when off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freshness: Option<crate::store::FreshnessSummary>,
+    /// The tag registry: URLs it holds, URLs its bound dropped.
+    #[serde(default)]
+    pub tags: crate::store::TagRegistryCounts,
     #[serde(flatten)]
     pub pipeline: crate::report::PipelineStatus,
 }
@@ -508,6 +566,7 @@ pub async fn stats_view(state: &IngestState, counting: Counting) -> Result<Stats
         .into_iter()
         .map(|(endpoint, pending, in_flight)| (endpoint, EndpointBacklog { pending, in_flight }))
         .collect();
+    let tags = state.store.tag_registry_counts().await?;
     Ok(StatsView {
         backlog_by_endpoint,
         items,
@@ -529,6 +588,7 @@ pub async fn stats_view(state: &IngestState, counting: Counting) -> Result<Stats
             false => None,
         },
         fleet: Some(state.fleet.borrow().clone()),
+        tags,
         pipeline,
     })
 }

@@ -135,7 +135,10 @@ async fn round(
     };
     let edges = edges_for(shared, verify, &url).await;
     limiter.until_ready().await;
-    let origin_seen = probe_origin(clients, origin, &url, &host, verify.timeout).await;
+    let tag_headers = shared.settings().tags.headers.clone();
+    let origin_seen =
+        probe_origin(clients, origin, &url, &host, verify.timeout, &tag_headers).await;
+    learn_tags(shared, &row.url, &origin_seen).await;
     let now = shared.now();
     let mut verdicts = Vec::with_capacity(edges.len());
     let mut records = Vec::with_capacity(edges.len());
@@ -356,13 +359,46 @@ impl Clients {
     }
 }
 
-/// GET from the origin directly, with the URL's host as `Host`.
+/// The tags the origin's answer named go to the tag registry (issue 35):
+/// a 2xx answer that names none teaches nothing (the header may be set
+/// only on some answers). A registry that cannot be written is logged,
+/// and the verification goes on.
+async fn learn_tags(shared: &Arc<Shared>, url: &str, seen: &Probe) {
+    let Probe::Answered(seen) = seen else { return };
+    if !(200..300).contains(&seen.status) || seen.tags.is_empty() {
+        return;
+    }
+    let settings = shared.settings();
+    let mut tags = seen.tags.clone();
+    crate::tags::bound_tags(&mut tags, settings.tags.max_tags_per_url);
+    let feed = vec![crate::store::TagFeed {
+        url: url.to_owned(),
+        tags,
+    }];
+    match shared
+        .store
+        .feed_tags(
+            feed,
+            crate::store::TagSource::Header,
+            settings.tags.max_urls,
+            Timestamp::new(shared.now()),
+        )
+        .await
+    {
+        Ok(outcome) => crate::metrics::tags_learned("header", &outcome),
+        Err(error) => tracing::warn!(%error, url, "cannot record the tags the origin named"),
+    }
+}
+
+/// GET from the origin directly, with the URL's host as `Host`; the
+/// headers of `tag_headers` are read for tags.
 async fn probe_origin(
     clients: &Clients,
     origin: &str,
     url: &url::Url,
     host: &str,
     timeout: Duration,
+    tag_headers: &[String],
 ) -> Probe {
     let mut target = format!("{}{}", origin.trim_end_matches('/'), url.path());
     if let Some(query) = url.query() {
@@ -382,6 +418,7 @@ async fn probe_origin(
             .header(reqwest::header::HOST, host)
             .send()
             .await,
+        tag_headers,
     )
     .await
 }
@@ -398,10 +435,10 @@ async fn probe_edge(
     let Some(client) = clients.get(timeout, Some((host, edge))) else {
         return Probe::Failed("cannot build an HTTP client".to_owned());
     };
-    read(client.get(url.as_str()).send().await).await
+    read(client.get(url.as_str()).send().await, &[]).await
 }
 
-async fn read(response: reqwest::Result<reqwest::Response>) -> Probe {
+async fn read(response: reqwest::Result<reqwest::Response>, tag_headers: &[String]) -> Probe {
     let response = match response {
         Ok(response) => response,
         Err(error) if error.is_timeout() => return Probe::Failed("timed out".to_owned()),
@@ -415,6 +452,13 @@ async fn read(response: reqwest::Result<reqwest::Response>) -> Probe {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    let tags = crate::tags::tags_in_headers(
+        response
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
+        tag_headers,
+    );
     let (status, etag, last_modified) = (
         response.status().as_u16(),
         header(reqwest::header::ETAG),
@@ -432,6 +476,7 @@ async fn read(response: reqwest::Result<reqwest::Response>) -> Probe {
         last_modified,
         length: Some(body.len() as u64),
         hash: Some(hash[..16].to_owned()),
+        tags,
     })
 }
 

@@ -11,7 +11,7 @@
 //! of the `items_pending` index. Left to itself the planner may scan every
 //! pending item for each URL instead, which is quadratic.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::db::{Conn, json_list, on_conn};
@@ -98,9 +98,17 @@ pub(super) async fn enqueue_many(
     .bind(json_list(&rows)?)
     .execute(c).await.map(|r| r.rows_affected()))?;
 
+    record_tags(conn, requests).await?;
+
     let mut new = vec![0usize; requests.len()];
+    // The item of each URL, when a layer in front of the origin must purge
+    // it first: the layers' rows are then written by item id.
+    let mut links = requests
+        .iter()
+        .any(|r| !r.origin_purges.is_empty())
+        .then(Links::default);
     for (index, request) in requests.iter().enumerate() {
-        new[index] += enqueue_directories(conn, request).await?;
+        new[index] += enqueue_directories(conn, index, request, links.as_mut()).await?;
     }
 
     let files: Vec<FileRow<'_>> = requests
@@ -120,16 +128,16 @@ pub(super) async fn enqueue_many(
         })
         .collect();
     if !files.is_empty() {
-        enqueue_files(conn, requests, &files, &mut new).await?;
+        enqueue_files(conn, requests, &files, &mut new, links.as_mut()).await?;
     }
     mark_urgent(conn, requests).await?;
-    if requests.iter().any(|r| !r.origin_purges.is_empty()) {
+    if let Some(links) = links {
         let now = requests
             .iter()
             .map(|r| Timestamp::new(r.received_at))
             .max()
             .unwrap_or_else(|| Timestamp::new(time::OffsetDateTime::now_utc()));
-        super::origin_purges::hold_for_origin(conn, requests, now).await?;
+        super::origin_purges::hold_for_origin(conn, requests, &links, now).await?;
     }
     let new_preloads = super::preloads::enqueue_for(conn, requests).await?;
 
@@ -150,12 +158,44 @@ pub(super) async fn enqueue_many(
         .collect())
 }
 
+/// The tags each request named, with how many URLs each gave (issue 35).
+async fn record_tags(conn: &mut Conn<'_>, requests: &[Arc<NewRequest>]) -> Result<(), sqlx::Error> {
+    let rows: Vec<(&str, &str, usize)> = requests
+        .iter()
+        .flat_map(|r| {
+            r.tags
+                .iter()
+                .map(|(tag, urls)| (r.id.as_str(), tag.as_str(), *urls))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let sql = conn.pick(
+        "INSERT OR IGNORE INTO request_tags (request_id, tag, urls)
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1)",
+        "INSERT INTO request_tags (request_id, tag, urls)
+         SELECT value ->> 0, value ->> 1, (value ->> 2)::bigint FROM json_array_elements($1::json)
+         ON CONFLICT DO NOTHING",
+    );
+    on_conn!(conn, c => sqlx::query(sql)
+    .bind(json_list(&rows)?)
+    .execute(c).await.map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The item each URL of the requests being stored is linked to, by
+/// (index of the request, position in it).
+pub(super) type Links = HashMap<(usize, usize), i64>;
+
 /// A request's directories, one at a time (rare, and each may absorb
 /// other items): a directory under a pending one links to it; a new one
 /// absorbs what is pending under it. Returns how many were new.
 async fn enqueue_directories(
     conn: &mut Conn<'_>,
+    index: usize,
     request: &NewRequest,
+    mut links: Option<&mut Links>,
 ) -> Result<usize, sqlx::Error> {
     let now = Timestamp::new(request.received_at);
     let mut directories: Vec<(usize, &PurgeTarget)> = request
@@ -170,6 +210,9 @@ async fn enqueue_directories(
     for (position, directory) in directories {
         if let Some(id) = covering_directory(conn, directory).await? {
             link(conn, request.id.as_str(), id, position, Some(directory)).await?;
+            if let Some(links) = links.as_deref_mut() {
+                links.insert((index, position), id);
+            }
             continue;
         }
         let (id, inserted) = insert_or_find(conn, directory, now).await?;
@@ -179,6 +222,9 @@ async fn enqueue_directories(
             absorb_under(conn, id, endpoint, url, MergeReason::Covered, now).await?;
         }
         link(conn, request.id.as_str(), id, position, None).await?;
+        if let Some(links) = links.as_deref_mut() {
+            links.insert((index, position), id);
+        }
     }
     Ok(new)
 }
@@ -190,11 +236,15 @@ async fn enqueue_files(
     requests: &[Arc<NewRequest>],
     files: &[FileRow<'_>],
     new: &mut [usize],
+    mut links: Option<&mut Links>,
 ) -> Result<(), sqlx::Error> {
     let covered: HashMap<usize, i64> = covered_files(conn, files).await?.into_iter().collect();
     let mut covered_links = Vec::new();
     let mut remaining = Vec::with_capacity(files.len());
     for (index, file) in files.iter().enumerate() {
+        if let (Some(links), Some(directory_id)) = (links.as_deref_mut(), covered.get(&index)) {
+            links.insert((file.request, file.position), *directory_id);
+        }
         match covered.get(&index) {
             Some(directory_id) => covered_links.push((
                 requests[file.request].id.as_str(),
@@ -202,16 +252,24 @@ async fn enqueue_files(
                 file.position,
                 file.asked_as().unwrap_or(&file.target.url),
                 file.target.kind.as_str(),
+                requests[file.request]
+                    .via_tag
+                    .get(&file.position)
+                    .map(String::as_str),
             )),
             None => remaining.push(file),
         }
     }
     if !covered_links.is_empty() {
         let sql = conn.pick(
-            "INSERT OR IGNORE INTO request_items (request_id, item_id, position, requested_url, requested_kind)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each($1)",
-            "INSERT INTO request_items (request_id, item_id, position, requested_url, requested_kind)
-             SELECT value ->> 0, (value ->> 1)::bigint, (value ->> 2)::bigint, value ->> 3, value ->> 4
+            "INSERT OR IGNORE INTO request_items (request_id, item_id, position, requested_url,
+                                                 requested_kind, via_tag)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
+             FROM json_each($1)",
+            "INSERT INTO request_items (request_id, item_id, position, requested_url, requested_kind,
+                                        via_tag)
+             SELECT value ->> 0, (value ->> 1)::bigint, (value ->> 2)::bigint, value ->> 3, value ->> 4,
+                    value ->> 5
              FROM json_array_elements($1::json)
              ON CONFLICT DO NOTHING",
         );
@@ -227,8 +285,16 @@ async fn enqueue_files(
     // more fields; a group without any keeps the plain statements (each
     // `->>` re-reads the row's JSON: the wide form cost 14 % of batch
     // ingest when every group paid for it).
-    let with_facts = remaining.iter().any(|f| f.fact.is_some());
-    let rows = file_rows_json(requests, &remaining, with_facts)?;
+    //
+    // With origin caches, a file a layer must purge first is inserted
+    // held (see `origin_purges::HELD`), in the wide form: holding it after
+    // the insert rewrote every new item and halved batch intake.
+    // A URL that came from a tag carries it to its link, in the same form.
+    let held = links.is_some().then(|| held_positions(requests));
+    let with_facts = held.is_some()
+        || remaining.iter().any(|f| f.fact.is_some())
+        || requests.iter().any(|r| !r.via_tag.is_empty());
+    let rows = file_rows_json(requests, &remaining, with_facts, held.as_ref())?;
     let inserted = insert_items(conn, &rows, with_facts).await?;
     if !inserted.is_empty() {
         let mut first_asker: HashMap<(&str, &str), usize> = HashMap::new();
@@ -243,7 +309,19 @@ async fn enqueue_files(
             }
         }
     }
-    link_items(conn, &rows, with_facts).await?;
+    let linked = link_items(conn, &rows, with_facts, links.is_some()).await?;
+    if let Some(links) = links {
+        let index: HashMap<&str, usize> = requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.as_str(), i))
+            .collect();
+        for (request, item, position) in linked {
+            if let Some(request) = index.get(request.as_str()) {
+                links.insert((*request, position as usize), item);
+            }
+        }
+    }
     if remaining
         .iter()
         .any(|f| f.fact.is_some_and(|fact| fact.expires.is_some()))
@@ -253,12 +331,29 @@ async fn enqueue_files(
     Ok(())
 }
 
+/// The (request, position) of every URL a layer in front of the origin
+/// purges before the CDN (a layer the request skips holds nothing).
+fn held_positions(requests: &[Arc<NewRequest>]) -> HashSet<(usize, usize)> {
+    requests
+        .iter()
+        .enumerate()
+        .flat_map(|(index, request)| {
+            request
+                .origin_purges
+                .iter()
+                .filter(|(_, layer)| !request.skip_origin_caches.contains(layer))
+                .map(move |(position, _)| (index, *position))
+        })
+        .collect()
+}
+
 /// The files as the statements read them (see [`FileJson`]); the cache
-/// facts' four fields only `with_facts`.
+/// facts' four fields and the held items' `not_before` only `with_facts`.
 fn file_rows_json(
     requests: &[Arc<NewRequest>],
     files: &[&FileRow<'_>],
     with_facts: bool,
+    held: Option<&HashSet<(usize, usize)>>,
 ) -> Result<String, sqlx::Error> {
     let rows = files.iter().map(|f| {
         let request = &requests[f.request];
@@ -274,6 +369,9 @@ fn file_rows_json(
             f.asked_as().map(|_| "query_ignored"),
             expires.map(|(at, _)| timestamp(*at)),
             expires.map(|(_, rule)| rule.as_str()),
+            held.is_some_and(|held| held.contains(&(f.request, f.position)))
+                .then_some(super::origin_purges::HELD),
+            request.via_tag.get(&f.position).map(String::as_str),
         )
     });
     if with_facts {
@@ -313,15 +411,15 @@ async fn insert_items(
         true => conn.pick(
             "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at,
                                 expires_at, expiry_rule)
-             SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', value ->> 5, value ->> 5, value ->> 5,
-                    value ->> 8, value ->> 9
+             SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', coalesce(value ->> 10, value ->> 5),
+                    value ->> 5, value ->> 5, value ->> 8, value ->> 9
              FROM json_each($1) WHERE true
              ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING
              RETURNING endpoint_id, url",
             "INSERT INTO items (endpoint_id, kind, url, state, not_before, created_at, updated_at,
                                 expires_at, expiry_rule)
-             SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', value ->> 5, value ->> 5, value ->> 5,
-                    value ->> 8, value ->> 9
+             SELECT value ->> 0, value ->> 1, value ->> 2, 'pending', coalesce(value ->> 10, value ->> 5),
+                    value ->> 5, value ->> 5, value ->> 8, value ->> 9
              FROM json_array_elements($1::json)
              ON CONFLICT (endpoint_id, url, kind) WHERE state = 'pending' DO NOTHING
              RETURNING endpoint_id, url",
@@ -332,49 +430,95 @@ async fn insert_items(
     .fetch_all(c).await)
 }
 
+// The link statements, as literals `concat!` can extend.
+macro_rules! returning {
+    () => {
+        " RETURNING request_id, item_id, position"
+    };
+}
+
+macro_rules! link_plain {
+    () => {
+        "INSERT OR IGNORE INTO request_items (request_id, item_id, position)
+     SELECT j.value ->> 4, i.id, j.value ->> 3 FROM json_each($1) j
+     CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
+                 AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1"
+    };
+}
+
+macro_rules! link_plain_pg {
+    () => {
+        "INSERT INTO request_items (request_id, item_id, position)
+     SELECT j.value ->> 4, i.id, (j.value ->> 3)::bigint
+     FROM json_array_elements($1::json) AS j (value)
+     JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
+                 AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1
+     ON CONFLICT DO NOTHING"
+    };
+}
+
+macro_rules! link_facts {
+    () => {
+        "INSERT OR IGNORE INTO request_items (request_id, item_id, position, requested_url,
+                                         requested_kind, link_reason, via_tag)
+     SELECT j.value ->> 4, i.id, j.value ->> 3, j.value ->> 6,
+            CASE WHEN j.value ->> 6 IS NOT NULL THEN 'file' END, j.value ->> 7, j.value ->> 11
+     FROM json_each($1) j
+     CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
+                 AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1"
+    };
+}
+
+macro_rules! link_facts_pg {
+    () => {
+        "INSERT INTO request_items (request_id, item_id, position, requested_url,
+                                requested_kind, link_reason, via_tag)
+     SELECT j.value ->> 4, i.id, (j.value ->> 3)::bigint, j.value ->> 6,
+            CASE WHEN j.value ->> 6 IS NOT NULL THEN 'file' END, j.value ->> 7, j.value ->> 11
+     FROM json_array_elements($1::json) AS j (value)
+     JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
+                 AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1
+     ON CONFLICT DO NOTHING"
+    };
+}
+
 /// Links each file of `rows` to its pending item; with the URL asked for
 /// where the item carries it under the cached object (query ignored).
-async fn link_items(conn: &mut Conn<'_>, rows: &str, with_facts: bool) -> Result<(), sqlx::Error> {
-    let sql = match with_facts {
-        false => conn.pick(
-            "INSERT OR IGNORE INTO request_items (request_id, item_id, position)
-             SELECT j.value ->> 4, i.id, j.value ->> 3 FROM json_each($1) j
-             CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
-                         AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1",
-            "INSERT INTO request_items (request_id, item_id, position)
-             SELECT j.value ->> 4, i.id, (j.value ->> 3)::bigint
-             FROM json_array_elements($1::json) AS j (value)
-             JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
-                         AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1
-             ON CONFLICT DO NOTHING",
+/// With `returning`, the links come back as (request, item, position):
+/// the origin caches' rows are then written by item id (issue 34).
+async fn link_items(
+    conn: &mut Conn<'_>,
+    rows: &str,
+    with_facts: bool,
+    returning: bool,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    let sql = match (with_facts, returning) {
+        (false, false) => conn.pick(link_plain!(), link_plain_pg!()),
+        (false, true) => conn.pick(
+            concat!(link_plain!(), returning!()),
+            concat!(link_plain_pg!(), returning!()),
         ),
-        true => conn.pick(
-            "INSERT OR IGNORE INTO request_items (request_id, item_id, position, requested_url,
-                                                 requested_kind, link_reason)
-             SELECT j.value ->> 4, i.id, j.value ->> 3, j.value ->> 6,
-                    CASE WHEN j.value ->> 6 IS NOT NULL THEN 'file' END, j.value ->> 7
-             FROM json_each($1) j
-             CROSS JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
-                         AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1",
-            "INSERT INTO request_items (request_id, item_id, position, requested_url,
-                                        requested_kind, link_reason)
-             SELECT j.value ->> 4, i.id, (j.value ->> 3)::bigint, j.value ->> 6,
-                    CASE WHEN j.value ->> 6 IS NOT NULL THEN 'file' END, j.value ->> 7
-             FROM json_array_elements($1::json) AS j (value)
-             JOIN items i ON i.state = 'pending' AND i.endpoint_id = j.value ->> 0
-                         AND i.url = j.value ->> 2 AND i.kind = j.value ->> 1
-             ON CONFLICT DO NOTHING",
+        (true, false) => conn.pick(link_facts!(), link_facts_pg!()),
+        (true, true) => conn.pick(
+            concat!(link_facts!(), returning!()),
+            concat!(link_facts_pg!(), returning!()),
         ),
     };
-    on_conn!(conn, c => sqlx::query(sql)
+    if !returning {
+        on_conn!(conn, c => sqlx::query(sql)
+        .bind(rows)
+        .execute(c).await.map(|r| r.rows_affected()))?;
+        return Ok(Vec::new());
+    }
+    on_conn!(conn, c => sqlx::query_as(sql)
     .bind(rows)
-    .execute(c).await.map(|r| r.rows_affected()))?;
-    Ok(())
+    .fetch_all(c).await)
 }
 
 /// A file row as the statements read it: endpoint, kind, URL, position,
 /// request, received at, URL asked for (query ignored), link reason,
-/// expires at, expiry rule.
+/// expires at, expiry rule, `not_before` when held for the origin caches,
+/// the tag the URL came from.
 type FileJson<'r> = (
     &'r str,
     &'r str,
@@ -385,6 +529,8 @@ type FileJson<'r> = (
     Option<&'r str>,
     Option<&'static str>,
     Option<String>,
+    Option<&'r str>,
+    Option<&'static str>,
     Option<&'r str>,
 );
 

@@ -27,6 +27,7 @@ mod reads;
 mod reserve;
 mod retention;
 mod returns;
+mod tags;
 mod timestamp;
 mod verifications;
 mod waits;
@@ -57,6 +58,7 @@ pub use plan::{LaneCounts, UrgentPending};
 pub use preloads::{PreloadCounts, PreloadState};
 pub use reads::{ItemStatus, RequestState, RequestStatus, RequestSummary, StateCounts};
 pub use retention::Removed;
+pub use tags::{FeedOutcome, TagFeed, TagRegistryCounts, TagSource};
 pub use timestamp::Timestamp;
 pub use verifications::{
     DueVerification, EdgeRecord, FreshnessSummary, REPURGE_SOURCE, RoundOutcome, StaleUrl,

@@ -215,6 +215,12 @@ pub struct NewRequest {
     /// Layers the request skips explicitly (recorded as `skipped` for its
     /// URLs, with the request named).
     pub skip_origin_caches: Vec<String>,
+    /// The tags the request named, with how many URLs each gave
+    /// (issue 35); their URLs are among `targets`.
+    pub tags: Vec<(String, usize)>,
+    /// The tag each target came from, by position in `targets` (the
+    /// first tag that gave it).
+    pub via_tag: HashMap<usize, String>,
 }
 
 impl NewRequest {
@@ -239,6 +245,8 @@ impl NewRequest {
             cache_facts: HashMap::new(),
             origin_purges: Vec::new(),
             skip_origin_caches: Vec::new(),
+            tags: Vec::new(),
+            via_tag: HashMap::new(),
         }
     }
 }

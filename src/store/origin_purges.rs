@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::db::{Conn, json_list, on_conn, on_pool};
+use super::enqueue::Links;
 use super::model::{NewRequest, OriginPurgeState};
 use super::{ItemId, RequestId, Store, StoreError, Timestamp};
 use crate::target::Kind;
@@ -118,120 +119,96 @@ pub struct OriginLayerCounts {
 /// and holds their items back from the CDN until those are done; a layer
 /// a request skips is marked skipped for its URLs, with the request named.
 ///
-/// One statement per request and set of layers (a request's URLs usually
-/// share one): each walks the request's `request_items` once (the key's
-/// `request_id` prefix) and keeps the positions of the set. Joining the
-/// JSON rows to `request_items` by position instead walked the request's
-/// links once per row (the key is `request_id, item_id, position`): with
-/// 1,000-URL requests and two layers, intake starved (measured by
+/// `links` gives the item of each URL (as the statements that linked them
+/// returned it), so the rows go in by item id: one statement for the
+/// whole group of requests, and one for its skips when there are any.
+/// Walking each request's links by position instead cost a statement per
+/// request and halved single-URL intake (measured by
 /// `PURGEQ_BENCH_ORIGIN_CACHES=2 cargo bench --bench ingest`).
 pub(super) async fn hold_for_origin(
     conn: &mut Conn<'_>,
     requests: &[Arc<NewRequest>],
+    links: &Links,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
-    for request in requests {
-        // Positions by the layers they wait for, skipped ones apart.
-        let mut sets: HashMap<(Vec<&str>, bool), Vec<usize>> = HashMap::new();
-        let mut by_position: HashMap<usize, (Vec<&str>, Vec<&str>)> = HashMap::new();
+    let mut purge: Vec<(i64, &str)> = Vec::new();
+    let mut skip: Vec<(i64, &str, &str)> = Vec::new();
+    for (index, request) in requests.iter().enumerate() {
         for (position, layer) in &request.origin_purges {
-            let entry = by_position.entry(*position).or_default();
+            let Some(item) = links.get(&(index, *position)) else {
+                continue;
+            };
             match request.skip_origin_caches.contains(layer) {
-                true => entry.1.push(layer.as_str()),
-                false => entry.0.push(layer.as_str()),
+                true => skip.push((*item, layer.as_str(), request.id.as_str())),
+                false => purge.push((*item, layer.as_str())),
             }
-        }
-        for (position, (purge, skip)) in by_position {
-            for (layers, skipped) in [(purge, false), (skip, true)] {
-                if !layers.is_empty() {
-                    sets.entry((layers, skipped)).or_default().push(position);
-                }
-            }
-        }
-        for ((layers, skipped), positions) in sets {
-            start_layers(conn, request.id.as_str(), &positions, &layers, skipped, now).await?;
         }
     }
-    let ids: Vec<&str> = requests
+    purge.sort_unstable();
+    purge.dedup();
+    if !purge.is_empty() {
+        let sql = conn.pick(
+            START_LAYERS,
+            "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
+             SELECT (p.value ->> 0)::bigint, p.value ->> 1, 'pending', $2, $2, $2
+             FROM json_array_elements($1::json) AS p (value)
+             JOIN items i ON i.id = (p.value ->> 0)::bigint AND i.state = 'pending'
+             ON CONFLICT (item_id, layer) DO UPDATE SET state = 'pending', attempts = 0,
+                 not_before = excluded.not_before, last_error = NULL, answer = NULL,
+                 done_at = NULL, updated_at = excluded.updated_at",
+        );
+        on_conn!(conn, c => sqlx::query(sql)
+            .bind(json_list(&purge)?)
+            .bind(now)
+            .execute(c).await.map(|r| r.rows_affected()))?;
+    }
+    if !skip.is_empty() {
+        // An operator's explicit word for these URLs: it wins over a
+        // pending purge of the same layer.
+        let sql = conn.pick(
+            "INSERT INTO origin_purges (item_id, layer, state, not_before, last_error, created_at, updated_at)
+             SELECT p.value ->> 0, p.value ->> 1, 'skipped', $2, 'skipped by request ' || (p.value ->> 2), $2, $2
+             FROM json_each($1) p
+             CROSS JOIN items i ON i.id = p.value ->> 0 AND i.state || '' = 'pending'
+             WHERE true
+             ON CONFLICT (item_id, layer) DO UPDATE SET state = 'skipped',
+                 last_error = excluded.last_error, updated_at = excluded.updated_at
+             WHERE origin_purges.state = 'pending'",
+            "INSERT INTO origin_purges (item_id, layer, state, not_before, last_error, created_at, updated_at)
+             SELECT (p.value ->> 0)::bigint, p.value ->> 1, 'skipped', $2,
+                    'skipped by request ' || (p.value ->> 2), $2, $2
+             FROM json_array_elements($1::json) AS p (value)
+             JOIN items i ON i.id = (p.value ->> 0)::bigint AND i.state = 'pending'
+             ON CONFLICT (item_id, layer) DO UPDATE SET state = 'skipped',
+                 last_error = excluded.last_error, updated_at = excluded.updated_at
+             WHERE origin_purges.state = 'pending'",
+        );
+        on_conn!(conn, c => sqlx::query(sql)
+            .bind(json_list(&skip)?)
+            .bind(now)
+            .execute(c).await.map(|r| r.rows_affected()))?;
+    }
+    let mut items: Vec<i64> = purge
         .iter()
-        .filter(|r| !r.origin_purges.is_empty())
-        .map(|r| r.id.as_str())
+        .map(|(item, _)| *item)
+        .chain(skip.iter().map(|(item, _, _)| *item))
         .collect();
-    let sql = conn.pick(
-        ITEMS_OF_REQUESTS,
-        "SELECT DISTINCT ri.item_id FROM request_items ri
-         JOIN items i ON i.id = ri.item_id AND i.state || '' = 'pending'
-         WHERE ri.request_id IN (SELECT value FROM json_array_elements_text($1::json))",
-    );
-    let items: Vec<i64> = on_conn!(conn, c => sqlx::query_scalar(sql).bind(json_list(&ids)?)
-        .fetch_all(c).await)?;
+    items.sort_unstable();
+    items.dedup();
     set_holds(conn, &items, now).await
 }
 
-/// One request's URLs at `positions`: `layers` purged (again), or marked
-/// skipped by the request.
-async fn start_layers(
-    conn: &mut Conn<'_>,
-    request: &str,
-    positions: &[usize],
-    layers: &[&str],
-    skipped: bool,
-    now: Timestamp,
-) -> Result<(), sqlx::Error> {
-    let sql = match skipped {
-        false => conn.pick(
-            "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
-             SELECT DISTINCT ri.item_id, l.value, 'pending', $4, $4, $4
-             FROM request_items ri
-             JOIN items i ON i.id = ri.item_id AND i.state = 'pending'
-             CROSS JOIN json_each($3) l
-             WHERE ri.request_id = $1 AND ri.position IN (SELECT value FROM json_each($2))
-             ON CONFLICT (item_id, layer) DO UPDATE SET state = 'pending', attempts = 0,
-                 not_before = excluded.not_before, last_error = NULL, answer = NULL,
-                 done_at = NULL, updated_at = excluded.updated_at",
-            "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
-             SELECT DISTINCT ri.item_id, l.value, 'pending', $4, $4, $4
-             FROM request_items ri
-             JOIN items i ON i.id = ri.item_id AND i.state = 'pending'
-             CROSS JOIN json_array_elements_text($3::json) AS l (value)
-             WHERE ri.request_id = $1
-               AND ri.position IN (SELECT value::bigint FROM json_array_elements_text($2::json))
-             ON CONFLICT (item_id, layer) DO UPDATE SET state = 'pending', attempts = 0,
-                 not_before = excluded.not_before, last_error = NULL, answer = NULL,
-                 done_at = NULL, updated_at = excluded.updated_at",
-        ),
-        // An operator's explicit word for these URLs: it wins over a
-        // pending purge of the same layer.
-        true => conn.pick(
-            "INSERT INTO origin_purges (item_id, layer, state, not_before, last_error, created_at, updated_at)
-             SELECT DISTINCT ri.item_id, l.value, 'skipped', $4, 'skipped by request ' || $1, $4, $4
-             FROM request_items ri
-             JOIN items i ON i.id = ri.item_id AND i.state = 'pending'
-             CROSS JOIN json_each($3) l
-             WHERE ri.request_id = $1 AND ri.position IN (SELECT value FROM json_each($2))
-             ON CONFLICT (item_id, layer) DO UPDATE SET state = 'skipped',
-                 last_error = excluded.last_error, updated_at = excluded.updated_at
-             WHERE origin_purges.state = 'pending'",
-            "INSERT INTO origin_purges (item_id, layer, state, not_before, last_error, created_at, updated_at)
-             SELECT DISTINCT ri.item_id, l.value, 'skipped', $4, 'skipped by request ' || $1, $4, $4
-             FROM request_items ri
-             JOIN items i ON i.id = ri.item_id AND i.state = 'pending'
-             CROSS JOIN json_array_elements_text($3::json) AS l (value)
-             WHERE ri.request_id = $1
-               AND ri.position IN (SELECT value::bigint FROM json_array_elements_text($2::json))
-             ON CONFLICT (item_id, layer) DO UPDATE SET state = 'skipped',
-                 last_error = excluded.last_error, updated_at = excluded.updated_at
-             WHERE origin_purges.state = 'pending'",
-        ),
-    };
-    on_conn!(conn, c => sqlx::query(sql)
-        .bind(request)
-        .bind(json_list(positions)?)
-        .bind(json_list(layers)?)
-        .bind(now)
-        .execute(c).await.map(|r| r.rows_affected()))?;
-    Ok(())
-}
+/// The layer purges `$1` lists as `[item, layer]` start (again), for the
+/// items still pending (SQLite's form).
+pub(super) const START_LAYERS: &str =
+    "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
+     SELECT p.value ->> 0, p.value ->> 1, 'pending', $2, $2, $2
+     FROM json_each($1) p
+     CROSS JOIN items i ON i.id = p.value ->> 0 AND i.state || '' = 'pending'
+     WHERE true
+     ON CONFLICT (item_id, layer) DO UPDATE SET state = 'pending', attempts = 0,
+         not_before = excluded.not_before, last_error = NULL, answer = NULL,
+         done_at = NULL, updated_at = excluded.updated_at";
 
 /// The held items of `$1` (ids) that a layer has yet to purge: held.
 pub(super) const HOLD_ITEMS: &str = "UPDATE items SET not_before = $2, updated_at = $3
@@ -244,11 +221,6 @@ pub(super) const RELEASE_ITEMS: &str = "UPDATE items SET not_before = $3, update
          WHERE id IN (SELECT value FROM json_each($1))
            AND state || '' = 'pending' AND not_before = $2
            AND NOT EXISTS (SELECT 1 FROM origin_purges o WHERE o.item_id = items.id AND o.state = 'pending')";
-
-/// The pending items the requests of `$1` (ids) link to (SQLite's form).
-pub(super) const ITEMS_OF_REQUESTS: &str = "SELECT DISTINCT ri.item_id FROM request_items ri
-         JOIN items i ON i.id = ri.item_id AND i.state || '' = 'pending'
-         WHERE ri.request_id IN (SELECT value FROM json_each($1))";
 
 /// Holds each pending item of `items` with a pending layer purge, and
 /// releases the held ones that have none left.

@@ -20,7 +20,7 @@ use super::Store;
 use super::charts::{
     CALLS_BY_OUTCOME, QUOTA_THROUGH_THE_DAY, RECENT_ERRORS, URLS_ENQUEUED, URLS_PURGED,
 };
-use super::origin_purges::{HOLD_ITEMS, ITEMS_OF_REQUESTS, RELEASE_ITEMS};
+use super::origin_purges::{HOLD_ITEMS, RELEASE_ITEMS, START_LAYERS};
 use super::preloads::{OPEN_PRELOAD_COUNTS, WAITING_PRELOADS};
 use super::reads::{
     BACKLOG_BY_ENDPOINT, OLDEST_PENDING, OPEN_STATE_COUNTS, PENDING_BY_KIND, REQUEST_SUMMARIES,
@@ -111,10 +111,10 @@ const READS: &[(&str, &str, Bound, &[&str])] = &[
         &["SCAN json_each"],
     ),
     (
-        "items of new requests",
-        ITEMS_OF_REQUESTS,
+        "layer purges of new requests",
+        START_LAYERS,
         Bound::History,
-        &["SCAN json_each"],
+        &["SCAN p VIRTUAL TABLE"],
     ),
     (
         "succeeded, unverified",

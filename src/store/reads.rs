@@ -56,6 +56,9 @@ pub struct ItemStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<super::VerificationView>,
     /// Its place in the request (to attach what other tables say of it).
+    /// The tag this URL came from, when the request named tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via_tag: Option<String>,
     #[serde(skip)]
     pub position: Option<i64>,
 }
@@ -119,6 +122,10 @@ pub struct RequestStatus {
     pub source: String,
     pub label: Option<String>,
     pub state: RequestState,
+    /// The tags the request named, with how many URLs each gave then
+    /// (issue 35; absent when it named none).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, u64>,
     pub items: Vec<ItemStatus>,
 }
 
@@ -210,6 +217,7 @@ impl From<HistoryRow> for ItemStatus {
             preload_finished_at: row.preload_finished_at,
             origin_caches: Vec::new(),
             verification: None,
+            via_tag: None,
             position: row.position,
         }
     }
@@ -363,6 +371,13 @@ impl Store {
                 }
             }
         }
+        let tags = self.tags_of_request(&RequestId::parse(&id)).await?;
+        if !tags.is_empty() {
+            let mut via = self.via_tags_of_request(&RequestId::parse(&id)).await?;
+            for item in items.iter_mut().filter(|i| i.operation == Operation::Purge) {
+                item.via_tag = item.position.and_then(|p| via.remove(&p));
+            }
+        }
         let mut verified = self.verification_of_request(&RequestId::parse(&id)).await?;
         if !verified.is_empty() {
             for item in items.iter_mut().filter(|i| i.operation == Operation::Purge) {
@@ -393,6 +408,7 @@ impl Store {
             received_at,
             source,
             label,
+            tags,
             items,
         }))
     }

@@ -103,15 +103,31 @@ impl TestOrigin {
                         false => axum::http::StatusCode::OK,
                     };
                     let version = version.load(Ordering::Relaxed);
+                    let mut headers = axum::http::HeaderMap::new();
+                    headers.insert(
+                        axum::http::header::CACHE_CONTROL,
+                        axum::http::HeaderValue::from_static("public, max-age=3600"),
+                    );
+                    if let Ok(etag) = axum::http::HeaderValue::from_str(&format!("\"v{version}\""))
+                    {
+                        headers.insert(axum::http::header::ETAG, etag);
+                    }
+                    // A path's segments that start with `tag-` are its
+                    // cache tags (issue 35): `/tag-a/tag-b/x` carries two.
+                    let tags: Vec<&str> = uri
+                        .path()
+                        .split('/')
+                        .filter(|s| s.starts_with("tag-"))
+                        .collect();
+                    if let Some(value) = (!tags.is_empty())
+                        .then(|| axum::http::HeaderValue::from_str(&tags.join(", ")).ok())
+                        .flatten()
+                    {
+                        headers.insert("cache-tag", value);
+                    }
                     (
                         status,
-                        [
-                            (
-                                axum::http::header::CACHE_CONTROL,
-                                "public, max-age=3600".to_owned(),
-                            ),
-                            (axum::http::header::ETAG, format!("\"v{version}\"")),
-                        ],
+                        headers,
                         match gone {
                             true => format!("deleted {uri}"),
                             false => format!("v{version} {uri}"),
