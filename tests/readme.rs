@@ -260,11 +260,18 @@ fn the_readme_shell_examples_do_what_they_say() {
         .replace("127.0.0.1:8088", &format!("127.0.0.1:{port}"))
         .replace("0193…", "$ID");
     // The quick start's enqueue, and the history command of "The database".
+    // "Purge by tag": its commands, as they are written.
+    let tags_block = README
+        .split("## Purge by tag")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the block under Purge by tag");
     let script = format!(
         "set -euo pipefail\nexport PATH={}:$PATH\n\
          purgeq enqueue --wait http://www.example.com/index.html http://www.example.com/img/\n\
          ID=$(purgeq enqueue http://www.example.com/seed.js)\n{block}\n\
-         purgeq history --state failed --since 1d\n",
+         purgeq history --state failed --since 1d\n{tags_block}\n",
         bin_dir.display()
     );
     let output = std::process::Command::new("bash")
@@ -282,6 +289,24 @@ fn the_readme_shell_examples_do_what_they_say() {
     assert!(stdout.contains("succeeded: 2 URLs"), "{stdout}");
     assert!(
         stdout.contains("\"urls\":2,\"new\":2,\"deduplicated\":0"),
+        "{stdout}"
+    );
+    // The tag purge: category-7 named both URLs; the curl answer counts
+    // product-42's one URL and names the unknown tag.
+    assert_eq!(
+        stdout.matches("1 URL tagged, 0 forgotten").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("http://www.example.com/p/43"),
+        "the dry run lists the tag's URLs: {stdout}"
+    );
+    assert!(stdout.contains("succeeded: 2 URLs"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "\"tags\":{\"no-such-tag\":0,\"product-42\":1},\"unknown_tags\":[\"no-such-tag\"]"
+        ),
         "{stdout}"
     );
 

@@ -427,6 +427,51 @@ async fn the_cli_tags_and_purges_by_tag() {
         purged(&emulator).keys().cloned().collect::<BTreeSet<_>>(),
         [url(1), url(3)].into_iter().collect()
     );
+
+    // The request page and `history` say which tag each URL came from.
+    let (_, list) = daemon.get("/v1/purges?limit=1").await;
+    let id = list["requests"][0]["id"]
+        .as_str()
+        .expect("the request")
+        .to_owned();
+    let html = daemon
+        .client()
+        .get(format!("http://localhost/ui/requests/{id}"))
+        .send()
+        .await
+        .expect("the request page")
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("Tags: <code>cli-b</code> (2 URLs)"), "{html}");
+    assert!(html.contains("tag <code>cli-b</code>"), "{html}");
+    let status_page = daemon
+        .client()
+        .get("http://localhost/")
+        .send()
+        .await
+        .expect("the status page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        status_page.contains("The tag registry knows the tags of 3 URLs"),
+        "{status_page}"
+    );
+    let db = daemon.db_path().display().to_string();
+    let (code, out, err) =
+        common::run_with_input(&["history", "--db", &db, "--request", &id], &[], "");
+    assert_eq!(code, 0, "{out}{err}");
+    let header = out.lines().next().expect("header");
+    assert!(header.ends_with("\tEDGE\tTAG"), "{header}");
+    assert_eq!(
+        out.lines()
+            .skip(1)
+            .filter(|l| l.ends_with("\tcli-b"))
+            .count(),
+        2,
+        "{out}"
+    );
     emulator.shutdown().await;
 }
 
@@ -443,5 +488,35 @@ where
             daemon.logs()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The README's `[tags]` example is a configuration `check-config`
+/// takes; a bad one is refused naming each key.
+#[test]
+fn the_tags_configuration_is_checked() {
+    let (code, out, err) = common::check_readme_example("## Purge by tag");
+    assert_eq!(code, 0, "{out}{err}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("purgeq.toml");
+    std::fs::write(
+        &path,
+        "[tags]\nmax_urls = 0\nmax_tags_per_url = 0\nheaders = [\"Cache Tag\"]\n\
+         access_log = \"relative.log\"\n",
+    )
+    .expect("write");
+    let (code, out, err) = common::run_with_input(
+        &["check-config", "--config", path.to_str().expect("utf-8")],
+        &[],
+        "",
+    );
+    assert_eq!(code, 78, "{out}{err}");
+    for problem in [
+        "tags.max_urls: must be at least 1",
+        "tags.max_tags_per_url: must be at least 1",
+        "tags.headers[0]: \"Cache Tag\" is not a header name",
+        "tags.access_log:",
+    ] {
+        assert!(err.contains(problem), "{problem}: {err}");
     }
 }

@@ -506,3 +506,90 @@ async fn a_sixth_schema_database_upgrades_to_cache_rules_in_place() {
         .await
         .expect("the new state is allowed");
 }
+
+/// Issue 35's migration (0011, the tag registry) on a database of the
+/// schema before it (0001-0010: origin caches and verification included):
+/// nothing lost, the old links have no tag, the registry starts empty.
+#[tokio::test]
+async fn a_tenth_schema_database_upgrades_to_the_tag_registry_in_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut conn = released_database(
+        dir.path(),
+        &[
+            "0001_initial.sql",
+            "0002_truthful_states.sql",
+            "0003_quota_planner.sql",
+            "0004_preloads.sql",
+            "0005_calls.sql",
+            "0006_uncertain_charges.sql",
+            "0007_cache_rules.sql",
+            "0008_expired_state.sql",
+            "0009_origin_caches.sql",
+            "0010_verifications.sql",
+        ],
+    )
+    .await;
+    sqlx::raw_sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO requests (id, received_at, source) VALUES
+             ('r1', '2026-12-04T00:00:00.000Z', 'test');
+         INSERT INTO items (id, endpoint_id, kind, url, state, not_before, created_at, updated_at,
+                            finished_at) VALUES
+             (1, 'e', 'file', 'https://h/a.js', 'succeeded', '2026-12-04T00:00:00.000Z',
+              '2026-12-04T00:00:00.000Z', '2026-12-04T00:00:05.000Z', '2026-12-04T00:00:05.000Z'),
+             (2, 'e', 'file', 'https://h/b.js', 'pending', '9999-12-31T23:59:59.999Z',
+              '2026-12-04T00:00:00.000Z', '2026-12-04T00:00:00.000Z', NULL);
+         INSERT INTO request_items (request_id, item_id, position) VALUES ('r1', 1, 0), ('r1', 2, 1);
+         INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at, done_at, answer)
+             VALUES (1, 'varnish-1', 'done', '2026-12-04T00:00:00.000Z', '2026-12-04T00:00:00.000Z',
+                     '2026-12-04T00:00:01.000Z', '2026-12-04T00:00:01.000Z', 'purged'),
+                    (2, 'varnish-1', 'pending', '2026-12-04T00:00:00.000Z', '2026-12-04T00:00:00.000Z',
+                     '2026-12-04T00:00:00.000Z', NULL, NULL);
+         INSERT INTO verifications (item_id, url, state, enqueued_at, started_at, not_before, fresh_at,
+                                    finished_at)
+             VALUES (1, 'https://h/a.js', 'fresh', '2026-12-04T00:00:00.000Z', '2026-12-04T00:00:05.000Z',
+                     '2026-12-04T00:00:05.000Z', '2026-12-04T00:00:07.000Z', '2026-12-04T00:00:07.000Z');",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("rows of the tenth schema");
+    conn.close().await.expect("close");
+    let store = upgraded(&dir.path().join("purgeq.db")).await;
+    let r1 = store
+        .request_status(&RequestId::parse("r1"))
+        .await
+        .expect("read")
+        .expect("r1 kept");
+    assert!(r1.tags.is_empty());
+    let items: Vec<(&str, ItemState, usize, bool, Option<&str>)> = r1
+        .items
+        .iter()
+        .map(|i| {
+            (
+                i.url.as_str(),
+                i.state,
+                i.origin_caches.len(),
+                i.verification.is_some(),
+                i.via_tag.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        items,
+        vec![
+            ("https://h/a.js", ItemState::Succeeded, 1, true, None),
+            ("https://h/b.js", ItemState::Pending, 1, false, None),
+        ]
+    );
+    assert!(
+        r1.items[1]
+            .waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("origin cache varnish-1")),
+        "{:?}",
+        r1.items[1].waiting
+    );
+    let registry = store.tag_registry_counts().await.expect("registry");
+    assert_eq!((registry.urls, registry.dropped), (0, 0));
+    store.close().await;
+}

@@ -146,14 +146,14 @@ pub async fn run(args: HistoryArgs) -> u8 {
         }
         return 0;
     }
-    // ORIGIN and EDGE are last: scripts that cut the first columns keep
-    // working.
+    // ORIGIN, EDGE and TAG are last: scripts that cut the first columns
+    // keep working.
     crate::outln!(
-        "RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR\tVIA\tPRELOAD\tORIGIN\tEDGE"
+        "RECEIVED\tSTATE\tATTEMPTS\tTASK_TRACK_ID\tURL\tERROR\tVIA\tPRELOAD\tORIGIN\tEDGE\tTAG"
     );
     for entry in &entries {
         crate::outln!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             entry.received_at,
             entry.state,
             entry.attempts,
@@ -163,7 +163,8 @@ pub async fn run(args: HistoryArgs) -> u8 {
             via(entry),
             preload(entry),
             printable(entry.origin_caches.as_deref().unwrap_or("-")),
-            entry.verification.as_deref().unwrap_or("-")
+            entry.verification.as_deref().unwrap_or("-"),
+            printable(entry.via_tag.as_deref().unwrap_or("-"))
         );
     }
     0

@@ -93,7 +93,10 @@ async fn tag(args: &TagArgs) -> Result<u8, (u8, String)> {
         dropped += answer["dropped"].as_u64().unwrap_or(0);
     }
     if !args.json {
-        let mut line = format!("{tagged} URLs tagged, {forgotten} forgotten");
+        let mut line = format!(
+            "{} tagged, {forgotten} forgotten",
+            super::follow::urls(tagged)
+        );
         if dropped > 0 {
             line.push_str(&format!(
                 "; {dropped} least recently seen dropped (tags.max_urls)"

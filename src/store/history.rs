@@ -64,6 +64,8 @@ pub struct HistoryEntry {
     /// Whether the edge serves the new content (`[verify]`): fresh,
     /// stale, unverifiable or pending; `None` where it was not verified.
     pub verification: Option<String>,
+    /// The tag the URL came from, when its request named tags (issue 35).
+    pub via_tag: Option<String>,
 }
 
 /// Newest first.
@@ -153,7 +155,11 @@ macro_rules! history_select {
               WHERE operation = 'purge'
                 AND v.item_id = (SELECT COALESCE(x.merged_into, x.id) FROM items x WHERE x.id = history.item_id))
             WHEN 1 THEN 'stale' WHEN 2 THEN 'unverifiable' WHEN 3 THEN 'pending' WHEN 4 THEN 'fresh'
-        END AS verification
+        END AS verification,
+        (SELECT ri.via_tag FROM request_items ri
+         WHERE operation = 'purge' AND ri.request_id = history.request_id
+           AND ri.item_id = history.item_id AND ri.via_tag IS NOT NULL
+         LIMIT 1) AS via_tag
  FROM history
  WHERE (CAST($1 AS TEXT) IS NULL
         OR (CASE WHEN CAST($1 AS TEXT) = 'merged' THEN state ELSE effective_state END) = CAST($1 AS TEXT))

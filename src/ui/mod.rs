@@ -166,6 +166,9 @@ pub fn status_page(
     if let Some(freshness) = &stats.freshness {
         main.push_str(&freshness_section(freshness));
     }
+    if stats.tags.urls > 0 || stats.tags.dropped > 0 {
+        main.push_str(&tags_section(&stats.tags));
+    }
     main.push_str(&charts_section(charts));
     main.push_str(&errors_section(&charts.errors));
     main.push_str(&cache_rules_section(policies));
@@ -345,6 +348,20 @@ fn origin_section(layers: &[crate::store::OriginLayerCounts]) -> String {
     }
     out.push_str("</tbody></table>\n</section>\n");
     out
+}
+
+/// The tag registry (issue 35): how many URLs a purge by tag can reach,
+/// and what the bound dropped.
+fn tags_section(tags: &crate::store::TagRegistryCounts) -> String {
+    let dropped = match tags.dropped {
+        0 => String::new(),
+        n => format!("; {n} least recently seen dropped to stay within <code>tags.max_urls</code>"),
+    };
+    format!(
+        "<section aria-labelledby=\"tags\"><h2 id=\"tags\">Tags</h2>\n<p>The tag registry knows \
+         the tags of {} URLs{dropped}.</p>\n</section>\n",
+        tags.urls
+    )
 }
 
 /// Verification at the edge: time from intent to fresh, and what is
@@ -727,6 +744,9 @@ pub fn request_page(request: &RequestStatus, read_only: bool, viewer: &Viewer) -
             .unwrap_or_default(),
         request.items.len(),
     );
+    if !request.tags.is_empty() {
+        main.push_str(&format!("<p>Tags: {}</p>\n", tags_line(&request.tags)));
+    }
     if !read_only {
         main.push_str(&action_buttons(request, &viewer.csrf));
     }
@@ -755,6 +775,19 @@ pub fn request_page(request: &RequestStatus, read_only: bool, viewer: &Viewer) -
     }
     main.push_str("</tbody></table>\n</section>\n");
     page(&format!("purgeq request {}", request.id), &main, viewer)
+}
+
+/// A request's tags with what each gave: `product-42 (12 URLs), ghost
+/// (not in the registry)`.
+fn tags_line(tags: &std::collections::BTreeMap<String, u64>) -> String {
+    tags.iter()
+        .map(|(tag, urls)| match urls {
+            0 => format!("<code>{}</code> (not in the registry)", escape(tag)),
+            1 => format!("<code>{}</code> (1 URL)", escape(tag)),
+            n => format!("<code>{}</code> ({n} URLs)", escape(tag)),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One URL's purges at the caches in front of its origin, a line each:
@@ -786,11 +819,17 @@ fn origin_cell(item: &ItemStatus) -> String {
 }
 
 fn item_row(item: &ItemStatus, layers: bool, verified: bool) -> String {
-    let via = match (&item.merged_into, &item.merge_reason) {
+    let mut via = match (&item.merged_into, &item.merge_reason) {
         (Some(into), Some(reason)) => format!("{} ({})", escape(into), escape(reason)),
         (Some(into), None) => escape(into),
         (None, _) => String::new(),
     };
+    if let Some(tag) = &item.via_tag {
+        if !via.is_empty() {
+            via.push_str("<br>");
+        }
+        via.push_str(&format!("tag <code>{}</code>", escape(tag)));
+    }
     let note = item
         .error
         .as_deref()
