@@ -883,3 +883,45 @@ async fn two_nodes_share_one_queue() {
     assert_eq!(b.state_counts().await.expect("counts").pending, 12);
     assert!(new >= 12, "{new}");
 }
+
+/// Issue 35 in a fleet: one registry in PostgreSQL. Two nodes feed it at
+/// once (the same URLs too), and either expands a tag to the same URLs;
+/// the registry's count agrees with its rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_share_one_tag_registry() {
+    use purgeq::store::{TagFeed, TagSource, Timestamp};
+    let Some(place) = Place::postgres("two_nodes_share_one_tag_registry").await else {
+        return;
+    };
+    let (a, b) = (place.open().await, place.open().await);
+    let mut tasks = Vec::new();
+    for round in 0..20usize {
+        for (node, offset) in [(&a, 0usize), (&b, 5)] {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move {
+                let feed = (offset..offset + 10)
+                    .map(|n| TagFeed {
+                        url: format!("http://e.com/p{n}"),
+                        tags: vec![format!("round-{}", round % 3), "all".to_owned()],
+                    })
+                    .collect();
+                let now = Timestamp::new(time::OffsetDateTime::now_utc());
+                node.feed_tags(feed, TagSource::Api, 1_000, now)
+                    .await
+                    .expect("feed")
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let all = vec!["all".to_owned()];
+    let from_a = a.urls_of_tags(&all, 100).await.expect("expand on a");
+    let from_b = b.urls_of_tags(&all, 100).await.expect("expand on b");
+    assert_eq!(from_a, from_b);
+    assert_eq!(from_a["all"].len(), 15, "p0..p14, each once");
+    let counts = b.tag_registry_counts().await.expect("counts");
+    assert_eq!((counts.urls, counts.dropped), (15, 0));
+    a.close().await;
+    b.close().await;
+}

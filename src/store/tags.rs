@@ -194,30 +194,37 @@ async fn store_feed(
     let mut new = 0i64;
     if !tagged.is_empty() {
         let list = json_list(&tagged)?;
-        let sql = conn.pick(
-            "SELECT count(*) FROM json_each($1) j CROSS JOIN tagged_urls u ON u.url = j.value",
-            "SELECT count(*) FROM json_array_elements_text($1::json) AS j (value)
-             JOIN tagged_urls u ON u.url = j.value",
-        );
-        let known: i64 = on_conn!(conn, c => sqlx::query_scalar(sql)
-            .bind(&list)
-            .fetch_one(c).await)?;
-        new = tagged.len() as i64 - known;
+        // How many of the URLs are new, for the registry's count. SQLite
+        // has one writer, so counting first is exact; on PostgreSQL two
+        // nodes may feed the same URLs at once, so the upsert itself says
+        // which rows it inserted (`xmax = 0`).
+        let known: Option<i64> = match conn.backend() {
+            super::db::Backend::Sqlite => Some(on_conn!(conn, c => sqlx::query_scalar(
+                "SELECT count(*) FROM json_each($1) j CROSS JOIN tagged_urls u ON u.url = j.value")
+                .bind(&list)
+                .fetch_one(c).await)?),
+            super::db::Backend::Postgres => None,
+        };
         let sql = conn.pick(
             "INSERT INTO tagged_urls (url, source, seen_at)
              SELECT value, $2, $3 FROM json_each($1) WHERE true
              ON CONFLICT (url) DO UPDATE SET source = excluded.source, seen_at = excluded.seen_at
-             RETURNING id, url",
+             RETURNING id, url, false",
             "INSERT INTO tagged_urls (url, source, seen_at)
              SELECT value, $2, $3 FROM json_array_elements_text($1::json) AS j (value)
              ON CONFLICT (url) DO UPDATE SET source = excluded.source, seen_at = excluded.seen_at
-             RETURNING id, url",
+             RETURNING id, url, (xmax = 0)",
         );
-        let ids: Vec<(i64, String)> = on_conn!(conn, c => sqlx::query_as(sql)
+        let rows: Vec<(i64, String, bool)> = on_conn!(conn, c => sqlx::query_as(sql)
             .bind(&list)
             .bind(source.as_str())
             .bind(now)
             .fetch_all(c).await)?;
+        new = match known {
+            Some(known) => tagged.len() as i64 - known,
+            None => rows.iter().filter(|(_, _, inserted)| *inserted).count() as i64,
+        };
+        let ids: Vec<(i64, String)> = rows.into_iter().map(|(id, url, _)| (id, url)).collect();
         let id_list: Vec<i64> = ids.iter().map(|(id, _)| *id).collect();
         let sql = conn.with_id_lists(
             "DELETE FROM url_tags WHERE url_id IN (SELECT value FROM json_each($1))",
