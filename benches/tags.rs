@@ -141,6 +141,9 @@ async fn main() {
         .expect("connect");
     let store = Store::open_postgres(&fleet).await.expect("open");
     run("postgres", store).await;
+    if std::env::var_os("PURGEQ_BENCH_KEEP").is_some() {
+        return;
+    }
     let _ = sqlx::raw_sql("DROP DATABASE IF EXISTS purgeq_bench_tags WITH (FORCE)")
         .execute(&mut admin)
         .await;

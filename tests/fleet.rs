@@ -870,3 +870,71 @@ async fn partitioned_and_killed_leaders_make_no_call_past_their_lease() {
     drop(nodes);
     db.drop_now().await;
 }
+
+/// Issue 35 in a fleet: one tag registry. Each node follows its own
+/// host's access log, the followers' too (the follower runs beside the
+/// pipeline, not in it); a tag fed on one node expands on any; the
+/// leader purges what a follower's purge by tag named.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_node_feeds_one_tag_registry() {
+    let Some(db) = TestDatabase::create("every_node_feeds_one_tag_registry").await else {
+        return;
+    };
+    let emulator = emulator(fast_knobs()).await;
+    let logs = tempfile::tempdir().expect("tmp");
+    let mut nodes = Vec::new();
+    for name in ["node-1", "node-2"] {
+        let log = logs.path().join(format!("{name}.log"));
+        nodes.push(
+            TestDaemon::start(&node_config(
+                &db,
+                name,
+                &emulator,
+                &format!("[tags]\naccess_log = \"{}\"\n", log.display()),
+            ))
+            .await,
+        );
+    }
+    let (leader, _) = one_leader(&[&nodes[0], &nodes[1]], Duration::from_secs(20)).await;
+    let follower = 1 - leader;
+    let url = |n: usize| format!("http://{}/fleet-tags/{n}.html", host(0));
+    // Each node's own log: lines for its own URLs.
+    for (index, name) in ["node-1", "node-2"].iter().enumerate() {
+        std::fs::write(
+            logs.path().join(format!("{name}.log")),
+            format!("200 {} shared-tag\n", url(index)),
+        )
+        .expect("write the log");
+    }
+    // A feed over the follower's API.
+    let (status, fed) = nodes[follower]
+        .post("/v1/tags", &json!({ "urls": { (url(2)): ["shared-tag"] } }))
+        .await;
+    assert_eq!(status, 200, "{fed}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, tagged) = nodes[leader].get("/v1/tags/shared-tag").await;
+        if tagged["urls"].as_array().map(Vec::len) == Some(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both logs and the feed, on the leader: {tagged}\n{}",
+            nodes[follower].logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, accepted) = nodes[follower]
+        .post("/v1/purges", &json!({ "tags": ["shared-tag"] }))
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["urls"], 3, "{accepted}");
+    let id = accepted["id"].as_str().expect("id");
+    let (_, request) = nodes[leader].get(&format!("/v1/purges/{id}?wait=60")).await;
+    assert_eq!(request["state"], "succeeded", "{request}");
+    let sent = purges(&emulator);
+    for n in 0..3 {
+        assert_eq!(sent.get(&url(n)), Some(&1), "{sent:?}");
+    }
+    emulator.shutdown().await;
+}

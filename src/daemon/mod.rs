@@ -28,6 +28,7 @@ mod heartbeat;
 mod leader;
 pub mod listeners;
 pub mod systemd;
+pub mod tag_log;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -356,8 +357,9 @@ impl Daemon {
     }
 }
 
-/// The tasks beside serving and sending: the cache-policy refresher,
-/// retention, and the systemd heartbeat when systemd listens (`report`).
+/// The tasks beside serving and sending, on every node: the cache-policy
+/// refresher, retention, the access-log follower of the tag registry, and
+/// the systemd heartbeat when systemd listens (`report`).
 fn spawn_background(
     refresher: cache_rules::Refresher,
     clock: crate::clock::SharedClock,
@@ -374,6 +376,12 @@ fn spawn_background(
     if let Some(report) = report {
         background.push(tokio::spawn(heartbeat::run(store, report, stop.clone())));
     }
+    background.push(tokio::spawn(tag_log::run(
+        refresher.store.clone(),
+        refresher.settings.clone(),
+        refresher.clock.clone(),
+        stop.clone(),
+    )));
     background.push(tokio::spawn(cache_rules::run(refresher, stop.clone())));
     background
 }

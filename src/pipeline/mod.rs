@@ -13,7 +13,6 @@ mod call_log;
 pub mod gate;
 mod origin;
 mod sender;
-pub mod tag_log;
 mod tracker;
 mod verify;
 
@@ -480,7 +479,6 @@ impl Pipeline {
         tasks.spawn(tracker::run(shared.clone()));
         tasks.spawn(origin::run(shared.clone()));
         tasks.spawn(verify::run(shared.clone()));
-        tasks.spawn(tag_log::run(shared.clone()));
         tasks.spawn(call_log::run(shared.clone()));
         Ok(Pipeline { shared, tasks })
     }

@@ -26,6 +26,7 @@ use super::reads::{
     BACKLOG_BY_ENDPOINT, OLDEST_PENDING, OPEN_STATE_COUNTS, PENDING_BY_KIND, REQUEST_SUMMARIES,
     REQUEST_URLS,
 };
+use super::tags::EXPAND_TAG;
 use super::verifications::{STALE_NOW, SUCCEEDED_UNVERIFIED};
 use crate::config::StoreSettings;
 
@@ -123,6 +124,9 @@ const READS: &[(&str, &str, Bound, &[&str])] = &[
         &[],
     ),
     ("stale now", STALE_NOW, Bound::History, &[]),
+    // A purge by tag expands at the door (issue 35): one range of the
+    // tag's key, each URL by id.
+    ("expand a tag", EXPAND_TAG, Bound::History, &[]),
 ];
 
 /// Why a plan's step may walk the whole history, if it may.

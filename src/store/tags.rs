@@ -90,23 +90,24 @@ impl Store {
         tags: &[String],
         limit: usize,
     ) -> Result<BTreeMap<String, Vec<String>>, StoreError> {
-        let sql = self.reader.backend().pick(
-            "SELECT t.tag, u.url FROM json_each($1) j
-             CROSS JOIN url_tags t ON t.tag = j.value
-             JOIN tagged_urls u ON u.id = t.url_id
-             ORDER BY t.tag, u.id LIMIT $2",
-            "SELECT t.tag, u.url FROM json_array_elements_text($1::json) AS j (value)
-             JOIN url_tags t ON t.tag = j.value
-             JOIN tagged_urls u ON u.id = t.url_id
-             ORDER BY t.tag, u.id LIMIT $2",
-        );
-        let rows: Vec<(String, String)> = on_pool!(&self.reader, c => sqlx::query_as(sql)
-            .bind(json_list(tags)?)
-            .bind(limit as i64)
-            .fetch_all(c).await)?;
+        // One index range per tag, in the key's order, each URL a probe by
+        // id: a scalar subquery is never turned into a join, so neither
+        // database walks the registry (a join let PostgreSQL hash-join
+        // all of `tagged_urls`: 60 ms for a tag of one URL in 210,000).
         let mut found: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (tag, url) in rows {
-            found.entry(tag).or_default().push(url);
+        let mut left = limit;
+        for tag in tags {
+            if left == 0 || found.contains_key(tag) {
+                continue;
+            }
+            let urls: Vec<String> = on_pool!(&self.reader, c => sqlx::query_scalar(EXPAND_TAG)
+                .bind(tag)
+                .bind(left as i64)
+                .fetch_all(c).await)?;
+            left -= urls.len();
+            if !urls.is_empty() {
+                found.insert(tag.clone(), urls);
+            }
         }
         Ok(found)
     }
@@ -161,6 +162,10 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 }
+
+/// A tag's URLs, `$2` at most, in the order they were first tagged.
+pub(super) const EXPAND_TAG: &str = "SELECT (SELECT u.url FROM tagged_urls u WHERE u.id = t.url_id)
+     FROM url_tags t WHERE t.tag = $1 ORDER BY t.url_id LIMIT $2";
 
 /// The feed's statements (see [`Store::feed_tags`]).
 async fn store_feed(

@@ -1,8 +1,8 @@
 //! Learning tags from the origin's access log (issue 35, `[tags]
 //! access_log`): the file is followed as `tail -F` follows it, and each
 //! line that names tags (`crate::tags::parse_log_line`) feeds the tag
-//! registry. Runs on every node, leader or not: each host has its own
-//! log, and the registry is the fleet's.
+//! registry. Runs on every node, leader or not (beside the pipeline, not
+//! in it): each host has its own log, and the registry is the fleet's.
 //!
 //! [`Follower`] is the file side alone, so the rotation and truncation
 //! rules are tested on real files without a daemon.
@@ -14,8 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Shared;
-use crate::store::{TagFeed, TagSource, Timestamp};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::store::{Store, TagFeed, TagSource, Timestamp};
 use crate::tags::{LogLine, parse_log_line};
 use crate::target::Requested;
 
@@ -136,10 +140,15 @@ fn split(partial: &mut Vec<u8>, overlong: &mut u64, chunk: &[u8], lines: &mut Ve
 
 /// Follows `tags.access_log` while it is configured (a reload may set,
 /// change or clear it).
-pub(super) async fn run(shared: Arc<Shared>) {
+pub(super) async fn run(
+    store: Store,
+    settings: watch::Receiver<Arc<Settings>>,
+    clock: SharedClock,
+    stop: CancellationToken,
+) {
     let mut follower: Option<Follower> = None;
     loop {
-        let settings = shared.settings();
+        let settings = settings.borrow().clone();
         match &settings.tags.access_log {
             None => follower = None,
             Some(path) => {
@@ -156,7 +165,9 @@ pub(super) async fn run(shared: Arc<Shared>) {
                     .unwrap_or_else(|_| (Follower::new(path.clone()), Ok(Vec::new())));
                     follower = Some(back);
                     match lines {
-                        Ok(lines) if !lines.is_empty() => learn(&shared, &lines).await,
+                        Ok(lines) if !lines.is_empty() => {
+                            learn(&store, &settings, &clock, &stop, &lines).await
+                        }
                         Ok(_) => {}
                         Err(error) => tracing::warn!(
                             %error, path = %path.display(), "cannot read the access log"
@@ -166,7 +177,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             }
         }
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = stop.cancelled() => return,
             _ = tokio::time::sleep(POLL) => {}
         }
     }
@@ -174,8 +185,13 @@ pub(super) async fn run(shared: Arc<Shared>) {
 
 /// Feeds the registry with what `lines` name; a line that cannot be read
 /// (or names a URL no endpoint serves) is counted and skipped.
-async fn learn(shared: &Arc<Shared>, lines: &[String]) {
-    let settings = shared.settings();
+async fn learn(
+    store: &Store,
+    settings: &Settings,
+    clock: &SharedClock,
+    stop: &CancellationToken,
+    lines: &[String],
+) {
     let (mut nothing, mut bad) = (0u64, 0u64);
     let mut feed = Vec::new();
     for line in lines {
@@ -209,13 +225,12 @@ async fn learn(shared: &Arc<Shared>, lines: &[String]) {
         // The registry is written until it takes the chunk: a line read
         // is not read again, so giving up would lose what it taught.
         loop {
-            match shared
-                .store
+            match store
                 .feed_tags(
                     chunk.to_vec(),
                     TagSource::AccessLog,
                     settings.tags.max_urls,
-                    Timestamp::new(shared.now()),
+                    Timestamp::new(clock.now_utc()),
                 )
                 .await
             {
@@ -226,7 +241,7 @@ async fn learn(shared: &Arc<Shared>, lines: &[String]) {
                 Err(error) => {
                     tracing::warn!(%error, "cannot record the tags of the access log; trying again");
                     tokio::select! {
-                        _ = shared.shutdown.cancelled() => return,
+                        _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
