@@ -474,8 +474,40 @@ async fn origin_caches_hold_items_until_every_layer_is_done(place: Place) {
         .expect("readiness");
     assert_eq!((ready.eligible, ready.earliest_not_before), (0, None));
 
+    // Intake stored them held; the origin stage writes their layers'
+    // rows (here by hand: a behind both layers, b behind varnish).
+    let held = store.unstarted_held_items(0, 100).await.expect("held");
+    assert_eq!(held.len(), 2, "{held:?}");
+    let rows: Vec<(i64, String)> = held
+        .iter()
+        .flat_map(|(id, url)| {
+            let layers: &[&str] = if url == a {
+                &["varnish", "nginx"]
+            } else {
+                &["varnish"]
+            };
+            layers
+                .iter()
+                .map(|l| (*id, l.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let ids = held.iter().map(|(id, _)| *id).collect();
+    let released = store
+        .start_held_items(rows, ids, later(0))
+        .await
+        .expect("start");
+    assert_eq!(released, 0, "both wait for their layers");
+    assert!(
+        store
+            .unstarted_held_items(0, 100)
+            .await
+            .expect("held")
+            .is_empty()
+    );
+
     let due = store
-        .origin_purges_due(later(1), 100, &[])
+        .origin_purges_due(later(1), 100, &["varnish".to_owned(), "nginx".to_owned()])
         .await
         .expect("due");
     assert_eq!(due.len(), 3, "{due:?}");
@@ -544,7 +576,7 @@ async fn origin_caches_hold_items_until_every_layer_is_done(place: Place) {
         .expect("readiness");
     assert_eq!(ready.eligible, 0, "the promoted directory is held");
     let due = store
-        .origin_purges_due(later(120), 100, &[])
+        .origin_purges_due(later(120), 100, &["varnish".to_owned(), "nginx".to_owned()])
         .await
         .expect("due");
     let mut directory: Vec<(&str, &str)> = due

@@ -500,7 +500,10 @@ async fn a_sixth_schema_database_upgrades_to_cache_rules_in_place() {
     .fetch_one(&mut conn)
     .await
     .expect("indexes");
-    assert_eq!(indexes, 9, "every index of items, and the expiry one");
+    assert_eq!(
+        indexes, 10,
+        "every index of items, the expiry one, and the held one of 0012"
+    );
     sqlx::query("UPDATE items SET state = 'expired' WHERE id = 3")
         .execute(&mut conn)
         .await

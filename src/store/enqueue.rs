@@ -185,8 +185,13 @@ async fn record_tags(conn: &mut Conn<'_>, requests: &[Arc<NewRequest>]) -> Resul
 }
 
 /// The item each URL of the requests being stored is linked to, by
-/// (index of the request, position in it).
-pub(super) type Links = HashMap<(usize, usize), i64>;
+/// (index of the request, position in it), and the items this group
+/// inserted held, whose layers' rows the origin stage writes.
+#[derive(Debug, Default)]
+pub(super) struct Links {
+    pub items: HashMap<(usize, usize), i64>,
+    pub fresh: HashSet<i64>,
+}
 
 /// A request's directories, one at a time (rare, and each may absorb
 /// other items): a directory under a pending one links to it; a new one
@@ -211,7 +216,7 @@ async fn enqueue_directories(
         if let Some(id) = covering_directory(conn, directory).await? {
             link(conn, request.id.as_str(), id, position, Some(directory)).await?;
             if let Some(links) = links.as_deref_mut() {
-                links.insert((index, position), id);
+                links.items.insert((index, position), id);
             }
             continue;
         }
@@ -223,7 +228,7 @@ async fn enqueue_directories(
         }
         link(conn, request.id.as_str(), id, position, None).await?;
         if let Some(links) = links.as_deref_mut() {
-            links.insert((index, position), id);
+            links.items.insert((index, position), id);
         }
     }
     Ok(new)
@@ -243,7 +248,9 @@ async fn enqueue_files(
     let mut remaining = Vec::with_capacity(files.len());
     for (index, file) in files.iter().enumerate() {
         if let (Some(links), Some(directory_id)) = (links.as_deref_mut(), covered.get(&index)) {
-            links.insert((file.request, file.position), *directory_id);
+            links
+                .items
+                .insert((file.request, file.position), *directory_id);
         }
         match covered.get(&index) {
             Some(directory_id) => covered_links.push((
@@ -318,7 +325,24 @@ async fn enqueue_files(
             .collect();
         for (request, item, position) in linked {
             if let Some(request) = index.get(request.as_str()) {
-                links.insert((*request, position as usize), item);
+                links.items.insert((*request, position as usize), item);
+            }
+        }
+        // Items this group inserted held: their layers' rows are the
+        // origin stage's to write. Not when a request of the group skips
+        // a layer: its rows (skipped ones among them) go in here, whole.
+        if requests.iter().all(|r| r.skip_origin_caches.is_empty()) {
+            let inserted: HashSet<(&str, &str)> = inserted
+                .iter()
+                .map(|(endpoint, url)| (endpoint.as_str(), url.as_str()))
+                .collect();
+            for file in &remaining {
+                let key = (file.target.endpoint_id.as_str(), file.target.url.as_str());
+                if inserted.contains(&key)
+                    && let Some(item) = links.items.get(&(file.request, file.position))
+                {
+                    links.fresh.insert(*item);
+                }
             }
         }
     }

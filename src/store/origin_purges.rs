@@ -84,7 +84,22 @@ struct DueRow {
     url: String,
     endpoint_id: String,
     item_state: String,
+    not_before: String,
 }
+
+/// One layer's due purges, oldest first (`$1` layer, `$2` now, `$3`
+/// limit): a range of `origin_purges_due_by_layer`.
+pub(super) const DUE_AT_LAYER: &str =
+    "SELECT o.id, o.item_id, o.layer, o.attempts, i.kind, i.url, i.endpoint_id,
+            i.state AS item_state, o.not_before
+     FROM origin_purges o JOIN items i ON i.id = o.item_id
+     WHERE o.state = 'pending' AND o.layer = $1 AND o.not_before <= $2
+     ORDER BY o.not_before, o.id LIMIT $3";
+
+/// When one layer's next purge is due: the first entry of its range.
+pub(super) const NEXT_AT_LAYER: &str =
+    "SELECT not_before FROM origin_purges WHERE state = 'pending' AND layer = $1
+     ORDER BY not_before LIMIT 1";
 
 /// How a layer's purge of one URL ended this time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +140,12 @@ pub struct OriginLayerCounts {
 /// Walking each request's links by position instead cost a statement per
 /// request and halved single-URL intake (measured by
 /// `PURGEQ_BENCH_ORIGIN_CACHES=2 cargo bench --bench ingest`).
+///
+/// Items this group inserted (`links.fresh`, already held) get no rows
+/// here: writing a row per layer and URL in the statements that accept
+/// them held batch intake with two layers at 0.56 of the rate without;
+/// the origin stage writes them ([`Store::start_held_items`]). A URL
+/// already pending (its layers may be done) is started again here.
 pub(super) async fn hold_for_origin(
     conn: &mut Conn<'_>,
     requests: &[Arc<NewRequest>],
@@ -135,9 +156,14 @@ pub(super) async fn hold_for_origin(
     let mut skip: Vec<(i64, &str, &str)> = Vec::new();
     for (index, request) in requests.iter().enumerate() {
         for (position, layer) in &request.origin_purges {
-            let Some(item) = links.get(&(index, *position)) else {
+            let Some(item) = links.items.get(&(index, *position)) else {
                 continue;
             };
+            if links.fresh.contains(item) {
+                // Inserted held just now: the origin stage writes its rows
+                // (see `Store::start_held_items`).
+                continue;
+            }
             match request.skip_origin_caches.contains(layer) {
                 true => skip.push((*item, layer.as_str(), request.id.as_str())),
                 false => purge.push((*item, layer.as_str())),
@@ -210,6 +236,15 @@ pub(super) const START_LAYERS: &str =
          not_before = excluded.not_before, last_error = NULL, answer = NULL,
          done_at = NULL, updated_at = excluded.updated_at";
 
+/// Held items whose layers' rows are not written yet (inserted held by
+/// intake), after the id `$1`, oldest first, `$2` at most: a range of
+/// `items_held`. The literal is the index's own condition (a parameter
+/// would not match it).
+pub(super) const UNSTARTED_HELD: &str = "SELECT i.id, i.url FROM items i
+     WHERE i.state = 'pending' AND i.not_before = '9999-12-31T23:59:59.999Z' AND i.id > $1
+       AND NOT EXISTS (SELECT 1 FROM origin_purges o WHERE o.item_id = i.id)
+     ORDER BY i.id LIMIT $2";
+
 /// The held items of `$1` (ids) that a layer has yet to purge: held.
 pub(super) const HOLD_ITEMS: &str = "UPDATE items SET not_before = $2, updated_at = $3
          WHERE id IN (SELECT value FROM json_each($1))
@@ -279,38 +314,82 @@ pub(super) async fn inherit(
 }
 
 impl Store {
-    /// Layer purges due at `now`, oldest first, at most `limit`.
+    /// Held items (after the id `after`) whose layers' rows intake left
+    /// to the origin stage: `(id, url)`, oldest first, `limit` at most.
+    pub async fn unstarted_held_items(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        Ok(on_pool!(&self.reader, c => sqlx::query_as(UNSTARTED_HELD)
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(c).await)?)
+    }
+
+    /// Writes the layers' rows of held items (`(item, layer)`, pending;
+    /// rows already there are left as they are), and releases the items
+    /// of `items` that no layer holds (no layer in front of their host);
+    /// returns how many were released.
+    pub async fn start_held_items(
+        &self,
+        rows: Vec<(i64, String)>,
+        items: Vec<i64>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let (rows, items) = (Arc::new(rows), Arc::new(items));
+        self.write(move |conn| {
+            let (rows, items) = (rows.clone(), items.clone());
+            Box::pin(async move {
+                if !rows.is_empty() {
+                    let sql = conn.pick(
+                        "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
+                         SELECT p.value ->> 0, p.value ->> 1, 'pending', $2, $2, $2
+                         FROM json_each($1) p
+                         CROSS JOIN items i ON i.id = p.value ->> 0 AND i.state || '' = 'pending'
+                         WHERE true
+                         ON CONFLICT (item_id, layer) DO NOTHING",
+                        "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
+                         SELECT (p.value ->> 0)::bigint, p.value ->> 1, 'pending', $2, $2, $2
+                         FROM json_array_elements($1::json) AS p (value)
+                         JOIN items i ON i.id = (p.value ->> 0)::bigint AND i.state = 'pending'
+                         ON CONFLICT (item_id, layer) DO NOTHING",
+                    );
+                    on_conn!(conn, c => sqlx::query(sql)
+                        .bind(json_list(&rows)?)
+                        .bind(now)
+                        .execute(c).await.map(|r| r.rows_affected()))?;
+                }
+                release(conn, &json_list(&items)?, now).await
+            })
+        })
+        .await
+    }
+
+    /// Layer purges due at `now` at each of `layers`, oldest first, at
+    /// most `limit`.
     ///
-    /// `down` names layers known to be unreachable now: their rows are
-    /// left as they are (not read, not retried one by one) until the
-    /// stage tries the layer again.
+    /// One index range per layer (`origin_purges_due_by_layer`): a layer
+    /// left out (down now, see the origin stage) is not read at all, so
+    /// its backlog costs nothing until it is tried again.
     pub async fn origin_purges_due(
         &self,
         now: Timestamp,
         limit: usize,
-        down: &[String],
+        layers: &[String],
     ) -> Result<Vec<DuePurge>, StoreError> {
-        let down = json_list(down)?;
-        let sql = self.reader.backend().pick(
-            "SELECT o.id, o.item_id, o.layer, o.attempts, i.kind, i.url, i.endpoint_id,
-                    i.state AS item_state
-             FROM origin_purges o JOIN items i ON i.id = o.item_id
-             WHERE o.state = 'pending' AND o.not_before <= $1
-               AND o.layer NOT IN (SELECT value FROM json_each($3))
-             ORDER BY o.not_before, o.id LIMIT $2",
-            "SELECT o.id, o.item_id, o.layer, o.attempts, i.kind, i.url, i.endpoint_id,
-                    i.state AS item_state
-             FROM origin_purges o JOIN items i ON i.id = o.item_id
-             WHERE o.state = 'pending' AND o.not_before <= $1
-               AND o.layer NOT IN (SELECT value FROM json_array_elements_text($3::json))
-             ORDER BY o.not_before, o.id LIMIT $2",
-        );
-        let rows: Vec<DueRow> = on_pool!(&self.reader, c => sqlx::query_as(sql)
-        .bind(now)
-        .bind(limit as i64)
-        .bind(&down)
-        .fetch_all(c).await)?;
-        Ok(rows
+        let mut due = Vec::new();
+        for layer in layers {
+            let rows: Vec<DueRow> = on_pool!(&self.reader, c => sqlx::query_as(DUE_AT_LAYER)
+                .bind(layer)
+                .bind(now)
+                .bind(limit as i64)
+                .fetch_all(c).await)?;
+            due.extend(rows);
+        }
+        due.sort_by(|a, b| (&a.not_before, a.id).cmp(&(&b.not_before, b.id)));
+        due.truncate(limit);
+        Ok(due
             .into_iter()
             .map(|row| DuePurge {
                 id: row.id,
@@ -325,24 +404,63 @@ impl Store {
             .collect())
     }
 
-    /// When the next layer purge is due (`None`: none pending).
-    /// (`down`: as [`Store::origin_purges_due`]).
+    /// When the next layer purge at one of `layers` is due (`None`: none
+    /// pending there).
     pub async fn next_origin_purge(
         &self,
-        down: &[String],
+        layers: &[String],
     ) -> Result<Option<Timestamp>, StoreError> {
-        let down = json_list(down)?;
+        let mut next: Option<Timestamp> = None;
+        for layer in layers {
+            let at: Option<Timestamp> = on_pool!(&self.reader, c => sqlx::query_scalar(NEXT_AT_LAYER)
+                .bind(layer)
+                .fetch_optional(c).await)?;
+            next = match (next, at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        Ok(next)
+    }
+
+    /// Pending layer purges of layers no longer configured, at most
+    /// `limit`: the stage closes them (a walk of the pending rows, so it
+    /// runs now and then, not on every wake).
+    pub async fn orphaned_origin_purges(
+        &self,
+        configured: &[String],
+        limit: usize,
+    ) -> Result<Vec<DuePurge>, StoreError> {
         let sql = self.reader.backend().pick(
-            "SELECT not_before FROM origin_purges WHERE state = 'pending'
-               AND layer NOT IN (SELECT value FROM json_each($1))
-             ORDER BY not_before LIMIT 1",
-            "SELECT not_before FROM origin_purges WHERE state = 'pending'
-               AND layer NOT IN (SELECT value FROM json_array_elements_text($1::json))
-             ORDER BY not_before LIMIT 1",
+            "SELECT o.id, o.item_id, o.layer, o.attempts, i.kind, i.url, i.endpoint_id,
+                    i.state AS item_state, o.not_before
+             FROM origin_purges o JOIN items i ON i.id = o.item_id
+             WHERE o.state = 'pending' AND o.layer NOT IN (SELECT value FROM json_each($1))
+             LIMIT $2",
+            "SELECT o.id, o.item_id, o.layer, o.attempts, i.kind, i.url, i.endpoint_id,
+                    i.state AS item_state, o.not_before
+             FROM origin_purges o JOIN items i ON i.id = o.item_id
+             WHERE o.state = 'pending'
+               AND o.layer NOT IN (SELECT value FROM json_array_elements_text($1::json))
+             LIMIT $2",
         );
-        Ok(on_pool!(&self.reader, c => sqlx::query_scalar(sql)
-        .bind(&down)
-        .fetch_optional(c).await)?)
+        let rows: Vec<DueRow> = on_pool!(&self.reader, c => sqlx::query_as(sql)
+            .bind(json_list(configured)?)
+            .bind(limit as i64)
+            .fetch_all(c).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| DuePurge {
+                id: row.id,
+                item_id: ItemId(row.item_id),
+                layer: row.layer,
+                attempts: row.attempts,
+                kind: Kind::parse(&row.kind).unwrap_or(Kind::File),
+                url: row.url,
+                endpoint_id: row.endpoint_id,
+                item_state: row.item_state,
+            })
+            .collect())
     }
 
     /// The files purgeq knows under a directory item (merged or promoted

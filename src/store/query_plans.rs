@@ -20,7 +20,9 @@ use super::Store;
 use super::charts::{
     CALLS_BY_OUTCOME, QUOTA_THROUGH_THE_DAY, RECENT_ERRORS, URLS_ENQUEUED, URLS_PURGED,
 };
-use super::origin_purges::{HOLD_ITEMS, RELEASE_ITEMS, START_LAYERS};
+use super::origin_purges::{
+    DUE_AT_LAYER, HOLD_ITEMS, NEXT_AT_LAYER, RELEASE_ITEMS, START_LAYERS, UNSTARTED_HELD,
+};
 use super::preloads::{OPEN_PRELOAD_COUNTS, WAITING_PRELOADS};
 use super::reads::{
     BACKLOG_BY_ENDPOINT, OLDEST_PENDING, OPEN_STATE_COUNTS, PENDING_BY_KIND, REQUEST_SUMMARIES,
@@ -124,6 +126,21 @@ const READS: &[(&str, &str, Bound, &[&str])] = &[
         &[],
     ),
     ("stale now", STALE_NOW, Bound::History, &[]),
+    // The origin stage, on each wake (each intake): one layer's range,
+    // never the other layers' backlog (issue 34).
+    (
+        "origin purges due at a layer",
+        DUE_AT_LAYER,
+        Bound::Backlog,
+        &[],
+    ),
+    (
+        "next origin purge at a layer",
+        NEXT_AT_LAYER,
+        Bound::Backlog,
+        &[],
+    ),
+    ("held items to start", UNSTARTED_HELD, Bound::Backlog, &[]),
     // A purge by tag expands at the door (issue 35): one range of the
     // tag's key, each URL by id.
     ("expand a tag", EXPAND_TAG, Bound::History, &[]),
