@@ -938,3 +938,56 @@ async fn every_node_feeds_one_tag_registry() {
     }
     emulator.shutdown().await;
 }
+
+/// Issue 34 in a fleet: the origin caches are the fleet's. A URL posted
+/// to a follower is purged at the layer by the leader, then at the CDN;
+/// the follower never asks the layer.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_leader_purges_the_origin_caches_before_the_cdn() {
+    let Some(db) = TestDatabase::create("the_leader_purges_the_origin_caches_before_the_cdn").await
+    else {
+        return;
+    };
+    let emulator = emulator(fast_knobs()).await;
+    let recorder = caches::PurgeRecorder::start().await;
+    let layer = format!(
+        "[batch]\nlinger = \"100ms\"\n[[origin_cache]]\nname = \"site\"\nkind = \"http\"\n\
+         url = \"http://{}\"\n",
+        recorder.addr
+    );
+    let mut nodes = Vec::new();
+    for name in ["node-1", "node-2"] {
+        nodes.push(TestDaemon::start(&node_config(&db, name, &emulator, &layer)).await);
+    }
+    let (leader, _) = one_leader(&[&nodes[0], &nodes[1]], Duration::from_secs(20)).await;
+    let follower = 1 - leader;
+    let urls: Vec<String> = (0..10)
+        .map(|n| format!("http://{}/fleet-layer/{n}.css", host(0)))
+        .collect();
+    let id = post(&nodes[follower], &urls).await;
+    let (_, request) = nodes[leader].get(&format!("/v1/purges/{id}?wait=60")).await;
+    assert_eq!(request["state"], "succeeded", "{request}");
+    let seen = recorder.seen();
+    let journal = emulator.journal();
+    for url in &urls {
+        let path = url.trim_start_matches(&format!("http://{}", host(0)));
+        let purged = seen
+            .iter()
+            .filter(|(method, _, p, _)| method == "PURGE" && p == path)
+            .map(|(.., at)| *at)
+            .collect::<Vec<_>>();
+        assert_eq!(purged.len(), 1, "{path} once at the layer: {seen:?}");
+        let at_cdn = journal
+            .iter()
+            .find(|e| e.files.contains(url))
+            .map(|e| {
+                journal_time(&e.at)
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("after 1970")
+                    .as_secs_f64()
+            })
+            .expect("at the CDN");
+        assert!(purged[0] <= at_cdn, "{url}: layer after the CDN");
+    }
+    emulator.shutdown().await;
+}

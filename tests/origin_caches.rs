@@ -389,3 +389,62 @@ fn the_readme_example_checks() {
         "{out}"
     );
 }
+
+/// The `http` kind, with a site's own purge endpoint (a recorder): each
+/// file is sent `PURGE /path?query` with its `Host`, a directory as the
+/// files purgeq knows under it, every one before the CDN's call.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http_layer_gets_a_purge_per_file_before_the_cdn() {
+    let emulator = emulator(fast_knobs()).await;
+    let recorder = caches::PurgeRecorder::start().await;
+    let daemon = TestDaemon::start(&config(
+        &emulator,
+        &layer("site", "http", recorder.addr.port()),
+    ))
+    .await;
+    let files: Vec<String> = (0..20)
+        .map(|n| format!("http://{HOST}/http-kind/{n}.js?v={n}"))
+        .collect();
+    // A directory asked for while files under it are pending: they are
+    // what the layer is sent for it.
+    let (status, first) = daemon.post("/v1/purges", &json!({ "files": files })).await;
+    assert_eq!(status, 202, "{first}");
+    let directory = format!("http://{HOST}/http-kind/");
+    let (status, second) = daemon
+        .post("/v1/purges", &json!({ "directories": [directory] }))
+        .await;
+    assert_eq!(status, 202, "{second}");
+    for accepted in [&first, &second] {
+        let id = accepted["id"].as_str().expect("id");
+        let (_, request) = daemon.get(&format!("/v1/purges/{id}?wait=60")).await;
+        assert_eq!(
+            request["state"],
+            "succeeded",
+            "{request}\n{}",
+            daemon.logs()
+        );
+    }
+    let seen = recorder.seen();
+    let cdn = cdn_times(&emulator);
+    for (n, url) in files.iter().enumerate() {
+        let path = format!("/http-kind/{n}.js?v={n}");
+        let purge = seen
+            .iter()
+            .find(|(method, host, p, _)| method == "PURGE" && host == HOST && *p == path)
+            .unwrap_or_else(|| panic!("no PURGE {path} at the layer: {seen:?}"));
+        let at_cdn = cdn
+            .get(url)
+            .or_else(|| cdn.get(&directory))
+            .unwrap_or_else(|| panic!("{url} never reached the CDN"));
+        assert!(
+            purge.3 <= *at_cdn,
+            "{path}: layer {} after CDN {at_cdn}",
+            purge.3
+        );
+    }
+    assert!(
+        seen.iter().all(|(method, ..)| method == "PURGE"),
+        "only PURGE: {seen:?}"
+    );
+    emulator.shutdown().await;
+}

@@ -419,3 +419,69 @@ impl Drop for Nginx {
         kill(&mut self.child);
     }
 }
+
+/// A cache of kind `http` that only records: every request it receives
+/// (method, `Host`, path and query, when), answered 200. Stands for a
+/// site's own purge endpoint (issue 34's `http` kind).
+pub struct PurgeRecorder {
+    pub addr: SocketAddr,
+    seen: Arc<std::sync::Mutex<Vec<(String, String, String, f64)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PurgeRecorder {
+    pub async fn start() -> PurgeRecorder {
+        let seen: Arc<std::sync::Mutex<Vec<(String, String, String, f64)>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the recorder");
+        let addr = listener.local_addr().expect("addr");
+        let app = {
+            let seen = seen.clone();
+            axum::Router::new().fallback(
+                move |method: axum::http::Method,
+                      headers: axum::http::HeaderMap,
+                      uri: axum::http::Uri| {
+                    let seen = seen.clone();
+                    async move {
+                        let at = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs_f64())
+                            .unwrap_or_default();
+                        let host = headers
+                            .get(axum::http::header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let path = uri
+                            .path_and_query()
+                            .map(|p| p.as_str().to_owned())
+                            .unwrap_or_default();
+                        seen.lock().unwrap_or_else(|p| p.into_inner()).push((
+                            method.to_string(),
+                            host,
+                            path,
+                            at,
+                        ));
+                        "purged"
+                    }
+                },
+            )
+        };
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        PurgeRecorder { addr, seen, task }
+    }
+
+    /// What was received: (method, host, path?query, seconds since 1970).
+    pub fn seen(&self) -> Vec<(String, String, String, f64)> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for PurgeRecorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
