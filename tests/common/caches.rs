@@ -420,18 +420,22 @@ impl Drop for Nginx {
     }
 }
 
+/// What a [`PurgeRecorder`] received: (method, host, path?query, seconds
+/// since 1970).
+pub type Received = Vec<(String, String, String, f64)>;
+
 /// A cache of kind `http` that only records: every request it receives
 /// (method, `Host`, path and query, when), answered 200. Stands for a
 /// site's own purge endpoint (issue 34's `http` kind).
 pub struct PurgeRecorder {
     pub addr: SocketAddr,
-    seen: Arc<std::sync::Mutex<Vec<(String, String, String, f64)>>>,
+    seen: Arc<std::sync::Mutex<Received>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl PurgeRecorder {
     pub async fn start() -> PurgeRecorder {
-        let seen: Arc<std::sync::Mutex<Vec<(String, String, String, f64)>>> = Arc::default();
+        let seen: Arc<std::sync::Mutex<Received>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the recorder");
@@ -475,7 +479,7 @@ impl PurgeRecorder {
     }
 
     /// What was received: (method, host, path?query, seconds since 1970).
-    pub fn seen(&self) -> Vec<(String, String, String, f64)> {
+    pub fn seen(&self) -> Received {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
