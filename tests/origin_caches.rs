@@ -214,15 +214,7 @@ async fn a_layer_that_is_down_holds_the_cdn_back_until_it_returns() {
             .contains("origin:    varnish-1: 2 URLs to purge before their CDN purge; 2 failing"),
         "{status_text}"
     );
-    let metrics = daemon
-        .client()
-        .get("http://localhost/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = daemon.metrics().await;
     assert!(
         metrics.contains("purgeq_origin_pending{layer=\"varnish-1\"} 2"),
         "{metrics}"

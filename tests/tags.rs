@@ -268,15 +268,7 @@ async fn the_registry_drops_the_least_recently_seen_past_its_bound() {
     assert!(old.contains(&url(0)), "the URL seen again stays");
     assert!(!old.contains(&url(1)), "the least recently seen went first");
     assert_eq!(urls_of(&daemon, "new").await.len(), 50);
-    let metrics = daemon
-        .client()
-        .get("http://localhost/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = daemon.metrics().await;
     assert!(
         metrics.contains("purgeq_tag_registry_urls 100"),
         "{metrics}"
@@ -346,15 +338,7 @@ async fn tags_are_learned_from_the_access_log_across_rotation() {
     })
     .await;
     assert_eq!(urls_of(&daemon, "log-1").await.len(), 15);
-    let metrics = daemon
-        .client()
-        .get("http://localhost/metrics")
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = daemon.metrics().await;
     assert!(
         metrics.contains("purgeq_tag_log_lines_total{result=\"bad\"} 2"),
         "two bad lines: {metrics}"

@@ -87,6 +87,21 @@ struct DueRow {
     not_before: String,
 }
 
+impl From<DueRow> for DuePurge {
+    fn from(row: DueRow) -> DuePurge {
+        DuePurge {
+            id: row.id,
+            item_id: ItemId(row.item_id),
+            layer: row.layer,
+            attempts: row.attempts,
+            kind: Kind::parse(&row.kind).unwrap_or(Kind::File),
+            url: row.url,
+            endpoint_id: row.endpoint_id,
+            item_state: row.item_state,
+        }
+    }
+}
+
 /// One layer's due purges, oldest first (`$1` layer, `$2` now, `$3`
 /// limit): a range of `origin_purges_due_by_layer`.
 pub(super) const DUE_AT_LAYER: &str =
@@ -389,19 +404,7 @@ impl Store {
         }
         due.sort_by(|a, b| (&a.not_before, a.id).cmp(&(&b.not_before, b.id)));
         due.truncate(limit);
-        Ok(due
-            .into_iter()
-            .map(|row| DuePurge {
-                id: row.id,
-                item_id: ItemId(row.item_id),
-                layer: row.layer,
-                attempts: row.attempts,
-                kind: Kind::parse(&row.kind).unwrap_or(Kind::File),
-                url: row.url,
-                endpoint_id: row.endpoint_id,
-                item_state: row.item_state,
-            })
-            .collect())
+        Ok(due.into_iter().map(DuePurge::from).collect())
     }
 
     /// When the next layer purge at one of `layers` is due (`None`: none
@@ -448,19 +451,7 @@ impl Store {
             .bind(json_list(configured)?)
             .bind(limit as i64)
             .fetch_all(c).await)?;
-        Ok(rows
-            .into_iter()
-            .map(|row| DuePurge {
-                id: row.id,
-                item_id: ItemId(row.item_id),
-                layer: row.layer,
-                attempts: row.attempts,
-                kind: Kind::parse(&row.kind).unwrap_or(Kind::File),
-                url: row.url,
-                endpoint_id: row.endpoint_id,
-                item_state: row.item_state,
-            })
-            .collect())
+        Ok(rows.into_iter().map(DuePurge::from).collect())
     }
 
     /// The files purgeq knows under a directory item (merged or promoted

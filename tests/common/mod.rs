@@ -298,6 +298,18 @@ impl TestDaemon {
         self.get("/v1/stats").await.1
     }
 
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        self.client()
+            .get("http://localhost/metrics")
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics text")
+    }
+
     /// Waits until `check(stats)` holds, or panics with the logs.
     pub async fn wait_for(
         &self,
