@@ -594,6 +594,40 @@ async fn origin_caches_hold_items_until_every_layer_is_done(place: Place) {
     );
 }
 
+/// Issue 34: files stored held whose layers' rows the origin stage has
+/// not written yet, promoted by the planner: the directory is held too,
+/// and is what the stage starts (it is never sent to the CDN first).
+async fn a_promotion_of_unstarted_held_files_holds_the_directory(place: Place) {
+    use purgeq::store::Timestamp;
+    let store = place.open().await;
+    let files = ["http://e.com/q/a.css", "http://e.com/q/b.css"];
+    let mut held = request(files.iter().map(|f| file(f)).collect());
+    held.origin_purges = vec![(0, "varnish".into()), (1, "varnish".into())];
+    store.enqueue(held).await.expect("enqueue");
+    let later =
+        |secs| Timestamp::new(time::OffsetDateTime::now_utc() + time::Duration::seconds(secs));
+    store
+        .promote(
+            vec![purgeq::planner::Promotion {
+                endpoint_id: "ep".into(),
+                directory: "http://e.com/q/".into(),
+                files: 2,
+            }],
+            later(1),
+        )
+        .await
+        .expect("promote");
+    let ready = store
+        .readiness("ep", Kind::Directory, later(2), 100)
+        .await
+        .expect("readiness");
+    assert_eq!(ready.eligible, 0, "the directory is held");
+    let unstarted = store.unstarted_held_items(0, 100).await.expect("held");
+    let urls: Vec<&str> = unstarted.iter().map(|(_, url)| url.as_str()).collect();
+    assert_eq!(urls, ["http://e.com/q/"], "the stage starts the directory");
+    store.close().await;
+}
+
 /// Issue 33: verification's rows on both backends: started for what
 /// succeeded (a directory through the file asked under it), due, recorded
 /// round by round, and read back per URL and for the page.
@@ -843,6 +877,7 @@ on_both_backends!(():
     cache_facts_expire_what_the_rules_allow,
     request_summaries_read_alike,
     origin_caches_hold_items_until_every_layer_is_done,
+    a_promotion_of_unstarted_held_files_holds_the_directory,
     verification_rows_read_alike,
     the_tag_registry_reads_alike,
 );

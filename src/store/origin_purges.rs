@@ -324,7 +324,21 @@ pub(super) async fn inherit(
         .execute(c).await.map(|r| r.rows_affected()))?;
     if inserted > 0 {
         set_holds(conn, &[directory.0], now).await?;
+        return Ok(());
     }
+    // Files stored held whose rows the origin stage has not written yet:
+    // the directory is held the same way, and the stage writes its rows
+    // (the files under a directory share its host, so its layers).
+    on_conn!(conn, c => sqlx::query(
+        "UPDATE items SET not_before = $2, updated_at = $3
+         WHERE id = $1 AND state = 'pending' AND EXISTS (
+             SELECT 1 FROM items f
+             WHERE f.merged_into = $1 AND f.not_before = $2
+               AND NOT EXISTS (SELECT 1 FROM origin_purges o WHERE o.item_id = f.id))")
+        .bind(directory)
+        .bind(HELD)
+        .bind(now)
+        .execute(c).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
