@@ -30,7 +30,8 @@ pub struct Detail {
     /// Where it was in the body, e.g. `files[3]`.
     pub field: String,
     pub url: String,
-    /// Machine-readable: `InvalidUrl`, `UrlTooLong`, `NoEndpointForHost`.
+    /// Machine-readable: `InvalidUrl`, `UrlTooLong`, `NoEndpointForHost`,
+    /// `InvalidTag`.
     pub code: &'static str,
     pub reason: String,
 }
