@@ -959,8 +959,41 @@ async fn the_leader_purges_the_origin_caches_before_the_cdn() {
     for name in ["node-1", "node-2"] {
         nodes.push(TestDaemon::start(&node_config(&db, name, &emulator, &layer)).await);
     }
-    let (leader, _) = one_leader(&[&nodes[0], &nodes[1]], Duration::from_secs(20)).await;
+    let (leader, fleets) = one_leader(&[&nodes[0], &nodes[1]], Duration::from_secs(20)).await;
     let follower = 1 - leader;
+    // The page names the role and the leader on each node, and a
+    // follower does not say it is sending (issue 36).
+    let leader_name = fleets[leader]["node"].as_str().expect("name").to_owned();
+    let page = |node: &TestDaemon| {
+        let client = node.client();
+        async move {
+            client
+                .get("http://localhost/")
+                .send()
+                .await
+                .expect("the page")
+                .text()
+                .await
+                .expect("html")
+        }
+    };
+    let on_follower = page(&nodes[follower]).await;
+    assert!(
+        on_follower.contains(&format!("Not sending: {leader_name} leads and sends")),
+        "{on_follower}"
+    );
+    assert!(
+        on_follower.contains("(follower); the leader is"),
+        "{on_follower}"
+    );
+    let on_leader = page(&nodes[leader]).await;
+    assert!(
+        on_leader.contains(&format!(
+            "Fleet: this node is <strong>{leader_name}</strong> (leader)"
+        )),
+        "{on_leader}"
+    );
+    assert!(!on_leader.contains("Not sending"), "{on_leader}");
     let urls: Vec<String> = (0..10)
         .map(|n| format!("http://{}/fleet-layer/{n}.css", host(0)))
         .collect();

@@ -190,13 +190,31 @@ pub struct ListFilter {
 /// with the fix in one sentence when sending is paused.
 fn sending_section(stats: &StatsView) -> String {
     let sender = &stats.pipeline.sender;
-    let (class, word, detail) = match sender.state {
-        SenderState::Running => (
+    // A fleet follower takes intents and sends nothing: its own sender
+    // state says nothing about the fleet's sending (issue 36).
+    let follower = stats.fleet.as_ref().filter(|fleet| !fleet.sends());
+    let (class, word, detail) = match (follower, sender.state) {
+        (Some(fleet), _) => (
+            "ok",
+            "not on this node",
+            match &fleet.leader {
+                Some(leader) => format!(
+                    "Not sending: {leader} leads and sends; this node ({}) takes intents.",
+                    fleet.node
+                ),
+                None => format!(
+                    "Not sending: no node leads right now; this node ({}) takes intents and \
+                     one of the fleet's nodes will take the lead.",
+                    fleet.node
+                ),
+            },
+        ),
+        (None, SenderState::Running) => (
             "ok",
             "running",
             "Calls go out as the rate allows.".to_owned(),
         ),
-        SenderState::Throttled => (
+        (None, SenderState::Throttled) => (
             "warn",
             "throttled",
             format!(
@@ -204,7 +222,7 @@ fn sending_section(stats: &StatsView) -> String {
                 duration(sender.throttled_for_seconds.unwrap_or(0.0))
             ),
         ),
-        SenderState::Paused => (
+        (None, SenderState::Paused) => (
             "bad",
             "paused",
             sender
@@ -218,6 +236,23 @@ fn sending_section(stats: &StatsView) -> String {
          <span class=\"state {class}\">{word}</span></h2>\n<p>{}</p>\n",
         escape(&detail)
     );
+    if let Some(fleet) = stats.fleet.as_ref().filter(|f| f.role != "standalone") {
+        let _ = writeln!(
+            out,
+            "<p>Fleet: this node is <strong>{}</strong> ({}); the leader is {}{}.</p>",
+            escape(&fleet.node),
+            escape(&fleet.role),
+            fleet
+                .leader
+                .as_deref()
+                .map(escape)
+                .unwrap_or_else(|| "none right now".to_owned()),
+            fleet
+                .term
+                .map(|term| format!(", term {term}"))
+                .unwrap_or_default()
+        );
+    }
     let _ = writeln!(
         out,
         "<p>{} batches in flight; {} throttled answers so far.</p>",
