@@ -465,7 +465,22 @@ async fn origin_caches_hold_items_until_every_layer_is_done(place: Place) {
         (0, "nginx".into()),
         (1, "varnish".into()),
     ];
+    let first_id = first.id.clone();
     store.enqueue(first).await.expect("enqueue");
+    // Until the origin stage writes their layers' rows, they say so.
+    let status = store
+        .request_status(&first_id)
+        .await
+        .expect("status")
+        .expect("known");
+    for item in &status.items {
+        assert!(
+            item.waiting
+                .as_deref()
+                .is_some_and(|w| w.starts_with("origin caches: not asked yet")),
+            "{item:?}"
+        );
+    }
     let later =
         |secs| Timestamp::new(time::OffsetDateTime::now_utc() + time::Duration::seconds(secs));
     let ready = store

@@ -386,11 +386,19 @@ impl Store {
         }
         if items.iter().any(|i| i.state == ItemState::Pending) {
             let waits = self.waits().await?;
+            let unstarted = self.unstarted_of_request(&RequestId::parse(&id)).await?;
             for item in items.iter_mut().filter(|i| i.state == ItemState::Pending) {
                 // The caches in front of the origin come first: the CDN
                 // purge is not cut before they are done.
                 if let Some(held) = item.origin_caches.iter().find_map(|l| l.holds_back()) {
                     item.waiting = Some(held);
+                    continue;
+                }
+                if item.position.is_some_and(|p| unstarted.contains(&p)) {
+                    item.waiting = Some(
+                        "origin caches: not asked yet (the sending node's origin stage starts them)"
+                            .to_owned(),
+                    );
                     continue;
                 }
                 // A URL merged into a directory waits with the directory.
@@ -411,6 +419,22 @@ impl Store {
             tags,
             items,
         }))
+    }
+
+    /// Positions of a request's URLs stored held whose layers' rows the
+    /// origin stage has not written yet (see `origin_purges`).
+    async fn unstarted_of_request(
+        &self,
+        id: &RequestId,
+    ) -> Result<std::collections::HashSet<i64>, StoreError> {
+        let positions: Vec<i64> = on_pool!(&self.reader, c => sqlx::query_scalar(
+            "SELECT ri.position FROM request_items ri JOIN items i ON i.id = ri.item_id
+             WHERE ri.request_id = $1 AND i.state = 'pending'
+               AND i.not_before = '9999-12-31T23:59:59.999Z'
+               AND NOT EXISTS (SELECT 1 FROM origin_purges o WHERE o.item_id = i.id)")
+            .bind(id.as_str())
+            .fetch_all(c).await)?;
+        Ok(positions.into_iter().collect())
     }
 
     /// Items in every state: one walk of the `items_state` index, so it
