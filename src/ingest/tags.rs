@@ -53,19 +53,24 @@ pub struct TagUrls {
 
 /// Checks a tag list of a body, naming the field of each refusal.
 pub fn check_tags(field: &str, tags: &[String]) -> Result<(), ApiError> {
-    let details: Vec<Detail> = tags
-        .iter()
-        .enumerate()
-        .filter_map(|(index, tag)| {
-            check_tag(tag).err().map(|error| Detail {
-                field: format!("{field}[{index}]"),
-                url: tag.chars().take(MAX_SHOWN).collect(),
-                code: "InvalidTag",
-                reason: error.to_string(),
-            })
-        })
-        .collect();
+    let details: Vec<Detail> = invalid_tags(tags, |index| format!("{field}[{index}]")).collect();
     refuse(details, tags.len())
+}
+
+/// A refusal for each tag of `tags` that is not one, in the field
+/// `field(index)` names.
+fn invalid_tags<'t>(
+    tags: &'t [String],
+    field: impl Fn(usize) -> String + 't,
+) -> impl Iterator<Item = Detail> + 't {
+    tags.iter().enumerate().filter_map(move |(index, tag)| {
+        check_tag(tag).err().map(|error| Detail {
+            field: field(index),
+            url: tag.chars().take(MAX_SHOWN).collect(),
+            code: "InvalidTag",
+            reason: error.to_string(),
+        })
+    })
 }
 
 /// Characters of a refused value repeated in an error.
@@ -107,16 +112,7 @@ pub fn parse_tags_body(settings: &Settings, body: &[u8]) -> Result<(Vec<TagFeed>
     let details: Vec<Detail> = body
         .urls
         .iter()
-        .flat_map(|(url, tags)| {
-            tags.iter().filter_map(move |tag| {
-                check_tag(tag).err().map(|error| Detail {
-                    field: format!("urls[{url:?}]"),
-                    url: tag.chars().take(MAX_SHOWN).collect(),
-                    code: "InvalidTag",
-                    reason: error.to_string(),
-                })
-            })
-        })
+        .flat_map(|(url, tags)| invalid_tags(tags, move |_| format!("urls[{url:?}]")))
         .collect();
     refuse(details, total)?;
     let mut dropped = 0;

@@ -98,35 +98,29 @@ pub async fn post_purges(
     intake::require_json(&headers)?;
     let body = body_or_error(body, settings.ingest.max_body_bytes)?;
     let intent = parse_intent(&settings, &body)?;
-    let mut targets = intent.targets;
-    let mut tagged = None;
-    if !intent.tags.is_empty() {
-        let (expanded, warning) =
-            super::tags::expand_tags(&state, &settings, &intent.tags, &targets).await?;
-        tagged = Some((expanded.per_tag, expanded.unknown, warning, {
-            let first = targets.len();
-            targets.extend(expanded.targets);
-            expanded
-                .via
-                .into_iter()
-                .enumerate()
-                .map(|(index, tag)| (first + index, tag))
-                .collect()
-        }));
-    }
     let mut ask = super::Ask {
         preload: intent.preload,
         skip_origin_caches: intent.skip_origin_caches,
-        ..super::Ask::purge(targets, intent.label, intent.priority)
+        ..super::Ask::purge(intent.targets, intent.label, intent.priority)
     };
-    let mut answer_tags = None;
-    if let Some((per_tag, unknown, warning, via_tag)) = tagged {
-        ask.tags = per_tag.iter().map(|(t, n)| (t.clone(), *n)).collect();
-        ask.via_tag = via_tag;
-        answer_tags = Some((per_tag, unknown, warning));
+    // A purge's tags become files at the door (issue 35); the answer
+    // says what each gave.
+    let mut tagged = None;
+    if !intent.tags.is_empty() {
+        let (expanded, warning) =
+            super::tags::expand_tags(&state, &settings, &intent.tags, &ask.targets).await?;
+        let first = ask.targets.len();
+        ask.targets.extend(expanded.targets);
+        ask.via_tag = (first..).zip(expanded.via).collect();
+        ask.tags = expanded
+            .per_tag
+            .iter()
+            .map(|(t, n)| (t.clone(), *n))
+            .collect();
+        tagged = Some((expanded.per_tag, expanded.unknown, warning));
     }
     let mut outcome = state.accept(ask, &peer).await?;
-    if let Some((per_tag, unknown, warning)) = answer_tags {
+    if let Some((per_tag, unknown, warning)) = tagged {
         outcome.tags = Some(per_tag);
         outcome.unknown_tags = unknown;
         outcome.warning = warning;
@@ -205,38 +199,36 @@ pub fn parse_intent(settings: &Settings, body: &[u8]) -> Result<Intent, ApiError
         )));
     }
     super::tags::check_tags("tags", &body.tags)?;
-    let names_urls =
-        !(body.files.is_empty() && body.directories.is_empty() && body.urls.is_empty());
-    if !body.tags.is_empty() && !names_urls {
-        return Ok(Intent {
-            targets: Vec::new(),
-            label: body.label,
-            priority: body.priority,
-            preload: body.preload,
-            skip_origin_caches: body.skip_origin_caches,
-            tags: body.tags,
-        });
-    }
-    let targets = intake::targets(
-        settings,
-        &[
-            UrlList {
-                field: "files",
-                urls: &body.files,
-                requested: Requested::File,
-            },
-            UrlList {
-                field: "directories",
-                urls: &body.directories,
-                requested: Requested::Directory,
-            },
-            UrlList {
-                field: "urls",
-                urls: &body.urls,
-                requested: Requested::ByTrailingSlash,
-            },
-        ],
-    )?;
+    // Only tags: no URL list to check (a request naming neither URLs nor
+    // tags is refused by `intake::targets`).
+    let only_tags = !body.tags.is_empty()
+        && body.files.is_empty()
+        && body.directories.is_empty()
+        && body.urls.is_empty();
+    let targets = if only_tags {
+        Vec::new()
+    } else {
+        intake::targets(
+            settings,
+            &[
+                UrlList {
+                    field: "files",
+                    urls: &body.files,
+                    requested: Requested::File,
+                },
+                UrlList {
+                    field: "directories",
+                    urls: &body.directories,
+                    requested: Requested::Directory,
+                },
+                UrlList {
+                    field: "urls",
+                    urls: &body.urls,
+                    requested: Requested::ByTrailingSlash,
+                },
+            ],
+        )?
+    };
     Ok(Intent {
         targets,
         label: body.label,
