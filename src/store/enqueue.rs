@@ -247,23 +247,25 @@ async fn enqueue_files(
     let mut covered_links = Vec::new();
     let mut remaining = Vec::with_capacity(files.len());
     for (index, file) in files.iter().enumerate() {
-        if let (Some(links), Some(directory_id)) = (links.as_deref_mut(), covered.get(&index)) {
-            links
-                .items
-                .insert((file.request, file.position), *directory_id);
-        }
         match covered.get(&index) {
-            Some(directory_id) => covered_links.push((
-                requests[file.request].id.as_str(),
-                *directory_id,
-                file.position,
-                file.asked_as().unwrap_or(&file.target.url),
-                file.target.kind.as_str(),
-                requests[file.request]
-                    .via_tag
-                    .get(&file.position)
-                    .map(String::as_str),
-            )),
+            Some(directory_id) => {
+                if let Some(links) = links.as_deref_mut() {
+                    links
+                        .items
+                        .insert((file.request, file.position), *directory_id);
+                }
+                covered_links.push((
+                    requests[file.request].id.as_str(),
+                    *directory_id,
+                    file.position,
+                    file.asked_as().unwrap_or(&file.target.url),
+                    file.target.kind.as_str(),
+                    requests[file.request]
+                        .via_tag
+                        .get(&file.position)
+                        .map(String::as_str),
+                ))
+            }
             None => remaining.push(file),
         }
     }

@@ -116,6 +116,41 @@ pub(super) const NEXT_AT_LAYER: &str =
     "SELECT not_before FROM origin_purges WHERE state = 'pending' AND layer = $1
      ORDER BY not_before LIMIT 1";
 
+// The layer purges `$1` lists as `[item, layer]`, pending from `$2`, for
+// the items still pending; what a row already there becomes is the
+// caller's `ON CONFLICT` clause.
+macro_rules! insert_layer_rows {
+    (sqlite, $($on_conflict:tt)+) => {
+        concat!(
+            "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
+     SELECT p.value ->> 0, p.value ->> 1, 'pending', $2, $2, $2
+     FROM json_each($1) p
+     CROSS JOIN items i ON i.id = p.value ->> 0 AND i.state || '' = 'pending'
+     WHERE true ",
+            $($on_conflict)+
+        )
+    };
+    (postgres, $($on_conflict:tt)+) => {
+        concat!(
+            "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
+     SELECT (p.value ->> 0)::bigint, p.value ->> 1, 'pending', $2, $2, $2
+     FROM json_array_elements($1::json) AS p (value)
+     JOIN items i ON i.id = (p.value ->> 0)::bigint AND i.state = 'pending' ",
+            $($on_conflict)+
+        )
+    };
+}
+
+// A row already there starts again: the URL changed since that layer
+// purged it.
+macro_rules! start_again {
+    () => {
+        "ON CONFLICT (item_id, layer) DO UPDATE SET state = 'pending', attempts = 0,
+         not_before = excluded.not_before, last_error = NULL, answer = NULL,
+         done_at = NULL, updated_at = excluded.updated_at"
+    };
+}
+
 /// How a layer's purge of one URL ended this time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OriginOutcome {
@@ -188,16 +223,7 @@ pub(super) async fn hold_for_origin(
     purge.sort_unstable();
     purge.dedup();
     if !purge.is_empty() {
-        let sql = conn.pick(
-            START_LAYERS,
-            "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
-             SELECT (p.value ->> 0)::bigint, p.value ->> 1, 'pending', $2, $2, $2
-             FROM json_array_elements($1::json) AS p (value)
-             JOIN items i ON i.id = (p.value ->> 0)::bigint AND i.state = 'pending'
-             ON CONFLICT (item_id, layer) DO UPDATE SET state = 'pending', attempts = 0,
-                 not_before = excluded.not_before, last_error = NULL, answer = NULL,
-                 done_at = NULL, updated_at = excluded.updated_at",
-        );
+        let sql = conn.pick(START_LAYERS, insert_layer_rows!(postgres, start_again!()));
         on_conn!(conn, c => sqlx::query(sql)
             .bind(json_list(&purge)?)
             .bind(now)
@@ -241,15 +267,7 @@ pub(super) async fn hold_for_origin(
 
 /// The layer purges `$1` lists as `[item, layer]` start (again), for the
 /// items still pending (SQLite's form).
-pub(super) const START_LAYERS: &str =
-    "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
-     SELECT p.value ->> 0, p.value ->> 1, 'pending', $2, $2, $2
-     FROM json_each($1) p
-     CROSS JOIN items i ON i.id = p.value ->> 0 AND i.state || '' = 'pending'
-     WHERE true
-     ON CONFLICT (item_id, layer) DO UPDATE SET state = 'pending', attempts = 0,
-         not_before = excluded.not_before, last_error = NULL, answer = NULL,
-         done_at = NULL, updated_at = excluded.updated_at";
+pub(super) const START_LAYERS: &str = insert_layer_rows!(sqlite, start_again!());
 
 /// Held items whose layers' rows are not written yet (inserted held by
 /// intake), after the id `$1`, oldest first, `$2` at most: a range of
@@ -371,18 +389,10 @@ impl Store {
             let (rows, items) = (rows.clone(), items.clone());
             Box::pin(async move {
                 if !rows.is_empty() {
+                    // A row already there is left as it is.
                     let sql = conn.pick(
-                        "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
-                         SELECT p.value ->> 0, p.value ->> 1, 'pending', $2, $2, $2
-                         FROM json_each($1) p
-                         CROSS JOIN items i ON i.id = p.value ->> 0 AND i.state || '' = 'pending'
-                         WHERE true
-                         ON CONFLICT (item_id, layer) DO NOTHING",
-                        "INSERT INTO origin_purges (item_id, layer, state, not_before, created_at, updated_at)
-                         SELECT (p.value ->> 0)::bigint, p.value ->> 1, 'pending', $2, $2, $2
-                         FROM json_array_elements($1::json) AS p (value)
-                         JOIN items i ON i.id = (p.value ->> 0)::bigint AND i.state = 'pending'
-                         ON CONFLICT (item_id, layer) DO NOTHING",
+                        insert_layer_rows!(sqlite, "ON CONFLICT (item_id, layer) DO NOTHING"),
+                        insert_layer_rows!(postgres, "ON CONFLICT (item_id, layer) DO NOTHING"),
                     );
                     on_conn!(conn, c => sqlx::query(sql)
                         .bind(json_list(&rows)?)

@@ -430,9 +430,10 @@ impl Store {
         let positions: Vec<i64> = on_pool!(&self.reader, c => sqlx::query_scalar(
             "SELECT ri.position FROM request_items ri JOIN items i ON i.id = ri.item_id
              WHERE ri.request_id = $1 AND i.state = 'pending'
-               AND i.not_before = '9999-12-31T23:59:59.999Z'
+               AND i.not_before = $2
                AND NOT EXISTS (SELECT 1 FROM origin_purges o WHERE o.item_id = i.id)")
             .bind(id.as_str())
+            .bind(super::origin_purges::HELD)
             .fetch_all(c).await)?;
         Ok(positions.into_iter().collect())
     }
