@@ -324,12 +324,23 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
     if args.dry_run {
         return dry_run(args, &daemon, &parts).await;
     }
-    let mut ids = Vec::with_capacity(parts.len());
+    let bodies = parts.iter().map(|part| intent(args, part)).collect();
+    post_and_follow(args, &daemon, bodies).await
+}
+
+/// Posts each body as a purge request, says what was accepted, and with
+/// --wait follows them one after the other: the worst end decides the
+/// exit code.
+async fn post_and_follow(
+    args: &EnqueueArgs,
+    daemon: &Daemon,
+    bodies: Vec<serde_json::Value>,
+) -> Result<u8, (u8, String)> {
+    let mut ids = Vec::with_capacity(bodies.len());
     let mut not_today = false;
-    for part in &parts {
-        let body = intent(args, part);
+    for body in bodies {
         let accepted = call(
-            &daemon,
+            daemon,
             daemon
                 .client
                 .post(format!("{}/v1/purges", daemon.base))
@@ -353,12 +364,11 @@ async fn enqueue(args: &EnqueueArgs) -> Result<u8, (u8, String)> {
     if !args.json && !args.quiet {
         eprintln!("waiting for the CDN…");
     }
-    // One request after the other; the worst end decides the exit code.
     let timeout = Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9));
     let deadline = std::time::Instant::now() + timeout;
     let mut worst = 0;
     for id in &ids {
-        let code = follow::follow(&daemon, id, deadline, timeout, args.json, args.quiet).await?;
+        let code = follow::follow(daemon, id, deadline, timeout, args.json, args.quiet).await?;
         worst = worst.max(code);
     }
     Ok(worst)
@@ -397,26 +407,17 @@ async fn enqueue_tags(args: &EnqueueArgs, urls: Vec<String>) -> Result<u8, (u8, 
         }
         return dry_run(args, &daemon, &[all]).await;
     }
-    let mut body = if urls.is_empty() {
-        let mut body = intent(args, &[]);
-        for field in ["files", "directories", "urls"] {
-            if let Some(map) = body.as_object_mut() {
-                map.remove(field);
-            }
-        }
-        body
-    } else {
-        intent(args, &urls)
-    };
+    let mut body = intent(args, &urls);
     body["tags"] = json!(args.tags);
-    let accepted = call(
-        &daemon,
-        daemon
-            .client
-            .post(format!("{}/v1/purges", daemon.base))
-            .json(&body),
-    )
-    .await?;
+    post_and_follow(args, &daemon, vec![body]).await
+}
+
+/// Says what was accepted as `id`: the id (or the JSON) without `--wait`,
+/// a line on stderr with it; a purge by tag's counts and warning, and the
+/// forecast, on stderr. Returns whether the forecast has URLs waiting for
+/// the next quota day.
+fn announce(args: &EnqueueArgs, id: &str, accepted: &serde_json::Value) -> bool {
+    // A purge by tag: what each tag gave, and tags nobody carries.
     if let Some(warning) = accepted["warning"].as_str().filter(|_| !args.json) {
         eprintln!("purgeq: warning: {}", super::out::printable(warning));
     }
@@ -432,23 +433,6 @@ async fn enqueue_tags(args: &EnqueueArgs, urls: Vec<String>) -> Result<u8, (u8, 
             );
         }
     }
-    let id = accepted["id"].as_str().unwrap_or_default().to_owned();
-    let not_today = announce(args, &id, &accepted);
-    if !args.wait {
-        return Ok(0);
-    }
-    if args.until_today && not_today {
-        return Ok(EXIT_NOT_TODAY);
-    }
-    let timeout = Duration::from_secs_f64(args.timeout.clamp(0.0, 1e9));
-    let deadline = std::time::Instant::now() + timeout;
-    follow::follow(&daemon, &id, deadline, timeout, args.json, args.quiet).await
-}
-
-/// Says what was accepted as `id`: the id (or the JSON) without `--wait`,
-/// a line on stderr with it; and the forecast on stderr. Returns whether
-/// the forecast has URLs waiting for the next quota day.
-fn announce(args: &EnqueueArgs, id: &str, accepted: &serde_json::Value) -> bool {
     let forecast = accepted
         .get("forecast")
         .and_then(|f| serde_json::from_value::<Forecast>(f.clone()).ok());
@@ -481,6 +465,8 @@ pub const EXIT_NOT_TODAY: u8 = 3;
 /// The `POST /v1/purges` body for `urls`.
 fn intent(args: &EnqueueArgs, urls: &[String]) -> serde_json::Value {
     let mut body = match requested(args) {
+        // Tags only: no URL list.
+        _ if urls.is_empty() => json!({}),
         Requested::Directory => json!({ "directories": urls }),
         Requested::File => json!({ "files": urls }),
         Requested::ByTrailingSlash => json!({ "urls": urls }),
