@@ -19,59 +19,16 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sqlx::Connection;
-
 mod common;
 
-use common::{Latencies, batch_ingest, client, post, single_url};
+use common::{
+    Latencies, batch_ingest, client, create_database, drop_database, post, scale, single_url,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
 const HELD: &str = "[batch]\nlinger = \"1000h\"\nmax_files = 1000000000\nmax_directories = 1000000000\n\
                     [quota]\npromote = \"never\"\n[log]\nlevel = \"warn\"\n\
                     [[cdn.endpoints]]\nid = \"bench\"\nhosts = [\"bench.example.com\"]\n";
-
-fn scale(n: usize) -> usize {
-    let factor: f64 = std::env::var("PURGEQ_BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * factor) as usize).max(1)
-}
-
-fn server() -> String {
-    std::env::var("PURGEQ_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A fresh database on the server; its URL.
-async fn create_database(name: &str) -> String {
-    let mut admin = sqlx::PgConnection::connect(&server())
-        .await
-        .expect("a PostgreSQL server (PURGEQ_TEST_DATABASE_URL)");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .expect("drop");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create");
-    let server = server();
-    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-    format!("{base}/{name}")
-}
-
-async fn drop_database(name: &str) {
-    if let Ok(mut admin) = sqlx::PgConnection::connect(&server()).await {
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut admin)
-        .await;
-    }
-}
 
 fn pg_node(url: &str, name: &str, sections: &str) -> common::BenchDaemon {
     common::BenchDaemon::start_with_store(

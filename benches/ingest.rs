@@ -25,17 +25,9 @@ use serde_json::json;
 
 mod common;
 
-use common::{Latencies, batch_ingest, client, get, single_url, urls};
+use common::{Latencies, batch_ingest, client, get, scale, single_url, urls};
 
 const BIN: &str = env!("CARGO_BIN_EXE_purgeq");
-
-fn scale(n: usize) -> usize {
-    let factor: f64 = std::env::var("PURGEQ_BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * factor) as usize).max(1)
-}
 
 /// `PURGEQ_BENCH_ORIGIN_CACHES=N`: N `[[origin_cache]]` layers, at an
 /// address nothing listens on, so every URL gets a row per layer and the

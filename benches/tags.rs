@@ -16,13 +16,9 @@ use std::time::{Duration, Instant};
 use purgeq::store::{Store, TagFeed, TagSource, Timestamp};
 use sqlx::Connection;
 
-fn scale(n: usize) -> usize {
-    let factor: f64 = std::env::var("PURGEQ_BENCH_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    ((n as f64 * factor) as usize).max(1)
-}
+mod common;
+
+use common::{create_database, drop_database, pg_server, scale};
 
 fn feed_of(from: usize, count: usize, tags: impl Fn(usize) -> Vec<String>) -> Vec<TagFeed> {
     (from..from + count)
@@ -118,33 +114,19 @@ async fn main() {
     .expect("open");
     run("sqlite", store).await;
 
-    let server = std::env::var("PURGEQ_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let Ok(mut admin) = sqlx::PgConnection::connect(&server).await else {
+    let server = pg_server();
+    if sqlx::PgConnection::connect(&server).await.is_err() {
         println!("postgres: skipped, no server at {server} (PURGEQ_TEST_DATABASE_URL)");
         return;
-    };
-    for sql in [
-        "DROP DATABASE IF EXISTS purgeq_bench_tags WITH (FORCE)",
-        "CREATE DATABASE purgeq_bench_tags",
-    ] {
-        sqlx::raw_sql(sql)
-            .execute(&mut admin)
-            .await
-            .expect("database");
     }
-    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-    let url = format!("{base}/purgeq_bench_tags");
+    let url = create_database("purgeq_bench_tags").await;
     let url = purgeq::store::fleet::DatabaseUrl::parse(&url).expect("a database URL");
     let fleet = purgeq::store::fleet::FleetDb::connect(&url)
         .await
         .expect("connect");
     let store = Store::open_postgres(&fleet).await.expect("open");
     run("postgres", store).await;
-    if std::env::var_os("PURGEQ_BENCH_KEEP").is_some() {
-        return;
+    if std::env::var_os("PURGEQ_BENCH_KEEP").is_none() {
+        drop_database("purgeq_bench_tags").await;
     }
-    let _ = sqlx::raw_sql("DROP DATABASE IF EXISTS purgeq_bench_tags WITH (FORCE)")
-        .execute(&mut admin)
-        .await;
 }

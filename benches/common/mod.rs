@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sqlx::Connection;
+
 /// The release daemon, started in a temp dir with `[store]` and `[ingest]`
 /// (the socket only) written for it, `store_extra` and `ingest_extra` added
 /// to those tables, and `sections` appended.
@@ -229,5 +231,50 @@ pub async fn single_url(
         p50: at(0.50),
         p99: at(0.99),
         count: latencies.len(),
+    }
+}
+
+/// `n` times `PURGEQ_BENCH_SCALE` (default 1), at least 1.
+pub fn scale(n: usize) -> usize {
+    let factor: f64 = std::env::var("PURGEQ_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    ((n as f64 * factor) as usize).max(1)
+}
+
+/// The PostgreSQL server the benchmarks use (`PURGEQ_TEST_DATABASE_URL`).
+pub fn pg_server() -> String {
+    std::env::var("PURGEQ_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh database on the server; its URL.
+pub async fn create_database(name: &str) -> String {
+    let mut admin = sqlx::PgConnection::connect(&pg_server())
+        .await
+        .expect("a PostgreSQL server (PURGEQ_TEST_DATABASE_URL)");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("drop");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create");
+    let server = pg_server();
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+pub async fn drop_database(name: &str) {
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&pg_server()).await {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await;
     }
 }
