@@ -246,7 +246,7 @@ pub async fn render(
             gauge!(ITEMS, "state" => state.as_str()).set(counts.get(state) as f64);
         }
     }
-    if let Ok(counts) = store.preload_counts(true).await {
+    if let Ok(counts) = store.preload_counts().await {
         for (state, count) in [
             ("waiting", counts.waiting),
             ("pending", counts.pending),

@@ -13,7 +13,9 @@
 //!    under a pending directory, and merges are one level deep;
 //! 3. nothing acknowledged disappears: each request lists every URL it
 //!    asked for until it is finished and retention removes it;
-//! 4. the ledger never counts less than the CDN may have counted.
+//! 4. the ledger never counts less than the CDN may have counted;
+//! 5. the counts the store keeps as rows change (issue 31) equal a full
+//!    recount of the rows, per endpoint, kind, state and lane.
 //!
 //! The number of sequences and steps is in RELIABILITY.md.
 
@@ -313,6 +315,7 @@ impl Harness {
     }
 
     async fn check(&mut self) {
+        self.check_counts().await;
         let items: HashMap<i64, (String, Option<i64>)> =
             sqlx::query_as::<_, (i64, String, Option<i64>)>(
                 "SELECT id, state, merged_into FROM items",
@@ -424,6 +427,35 @@ impl Harness {
             self.model.cdn_files,
             self.model.cdn_directories
         );
+    }
+}
+
+impl Harness {
+    /// Invariant 5: what `/v1/stats`, the batcher and the page read is
+    /// what a walk of every row finds.
+    async fn check_counts(&mut self) {
+        let kept = self.store.queue_counts().await.expect("counts");
+        let mut kept: Vec<(String, String, String, bool, u64)> = kept
+            .items
+            .into_iter()
+            .map(|c| {
+                let (kind, state) = (c.kind.as_str().to_owned(), c.state.as_str().to_owned());
+                (c.endpoint_id, kind, state, c.urgent, c.n)
+            })
+            .collect();
+        kept.sort();
+        let recount: Vec<(String, String, String, bool, u64)> =
+            sqlx::query_as::<_, (String, String, String, i64, i64)>(
+                "SELECT endpoint_id, kind, state, urgent, count(*) FROM items
+                 GROUP BY endpoint_id, kind, state, urgent ORDER BY 1, 2, 3, 4",
+            )
+            .fetch_all(&mut self.conn)
+            .await
+            .expect("recount")
+            .into_iter()
+            .map(|(e, k, s, u, n)| (e, k, s, u != 0, n as u64))
+            .collect();
+        assert_eq!(kept, recount, "the kept counts differ from a recount");
     }
 }
 

@@ -234,6 +234,110 @@ async fn concurrent_requests_stored_together_count_each_url_new_once(place: Plac
     assert_eq!(counts.pending, 50);
 }
 
+/// Issue 31: the counts the store keeps as rows change equal a recount,
+/// with two writers at once (on PostgreSQL two nodes, each appending
+/// deltas) and folds running meanwhile, through cuts and cancels.
+async fn kept_counts_equal_a_recount_under_concurrent_writers(place: Place) {
+    use purgeq::store::{CutLimits, QuotaAccount, Timestamp};
+    let store = place.open().await;
+    let other = match &place {
+        Place::Postgres(_) => place.open().await,
+        Place::File(_) => store.clone(),
+    };
+    let folding = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                store.fold_counts().await.expect("fold");
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let node = if i % 2 == 0 { store.clone() } else { other.clone() };
+        let mut targets = vec![file(&format!("http://e.com/f/{}", i % 70))];
+        if i % 10 == 0 {
+            targets.push(dir(&format!("http://e.com/d{}/", i % 3)));
+            targets.push(file(&format!("http://e.com/d{}/x{i}", i % 3)));
+        }
+        let mut asked = request(targets);
+        if i % 7 == 0 {
+            asked.priority = purgeq::target::Priority::Urgent;
+        }
+        tasks.push(tokio::spawn(async move {
+            let id = asked.id.clone();
+            node.enqueue(asked).await.expect("enqueue");
+            id
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.expect("task"));
+    }
+    folding.await.expect("folds");
+    let now = Timestamp::new(time::OffsetDateTime::now_utc());
+    let account = QuotaAccount {
+        subscription_id: "sub".into(),
+        day: "2026-12-05".into(),
+    };
+    store
+        .cut_batch(
+            "ep",
+            CutLimits {
+                max_files: 20,
+                max_directories: 2,
+                account,
+                files_per_day: 100,
+                directories_per_day: 100,
+                reserve_files: 0,
+                reserve_directories: 0,
+            },
+            Timestamp::parse("9999-12-31T00:00:00.000Z").expect("a time"),
+        )
+        .await
+        .expect("cut")
+        .expect("a batch");
+    for id in ids.iter().step_by(9) {
+        other.cancel_pending(id, now).await.expect("cancel");
+    }
+    let kept = |counts: purgeq::store::QueueCounts| {
+        let mut rows: Vec<(String, String, bool, u64)> = counts
+            .items
+            .into_iter()
+            .map(|c| (c.kind.as_str().to_owned(), c.state.as_str().to_owned(), c.urgent, c.n))
+            .collect();
+        rows.sort();
+        rows
+    };
+    let before_fold = kept(store.queue_counts().await.expect("counts"));
+    store.fold_counts().await.expect("fold");
+    let after_fold = kept(other.queue_counts().await.expect("counts"));
+    let sql = "SELECT kind, state, urgent, CAST(count(*) AS BIGINT) FROM items
+               GROUP BY kind, state, urgent ORDER BY kind, state, urgent";
+    let recount: Vec<(String, String, i64, i64)> = match &place {
+        Place::File(dir) => {
+            let url = format!("sqlite://{}", dir.path().join("purgeq.db").display());
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+            sqlx::query_as(sql).fetch_all(&mut conn).await.expect("recount")
+        }
+        Place::Postgres(db) => {
+            let mut conn = sqlx::PgConnection::connect_with(db.url.connect_options())
+                .await
+                .expect("postgres");
+            sqlx::query_as(sql).fetch_all(&mut conn).await.expect("recount")
+        }
+    };
+    let recount: Vec<(String, String, bool, u64)> = recount
+        .into_iter()
+        .map(|(k, s, u, n)| (k, s, u != 0, n as u64))
+        .collect();
+    assert!(recount.iter().any(|(_, s, _, _)| s == "sending"), "{recount:?}");
+    assert!(recount.iter().any(|(_, s, _, _)| s == "cancelled"), "{recount:?}");
+    assert_eq!(before_fold, recount, "the counts with deltas not yet folded");
+    assert_eq!(after_fold, recount, "the counts after a fold");
+}
+
 /// Shutdown waits for the writer's last commit (issue 14): `close` returns
 /// once what was queued is committed and the connection closed; writes
 /// asked for after it fail with `Closed` instead of vanishing.
@@ -898,6 +1002,7 @@ on_both_backends!(():
 );
 on_both_backends!((flavor = "multi_thread"):
     concurrent_requests_stored_together_count_each_url_new_once,
+    kept_counts_equal_a_recount_under_concurrent_writers,
 );
 
 /// Issue 18: two nodes on one PostgreSQL database are one queue. Node A

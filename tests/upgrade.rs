@@ -596,3 +596,72 @@ async fn a_tenth_schema_database_upgrades_to_the_tag_registry_in_place() {
     assert_eq!((registry.urls, registry.dropped), (0, 0));
     store.close().await;
 }
+
+/// Issue 31: the counts are filled from the rows a twelfth-schema database
+/// holds, and kept from then on.
+#[tokio::test]
+async fn a_twelfth_schema_database_upgrades_to_kept_counts_in_place() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut conn = released_database(
+        dir.path(),
+        &[
+            "0001_initial.sql",
+            "0002_truthful_states.sql",
+            "0003_quota_planner.sql",
+            "0004_preloads.sql",
+            "0005_calls.sql",
+            "0006_uncertain_charges.sql",
+            "0007_cache_rules.sql",
+            "0008_expired_state.sql",
+            "0009_origin_caches.sql",
+            "0010_verifications.sql",
+            "0011_tags.sql",
+            "0012_origin_due_by_layer.sql",
+        ],
+    )
+    .await;
+    sqlx::raw_sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO requests (id, received_at, source) VALUES
+             ('r1', '2026-12-04T00:00:00.000Z', 'test');
+         INSERT INTO items (id, endpoint_id, kind, url, state, not_before, created_at, updated_at,
+                            finished_at, urgent) VALUES
+             (1, 'e', 'file', 'https://h/a.js', 'succeeded', '2026-12-04T00:00:00.000Z',
+              '2026-12-04T00:00:00.000Z', '2026-12-04T00:00:05.000Z', '2026-12-04T00:00:05.000Z', 0),
+             (2, 'e', 'file', 'https://h/b.js', 'pending', '2026-12-04T00:00:00.000Z',
+              '2026-12-04T00:00:00.000Z', '2026-12-04T00:00:00.000Z', NULL, 1),
+             (3, 'f', 'directory', 'https://i/', 'pending', '2026-12-04T00:00:00.000Z',
+              '2026-12-04T00:00:00.000Z', '2026-12-04T00:00:00.000Z', NULL, 0);
+         INSERT INTO request_items (request_id, item_id, position)
+             VALUES ('r1', 1, 0), ('r1', 2, 1), ('r1', 3, 2);
+         INSERT INTO preloads (endpoint_id, url, state, not_before, created_at, updated_at)
+             VALUES ('e', 'https://h/a.js', 'pending', '2026-12-04T00:00:06.000Z',
+                     '2026-12-04T00:00:06.000Z', '2026-12-04T00:00:06.000Z');",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("rows of the twelfth schema");
+    conn.close().await.expect("close");
+    let store = upgraded(&dir.path().join("purgeq.db")).await;
+    let counts = store.state_counts().await.expect("counts");
+    assert_eq!((counts.pending, counts.succeeded), (2, 1));
+    let lanes = store.lane_counts().await.expect("lanes");
+    assert_eq!(
+        (lanes.files, lanes.urgent_files, lanes.directories),
+        (1, 1, 1)
+    );
+    assert_eq!(store.preload_counts().await.expect("preloads").pending, 1);
+    assert_eq!(
+        store.backlog_by_endpoint().await.expect("backlog"),
+        [("e".to_owned(), 2, 0), ("f".to_owned(), 1, 0)]
+    );
+    // Kept from now on: a cancel moves the counts.
+    let r1 = RequestId::parse("r1");
+    store
+        .cancel_pending(&r1, purgeq::store::Timestamp::new(time::OffsetDateTime::now_utc()))
+        .await
+        .expect("cancel");
+    let counts = store.state_counts().await.expect("counts");
+    assert_eq!((counts.pending, counts.cancelled), (0, 2));
+    store.close().await;
+}

@@ -24,6 +24,7 @@
 
 mod cache_rules;
 mod cdn;
+mod count_fold;
 mod heartbeat;
 mod leader;
 pub mod listeners;
@@ -376,6 +377,10 @@ fn spawn_background(
     if let Some(report) = report {
         background.push(tokio::spawn(heartbeat::run(store, report, stop.clone())));
     }
+    background.push(tokio::spawn(count_fold::run(
+        refresher.store.clone(),
+        stop.clone(),
+    )));
     background.push(tokio::spawn(tag_log::run(
         refresher.store.clone(),
         refresher.settings.clone(),

@@ -524,28 +524,17 @@ async fn drain_estimate(
 }
 
 pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsView>, ApiError> {
-    Ok(Json(stats_view(&state, Counting::All).await?))
-}
-
-/// Which states [`stats_view`] counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counting {
-    /// Every state: `/v1/stats` (a walk of an index as long as the
-    /// history).
-    All,
-    /// Pending and in flight only, the finished counts left at 0: bounded
-    /// by the backlog, for the status page's refresh every few seconds.
-    Open,
+    Ok(Json(stats_view(&state).await?))
 }
 
 /// The daemon's state on one page: what `/v1/stats` answers and the status
 /// page renders.
-pub async fn stats_view(state: &IngestState, counting: Counting) -> Result<StatsView, ApiError> {
+///
+/// Every count comes from the counts the store keeps as rows change
+/// (issue 31): a few rows, whatever the queue and the history hold.
+pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
     let pipeline = state.status().await;
-    let items = match counting {
-        Counting::All => state.store.state_counts().await?,
-        Counting::Open => state.store.open_state_counts().await?,
-    };
+    let items = state.store.state_counts().await?;
     let oldest_pending_at = state.store.oldest_pending().await?;
     let oldest_pending_age_seconds = oldest_pending_at
         .as_deref()
@@ -564,7 +553,7 @@ pub async fn stats_view(state: &IngestState, counting: Counting) -> Result<Stats
         items,
         preloads: state
             .store
-            .preload_counts(counting == Counting::All)
+            .preload_counts()
             .await?,
         oldest_pending_at,
         oldest_pending_age_seconds,

@@ -160,11 +160,7 @@ impl Store {
     /// Endpoints that have pending items (for endpoints no longer in the
     /// configuration, whose items must still drain).
     pub async fn pending_endpoints(&self) -> Result<Vec<String>, StoreError> {
-        Ok(on_pool!(&self.reader, c => sqlx::query_scalar(
-            "SELECT endpoint_id FROM items WHERE state = 'pending'
-                 UNION SELECT endpoint_id FROM preloads WHERE state = 'pending'",
-        )
-        .fetch_all(c).await)?)
+        Ok(self.queue_counts().await?.pending_endpoints())
     }
 
     /// How ready one endpoint's items of one kind are. Both queries walk

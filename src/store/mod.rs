@@ -10,6 +10,7 @@ mod batches;
 mod cache_policies;
 mod charges;
 mod charts;
+mod counts;
 mod db;
 mod enqueue;
 mod file_guard;
@@ -48,6 +49,7 @@ pub use batches::{
 };
 pub use charges::{QuotaAccount, QuotaContext, QuotaUse};
 pub use charts::{CallError, CallRecord, Counts, RecentError, Slot};
+pub use counts::{ItemCount, PreloadCount, QueueCounts};
 pub use enqueue::EnqueueOutcome;
 pub use history::{HistoryEntry, HistoryFilter, read_history, read_history_postgres};
 pub use ids::{BatchId, ItemId, RequestId};

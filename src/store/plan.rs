@@ -162,44 +162,13 @@ impl Store {
 
     /// Pending counts by kind and lane.
     pub async fn lane_counts(&self) -> Result<LaneCounts, StoreError> {
-        let (files, directories, urgent_files, urgent_directories): (i64, i64, i64, i64) = on_pool!(&self.reader, c => sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE kind = 'file'),
-                        count(*) FILTER (WHERE kind = 'directory'),
-                        count(*) FILTER (WHERE kind = 'file' AND urgent = 1),
-                        count(*) FILTER (WHERE kind = 'directory' AND urgent = 1)
-                 FROM items WHERE state = 'pending'",
-            )
-            .fetch_one(c).await)?;
-        let count = |n: i64| n.max(0) as u64;
-        Ok(LaneCounts {
-            files: count(files),
-            directories: count(directories),
-            urgent_files: count(urgent_files),
-            urgent_directories: count(urgent_directories),
-        })
+        Ok(self.queue_counts().await?.lanes())
     }
 
     /// Urgent items pending: their endpoints, and how many files and
-    /// directories. One read of the partial index that holds only urgent
-    /// pending items, so it is cheap on every batcher pass.
+    /// directories (cheap on every batcher pass: the counts).
     pub async fn urgent_pending(&self) -> Result<UrgentPending, StoreError> {
-        let rows: Vec<(String, String, i64)> = on_pool!(&self.reader, c => sqlx::query_as(
-            "SELECT endpoint_id, kind, count(*) FROM items
-             WHERE state = 'pending' AND urgent = 1 GROUP BY endpoint_id, kind",
-        )
-        .fetch_all(c).await)?;
-        let mut urgent = UrgentPending::default();
-        for (endpoint_id, kind, count) in rows {
-            let count = count.max(0) as u64;
-            match Kind::parse(&kind) {
-                Some(Kind::Directory) => urgent.directories += count,
-                _ => urgent.files += count,
-            }
-            if !urgent.endpoints.contains(&endpoint_id) {
-                urgent.endpoints.push(endpoint_id);
-            }
-        }
-        Ok(urgent)
+        Ok(self.queue_counts().await?.urgent())
     }
 
     /// Carries out `promotions`: each directory becomes a pending item (or

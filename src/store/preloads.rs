@@ -104,21 +104,17 @@ pub struct PreloadCounts {
     pub waiting: u64,
 }
 
-/// Preloads pending or in flight: ranges of `preloads_state`.
-pub(crate) const OPEN_PRELOAD_COUNTS: &str = "SELECT state, count(*) FROM preloads
-     WHERE state IN ('pending', 'sending', 'submitted') GROUP BY state";
-
-/// URLs that want a preload and whose purge is still open, found from
-/// the open purge items (and what is merged into them), not from the
-/// history.
-pub(crate) const WAITING_PRELOADS: &str =
-    "WITH open AS (SELECT id FROM items WHERE state IN ('pending', 'sending', 'submitted')),
-          carried AS (SELECT id FROM open
-                      UNION ALL
-                      SELECT f.id FROM open o JOIN items f ON f.merged_into = o.id
-                      WHERE f.state = 'merged')
-     SELECT count(*) FROM carried c JOIN request_items ri ON ri.item_id = c.id
-     WHERE ri.preload = 1";
+/// URLs that want a preload and whose purge is still open (the item, or
+/// the item it was merged into: merges are one level deep), found from
+/// the links that want a preload (the partial index
+/// `request_items_preload`), not from the queue: a million pending purges
+/// that want no preload cost nothing here (issue 31).
+pub(crate) const WAITING_PRELOADS: &str = "SELECT count(*) FROM request_items ri
+     JOIN items i ON i.id = ri.item_id
+     LEFT JOIN items m ON m.id = i.merged_into AND i.state = 'merged'
+     WHERE ri.preload = 1
+       AND (i.state IN ('pending', 'sending', 'submitted')
+            OR m.state IN ('pending', 'sending', 'submitted'))";
 
 impl Store {
     /// How ready one endpoint's pending preloads are (as
@@ -171,29 +167,10 @@ impl Store {
         .await
     }
 
-    /// Preloads in every state (`full`), or only those waiting and in
-    /// flight (index ranges bounded by the backlog: the status page).
-    pub async fn preload_counts(&self, full: bool) -> Result<PreloadCounts, StoreError> {
-        let sql = if full {
-            "SELECT state, count(*) FROM preloads GROUP BY state"
-        } else {
-            OPEN_PRELOAD_COUNTS
-        };
-        let rows: Vec<(String, i64)> =
-            on_pool!(&self.reader, c => sqlx::query_as(sql).fetch_all(c).await)?;
-        let mut counts = PreloadCounts::default();
-        for (state, count) in rows {
-            let count = count.max(0) as u64;
-            match state.as_str() {
-                "pending" => counts.pending = count,
-                "sending" => counts.sending = count,
-                "submitted" => counts.submitted = count,
-                "succeeded" => counts.succeeded = count,
-                "failed" => counts.failed = count,
-                "cancelled" => counts.cancelled = count,
-                _ => {}
-            }
-        }
+    /// Preloads in every state (the counts kept as rows change), and the
+    /// URLs waiting for their purge before a preload.
+    pub async fn preload_counts(&self) -> Result<PreloadCounts, StoreError> {
+        let mut counts = self.queue_counts().await?.preload_states();
         let waiting: i64 = on_pool!(&self.reader, c => sqlx::query_scalar(WAITING_PRELOADS)
             .fetch_one(c).await)?;
         counts.waiting = waiting.max(0) as u64;

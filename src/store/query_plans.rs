@@ -23,11 +23,8 @@ use super::charts::{
 use super::origin_purges::{
     DUE_AT_LAYER, HOLD_ITEMS, NEXT_AT_LAYER, RELEASE_ITEMS, START_LAYERS, UNSTARTED_HELD,
 };
-use super::preloads::{OPEN_PRELOAD_COUNTS, WAITING_PRELOADS};
-use super::reads::{
-    BACKLOG_BY_ENDPOINT, OLDEST_PENDING, OPEN_STATE_COUNTS, PENDING_BY_KIND, REQUEST_SUMMARIES,
-    REQUEST_URLS,
-};
+use super::preloads::WAITING_PRELOADS;
+use super::reads::{OLDEST_PENDING, REQUEST_SUMMARIES, REQUEST_URLS};
 use super::tags::EXPAND_TAG;
 use super::verifications::{STALE_NOW, SUCCEEDED_UNVERIFIED};
 use crate::config::StoreSettings;
@@ -62,23 +59,13 @@ const READS: &[(&str, &str, Bound, &[&str])] = &[
         Bound::History,
         &["SCAN history"],
     ),
-    ("item counts", OPEN_STATE_COUNTS, Bound::Backlog, &[]),
-    ("pending by kind", PENDING_BY_KIND, Bound::Backlog, &[]),
-    ("preload counts", OPEN_PRELOAD_COUNTS, Bound::Backlog, &[]),
-    // `open` and `carried` are the backlog, read once each.
+    // The links that want a preload, by their partial index; each one's
+    // item and the item it was merged into by key.
     (
         "preloads waiting",
         WAITING_PRELOADS,
-        Bound::Backlog,
-        &["SCAN open", "SCAN o", "SCAN c"],
-    ),
-    // The subquery's rows are the backlog (named, as PostgreSQL
-    // requires of a subquery in FROM).
-    (
-        "backlog",
-        BACKLOG_BY_ENDPOINT,
-        Bound::Backlog,
-        &["SCAN open"],
+        Bound::History,
+        &["SCAN ri USING INDEX request_items_preload", "SCAN ri USING COVERING INDEX request_items_preload"],
     ),
     (
         "oldest pending",

@@ -147,7 +147,11 @@ pub struct StateCounts {
 
 impl StateCounts {
     pub fn add(&mut self, state: ItemState) {
-        *self.slot(state) += 1;
+        self.add_n(state, 1);
+    }
+
+    pub fn add_n(&mut self, state: ItemState, n: u64) {
+        *self.slot(state) += n;
     }
 
     /// The count for `state` (through a copy, so the mapping from state to
@@ -222,26 +226,6 @@ impl From<HistoryRow> for ItemStatus {
         }
     }
 }
-
-/// Pending items by kind: a range of `items_state`.
-pub(crate) const PENDING_BY_KIND: &str =
-    "SELECT count(*) FILTER (WHERE kind = 'file'), count(*) FILTER (WHERE kind = 'directory')
-     FROM items WHERE state = 'pending'";
-
-/// Items pending or in flight: ranges of `items_state`.
-pub(crate) const OPEN_STATE_COUNTS: &str =
-    "SELECT state, count(*) FROM items WHERE state IN ('pending', 'sending', 'submitted')
-             GROUP BY state";
-
-/// Purges and preloads pending or in flight per endpoint: ranges of
-/// `items_state` and `preloads_state`.
-pub(crate) const BACKLOG_BY_ENDPOINT: &str = "SELECT endpoint_id, count(*) FILTER (WHERE state = 'pending'),
-                    count(*) FILTER (WHERE state IN ('sending', 'submitted'))
-             FROM (SELECT endpoint_id, state FROM items WHERE state IN ('pending', 'sending', 'submitted')
-                   UNION ALL
-                   SELECT endpoint_id, state FROM preloads WHERE state IN ('pending', 'sending', 'submitted'))
-                  AS open
-             GROUP BY endpoint_id ORDER BY endpoint_id";
 
 /// The oldest pending arrival: the partial index `items_pending_age`
 /// and a range of `preloads_state`.
@@ -438,54 +422,21 @@ impl Store {
         Ok(positions.into_iter().collect())
     }
 
-    /// Items in every state: one walk of the `items_state` index, so it
-    /// grows with the history (`/v1/stats`, `/metrics`).
+    /// Items in every state, from the counts kept as they change.
     pub async fn state_counts(&self) -> Result<StateCounts, StoreError> {
-        self.counts_of("SELECT state, count(*) FROM items GROUP BY state")
-            .await
-    }
-
-    /// Items pending or in flight only (the others read 0): index ranges
-    /// bounded by the backlog, whatever the history holds (the status
-    /// page, refreshed every few seconds).
-    pub async fn open_state_counts(&self) -> Result<StateCounts, StoreError> {
-        self.counts_of(OPEN_STATE_COUNTS).await
-    }
-
-    async fn counts_of(&self, sql: &'static str) -> Result<StateCounts, StoreError> {
-        let rows: Vec<(String, i64)> =
-            on_pool!(&self.reader, c => sqlx::query_as(sql).fetch_all(c).await)?;
-        let mut counts = StateCounts::default();
-        for (state, count) in rows {
-            if let Some(state) = ItemState::parse(&state) {
-                *counts.slot(state) = count.max(0) as u64;
-            }
-        }
-        Ok(counts)
+        Ok(self.queue_counts().await?.states())
     }
 
     /// Purges and preloads waiting or in flight, per endpoint:
     /// `(endpoint, pending, in flight)`.
     pub async fn backlog_by_endpoint(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
-        let rows: Vec<(String, i64, i64)> = on_pool!(&self.reader, c => sqlx::query_as(BACKLOG_BY_ENDPOINT)
-            .fetch_all(c).await)?;
-        Ok(rows
-            .into_iter()
-            .map(|(endpoint, pending, in_flight)| {
-                (endpoint, pending.max(0) as u64, in_flight.max(0) as u64)
-            })
-            .collect())
+        Ok(self.queue_counts().await?.backlog_by_endpoint())
     }
 
-    /// How many purges and preloads are pending (walks the pending part
-    /// of an index of each).
+    /// How many purges and preloads are pending.
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
-        let count: i64 = on_pool!(&self.reader, c => sqlx::query_scalar(
-            "SELECT (SELECT count(*) FROM items WHERE state = 'pending')
-                  + (SELECT count(*) FROM preloads WHERE state = 'pending')",
-        )
-        .fetch_one(c).await)?;
-        Ok(count.max(0) as u64)
+        let counts = self.queue_counts().await?;
+        Ok(counts.states().pending + counts.preload_states().pending)
     }
 
     /// When the oldest pending item (purge or preload) arrived.
@@ -603,9 +554,8 @@ impl Store {
 
     /// Pending items by kind: `(files, directories)`.
     pub async fn pending_by_kind(&self) -> Result<(u64, u64), StoreError> {
-        let (files, directories): (i64, i64) = on_pool!(&self.reader, c => sqlx::query_as(PENDING_BY_KIND)
-            .fetch_one(c).await)?;
-        Ok((files.max(0) as u64, directories.max(0) as u64))
+        let lanes = self.queue_counts().await?.lanes();
+        Ok((lanes.files, lanes.directories))
     }
 }
 

@@ -98,7 +98,7 @@ async fn status(
         ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
     })?;
     let filter = Filter::parse(&form).map_err(ApiError::bad_request)?;
-    let stats = crate::ingest::v1::stats_view(&state, crate::ingest::v1::Counting::Open).await?;
+    let stats = crate::ingest::v1::stats_view(&state).await?;
     let charts = chart_data(&state).await?;
     let window = state
         .store
