@@ -255,7 +255,11 @@ async fn kept_counts_equal_a_recount_under_concurrent_writers(place: Place) {
     };
     let mut tasks = Vec::new();
     for i in 0..120 {
-        let node = if i % 2 == 0 { store.clone() } else { other.clone() };
+        let node = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
         let mut targets = vec![file(&format!("http://e.com/f/{}", i % 70))];
         if i % 10 == 0 {
             targets.push(dir(&format!("http://e.com/d{}/", i % 3)));
@@ -305,7 +309,14 @@ async fn kept_counts_equal_a_recount_under_concurrent_writers(place: Place) {
         let mut rows: Vec<(String, String, bool, u64)> = counts
             .items
             .into_iter()
-            .map(|c| (c.kind.as_str().to_owned(), c.state.as_str().to_owned(), c.urgent, c.n))
+            .map(|c| {
+                (
+                    c.kind.as_str().to_owned(),
+                    c.state.as_str().to_owned(),
+                    c.urgent,
+                    c.n,
+                )
+            })
             .collect();
         rows.sort();
         rows
@@ -319,23 +330,92 @@ async fn kept_counts_equal_a_recount_under_concurrent_writers(place: Place) {
         Place::File(dir) => {
             let url = format!("sqlite://{}", dir.path().join("purgeq.db").display());
             let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
-            sqlx::query_as(sql).fetch_all(&mut conn).await.expect("recount")
+            sqlx::query_as(sql)
+                .fetch_all(&mut conn)
+                .await
+                .expect("recount")
         }
         Place::Postgres(db) => {
             let mut conn = sqlx::PgConnection::connect_with(db.url.connect_options())
                 .await
                 .expect("postgres");
-            sqlx::query_as(sql).fetch_all(&mut conn).await.expect("recount")
+            sqlx::query_as(sql)
+                .fetch_all(&mut conn)
+                .await
+                .expect("recount")
         }
     };
     let recount: Vec<(String, String, bool, u64)> = recount
         .into_iter()
         .map(|(k, s, u, n)| (k, s, u != 0, n as u64))
         .collect();
-    assert!(recount.iter().any(|(_, s, _, _)| s == "sending"), "{recount:?}");
-    assert!(recount.iter().any(|(_, s, _, _)| s == "cancelled"), "{recount:?}");
-    assert_eq!(before_fold, recount, "the counts with deltas not yet folded");
+    assert!(
+        recount.iter().any(|(_, s, _, _)| s == "sending"),
+        "{recount:?}"
+    );
+    assert!(
+        recount.iter().any(|(_, s, _, _)| s == "cancelled"),
+        "{recount:?}"
+    );
+    assert_eq!(
+        before_fold, recount,
+        "the counts with deltas not yet folded"
+    );
     assert_eq!(after_fold, recount, "the counts after a fold");
+}
+
+/// Issue 31: the charts read the per-minute totals kept as rows are
+/// written; they say what was written, before and after a fold.
+async fn charts_read_the_minutes_kept_as_rows_are_written(place: Place) {
+    use purgeq::store::{CallRecord, Slot, Timestamp};
+    let store = place.open().await;
+    let hour_ago = Timestamp::new(time::OffsetDateTime::now_utc() - time::Duration::hours(1));
+    store
+        .enqueue(request(vec![
+            file("http://e.com/1"),
+            file("http://e.com/2"),
+        ]))
+        .await
+        .expect("enqueue");
+    // Asked again: a URL asked for counts as enqueued each time.
+    store
+        .enqueue(request(vec![
+            file("http://e.com/1"),
+            dir("http://e.com/d/"),
+        ]))
+        .await
+        .expect("enqueue");
+    let now = Timestamp::new(time::OffsetDateTime::now_utc());
+    let call = |outcome| CallRecord {
+        at: now,
+        operation: "purge",
+        outcome,
+        error: None,
+    };
+    store
+        .record_calls(vec![call("accepted"), call("accepted"), call("throttled")])
+        .await
+        .expect("calls");
+    let total = |counts: purgeq::store::Counts, series: &str| -> u64 {
+        counts
+            .iter()
+            .filter(|(_, s, _)| s == series)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    for round in ["before a fold", "after a fold"] {
+        for slot in [Slot::Minute, Slot::Hour] {
+            let urls = store.urls_flow(hour_ago, slot).await.expect("urls");
+            assert_eq!(total(urls, "enqueued"), 4, "{round}, {slot:?}");
+            let calls = store.calls_by_outcome(hour_ago, slot).await.expect("calls");
+            assert_eq!(
+                (total(calls.clone(), "accepted"), total(calls, "throttled")),
+                (2, 1),
+                "{round}, {slot:?}"
+            );
+        }
+        store.fold_counts().await.expect("fold");
+    }
 }
 
 /// Shutdown waits for the writer's last commit (issue 14): `close` returns
@@ -999,6 +1079,7 @@ on_both_backends!(():
     a_promotion_of_unstarted_held_files_holds_the_directory,
     verification_rows_read_alike,
     the_tag_registry_reads_alike,
+    charts_read_the_minutes_kept_as_rows_are_written,
 );
 on_both_backends!((flavor = "multi_thread"):
     concurrent_requests_stored_together_count_each_url_new_once,

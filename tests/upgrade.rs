@@ -597,10 +597,10 @@ async fn a_tenth_schema_database_upgrades_to_the_tag_registry_in_place() {
     store.close().await;
 }
 
-/// Issue 31: the counts are filled from the rows a twelfth-schema database
-/// holds, and kept from then on.
+/// Issue 31: the counts and the charts' minutes are filled from the rows a
+/// twelfth-schema database holds, and kept from then on.
 #[tokio::test]
-async fn a_twelfth_schema_database_upgrades_to_kept_counts_in_place() {
+async fn a_twelfth_schema_database_upgrades_to_kept_counts_and_chart_minutes_in_place() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut conn = released_database(
         dir.path(),
@@ -620,14 +620,17 @@ async fn a_twelfth_schema_database_upgrades_to_kept_counts_in_place() {
         ],
     )
     .await;
-    sqlx::raw_sql(
+    // An hour ago: the charts' minutes are filled from the last two days.
+    let recent =
+        purgeq::store::Timestamp::new(time::OffsetDateTime::now_utc() - time::Duration::hours(1));
+    let sql = format!(
         "PRAGMA foreign_keys = ON;
          INSERT INTO requests (id, received_at, source) VALUES
-             ('r1', '2026-12-04T00:00:00.000Z', 'test');
+             ('r1', '{recent}', 'test');
          INSERT INTO items (id, endpoint_id, kind, url, state, not_before, created_at, updated_at,
                             finished_at, urgent) VALUES
              (1, 'e', 'file', 'https://h/a.js', 'succeeded', '2026-12-04T00:00:00.000Z',
-              '2026-12-04T00:00:00.000Z', '2026-12-04T00:00:05.000Z', '2026-12-04T00:00:05.000Z', 0),
+              '2026-12-04T00:00:00.000Z', '{recent}', '{recent}', 0),
              (2, 'e', 'file', 'https://h/b.js', 'pending', '2026-12-04T00:00:00.000Z',
               '2026-12-04T00:00:00.000Z', '2026-12-04T00:00:00.000Z', NULL, 1),
              (3, 'f', 'directory', 'https://i/', 'pending', '2026-12-04T00:00:00.000Z',
@@ -636,11 +639,13 @@ async fn a_twelfth_schema_database_upgrades_to_kept_counts_in_place() {
              VALUES ('r1', 1, 0), ('r1', 2, 1), ('r1', 3, 2);
          INSERT INTO preloads (endpoint_id, url, state, not_before, created_at, updated_at)
              VALUES ('e', 'https://h/a.js', 'pending', '2026-12-04T00:00:06.000Z',
-                     '2026-12-04T00:00:06.000Z', '2026-12-04T00:00:06.000Z');",
-    )
-    .execute(&mut conn)
-    .await
-    .expect("rows of the twelfth schema");
+                     '2026-12-04T00:00:06.000Z', '2026-12-04T00:00:06.000Z');
+         INSERT INTO calls (at, operation, outcome) VALUES ('{recent}', 'purge', 'accepted');"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut conn)
+        .await
+        .expect("rows of the twelfth schema");
     conn.close().await.expect("close");
     let store = upgraded(&dir.path().join("purgeq.db")).await;
     let counts = store.state_counts().await.expect("counts");
@@ -655,10 +660,31 @@ async fn a_twelfth_schema_database_upgrades_to_kept_counts_in_place() {
         store.backlog_by_endpoint().await.expect("backlog"),
         [("e".to_owned(), 2, 0), ("f".to_owned(), 1, 0)]
     );
+    let since =
+        purgeq::store::Timestamp::new(time::OffsetDateTime::now_utc() - time::Duration::hours(2));
+    let flow = store
+        .urls_flow(since, purgeq::store::Slot::Hour)
+        .await
+        .expect("chart");
+    let total = |series: &str| -> u64 {
+        flow.iter()
+            .filter(|(_, s, _)| s == series)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    assert_eq!((total("enqueued"), total("purged")), (3, 1));
+    let calls = store
+        .calls_by_outcome(since, purgeq::store::Slot::Hour)
+        .await
+        .expect("calls");
+    assert_eq!(calls.iter().map(|(_, _, n)| n).sum::<u64>(), 1);
     // Kept from now on: a cancel moves the counts.
     let r1 = RequestId::parse("r1");
     store
-        .cancel_pending(&r1, purgeq::store::Timestamp::new(time::OffsetDateTime::now_utc()))
+        .cancel_pending(
+            &r1,
+            purgeq::store::Timestamp::new(time::OffsetDateTime::now_utc()),
+        )
         .await
         .expect("cancel");
     let counts = store.state_counts().await.expect("counts");

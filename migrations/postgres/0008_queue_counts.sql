@@ -112,3 +112,7 @@ CREATE TRIGGER preload_counts_update AFTER UPDATE ON preloads
 -- The URLs waiting for their purge before a preload are found from the
 -- links that want one, not by walking the open queue.
 CREATE INDEX request_items_preload ON request_items (item_id) WHERE preload = 1;
+
+-- The oldest pending preload is the first entry here, as the oldest item
+-- is of `items_pending_age`, not the end of a walk of the pending ones.
+CREATE INDEX preloads_pending_age ON preloads (created_at) WHERE state = 'pending';

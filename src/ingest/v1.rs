@@ -551,10 +551,7 @@ pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
     Ok(StatsView {
         backlog_by_endpoint,
         items,
-        preloads: state
-            .store
-            .preload_counts()
-            .await?,
+        preloads: state.store.preload_counts().await?,
         oldest_pending_at,
         oldest_pending_age_seconds,
         store: StoreView {

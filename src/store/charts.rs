@@ -1,6 +1,7 @@
 //! What the status page's charts are drawn from: counts per minute or
-//! per hour over a recent span, each read by an index range (the last
-//! hour or day of rows, never the whole history).
+//! per hour over a recent span, read from the per-minute totals the
+//! database keeps as rows are written (`chart_minutes`, migration 0014):
+//! at most a day of minutes, never the rows themselves.
 
 use super::db::{on_conn, on_pool};
 use super::{Store, StoreError, Timestamp};
@@ -60,43 +61,28 @@ fn counts(rows: Vec<(String, String, i64)>) -> Counts {
         .collect()
 }
 
-/// The smallest UUIDv7 text of a request received at or after `at`:
-/// request ids sort by arrival, so a range of the primary key finds the
-/// recent requests without an index on `received_at`.
-fn first_request_id_at(at: Timestamp) -> String {
-    let ms = (at.get().unix_timestamp_nanos() / 1_000_000).max(0) as u64;
-    format!(
-        "{:08x}-{:04x}-7000-0000-000000000000",
-        ms >> 16,
-        ms & 0xffff
-    )
-}
-
 /// The newest calls that failed: the partial index `calls_errors`, from its end.
 pub(crate) const RECENT_ERRORS: &str =
     "SELECT at, operation, error_type, message, correlation_id FROM calls
              WHERE outcome != 'accepted' ORDER BY id DESC LIMIT $1";
 
-/// Calls per slot and outcome since `$1`: a range of `calls_at`.
-pub(crate) const CALLS_BY_OUTCOME: &str =
-    "SELECT substr(at, 1, CAST($2 AS INTEGER)), outcome, count(*) FROM calls WHERE at >= $1
-                 GROUP BY 1, 2 ORDER BY 1";
-
-/// URLs asked for per slot since `$1`: requests from the first id of that time (their primary key), then their rows.
-pub(crate) const URLS_ENQUEUED: &str =
-    "SELECT substr(r.received_at, 1, CAST($3 AS INTEGER)), 'enqueued', count(*)
-             FROM requests r JOIN request_items ri ON ri.request_id = r.id
-             WHERE r.id >= $2 AND r.received_at >= $1
-             GROUP BY 1 ORDER BY 1";
-
-/// Purges that succeeded per slot since `$1`: a range of the partial
-/// index `items_finished` (`finished_at IS NOT NULL` lets SQLite use
-/// it). The state is counted, not searched: a search by state would walk
-/// every item that ever succeeded.
-pub(crate) const URLS_PURGED: &str = "SELECT substr(finished_at, 1, CAST($2 AS INTEGER)), 'purged',
-            CAST(sum(CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END) AS BIGINT)
-     FROM items WHERE finished_at IS NOT NULL AND finished_at >= $1
-     GROUP BY 1 ORDER BY 1";
+/// A chart's totals per slot and series since `$2` (a timestamp; its
+/// minute counts whole): a range of `chart_minutes`' key, at most a day
+/// of minutes, whatever was written in them (`$1` the chart, `$3` the
+/// slot's prefix length). On PostgreSQL the deltas not yet folded are
+/// added (see `store::counts`).
+pub(crate) const CHART_SQLITE: &str =
+    "SELECT substr(minute, 1, CAST($3 AS INTEGER)), series, CAST(sum(n) AS BIGINT)
+     FROM chart_minutes WHERE chart = $1 AND minute >= substr($2, 1, 16)
+     GROUP BY 1, 2 ORDER BY 1, 2";
+pub(crate) const CHART_POSTGRES: &str =
+    "SELECT substr(minute, 1, CAST($3 AS INTEGER)), series, CAST(sum(n) AS BIGINT)
+     FROM (SELECT minute, series, n FROM chart_minutes
+           WHERE chart = $1 AND minute >= substr($2, 1, 16)
+           UNION ALL
+           SELECT minute, series, n FROM chart_minute_deltas
+           WHERE chart = $1 AND minute >= substr($2, 1, 16)) AS m
+     GROUP BY 1, 2 ORDER BY 1, 2";
 
 /// Purge files and directories accepted per hour since `$1`: a range of `batches_accepted`.
 pub(crate) const QUOTA_THROUGH_THE_DAY: &str =
@@ -182,29 +168,27 @@ impl Store {
         since: Timestamp,
         slot: Slot,
     ) -> Result<Counts, StoreError> {
-        Ok(counts(
-            on_pool!(&self.reader, c => sqlx::query_as(CALLS_BY_OUTCOME)
-                .bind(since)
-                .bind(slot.prefix())
-                .fetch_all(c).await)?,
-        ))
+        self.chart("calls", since, slot).await
     }
 
     /// URLs asked for (`enqueued`) and URLs whose purge succeeded
     /// (`purged`) since `since`, per slot.
     pub async fn urls_flow(&self, since: Timestamp, slot: Slot) -> Result<Counts, StoreError> {
-        let mut rows: Vec<(String, String, i64)> = on_pool!(&self.reader, c => sqlx::query_as(URLS_ENQUEUED)
-            .bind(since)
-            .bind(first_request_id_at(since))
-            .bind(slot.prefix())
-            .fetch_all(c).await)?;
-        rows.extend(
-            on_pool!(&self.reader, c => sqlx::query_as::<_, (String, String, i64)>(URLS_PURGED)
+        self.chart("urls", since, slot).await
+    }
+
+    async fn chart(
+        &self,
+        chart: &'static str,
+        since: Timestamp,
+        slot: Slot,
+    ) -> Result<Counts, StoreError> {
+        let sql = self.reader.backend().pick(CHART_SQLITE, CHART_POSTGRES);
+        Ok(counts(on_pool!(&self.reader, c => sqlx::query_as(sql)
+                .bind(chart)
                 .bind(since)
                 .bind(slot.prefix())
-                .fetch_all(c).await)?,
-        );
-        Ok(counts(rows))
+                .fetch_all(c).await)?))
     }
 
     /// Purge files and directories the CDN accepted since `since` (the
@@ -222,30 +206,5 @@ impl Store {
                 ]
             })
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_request_id_of_a_time_sorts_before_every_later_id() {
-        let at = Timestamp::parse("2026-12-02T10:00:00.000Z").expect("time");
-        let bound = first_request_id_at(at);
-        let later = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            at.get().unix_timestamp() as u64,
-            1,
-        ))
-        .to_string();
-        let earlier = uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            at.get().unix_timestamp() as u64 - 1,
-            0,
-        ))
-        .to_string();
-        assert!(bound <= later, "{bound} <= {later}");
-        assert!(earlier < bound, "{earlier} < {bound}");
     }
 }

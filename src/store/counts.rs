@@ -176,8 +176,7 @@ const ITEM_COUNTS_POSTGRES: &str = "SELECT endpoint_id, kind, state, urgent, CAS
            UNION ALL
            SELECT endpoint_id, kind, state, urgent, n FROM item_count_deltas) AS c
      GROUP BY endpoint_id, kind, state, urgent HAVING sum(n) <> 0";
-const PRELOAD_COUNTS_SQLITE: &str =
-    "SELECT endpoint_id, state, n FROM preload_counts WHERE n <> 0";
+const PRELOAD_COUNTS_SQLITE: &str = "SELECT endpoint_id, state, n FROM preload_counts WHERE n <> 0";
 const PRELOAD_COUNTS_POSTGRES: &str = "SELECT endpoint_id, state, CAST(sum(n) AS BIGINT)
      FROM (SELECT endpoint_id, state, n FROM preload_counts
            UNION ALL
@@ -197,6 +196,12 @@ const FOLD_PRELOAD_COUNTS: &str =
      INSERT INTO preload_counts (endpoint_id, state, n)
      SELECT endpoint_id, state, CAST(sum(n) AS BIGINT) FROM moved GROUP BY endpoint_id, state
      ON CONFLICT (endpoint_id, state) DO UPDATE SET n = preload_counts.n + excluded.n";
+
+const FOLD_CHART_MINUTES: &str =
+    "WITH moved AS (DELETE FROM chart_minute_deltas RETURNING chart, minute, series, n)
+     INSERT INTO chart_minutes (chart, minute, series, n)
+     SELECT chart, minute, series, CAST(sum(n) AS BIGINT) FROM moved GROUP BY chart, minute, series
+     ON CONFLICT (chart, minute, series) DO UPDATE SET n = chart_minutes.n + excluded.n";
 
 type ItemCountRow = (String, String, String, i64, i64);
 
@@ -251,7 +256,7 @@ impl Store {
         }
         self.write(|conn| {
             Box::pin(async move {
-                for sql in [FOLD_ITEM_COUNTS, FOLD_PRELOAD_COUNTS] {
+                for sql in [FOLD_ITEM_COUNTS, FOLD_PRELOAD_COUNTS, FOLD_CHART_MINUTES] {
                     super::db::on_conn!(conn, c => sqlx::query(sql).execute(c).await.map(|_| ()))?;
                 }
                 Ok(())

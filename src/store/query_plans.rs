@@ -17,9 +17,7 @@
 use sqlx::Connection;
 
 use super::Store;
-use super::charts::{
-    CALLS_BY_OUTCOME, QUOTA_THROUGH_THE_DAY, RECENT_ERRORS, URLS_ENQUEUED, URLS_PURGED,
-};
+use super::charts::{CHART_SQLITE, QUOTA_THROUGH_THE_DAY, RECENT_ERRORS};
 use super::origin_purges::{
     DUE_AT_LAYER, HOLD_ITEMS, NEXT_AT_LAYER, RELEASE_ITEMS, START_LAYERS, UNSTARTED_HELD,
 };
@@ -44,12 +42,13 @@ enum Bound {
 /// these texts), and why those are bounded.
 const READS: &[(&str, &str, Bound, &[&str])] = &[
     // The newest `limit` requests: the primary key walked from its end,
-    // stopped by LIMIT; then the page's own rows.
+    // stopped by LIMIT; then the page's own rows (`urls`: the page's
+    // URLs, summed per request).
     (
         "request summaries",
         REQUEST_SUMMARIES,
         Bound::History,
-        &["SCAN requests", "SCAN pg", "SCAN p"],
+        &["SCAN requests", "SCAN pg", "SCAN p", "SCAN urls"],
     ),
     // The view's output: `request_id = $1` is pushed into both of its
     // arms, which search by key.
@@ -65,12 +64,15 @@ const READS: &[(&str, &str, Bound, &[&str])] = &[
         "preloads waiting",
         WAITING_PRELOADS,
         Bound::History,
-        &["SCAN ri USING INDEX request_items_preload", "SCAN ri USING COVERING INDEX request_items_preload"],
+        &[
+            "SCAN ri USING INDEX request_items_preload",
+            "SCAN ri USING COVERING INDEX request_items_preload",
+        ],
     ),
     (
         "oldest pending",
         OLDEST_PENDING,
-        Bound::Backlog,
+        Bound::History,
         &["SCAN oldest"],
     ),
     // The partial index of failed calls, from its end, stopped by LIMIT.
@@ -80,9 +82,8 @@ const READS: &[(&str, &str, Bound, &[&str])] = &[
         Bound::History,
         &["SCAN calls USING INDEX calls_errors"],
     ),
-    ("calls chart", CALLS_BY_OUTCOME, Bound::History, &[]),
-    ("URLs enqueued chart", URLS_ENQUEUED, Bound::History, &[]),
-    ("URLs purged chart", URLS_PURGED, Bound::History, &[]),
+    // A range of the per-minute totals' key.
+    ("charts", CHART_SQLITE, Bound::History, &[]),
     ("quota chart", QUOTA_THROUGH_THE_DAY, Bound::History, &[]),
     // Not the page's, but run on every intent with origin caches, every
     // origin-stage pass and every second of verification: bounded by

@@ -184,6 +184,12 @@ async fn remove_step(
     .bind(cutoff)
     .bind(batch)
     .execute(c).await.map(|r| r.rows_affected()))?;
+    // The charts' minutes, as old as the rest (a range of their key).
+    on_conn!(conn, c => sqlx::query(
+        "DELETE FROM chart_minutes WHERE chart IN ('urls', 'calls') AND minute < substr($1, 1, 16)",
+    )
+    .bind(cutoff)
+    .execute(c).await.map(|r| r.rows_affected()))?;
     let quota_days = on_conn!(conn, c => sqlx::query("DELETE FROM quota_days WHERE day < $1")
         .bind(cutoff_day)
         .execute(c).await.map(|r| r.rows_affected()))?;
