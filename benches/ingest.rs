@@ -16,8 +16,6 @@
 //! `PURGEQ_BENCH_SCALE=0.1` shrinks every count (for a quick look);
 //! `PURGEQ_BENCH_ORIGIN_CACHES=2` adds two origin-cache layers (down).
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,38 +88,6 @@ impl Daemon {
 /// `GET /v1/stats`.
 async fn stats(daemon: &Daemon) -> serde_json::Value {
     get(&client(&daemon.socket), "/v1/stats").await
-}
-
-/// The same rows, straight into the same schema with plain SQLite:
-/// `benches/ceiling.py` (C-speed inserts through Python's sqlite3, one
-/// transaction per 1,000 URLs). `None` without python3.
-///
-/// The schema is every migration, in order: the ceiling was measured on
-/// the first one alone until 2026-12-05, which lacks three of the
-/// indexes every item row now updates, so it read ~15 % high.
-fn ceiling(total: usize) -> Option<f64> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut migrations: Vec<_> = std::fs::read_dir(root.join("migrations"))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-        .collect();
-    migrations.sort();
-    let mut schema = String::new();
-    for path in migrations {
-        schema.push_str(&std::fs::read_to_string(path).ok()?);
-        schema.push('\n');
-    }
-    let dir = tempfile::tempdir().ok()?;
-    let schema_path = dir.path().join("schema.sql");
-    std::fs::write(&schema_path, schema).ok()?;
-    let output = Command::new("python3")
-        .arg(root.join("benches/ceiling.py"))
-        .arg(&schema_path)
-        .arg(total.to_string())
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&output.stdout).trim().parse().ok()
 }
 
 /// What an overload run saw.
@@ -202,7 +168,7 @@ async fn main() {
     // Warm-up: connections, statement cache.
     batch_ingest(&daemon.socket, 4, 2, "warm").await;
     let rate = batch_ingest(&daemon.socket, 4, per_client, "batch").await;
-    let ceiling = ceiling(4 * per_client * 1000);
+    let ceiling = common::ceiling(4 * per_client * 1000);
     println!(
         "batch ingest, 1,000-URL requests, 4 clients, synchronous=full: {:.0} URLs/s ({} URLs)",
         rate,

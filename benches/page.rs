@@ -6,8 +6,7 @@
 //! a million finished items (100,000 requests of 10 URLs, 10,000 batches,
 //! spread over 400 days, then over 30; and the last day's 86,400 calls),
 //! and `GET /`, `GET /ui/requests/{id}`
-//! and, for comparison, `GET /v1/stats` (which counts every state, so its
-//! cost grows with the history) are timed over the socket, one client, 40
+//! and `GET /v1/stats` are timed over the socket, one client, 40
 //! times each after a warm-up.
 
 use std::path::Path;

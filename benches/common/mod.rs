@@ -184,6 +184,38 @@ pub async fn batch_ingest(
     (clients * requests_per_client * 1000) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The same rows, straight into the same schema with plain SQLite:
+/// `benches/ceiling.py` (C-speed inserts through Python's sqlite3, one
+/// transaction per 1,000 URLs). `None` without python3.
+///
+/// The schema is every migration, in order: the ceiling was measured on
+/// the first one alone until 2026-12-05, which lacks three of the
+/// indexes every item row now updates, so it read ~15 % high.
+pub fn ceiling(total: usize) -> Option<f64> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut migrations: Vec<_> = std::fs::read_dir(root.join("migrations"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    migrations.sort();
+    let mut schema = String::new();
+    for path in migrations {
+        schema.push_str(&std::fs::read_to_string(path).ok()?);
+        schema.push('\n');
+    }
+    let dir = tempfile::tempdir().ok()?;
+    let schema_path = dir.path().join("schema.sql");
+    std::fs::write(&schema_path, schema).ok()?;
+    let output = Command::new("python3")
+        .arg(root.join("benches/ceiling.py"))
+        .arg(&schema_path)
+        .arg(total.to_string())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+}
+
 /// What a run of single-URL requests saw, all sockets together.
 pub struct Latencies {
     pub per_second: f64,

@@ -20,6 +20,30 @@ use crate::cdn::cache_rules::{CachePolicy, KnownPolicy, fact_for};
 use crate::cdn::wire::CachePolicyBody;
 use crate::target::{Kind, PurgeTarget};
 
+/// The expiry statements name `items_pending_expiry` on SQLite, which
+/// without statistics walked every pending item by `items_state` (3-7 ms
+/// a look with 100,000 pending, issue 31); PostgreSQL's texts are the same
+/// without `INDEXED BY`.
+pub(crate) const NEXT_EXPIRY: &str =
+    "SELECT min(expires_at) FROM items INDEXED BY items_pending_expiry
+     WHERE state = 'pending' AND expires_at IS NOT NULL";
+pub(crate) const NEXT_EXPIRY_POSTGRES: &str = "SELECT min(expires_at) FROM items
+     WHERE state = 'pending' AND expires_at IS NOT NULL";
+pub(crate) const EXPIRE_DUE: &str = "UPDATE items INDEXED BY items_pending_expiry
+     SET state = 'expired', finished_at = $1, updated_at = $1,
+         last_error = 'no purge needed: every copy cached before the request has expired ('
+                      || COALESCE(expiry_rule, 'cache rule') || ')'
+     WHERE state = 'pending' AND kind = 'file'
+       AND expires_at IS NOT NULL AND expires_at <= $1 AND not_before <> $2
+     RETURNING id";
+pub(crate) const EXPIRE_DUE_POSTGRES: &str = "UPDATE items
+     SET state = 'expired', finished_at = $1, updated_at = $1,
+         last_error = 'no purge needed: every copy cached before the request has expired ('
+                      || COALESCE(expiry_rule, 'cache rule') || ')'
+     WHERE state = 'pending' AND kind = 'file'
+       AND expires_at IS NOT NULL AND expires_at <= $1 AND not_before <> $2
+     RETURNING id";
+
 impl Store {
     /// Keeps `policy` as the endpoint's. When it differs from the copy
     /// kept, the pending files of that endpoint get their expiry again
@@ -102,14 +126,8 @@ impl Store {
         let now = Timestamp::new(now);
         self.write(move |conn| {
             Box::pin(async move {
-                let expired: Vec<i64> = on_conn!(conn, c => sqlx::query_scalar(
-                    "UPDATE items SET state = 'expired', finished_at = $1, updated_at = $1,
-                         last_error = 'no purge needed: every copy cached before the request has expired ('
-                                      || COALESCE(expiry_rule, 'cache rule') || ')'
-                     WHERE state = 'pending' AND kind = 'file'
-                       AND expires_at IS NOT NULL AND expires_at <= $1 AND not_before <> $2
-                     RETURNING id",
-                )
+                let sql = conn.pick(EXPIRE_DUE, EXPIRE_DUE_POSTGRES);
+                let expired: Vec<i64> = on_conn!(conn, c => sqlx::query_scalar(sql)
                 .bind(now)
                 // A file held for the origin caches has not expired: the
                 // CDN would fetch the old copy from them again.
@@ -127,9 +145,11 @@ impl Store {
     /// When the next pending file expires, if any does (one probe of the
     /// `items_pending_expiry` index).
     pub async fn next_expiry(&self) -> Result<Option<OffsetDateTime>, StoreError> {
-        let next: Option<String> = on_pool!(&self.reader, c => sqlx::query_scalar(
-            "SELECT min(expires_at) FROM items WHERE state = 'pending' AND expires_at IS NOT NULL",
-        )
+        let sql = self
+            .reader
+            .backend()
+            .pick(NEXT_EXPIRY, NEXT_EXPIRY_POSTGRES);
+        let next: Option<String> = on_pool!(&self.reader, c => sqlx::query_scalar(sql)
         .fetch_one(c).await)?;
         Ok(next
             .as_deref()

@@ -71,6 +71,22 @@ pub use waits::{Wait, why_pending};
 use crate::config::{StoreSettings, Synchronous};
 use writer::{Command, Job, JobFuture, WriterSignals};
 
+/// SQLite's page cache on the writing connection, in KiB (negative, as
+/// `PRAGMA cache_size` takes it): SQLite's default, written down so the
+/// daemon's memory is stated (`config/purgeq.toml`).
+const WRITER_CACHE_KIB: &str = "-2048";
+
+/// SQLite's page cache per read connection, in KiB (as `PRAGMA
+/// cache_size` takes it, negative): the reads are index ranges and keys,
+/// and the operating system caches the file anyway; SQLite's default
+/// (2 MiB, which the writer keeps) on each of the four readers was a
+/// quarter of the daemon's memory with a million pending (issue 31).
+const READER_CACHE_KIB: &str = "-512";
+
+/// Prepared statements kept per read connection (sqlx keeps 100): each
+/// holds its compiled program, and the readers run a few dozen.
+const READER_STATEMENTS: usize = 48;
+
 /// How long a connection waits for a lock held by another process (an
 /// operator's `sqlite3`, say) before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -275,6 +291,7 @@ fn connect_options(settings: &StoreSettings) -> Result<SqliteConnectOptions, Sto
             Synchronous::Normal => SqliteSynchronous::Normal,
         })
         .foreign_keys(true)
+        .pragma("cache_size", WRITER_CACHE_KIB)
         .busy_timeout(BUSY_TIMEOUT)
         .disable_statement_logging())
 }
@@ -416,7 +433,12 @@ impl Store {
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(options.read_only(true))
+            .connect_with(
+                options
+                    .read_only(true)
+                    .pragma("cache_size", READER_CACHE_KIB)
+                    .statement_cache_capacity(READER_STATEMENTS),
+            )
             .await
             .map_err(|e| {
                 StoreError::cannot(

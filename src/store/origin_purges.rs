@@ -272,8 +272,15 @@ pub(super) const START_LAYERS: &str = insert_layer_rows!(sqlite, start_again!())
 /// Held items whose layers' rows are not written yet (inserted held by
 /// intake), after the id `$1`, oldest first, `$2` at most: a range of
 /// `items_held`. The literal is the index's own condition (a parameter
-/// would not match it).
-pub(super) const UNSTARTED_HELD: &str = "SELECT i.id, i.url FROM items i
+/// would not match it), and SQLite is told the index: without statistics
+/// it walked every pending item by `items_state` instead, 3 ms on each
+/// wake with 100,000 pending (issue 31).
+pub(super) const UNSTARTED_HELD: &str = "SELECT i.id, i.url FROM items i INDEXED BY items_held
+     WHERE i.state = 'pending' AND i.not_before = '9999-12-31T23:59:59.999Z' AND i.id > $1
+       AND NOT EXISTS (SELECT 1 FROM origin_purges o WHERE o.item_id = i.id)
+     ORDER BY i.id LIMIT $2";
+
+pub(super) const UNSTARTED_HELD_POSTGRES: &str = "SELECT i.id, i.url FROM items i
      WHERE i.state = 'pending' AND i.not_before = '9999-12-31T23:59:59.999Z' AND i.id > $1
        AND NOT EXISTS (SELECT 1 FROM origin_purges o WHERE o.item_id = i.id)
      ORDER BY i.id LIMIT $2";
@@ -368,7 +375,11 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String)>, StoreError> {
-        Ok(on_pool!(&self.reader, c => sqlx::query_as(UNSTARTED_HELD)
+        let sql = self
+            .reader
+            .backend()
+            .pick(UNSTARTED_HELD, UNSTARTED_HELD_POSTGRES);
+        Ok(on_pool!(&self.reader, c => sqlx::query_as(sql)
             .bind(after)
             .bind(limit as i64)
             .fetch_all(c).await)?)

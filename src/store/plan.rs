@@ -62,6 +62,17 @@ const PENDING_ANY_ORDER: &str = "SELECT endpoint_id, kind, url, urgent,
             CASE WHEN expires_at IS NOT NULL AND expires_at < $1 THEN 1 ELSE 0 END
      FROM items WHERE state = 'pending'";
 
+/// Files that expire before the next quota day wait for their expiry: a
+/// range of `items_pending_expiry` (named on SQLite, see
+/// `cache_policies::NEXT_EXPIRY`).
+pub(crate) const DEFER_EXPIRING: &str =
+    "UPDATE items INDEXED BY items_pending_expiry SET not_before = expires_at
+     WHERE state = 'pending' AND kind = 'file' AND urgent = 0
+       AND expires_at IS NOT NULL AND expires_at < $1 AND not_before < expires_at";
+pub(crate) const DEFER_EXPIRING_POSTGRES: &str = "UPDATE items SET not_before = expires_at
+     WHERE state = 'pending' AND kind = 'file' AND urgent = 0
+       AND expires_at IS NOT NULL AND expires_at < $1 AND not_before < expires_at";
+
 impl Store {
     /// Every pending item, oldest first (the order the batcher takes them).
     /// A full read of the queue: for the planner when the day cannot hold
@@ -92,11 +103,8 @@ impl Store {
     pub async fn defer_expiring(&self, next_day: Timestamp) -> Result<u64, StoreError> {
         self.write(move |conn| {
             Box::pin(async move {
-                on_conn!(conn, c => sqlx::query(
-                    "UPDATE items SET not_before = expires_at
-                     WHERE state = 'pending' AND kind = 'file' AND urgent = 0
-                       AND expires_at IS NOT NULL AND expires_at < $1 AND not_before < expires_at",
-                )
+                let sql = conn.pick(DEFER_EXPIRING, DEFER_EXPIRING_POSTGRES);
+                on_conn!(conn, c => sqlx::query(sql)
                 .bind(next_day)
                 .execute(c).await.map(|r| r.rows_affected()))
             })

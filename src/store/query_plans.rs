@@ -17,6 +17,8 @@
 use sqlx::Connection;
 
 use super::Store;
+use super::batches::{PICK_URGENT, URGENT_ELIGIBLE, URGENT_WAITING};
+use super::cache_policies::NEXT_EXPIRY;
 use super::charts::{CHART_SQLITE, QUOTA_THROUGH_THE_DAY, RECENT_ERRORS};
 use super::origin_purges::{
     DUE_AT_LAYER, HOLD_ITEMS, NEXT_AT_LAYER, RELEASE_ITEMS, START_LAYERS, UNSTARTED_HELD,
@@ -128,7 +130,24 @@ const READS: &[(&str, &str, Bound, &[&str])] = &[
         Bound::Backlog,
         &[],
     ),
-    ("held items to start", UNSTARTED_HELD, Bound::Backlog, &[]),
+    ("held items to start", UNSTARTED_HELD, Bound::History, &[]),
+    // The expiry watch, at most once a second.
+    ("next expiry", NEXT_EXPIRY, Bound::History, &[]),
+    // The batcher's urgent lane, on each cut: the partial index of urgent
+    // pending items only (a hotfix's few URLs, not the backlog).
+    (
+        "urgent items waiting",
+        URGENT_WAITING,
+        Bound::History,
+        &["SCAN items USING COVERING INDEX items_pending_urgent"],
+    ),
+    ("urgent items to cut", PICK_URGENT, Bound::History, &[]),
+    (
+        "urgent items eligible",
+        URGENT_ELIGIBLE,
+        Bound::History,
+        &["SCAN eligible"],
+    ),
     // A purge by tag expands at the door (issue 35): one range of the
     // tag's key, each URL by id.
     ("expand a tag", EXPAND_TAG, Bound::History, &[]),
@@ -264,4 +283,41 @@ async fn a_read_of_the_whole_history_is_caught() {
             .any(|(_, _, _, step)| unbounded(step, Bound::History, &[]).is_some()),
         "{by_state:?}"
     );
+}
+
+/// Where SQLite is told an index (`INDEXED BY`: without statistics it
+/// prefers `items_state` and walks every pending item), PostgreSQL's text
+/// is the same statement without it.
+#[test]
+fn indexed_by_is_the_only_difference() {
+    use super::batches::{
+        PICK_URGENT, PICK_URGENT_POSTGRES, URGENT_ELIGIBLE, URGENT_ELIGIBLE_POSTGRES,
+        URGENT_WAITING, URGENT_WAITING_POSTGRES,
+    };
+    use super::cache_policies::{
+        EXPIRE_DUE, EXPIRE_DUE_POSTGRES, NEXT_EXPIRY, NEXT_EXPIRY_POSTGRES,
+    };
+    use super::origin_purges::UNSTARTED_HELD_POSTGRES;
+    use super::plan::{DEFER_EXPIRING, DEFER_EXPIRING_POSTGRES};
+    use super::reads::OLDEST_PENDING_POSTGRES;
+    let pairs = [
+        (URGENT_ELIGIBLE, URGENT_ELIGIBLE_POSTGRES),
+        (URGENT_WAITING, URGENT_WAITING_POSTGRES),
+        (PICK_URGENT, PICK_URGENT_POSTGRES),
+        (UNSTARTED_HELD, UNSTARTED_HELD_POSTGRES),
+        (OLDEST_PENDING, OLDEST_PENDING_POSTGRES),
+        (NEXT_EXPIRY, NEXT_EXPIRY_POSTGRES),
+        (EXPIRE_DUE, EXPIRE_DUE_POSTGRES),
+        (DEFER_EXPIRING, DEFER_EXPIRING_POSTGRES),
+    ];
+    for (sqlite, postgres) in pairs {
+        assert!(sqlite.contains(" INDEXED BY "), "{sqlite}");
+        let mut without = sqlite.to_owned();
+        while let Some(at) = without.find(" INDEXED BY ") {
+            let rest = &without[at + " INDEXED BY ".len()..];
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            without = format!("{}{}", &without[..at], &rest[end..]);
+        }
+        assert_eq!(without, postgres);
+    }
 }
