@@ -178,3 +178,93 @@ async fn every_node_may_migrate_at_once() {
     }
     test_db.drop_now().await;
 }
+
+/// Issue 31: a fleet database of the seventh schema, with rows, upgrades
+/// in place: the counts and the charts' recent minutes are filled from
+/// its rows, and nothing is lost.
+#[tokio::test]
+async fn a_seventh_schema_fleet_database_upgrades_to_kept_counts_in_place() {
+    use purgeq::store::{Slot, Store, Timestamp};
+    let Some(test_db) =
+        TestDatabase::create("a_seventh_schema_fleet_database_upgrades_to_kept_counts_in_place")
+            .await
+    else {
+        return;
+    };
+    // The released migrations, applied by sqlx as a node of that release
+    // did (same files, same checksums).
+    let released = tempfile::tempdir().unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() < "0008" {
+            std::fs::copy(&path, released.path().join(&name)).unwrap();
+        }
+    }
+    let pool = sqlx::PgPool::connect_with(test_db.url.connect_options().clone())
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(released.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .expect("the seventh schema");
+    let recent = Timestamp::new(time::OffsetDateTime::now_utc() - time::Duration::hours(1));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO requests (id, received_at, source) VALUES ('r1', '{recent}', 'test');
+         INSERT INTO items (id, endpoint_id, kind, url, state, not_before, created_at, updated_at,
+                            finished_at, urgent) VALUES
+             (1, 'e', 'file', 'https://h/a.js', 'succeeded', '{recent}', '{recent}', '{recent}',
+              '{recent}', 0),
+             (2, 'e', 'file', 'https://h/b.js', 'pending', '{recent}', '{recent}', '{recent}',
+              NULL, 1);
+         INSERT INTO request_items (request_id, item_id, position) VALUES ('r1', 1, 0), ('r1', 2, 1);
+         INSERT INTO preloads (endpoint_id, url, state, not_before, created_at, updated_at)
+             VALUES ('e', 'https://h/a.js', 'pending', '{recent}', '{recent}', '{recent}');
+         INSERT INTO calls (at, operation, outcome) VALUES ('{recent}', 'purge', 'accepted');"
+    )))
+    .execute(&pool)
+    .await
+    .expect("rows of the seventh schema");
+    pool.close().await;
+
+    let fleet = FleetDb::connect(&test_db.url).await.expect("upgrade");
+    let store = Store::open_postgres(&fleet).await.expect("open");
+    let counts = store.state_counts().await.expect("counts");
+    assert_eq!((counts.pending, counts.succeeded), (1, 1));
+    let lanes = store.lane_counts().await.expect("lanes");
+    assert_eq!((lanes.files, lanes.urgent_files), (1, 1));
+    assert_eq!(store.preload_counts().await.expect("preloads").pending, 1);
+    let since = Timestamp::new(time::OffsetDateTime::now_utc() - time::Duration::hours(2));
+    let flow = store.urls_flow(since, Slot::Hour).await.expect("chart");
+    let total = |series: &str| -> u64 {
+        flow.iter()
+            .filter(|(_, s, _)| s == series)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    assert_eq!((total("enqueued"), total("purged")), (2, 1));
+    let calls = store
+        .calls_by_outcome(since, Slot::Hour)
+        .await
+        .expect("calls");
+    assert_eq!(calls.iter().map(|(_, _, n)| n).sum::<u64>(), 1);
+    // Kept from now on, through the deltas and a fold.
+    store
+        .cancel_pending(
+            &purgeq::store::RequestId::parse("r1"),
+            Timestamp::new(time::OffsetDateTime::now_utc()),
+        )
+        .await
+        .expect("cancel");
+    for _ in 0..2 {
+        let counts = store.state_counts().await.expect("counts");
+        assert_eq!((counts.pending, counts.cancelled), (0, 1));
+        store.fold_counts().await.expect("fold");
+    }
+    store.close().await;
+    fleet.pool().close().await;
+    test_db.drop_now().await;
+}
