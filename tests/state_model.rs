@@ -15,7 +15,9 @@
 //!    asked for until it is finished and retention removes it;
 //! 4. the ledger never counts less than the CDN may have counted;
 //! 5. the counts the store keeps as rows change (issue 31) equal a full
-//!    recount of the rows, per endpoint, kind, state and lane.
+//!    recount of the rows, per endpoint, kind, state and lane;
+//! 6. the request list (`GET /v1/purges`, the status page) says of each
+//!    request what its own page says: the same state and number of URLs.
 //!
 //! The number of sequences and steps is in RELIABILITY.md.
 
@@ -316,6 +318,7 @@ impl Harness {
 
     async fn check(&mut self) {
         self.check_counts().await;
+        self.check_summaries().await;
         let items: HashMap<i64, (String, Option<i64>)> =
             sqlx::query_as::<_, (i64, String, Option<i64>)>(
                 "SELECT id, state, merged_into FROM items",
@@ -431,6 +434,31 @@ impl Harness {
 }
 
 impl Harness {
+    /// Invariant 6: the list's summaries, asked by each request's keys,
+    /// agree with each request read in full through the `history` view.
+    async fn check_summaries(&mut self) {
+        let listed = self
+            .store
+            .recent_requests(None, 500, None)
+            .await
+            .expect("summaries");
+        for (summary, _) in listed {
+            let id = purgeq::store::RequestId::parse(&summary.id);
+            let full = self
+                .store
+                .request_status(&id)
+                .await
+                .expect("status")
+                .expect("listed, so known");
+            assert_eq!(
+                (summary.state, summary.urls),
+                (full.state, full.items.len() as u64),
+                "request {}: the list and the request's page differ",
+                summary.id
+            );
+        }
+    }
+
     /// Invariant 5: what `/v1/stats`, the batcher and the page read is
     /// what a walk of every row finds.
     async fn check_counts(&mut self) {

@@ -44,13 +44,12 @@ enum Bound {
 /// these texts), and why those are bounded.
 const READS: &[(&str, &str, Bound, &[&str])] = &[
     // The newest `limit` requests: the primary key walked from its end,
-    // stopped by LIMIT; then the page's own rows (`urls`: the page's
-    // URLs, summed per request).
+    // stopped by LIMIT; then each of them asked by its keys.
     (
         "request summaries",
         REQUEST_SUMMARIES,
         Bound::History,
-        &["SCAN requests", "SCAN pg", "SCAN p", "SCAN urls"],
+        &["SCAN requests", "SCAN p", "SCAN k", "SCAN e"],
     ),
     // The view's output: `request_id = $1` is pushed into both of its
     // arms, which search by key.
