@@ -171,8 +171,11 @@ async fn time_gets(client: &reqwest::Client, path: &str) -> (f64, f64) {
 async fn spent(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, history) = match backend {
-        Backend::Sqlite => (Some(finished_history(dir.path()).await), "1M finished + "),
-        Backend::Postgres => (None, ""),
+        Backend::Sqlite => (
+            Some(finished_history(dir.path()).await),
+            format!("{} finished + ", scale(1_000_000)),
+        ),
+        Backend::Postgres => (None, String::new()),
     };
     let daemon = backend.start(db.as_deref(), &spent_day()).await;
     let pending = scale(1_000_000);
