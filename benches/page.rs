@@ -54,26 +54,7 @@ async fn fill(db: &Path, days: i64) -> Duration {
 }
 
 async fn time_gets(client: &reqwest::Client, path: &str) -> (f64, f64) {
-    for _ in 0..3 {
-        let _ = client.get(format!("http://localhost{path}")).send().await;
-    }
-    let mut ms = Vec::new();
-    for _ in 0..40 {
-        let started = Instant::now();
-        let response = client
-            .get(format!("http://localhost{path}"))
-            .send()
-            .await
-            .expect("GET");
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.bytes().await.expect("body");
-        ms.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    ms.sort_by(f64::total_cmp);
+    let ms = common::timed_gets(client, path, 40).await;
     (ms[ms.len() / 2], ms[ms.len() * 39 / 40])
 }
 

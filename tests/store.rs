@@ -81,6 +81,31 @@ impl Place {
     }
 }
 
+/// The next batch of endpoint `ep`, cut as the batcher would on a day with
+/// quota to spare, every item eligible.
+async fn cut_one(
+    store: &Store,
+    account: &purgeq::store::QuotaAccount,
+    max_files: usize,
+    max_directories: usize,
+) -> purgeq::store::Batch {
+    let limits = purgeq::store::CutLimits {
+        max_files,
+        max_directories,
+        account: account.clone(),
+        files_per_day: 100,
+        directories_per_day: 100,
+        reserve_files: 0,
+        reserve_directories: 0,
+    };
+    let end_of_time = purgeq::store::Timestamp::parse("9999-12-31T00:00:00.000Z").expect("a time");
+    store
+        .cut_batch("ep", limits, end_of_time)
+        .await
+        .expect("cut")
+        .expect("a batch")
+}
+
 async fn deduplicates_pending_urls_within_and_across_requests(place: Place) {
     let store = place.open().await;
     let first = store
@@ -238,7 +263,7 @@ async fn concurrent_requests_stored_together_count_each_url_new_once(place: Plac
 /// with two writers at once (on PostgreSQL two nodes, each appending
 /// deltas) and folds running meanwhile, through cuts and cancels.
 async fn kept_counts_equal_a_recount_under_concurrent_writers(place: Place) {
-    use purgeq::store::{CutLimits, QuotaAccount, Timestamp};
+    use purgeq::store::{QuotaAccount, Timestamp};
     let store = place.open().await;
     let other = match &place {
         Place::Postgres(_) => place.open().await,
@@ -285,23 +310,7 @@ async fn kept_counts_equal_a_recount_under_concurrent_writers(place: Place) {
         subscription_id: "sub".into(),
         day: "2026-12-05".into(),
     };
-    store
-        .cut_batch(
-            "ep",
-            CutLimits {
-                max_files: 20,
-                max_directories: 2,
-                account,
-                files_per_day: 100,
-                directories_per_day: 100,
-                reserve_files: 0,
-                reserve_directories: 0,
-            },
-            Timestamp::parse("9999-12-31T00:00:00.000Z").expect("a time"),
-        )
-        .await
-        .expect("cut")
-        .expect("a batch");
+    cut_one(&store, &account, 20, 2).await;
     for id in ids.iter().step_by(9) {
         other.cancel_pending(id, now).await.expect("cancel");
     }
@@ -832,7 +841,7 @@ async fn a_promotion_of_unstarted_held_files_holds_the_directory(place: Place) {
 /// round by round, and read back per URL and for the page.
 async fn verification_rows_read_alike(place: Place) {
     use purgeq::store::{
-        CutLimits, EdgeRecord, ItemResult, QuotaAccount, RoundOutcome, Timestamp, VerificationState,
+        EdgeRecord, ItemResult, QuotaAccount, RoundOutcome, Timestamp, VerificationState,
     };
     let store = place.open().await;
     let (a, b, d, x) = (
@@ -849,23 +858,7 @@ async fn verification_rows_read_alike(place: Place) {
         subscription_id: "sub".into(),
         day: "2026-12-05".into(),
     };
-    let batch = store
-        .cut_batch(
-            "ep",
-            CutLimits {
-                max_files: 10,
-                max_directories: 10,
-                account: account.clone(),
-                files_per_day: 100,
-                directories_per_day: 100,
-                reserve_files: 0,
-                reserve_directories: 0,
-            },
-            Timestamp::parse("9999-12-31T00:00:00.000Z").expect("a time"),
-        )
-        .await
-        .expect("cut")
-        .expect("a batch");
+    let batch = cut_one(&store, &account, 10, 10).await;
     store
         .batch_accepted(&batch, "task", None, &account, now)
         .await

@@ -310,3 +310,29 @@ pub async fn drop_database(name: &str) {
         .await;
     }
 }
+
+/// `n` GETs of `path` after 3 warm-ups, one at a time: the milliseconds
+/// each took, sorted.
+pub async fn timed_gets(client: &reqwest::Client, path: &str, n: usize) -> Vec<f64> {
+    for _ in 0..3 {
+        let _ = client.get(format!("http://localhost{path}")).send().await;
+    }
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let response = client
+            .get(format!("http://localhost{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.bytes().await.expect("body");
+        ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    ms
+}
