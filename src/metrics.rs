@@ -241,22 +241,24 @@ pub async fn render(
     origin_caches: &[crate::config::OriginCacheSettings],
 ) -> String {
     gauge!(FLEET_LEADER).set(if fleet.sends() { 1.0 } else { 0.0 });
-    if let Ok(counts) = store.state_counts().await {
+    if let Ok(counts) = store.queue_counts().await {
+        let items = counts.states();
         for state in ItemState::ALL {
-            gauge!(ITEMS, "state" => state.as_str()).set(counts.get(state) as f64);
+            gauge!(ITEMS, "state" => state.as_str()).set(items.get(state) as f64);
         }
-    }
-    if let Ok(counts) = store.preload_counts().await {
-        for (state, count) in [
-            ("waiting", counts.waiting),
-            ("pending", counts.pending),
-            ("sending", counts.sending),
-            ("submitted", counts.submitted),
-            ("succeeded", counts.succeeded),
-            ("failed", counts.failed),
-            ("cancelled", counts.cancelled),
-        ] {
-            gauge!(PRELOADS, "state" => state).set(count as f64);
+        if let Ok(waiting) = store.preloads_waiting().await {
+            let preloads = counts.preload_states();
+            for (state, count) in [
+                ("waiting", waiting),
+                ("pending", preloads.pending),
+                ("sending", preloads.sending),
+                ("submitted", preloads.submitted),
+                ("succeeded", preloads.succeeded),
+                ("failed", preloads.failed),
+                ("cancelled", preloads.cancelled),
+            ] {
+                gauge!(PRELOADS, "state" => state).set(count as f64);
+            }
         }
     }
     let age = match store.oldest_pending().await {

@@ -236,7 +236,8 @@ async fn a_seventh_schema_fleet_database_upgrades_to_kept_counts_in_place() {
     assert_eq!((counts.pending, counts.succeeded), (1, 1));
     let lanes = store.lane_counts().await.expect("lanes");
     assert_eq!((lanes.files, lanes.urgent_files), (1, 1));
-    assert_eq!(store.preload_counts().await.expect("preloads").pending, 1);
+    let counts = store.queue_counts().await.expect("counts");
+    assert_eq!(counts.preload_states().pending, 1);
     let since = Timestamp::new(time::OffsetDateTime::now_utc() - time::Duration::hours(2));
     let flow = store.urls_flow(since, Slot::Hour).await.expect("chart");
     let total = |series: &str| -> u64 {

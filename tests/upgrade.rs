@@ -655,9 +655,10 @@ async fn a_twelfth_schema_database_upgrades_to_kept_counts_and_chart_minutes_in_
         (lanes.files, lanes.urgent_files, lanes.directories),
         (1, 1, 1)
     );
-    assert_eq!(store.preload_counts().await.expect("preloads").pending, 1);
+    let counts = store.queue_counts().await.expect("counts");
+    assert_eq!(counts.preload_states().pending, 1);
     assert_eq!(
-        store.backlog_by_endpoint().await.expect("backlog"),
+        counts.backlog_by_endpoint(),
         [("e".to_owned(), 2, 0), ("f".to_owned(), 1, 0)]
     );
     let since =

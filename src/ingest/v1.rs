@@ -477,12 +477,13 @@ pub struct StoreView {
 
 /// The backlog against the batch limits, the rate and what today's quota
 /// has left (from the pipeline's status; a full day when it has none yet).
-async fn drain_estimate(
+fn drain_estimate(
     state: &IngestState,
     pipeline: &crate::report::PipelineStatus,
-) -> Result<crate::quota::Drain, ApiError> {
+    lanes: crate::store::LaneCounts,
+) -> crate::quota::Drain {
     let settings = state.settings();
-    let pending = state.store.pending_by_kind().await?;
+    let pending = (lanes.files, lanes.directories);
     // What normal work may still use today: the urgent reserve is not
     // theirs. (`status` said "within today's quota" beside "waiting for
     // quota … spent (held back for urgent intents)", issue 29, item 10.)
@@ -508,7 +509,7 @@ async fn drain_estimate(
             )
         },
     );
-    Ok(crate::quota::drain(
+    crate::quota::drain(
         pending,
         (
             settings.batch.max_files as u64,
@@ -520,7 +521,7 @@ async fn drain_estimate(
             settings.quota.files_per_day,
             settings.quota.directories_per_day,
         ),
-    ))
+    )
 }
 
 pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsView>, ApiError> {
@@ -531,27 +532,29 @@ pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsVie
 /// page renders.
 ///
 /// Every count comes from the counts the store keeps as rows change
-/// (issue 31): a few rows, whatever the queue and the history hold.
+/// (issue 31), read once: a few rows, whatever the queue and the history
+/// hold, and the items, backlog, preloads and drain of one answer agree.
 pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
     let pipeline = state.status().await;
-    let items = state.store.state_counts().await?;
+    let counts = state.store.queue_counts().await?;
     let oldest_pending_at = state.store.oldest_pending().await?;
     let oldest_pending_age_seconds = oldest_pending_at
         .as_deref()
         .and_then(crate::store::parse_timestamp)
         .map(|at| (state.clock.now_utc() - at).as_seconds_f64().max(0.0));
-    let backlog_by_endpoint = state
-        .store
+    let backlog_by_endpoint = counts
         .backlog_by_endpoint()
-        .await?
         .into_iter()
         .map(|(endpoint, pending, in_flight)| (endpoint, EndpointBacklog { pending, in_flight }))
         .collect();
     let tags = state.store.tag_registry_counts().await?;
     Ok(StatsView {
         backlog_by_endpoint,
-        items,
-        preloads: state.store.preload_counts().await?,
+        items: counts.states(),
+        preloads: crate::store::PreloadCounts {
+            waiting: state.store.preloads_waiting().await?,
+            ..counts.preload_states()
+        },
         oldest_pending_at,
         oldest_pending_age_seconds,
         store: StoreView {
@@ -559,7 +562,7 @@ pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
             writable: state.store.is_writable(),
         },
         waiting: state.store.waits().await?,
-        drain: drain_estimate(state, &pipeline).await?,
+        drain: drain_estimate(state, &pipeline, counts.lanes()),
         origin_caches: origin_layers(state).await?,
         freshness: match state.settings().verify.enabled {
             true => Some(state.store.freshness(state.clock.now_utc()).await?),

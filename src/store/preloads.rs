@@ -167,14 +167,13 @@ impl Store {
         .await
     }
 
-    /// Preloads in every state (the counts kept as rows change), and the
-    /// URLs waiting for their purge before a preload.
-    pub async fn preload_counts(&self) -> Result<PreloadCounts, StoreError> {
-        let mut counts = self.queue_counts().await?.preload_states();
+    /// Requested URLs that want a preload and whose purge is still open:
+    /// `PreloadCounts::waiting`, which is not a count of preload rows (the
+    /// rest of `PreloadCounts` is `QueueCounts::preload_states`).
+    pub async fn preloads_waiting(&self) -> Result<u64, StoreError> {
         let waiting: i64 = on_pool!(&self.reader, c => sqlx::query_scalar(WAITING_PRELOADS)
             .fetch_one(c).await)?;
-        counts.waiting = waiting.max(0) as u64;
-        Ok(counts)
+        Ok(waiting.max(0) as u64)
     }
 }
 

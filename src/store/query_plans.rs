@@ -289,13 +289,8 @@ async fn a_read_of_the_whole_history_is_caught() {
 /// is the same statement without it.
 #[test]
 fn indexed_by_is_the_only_difference() {
-    use super::batches::{
-        PICK_URGENT, PICK_URGENT_POSTGRES, URGENT_ELIGIBLE, URGENT_ELIGIBLE_POSTGRES,
-        URGENT_WAITING, URGENT_WAITING_POSTGRES,
-    };
-    use super::cache_policies::{
-        EXPIRE_DUE, EXPIRE_DUE_POSTGRES, NEXT_EXPIRY, NEXT_EXPIRY_POSTGRES,
-    };
+    use super::batches::{PICK_URGENT_POSTGRES, URGENT_ELIGIBLE_POSTGRES, URGENT_WAITING_POSTGRES};
+    use super::cache_policies::{EXPIRE_DUE, EXPIRE_DUE_POSTGRES, NEXT_EXPIRY_POSTGRES};
     use super::origin_purges::UNSTARTED_HELD_POSTGRES;
     use super::plan::{DEFER_EXPIRING, DEFER_EXPIRING_POSTGRES};
     use super::reads::OLDEST_PENDING_POSTGRES;

@@ -430,12 +430,6 @@ impl Store {
         Ok(self.queue_counts().await?.states())
     }
 
-    /// Purges and preloads waiting or in flight, per endpoint:
-    /// `(endpoint, pending, in flight)`.
-    pub async fn backlog_by_endpoint(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
-        Ok(self.queue_counts().await?.backlog_by_endpoint())
-    }
-
     /// How many purges and preloads are pending.
     pub async fn pending_count(&self) -> Result<u64, StoreError> {
         let counts = self.queue_counts().await?;
@@ -548,11 +542,5 @@ impl Store {
                 },
             )
             .collect())
-    }
-
-    /// Pending items by kind: `(files, directories)`.
-    pub async fn pending_by_kind(&self) -> Result<(u64, u64), StoreError> {
-        let lanes = self.queue_counts().await?.lanes();
-        Ok((lanes.files, lanes.directories))
     }
 }
