@@ -241,6 +241,14 @@ impl IngestState {
             .policies
             .facts(&mut request.targets, request.received_at);
         let planned = self.planned(&request.targets, &request.cache_facts, request.priority);
+        // The queue ahead of this request, read before it is stored: the
+        // pipeline's next look, woken by this very request, would count
+        // its URLs as ahead of themselves.
+        let before = if planned.is_empty() {
+            None
+        } else {
+            self.quota_now().await
+        };
         let outcome = self
             .store
             .enqueue_within(request, settings.ingest.store_timeout)
@@ -251,11 +259,7 @@ impl IngestState {
         crate::metrics::enqueued(outcome.urls);
         self.backlog.added(outcome.new);
         self.pipeline.added(outcome.new);
-        let forecast = if planned.is_empty() {
-            None
-        } else {
-            self.forecast(&planned).await
-        };
+        let forecast = before.map(|quota| self.forecast_from(quota, &planned));
         Ok(Accepted {
             outcome,
             forecast,
@@ -326,29 +330,41 @@ impl IngestState {
         crate::quota::next_day_start(self.clock.now_utc(), offset)
     }
 
-    /// When `urls`, just accepted, are expected to be done. From the
-    /// sending pipeline's last look at the quota and the queue; on a fleet
-    /// follower (no pipeline here), or before the pipeline's first look,
-    /// from the shared store. `None` when the
-    /// store cannot say (the answer is still `202`: the request is in).
+    /// When `urls`, not yet stored, would be done if they were: the
+    /// forecast from the quota and queue as they are now. `None` when the
+    /// store cannot say.
     pub(crate) async fn forecast(
         &self,
         urls: &[crate::planner::Pending],
     ) -> Option<crate::forecast::Forecast> {
+        Some(self.forecast_from(self.quota_now().await?, urls))
+    }
+
+    /// Today's quota and the queue: the sending pipeline's last look; on a
+    /// fleet follower (no pipeline here), or before the pipeline's first
+    /// look, the shared store's count. `None` when the store cannot say
+    /// (an intake's answer is still `202`: the request is in).
+    async fn quota_now(&self) -> Option<crate::report::QuotaStatus> {
+        match self.status().await.quota {
+            Some(quota) => Some(quota),
+            None => self.shared_quota().await,
+        }
+    }
+
+    /// When `urls` are expected to be done behind the queue `quota` saw
+    /// (which must not count `urls` themselves).
+    fn forecast_from(
+        &self,
+        quota: crate::report::QuotaStatus,
+        urls: &[crate::planner::Pending],
+    ) -> crate::forecast::Forecast {
         let settings = self.settings();
         let now = self.clock.now_utc();
-        let quota = match self.status().await.quota {
-            Some(quota) => quota,
-            // Before the batcher's first look: the shared store's count.
-            None => self.shared_quota().await?,
-        };
         let left = crate::planner::Left {
             files: quota.files_left,
             directories: quota.directories_left,
         };
-        // What this request added is in the counts the moment it was
-        // stored; the planner's last look may predate it either way.
-        Some(crate::forecast::forecast(&crate::forecast::Inputs {
+        crate::forecast::forecast(&crate::forecast::Inputs {
             now,
             next_day_at: self.next_day_at(),
             rules: &settings.quota,
@@ -361,7 +377,7 @@ impl IngestState {
             files_per_call: settings.batch.max_files,
             linger: settings.batch.linger,
             completion: settings.tracker.poll_interval,
-        }))
+        })
     }
 
     fn pipeline_status(&self) -> crate::report::PipelineStatus {
