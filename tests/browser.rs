@@ -122,10 +122,39 @@ async fn the_status_page_in_a_real_browser() {
     chrome
         .wait_until(
             "the calls drawn",
-            "document.querySelectorAll('figure.chart:nth-of-type(3) rect').length > 0",
+            "document.querySelectorAll('figure[data-chart=calls-hour] rect.c-ok').length > 0",
             Duration::from_secs(15),
         )
         .await;
+    // Readable ticks (issue 36: about 7 px): every label at 11 px or
+    // more as drawn, after the SVG's scaling; 3 to 5 labelled y ticks.
+    let smallest = chrome
+        .eval(
+            "Math.min(...[...document.querySelectorAll('svg .label')].map(t => \
+             parseFloat(getComputedStyle(t).fontSize) * t.getScreenCTM().a))",
+        )
+        .await;
+    assert!(
+        smallest.as_f64().is_some_and(|px| px >= 11.0),
+        "the smallest chart label is {smallest} px"
+    );
+    let y_ticks = chrome
+        .eval("document.querySelectorAll('figure[data-chart=calls-hour] text[text-anchor=end]').length")
+        .await;
+    assert!(
+        y_ticks
+            .as_u64()
+            .is_some_and(|n| (3 + 1..=5 + 1).contains(&n)),
+        "3-5 y ticks and the 'now' label: {y_ticks}"
+    );
+    // The hover text of the current minute says it is still filling.
+    let current = chrome
+        .eval("[...document.querySelectorAll('figure[data-chart=calls-hour] g > title')].pop().textContent")
+        .await;
+    assert!(
+        current.as_str().is_some_and(|t| t.contains("(so far)")),
+        "{current}"
+    );
     // Times in the browser's zone, with its offset.
     let zone = chrome.eval(&text("figcaption .tz")).await;
     assert!(

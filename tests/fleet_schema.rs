@@ -240,7 +240,7 @@ async fn a_seventh_schema_fleet_database_upgrades_to_kept_counts_in_place() {
     assert_eq!(counts.preload_states().pending, 1);
     let since = Timestamp::new(time::OffsetDateTime::now_utc() - time::Duration::hours(2));
     let flow = store.urls_flow(since, Slot::Hour).await.expect("chart");
-    let total = |series: &str| -> u64 {
+    let total = |series: &str| -> i64 {
         flow.iter()
             .filter(|(_, s, _)| s == series)
             .map(|(_, _, n)| n)
@@ -251,7 +251,7 @@ async fn a_seventh_schema_fleet_database_upgrades_to_kept_counts_in_place() {
         .calls_by_outcome(since, Slot::Hour)
         .await
         .expect("calls");
-    assert_eq!(calls.iter().map(|(_, _, n)| n).sum::<u64>(), 1);
+    assert_eq!(calls.iter().map(|(_, _, n)| n).sum::<i64>(), 1);
     // Kept from now on, through the deltas and a fold.
     store
         .cancel_pending(

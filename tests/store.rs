@@ -405,7 +405,7 @@ async fn charts_read_the_minutes_kept_as_rows_are_written(place: Place) {
         .record_calls(vec![call("accepted"), call("accepted"), call("throttled")])
         .await
         .expect("calls");
-    let total = |counts: purgeq::store::Counts, series: &str| -> u64 {
+    let total = |counts: purgeq::store::Counts, series: &str| -> i64 {
         counts
             .iter()
             .filter(|(_, s, _)| s == series)
@@ -423,6 +423,72 @@ async fn charts_read_the_minutes_kept_as_rows_are_written(place: Place) {
                 "{round}, {slot:?}"
             );
         }
+        store.fold_counts().await.expect("fold");
+    }
+}
+
+/// Issue 36: the "Quota used today" chart is the quota ledger's own
+/// changes, so it sums to what the quota bars say: charges at cut, a
+/// refund when a batch is released, before and after a fold.
+async fn the_quota_chart_sums_to_the_ledger(place: Place) {
+    use purgeq::store::{QuotaAccount, Timestamp};
+    let store = place.open().await;
+    store
+        .enqueue(request(
+            (0..5)
+                .map(|i| file(&format!("http://e.com/q{i}")))
+                .chain([dir("http://e.com/qd/")])
+                .collect(),
+        ))
+        .await
+        .expect("enqueue");
+    let account = QuotaAccount {
+        subscription_id: "sub".into(),
+        day: "2026-12-05".into(),
+    };
+    let first = cut_one(&store, &account, 2, 1).await;
+    let second = cut_one(&store, &account, 2, 0).await;
+    let now = Timestamp::new(time::OffsetDateTime::now_utc());
+    store
+        .release_batch(&second, "EndpointInactive", now, now)
+        .await
+        .expect("release");
+    assert_eq!(
+        (
+            first.files.len(),
+            first.directories.len(),
+            second.files.len()
+        ),
+        (2, 1, 2)
+    );
+    let sum = |counts: &purgeq::store::Counts, series: &str| -> i64 {
+        counts
+            .iter()
+            .filter(|(_, s, _)| s == series)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    for round in ["before a fold", "after a fold"] {
+        let chart = store.quota_through_the_day(&account).await.expect("chart");
+        let bars = store.quota_use(&account).await.expect("quota");
+        assert_eq!((bars.files_used, bars.directories_used), (2, 1), "{round}");
+        assert_eq!(
+            (sum(&chart, "files"), sum(&chart, "directories")),
+            (bars.files_used as i64, bars.directories_used as i64),
+            "{round}: {chart:?}"
+        );
+        // Another day's chart is its own.
+        let other = QuotaAccount {
+            day: "2026-12-04".into(),
+            ..account.clone()
+        };
+        assert!(
+            store
+                .quota_through_the_day(&other)
+                .await
+                .expect("chart")
+                .is_empty()
+        );
         store.fold_counts().await.expect("fold");
     }
 }
@@ -1073,6 +1139,7 @@ on_both_backends!(():
     verification_rows_read_alike,
     the_tag_registry_reads_alike,
     charts_read_the_minutes_kept_as_rows_are_written,
+    the_quota_chart_sums_to_the_ledger,
 );
 on_both_backends!((flavor = "multi_thread"):
     concurrent_requests_stored_together_count_each_url_new_once,

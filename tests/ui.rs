@@ -109,6 +109,75 @@ async fn the_page_says_what_the_stats_say_and_lists_a_requests_urls() {
     daemon.stop().await;
 }
 
+/// The total a chart's legend gives for one series (`data-total`).
+fn chart_total(html: &str, chart: &str, series: &str) -> i64 {
+    let figure = html
+        .split(&format!("data-chart=\"{chart}\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("chart {chart} in {html}"));
+    let figure = &figure[..figure.find("</figure>").expect("figure end")];
+    let marker = format!("data-series=\"{series}\" data-total=\"");
+    let at = figure
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{series} in {figure}"))
+        + marker.len();
+    figure[at..]
+        .split('"')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a total for {series} in {figure}"))
+}
+
+/// Issue 36: the charts count what `/v1/stats` and the quota bars count.
+/// 23 URLs posted (one twice, in two requests), purged in calls of at
+/// most 5: "enqueued" is every URL asked for, "purged" every purge that
+/// succeeded, and the quota chart ends at the quota bar's figure.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_charts_agree_with_the_stats_and_the_quota_bars() {
+    let emulator = emulator(fast_knobs()).await;
+    let config = format!(
+        "{}[batch]\nlinger = \"50ms\"\nmax_files = 5\n[tracker]\npoll_interval = \"100ms\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    let urls: Vec<String> = (0..22)
+        .map(|i| format!("http://{}/charts/{i}.js", ENDPOINTS[i % 3].1))
+        .collect();
+    let (status, first) = daemon.post("/v1/purges", &json!({ "urls": urls })).await;
+    assert_eq!(status, 202, "{first}");
+    let first = first["id"].as_str().expect("id").to_owned();
+    daemon.get(&format!("/v1/purges/{first}?wait=30")).await;
+    let (status, again) = daemon
+        .post("/v1/purges", &json!({ "urls": [urls[0]] }))
+        .await;
+    assert_eq!(status, 202, "{again}");
+    let again = again["id"].as_str().expect("id").to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{again}?wait=30")).await;
+    assert_eq!(view["state"], "succeeded", "{view}");
+
+    let stats = daemon.stats().await;
+    let succeeded = common::items(&stats, "succeeded") as i64;
+    assert_eq!(succeeded, 23, "{stats}");
+    let files_used = stats["quota"]["files_used"].as_i64().expect("files used");
+    assert_eq!(files_used, 23, "{stats}");
+    let (_, _, html) = page(&daemon.client(), "/").await;
+    for chart in ["urls-hour", "urls-day"] {
+        assert_eq!(chart_total(&html, chart, "enqueued"), 23, "{chart}");
+        assert_eq!(chart_total(&html, chart, "purged"), succeeded, "{chart}");
+    }
+    assert_eq!(chart_total(&html, "quota-today", "files"), files_used);
+    assert_eq!(chart_total(&html, "quota-today", "directories"), 0);
+    assert!(
+        html.contains(&format!("{files_used} of 2000 used")),
+        "the bar says the same: {html}"
+    );
+    // Every call was accepted: 3 endpoints, at most 5 files a call.
+    let calls = chart_total(&html, "calls-hour", "accepted");
+    assert!((5..=23).contains(&calls), "{calls} calls");
+    assert_eq!(chart_total(&html, "calls-hour", "refused"), 0);
+    daemon.stop().await;
+}
+
 /// The CSRF token of the first action form on a page.
 fn form_token(html: &str) -> String {
     let start = html.find("name=\"csrf\" value=\"").expect("an action form") + 19;

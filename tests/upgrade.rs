@@ -335,15 +335,22 @@ async fn a_fourth_schema_database_upgrades_to_the_status_page_in_place() {
         (quota.files_used, quota.files_reserved, quota.preloads_used),
         (2, 1, 1)
     );
-    // The page's new reads: no calls yet, the quota chart from the old
-    // batches.
+    // The page's new reads: no calls yet; the quota chart from the
+    // ledger's rows, as kept (migration 0015): the day's files charged.
     assert!(store.recent_errors(10).await.expect("errors").is_empty());
-    let since = purgeq::store::Timestamp::parse("2026-12-01T00:00:00.000Z").expect("time");
-    let quota_day = store.quota_through_the_day(since).await.expect("chart");
-    assert!(
-        quota_day.contains(&("2026-12-01T10".to_owned(), "files".to_owned(), 2)),
-        "{quota_day:?}"
-    );
+    let quota_day = store
+        .quota_through_the_day(&purgeq::store::QuotaAccount {
+            subscription_id: "sub".into(),
+            day: "2026-12-01".into(),
+        })
+        .await
+        .expect("chart");
+    let files: i64 = quota_day
+        .iter()
+        .filter(|(_, series, _)| series == "files")
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(files, 2, "{quota_day:?}");
     store.close().await;
 }
 
@@ -667,7 +674,7 @@ async fn a_twelfth_schema_database_upgrades_to_kept_counts_and_chart_minutes_in_
         .urls_flow(since, purgeq::store::Slot::Hour)
         .await
         .expect("chart");
-    let total = |series: &str| -> u64 {
+    let total = |series: &str| -> i64 {
         flow.iter()
             .filter(|(_, s, _)| s == series)
             .map(|(_, _, n)| n)
@@ -678,7 +685,7 @@ async fn a_twelfth_schema_database_upgrades_to_kept_counts_and_chart_minutes_in_
         .calls_by_outcome(since, purgeq::store::Slot::Hour)
         .await
         .expect("calls");
-    assert_eq!(calls.iter().map(|(_, _, n)| n).sum::<u64>(), 1);
+    assert_eq!(calls.iter().map(|(_, _, n)| n).sum::<i64>(), 1);
     // Kept from now on: a cancel moves the counts.
     let r1 = RequestId::parse("r1");
     store

@@ -52,14 +52,8 @@ impl Slot {
 }
 
 /// `(slot, series, count)` rows: a slot's prefix, what was counted, how
-/// many.
-pub type Counts = Vec<(String, String, u64)>;
-
-fn counts(rows: Vec<(String, String, i64)>) -> Counts {
-    rows.into_iter()
-        .map(|(slot, series, n)| (slot, series, n.max(0) as u64))
-        .collect()
-}
+/// many (for the quota ledger's chart, the change: negative for a refund).
+pub type Counts = Vec<(String, String, i64)>;
 
 /// The newest calls that failed: the partial index `calls_errors`, from its end.
 pub(crate) const RECENT_ERRORS: &str =
@@ -84,12 +78,14 @@ pub(crate) const CHART_POSTGRES: &str =
            WHERE chart = $1 AND minute >= substr($2, 1, 16)) AS m
      GROUP BY 1, 2 ORDER BY 1, 2";
 
-/// Purge files and directories accepted per hour since `$1`: a range of `batches_accepted`.
-pub(crate) const QUOTA_THROUGH_THE_DAY: &str =
-    "SELECT substr(accepted_at, 1, 13), CAST(sum(files) AS BIGINT), CAST(sum(directories) AS BIGINT)
-             FROM batches
-             WHERE accepted_at IS NOT NULL AND accepted_at >= $1 AND operation = 'purge'
-             GROUP BY 1 ORDER BY 1";
+/// The first minute the `urls` chart has (the start of its key's range):
+/// where the history the charts can show begins.
+pub(crate) const HISTORY_FROM_SQLITE: &str =
+    "SELECT min(minute) FROM chart_minutes WHERE chart = 'urls'";
+pub(crate) const HISTORY_FROM_POSTGRES: &str =
+    "SELECT min(minute) FROM (SELECT min(minute) AS minute FROM chart_minutes WHERE chart = 'urls'
+                              UNION ALL
+                              SELECT min(minute) FROM chart_minute_deltas WHERE chart = 'urls') AS m";
 
 impl Store {
     /// Stores API calls for the charts, in one transaction.
@@ -183,28 +179,46 @@ impl Store {
         since: Timestamp,
         slot: Slot,
     ) -> Result<Counts, StoreError> {
+        self.chart_since(chart, &since.to_string(), slot).await
+    }
+
+    /// A chart's minutes from `since` (a stored timestamp or a prefix of
+    /// one; empty: all of them), per slot and series.
+    async fn chart_since(
+        &self,
+        chart: &str,
+        since: &str,
+        slot: Slot,
+    ) -> Result<Counts, StoreError> {
         let sql = self.reader.backend().pick(CHART_SQLITE, CHART_POSTGRES);
-        Ok(counts(on_pool!(&self.reader, c => sqlx::query_as(sql)
+        Ok(on_pool!(&self.reader, c => sqlx::query_as(sql)
                 .bind(chart)
                 .bind(since)
                 .bind(slot.prefix())
-                .fetch_all(c).await)?))
+                .fetch_all(c).await)?)
     }
 
-    /// Purge files and directories the CDN accepted since `since` (the
-    /// quota day's start), per hour: how the day's quota was used.
-    pub async fn quota_through_the_day(&self, since: Timestamp) -> Result<Counts, StoreError> {
-        let rows: Vec<(String, i64, i64)> = on_pool!(&self.reader, c => sqlx::query_as(QUOTA_THROUGH_THE_DAY)
-            .bind(since)
-            .fetch_all(c).await)?;
-        Ok(rows
-            .into_iter()
-            .flat_map(|(hour, files, directories)| {
-                [
-                    (hour.clone(), "files".to_owned(), files.max(0) as u64),
-                    (hour, "directories".to_owned(), directories.max(0) as u64),
-                ]
-            })
-            .collect())
+    /// How a quota day was used, per hour, from the quota ledger's own
+    /// changes (migration 0015): files, directories and preloads charged
+    /// (refunds negative). Summed, each series is the day's row in
+    /// `quota_days`, which the quota bars read.
+    pub async fn quota_through_the_day(
+        &self,
+        account: &super::QuotaAccount,
+    ) -> Result<Counts, StoreError> {
+        let chart = format!("quota {} {}", account.subscription_id, account.day);
+        self.chart_since(&chart, "", Slot::Hour).await
+    }
+
+    /// The first minute the charts have a record for, if any.
+    pub async fn history_from(&self) -> Result<Option<String>, StoreError> {
+        let sql = self
+            .reader
+            .backend()
+            .pick(HISTORY_FROM_SQLITE, HISTORY_FROM_POSTGRES);
+        Ok(
+            on_pool!(&self.reader, c => sqlx::query_scalar::<_, Option<String>>(sql)
+            .fetch_one(c).await)?,
+        )
     }
 }

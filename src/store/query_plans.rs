@@ -19,7 +19,7 @@ use sqlx::Connection;
 use super::Store;
 use super::batches::{PICK_URGENT, URGENT_ELIGIBLE, URGENT_WAITING};
 use super::cache_policies::NEXT_EXPIRY;
-use super::charts::{CHART_SQLITE, QUOTA_THROUGH_THE_DAY, RECENT_ERRORS};
+use super::charts::{CHART_SQLITE, HISTORY_FROM_SQLITE, RECENT_ERRORS};
 use super::origin_purges::{
     DUE_AT_LAYER, HOLD_ITEMS, NEXT_AT_LAYER, RELEASE_ITEMS, START_LAYERS, UNSTARTED_HELD,
 };
@@ -85,7 +85,8 @@ const READS: &[(&str, &str, Bound, &[&str])] = &[
     ),
     // A range of the per-minute totals' key.
     ("charts", CHART_SQLITE, Bound::History, &[]),
-    ("quota chart", QUOTA_THROUGH_THE_DAY, Bound::History, &[]),
+    // The first of the `urls` chart's key: one step of its index.
+    ("history start", HISTORY_FROM_SQLITE, Bound::History, &[]),
     // Not the page's, but run on every intent with origin caches, every
     // origin-stage pass and every second of verification: bounded by
     // the ids or the time window they are given (the JSON list is

@@ -184,9 +184,12 @@ async fn remove_step(
     .bind(cutoff)
     .bind(batch)
     .execute(c).await.map(|r| r.rows_affected()))?;
-    // The charts' minutes, as old as the rest (a range of their key).
+    // The charts' minutes, as old as the rest (the quota ledger's charts
+    // are `quota <subscription> <day>`; a few rows a day).
     on_conn!(conn, c => sqlx::query(
-        "DELETE FROM chart_minutes WHERE chart IN ('urls', 'calls') AND minute < substr($1, 1, 16)",
+        "DELETE FROM chart_minutes
+         WHERE (chart IN ('urls', 'calls') OR chart LIKE 'quota %')
+           AND minute < substr($1, 1, 16)",
     )
     .bind(cutoff)
     .execute(c).await.map(|r| r.rows_affected()))?;

@@ -126,7 +126,8 @@ async fn chart_data(state: &IngestState) -> Result<super::ChartData, ApiError> {
     let now = state.clock.now_utc();
     let hour_ago = Timestamp::new(now - time::Duration::minutes(60));
     let day_ago = Timestamp::new(now - time::Duration::hours(24));
-    let offset = state.settings().derived.quota_offset.get();
+    let settings = state.settings();
+    let offset = settings.derived.quota_offset.get();
     let day_start = crate::quota::next_day_start(now, offset) - time::Duration::days(1);
     let store = &state.store;
     Ok(super::ChartData {
@@ -137,8 +138,12 @@ async fn chart_data(state: &IngestState) -> Result<super::ChartData, ApiError> {
         calls_hour: store.calls_by_outcome(hour_ago, Slot::Minute).await?,
         calls_day: store.calls_by_outcome(day_ago, Slot::Hour).await?,
         quota_day: store
-            .quota_through_the_day(Timestamp::new(day_start))
+            .quota_through_the_day(&crate::store::QuotaAccount {
+                subscription_id: settings.cdn.subscription_id.clone(),
+                day: crate::quota::day_of(now, offset),
+            })
             .await?,
+        history_from: store.history_from().await?,
         errors: store.recent_errors(10).await?,
     })
 }

@@ -138,7 +138,10 @@ pub struct ChartData {
     pub urls_day: crate::store::Counts,
     pub calls_hour: crate::store::Counts,
     pub calls_day: crate::store::Counts,
+    /// Today's quota ledger's changes, per hour.
     pub quota_day: crate::store::Counts,
+    /// The first minute the charts have a record for.
+    pub history_from: Option<String>,
     /// The newest CDN error answers.
     pub errors: Vec<crate::store::RecentError>,
 }
@@ -509,11 +512,11 @@ fn backlog_section(stats: &StatsView) -> String {
 }
 
 /// URLs and calls over the last hour (per minute) and day (per hour), and
-/// the quota used through the day.
+/// the quota used through the day, from the ledger the quota bars read.
 fn charts_section(data: &ChartData) -> String {
     use crate::store::Slot;
-    use charts::{Series, slots, stacked_bars};
-    let urls = [
+    use charts::{Chart, Layout, Series, draw, into_slots, slots};
+    const URLS: [Series; 2] = [
         Series {
             key: "enqueued",
             label: "enqueued",
@@ -525,7 +528,7 @@ fn charts_section(data: &ChartData) -> String {
             class: "c-ok",
         },
     ];
-    let calls = [
+    const CALLS: [Series; 4] = [
         Series {
             key: "accepted",
             label: "accepted",
@@ -547,7 +550,7 @@ fn charts_section(data: &ChartData) -> String {
             class: "c-bad",
         },
     ];
-    let quota = [
+    const QUOTA: [Series; 3] = [
         Series {
             key: "files",
             label: "files",
@@ -558,54 +561,84 @@ fn charts_section(data: &ChartData) -> String {
             label: "directories",
             class: "c-ok",
         },
+        Series {
+            key: "preloads",
+            label: "preloads",
+            class: "c-muted",
+        },
     ];
     let hour = slots(data.now, Slot::Minute, 60);
     let day = slots(data.now, Slot::Hour, 24);
     let hours_today = ((data.now - data.day_start).whole_hours() + 1).clamp(1, 24) as usize;
     let today = slots(data.now, Slot::Hour, hours_today);
+    let quota = into_slots(data.quota_day.clone(), &today);
+    let history_from = data.history_from.as_deref();
+    let over = |id, title, unit, slots, series, counts, layout| Chart {
+        id,
+        title,
+        unit,
+        slots,
+        series,
+        counts,
+        layout,
+        cumulative: false,
+        history_from,
+    };
+    let charts = [
+        over(
+            "urls-hour",
+            "URLs",
+            "per minute, last hour",
+            &hour,
+            &URLS[..],
+            &data.urls_hour,
+            Layout::Grouped,
+        ),
+        over(
+            "urls-day",
+            "URLs",
+            "per hour, last day",
+            &day,
+            &URLS[..],
+            &data.urls_day,
+            Layout::Grouped,
+        ),
+        over(
+            "calls-hour",
+            "API calls",
+            "per minute, last hour",
+            &hour,
+            &CALLS[..],
+            &data.calls_hour,
+            Layout::Stacked,
+        ),
+        over(
+            "calls-day",
+            "API calls",
+            "per hour, last day",
+            &day,
+            &CALLS[..],
+            &data.calls_day,
+            Layout::Stacked,
+        ),
+        Chart {
+            id: "quota-today",
+            title: "Quota used today",
+            unit: "URLs charged to today's quota, running total",
+            slots: &today,
+            series: &QUOTA,
+            counts: &quota,
+            layout: Layout::Grouped,
+            cumulative: true,
+            history_from: None,
+        },
+    ];
     let mut out = String::from(
         "<section aria-labelledby=\"charts\"><h2 id=\"charts\">The last hour and day</h2>\n<div class=\"charts\">\n",
     );
-    out.push_str(&stacked_bars(
-        "URLs",
-        "per minute, last hour",
-        &hour,
-        &urls,
-        &data.urls_hour,
-        false,
-    ));
-    out.push_str(&stacked_bars(
-        "URLs",
-        "per hour, last day",
-        &day,
-        &urls,
-        &data.urls_day,
-        false,
-    ));
-    out.push_str(&stacked_bars(
-        "API calls",
-        "per minute, last hour",
-        &hour,
-        &calls,
-        &data.calls_hour,
-        false,
-    ));
-    out.push_str(&stacked_bars(
-        "API calls",
-        "per hour, last day",
-        &day,
-        &calls,
-        &data.calls_day,
-        false,
-    ));
-    out.push_str(&stacked_bars(
-        "Quota used today",
-        "purge URLs accepted, running total",
-        &today,
-        &quota,
-        &data.quota_day,
-        true,
-    ));
+    for chart in &charts {
+        out.push_str(&draw(chart));
+    }
     out.push_str("</div>\n</section>\n");
     out
 }
