@@ -223,7 +223,9 @@ async fn a_seventh_schema_fleet_database_upgrades_to_kept_counts_in_place() {
          INSERT INTO request_items (request_id, item_id, position) VALUES ('r1', 1, 0), ('r1', 2, 1);
          INSERT INTO preloads (endpoint_id, url, state, not_before, created_at, updated_at)
              VALUES ('e', 'https://h/a.js', 'pending', '{recent}', '{recent}', '{recent}');
-         INSERT INTO calls (at, operation, outcome) VALUES ('{recent}', 'purge', 'accepted');"
+         INSERT INTO calls (at, operation, outcome) VALUES ('{recent}', 'purge', 'accepted');
+         INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
+             VALUES ('sub', '2026-12-04', 7, 1, 2);"
     )))
     .execute(&pool)
     .await
@@ -252,6 +254,24 @@ async fn a_seventh_schema_fleet_database_upgrades_to_kept_counts_in_place() {
         .await
         .expect("calls");
     assert_eq!(calls.iter().map(|(_, _, n)| n).sum::<i64>(), 1);
+    // The quota chart (issue 36) starts from the ledger's rows.
+    let quota = store
+        .quota_through_the_day(&purgeq::store::QuotaAccount {
+            subscription_id: "sub".into(),
+            day: "2026-12-04".into(),
+        })
+        .await
+        .expect("quota chart");
+    let mut quota: Vec<(String, i64)> = quota.into_iter().map(|(_, s, n)| (s, n)).collect();
+    quota.sort();
+    assert_eq!(
+        quota,
+        [
+            ("directories".to_owned(), 1),
+            ("files".to_owned(), 7),
+            ("preloads".to_owned(), 2)
+        ]
+    );
     // Kept from now on, through the deltas and a fold.
     store
         .cancel_pending(

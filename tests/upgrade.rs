@@ -647,7 +647,9 @@ async fn a_twelfth_schema_database_upgrades_to_kept_counts_and_chart_minutes_in_
          INSERT INTO preloads (endpoint_id, url, state, not_before, created_at, updated_at)
              VALUES ('e', 'https://h/a.js', 'pending', '2026-12-04T00:00:06.000Z',
                      '2026-12-04T00:00:06.000Z', '2026-12-04T00:00:06.000Z');
-         INSERT INTO calls (at, operation, outcome) VALUES ('{recent}', 'purge', 'accepted');"
+         INSERT INTO calls (at, operation, outcome) VALUES ('{recent}', 'purge', 'accepted');
+         INSERT INTO quota_days (subscription_id, day, files_used, directories_used, preloads_used)
+             VALUES ('sub', '2026-12-04', 7, 1, 2);"
     );
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut conn)
@@ -686,6 +688,24 @@ async fn a_twelfth_schema_database_upgrades_to_kept_counts_and_chart_minutes_in_
         .await
         .expect("calls");
     assert_eq!(calls.iter().map(|(_, _, n)| n).sum::<i64>(), 1);
+    // The quota chart (issue 36) starts from the ledger's rows.
+    let quota = store
+        .quota_through_the_day(&purgeq::store::QuotaAccount {
+            subscription_id: "sub".into(),
+            day: "2026-12-04".into(),
+        })
+        .await
+        .expect("quota chart");
+    let mut quota: Vec<(String, i64)> = quota.into_iter().map(|(_, s, n)| (s, n)).collect();
+    quota.sort();
+    assert_eq!(
+        quota,
+        [
+            ("directories".to_owned(), 1),
+            ("files".to_owned(), 7),
+            ("preloads".to_owned(), 2)
+        ]
+    );
     // Kept from now on: a cancel moves the counts.
     let r1 = RequestId::parse("r1");
     store
