@@ -77,7 +77,10 @@ pub struct Lanes {
     pub normal: u64,
 }
 
-/// A rough estimate of how long a backlog takes to send.
+/// A rough estimate of how long a backlog takes to send, and how much of
+/// it today's quota takes: a page that said "sending it all takes about
+/// 7 s" beside "1,267 files wait for the next quota day" (issue 36) was
+/// answering the first question when the reader asked the second.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Drain {
     pub pending_files: u64,
@@ -89,39 +92,63 @@ pub struct Drain {
     /// 0 when today's quota covers the backlog, else how many more quota
     /// days it needs.
     pub quota_days: u64,
+    /// The part of the backlog today's quota takes, its calls and their
+    /// time; the rest waits for the next quota day. (Default when read
+    /// from a daemon that did not say: the CLI may be newer.)
+    #[serde(default)]
+    pub files_today: u64,
+    #[serde(default)]
+    pub directories_today: u64,
+    #[serde(default)]
+    pub calls_today: u64,
+    #[serde(default)]
+    pub seconds_today: f64,
+}
+
+/// Calls for `files` and `directories` at the batch limits.
+fn calls_for((files, directories): (u64, u64), max_per_call: (u64, u64)) -> u64 {
+    files
+        .div_ceil(max_per_call.0.max(1))
+        .max(directories.div_ceil(max_per_call.1.max(1)))
 }
 
 /// What the backlog needs: calls (a call carries up to `max_files` files
 /// and `max_directories` directories), their time at `calls_per_second`,
-/// and quota days beyond today's `left`.
+/// and quota days for what `waiting` says today's quota cannot take;
+/// and the same for the part it takes.
 pub fn drain(
     pending: (u64, u64),
     max_per_call: (u64, u64),
     calls_per_second: f64,
-    left_today: (u64, u64),
+    waiting: (u64, u64),
     per_day: (u64, u64),
 ) -> Drain {
-    let calls = pending
-        .0
-        .div_ceil(max_per_call.0.max(1))
-        .max(pending.1.div_ceil(max_per_call.1.max(1)));
-    let days = |pending: u64, left: u64, per_day: u64| {
-        pending.saturating_sub(left).div_ceil(per_day.max(1))
+    let seconds = |calls: u64| {
+        if calls_per_second > 0.0 {
+            calls as f64 / calls_per_second
+        } else {
+            0.0
+        }
     };
+    let calls = calls_for(pending, max_per_call);
+    let today = (
+        pending.0.saturating_sub(waiting.0),
+        pending.1.saturating_sub(waiting.1),
+    );
+    let calls_today = calls_for(today, max_per_call);
     Drain {
         pending_files: pending.0,
         pending_directories: pending.1,
         calls,
-        seconds: if calls_per_second > 0.0 {
-            calls as f64 / calls_per_second
-        } else {
-            0.0
-        },
-        quota_days: days(pending.0, left_today.0, per_day.0).max(days(
-            pending.1,
-            left_today.1,
-            per_day.1,
-        )),
+        seconds: seconds(calls),
+        quota_days: waiting
+            .0
+            .div_ceil(per_day.0.max(1))
+            .max(waiting.1.div_ceil(per_day.1.max(1))),
+        files_today: today.0,
+        directories_today: today.1,
+        calls_today,
+        seconds_today: seconds(calls_today),
     }
 }
 
@@ -145,14 +172,32 @@ mod tests {
 
     #[test]
     fn a_backlog_drains_in_calls_and_quota_days() {
-        // 5,000 files on the default day (2,000 a day, 1,500 left today):
-        // 50 calls of 100, 10 s at 5 calls/s, 2 more quota days.
-        let d = drain((5_000, 0), (100, 50), 5.0, (1_500, 500), (2_000, 500));
+        // 5,000 files on the default day (2,000 a day, 1,500 left today,
+        // so 3,500 wait): 50 calls of 100, 10 s at 5 calls/s, 2 more
+        // quota days.
+        let d = drain((5_000, 0), (100, 50), 5.0, (3_500, 0), (2_000, 500));
         assert_eq!((d.calls, d.quota_days), (50, 2));
         assert!((d.seconds - 10.0).abs() < 1e-9);
+        // Today: 1,500 files in 15 calls, 3 s; 3,500 wait.
+        assert_eq!(
+            (d.files_today, d.directories_today, d.calls_today),
+            (1_500, 0, 15)
+        );
+        assert!((d.seconds_today - 3.0).abs() < 1e-9);
+        // A spent day takes nothing today.
+        let d = drain((1_267, 3), (100, 50), 5.0, (1_267, 0), (2_000, 500));
+        assert_eq!(
+            (d.files_today, d.directories_today, d.calls_today),
+            (0, 3, 1)
+        );
+        assert_eq!(d.quota_days, 1);
         // Within today's quota: no more days; directories count too.
-        let d = drain((10, 120), (100, 50), 10.0, (2_000, 500), (2_000, 500));
+        let d = drain((10, 120), (100, 50), 10.0, (0, 0), (2_000, 500));
         assert_eq!((d.calls, d.quota_days), (3, 0));
+        assert_eq!(
+            (d.files_today, d.directories_today, d.calls_today),
+            (10, 120, 3)
+        );
         assert_eq!(
             drain((0, 0), (100, 50), 10.0, (0, 0), (2_000, 500)).calls,
             0

@@ -114,6 +114,27 @@ async fn the_status_page_in_a_real_browser() {
         page_text.contains("waiting for quota"),
         "why it waits: {page_text}"
     );
+    // The drain counts the quota (issue 36): the waiting URL is not
+    // "sent in about 1 s"; in flight and endpoints read as one place says.
+    let drain = chrome.eval(&text("#drain")).await;
+    assert!(
+        drain.as_str().is_some_and(|d| d
+            .contains("Today's quota takes none of it: 1 file waits for the next quota day at")),
+        "{drain}"
+    );
+    assert!(page_text.contains("0 URLs in flight"), "{page_text}");
+    assert!(!page_text.contains("batches in flight"), "{page_text}");
+    let by_endpoint = chrome
+        .eval(&text("section[aria-labelledby=backlog] table td"))
+        .await;
+    assert_eq!(by_endpoint, json!(host), "endpoints by their hosts");
+    let guid = chrome
+        .eval("document.querySelector('section[aria-labelledby=backlog] table td span').title")
+        .await;
+    assert!(
+        guid.as_str().is_some_and(|t| t.contains(ENDPOINTS[0].0)),
+        "the id on hover: {guid}"
+    );
     // Charts: five drawn, with bars for the calls made.
     assert_eq!(
         chrome.eval("document.querySelectorAll('svg').length").await,

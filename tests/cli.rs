@@ -885,7 +885,10 @@ async fn status_does_not_contradict_itself() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("waiting:   waiting for quota"), "{out}");
     assert!(!out.contains("within today's quota"), "{out}");
-    assert!(out.contains("needs 1 more quota day"), "{out}");
+    assert!(
+        out.contains("today's quota takes none of it, the rest needs 1 more quota day"),
+        "{out}"
+    );
     assert!(
         !out.contains("merged,"),
         "merged URLs are not 'finished': {out}"

@@ -242,14 +242,24 @@ fn drain_line(drain: &crate::quota::Drain) -> String {
     } else {
         format!("about {}", duration(Some(drain.seconds)))
     };
+    let today = match (drain.files_today, drain.directories_today) {
+        (0, 0) => "today's quota takes none of it".to_owned(),
+        (f, d) => format!(
+            "today's quota takes {f} file{} and {d} director{} ({} call{})",
+            if f == 1 { "" } else { "s" },
+            if d == 1 { "y" } else { "ies" },
+            drain.calls_today,
+            if drain.calls_today == 1 { "" } else { "s" },
+        ),
+    };
     format!(
         "drains:    {} call{}, {time} of sending{}\n",
         drain.calls,
         if drain.calls == 1 { "" } else { "s" },
         match drain.quota_days {
             0 => " (within today's quota)".to_owned(),
-            1 => "; needs 1 more quota day".to_owned(),
-            n => format!("; needs {n} more quota days"),
+            1 => format!("; {today}, the rest needs 1 more quota day"),
+            n => format!("; {today}, the rest needs {n} more quota days"),
         }
     )
 }
@@ -365,7 +375,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("drains:    1 call, under a second of sending; needs 1 more quota day"),
+            text.contains(
+                "drains:    1 call, under a second of sending; today's quota takes none of it, \
+                 the rest needs 1 more quota day"
+            ),
             "{text}"
         );
         assert!(

@@ -477,50 +477,35 @@ pub struct StoreView {
 
 /// The backlog against the batch limits, the rate and what today's quota
 /// has left (from the pipeline's status; a full day when it has none yet).
+/// What waits for the next quota day is the planner's own rule
+/// ([`crate::store::LaneCounts::waiting`]: the urgent reserve is not
+/// normal work's), so the drain and the quota panel say the same.
 fn drain_estimate(
     state: &IngestState,
     pipeline: &crate::report::PipelineStatus,
     lanes: crate::store::LaneCounts,
 ) -> crate::quota::Drain {
     let settings = state.settings();
-    let pending = (lanes.files, lanes.directories);
-    // What normal work may still use today: the urgent reserve is not
-    // theirs. (`status` said "within today's quota" beside "waiting for
-    // quota … spent (held back for urgent intents)", issue 29, item 10.)
-    let normal = |left: u64, reserve: u64| crate::quota::lanes(left, reserve, 0).normal;
+    let rules = &settings.quota;
     let left = pipeline.quota.as_ref().map_or(
-        (
-            normal(
-                settings.quota.files_per_day,
-                settings.quota.urgent_reserve_files,
-            ),
-            normal(
-                settings.quota.directories_per_day,
-                settings.quota.urgent_reserve_directories,
-            ),
-        ),
-        |q| {
-            (
-                normal(q.files_left, settings.quota.urgent_reserve_files),
-                normal(
-                    q.directories_left,
-                    settings.quota.urgent_reserve_directories,
-                ),
-            )
+        crate::planner::Left {
+            files: rules.files_per_day,
+            directories: rules.directories_per_day,
+        },
+        |q| crate::planner::Left {
+            files: q.files_left,
+            directories: q.directories_left,
         },
     );
     crate::quota::drain(
-        pending,
+        (lanes.files, lanes.directories),
         (
             settings.batch.max_files as u64,
             settings.batch.max_directories as u64,
         ),
         settings.sender.requests_per_second,
-        left,
-        (
-            settings.quota.files_per_day,
-            settings.quota.directories_per_day,
-        ),
+        lanes.waiting(left, rules),
+        (rules.files_per_day, rules.directories_per_day),
     )
 }
 
@@ -548,6 +533,15 @@ pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
         .map(|(endpoint, pending, in_flight)| (endpoint, EndpointBacklog { pending, in_flight }))
         .collect();
     let tags = state.store.tag_registry_counts().await?;
+    let mut pipeline = pipeline;
+    let drain = drain_estimate(state, &pipeline, counts.lanes());
+    // What waits for the next quota day, from the counts read now rather
+    // than the planner's last look: one figure for the drain and the
+    // quota.
+    if let Some(quota) = pipeline.quota.as_mut() {
+        quota.files_waiting = drain.pending_files - drain.files_today;
+        quota.directories_waiting = drain.pending_directories - drain.directories_today;
+    }
     Ok(StatsView {
         backlog_by_endpoint,
         items: counts.states(),
@@ -562,7 +556,7 @@ pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
             writable: state.store.is_writable(),
         },
         waiting: state.store.waits().await?,
-        drain: drain_estimate(state, &pipeline, counts.lanes()),
+        drain,
         origin_caches: origin_layers(state).await?,
         freshness: match state.settings().verify.enabled {
             true => Some(state.store.freshness(state.clock.now_utc()).await?),

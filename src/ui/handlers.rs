@@ -115,8 +115,20 @@ async fn status(
         &recent,
         &filter,
         &state.policies.snapshot(),
+        &endpoint_hosts(&state),
         &viewer(&state, &headers),
     )))
+}
+
+/// Each configured endpoint's hosts (the demo endpoint's without any).
+fn endpoint_hosts(state: &IngestState) -> super::EndpointHosts {
+    state
+        .settings()
+        .cdn
+        .endpoints
+        .iter()
+        .map(|e| (e.id.clone(), e.hosts.clone()))
+        .collect()
 }
 
 /// The charts' counts: six reads, each an index range over the last hour

@@ -155,6 +155,7 @@ pub fn status_page(
     recent: &listing::Listing,
     filter: &listing::Filter,
     policies: &std::collections::BTreeMap<String, crate::cdn::cache_rules::KnownPolicy>,
+    hosts: &EndpointHosts,
     viewer: &Viewer,
 ) -> String {
     let mut main = String::new();
@@ -162,7 +163,7 @@ pub fn status_page(
     if let Some(quota) = &stats.pipeline.quota {
         main.push_str(&quota_section(quota));
     }
-    main.push_str(&backlog_section(stats));
+    main.push_str(&backlog_section(stats, hosts));
     if !stats.origin_caches.is_empty() {
         main.push_str(&origin_section(&stats.origin_caches));
     }
@@ -174,7 +175,7 @@ pub fn status_page(
     }
     main.push_str(&charts_section(charts));
     main.push_str(&errors_section(&charts.errors));
-    main.push_str(&cache_rules_section(policies));
+    main.push_str(&cache_rules_section(policies, hosts));
     main.push_str(&requests_section(recent, filter));
     page("purgeq status", &main, viewer)
 }
@@ -256,10 +257,18 @@ fn sending_section(stats: &StatsView) -> String {
                 .unwrap_or_default()
         );
     }
+    // In flight as the backlog counts it (the store's counts, the same on
+    // every node), not this node's sender tasks: "0 batches in flight"
+    // stood beside 36 URLs in flight (issue 36).
+    let items = &stats.items;
     let _ = writeln!(
         out,
-        "<p>{} batches in flight; {} throttled answers so far.</p>",
-        sender.batches_in_flight, sender.throttled_total
+        "<p>{} URLs in flight ({} being sent, {} submitted and followed); \
+         {} throttled answers so far.</p>",
+        items.sending + items.submitted,
+        items.sending,
+        items.submitted,
+        sender.throttled_total
     );
     for wait in &stats.waiting {
         let until = wait
@@ -333,6 +342,7 @@ fn quota_section(quota: &QuotaStatus) -> String {
 /// them (query variants purged once; copies expired by TTL).
 fn cache_rules_section(
     policies: &std::collections::BTreeMap<String, crate::cdn::cache_rules::KnownPolicy>,
+    hosts: &EndpointHosts,
 ) -> String {
     let mut out = String::from(
         "<section aria-labelledby=\"cache-rules\"><h2 id=\"cache-rules\">Cache rules</h2>\n",
@@ -353,7 +363,7 @@ fn cache_rules_section(
             let _ = writeln!(
                 out,
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(endpoint),
+                endpoint_cell(endpoint, hosts),
                 escape(&known.policy.to_string()),
                 escape(&read)
             );
@@ -449,8 +459,102 @@ fn freshness_section(freshness: &crate::store::FreshnessSummary) -> String {
     out
 }
 
+/// How long the backlog takes, and what of it today's quota takes: the
+/// rest waits for the next quota day (at `next_day_at`, when known). HTML:
+/// numbers, fixed words and a `<time>`.
+fn drain_words(drain: &crate::quota::Drain, next_day_at: Option<&str>) -> String {
+    let urls = |files: u64, directories: u64| match (files, directories) {
+        (f, 0) => plural(f, "file"),
+        (0, d) => plural(d, "directory"),
+        (f, d) => format!("{} and {}", plural(f, "file"), plural(d, "directory")),
+    };
+    let sending = |seconds: f64, calls: u64| {
+        format!(
+            "{} ({})",
+            if seconds < 1.0 {
+                "under a second".to_owned()
+            } else {
+                format!("about {}", duration(seconds))
+            },
+            plural(calls, "call")
+        )
+    };
+    if drain.calls == 0 {
+        return "Nothing waits to be sent.".to_owned();
+    }
+    if drain.quota_days == 0 {
+        return format!(
+            "Sending it all takes {}, within today's quota.",
+            sending(drain.seconds, drain.calls)
+        );
+    }
+    let waiting = urls(
+        drain.pending_files - drain.files_today,
+        drain.pending_directories - drain.directories_today,
+    );
+    let when = next_day_at
+        .map(|at| format!(" at {}", time(at)))
+        .unwrap_or_default();
+    let days = if drain.quota_days > 1 {
+        format!(" ({} quota days at the current quota)", drain.quota_days)
+    } else {
+        String::new()
+    };
+    let wait = match (drain.pending_files - drain.files_today)
+        + (drain.pending_directories - drain.directories_today)
+    {
+        1 => "waits",
+        _ => "wait",
+    };
+    if drain.calls_today == 0 {
+        format!(
+            "Today's quota takes none of it: {waiting} {wait} for the next quota day{when}{days}."
+        )
+    } else {
+        format!(
+            "Today's quota takes {}: {}. The other {waiting} {wait} for the next quota day{when}{days}.",
+            urls(drain.files_today, drain.directories_today),
+            sending(drain.seconds_today, drain.calls_today)
+        )
+    }
+}
+
+/// `1 file`, `2 files`; `1 directory`, `3 directories`.
+fn plural(n: u64, noun: &str) -> String {
+    match (n, noun.strip_suffix('y')) {
+        (1, _) => format!("1 {noun}"),
+        (n, Some(stem)) => format!("{n} {stem}ies"),
+        (n, None) => format!("{n} {noun}s"),
+    }
+}
+
+/// Each configured endpoint's hosts, by endpoint id: operators know
+/// their endpoints by the hosts they serve, not by GUID.
+pub type EndpointHosts = std::collections::BTreeMap<String, Vec<String>>;
+
+/// An endpoint as its hosts (the first three, and how many more), its id
+/// on hover; an endpoint no longer configured as its id.
+fn endpoint_cell(endpoint: &str, hosts: &EndpointHosts) -> String {
+    match hosts.get(endpoint).filter(|h| !h.is_empty()) {
+        Some(hosts) => {
+            let shown: Vec<&str> = hosts.iter().take(3).map(String::as_str).collect();
+            let more = match hosts.len().saturating_sub(3) {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            format!(
+                "<span class=\"endpoint\" title=\"endpoint {}: {}\">{}{more}</span>",
+                escape(endpoint),
+                escape(&hosts.join(", ")),
+                escape(&shown.join(", "))
+            )
+        }
+        None => format!("<code class=\"id\">{}</code>", escape(endpoint)),
+    }
+}
+
 /// What is waiting, per endpoint, and how old the oldest is.
-fn backlog_section(stats: &StatsView) -> String {
+fn backlog_section(stats: &StatsView, hosts: &EndpointHosts) -> String {
     let items = &stats.items;
     let mut out =
         String::from("<section aria-labelledby=\"backlog\"><h2 id=\"backlog\">Backlog</h2>\n");
@@ -461,13 +565,20 @@ fn backlog_section(stats: &StatsView) -> String {
         });
     let _ = writeln!(
         out,
-        "<p><span class=\"figure\" id=\"pending\">{}</span> pending, {} sending, {} submitted; {oldest}. \
-         Sending it all takes about {} ({} calls).</p>",
+        "<p><span class=\"figure\" id=\"pending\">{}</span> pending, {} in flight \
+         ({} sending, {} submitted); {oldest}.</p>\n<p id=\"drain\">{}</p>",
         items.pending,
+        items.sending + items.submitted,
         items.sending,
         items.submitted,
-        duration(stats.drain.seconds),
-        stats.drain.calls
+        drain_words(
+            &stats.drain,
+            stats
+                .pipeline
+                .quota
+                .as_ref()
+                .map(|q| q.next_day_at.as_str())
+        ),
     );
     let p = &stats.preloads;
     let _ = writeln!(
@@ -499,7 +610,7 @@ fn backlog_section(stats: &StatsView) -> String {
             let _ = writeln!(
                 out,
                 "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
-                escape(endpoint),
+                endpoint_cell(endpoint, hosts),
                 backlog.pending,
                 backlog.in_flight,
                 escape(&rest)
@@ -992,6 +1103,78 @@ mod tests {
         assert_eq!(duration(61.0), "1 min");
         assert_eq!(duration(3_725.0), "1 h 2 min");
         assert_eq!(duration(200_000.0), "2 d");
+    }
+
+    #[test]
+    fn the_drain_says_what_today_takes_and_what_waits() {
+        let at = "2026-12-06T16:00:00.000Z";
+        let when = format!("at {}", time(at));
+        for (pending, waiting, expected) in [
+            ((0, 0), (0, 0), "Nothing waits to be sent.".to_owned()),
+            (
+                (250, 0),
+                (0, 0),
+                "Sending it all takes under a second (3 calls), within today's quota.".to_owned(),
+            ),
+            (
+                (1_267, 0),
+                (1_267, 0),
+                format!(
+                    "Today's quota takes none of it: 1267 files wait for the next quota day {when}."
+                ),
+            ),
+            (
+                (5_000, 2),
+                (3_500, 0),
+                format!(
+                    "Today's quota takes 1500 files and 2 directories: about 3 s (15 calls). \
+                     The other 3500 files wait for the next quota day {when} \
+                     (2 quota days at the current quota)."
+                ),
+            ),
+            (
+                (1, 1),
+                (0, 1),
+                format!(
+                    "Today's quota takes 1 file: under a second (1 call). \
+                     The other 1 directory waits for the next quota day {when}."
+                ),
+            ),
+        ] {
+            let drain = crate::quota::drain(pending, (100, 50), 5.0, waiting, (2_000, 500));
+            assert_eq!(
+                drain_words(&drain, Some(at)),
+                expected,
+                "{pending:?} {waiting:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoints_show_as_their_hosts_with_the_id_on_hover() {
+        let hosts: EndpointHosts = [
+            ("a".to_owned(), vec!["www.example.com".to_owned()]),
+            (
+                "b".to_owned(),
+                ["a.cn", "b.cn", "c.cn", "d.cn", "e.cn"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+        ]
+        .into();
+        assert_eq!(
+            endpoint_cell("a", &hosts),
+            "<span class=\"endpoint\" title=\"endpoint a: www.example.com\">www.example.com</span>"
+        );
+        assert!(
+            endpoint_cell("b", &hosts).contains(">a.cn, b.cn, c.cn and 2 more</span>"),
+            "{}",
+            endpoint_cell("b", &hosts)
+        );
+        assert_eq!(
+            endpoint_cell("<gone>", &hosts),
+            "<code class=\"id\">&lt;gone&gt;</code>"
+        );
     }
 
     #[test]
