@@ -217,8 +217,41 @@ async fn the_status_page_in_a_real_browser() {
             format!("http://{host}/ok/2.js")
         ])
     );
+    // The URL column gets the width; the ids show their start, whole in
+    // the page (issue 36: the URL wrapped mid-host while ids took the
+    // width).
+    let widest = chrome
+        .eval(
+            "(() => { const row = document.querySelector('table.items tbody tr'); \
+             const w = [...row.cells].map(c => c.getBoundingClientRect().width); \
+             return w.indexOf(Math.max(...w)); })()",
+        )
+        .await;
+    assert_eq!(widest, json!(0), "the URL cell is the row's widest");
+    let track = chrome
+        .eval("document.querySelector('table.items .id')?.title ?? null")
+        .await;
+    assert!(
+        track.as_str().is_some_and(|t| t.len() >= 32),
+        "the whole TaskTrackId on hover: {track}"
+    );
+    // Retry: the button asks first, then says what it did.
     chrome.open(&format!("{base}/ui/requests/{failed}")).await;
+    chrome.click_and_wait("a.button[href$='/retry']").await;
+    let question = chrome.eval(&text("section[aria-labelledby=confirm]")).await;
+    assert!(
+        question.as_str().is_some_and(
+            |q| q.contains(&format!("Send the 1 failed URL of request {failed} again?"))
+        ),
+        "{question}"
+    );
     chrome.click_and_wait("form[action$='/retry'] button").await;
+    let said = chrome.eval(&text("p.done")).await;
+    assert!(
+        said.as_str()
+            .is_some_and(|t| t.starts_with("Retried: 1 URL pending again")),
+        "{said}"
+    );
     let state_of = |id: String| {
         let daemon = &daemon;
         async move {
@@ -232,10 +265,18 @@ async fn the_status_page_in_a_real_browser() {
         "retried: waits for quota now"
     );
     chrome.open(&format!("{base}/ui/requests/{waiting}")).await;
+    chrome.click_and_wait("a.button[href$='/cancel']").await;
+    assert_eq!(
+        state_of(waiting.clone()).await,
+        "in_progress",
+        "asking is not cancelling"
+    );
     chrome
         .click_and_wait("form[action$='/cancel'] button")
         .await;
     assert_eq!(state_of(waiting.clone()).await, "cancelled");
+    let said = chrome.eval(&text("p.done")).await;
+    assert_eq!(said, json!("Cancelled 1 pending URL."));
     let shown = chrome.eval("document.body.innerText").await;
     assert!(
         shown.as_str().is_some_and(|t| t.contains("cancelled")),

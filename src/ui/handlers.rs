@@ -46,11 +46,13 @@ fn routes() -> Router<IngestState> {
         .route("/ui/requests/{id}", get(request))
         .route(
             "/ui/requests/{id}/retry",
-            axum::routing::post(|s, p, h, b| act(s, p, h, b, Action::Retry)),
+            get(|s, h, p| confirm(s, h, p, Action::Retry))
+                .post(|s, p, h, b| act(s, p, h, b, Action::Retry)),
         )
         .route(
             "/ui/requests/{id}/cancel",
-            axum::routing::post(|s, p, h, b| act(s, p, h, b, Action::Cancel)),
+            get(|s, h, p| confirm(s, h, p, Action::Cancel))
+                .post(|s, p, h, b| act(s, p, h, b, Action::Cancel)),
         )
         .route("/ui/style.css", get(style))
         .route("/ui/app.js", get(script))
@@ -164,23 +166,63 @@ async fn request(
     State(state): State<IngestState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    done: Result<Query<super::Done>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     enabled(&state)?;
-    let id = RequestId::parse(&id);
-    let Some(status) = state.request_status(&id).await? else {
-        return Err(ApiError::not_found(format!(
-            "no request with id {:?}",
-            id.as_str()
-        )));
-    };
+    let Query(done) = done.map_err(|rejection| {
+        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
+    })?;
+    let status = request_or_404(&state, &id).await?;
     Ok(html(super::request_page(
         &status,
         state.settings().ui.read_only,
+        &done,
         &viewer(&state, &headers),
     )))
 }
 
-#[derive(Debug, Clone, Copy)]
+async fn request_or_404(
+    state: &IngestState,
+    id: &str,
+) -> Result<crate::store::RequestStatus, ApiError> {
+    let id = RequestId::parse(id);
+    state
+        .request_status(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no request with id {:?}", id.as_str())))
+}
+
+/// `GET /ui/requests/{id}/retry` or `/cancel`: what the action will do,
+/// and the button that does it (a POST with the form token). Without
+/// JavaScript, a confirmation is a page of its own.
+async fn confirm(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    action: Action,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    refuse_read_only(&state)?;
+    let status = request_or_404(&state, &id).await?;
+    Ok(html(super::confirm_page(
+        &status,
+        action == Action::Retry,
+        &viewer(&state, &headers),
+    )))
+}
+
+fn refuse_read_only(state: &IngestState) -> Result<(), ApiError> {
+    if state.settings().ui.read_only {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "ReadOnly",
+            "the status page is read-only (ui.read_only = true); use purgeq retry or purgeq cancel",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     Retry,
     Cancel,
@@ -197,13 +239,7 @@ async fn act(
     action: Action,
 ) -> Result<Response, ApiError> {
     enabled(&state)?;
-    if state.settings().ui.read_only {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "ReadOnly",
-            "the status page is read-only (ui.read_only = true); use purgeq retry or purgeq cancel",
-        ));
-    }
+    refuse_read_only(&state)?;
     super::actions::check(&headers, &body)?;
     let id = RequestId::parse(&id);
     if state.store.request_status(&id).await?.is_none() {
@@ -213,23 +249,31 @@ async fn act(
         )));
     }
     let now = crate::store::Timestamp::new(state.clock.now_utc());
-    match action {
+    // The result travels in the redirect's query (numbers and a word):
+    // the request's page says what was done.
+    let done = match action {
         Action::Retry => {
             let retried = state.store.retry_failed(Some(&id), now).await?;
             tracing::info!(request = %id.as_str(), retried, "retried from the status page");
+            format!("done=retried&n={retried}")
         }
         Action::Cancel => {
             let outcome = state.store.cancel_pending(&id, now).await?;
             tracing::info!(request = %id.as_str(), cancelled = outcome.cancelled,
                 kept = outcome.kept, "cancelled from the status page");
+            format!(
+                "done=cancelled&n={}&kept={}",
+                outcome.cancelled, outcome.kept
+            )
         }
-    }
+    };
     state.pipeline.wake();
     Ok((
         StatusCode::SEE_OTHER,
         [(
             axum::http::header::LOCATION,
-            format!("/ui/requests/{}", id.as_str()),
+            // A stored request's id (found above): a UUID.
+            format!("/ui/requests/{}?{done}", id.as_str()),
         )],
     )
         .into_response())

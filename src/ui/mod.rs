@@ -115,6 +115,15 @@ fn page_with(title: &str, main: &str, refresh: u32, viewer: Option<&Viewer>) -> 
             )
         })
         .unwrap_or_default();
+    // A login session opens the page, never the API (which wants the
+    // bearer token): links there would answer 401 (issue 36).
+    let footer = if viewer.is_some_and(|v| v.session) {
+        "JSON API, with the daemon's token as <code>Authorization: Bearer</code>: \
+         <code>/v1/stats</code> · <code>/v1/purges</code> · <code>/v1/openapi.json</code>"
+    } else {
+        "JSON: <a href=\"/v1/stats\">/v1/stats</a> · <a href=\"/v1/purges\">/v1/purges</a> · \
+         <a href=\"/v1/openapi.json\">API</a>"
+    };
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
@@ -123,8 +132,7 @@ fn page_with(title: &str, main: &str, refresh: u32, viewer: Option<&Viewer>) -> 
          <script src=\"/ui/app.js\" defer></script>\n</head>\n<body>\n\
          <header><a href=\"/\" class=\"brand\">purgeq</a> <span>cache purges for Azure China CDN</span>{logout}</header>\n\
          <main id=\"main\" data-refresh=\"{refresh}\">\n{main}</main>\n\
-         <footer>JSON: <a href=\"/v1/stats\">/v1/stats</a> · <a href=\"/v1/purges\">/v1/purges</a> · \
-         <a href=\"/v1/openapi.json\">API</a></footer>\n</body>\n</html>\n",
+         <footer>{footer}</footer>\n</body>\n</html>\n",
         escape(title)
     )
 }
@@ -877,29 +885,47 @@ fn request_state(state: RequestState) -> String {
 
 /// The request page's buttons: retry what failed, cancel what is
 /// pending. `None` in read-only mode. `token` is the forms' CSRF token.
-fn action_buttons(request: &RequestStatus, token: &str) -> String {
-    let failed = request.items.iter().any(|i| {
-        i.state == crate::store::ItemState::Failed
-            || i.preload_state == Some(crate::store::PreloadState::Failed)
-    });
-    let pending = request.items.iter().any(|i| {
-        i.state == crate::store::ItemState::Pending
-            || i.preload_state == Some(crate::store::PreloadState::Pending)
-    });
-    let form = |action: &str, label: &str| {
+/// What a request's buttons may act on: failed URLs (or preloads) to
+/// retry, pending ones to cancel.
+fn actionable(request: &RequestStatus) -> (usize, usize) {
+    let failed = request
+        .items
+        .iter()
+        .filter(|i| {
+            i.state == crate::store::ItemState::Failed
+                || i.preload_state == Some(crate::store::PreloadState::Failed)
+        })
+        .count();
+    let pending = request
+        .items
+        .iter()
+        .filter(|i| {
+            i.state == crate::store::ItemState::Pending
+                || i.preload_state == Some(crate::store::PreloadState::Pending)
+        })
+        .count();
+    (failed, pending)
+}
+
+/// The request page's buttons: each leads to its confirmation page (a
+/// GET: nothing happens until the POST there).
+fn action_buttons(request: &RequestStatus) -> String {
+    let (failed, pending) = actionable(request);
+    let link = |action: &str, label: String| {
         format!(
-            "<form method=\"post\" action=\"/ui/requests/{}/{action}\"><input type=\"hidden\" \
-             name=\"csrf\" value=\"{}\"><button>{label}</button></form>\n",
+            "<a class=\"button\" href=\"/ui/requests/{}/{action}\">{label}…</a>\n",
             escape(&request.id),
-            escape(token)
         )
     };
     let mut out = String::new();
-    if failed {
-        out.push_str(&form("retry", "Retry the failed URLs"));
+    if failed > 0 {
+        out.push_str(&link("retry", format!("Retry the failed URLs ({failed})")));
     }
-    if pending {
-        out.push_str(&form("cancel", "Cancel the pending URLs"));
+    if pending > 0 {
+        out.push_str(&link(
+            "cancel",
+            format!("Cancel the pending URLs ({pending})"),
+        ));
     }
     if out.is_empty() {
         return out;
@@ -907,8 +933,108 @@ fn action_buttons(request: &RequestStatus, token: &str) -> String {
     format!("<div class=\"actions\">{out}</div>\n")
 }
 
+/// What a button did, as the redirect after it says (`?done=cancelled&n=3&kept=1`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct Done {
+    pub done: Option<DoneAction>,
+    pub n: Option<u64>,
+    pub kept: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoneAction {
+    Retried,
+    Cancelled,
+}
+
+/// The result message of a button, in words; empty without one.
+fn done_message(done: &Done) -> String {
+    let n = done.n.unwrap_or(0);
+    let text = match done.done {
+        None => return String::new(),
+        Some(DoneAction::Retried) if n == 0 => {
+            "Nothing to retry: no URL of this request had failed.".to_owned()
+        }
+        Some(DoneAction::Retried) => format!(
+            "Retried: {} pending again, to be sent as the rate and quota allow.",
+            plural(n, "URL")
+        ),
+        Some(DoneAction::Cancelled) => {
+            let kept = match done.kept.unwrap_or(0) {
+                0 => String::new(),
+                1 => " 1 stays pending: another request also asked for it.".to_owned(),
+                k => format!(" {k} stay pending: other requests also asked for them."),
+            };
+            match n {
+                0 => format!("Nothing was cancelled: no URL was still pending.{kept}"),
+                n => format!("Cancelled {}.{kept}", plural(n, "pending URL")),
+            }
+        }
+    };
+    format!("<p class=\"done\" role=\"status\">{}</p>\n", escape(&text))
+}
+
+/// `GET /ui/requests/{id}/retry` or `/cancel`: what the button will do,
+/// the POST that does it, and the way back.
+pub fn confirm_page(request: &RequestStatus, retry: bool, viewer: &Viewer) -> String {
+    let (failed, pending) = actionable(request);
+    let (action, question, button, none) = if retry {
+        (
+            "retry",
+            format!(
+                "Send the {} of request {} again?",
+                plural(failed as u64, "failed URL"),
+                request.id
+            ),
+            "Yes, retry them",
+            "No URL of this request has failed: there is nothing to retry.",
+        )
+    } else {
+        (
+            "cancel",
+            format!(
+                "Cancel the {} of request {}? Cancelled URLs are not purged; \
+                 URLs already sent are not called back.",
+                plural(pending as u64, "pending URL"),
+                request.id
+            ),
+            "Yes, cancel them",
+            "No URL of this request is pending: there is nothing to cancel.",
+        )
+    };
+    let body = if (retry && failed == 0) || (!retry && pending == 0) {
+        format!("<p>{}</p>\n", escape(none))
+    } else {
+        format!(
+            "<p>{}</p>\n<form method=\"post\" action=\"/ui/requests/{id}/{action}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>{button}</button> \
+             <a href=\"/ui/requests/{id}\">No, go back</a></form>\n",
+            escape(&question),
+            escape(&viewer.csrf),
+            id = escape(&request.id),
+        )
+    };
+    let main = format!(
+        "<p><a href=\"/ui/requests/{id}\">← request {id}</a></p>\n<section aria-labelledby=\"confirm\">\
+         <h2 id=\"confirm\">{title}</h2>\n{body}</section>\n",
+        id = escape(&request.id),
+        title = if retry { "Retry" } else { "Cancel" },
+    );
+    page(
+        &format!("purgeq: {action} request {}", request.id),
+        &main,
+        viewer,
+    )
+}
+
 /// One request: every URL's fate, and (unless `read_only`) the buttons.
-pub fn request_page(request: &RequestStatus, read_only: bool, viewer: &Viewer) -> String {
+pub fn request_page(
+    request: &RequestStatus,
+    read_only: bool,
+    done: &Done,
+    viewer: &Viewer,
+) -> String {
     let mut main = format!(
         "<p><a href=\"/\">← status</a></p>\n<section aria-labelledby=\"request\">\
          <h2 id=\"request\">Request {}</h2>\n<p>{} · received {} from {}{} · {} URLs</p>\n",
@@ -926,8 +1052,9 @@ pub fn request_page(request: &RequestStatus, read_only: bool, viewer: &Viewer) -
     if !request.tags.is_empty() {
         main.push_str(&format!("<p>Tags: {}</p>\n", tags_line(&request.tags)));
     }
+    main.push_str(&done_message(done));
     if !read_only {
-        main.push_str(&action_buttons(request, &viewer.csrf));
+        main.push_str(&action_buttons(request));
     }
     // The origin caches' column only where some URL has layers in front
     // of its origin (issue 34): each layer's purge, before the CDN's.
@@ -997,6 +1124,24 @@ fn origin_cell(item: &ItemStatus) -> String {
         .join("<br>")
 }
 
+/// A URL that wraps after its slashes, not inside its host (the request
+/// page showed "www.exa" / "mple.com").
+fn breakable_url(url: &str) -> String {
+    escape(url).replace('/', "/<wbr>")
+}
+
+/// A long id in a narrow cell: the whole id is in the page (copying it
+/// copies all of it, the tooltip shows it), CSS shows its start.
+fn short_id(id: Option<&str>) -> String {
+    match id {
+        Some(id) if !id.is_empty() => {
+            let id = escape(id);
+            format!("<span class=\"id\" title=\"{id}\">{id}</span>")
+        }
+        _ => String::new(),
+    }
+}
+
 fn item_row(item: &ItemStatus, layers: bool, verified: bool) -> String {
     let mut via = match (&item.merged_into, &item.merge_reason) {
         (Some(into), Some(reason)) => format!("{} ({})", escape(into), escape(reason)),
@@ -1030,9 +1175,9 @@ fn item_row(item: &ItemStatus, layers: bool, verified: bool) -> String {
     format!(
         "<tr><td class=\"url\">{}</td><td><span class=\"state s-{state}\">{state}</span></td><td>{via}</td>\
          <td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{note}</td><td>{preload}</td>{origin}{edge}</tr>\n",
-        escape(&item.url),
-        escape(item.task_track_id.as_deref().unwrap_or("")),
-        escape(item.correlation_id.as_deref().unwrap_or("")),
+        breakable_url(&item.url),
+        short_id(item.task_track_id.as_deref()),
+        short_id(item.correlation_id.as_deref()),
         item.attempts,
         state = item.state.as_str(),
         origin = if layers {
@@ -1175,6 +1320,55 @@ mod tests {
             endpoint_cell("<gone>", &hosts),
             "<code class=\"id\">&lt;gone&gt;</code>"
         );
+    }
+
+    #[test]
+    fn a_button_says_what_it_did() {
+        let done = |action, n, kept| Done {
+            done: Some(action),
+            n: Some(n),
+            kept,
+        };
+        for (given, said) in [
+            (Done::default(), ""),
+            (
+                done(DoneAction::Retried, 2, None),
+                "Retried: 2 URLs pending again, to be sent as the rate and quota allow.",
+            ),
+            (
+                done(DoneAction::Retried, 0, None),
+                "Nothing to retry: no URL of this request had failed.",
+            ),
+            (
+                done(DoneAction::Cancelled, 1, Some(0)),
+                "Cancelled 1 pending URL.",
+            ),
+            (
+                done(DoneAction::Cancelled, 3, Some(2)),
+                "Cancelled 3 pending URLs. 2 stay pending: other requests also asked for them.",
+            ),
+            (
+                done(DoneAction::Cancelled, 0, Some(1)),
+                "Nothing was cancelled: no URL was still pending. 1 stays pending: another request also asked for it.",
+            ),
+        ] {
+            let html = done_message(&given);
+            assert!(html.contains(said), "{given:?}: {html}");
+            assert_eq!(html.is_empty(), said.is_empty());
+        }
+    }
+
+    #[test]
+    fn urls_wrap_after_slashes_and_ids_stay_whole() {
+        assert_eq!(
+            breakable_url("http://www.example.com/a/b.js?x=<1>"),
+            "http:/<wbr>/<wbr>www.example.com/<wbr>a/<wbr>b.js?x=&lt;1&gt;"
+        );
+        assert_eq!(
+            short_id(Some("0f1e2d3c-aaaa")),
+            "<span class=\"id\" title=\"0f1e2d3c-aaaa\">0f1e2d3c-aaaa</span>"
+        );
+        assert_eq!(short_id(None), "");
     }
 
     #[test]
