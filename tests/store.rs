@@ -493,6 +493,217 @@ async fn the_quota_chart_sums_to_the_ledger(place: Place) {
     }
 }
 
+/// Issue 36: search finds every URL a request asked for by its URL
+/// (exact, prefix), its request, the TaskTrackId of its call, its label,
+/// its state and time, newest first, a page at a time, on both backends.
+async fn search_finds_urls_by_every_key(place: Place) {
+    use purgeq::store::{QuotaAccount, Search, Timestamp, UrlMatch};
+    let store = place.open().await;
+    let at = |minutes: i64| time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes);
+    let labelled = |label: &str, minutes: i64, targets: Vec<PurgeTarget>| NewRequest {
+        label: Some(label.into()),
+        received_at: at(minutes),
+        ..request(targets)
+    };
+    // Old: a deploy's two files, sent in one call.
+    let old = labelled(
+        "deploy-1",
+        60 * 24 * 25,
+        vec![file("http://e.com/app/a.js"), file("http://e.com/app/b.js")],
+    );
+    let old_id = old.id.clone();
+    store.enqueue(old).await.expect("enqueue");
+    let account = QuotaAccount {
+        subscription_id: "sub".into(),
+        day: "2026-11-10".into(),
+    };
+    let batch = cut_one(&store, &account, 10, 10).await;
+    let now = Timestamp::new(time::OffsetDateTime::now_utc());
+    store
+        .batch_accepted(&batch, "task-old", None, &account, now)
+        .await
+        .expect("accepted");
+    // Newer: a directory, then a file under it (linked to the directory:
+    // asked as the file), and the same file again later.
+    let newer = labelled("deploy-2", 30, vec![dir("http://e.com/app/")]);
+    store.enqueue(newer).await.expect("enqueue");
+    let covered = labelled("deploy-2", 20, vec![file("http://e.com/app/a.js")]);
+    let covered_id = covered.id.clone();
+    store.enqueue(covered).await.expect("enqueue");
+    let other = labelled("other", 10, vec![file("http://f.com/x.css")]);
+    store.enqueue(other).await.expect("enqueue");
+
+    let urls = |page: &purgeq::store::SearchPage| -> Vec<(String, String)> {
+        page.rows
+            .iter()
+            .map(|r| (r.url.clone(), r.request_id.clone()))
+            .collect()
+    };
+    let search = |f: fn(&mut Search)| {
+        let mut s = Search::default();
+        f(&mut s);
+        s
+    };
+    // Exact URL: both times it was asked, newest first; the newer one
+    // through the directory that covers it.
+    let page = store
+        .search(&search(|s| {
+            s.url = Some(UrlMatch::Exact("http://e.com/app/a.js".into()))
+        }))
+        .await
+        .expect("search");
+    assert_eq!(
+        urls(&page),
+        [
+            (
+                "http://e.com/app/a.js".to_owned(),
+                covered_id.as_str().to_owned()
+            ),
+            (
+                "http://e.com/app/a.js".to_owned(),
+                old_id.as_str().to_owned()
+            ),
+        ]
+    );
+    assert_eq!(
+        page.rows[0].merged_into_url.as_deref(),
+        Some("http://e.com/app/")
+    );
+    assert_eq!(page.rows[0].state, "pending");
+    assert_eq!(page.rows[1].state, "submitted");
+    assert_eq!(page.rows[1].task_track_id.as_deref(), Some("task-old"));
+    assert!(page.next.is_none() && !page.capped);
+    // Prefix: the directory and the files under it, not f.com.
+    let page = store
+        .search(&search(|s| {
+            s.url = Some(UrlMatch::Prefix("http://e.com/app/".into()))
+        }))
+        .await
+        .expect("search");
+    assert_eq!(page.rows.len(), 4, "{page:?}");
+    assert!(
+        page.rows
+            .iter()
+            .all(|r| r.url.starts_with("http://e.com/app/"))
+    );
+    // TaskTrackId: the call's two URLs.
+    let page = store
+        .search(&search(|s| s.task_track_id = Some("task-old".into())))
+        .await
+        .expect("search");
+    assert_eq!(page.rows.len(), 2);
+    assert!(page.rows.iter().all(|r| r.request_id == old_id.as_str()));
+    // Label, and label with state.
+    let page = store
+        .search(&search(|s| s.label = Some("deploy-2".into())))
+        .await
+        .expect("search");
+    assert_eq!(page.rows.len(), 2);
+    let page = store
+        .search(&search(|s| {
+            s.label = Some("deploy-1".into());
+            s.state = Some("submitted".into());
+        }))
+        .await
+        .expect("search");
+    assert_eq!(page.rows.len(), 2);
+    // Time: the last hour holds the three newer requests.
+    let hour_ago = Timestamp::new(at(60)).to_string();
+    let page = store
+        .search(&Search {
+            since: Some(hour_ago.clone()),
+            ..Search::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(page.rows.len(), 3);
+    assert_eq!(page.rows[0].url, "http://f.com/x.css", "newest first");
+    let page = store
+        .search(&Search {
+            until: Some(hour_ago),
+            ..Search::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(page.rows.len(), 2, "the old deploy only");
+    // A request's URLs; nothing for an unknown URL.
+    let page = store
+        .search(&search(|s| s.request_id = Some("no-such".into())))
+        .await
+        .expect("search");
+    assert!(page.rows.is_empty());
+    let page = store
+        .search(&search(|s| {
+            s.url = Some(UrlMatch::Exact("http://e.com/app/c.js".into()))
+        }))
+        .await
+        .expect("search");
+    assert!(page.rows.is_empty());
+}
+
+/// Issue 36: search pages: every URL once, newest first, across pages and
+/// windows, whichever range drives it.
+async fn search_pages_through_everything_once(place: Place) {
+    use purgeq::store::{Search, UrlMatch};
+    let store = place.open().await;
+    // 520 requests of 2 URLs: more requests than a window (500), more
+    // URLs than a prefix reads (500), many pages (50).
+    for r in 0..520_i64 {
+        let mut new = request(
+            (0..2)
+                .map(|i| file(&format!("http://e.com/p/{r:03}/{i}.js")))
+                .collect(),
+        );
+        new.received_at = time::OffsetDateTime::now_utc() - time::Duration::seconds(1_000 - r);
+        new.label = Some("bulk".into());
+        store.enqueue(new).await.expect("enqueue");
+    }
+    for search in [
+        Search::default(),
+        Search {
+            label: Some("bulk".into()),
+            ..Search::default()
+        },
+        Search {
+            url: Some(UrlMatch::Prefix("http://e.com/p/".into())),
+            ..Search::default()
+        },
+    ] {
+        let mut seen = Vec::new();
+        let mut next = None;
+        let mut pages = 0;
+        loop {
+            let page = store
+                .search(&Search {
+                    after: next.clone(),
+                    ..search.clone()
+                })
+                .await
+                .expect("search");
+            pages += 1;
+            seen.extend(page.rows.iter().map(|r| r.url.clone()));
+            match page.next {
+                Some(cursor) => next = Some(cursor),
+                None => {
+                    assert_eq!(page.capped, search.url.is_some(), "{search:?}");
+                    break;
+                }
+            }
+            assert!(pages < 100, "{search:?} does not end");
+        }
+        if search.url.is_some() {
+            // Capped: among the first 500 URLs in URL order.
+            assert_eq!(seen.len(), 500, "{search:?}");
+        } else {
+            let expected: Vec<String> = (0..520)
+                .rev()
+                .flat_map(|r| (0..2).map(move |i| format!("http://e.com/p/{r:03}/{i}.js")))
+                .collect();
+            assert_eq!(seen, expected, "{search:?}: newest first, each once");
+        }
+    }
+}
+
 /// Shutdown waits for the writer's last commit (issue 14): `close` returns
 /// once what was queued is committed and the connection closed; writes
 /// asked for after it fail with `Closed` instead of vanishing.
@@ -1140,6 +1351,8 @@ on_both_backends!(():
     the_tag_registry_reads_alike,
     charts_read_the_minutes_kept_as_rows_are_written,
     the_quota_chart_sums_to_the_ledger,
+    search_finds_urls_by_every_key,
+    search_pages_through_everything_once,
 );
 on_both_backends!((flavor = "multi_thread"):
     concurrent_requests_stored_together_count_each_url_new_once,

@@ -508,8 +508,8 @@ async fn a_sixth_schema_database_upgrades_to_cache_rules_in_place() {
     .await
     .expect("indexes");
     assert_eq!(
-        indexes, 10,
-        "every index of items, the expiry one, and the held one of 0012"
+        indexes, 11,
+        "every index of items, the expiry one, the held one of 0012 and the URL one of 0016"
     );
     sqlx::query("UPDATE items SET state = 'expired' WHERE id = 3")
         .execute(&mut conn)

@@ -28,6 +28,7 @@ mod reads;
 mod reserve;
 mod retention;
 mod returns;
+mod search;
 mod tags;
 mod timestamp;
 mod verifications;
@@ -60,6 +61,7 @@ pub use plan::{LaneCounts, UrgentPending};
 pub use preloads::{PreloadCounts, PreloadState};
 pub use reads::{ItemStatus, RequestState, RequestStatus, RequestSummary, StateCounts};
 pub use retention::Removed;
+pub use search::{Cursor, Found, Search, SearchPage, UrlMatch};
 pub use tags::{FeedOutcome, TagFeed, TagRegistryCounts, TagSource};
 pub use timestamp::Timestamp;
 pub use verifications::{

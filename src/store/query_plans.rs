@@ -25,6 +25,10 @@ use super::origin_purges::{
 };
 use super::preloads::WAITING_PRELOADS;
 use super::reads::{OLDEST_PENDING, REQUEST_SUMMARIES, REQUEST_URLS};
+use super::search::{
+    SEARCH_BY_LABEL_SQLITE, SEARCH_BY_REQUEST_SQLITE, SEARCH_BY_TASK_SQLITE, SEARCH_BY_TIME_SQLITE,
+    SEARCH_BY_URL_SQLITE, WINDOW_END_LABEL_SQLITE, WINDOW_END_TIME_SQLITE,
+};
 use super::tags::EXPAND_TAG;
 use super::verifications::{STALE_NOW, SUCCEEDED_UNVERIFIED};
 use crate::config::StoreSettings;
@@ -151,6 +155,50 @@ const READS: &[(&str, &str, Bound, &[&str])] = &[
     // A purge by tag expands at the door (issue 35): one range of the
     // tag's key, each URL by id.
     ("expand a tag", EXPAND_TAG, Bound::History, &[]),
+    // Search (issue 36): each driven by one index range, the window or
+    // the cap bounding what a range may give; the rest by key.
+    (
+        "search by request",
+        SEARCH_BY_REQUEST_SQLITE,
+        Bound::History,
+        &["SCAN l"],
+    ),
+    (
+        "search by TaskTrackId",
+        SEARCH_BY_TASK_SQLITE,
+        Bound::History,
+        &["SCAN l"],
+    ),
+    (
+        "search by URL",
+        SEARCH_BY_URL_SQLITE,
+        Bound::History,
+        &["SCAN l"],
+    ),
+    (
+        "search by label",
+        SEARCH_BY_LABEL_SQLITE,
+        Bound::History,
+        &["SCAN l"],
+    ),
+    (
+        "search by time",
+        SEARCH_BY_TIME_SQLITE,
+        Bound::History,
+        &["SCAN l"],
+    ),
+    (
+        "search window, label",
+        WINDOW_END_LABEL_SQLITE,
+        Bound::History,
+        &[],
+    ),
+    (
+        "search window, time",
+        WINDOW_END_TIME_SQLITE,
+        Bound::History,
+        &[],
+    ),
 ];
 
 /// Why a plan's step may walk the whole history, if it may.
