@@ -235,6 +235,45 @@ async fn the_status_page_in_a_real_browser() {
         track.as_str().is_some_and(|t| t.len() >= 32),
         "the whole TaskTrackId on hover: {track}"
     );
+    chrome
+        .screenshot(std::path::Path::new(concat!(
+            env!("CARGO_TARGET_TMPDIR"),
+            "/../test-artifacts/request-page.png"
+        )))
+        .await;
+    // Search (issue 36): from the header, by a URL prefix; a result leads
+    // to its request.
+    chrome.open(&format!("{base}/")).await;
+    chrome
+        .click_and_wait("header nav a[href='/ui/search']")
+        .await;
+    chrome
+        .eval(&format!(
+            "document.querySelector('form.search input[name=url]').value = 'http://{host}/ok/'"
+        ))
+        .await;
+    chrome.click_and_wait("form.search button").await;
+    let found = chrome
+        .eval("[...document.querySelectorAll('table.found td.url')].map(t => t.textContent)")
+        .await;
+    assert_eq!(
+        found,
+        json!([
+            format!("http://{host}/ok/1.js"),
+            format!("http://{host}/ok/2.js")
+        ])
+    );
+    chrome
+        .screenshot(std::path::Path::new(concat!(
+            env!("CARGO_TARGET_TMPDIR"),
+            "/../test-artifacts/search.png"
+        )))
+        .await;
+    chrome
+        .click_and_wait("table.found a[href^='/ui/requests/']")
+        .await;
+    let heading = chrome.eval(&text("h2#request")).await;
+    assert_eq!(heading, json!(format!("Request {good}")));
     // Retry: the button asks first, then says what it did.
     chrome.open(&format!("{base}/ui/requests/{failed}")).await;
     chrome.click_and_wait("a.button[href$='/retry']").await;

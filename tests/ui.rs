@@ -180,6 +180,89 @@ async fn the_charts_agree_with_the_stats_and_the_quota_bars() {
     daemon.stop().await;
 }
 
+/// Issue 36: the search page finds a URL by what an operator knows of
+/// it, leads to its request, pages, and says which field is wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_search_page_finds_a_url_and_leads_to_its_request() {
+    let emulator = emulator(fast_knobs()).await;
+    let config = format!(
+        "{}[batch]\nlinger = \"50ms\"\n[tracker]\npoll_interval = \"100ms\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    let client = daemon.client();
+    let host = ENDPOINTS[0].1;
+    let (_, first) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": [format!("http://{host}/s/app.js"), format!("http://{host}/s/app.css")],
+                     "label": "release-7" }),
+        )
+        .await;
+    let first = first["id"].as_str().expect("id").to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{first}?wait=30")).await;
+    assert_eq!(view["state"], "succeeded", "{view}");
+    let task = view["items"][0]["task_track_id"]
+        .as_str()
+        .expect("task")
+        .to_owned();
+    let (_, second) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": [format!("http://{host}/s/app.js")] }),
+        )
+        .await;
+    let second = second["id"].as_str().expect("id").to_owned();
+
+    // The form alone; no search yet.
+    let (status, _, html) = page(&client, "/ui/search").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("role=\"search\"") && !html.contains("id=\"found\""),
+        "{html}"
+    );
+    // Exactly this URL (its host typed in capitals): both requests,
+    // newest first, each a link to its request.
+    let (status, _, html) = page(
+        &client,
+        &format!(
+            "/ui/search?url=http%3A%2F%2F{}%2Fs%2Fapp.js&match=exact",
+            host.to_uppercase()
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    let links: Vec<&str> = html
+        .split("href=\"/ui/requests/")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(links, [second.as_str(), first.as_str()], "{html}");
+    assert!(html.contains("2 URLs on this page."), "{html}");
+    // A prefix and a label; a TaskTrackId; a state.
+    let (_, _, html) = page(
+        &client,
+        &format!("/ui/search?url=http%3A%2F%2F{host}%2Fs%2F&label=release-7"),
+    )
+    .await;
+    assert!(html.contains("2 URLs on this page."), "{html}");
+    let (_, _, html) = page(&client, &format!("/ui/search?task={task}")).await;
+    assert!(html.contains(&first) && !html.contains(&second), "{html}");
+    let (_, _, html) = page(&client, "/ui/search?state=failed").await;
+    assert!(html.contains("Nothing found."), "{html}");
+    // A wrong field is named.
+    let (status, _, body) = page(&client, "/ui/search?since=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("since: ") && body.contains("is not a date"),
+        "{body}"
+    );
+    // The status page links to it.
+    let (_, _, html) = page(&client, "/").await;
+    assert!(html.contains("href=\"/ui/search\""), "{html}");
+    daemon.stop().await;
+}
+
 /// The CSRF token of the first action form on a page.
 fn form_token(html: &str) -> String {
     let start = html.find("name=\"csrf\" value=\"").expect("an action form") + 19;

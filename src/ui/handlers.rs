@@ -44,6 +44,7 @@ fn routes() -> Router<IngestState> {
         )
         .route("/", get(status))
         .route("/ui/requests/{id}", get(request))
+        .route("/ui/search", get(search))
         .route(
             "/ui/requests/{id}/retry",
             get(|s, h, p| confirm(s, h, p, Action::Retry))
@@ -177,6 +178,29 @@ async fn request(
         &status,
         state.settings().ui.read_only,
         &done,
+        &viewer(&state, &headers),
+    )))
+}
+
+/// `GET /ui/search`: the form; with a search, a page of its results.
+async fn search(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    form: Result<Query<super::SearchForm>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    let Query(form) = form.map_err(|rejection| {
+        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
+    })?;
+    let found = if form.is_empty() {
+        None
+    } else {
+        let search = form.parse().map_err(ApiError::bad_request)?;
+        Some(state.store.search(&search).await?)
+    };
+    Ok(html(super::search_page(
+        &form,
+        found.as_ref(),
         &viewer(&state, &headers),
     )))
 }

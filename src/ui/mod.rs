@@ -18,10 +18,12 @@ mod auth;
 mod charts;
 mod handlers;
 pub mod listing;
+mod search;
 
 use std::fmt::Write as _;
 
 pub use handlers::routes_with as routes;
+pub use search::{SearchForm, search_page};
 
 use crate::ingest::v1::StatsView;
 use crate::report::{QuotaStatus, SenderState};
@@ -130,7 +132,8 @@ fn page_with(title: &str, main: &str, refresh: u32, viewer: Option<&Viewer>) -> 
          <title>{}</title>\n<link rel=\"stylesheet\" href=\"/ui/style.css\">\n\
          <link rel=\"icon\" href=\"/ui/favicon.svg\" type=\"image/svg+xml\">\n\
          <script src=\"/ui/app.js\" defer></script>\n</head>\n<body>\n\
-         <header><a href=\"/\" class=\"brand\">purgeq</a> <span>cache purges for Azure China CDN</span>{logout}</header>\n\
+         <header><a href=\"/\" class=\"brand\">purgeq</a> <span>cache purges for Azure China CDN</span> \
+         <nav><a href=\"/ui/search\">Search the history</a></nav>{logout}</header>\n\
          <main id=\"main\" data-refresh=\"{refresh}\">\n{main}</main>\n\
          <footer>{footer}</footer>\n</body>\n</html>\n",
         escape(title)

@@ -1,0 +1,417 @@
+//! The search page (`GET /ui/search`, issue 36): any URL ever purged,
+//! with its fate, over the whole retained history. The form's fields are
+//! parsed here into a [`Search`] (naming the field that is wrong), and a
+//! page of results is drawn; the store reads each search as one index
+//! range (see `store::search`).
+
+use std::fmt::Write as _;
+
+use crate::store::{Cursor, ItemState, Search, SearchPage, UrlMatch};
+
+use super::{Viewer, escape, page, short_id, time};
+
+/// The form as the browser sends it (`?url=&match=&label=&request=
+/// &task=&state=&since=&until=&after=`); empty fields mean "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct SearchForm {
+    pub url: Option<String>,
+    /// `prefix` (the default) or `exact`.
+    #[serde(rename = "match")]
+    pub url_match: Option<String>,
+    pub label: Option<String>,
+    pub request: Option<String>,
+    pub task: Option<String>,
+    pub state: Option<String>,
+    /// `YYYY-MM-DD` (UTC), from that day on.
+    pub since: Option<String>,
+    /// `YYYY-MM-DD` (UTC), through that day.
+    pub until: Option<String>,
+    pub after: Option<String>,
+}
+
+impl SearchForm {
+    /// Whether anything was asked (an empty form shows only the form).
+    pub fn is_empty(&self) -> bool {
+        [
+            &self.url,
+            &self.label,
+            &self.request,
+            &self.task,
+            &self.state,
+            &self.since,
+            &self.until,
+        ]
+        .iter()
+        .all(|field| field.as_deref().is_none_or(|text| text.trim().is_empty()))
+    }
+
+    /// The search the form asks for, or what is wrong with which field.
+    pub fn parse(&self) -> Result<Search, String> {
+        let field = |value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|text| !text.is_empty())
+                .map(str::to_owned)
+        };
+        let url = match (field(&self.url), field(&self.url_match).as_deref()) {
+            (None, _) => None,
+            (Some(url), None | Some("prefix")) => {
+                Some(UrlMatch::Prefix(lower_scheme_and_host(&url)))
+            }
+            (Some(url), Some("exact")) => Some(UrlMatch::Exact(lower_scheme_and_host(&url))),
+            (Some(_), Some(other)) => {
+                return Err(format!("match: {other:?} is not one of prefix, exact"));
+            }
+        };
+        let state = match field(&self.state) {
+            None => None,
+            Some(text) => match ItemState::parse(&text) {
+                Some(state) => Some(state.as_str().to_owned()),
+                None => {
+                    return Err(format!(
+                        "state: {text:?} is not one of {}",
+                        ItemState::ALL
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            },
+        };
+        let day =
+            |name: &str, value: &Option<String>, next: bool| -> Result<Option<String>, String> {
+                let Some(text) = field(value) else {
+                    return Ok(None);
+                };
+                let format = time::macros::format_description!("[year]-[month]-[day]");
+                let date = time::Date::parse(&text, format)
+                    .map_err(|_| format!("{name}: {text:?} is not a date (YYYY-MM-DD)"))?;
+                let date = if next {
+                    date.next_day()
+                        .ok_or_else(|| format!("{name}: {text:?} is the last day there is"))?
+                } else {
+                    date
+                };
+                Ok(Some(
+                    crate::store::Timestamp::new(date.midnight().assume_utc()).to_string(),
+                ))
+            };
+        let since = day("since", &self.since, false)?;
+        let until = day("until", &self.until, true)?;
+        if let (Some(since), Some(until)) = (&since, &until)
+            && since >= until
+        {
+            return Err("until: the range ends before it starts".to_owned());
+        }
+        let after = match field(&self.after) {
+            None => None,
+            Some(text) => Some(Cursor::parse(&text).ok_or("after: not a page of this search")?),
+        };
+        Ok(Search {
+            url,
+            request_id: field(&self.request).map(|id| id.to_ascii_lowercase()),
+            task_track_id: field(&self.task),
+            label: field(&self.label),
+            state,
+            since,
+            until,
+            after,
+        })
+    }
+
+    /// The query string of the page after `cursor`, with the same fields.
+    fn next(&self, cursor: &Cursor) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("url", &self.url),
+            ("match", &self.url_match),
+            ("label", &self.label),
+            ("request", &self.request),
+            ("task", &self.task),
+            ("state", &self.state),
+            ("since", &self.since),
+            ("until", &self.until),
+        ] {
+            if let Some(value) = value.as_deref().filter(|v| !v.trim().is_empty()) {
+                query.append_pair(name, value);
+            }
+        }
+        query.append_pair("after", &cursor.to_param());
+        query.finish()
+    }
+}
+
+/// URLs are stored with their scheme and host in lower case: a search
+/// for `HTTPS://WWW.Example.com/A.js` means `https://www.example.com/A.js`.
+fn lower_scheme_and_host(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    format!(
+        "{}://{}{}",
+        scheme.to_ascii_lowercase(),
+        rest[..host_end].to_ascii_lowercase(),
+        &rest[host_end..]
+    )
+}
+
+/// The form, filled with what was asked.
+fn form(asked: &SearchForm) -> String {
+    let value = |v: &Option<String>| escape(v.as_deref().unwrap_or(""));
+    let selected = |v: &Option<String>, option: &str| {
+        if v.as_deref() == Some(option) {
+            " selected"
+        } else {
+            ""
+        }
+    };
+    let mut states = String::from("<option value=\"\">any</option>");
+    for state in ItemState::ALL {
+        let _ = write!(
+            states,
+            "<option{}>{}</option>",
+            selected(&asked.state, state.as_str()),
+            state.as_str()
+        );
+    }
+    format!(
+        "<form method=\"get\" action=\"/ui/search\" class=\"filter search\" role=\"search\">\
+         <label>URL <input name=\"url\" value=\"{}\" size=\"48\" placeholder=\"https://www.example.com/app/\"></label> \
+         <label>Match <select name=\"match\"><option value=\"prefix\"{}>starts with</option>\
+         <option value=\"exact\"{}>exactly</option></select></label> \
+         <label>Label <input name=\"label\" value=\"{}\"></label> \
+         <label>Request id <input name=\"request\" value=\"{}\"></label> \
+         <label>TaskTrackId <input name=\"task\" value=\"{}\"></label> \
+         <label>State <select name=\"state\">{states}</select></label> \
+         <label>From <input type=\"date\" name=\"since\" value=\"{}\"></label> \
+         <label>Through <input type=\"date\" name=\"until\" value=\"{}\"></label> \
+         <button>Search</button></form>\n",
+        value(&asked.url),
+        selected(&asked.url_match, "prefix"),
+        selected(&asked.url_match, "exact"),
+        value(&asked.label),
+        value(&asked.request),
+        value(&asked.task),
+        value(&asked.since),
+        value(&asked.until),
+    )
+}
+
+/// The search page: the form, and for a search, a page of results.
+pub fn search_page(asked: &SearchForm, found: Option<&SearchPage>, viewer: &Viewer) -> String {
+    let mut main = String::from(
+        "<p><a href=\"/\">← status</a></p>\n<section aria-labelledby=\"search\">\
+         <h2 id=\"search\">Search the history</h2>\n\
+         <p>Every URL a request asked for, as long as the history keeps it \
+         (<code>retention</code>), newest first. The dates of the form are UTC days.</p>\n",
+    );
+    main.push_str(&form(asked));
+    if let Some(found) = found {
+        main.push_str(&results(asked, found));
+    }
+    main.push_str("</section>\n");
+    page("purgeq search", &main, viewer)
+}
+
+fn results(asked: &SearchForm, found: &SearchPage) -> String {
+    let mut out = String::new();
+    if found.capped {
+        out.push_str(
+            "<p class=\"wait\">More URLs start with this than one search reads: these are \
+             among the first 500 of them in URL order. Make the prefix longer, or search \
+             the exact URL.</p>\n",
+        );
+    }
+    if found.rows.is_empty() {
+        out.push_str("<p id=\"found\">Nothing found.</p>\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "<p id=\"found\">{} URL{} on this page.</p>",
+            found.rows.len(),
+            if found.rows.len() == 1 { "" } else { "s" }
+        );
+        out.push_str(
+            "<table class=\"items found\"><thead><tr><th scope=\"col\">URL</th>\
+             <th scope=\"col\">State</th><th scope=\"col\">Request</th><th scope=\"col\">Label</th>\
+             <th scope=\"col\">Received</th><th scope=\"col\">Finished</th>\
+             <th scope=\"col\">TaskTrackId</th><th scope=\"col\">Error or via</th></tr></thead><tbody>\n",
+        );
+        for row in &found.rows {
+            let note = match (&row.last_error, &row.merged_into_url) {
+                (Some(error), _) => escape(error),
+                (None, Some(into)) => format!("via {}", escape(into)),
+                (None, None) => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "<tr><td class=\"url\">{url}</td><td><span class=\"state s-{state}\">{state}</span></td>\
+                 <td><a href=\"/ui/requests/{id}\">{short}</a></td><td>{label}</td><td>{received}</td>\
+                 <td>{finished}</td><td>{task}</td><td>{note}</td></tr>",
+                url = super::breakable_url(&row.url),
+                state = escape(&row.state),
+                id = escape(&row.request_id),
+                short = short_id(Some(&row.request_id)),
+                label = escape(row.label.as_deref().unwrap_or("")),
+                received = time(&row.received_at),
+                finished = row.finished_at.as_deref().map(time).unwrap_or_default(),
+                task = short_id(row.task_track_id.as_deref()),
+            );
+        }
+        out.push_str("</tbody></table>\n");
+    }
+    if let Some(next) = &found.next {
+        let _ = writeln!(
+            out,
+            "<p><a rel=\"next\" href=\"/ui/search?{}\">Older results →</a></p>",
+            escape(&asked.next(next))
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(fields: &[(&str, &str)]) -> SearchForm {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        serde_urlencoded_form(&query)
+    }
+
+    fn serde_urlencoded_form(query: &str) -> SearchForm {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let map: serde_json::Map<String, serde_json::Value> = pairs
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        serde_json::from_value(serde_json::Value::Object(map)).expect("form")
+    }
+
+    #[test]
+    fn the_form_becomes_a_search_or_says_which_field_is_wrong() {
+        let ok = |fields: &[(&str, &str)]| form(fields).parse().expect("a search");
+        assert_eq!(ok(&[]), Search::default());
+        assert_eq!(
+            ok(&[
+                ("url", " HTTPS://WWW.Example.com/A.js "),
+                ("match", "exact")
+            ])
+            .url,
+            Some(UrlMatch::Exact("https://www.example.com/A.js".into()))
+        );
+        assert_eq!(
+            ok(&[("url", "https://a.com/app/")]).url,
+            Some(UrlMatch::Prefix("https://a.com/app/".into()))
+        );
+        assert_eq!(
+            ok(&[("url", "/app/")]).url,
+            Some(UrlMatch::Prefix("/app/".into()))
+        );
+        let dated = ok(&[
+            ("since", "2026-11-10"),
+            ("until", "2026-11-10"),
+            ("state", "failed"),
+        ]);
+        assert_eq!(dated.since.as_deref(), Some("2026-11-10T00:00:00.000Z"));
+        assert_eq!(
+            dated.until.as_deref(),
+            Some("2026-11-11T00:00:00.000Z"),
+            "through the day"
+        );
+        assert_eq!(dated.state.as_deref(), Some("failed"));
+        assert_eq!(
+            ok(&[("request", "01A2B3"), ("label", "")])
+                .request_id
+                .as_deref(),
+            Some("01a2b3")
+        );
+        let after = ok(&[("after", "2026-11-10T00:00:00.000Z|r1|3")]).after;
+        assert_eq!(
+            after.map(|a| (a.request_id, a.position)),
+            Some(("r1".into(), 3))
+        );
+        for (fields, error) in [
+            (
+                vec![("state", "gone")],
+                "state: \"gone\" is not one of pending",
+            ),
+            (vec![("url", "x"), ("match", "regex")], "match: \"regex\""),
+            (
+                vec![("since", "10/11/2026")],
+                "since: \"10/11/2026\" is not a date",
+            ),
+            (
+                vec![("since", "2026-11-12"), ("until", "2026-11-10")],
+                "until: the range ends before it starts",
+            ),
+            (vec![("after", "x")], "after: not a page of this search"),
+        ] {
+            let got = form(&fields).parse().expect_err("refused");
+            assert!(got.starts_with(error), "{fields:?}: {got}");
+        }
+    }
+
+    #[test]
+    fn the_next_page_keeps_the_search() {
+        let asked = form(&[
+            ("url", "https://a.com/x y"),
+            ("state", "failed"),
+            ("label", ""),
+        ]);
+        let next = asked.next(&Cursor {
+            received_at: "2026-11-10T00:00:00.000Z".into(),
+            request_id: "r1".into(),
+            position: 2,
+        });
+        assert_eq!(
+            next,
+            "url=https%3A%2F%2Fa.com%2Fx+y&state=failed&after=2026-11-10T00%3A00%3A00.000Z%7Cr1%7C2"
+        );
+        let again = serde_urlencoded_form(&next);
+        assert_eq!(
+            again.parse().expect("search").after.map(|a| a.position),
+            Some(2)
+        );
+        assert!(!asked.is_empty());
+        assert!(form(&[("label", " ")]).is_empty());
+    }
+
+    #[test]
+    fn results_link_their_requests_and_escape_what_came_from_outside() {
+        let found = SearchPage {
+            rows: vec![crate::store::Found {
+                received_at: "2026-11-10T00:00:00.000Z".into(),
+                request_id: "r1".into(),
+                position: 0,
+                label: Some("<b>".into()),
+                url: "https://a.com/x".into(),
+                kind: "file".into(),
+                endpoint_id: "e".into(),
+                state: "succeeded".into(),
+                merged_into_url: None,
+                task_track_id: Some("t-1".into()),
+                last_error: None,
+                finished_at: None,
+                item_id: 1,
+            }],
+            next: None,
+            capped: true,
+        };
+        let html = results(&SearchForm::default(), &found);
+        assert!(html.contains("href=\"/ui/requests/r1\""), "{html}");
+        assert!(
+            html.contains("&lt;b&gt;") && !html.contains("<b>"),
+            "{html}"
+        );
+        assert!(html.contains("first 500"), "{html}");
+        assert!(!html.contains("Older results"), "{html}");
+    }
+}
