@@ -58,7 +58,26 @@ async fn time_gets(client: &reqwest::Client, path: &str) -> (f64, f64) {
     (ms[ms.len() / 2], ms[ms.len() * 39 / 40])
 }
 
-async fn measure(label: &str, db: Option<&Path>, request: Option<&str>) {
+/// The search page's questions about the URL purged 25 days ago in a
+/// history of `days` (see `history_sql`: item `i` is `h/{i}.js`, in
+/// request `deploy {i / 10}` and call `task-{i / 100}`).
+fn searches(days: i64) -> Vec<String> {
+    let i = ITEMS - ITEMS * 25 / days;
+    let day = (time::OffsetDateTime::now_utc() - time::Duration::days(25)).date();
+    vec![
+        format!("/ui/search?url=http%3A%2F%2Fwww.example.com%2Fh%2F{i}.js&match=exact"),
+        format!(
+            "/ui/search?url=http%3A%2F%2Fwww.example.com%2Fh%2F{}",
+            i / 10
+        ),
+        format!("/ui/search?task=task-{}", i / 100),
+        format!("/ui/search?label=deploy+{}", i / 10),
+        format!("/ui/search?since={day}&until={day}"),
+        "/ui/search?state=failed".to_owned(),
+    ]
+}
+
+async fn measure(label: &str, db: Option<&Path>, request: Option<&str>, days: Option<i64>) {
     let daemon = common::BenchDaemon::start_on(BIN, db, "", "", "");
     let client = reqwest::Client::builder()
         .unix_socket(daemon.socket.clone())
@@ -68,16 +87,32 @@ async fn measure(label: &str, db: Option<&Path>, request: Option<&str>) {
     if let Some(id) = request {
         paths.push(format!("/ui/requests/{id}"));
     }
+    if let Some(days) = days {
+        let i = ITEMS - ITEMS * 25 / days;
+        let found = client
+            .get(format!("http://localhost{}", searches(days)[0]))
+            .send()
+            .await
+            .expect("search")
+            .text()
+            .await
+            .expect("body");
+        assert!(
+            found.contains(&format!("h/<wbr>{i}.js")),
+            "the URL purged 25 days ago is found"
+        );
+        paths.extend(searches(days));
+    }
     for path in paths {
         let (median, p97) = time_gets(&client, &path).await;
-        println!("{label:>28}  GET {path:<54} median {median:7.2} ms  p97.5 {p97:7.2} ms");
+        println!("{label:>28}  GET {path:<72} median {median:7.2} ms  p97.5 {p97:7.2} ms");
     }
 }
 
 #[tokio::main]
 async fn main() {
     println!("status page: one client over the socket, 40 GETs each after 3 warm-ups");
-    measure("empty database", None, None).await;
+    measure("empty database", None, None, None).await;
     // 400 days: the history of a subscription purging its whole quota
     // (2,500 URLs a day) for over a year. 30 days: ten times the quota's
     // URLs a day (coalesced twins, merged files), so the last day and
@@ -108,6 +143,12 @@ async fn main() {
             conn.close().await.expect("close");
             id
         };
-        measure(&format!("1M items, {days} days"), Some(&db), Some(&newest)).await;
+        measure(
+            &format!("1M items, {days} days"),
+            Some(&db),
+            Some(&newest),
+            Some(days),
+        )
+        .await;
     }
 }

@@ -126,7 +126,7 @@ impl Role {
 /// The node's place in the fleet as `/v1/stats` shows it (`fleet`), and
 /// `purgeq status` reads it back: plain words and numbers, so a script
 /// can tell which host sends without knowing purgeq's types.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FleetStatus {
     /// `standalone`, `leader` or `follower` ([`Role::as_str`]).
     pub role: String,
@@ -138,6 +138,27 @@ pub struct FleetStatus {
     /// The leader's term; `None` when standalone (one host has no terms)
     /// or while nobody leads.
     pub term: Option<i64>,
+    /// Every node of the fleet as it last said, read from the shared
+    /// store when asked (`/v1/stats`, the page); empty when standalone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<FleetNode>,
+}
+
+/// One node of the fleet as its last heartbeat said (`fleet_nodes`), and
+/// whether it is stale: silent for longer than a lease lasts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FleetNode {
+    pub node: String,
+    /// `leader` or `follower`, as the node last saw itself.
+    pub role: String,
+    /// Its term, when it led.
+    pub term: Option<i64>,
+    /// Its purgeq version.
+    pub version: String,
+    pub started_at: String,
+    /// Seconds since its last heartbeat, by PostgreSQL's clock.
+    pub heartbeat_age_seconds: f64,
+    pub stale: bool,
 }
 
 impl FleetStatus {
@@ -155,6 +176,7 @@ impl FleetStatus {
             node: node.to_string(),
             leader,
             term,
+            nodes: Vec::new(),
         }
     }
 

@@ -328,6 +328,194 @@ async fn the_status_page_in_a_real_browser() {
     daemon.stop().await;
 }
 
+/// Issue 36: a three-node fleet on PostgreSQL, each node's page in a real
+/// browser. Every page names the same leader and lists the three nodes
+/// alive; each shows the backlog and quota the leader's `/v1/stats` says;
+/// a follower says who sends. After the leader is killed (`kill -9`), a
+/// survivor's page names the new leader and marks the old one stale.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_node_of_a_fleet_shows_the_fleet_and_follows_a_failover() {
+    let Some(binary) = browser::chromium() else {
+        assert!(
+            std::env::var_os("PURGEQ_REQUIRE_BROWSER").is_none(),
+            "PURGEQ_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)"
+        );
+        eprintln!(
+            "SKIPPED every_node_of_a_fleet_shows_the_fleet_and_follows_a_failover: no chromium"
+        );
+        return;
+    };
+    let Some(db) = common::postgres::TestDatabase::create(
+        "every_node_of_a_fleet_shows_the_fleet_and_follows_a_failover",
+    )
+    .await
+    else {
+        return;
+    };
+    let emulator = emulator(fast_knobs()).await;
+    let mut nodes = Vec::new();
+    for name in ["node-1", "node-2", "node-3"] {
+        nodes.push(
+            TestDaemon::start(&format!(
+                "[store]\nurl = \"{}\"\n[fleet]\nnode_name = \"{name}\"\n{}\
+                 [batch]\nlinger = \"1h\"\nmax_files = 1000\n",
+                db.url,
+                cdn_section(&emulator, KEY_VALUE)
+            ))
+            .await,
+        );
+    }
+    // One leader, every node's heartbeat in.
+    let leader_of = |stats: &Value| stats["fleet"]["leader"].as_str().map(str::to_owned);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let leader = loop {
+        let mut all = Vec::new();
+        for node in &nodes {
+            all.push(node.stats().await);
+        }
+        let leaders: Vec<usize> = (0..3)
+            .filter(|&i| all[i]["fleet"]["role"] == "leader")
+            .collect();
+        let agreed = all.iter().all(|s| leader_of(s) == leader_of(&all[0]));
+        // Every node alive, and the leader's own heartbeat says it leads.
+        let alive = all.iter().all(|s| {
+            s["fleet"]["nodes"].as_array().is_some_and(|n| {
+                n.len() == 3
+                    && n.iter().all(|n| {
+                        n["stale"] == false
+                            && (n["role"] == "leader")
+                                == (Some(n["node"].as_str().unwrap_or(""))
+                                    == leader_of(s).as_deref())
+                    })
+            })
+        });
+        if let ([leader], true, true) = (&leaders[..], agreed, alive) {
+            break *leader;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no settled fleet: {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let leader_name = format!("node-{}", leader + 1);
+    let follower = (leader + 1) % 3;
+    // A backlog, posted to a follower and held by the linger.
+    let urls: Vec<String> = (0..5)
+        .map(|i| format!("http://{}/fleet/{i}.js", ENDPOINTS[0].1))
+        .collect();
+    let (status, _) = nodes[follower]
+        .post("/v1/purges", &json!({ "urls": urls }))
+        .await;
+    assert_eq!(status, 202);
+    let stats = nodes[leader].stats().await;
+    assert_eq!(stats["items"]["pending"], 5, "{stats}");
+
+    let mut chrome = browser::Browser::launch(&binary).await;
+    let text =
+        |selector: &str| format!("document.querySelector({selector:?})?.textContent ?? null");
+    for (i, node) in nodes.iter().enumerate() {
+        chrome.open(&format!("http://{}/", node.http)).await;
+        let named = chrome.eval(&text("#leader")).await;
+        assert!(
+            named
+                .as_str()
+                .is_some_and(|t| t.starts_with(&format!("{leader_name} leads and sends"))),
+            "node-{}: {named}",
+            i + 1
+        );
+        let listed = chrome
+            .eval("[...document.querySelectorAll('table.nodes tbody tr')].map(r => \
+                   r.cells[0].textContent + ' ' + r.cells[1].textContent + ' ' + r.cells[5].textContent)")
+            .await;
+        let row = |n: usize| {
+            format!(
+                "node-{}{} {} alive",
+                n + 1,
+                if i == n { " (this node)" } else { "" },
+                if n == leader { "leader" } else { "follower" }
+            )
+        };
+        assert_eq!(listed, json!([row(0), row(1), row(2)]), "node-{}", i + 1);
+        assert_eq!(
+            chrome.eval(&text("#pending")).await,
+            json!(stats["items"]["pending"].to_string()),
+            "node-{}: the backlog as the leader says",
+            i + 1
+        );
+        let quota = chrome.eval(&text("section[aria-labelledby=quota]")).await;
+        assert!(
+            quota
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("{} left", stats["quota"]["files_left"]))),
+            "node-{}: the quota as the leader says: {quota}",
+            i + 1
+        );
+        let sending = chrome.eval(&text("section[aria-labelledby=sending]")).await;
+        if i == leader {
+            assert!(
+                sending.as_str().is_some_and(|t| t.contains("running")),
+                "{sending}"
+            );
+        } else {
+            assert!(
+                sending
+                    .as_str()
+                    .is_some_and(|t| t.contains(&format!("Not sending: {leader_name} leads"))),
+                "node-{}: {sending}",
+                i + 1
+            );
+        }
+    }
+    chrome
+        .screenshot(std::path::Path::new(concat!(
+            env!("CARGO_TARGET_TMPDIR"),
+            "/../test-artifacts/fleet.png"
+        )))
+        .await;
+
+    // The leader dies; a survivor's page follows.
+    nodes[leader].kill9();
+    let survivor = &nodes[follower];
+    chrome.open(&format!("http://{}/", survivor.http)).await;
+    chrome
+        .wait_until(
+            "a new leader on the page",
+            &format!(
+                "(document.querySelector('#leader')?.textContent ?? '').includes('leads and sends') \
+                 && !(document.querySelector('#leader')?.textContent ?? '').startsWith('{leader_name}')"
+            ),
+            Duration::from_secs(30),
+        )
+        .await;
+    chrome
+        .wait_until(
+            "the old leader marked stale",
+            &format!(
+                "[...document.querySelectorAll('table.nodes tbody tr')].some(r => \
+                 r.cells[0].textContent === '{leader_name}' && r.cells[5].textContent === 'stale')"
+            ),
+            Duration::from_secs(30),
+        )
+        .await;
+    let stats = survivor.stats().await;
+    let new_leader = leader_of(&stats).expect("a leader");
+    assert_ne!(new_leader, leader_name);
+    let named = chrome.eval(&text("#leader")).await;
+    assert!(
+        named
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("{new_leader} leads"))),
+        "{named}"
+    );
+    let errors = chrome.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    drop(chrome);
+    // The nodes stop when dropped.
+    drop(nodes);
+    emulator.shutdown().await;
+}
+
 /// A page served from elsewhere (a foreign origin, as any site the
 /// operator visits), answering every request with `html`.
 async fn foreign_site(html: String) -> std::net::SocketAddr {

@@ -25,8 +25,9 @@ type Shape = BTreeMap<String, Vec<(String, bool)>>;
 /// lease, and the deltas its statement triggers append for the kept
 /// counts and chart minutes (several nodes write at once; SQLite's
 /// triggers update the totals directly).
-const FLEET_ONLY: [&str; 4] = [
+const FLEET_ONLY: [&str; 5] = [
     "fleet_leader",
+    "fleet_nodes",
     "item_count_deltas",
     "preload_count_deltas",
     "chart_minute_deltas",

@@ -106,7 +106,7 @@ fn fleet_line(fleet: &crate::fleet::FleetStatus) -> String {
         .term
         .map(|t| format!(", term {t}"))
         .unwrap_or_default();
-    match (fleet.role.as_str(), fleet.leader.as_deref()) {
+    let mut line = match (fleet.role.as_str(), fleet.leader.as_deref()) {
         ("follower", Some(leader)) => format!(
             "node:      {node}, follower: {} sends{term}\n",
             printable(leader)
@@ -115,7 +115,31 @@ fn fleet_line(fleet: &crate::fleet::FleetStatus) -> String {
             format!("node:      {node}, follower: no node leads now (an election is due)\n")
         }
         (role, _) => format!("node:      {node}, {}{term}\n", printable(role)),
+    };
+    // Every node as the shared store knows it (issue 36).
+    if !fleet.nodes.is_empty() {
+        let nodes: Vec<String> = fleet
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "{} {}{}",
+                    printable(&n.node),
+                    printable(&n.role),
+                    if n.stale {
+                        format!(
+                            " (stale: silent for {})",
+                            duration(Some(n.heartbeat_age_seconds))
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect();
+        line.push_str(&format!("fleet:     {}\n", nodes.join(", ")));
     }
+    line
 }
 
 /// `sending:` with why it is not running, if it is not.
@@ -397,6 +421,7 @@ mod tests {
                 node: "deploy-1".to_owned(),
                 leader: leader.map(str::to_owned),
                 term,
+                nodes: Vec::new(),
             })
         };
         assert_eq!(
@@ -412,5 +437,30 @@ mod tests {
             "node:      deploy-1, follower: deploy-2 sends, term 4\n"
         );
         assert!(line("follower", None, None).contains("no node leads now"));
+        let node = |name: &str, role: &str, stale: bool| crate::fleet::FleetNode {
+            node: name.to_owned(),
+            role: role.to_owned(),
+            term: None,
+            version: "0.1.0".to_owned(),
+            started_at: "2026-12-05T10:00:00.000Z".to_owned(),
+            heartbeat_age_seconds: if stale { 42.0 } else { 0.5 },
+            stale,
+        };
+        let fleet = crate::fleet::FleetStatus {
+            role: "follower".to_owned(),
+            node: "deploy-2".to_owned(),
+            leader: Some("deploy-3".to_owned()),
+            term: Some(5),
+            nodes: vec![
+                node("deploy-1", "leader", true),
+                node("deploy-2", "follower", false),
+                node("deploy-3", "leader", false),
+            ],
+        };
+        assert_eq!(
+            fleet_line(&fleet),
+            "node:      deploy-2, follower: deploy-3 sends, term 5\n\
+             fleet:     deploy-1 leader (stale: silent for 42s), deploy-2 follower, deploy-3 leader\n"
+        );
     }
 }

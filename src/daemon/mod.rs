@@ -25,6 +25,7 @@
 mod cache_rules;
 mod cdn;
 mod count_fold;
+mod fleet_nodes;
 mod heartbeat;
 mod leader;
 pub mod listeners;
@@ -188,6 +189,12 @@ impl Daemon {
                         fleet: fleet_tx,
                         pipeline: current.clone(),
                     },
+                    stop.clone(),
+                ));
+                tokio::spawn(fleet_nodes::run(
+                    store.clone(),
+                    fleet.clone(),
+                    crate::fleet::LeaseTiming::DEFAULT.renew_every,
                     stop.clone(),
                 ));
                 tracing::info!(node = %node, "fleet mode: this node ingests; it sends while it leads");

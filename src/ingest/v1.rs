@@ -533,6 +533,15 @@ pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
         .map(|(endpoint, pending, in_flight)| (endpoint, EndpointBacklog { pending, in_flight }))
         .collect();
     let tags = state.store.tag_registry_counts().await?;
+    // Every node of a fleet as the shared store knows it: stale when
+    // silent longer than a lease lasts (then it cannot be leading).
+    let mut fleet = state.fleet.borrow().clone();
+    if fleet.role != "standalone" {
+        fleet.nodes = state
+            .store
+            .fleet_nodes(crate::fleet::LeaseTiming::DEFAULT.ttl)
+            .await?;
+    }
     let mut pipeline = pipeline;
     let drain = drain_estimate(state, &pipeline, counts.lanes());
     // What waits for the next quota day, from the counts read now rather
@@ -562,7 +571,7 @@ pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
             true => Some(state.store.freshness(state.clock.now_utc()).await?),
             false => None,
         },
-        fleet: Some(state.fleet.borrow().clone()),
+        fleet: Some(fleet),
         tags,
         pipeline,
     })

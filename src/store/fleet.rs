@@ -22,7 +22,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::StoreError;
+use super::{Store, StoreError};
 pub use crate::database_url::{DatabaseUrl, DatabaseUrlError};
 use crate::fleet::{Claim, NodeName, Term};
 
@@ -286,6 +286,81 @@ pub(crate) async fn holds_lease(
     .fetch_optional(conn)
     .await?;
     Ok(held.is_some())
+}
+
+impl Store {
+    /// This node's heartbeat: its row in `fleet_nodes`, now; nodes silent
+    /// for a day are removed. Nothing on SQLite (one host, no fleet).
+    pub async fn fleet_heartbeat(
+        &self,
+        status: &crate::fleet::FleetStatus,
+        version: &str,
+        started_at: super::Timestamp,
+    ) -> Result<(), StoreError> {
+        let super::db::Pool::Postgres(pool) = &self.reader else {
+            return Ok(());
+        };
+        let fail = |e| pg_error("cannot write this node's heartbeat", e);
+        let term = if status.role == "leader" {
+            status.term
+        } else {
+            None
+        };
+        sqlx::query(
+            "WITH gone AS (DELETE FROM fleet_nodes WHERE heartbeat_at < now() - interval '1 day')
+             INSERT INTO fleet_nodes (node, role, term, version, started_at, heartbeat_at)
+             VALUES ($1, $2, $3, $4, $5, now())
+             ON CONFLICT (node) DO UPDATE SET role = excluded.role, term = excluded.term,
+                 version = excluded.version, started_at = excluded.started_at,
+                 heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(&status.node)
+        .bind(if status.role == "leader" {
+            "leader"
+        } else {
+            "follower"
+        })
+        .bind(term)
+        .bind(version)
+        .bind(started_at)
+        .execute(pool)
+        .await
+        .map_err(fail)?;
+        Ok(())
+    }
+
+    /// Every node that wrote a heartbeat in the last day, by name; stale
+    /// when silent for longer than `stale_after`. Empty on SQLite.
+    pub async fn fleet_nodes(
+        &self,
+        stale_after: Duration,
+    ) -> Result<Vec<crate::fleet::FleetNode>, StoreError> {
+        let super::db::Pool::Postgres(pool) = &self.reader else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(String, String, Option<i64>, String, String, f64)> = sqlx::query_as(
+            "SELECT node, role, term, version, started_at,
+                    CAST(extract(epoch FROM now() - heartbeat_at) AS DOUBLE PRECISION)
+             FROM fleet_nodes ORDER BY node",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(|e| pg_error("cannot read the fleet's nodes", e))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(node, role, term, version, started_at, age)| crate::fleet::FleetNode {
+                    node,
+                    role,
+                    term,
+                    version,
+                    started_at,
+                    heartbeat_age_seconds: age.max(0.0),
+                    stale: age > stale_after.as_secs_f64(),
+                },
+            )
+            .collect())
+    }
 }
 
 async fn read_holder(

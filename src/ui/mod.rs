@@ -171,6 +171,9 @@ pub fn status_page(
 ) -> String {
     let mut main = String::new();
     main.push_str(&sending_section(stats));
+    if let Some(fleet) = stats.fleet.as_ref().filter(|f| f.role != "standalone") {
+        main.push_str(&fleet_section(fleet));
+    }
     if let Some(quota) = &stats.pipeline.quota {
         main.push_str(&quota_section(quota));
     }
@@ -294,6 +297,57 @@ fn sending_section(stats: &StatsView) -> String {
         );
     }
     out.push_str("</section>\n");
+    out
+}
+
+/// A fleet at a glance (issue 36): this node, who leads under which
+/// term, and every node with its last heartbeat and version, the silent
+/// ones marked stale. The same on every node: read from the shared store.
+fn fleet_section(fleet: &crate::fleet::FleetStatus) -> String {
+    let mut out = String::from("<section aria-labelledby=\"fleet\"><h2 id=\"fleet\">Fleet</h2>\n");
+    let _ = writeln!(
+        out,
+        "<p id=\"leader\">{}</p>",
+        match (&fleet.leader, fleet.term) {
+            (Some(leader), Some(term)) => format!(
+                "<strong>{}</strong> leads and sends (term {term}).",
+                escape(leader)
+            ),
+            _ => "No node leads right now: one will take the lead within seconds.".to_owned(),
+        }
+    );
+    if fleet.nodes.is_empty() {
+        out.push_str("<p>No node's heartbeat has been read yet.</p>\n</section>\n");
+        return out;
+    }
+    out.push_str(
+        "<table class=\"nodes\"><thead><tr><th scope=\"col\">Node</th><th scope=\"col\">Role</th>\
+         <th scope=\"col\">Term</th><th scope=\"col\">Version</th><th scope=\"col\">Last heartbeat</th>\
+         <th scope=\"col\">State</th></tr></thead><tbody>\n",
+    );
+    for node in &fleet.nodes {
+        let this = if node.node == fleet.node {
+            " <span class=\"this\">(this node)</span>"
+        } else {
+            ""
+        };
+        let (class, state) = if node.stale {
+            ("bad", "stale")
+        } else {
+            ("ok", "alive")
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}{this}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td><td>{} ago</td>\
+             <td><span class=\"state {class}\">{state}</span></td></tr>",
+            escape(&node.node),
+            escape(&node.role),
+            node.term.map(|t| t.to_string()).unwrap_or_default(),
+            escape(&node.version),
+            duration(node.heartbeat_age_seconds),
+        );
+    }
+    out.push_str("</tbody></table>\n</section>\n");
     out
 }
 
