@@ -152,6 +152,20 @@ async fn every_psql_example_in_the_readme_runs() {
         .await
         .expect("claim");
     let store = Store::open_postgres(&fleet).await.expect("open");
+    // The node's heartbeat, as its daemon writes it.
+    store
+        .fleet_heartbeat(
+            &purgeq::fleet::FleetStatus::of(
+                &node,
+                &purgeq::fleet::Role::Leader {
+                    term: purgeq::fleet::Term::new(1).expect("term"),
+                },
+            ),
+            env!("CARGO_PKG_VERSION"),
+            purgeq::store::Timestamp::new(time::OffsetDateTime::now_utc()),
+        )
+        .await
+        .expect("heartbeat");
     failed_request(
         &store,
         "http://e.com/new.js",
