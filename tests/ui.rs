@@ -263,6 +263,123 @@ async fn the_search_page_finds_a_url_and_leads_to_its_request() {
     daemon.stop().await;
 }
 
+/// Issue 36: bulk actions from a search: retry the failed URLs shown,
+/// cancel the requests shown with pending URLs; each asks first, is a
+/// CSRF-safe POST, says what it did, and is refused read-only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_retries_the_failed_and_cancels_the_pending_it_shows() {
+    let emulator = emulator(Knobs {
+        fail_urls_containing: Some("flaky".into()),
+        ..fast_knobs()
+    })
+    .await;
+    let config = format!(
+        "{}[batch]\nlinger = \"100ms\"\n[sender]\nmax_attempts = 1\n[tracker]\npoll_interval = \"100ms\"\n",
+        cdn_section(&emulator, KEY_VALUE)
+    );
+    let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    let client = daemon.client();
+    let host = ENDPOINTS[0].1;
+    let (_, failing) = daemon
+        .post(
+            "/v1/purges",
+            &json!({ "urls": [format!("http://{host}/bulk/flaky-1.js"), format!("http://{host}/bulk/ok.js")],
+                     "label": "bulk-a" }),
+        )
+        .await;
+    let failing = failing["id"].as_str().expect("id").to_owned();
+    let (_, view) = daemon.get(&format!("/v1/purges/{failing}?wait=30")).await;
+    assert_eq!(view["state"], "failed", "{view}");
+    assert_eq!(emulator.journal().len(), 1);
+
+    // The failed URL by a search; the action asks first.
+    let search = "/ui/search?url=http%3A%2F%2Fa.example.com%2Fbulk%2F&state=failed";
+    let (_, _, html) = page(&client, search).await;
+    assert!(html.contains("Retry the 1 failed URL shown…"), "{html}");
+    let confirm = "/ui/search/retry?url=http%3A%2F%2Fa.example.com%2Fbulk%2F&state=failed";
+    assert!(
+        html.contains(&format!("href=\"{}\"", confirm.replace('&', "&amp;"))),
+        "{html}"
+    );
+    let (status, _, html) = page(&client, confirm).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Send the 1 failed URL shown on this page of results again?")
+            && html.contains("flaky-1.js"),
+        "{html}"
+    );
+    let token = form_token(&html);
+    assert_eq!(press(&client, confirm, &token, "cross-site").await.0, 403);
+    assert_eq!(
+        emulator.journal().len(),
+        1,
+        "asking and a foreign page send nothing"
+    );
+    let (status, body) = press(&client, confirm, &token, "same-origin").await;
+    assert_eq!(status, 200, "the 303 back to the search, followed");
+    assert!(body.contains("Retried: 1 URL pending again"), "{body}");
+    let (_, view) = daemon.get(&format!("/v1/purges/{failing}?wait=30")).await;
+    assert_eq!(
+        view["state"], "failed",
+        "failed again, by the emulator: {view}"
+    );
+    assert_eq!(emulator.journal().len(), 2, "sent again once");
+
+    // Pending requests by their label; cancel is per request.
+    daemon
+        .reload_with(&[("batch.linger", "1h"), ("batch.max_files", "1000")])
+        .await
+        .expect("reload");
+    let mut held = Vec::new();
+    for n in 0..2 {
+        let (_, accepted) = daemon
+            .post(
+                "/v1/purges",
+                &json!({ "urls": [format!("http://{host}/bulk/held-{n}.js")], "label": "bulk-b" }),
+            )
+            .await;
+        held.push(accepted["id"].as_str().expect("id").to_owned());
+    }
+    let (_, _, html) = page(&client, "/ui/search?label=bulk-b").await;
+    assert!(
+        html.contains("Cancel the 2 requests with pending URLs shown…"),
+        "{html}"
+    );
+    let cancel = "/ui/search/cancel?label=bulk-b";
+    let (_, _, html) = page(&client, cancel).await;
+    assert!(html.contains("Each is cancelled whole"), "{html}");
+    for id in &held {
+        assert!(html.contains(id.as_str()), "{id} listed: {html}");
+    }
+    let (status, body) = press(&client, cancel, &form_token(&html), "same-origin").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Cancelled 2 pending URLs."), "{body}");
+    for id in &held {
+        let (_, view) = daemon.get(&format!("/v1/purges/{id}")).await;
+        assert_eq!(view["state"], "cancelled", "{view}");
+    }
+    // Nothing left to cancel: no link.
+    let (_, _, html) = page(&client, "/ui/search?label=bulk-b").await;
+    assert!(!html.contains("Cancel the"), "{html}");
+
+    // Read-only: no links; asking and pressing refused.
+    daemon
+        .reload_with(&[("ui.read_only", "true")])
+        .await
+        .expect("reload");
+    let (_, _, html) = page(&client, search).await;
+    assert!(!html.contains("class=\"button\""), "{html}");
+    assert_eq!(page(&client, confirm).await.0, 403);
+    assert_eq!(press(&client, confirm, &token, "same-origin").await.0, 403);
+    // A bulk action needs a search.
+    daemon
+        .reload_with(&[("ui.read_only", "false")])
+        .await
+        .expect("reload");
+    assert_eq!(page(&client, "/ui/search/retry").await.0, 400);
+    daemon.stop().await;
+}
+
 /// The CSRF token of the first action form on a page.
 fn form_token(html: &str) -> String {
     let start = html.find("name=\"csrf\" value=\"").expect("an action form") + 19;

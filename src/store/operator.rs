@@ -38,6 +38,27 @@ impl Store {
         .await
     }
 
+    /// Puts these items back to pending, those of them that failed, with
+    /// a fresh count of attempts (a search's "retry the failed"): each id
+    /// is the item that carries a URL (a merged URL's directory). Returns
+    /// how many.
+    pub async fn retry_items(&self, ids: Vec<ItemId>, now: Timestamp) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            let ids = ids.clone();
+            Box::pin(async move {
+                let json = json_list(&ids)?;
+                let sql = conn.with_id_lists(
+                    "SELECT id FROM items WHERE state = 'failed' AND id IN (SELECT value FROM json_each($1))",
+                );
+                let failed: Vec<ItemId> = on_conn!(conn, c => sqlx::query_scalar(sql)
+                    .bind(&json)
+                    .fetch_all(c).await)?;
+                retry_ids(conn, failed, now).await
+            })
+        })
+        .await
+    }
+
     /// Cancels the pending items and preloads of `request_id` that nothing
     /// else wants. Preloads that would follow its purges are not made.
     pub async fn cancel_pending(
@@ -88,6 +109,15 @@ async fn retry(
                 .fetch_all(c).await)?
         }
     };
+    retry_ids(conn, ids, now).await
+}
+
+/// Failed items `ids` back to pending with a fresh count of attempts.
+async fn retry_ids(
+    conn: &mut Conn<'_>,
+    ids: Vec<ItemId>,
+    now: Timestamp,
+) -> Result<u64, sqlx::Error> {
     if ids.is_empty() {
         return Ok(0);
     }

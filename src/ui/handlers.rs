@@ -46,6 +46,16 @@ fn routes() -> Router<IngestState> {
         .route("/ui/requests/{id}", get(request))
         .route("/ui/search", get(search))
         .route(
+            "/ui/search/retry",
+            get(|s, h, q| bulk_confirm(s, h, q, super::Bulk::Retry))
+                .post(|s, h, q, b| bulk_act(s, h, q, b, super::Bulk::Retry)),
+        )
+        .route(
+            "/ui/search/cancel",
+            get(|s, h, q| bulk_confirm(s, h, q, super::Bulk::Cancel))
+                .post(|s, h, q, b| bulk_act(s, h, q, b, super::Bulk::Cancel)),
+        )
+        .route(
             "/ui/requests/{id}/retry",
             get(|s, h, p| confirm(s, h, p, Action::Retry))
                 .post(|s, p, h, b| act(s, p, h, b, Action::Retry)),
@@ -201,8 +211,99 @@ async fn search(
     Ok(html(super::search_page(
         &form,
         found.as_ref(),
+        state.settings().ui.read_only,
         &viewer(&state, &headers),
     )))
+}
+
+/// The page of results a bulk action's query names (a search it must be).
+async fn bulk_page(
+    state: &IngestState,
+    form: Result<Query<super::SearchForm>, QueryRejection>,
+) -> Result<(super::SearchForm, crate::store::SearchPage), ApiError> {
+    let Query(form) = form.map_err(|rejection| {
+        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
+    })?;
+    if form.is_empty() {
+        return Err(ApiError::bad_request(
+            "a bulk action acts on a search's results: search first",
+        ));
+    }
+    let search = form.parse().map_err(ApiError::bad_request)?;
+    let found = state.store.search(&search).await?;
+    Ok((form, found))
+}
+
+/// `GET /ui/search/retry|cancel?…`: the confirmation.
+async fn bulk_confirm(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    form: Result<Query<super::SearchForm>, QueryRejection>,
+    action: super::Bulk,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    refuse_read_only(&state)?;
+    let (form, found) = bulk_page(&state, form).await?;
+    Ok(html(super::bulk_confirm_page(
+        &form,
+        &found,
+        action,
+        &viewer(&state, &headers),
+    )))
+}
+
+/// `POST /ui/search/retry|cancel?…` (the confirmation's form): acts on
+/// the page of results as it is now, then back to the search, which
+/// says what was done.
+async fn bulk_act(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    form: Result<Query<super::SearchForm>, QueryRejection>,
+    body: Bytes,
+    action: super::Bulk,
+) -> Result<Response, ApiError> {
+    enabled(&state)?;
+    refuse_read_only(&state)?;
+    super::actions::check(&headers, &body)?;
+    let (form, found) = bulk_page(&state, form).await?;
+    let (failed, pending) = super::bulk_targets(&found);
+    let now = crate::store::Timestamp::new(state.clock.now_utc());
+    let done = match action {
+        super::Bulk::Retry => {
+            let ids = failed.into_iter().map(crate::store::ItemId).collect();
+            let retried = state.store.retry_items(ids, now).await?;
+            tracing::info!(retried, "retried from a search on the status page");
+            format!("done=retried&n={retried}")
+        }
+        super::Bulk::Cancel => {
+            let (mut cancelled, mut kept) = (0, 0);
+            for id in &pending {
+                let outcome = state
+                    .store
+                    .cancel_pending(&RequestId::parse(id), now)
+                    .await?;
+                cancelled += outcome.cancelled;
+                kept += outcome.kept;
+            }
+            tracing::info!(
+                requests = pending.len(),
+                cancelled,
+                kept,
+                "cancelled from a search on the status page"
+            );
+            format!("done=cancelled&n={cancelled}&kept={kept}")
+        }
+    };
+    state.pipeline.wake();
+    let query = form.this_page();
+    Ok((
+        StatusCode::SEE_OTHER,
+        [(
+            axum::http::header::LOCATION,
+            format!("/ui/search?{query}&{done}"),
+        )],
+    )
+        .into_response())
 }
 
 async fn request_or_404(

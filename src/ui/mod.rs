@@ -23,7 +23,7 @@ mod search;
 use std::fmt::Write as _;
 
 pub use handlers::routes_with as routes;
-pub use search::{SearchForm, search_page};
+pub use search::{Bulk, SearchForm, bulk_confirm_page, bulk_targets, search_page};
 
 use crate::ingest::v1::StatsView;
 use crate::report::{QuotaStatus, SenderState};
@@ -1010,9 +1010,7 @@ fn done_message(done: &Done) -> String {
     let n = done.n.unwrap_or(0);
     let text = match done.done {
         None => return String::new(),
-        Some(DoneAction::Retried) if n == 0 => {
-            "Nothing to retry: no URL of this request had failed.".to_owned()
-        }
+        Some(DoneAction::Retried) if n == 0 => "Nothing to retry: no URL had failed.".to_owned(),
         Some(DoneAction::Retried) => format!(
             "Retried: {} pending again, to be sent as the rate and quota allow.",
             plural(n, "URL")
@@ -1394,7 +1392,7 @@ mod tests {
             ),
             (
                 done(DoneAction::Retried, 0, None),
-                "Nothing to retry: no URL of this request had failed.",
+                "Nothing to retry: no URL had failed.",
             ),
             (
                 done(DoneAction::Cancelled, 1, Some(0)),

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use crate::store::{Cursor, ItemState, Search, SearchPage, UrlMatch};
 
-use super::{Viewer, escape, page, short_id, time};
+use super::{Viewer, escape, page, plural, short_id, time};
 
 /// The form as the browser sends it (`?url=&match=&label=&request=
 /// &task=&state=&since=&until=&after=`); empty fields mean "any".
@@ -27,6 +27,10 @@ pub struct SearchForm {
     /// `YYYY-MM-DD` (UTC), through that day.
     pub until: Option<String>,
     pub after: Option<String>,
+    /// What a bulk action just did (the redirect after it says).
+    pub done: Option<super::DoneAction>,
+    pub n: Option<u64>,
+    pub kept: Option<u64>,
 }
 
 impl SearchForm {
@@ -123,6 +127,22 @@ impl SearchForm {
 
     /// The query string of the page after `cursor`, with the same fields.
     fn next(&self, cursor: &Cursor) -> String {
+        let mut query = self.query();
+        query.append_pair("after", &cursor.to_param());
+        query.finish()
+    }
+
+    /// The query string of this very page (the search and its cursor),
+    /// which a bulk action's confirmation and POST carry.
+    pub fn this_page(&self) -> String {
+        let mut query = self.query();
+        if let Some(after) = self.after.as_deref().filter(|a| !a.is_empty()) {
+            query.append_pair("after", after);
+        }
+        query.finish()
+    }
+
+    fn query(&self) -> url::form_urlencoded::Serializer<'static, String> {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         for (name, value) in [
             ("url", &self.url),
@@ -138,8 +158,7 @@ impl SearchForm {
                 query.append_pair(name, value);
             }
         }
-        query.append_pair("after", &cursor.to_param());
-        query.finish()
+        query
     }
 }
 
@@ -200,8 +219,149 @@ fn form(asked: &SearchForm) -> String {
     )
 }
 
+/// What a bulk action on a page of results acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bulk {
+    /// The failed URLs shown: their items (a merged URL's directory) go
+    /// back to pending.
+    Retry,
+    /// The requests shown with a pending URL: each is cancelled whole,
+    /// as its own page's Cancel does (a cancel belongs to a request).
+    Cancel,
+}
+
+impl Bulk {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bulk::Retry => "retry",
+            Bulk::Cancel => "cancel",
+        }
+    }
+}
+
+/// The failed items shown (each once), and the requests shown with a
+/// pending URL (each once), in the page's order.
+pub fn bulk_targets(found: &SearchPage) -> (Vec<i64>, Vec<String>) {
+    let mut failed = Vec::new();
+    let mut pending = Vec::new();
+    for row in &found.rows {
+        if row.state == "failed" && !failed.contains(&row.item_id) {
+            failed.push(row.item_id);
+        }
+        if row.state == "pending" && !pending.contains(&row.request_id) {
+            pending.push(row.request_id.clone());
+        }
+    }
+    (failed, pending)
+}
+
+/// The links to a page's bulk actions, each to its confirmation.
+fn bulk_links(asked: &SearchForm, found: &SearchPage) -> String {
+    let (failed, pending) = bulk_targets(found);
+    let query = escape(&asked.this_page());
+    let mut out = String::new();
+    if !failed.is_empty() {
+        let _ = write!(
+            out,
+            "<a class=\"button\" href=\"/ui/search/retry?{query}\">Retry the {} shown…</a>",
+            plural(failed.len() as u64, "failed URL")
+        );
+    }
+    if !pending.is_empty() {
+        let _ = write!(
+            out,
+            "<a class=\"button\" href=\"/ui/search/cancel?{query}\">Cancel the {} with pending URLs shown…</a>",
+            plural(pending.len() as u64, "request")
+        );
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("<div class=\"actions\">{out}</div>\n")
+    }
+}
+
+/// `GET /ui/search/retry|cancel?…`: what the bulk action will do to this
+/// page of results, and the POST that does it.
+pub fn bulk_confirm_page(
+    asked: &SearchForm,
+    found: &SearchPage,
+    action: Bulk,
+    viewer: &Viewer,
+) -> String {
+    let (failed, pending) = bulk_targets(found);
+    let back = format!("/ui/search?{}", asked.this_page());
+    let (question, listed, button) = match action {
+        Bulk::Retry => (
+            format!(
+                "Send the {} shown on this page of results again?",
+                plural(failed.len() as u64, "failed URL")
+            ),
+            found
+                .rows
+                .iter()
+                .filter(|r| r.state == "failed")
+                .map(|r| super::breakable_url(&r.url))
+                .collect::<Vec<_>>(),
+            "Yes, retry them",
+        ),
+        Bulk::Cancel => (
+            format!(
+                "Cancel the {} shown with pending URLs? Each is cancelled whole, as its own \
+                 page's Cancel does: every URL of it still pending, not only those shown; \
+                 URLs other requests also asked for stay pending.",
+                plural(pending.len() as u64, "request")
+            ),
+            pending
+                .iter()
+                .map(|id| format!("request <code>{}</code>", escape(id)))
+                .collect(),
+            "Yes, cancel them",
+        ),
+    };
+    let body = if listed.is_empty() {
+        format!(
+            "<p>Nothing on this page to {}.</p>\n",
+            match action {
+                Bulk::Retry => "retry",
+                Bulk::Cancel => "cancel",
+            }
+        )
+    } else {
+        format!(
+            "<p>{}</p>\n<ul class=\"bulk\">{}</ul>\n<form method=\"post\" action=\"/ui/search/{}?{}\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\"><button>{button}</button> \
+             <a href=\"{}\">No, go back</a></form>\n",
+            escape(&question),
+            listed
+                .iter()
+                .map(|l| format!("<li>{l}</li>"))
+                .collect::<String>(),
+            action.as_str(),
+            escape(&asked.this_page()),
+            escape(&viewer.csrf),
+            escape(&back),
+        )
+    };
+    let main = format!(
+        "<p><a href=\"{}\">← the search</a></p>\n<section aria-labelledby=\"confirm\">\
+         <h2 id=\"confirm\">{}</h2>\n{body}</section>\n",
+        escape(&back),
+        match action {
+            Bulk::Retry => "Retry from a search",
+            Bulk::Cancel => "Cancel from a search",
+        }
+    );
+    page("purgeq: act on a search", &main, viewer)
+}
+
 /// The search page: the form, and for a search, a page of results.
-pub fn search_page(asked: &SearchForm, found: Option<&SearchPage>, viewer: &Viewer) -> String {
+pub fn search_page(
+    asked: &SearchForm,
+    found: Option<&SearchPage>,
+    read_only: bool,
+    viewer: &Viewer,
+) -> String {
     let mut main = String::from(
         "<p><a href=\"/\">← status</a></p>\n<section aria-labelledby=\"search\">\
          <h2 id=\"search\">Search the history</h2>\n\
@@ -209,7 +369,15 @@ pub fn search_page(asked: &SearchForm, found: Option<&SearchPage>, viewer: &View
          (<code>retention</code>), newest first. The dates of the form are UTC days.</p>\n",
     );
     main.push_str(&form(asked));
+    main.push_str(&super::done_message(&super::Done {
+        done: asked.done,
+        n: asked.n,
+        kept: asked.kept,
+    }));
     if let Some(found) = found {
+        if !read_only {
+            main.push_str(&bulk_links(asked, found));
+        }
         main.push_str(&results(asked, found));
     }
     main.push_str("</section>\n");
@@ -382,6 +550,70 @@ mod tests {
         );
         assert!(!asked.is_empty());
         assert!(form(&[("label", " ")]).is_empty());
+    }
+
+    fn row(request: &str, item: i64, state: &str) -> crate::store::Found {
+        crate::store::Found {
+            received_at: "2026-11-10T00:00:00.000Z".into(),
+            request_id: request.into(),
+            position: 0,
+            label: None,
+            url: format!("https://a.com/{item}"),
+            kind: "file".into(),
+            endpoint_id: "e".into(),
+            state: state.into(),
+            merged_into_url: None,
+            task_track_id: None,
+            last_error: None,
+            finished_at: None,
+            item_id: item,
+        }
+    }
+
+    #[test]
+    fn a_bulk_action_takes_each_failed_item_and_each_pending_request_once() {
+        let found = SearchPage {
+            rows: vec![
+                row("r2", 7, "failed"),
+                row("r1", 7, "failed"),
+                row("r1", 8, "pending"),
+                row("r1", 9, "pending"),
+                row("r3", 10, "succeeded"),
+                row("r0", 11, "pending"),
+            ],
+            next: None,
+            capped: false,
+        };
+        assert_eq!(
+            bulk_targets(&found),
+            (vec![7], vec!["r1".to_owned(), "r0".to_owned()])
+        );
+        let asked = form(&[("label", "x")]);
+        let viewer = Viewer::default();
+        let html = search_page(&asked, Some(&found), false, &viewer);
+        assert!(html.contains("Retry the 1 failed URL shown…"), "{html}");
+        assert!(
+            html.contains("Cancel the 2 requests with pending URLs shown…"),
+            "{html}"
+        );
+        let read_only = search_page(&asked, Some(&found), true, &viewer);
+        assert!(!read_only.contains("class=\"button\""), "{read_only}");
+        let confirm = bulk_confirm_page(&asked, &found, Bulk::Cancel, &viewer);
+        assert!(
+            confirm.contains("action=\"/ui/search/cancel?label=x\""),
+            "{confirm}"
+        );
+        let none = SearchPage {
+            rows: vec![row("r3", 10, "succeeded")],
+            next: None,
+            capped: false,
+        };
+        let confirm = bulk_confirm_page(&asked, &none, Bulk::Retry, &viewer);
+        assert!(
+            confirm.contains("Nothing on this page to retry."),
+            "{confirm}"
+        );
+        assert!(!confirm.contains("<form method=\"post\""), "{confirm}");
     }
 
     #[test]
