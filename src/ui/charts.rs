@@ -74,6 +74,61 @@ fn clock(prefix: &str) -> String {
     }
 }
 
+/// URLs: asked for, and purged (a different measure: side by side).
+pub const URLS: [Series; 2] = [
+    Series {
+        key: "enqueued",
+        label: "enqueued",
+        class: "c-in",
+    },
+    Series {
+        key: "purged",
+        label: "purged",
+        class: "c-ok",
+    },
+];
+/// API calls by outcome (parts of one whole: stacked).
+pub const CALLS: [Series; 4] = [
+    Series {
+        key: "accepted",
+        label: "accepted",
+        class: "c-ok",
+    },
+    Series {
+        key: "throttled",
+        label: "throttled",
+        class: "c-warn",
+    },
+    Series {
+        key: "transient",
+        label: "transient error",
+        class: "c-muted",
+    },
+    Series {
+        key: "refused",
+        label: "refused",
+        class: "c-bad",
+    },
+];
+/// The quota ledger's budgets.
+pub const QUOTA: [Series; 3] = [
+    Series {
+        key: "files",
+        label: "files",
+        class: "c-in",
+    },
+    Series {
+        key: "directories",
+        label: "directories",
+        class: "c-ok",
+    },
+    Series {
+        key: "preloads",
+        label: "preloads",
+        class: "c-muted",
+    },
+];
+
 /// How a chart's series share a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -189,24 +244,50 @@ pub fn compact(n: u64) -> String {
     }
 }
 
+/// Where things go on a chart: the slots' width, the plot's height and
+/// baseline, and the y scale (its ticks, the top one its maximum).
+struct Geometry {
+    slot_w: f64,
+    plot_h: f64,
+    y0: f64,
+    ticks: Vec<u64>,
+    top_value: f64,
+}
+
+impl Geometry {
+    fn of(chart: &Chart<'_>, values: &[Vec<u64>]) -> Geometry {
+        let tallest = (0..chart.slots.len())
+            .map(|i| match chart.layout {
+                Layout::Stacked => values.iter().map(|row| row[i]).sum(),
+                Layout::Grouped => values.iter().map(|row| row[i]).max().unwrap_or(0),
+            })
+            .max()
+            .unwrap_or(0);
+        let ticks = ticks(tallest);
+        let plot_h = HEIGHT - TOP - BOTTOM;
+        Geometry {
+            slot_w: (WIDTH - LEFT - RIGHT) / chart.slots.len().max(1) as f64,
+            plot_h,
+            y0: TOP + plot_h,
+            top_value: ticks.last().copied().unwrap_or(1).max(1) as f64,
+            ticks,
+        }
+    }
+
+    fn height_of(&self, v: u64) -> f64 {
+        self.plot_h * v as f64 / self.top_value
+    }
+
+    fn x_of(&self, slot: usize) -> f64 {
+        LEFT + self.slot_w * slot as f64
+    }
+}
+
 /// The chart as a `<figure>`: caption, SVG, legend with each series'
 /// total.
 pub fn draw(chart: &Chart<'_>) -> String {
     let values = values(chart);
-    let count = chart.slots.len().max(1);
-    let tops: Vec<u64> = (0..chart.slots.len())
-        .map(|i| match chart.layout {
-            Layout::Stacked => values.iter().map(|row| row[i]).sum(),
-            Layout::Grouped => values.iter().map(|row| row[i]).max().unwrap_or(0),
-        })
-        .collect();
-    let ticks = ticks(tops.iter().copied().max().unwrap_or(0));
-    let top_value = ticks.last().copied().unwrap_or(1).max(1) as f64;
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let y0 = TOP + plot_h;
-    let slot_w = plot_w / count as f64;
-    let y_of = |v: u64| y0 - plot_h * v as f64 / top_value;
+    let g = Geometry::of(chart, &values);
     let mut svg = format!(
         "<figure class=\"chart\" data-chart=\"{id}\"><figcaption>{title} <span class=\"unit\">({unit}), \
          times <span class=\"tz\">UTC</span></span></figcaption>\n\
@@ -215,7 +296,20 @@ pub fn draw(chart: &Chart<'_>) -> String {
         title = escape(chart.title),
         unit = escape(chart.unit),
     );
-    // Before the history starts: a band, not a row of zeros.
+    svg.push_str(&bands(chart, &g));
+    svg.push_str(&y_axis(&g));
+    for i in 0..chart.slots.len() {
+        svg.push_str(&slot(chart, &values, &g, i));
+    }
+    svg.push_str(&x_axis(chart, &g));
+    svg.push_str(&legend(chart, &values));
+    svg
+}
+
+/// The slots before the history starts (a band, not a row of zeros) and
+/// the current slot, still filling.
+fn bands(chart: &Chart<'_>, g: &Geometry) -> String {
+    let mut out = String::new();
     let first_with_history = chart.history_from.map_or(0, |from| {
         chart
             .slots
@@ -224,31 +318,39 @@ pub fn draw(chart: &Chart<'_>) -> String {
             .count()
     });
     if first_with_history > 0 {
-        let w = slot_w * first_with_history as f64;
+        let w = g.slot_w * first_with_history as f64;
         let _ = write!(
-            svg,
-            "<rect class=\"nohistory\" x=\"{LEFT}\" y=\"{TOP}\" width=\"{w:.1}\" height=\"{plot_h}\"/>"
+            out,
+            "<rect class=\"nohistory\" x=\"{LEFT}\" y=\"{TOP}\" width=\"{w:.1}\" height=\"{}\"/>",
+            g.plot_h
         );
         if w >= 70.0 {
             let _ = write!(
-                svg,
+                out,
                 "<text class=\"label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">no history</text>",
                 LEFT + w / 2.0,
-                TOP + plot_h / 2.0
+                TOP + g.plot_h / 2.0
             );
         }
-        svg.push('\n');
+        out.push('\n');
     }
-    // The current slot is still filling.
     let _ = writeln!(
-        svg,
-        "<rect class=\"partial\" x=\"{:.1}\" y=\"{TOP}\" width=\"{slot_w:.1}\" height=\"{plot_h}\"/>",
-        LEFT + slot_w * (count - 1) as f64
+        out,
+        "<rect class=\"partial\" x=\"{:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{}\"/>",
+        g.x_of(chart.slots.len().max(1) - 1),
+        g.slot_w,
+        g.plot_h
     );
-    for tick in &ticks {
-        let y = y_of(*tick);
+    out
+}
+
+/// Gridlines and labels at the ticks; the baseline is the axis.
+fn y_axis(g: &Geometry) -> String {
+    let mut out = String::new();
+    for tick in &g.ticks {
+        let y = g.y0 - g.height_of(*tick);
         let _ = writeln!(
-            svg,
+            out,
             "<line class=\"{}\" x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\"/>\
              <text class=\"label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
             if *tick == 0 { "axis" } else { "grid" },
@@ -258,77 +360,90 @@ pub fn draw(chart: &Chart<'_>) -> String {
             compact(*tick)
         );
     }
-    for (i, slot) in chart.slots.iter().enumerate() {
-        let x = LEFT + slot_w * i as f64;
-        let partial = i + 1 == chart.slots.len();
-        let _ = write!(svg, "<g>");
-        // The whole slot answers the hover, not only its bars.
-        let _ = write!(
-            svg,
-            "<rect class=\"hover\" x=\"{x:.1}\" y=\"{TOP}\" width=\"{slot_w:.1}\" height=\"{plot_h}\"/>"
-        );
-        let mut stacked = y0;
-        let width = match chart.layout {
-            Layout::Stacked => slot_w,
-            Layout::Grouped => slot_w / chart.series.len().max(1) as f64,
-        };
-        let mut parts = Vec::new();
-        for (k, (row, s)) in values.iter().zip(chart.series).enumerate() {
-            let v = row[i];
-            parts.push(format!("{} {v}", s.label));
-            if v == 0 {
-                continue;
-            }
-            let h = plot_h * v as f64 / top_value;
-            let (bx, by) = match chart.layout {
-                Layout::Stacked => {
-                    stacked -= h;
-                    (x, stacked)
-                }
-                Layout::Grouped => (x + width * k as f64, y0 - h),
-            };
-            let _ = write!(
-                svg,
-                "<rect class=\"{}\" x=\"{:.1}\" y=\"{by:.1}\" width=\"{:.1}\" height=\"{h:.1}\"/>",
-                s.class,
-                bx + 0.4,
-                (width - 0.8).max(0.4),
-            );
+    out
+}
+
+/// One slot: a hover area the width of the slot, its bars, and its
+/// figures as the tooltip.
+fn slot(chart: &Chart<'_>, values: &[Vec<u64>], g: &Geometry, i: usize) -> String {
+    let x = g.x_of(i);
+    let mut out = format!(
+        "<g><rect class=\"hover\" x=\"{x:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{}\"/>",
+        g.slot_w, g.plot_h
+    );
+    let width = match chart.layout {
+        Layout::Stacked => g.slot_w,
+        Layout::Grouped => g.slot_w / chart.series.len().max(1) as f64,
+    };
+    let mut stacked = g.y0;
+    let mut parts = Vec::new();
+    for (k, (row, s)) in values.iter().zip(chart.series).enumerate() {
+        let v = row[i];
+        parts.push(format!("{} {v}", s.label));
+        if v == 0 {
+            continue;
         }
-        let _ = writeln!(
-            svg,
-            "<title>{} UTC{}: {}</title></g>",
-            clock(slot),
-            if partial { " (so far)" } else { "" },
-            escape(&parts.join(", "))
+        let h = g.height_of(v);
+        let (bx, by) = match chart.layout {
+            Layout::Stacked => {
+                stacked -= h;
+                (x, stacked)
+            }
+            Layout::Grouped => (x + width * k as f64, g.y0 - h),
+        };
+        let _ = write!(
+            out,
+            "<rect class=\"{}\" x=\"{:.1}\" y=\"{by:.1}\" width=\"{:.1}\" height=\"{h:.1}\"/>",
+            s.class,
+            bx + 0.4,
+            (width - 0.8).max(0.4),
         );
     }
-    // About five time labels along the axis, and "now" at its end.
+    let _ = writeln!(
+        out,
+        "<title>{} UTC{}: {}</title></g>",
+        clock(&chart.slots[i]),
+        if i + 1 == chart.slots.len() {
+            " (so far)"
+        } else {
+            ""
+        },
+        escape(&parts.join(", "))
+    );
+    out
+}
+
+/// About five time labels along the axis, and "now" at its end.
+fn x_axis(chart: &Chart<'_>, g: &Geometry) -> String {
+    let mut out = String::new();
     let every = (chart.slots.len() / 5).max(1);
     for (i, slot) in chart.slots.iter().enumerate() {
         if i % every != 0 || i + every > chart.slots.len() {
             continue;
         }
         let _ = writeln!(
-            svg,
+            out,
             "<text class=\"label t\" x=\"{:.1}\" y=\"{}\" data-at=\"{}\">{}</text>",
-            LEFT + slot_w * i as f64,
+            g.x_of(i),
             HEIGHT - 5.0,
             instant(slot),
             clock(slot)
         );
     }
     let _ = writeln!(
-        svg,
+        out,
         "<text class=\"label\" x=\"{}\" y=\"{}\" text-anchor=\"end\">now</text>",
         WIDTH - RIGHT,
         HEIGHT - 5.0
     );
-    svg.push_str(match chart.layout {
-        Layout::Stacked => "</svg>\n<p class=\"legend\">Bottom to top: ",
-        Layout::Grouped => "</svg>\n<p class=\"legend\">Left to right: ",
-    });
-    let legend: Vec<String> = values
+    out.push_str("</svg>\n");
+    out
+}
+
+/// The series in drawing order, each with its total, and what the totals
+/// mean.
+fn legend(chart: &Chart<'_>, values: &[Vec<u64>]) -> String {
+    let entries: Vec<String> = values
         .iter()
         .zip(chart.series)
         .map(|(row, s)| {
@@ -346,17 +461,19 @@ pub fn draw(chart: &Chart<'_>) -> String {
             )
         })
         .collect();
-    svg.push_str(&legend.join(" "));
-    let _ = writeln!(
-        svg,
-        " <span class=\"entry\">({})</span></p></figure>",
+    format!(
+        "<p class=\"legend\">{}{} <span class=\"entry\">({})</span></p></figure>\n",
+        match chart.layout {
+            Layout::Stacked => "Bottom to top: ",
+            Layout::Grouped => "Left to right: ",
+        },
+        entries.join(" "),
         match (chart.cumulative, chart.layout) {
             (true, _) => "used by now",
             (false, Layout::Stacked) => "in the span, stacked",
             (false, Layout::Grouped) => "in the span, side by side",
         }
-    );
-    svg
+    )
 }
 
 #[cfg(test)]

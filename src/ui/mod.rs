@@ -691,58 +691,7 @@ fn backlog_section(stats: &StatsView, hosts: &EndpointHosts) -> String {
 /// the quota used through the day, from the ledger the quota bars read.
 fn charts_section(data: &ChartData) -> String {
     use crate::store::Slot;
-    use charts::{Chart, Layout, Series, draw, into_slots, slots};
-    const URLS: [Series; 2] = [
-        Series {
-            key: "enqueued",
-            label: "enqueued",
-            class: "c-in",
-        },
-        Series {
-            key: "purged",
-            label: "purged",
-            class: "c-ok",
-        },
-    ];
-    const CALLS: [Series; 4] = [
-        Series {
-            key: "accepted",
-            label: "accepted",
-            class: "c-ok",
-        },
-        Series {
-            key: "throttled",
-            label: "throttled",
-            class: "c-warn",
-        },
-        Series {
-            key: "transient",
-            label: "transient error",
-            class: "c-muted",
-        },
-        Series {
-            key: "refused",
-            label: "refused",
-            class: "c-bad",
-        },
-    ];
-    const QUOTA: [Series; 3] = [
-        Series {
-            key: "files",
-            label: "files",
-            class: "c-in",
-        },
-        Series {
-            key: "directories",
-            label: "directories",
-            class: "c-ok",
-        },
-        Series {
-            key: "preloads",
-            label: "preloads",
-            class: "c-muted",
-        },
-    ];
+    use charts::{CALLS, Chart, Layout, QUOTA, URLS, draw, into_slots, slots};
     let hour = slots(data.now, Slot::Minute, 60);
     let day = slots(data.now, Slot::Hour, 24);
     let hours_today = ((data.now - data.day_start).whole_hours() + 1).clamp(1, 24) as usize;
