@@ -26,6 +26,7 @@ mod cache_rules;
 mod cdn;
 mod count_fold;
 mod fleet_nodes;
+mod memory;
 mod heartbeat;
 mod leader;
 pub mod listeners;
@@ -388,6 +389,7 @@ fn spawn_background(
         refresher.store.clone(),
         stop.clone(),
     )));
+    background.push(tokio::spawn(memory::run(stop.clone())));
     background.push(tokio::spawn(tag_log::run(
         refresher.store.clone(),
         refresher.settings.clone(),
