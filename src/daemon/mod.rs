@@ -26,10 +26,10 @@ mod cache_rules;
 mod cdn;
 mod count_fold;
 mod fleet_nodes;
-mod memory;
 mod heartbeat;
 mod leader;
 pub mod listeners;
+mod memory;
 pub mod systemd;
 pub mod tag_log;
 
