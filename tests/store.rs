@@ -626,6 +626,18 @@ async fn search_finds_urls_by_every_key(place: Place) {
         .await
         .expect("search");
     assert_eq!(page.rows.len(), 2, "the old deploy only");
+    // `merged`: the URL asked for through the directory that covers it.
+    let page = store
+        .search(&search(|s| s.state = Some("merged".into())))
+        .await
+        .expect("search");
+    assert_eq!(
+        urls(&page),
+        [(
+            "http://e.com/app/a.js".to_owned(),
+            covered_id.as_str().to_owned()
+        )]
+    );
     // A request's URLs; nothing for an unknown URL.
     let page = store
         .search(&search(|s| s.request_id = Some("no-such".into())))

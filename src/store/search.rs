@@ -62,7 +62,9 @@ pub struct Search {
     pub task_track_id: Option<String>,
     pub label: Option<String>,
     /// The URL's state as its request shows it (a URL merged into a
-    /// directory has the directory's).
+    /// directory has the directory's); `merged`: the URLs that were
+    /// merged (into a directory or a newer copy), whatever became of them,
+    /// as `purgeq history --state merged` means it.
     pub state: Option<String>,
     /// Requests received at or after / before these stored timestamps.
     pub since: Option<String>,
@@ -208,7 +210,9 @@ WHERE (CAST($1 AS TEXT) IS NULL OR ",
   AND (CAST($3 AS TEXT) IS NULL OR l.request_id = CAST($3 AS TEXT))
   AND (CAST($4 AS TEXT) IS NULL OR b.task_track_id = CAST($4 AS TEXT))
   AND (CAST($5 AS TEXT) IS NULL OR r.label = CAST($5 AS TEXT))
-  AND (CAST($6 AS TEXT) IS NULL OR COALESCE(m.state, i.state) = CAST($6 AS TEXT))
+  AND (CAST($6 AS TEXT) IS NULL
+       OR (CAST($6 AS TEXT) = 'merged' AND (i.merged_into IS NOT NULL OR l.requested_url IS NOT NULL))
+       OR COALESCE(m.state, i.state) = CAST($6 AS TEXT))
   AND (CAST($7 AS TEXT) IS NULL OR r.received_at >= CAST($7 AS TEXT))
   AND (CAST($8 AS TEXT) IS NULL OR r.received_at < CAST($8 AS TEXT))
   AND (CAST($9 AS TEXT) IS NULL OR r.received_at < CAST($9 AS TEXT)
