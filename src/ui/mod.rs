@@ -207,48 +207,7 @@ pub struct ListFilter {
 /// Sending state in words (colour is a second signal, never the only one),
 /// with the fix in one sentence when sending is paused.
 fn sending_section(stats: &StatsView) -> String {
-    let sender = &stats.pipeline.sender;
-    // A fleet follower takes intents and sends nothing: its own sender
-    // state says nothing about the fleet's sending (issue 36).
-    let follower = stats.fleet.as_ref().filter(|fleet| !fleet.sends());
-    let (class, word, detail) = match (follower, sender.state) {
-        (Some(fleet), _) => (
-            "ok",
-            "not on this node",
-            match &fleet.leader {
-                Some(leader) => format!(
-                    "Not sending: {leader} leads and sends; this node ({}) takes intents.",
-                    fleet.node
-                ),
-                None => format!(
-                    "Not sending: no node leads right now; this node ({}) takes intents and \
-                     one of the fleet's nodes will take the lead.",
-                    fleet.node
-                ),
-            },
-        ),
-        (None, SenderState::Running) => (
-            "ok",
-            "running",
-            "Calls go out as the rate allows.".to_owned(),
-        ),
-        (None, SenderState::Throttled) => (
-            "warn",
-            "throttled",
-            format!(
-                "The CDN asked us to slow down: every call waits {} more.",
-                duration(sender.throttled_for_seconds.unwrap_or(0.0))
-            ),
-        ),
-        (None, SenderState::Paused) => (
-            "bad",
-            "paused",
-            sender
-                .paused_reason
-                .clone()
-                .unwrap_or_else(|| "sending is paused".to_owned()),
-        ),
-    };
+    let (class, word, detail) = sending_state(stats);
     let mut out = format!(
         "<section aria-labelledby=\"sending\"><h2 id=\"sending\">Sending: \
          <span class=\"state {class}\">{word}</span></h2>\n<p>{}</p>\n",
@@ -282,7 +241,7 @@ fn sending_section(stats: &StatsView) -> String {
         items.sending + items.submitted,
         items.sending,
         items.submitted,
-        sender.throttled_total
+        stats.pipeline.sender.throttled_total
     );
     for wait in &stats.waiting {
         let until = wait
@@ -298,6 +257,50 @@ fn sending_section(stats: &StatsView) -> String {
     }
     out.push_str("</section>\n");
     out
+}
+
+/// The sending state as a CSS class, a word and a sentence. A fleet
+/// follower takes intents and sends nothing: its own sender's state says
+/// nothing about the fleet's sending (issue 36), so it names who sends.
+fn sending_state(stats: &StatsView) -> (&'static str, &'static str, String) {
+    let sender = &stats.pipeline.sender;
+    if let Some(fleet) = stats.fleet.as_ref().filter(|fleet| !fleet.sends()) {
+        let detail = match &fleet.leader {
+            Some(leader) => format!(
+                "Not sending: {leader} leads and sends; this node ({}) takes intents.",
+                fleet.node
+            ),
+            None => format!(
+                "Not sending: no node leads right now; this node ({}) takes intents and \
+                 one of the fleet's nodes will take the lead.",
+                fleet.node
+            ),
+        };
+        return ("ok", "not on this node", detail);
+    }
+    match sender.state {
+        SenderState::Running => (
+            "ok",
+            "running",
+            "Calls go out as the rate allows.".to_owned(),
+        ),
+        SenderState::Throttled => (
+            "warn",
+            "throttled",
+            format!(
+                "The CDN asked us to slow down: every call waits {} more.",
+                duration(sender.throttled_for_seconds.unwrap_or(0.0))
+            ),
+        ),
+        SenderState::Paused => (
+            "bad",
+            "paused",
+            sender
+                .paused_reason
+                .clone()
+                .unwrap_or_else(|| "sending is paused".to_owned()),
+        ),
+    }
 }
 
 /// A fleet at a glance (issue 36): this node, who leads under which
