@@ -51,59 +51,8 @@ impl SearchForm {
 
     /// The search the form asks for, or what is wrong with which field.
     pub fn parse(&self) -> Result<Search, String> {
-        let field = |value: &Option<String>| {
-            value
-                .as_deref()
-                .map(str::trim)
-                .filter(|text| !text.is_empty())
-                .map(str::to_owned)
-        };
-        let url = match (field(&self.url), field(&self.url_match).as_deref()) {
-            (None, _) => None,
-            (Some(url), None | Some("prefix")) => {
-                Some(UrlMatch::Prefix(lower_scheme_and_host(&url)))
-            }
-            (Some(url), Some("exact")) => Some(UrlMatch::Exact(lower_scheme_and_host(&url))),
-            (Some(_), Some(other)) => {
-                return Err(format!("match: {other:?} is not one of prefix, exact"));
-            }
-        };
-        let state = match field(&self.state) {
-            None => None,
-            Some(text) => match ItemState::parse(&text) {
-                Some(state) => Some(state.as_str().to_owned()),
-                None => {
-                    return Err(format!(
-                        "state: {text:?} is not one of {}",
-                        ItemState::ALL
-                            .iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-            },
-        };
-        let day =
-            |name: &str, value: &Option<String>, next: bool| -> Result<Option<String>, String> {
-                let Some(text) = field(value) else {
-                    return Ok(None);
-                };
-                let format = time::macros::format_description!("[year]-[month]-[day]");
-                let date = time::Date::parse(&text, format)
-                    .map_err(|_| format!("{name}: {text:?} is not a date (YYYY-MM-DD)"))?;
-                let date = if next {
-                    date.next_day()
-                        .ok_or_else(|| format!("{name}: {text:?} is the last day there is"))?
-                } else {
-                    date
-                };
-                Ok(Some(
-                    crate::store::Timestamp::new(date.midnight().assume_utc()).to_string(),
-                ))
-            };
-        let since = day("since", &self.since, false)?;
-        let until = day("until", &self.until, true)?;
+        let since = day("since", field(&self.since), false)?;
+        let until = day("until", field(&self.until), true)?;
         if let (Some(since), Some(until)) = (&since, &until)
             && since >= until
         {
@@ -114,11 +63,11 @@ impl SearchForm {
             Some(text) => Some(Cursor::parse(&text).ok_or("after: not a page of this search")?),
         };
         Ok(Search {
-            url,
+            url: url_match(field(&self.url), field(&self.url_match))?,
             request_id: field(&self.request).map(|id| id.to_ascii_lowercase()),
             task_track_id: field(&self.task),
             label: field(&self.label),
-            state,
+            state: state(field(&self.state))?,
             since,
             until,
             after,
@@ -160,6 +109,65 @@ impl SearchForm {
         }
         query
     }
+}
+
+/// A form field as given, trimmed; empty means not given.
+fn field(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .map(str::to_owned)
+}
+
+/// The URL field and how it matches (a prefix unless `exact`).
+fn url_match(url: Option<String>, how: Option<String>) -> Result<Option<UrlMatch>, String> {
+    Ok(match (url, how.as_deref()) {
+        (None, _) => None,
+        (Some(url), None | Some("prefix")) => Some(UrlMatch::Prefix(lower_scheme_and_host(&url))),
+        (Some(url), Some("exact")) => Some(UrlMatch::Exact(lower_scheme_and_host(&url))),
+        (Some(_), Some(other)) => {
+            return Err(format!("match: {other:?} is not one of prefix, exact"));
+        }
+    })
+}
+
+/// An item state by its name.
+fn state(text: Option<String>) -> Result<Option<String>, String> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    match ItemState::parse(&text) {
+        Some(state) => Ok(Some(state.as_str().to_owned())),
+        None => Err(format!(
+            "state: {text:?} is not one of {}",
+            ItemState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// A `YYYY-MM-DD` (UTC) field as the stored timestamp of its midnight,
+/// or of the next day's (`next`: "through that day").
+fn day(name: &str, text: Option<String>, next: bool) -> Result<Option<String>, String> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(&text, format)
+        .map_err(|_| format!("{name}: {text:?} is not a date (YYYY-MM-DD)"))?;
+    let date = if next {
+        date.next_day()
+            .ok_or_else(|| format!("{name}: {text:?} is the last day there is"))?
+    } else {
+        date
+    };
+    Ok(Some(
+        crate::store::Timestamp::new(date.midnight().assume_utc()).to_string(),
+    ))
 }
 
 /// URLs are stored with their scheme and host in lower case: a search
@@ -281,17 +289,11 @@ fn bulk_links(asked: &SearchForm, found: &SearchPage) -> String {
     }
 }
 
-/// `GET /ui/search/retry|cancel?…`: what the bulk action will do to this
-/// page of results, and the POST that does it.
-pub fn bulk_confirm_page(
-    asked: &SearchForm,
-    found: &SearchPage,
-    action: Bulk,
-    viewer: &Viewer,
-) -> String {
+/// What a bulk action asks, the URLs or requests it lists, and its
+/// button's words.
+fn bulk_question(found: &SearchPage, action: Bulk) -> (String, Vec<String>, &'static str) {
     let (failed, pending) = bulk_targets(found);
-    let back = format!("/ui/search?{}", asked.this_page());
-    let (question, listed, button) = match action {
+    match action {
         Bulk::Retry => (
             format!(
                 "Send the {} shown on this page of results again?",
@@ -318,7 +320,19 @@ pub fn bulk_confirm_page(
                 .collect(),
             "Yes, cancel them",
         ),
-    };
+    }
+}
+
+/// `GET /ui/search/retry|cancel?…`: what the bulk action will do to this
+/// page of results, and the POST that does it.
+pub fn bulk_confirm_page(
+    asked: &SearchForm,
+    found: &SearchPage,
+    action: Bulk,
+    viewer: &Viewer,
+) -> String {
+    let back = format!("/ui/search?{}", asked.this_page());
+    let (question, listed, button) = bulk_question(found, action);
     let body = if listed.is_empty() {
         format!(
             "<p>Nothing on this page to {}.</p>\n",
