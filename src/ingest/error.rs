@@ -77,6 +77,14 @@ impl ApiError {
     }
 }
 
+/// A query string that does not parse (`?wait=soon`, `?state=gone`): a
+/// `400` that says why, as every handler taking a `Query` answers it.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {

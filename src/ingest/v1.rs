@@ -333,9 +333,7 @@ pub async fn list_purges(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<RequestList>, ApiError> {
     const MAX_PAGES: usize = 20;
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
-    })?;
+    let Query(query) = query?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit: a number from 1 to 500"));
@@ -382,9 +380,7 @@ pub async fn get_purge(
     Path(id): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Json<RequestView>, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
-    })?;
+    let Query(query) = query?;
     let wait = match query.wait {
         None => Duration::ZERO,
         // Clamped before converting: `Duration::from_secs_f64` panics on
@@ -520,7 +516,7 @@ pub async fn get_stats(State(state): State<IngestState>) -> Result<Json<StatsVie
 /// (issue 31), read once: a few rows, whatever the queue and the history
 /// hold, and the items, backlog, preloads and drain of one answer agree.
 pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
-    let pipeline = state.status().await;
+    let mut pipeline = state.status().await;
     let counts = state.store.queue_counts().await?;
     let oldest_pending_at = state.store.oldest_pending().await?;
     let oldest_pending_age_seconds = oldest_pending_at
@@ -542,7 +538,6 @@ pub async fn stats_view(state: &IngestState) -> Result<StatsView, ApiError> {
             .fleet_nodes(crate::fleet::LeaseTiming::DEFAULT.ttl)
             .await?;
     }
-    let mut pipeline = pipeline;
     let drain = drain_estimate(state, &pipeline, counts.lanes());
     // What waits for the next quota day, from the counts read now rather
     // than the planner's last look: one figure for the drain and the

@@ -301,11 +301,7 @@ impl Store {
             return Ok(());
         };
         let fail = |e| pg_error("cannot write this node's heartbeat", e);
-        let term = if status.role == "leader" {
-            status.term
-        } else {
-            None
-        };
+        let leads = status.role == "leader";
         sqlx::query(
             "WITH gone AS (DELETE FROM fleet_nodes WHERE heartbeat_at < now() - interval '1 day')
              INSERT INTO fleet_nodes (node, role, term, version, started_at, heartbeat_at)
@@ -315,12 +311,8 @@ impl Store {
                  heartbeat_at = excluded.heartbeat_at",
         )
         .bind(&status.node)
-        .bind(if status.role == "leader" {
-            "leader"
-        } else {
-            "follower"
-        })
-        .bind(term)
+        .bind(if leads { "leader" } else { "follower" })
+        .bind(status.term.filter(|_| leads))
         .bind(version)
         .bind(started_at)
         .execute(pool)

@@ -107,9 +107,7 @@ async fn status(
     filter: Result<Query<ListFilter>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     enabled(&state)?;
-    let Query(form) = filter.map_err(|rejection| {
-        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
-    })?;
+    let Query(form) = filter?;
     let filter = Filter::parse(&form).map_err(ApiError::bad_request)?;
     let stats = crate::ingest::v1::stats_view(&state).await?;
     let charts = chart_data(&state).await?;
@@ -180,9 +178,7 @@ async fn request(
     done: Result<Query<super::Done>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     enabled(&state)?;
-    let Query(done) = done.map_err(|rejection| {
-        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
-    })?;
+    let Query(done) = done?;
     let status = request_or_404(&state, &id).await?;
     Ok(html(super::request_page(
         &status,
@@ -199,9 +195,7 @@ async fn search(
     form: Result<Query<super::SearchForm>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     enabled(&state)?;
-    let Query(form) = form.map_err(|rejection| {
-        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
-    })?;
+    let Query(form) = form?;
     let found = if form.is_empty() {
         None
     } else {
@@ -221,9 +215,7 @@ async fn bulk_page(
     state: &IngestState,
     form: Result<Query<super::SearchForm>, QueryRejection>,
 ) -> Result<(super::SearchForm, crate::store::SearchPage), ApiError> {
-    let Query(form) = form.map_err(|rejection| {
-        ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
-    })?;
+    let Query(form) = form?;
     if form.is_empty() {
         return Err(ApiError::bad_request(
             "a bulk action acts on a search's results: search first",

@@ -892,28 +892,21 @@ fn request_state(state: RequestState) -> String {
     format!("<span class=\"state {class}\">{word}</span>")
 }
 
-/// The request page's buttons: retry what failed, cancel what is
-/// pending. `None` in read-only mode. `token` is the forms' CSRF token.
 /// What a request's buttons may act on: failed URLs (or preloads) to
 /// retry, pending ones to cancel.
 fn actionable(request: &RequestStatus) -> (usize, usize) {
-    let failed = request
-        .items
-        .iter()
-        .filter(|i| {
-            i.state == crate::store::ItemState::Failed
-                || i.preload_state == Some(crate::store::PreloadState::Failed)
-        })
-        .count();
-    let pending = request
-        .items
-        .iter()
-        .filter(|i| {
-            i.state == crate::store::ItemState::Pending
-                || i.preload_state == Some(crate::store::PreloadState::Pending)
-        })
-        .count();
-    (failed, pending)
+    use crate::store::{ItemState, PreloadState};
+    let count = |item: ItemState, preload: PreloadState| {
+        request
+            .items
+            .iter()
+            .filter(|i| i.state == item || i.preload_state == Some(preload))
+            .count()
+    };
+    (
+        count(ItemState::Failed, PreloadState::Failed),
+        count(ItemState::Pending, PreloadState::Pending),
+    )
 }
 
 /// The request page's buttons: each leads to its confirmation page (a

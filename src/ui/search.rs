@@ -46,7 +46,7 @@ impl SearchForm {
             &self.until,
         ]
         .iter()
-        .all(|field| field.as_deref().is_none_or(|text| text.trim().is_empty()))
+        .all(|value| field(value).is_none())
     }
 
     /// The search the form asks for, or what is wrong with which field.
