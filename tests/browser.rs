@@ -20,14 +20,7 @@ use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_status_page_in_a_real_browser() {
-    let Some(binary) = browser::chromium() else {
-        assert!(
-            std::env::var_os("PURGEQ_REQUIRE_BROWSER").is_none(),
-            "PURGEQ_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)"
-        );
-        eprintln!(
-            "SKIPPED the_status_page_in_a_real_browser: no chromium (apt-get install chromium)"
-        );
+    let Some(binary) = browser::chromium_for("the_status_page_in_a_real_browser") else {
         return;
     };
     let emulator = emulator(Knobs {
@@ -335,14 +328,9 @@ async fn the_status_page_in_a_real_browser() {
 /// survivor's page names the new leader and marks the old one stale.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_node_of_a_fleet_shows_the_fleet_and_follows_a_failover() {
-    let Some(binary) = browser::chromium() else {
-        assert!(
-            std::env::var_os("PURGEQ_REQUIRE_BROWSER").is_none(),
-            "PURGEQ_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)"
-        );
-        eprintln!(
-            "SKIPPED every_node_of_a_fleet_shows_the_fleet_and_follows_a_failover: no chromium"
-        );
+    let Some(binary) =
+        browser::chromium_for("every_node_of_a_fleet_shows_the_fleet_and_follows_a_failover")
+    else {
         return;
     };
     let Some(db) = common::postgres::TestDatabase::create(
@@ -550,12 +538,7 @@ async fn foreign_site(html: String) -> std::net::SocketAddr {
 /// gets 421. The CLI over the same TCP listener still works.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_foreign_page_cannot_act_on_the_api() {
-    let Some(binary) = browser::chromium() else {
-        assert!(
-            std::env::var_os("PURGEQ_REQUIRE_BROWSER").is_none(),
-            "PURGEQ_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)"
-        );
-        eprintln!("SKIPPED a_foreign_page_cannot_act_on_the_api: no chromium");
+    let Some(binary) = browser::chromium_for("a_foreign_page_cannot_act_on_the_api") else {
         return;
     };
     let emulator = emulator(Knobs {

@@ -17,6 +17,7 @@ use purgeq::store::fleet::FleetDb;
 use sqlx::{Connection, Row, SqliteConnection};
 
 use common::postgres::TestDatabase;
+use common::{quota_chart_totals, series_total};
 
 /// Tables and views, each with its columns as (name, not null).
 type Shape = BTreeMap<String, Vec<(String, bool)>>;
@@ -243,12 +244,7 @@ async fn a_seventh_schema_fleet_database_upgrades_to_kept_counts_in_place() {
     assert_eq!(counts.preload_states().pending, 1);
     let since = Timestamp::new(time::OffsetDateTime::now_utc() - time::Duration::hours(2));
     let flow = store.urls_flow(since, Slot::Hour).await.expect("chart");
-    let total = |series: &str| -> i64 {
-        flow.iter()
-            .filter(|(_, s, _)| s == series)
-            .map(|(_, _, n)| n)
-            .sum()
-    };
+    let total = |series: &str| series_total(&flow, series);
     assert_eq!((total("enqueued"), total("purged")), (2, 1));
     let calls = store
         .calls_by_outcome(since, Slot::Hour)
@@ -256,17 +252,8 @@ async fn a_seventh_schema_fleet_database_upgrades_to_kept_counts_in_place() {
         .expect("calls");
     assert_eq!(calls.iter().map(|(_, _, n)| n).sum::<i64>(), 1);
     // The quota chart (issue 36) starts from the ledger's rows.
-    let quota = store
-        .quota_through_the_day(&purgeq::store::QuotaAccount {
-            subscription_id: "sub".into(),
-            day: "2026-12-04".into(),
-        })
-        .await
-        .expect("quota chart");
-    let mut quota: Vec<(String, i64)> = quota.into_iter().map(|(_, s, n)| (s, n)).collect();
-    quota.sort();
     assert_eq!(
-        quota,
+        quota_chart_totals(&store, "sub", "2026-12-04").await,
         [
             ("directories".to_owned(), 1),
             ("files".to_owned(), 7),

@@ -6,6 +6,7 @@
 mod common;
 
 use common::postgres::TestDatabase;
+use common::series_total;
 use purgeq::store::fleet::FleetDb;
 use sqlx::Connection;
 
@@ -405,13 +406,7 @@ async fn charts_read_the_minutes_kept_as_rows_are_written(place: Place) {
         .record_calls(vec![call("accepted"), call("accepted"), call("throttled")])
         .await
         .expect("calls");
-    let total = |counts: purgeq::store::Counts, series: &str| -> i64 {
-        counts
-            .iter()
-            .filter(|(_, s, _)| s == series)
-            .map(|(_, _, n)| n)
-            .sum()
-    };
+    let total = |counts: purgeq::store::Counts, series: &str| series_total(&counts, series);
     for round in ["before a fold", "after a fold"] {
         for slot in [Slot::Minute, Slot::Hour] {
             let urls = store.urls_flow(hour_ago, slot).await.expect("urls");
@@ -461,19 +456,15 @@ async fn the_quota_chart_sums_to_the_ledger(place: Place) {
         ),
         (2, 1, 2)
     );
-    let sum = |counts: &purgeq::store::Counts, series: &str| -> i64 {
-        counts
-            .iter()
-            .filter(|(_, s, _)| s == series)
-            .map(|(_, _, n)| n)
-            .sum()
-    };
     for round in ["before a fold", "after a fold"] {
         let chart = store.quota_through_the_day(&account).await.expect("chart");
         let bars = store.quota_use(&account).await.expect("quota");
         assert_eq!((bars.files_used, bars.directories_used), (2, 1), "{round}");
         assert_eq!(
-            (sum(&chart, "files"), sum(&chart, "directories")),
+            (
+                series_total(&chart, "files"),
+                series_total(&chart, "directories")
+            ),
             (bars.files_used as i64, bars.directories_used as i64),
             "{round}: {chart:?}"
         );

@@ -263,11 +263,12 @@ async fn the_search_page_finds_a_url_and_leads_to_its_request() {
     daemon.stop().await;
 }
 
-/// Issue 36: bulk actions from a search: retry the failed URLs shown,
-/// cancel the requests shown with pending URLs; each asks first, is a
-/// CSRF-safe POST, says what it did, and is refused read-only.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_search_retries_the_failed_and_cancels_the_pending_it_shows() {
+/// A daemon whose CDN fails every URL containing "flaky", each sent once
+/// (no retry), batches cut at once: what the buttons act on.
+async fn daemon_with_a_flaky_cdn() -> (
+    purgeq::cdn::emulator::EmulatorHandle,
+    common::held::HeldDaemon,
+) {
     let emulator = emulator(Knobs {
         fail_urls_containing: Some("flaky".into()),
         ..fast_knobs()
@@ -278,6 +279,15 @@ async fn a_search_retries_the_failed_and_cancels_the_pending_it_shows() {
         cdn_section(&emulator, KEY_VALUE)
     );
     let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    (emulator, daemon)
+}
+
+/// Issue 36: bulk actions from a search: retry the failed URLs shown,
+/// cancel the requests shown with pending URLs; each asks first, is a
+/// CSRF-safe POST, says what it did, and is refused read-only.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_retries_the_failed_and_cancels_the_pending_it_shows() {
+    let (emulator, daemon) = daemon_with_a_flaky_cdn().await;
     let client = daemon.client();
     let host = ENDPOINTS[0].1;
     let (_, failing) = daemon
@@ -401,16 +411,7 @@ async fn press(client: &reqwest::Client, path: &str, token: &str, site: &str) ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_buttons_retry_and_cancel_and_nothing_else_can_press_them() {
-    let emulator = emulator(Knobs {
-        fail_urls_containing: Some("flaky".into()),
-        ..fast_knobs()
-    })
-    .await;
-    let config = format!(
-        "{}[batch]\nlinger = \"100ms\"\n[sender]\nmax_attempts = 1\n[tracker]\npoll_interval = \"100ms\"\n",
-        cdn_section(&emulator, KEY_VALUE)
-    );
-    let daemon = common::held::HeldDaemon::start(&config, &[]).await;
+    let (emulator, daemon) = daemon_with_a_flaky_cdn().await;
     let client = daemon.client();
     let flaky = format!("http://{}/flaky.js", ENDPOINTS[0].1);
     let (_, accepted) = daemon.post("/v1/purges", &json!({ "urls": [flaky] })).await;

@@ -3,6 +3,9 @@
 //! that binary did) opens with this one, and nothing in it is lost. (The
 //! first schema's own test is in `state_machine.rs`.)
 
+mod common;
+
+use common::{quota_chart_totals, series_total};
 use purgeq::config::StoreSettings;
 use purgeq::store::{ItemState, RequestId, RequestState, Store};
 use sqlx::{Connection, SqliteConnection};
@@ -338,19 +341,11 @@ async fn a_fourth_schema_database_upgrades_to_the_status_page_in_place() {
     // The page's new reads: no calls yet; the quota chart from the
     // ledger's rows, as kept (migration 0015): the day's files charged.
     assert!(store.recent_errors(10).await.expect("errors").is_empty());
-    let quota_day = store
-        .quota_through_the_day(&purgeq::store::QuotaAccount {
-            subscription_id: "sub".into(),
-            day: "2026-12-01".into(),
-        })
-        .await
-        .expect("chart");
-    let files: i64 = quota_day
-        .iter()
-        .filter(|(_, series, _)| series == "files")
-        .map(|(_, _, n)| n)
-        .sum();
-    assert_eq!(files, 2, "{quota_day:?}");
+    let quota_day = quota_chart_totals(&store, "sub", "2026-12-01").await;
+    assert!(
+        quota_day.contains(&("files".to_owned(), 2)),
+        "{quota_day:?}"
+    );
     store.close().await;
 }
 
@@ -676,12 +671,7 @@ async fn a_twelfth_schema_database_upgrades_to_kept_counts_and_chart_minutes_in_
         .urls_flow(since, purgeq::store::Slot::Hour)
         .await
         .expect("chart");
-    let total = |series: &str| -> i64 {
-        flow.iter()
-            .filter(|(_, s, _)| s == series)
-            .map(|(_, _, n)| n)
-            .sum()
-    };
+    let total = |series: &str| series_total(&flow, series);
     assert_eq!((total("enqueued"), total("purged")), (3, 1));
     let calls = store
         .calls_by_outcome(since, purgeq::store::Slot::Hour)
@@ -689,17 +679,8 @@ async fn a_twelfth_schema_database_upgrades_to_kept_counts_and_chart_minutes_in_
         .expect("calls");
     assert_eq!(calls.iter().map(|(_, _, n)| n).sum::<i64>(), 1);
     // The quota chart (issue 36) starts from the ledger's rows.
-    let quota = store
-        .quota_through_the_day(&purgeq::store::QuotaAccount {
-            subscription_id: "sub".into(),
-            day: "2026-12-04".into(),
-        })
-        .await
-        .expect("quota chart");
-    let mut quota: Vec<(String, i64)> = quota.into_iter().map(|(_, s, n)| (s, n)).collect();
-    quota.sort();
     assert_eq!(
-        quota,
+        quota_chart_totals(&store, "sub", "2026-12-04").await,
         [
             ("directories".to_owned(), 1),
             ("files".to_owned(), 7),

@@ -23,6 +23,20 @@ pub fn chromium() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// Chromium for `test`, or `None` after saying the test skipped; with
+/// `PURGEQ_REQUIRE_BROWSER` set (CI), a missing Chromium fails instead.
+pub fn chromium_for(test: &str) -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("PURGEQ_REQUIRE_BROWSER").is_none(),
+            "PURGEQ_REQUIRE_BROWSER is set but no chromium is installed (apt-get install chromium)"
+        );
+        eprintln!("SKIPPED {test}: no chromium (apt-get install chromium)");
+    }
+    found
+}
+
 pub struct Browser {
     child: Child,
     socket: Socket,

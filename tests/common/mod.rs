@@ -394,6 +394,36 @@ pub fn unix_client(socket: &Path) -> reqwest::Client {
         .expect("client")
 }
 
+/// A chart's total for one series: the sum over its slots.
+pub fn series_total(counts: &purgeq::store::Counts, series: &str) -> i64 {
+    counts
+        .iter()
+        .filter(|(_, s, _)| s == series)
+        .map(|(_, _, n)| n)
+        .sum()
+}
+
+/// A quota day's chart (the ledger's changes), summed per series, by
+/// series name.
+pub async fn quota_chart_totals(
+    store: &purgeq::store::Store,
+    subscription: &str,
+    day: &str,
+) -> Vec<(String, i64)> {
+    let chart = store
+        .quota_through_the_day(&purgeq::store::QuotaAccount {
+            subscription_id: subscription.into(),
+            day: day.into(),
+        })
+        .await
+        .expect("quota chart");
+    let mut totals = std::collections::BTreeMap::new();
+    for (_, series, n) in chart {
+        *totals.entry(series).or_insert(0) += n;
+    }
+    totals.into_iter().collect()
+}
+
 /// The count of items in `state` from `/v1/stats`.
 pub fn items(stats: &Value, state: &str) -> u64 {
     stats["items"][state].as_u64().unwrap_or(0)
